@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Set-up and entry point for a fresh Debian/Ubuntu machine.
+#   ./dev.sh run    install what is missing, then run the kiosk (simulated devices, demo site)
+#   ./dev.sh test   install what is missing, then run the whole test suite
+# Extra arguments go to the kiosk command or to pytest.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# Debian packages the project needs: a venv-capable Python with headers and a compiler
+# (pyscard is built from source on Linux), and the PC/SC headers it builds against.
+APT_PACKAGES=(python3 python3-venv python3-dev gcc libpcsclite-dev)
+
+say() { printf '[dev.sh] %s\n' "$*" >&2; }
+
+install_system_packages() {
+    command -v dpkg-query >/dev/null || { say "not a Debian/Ubuntu system: install ${APT_PACKAGES[*]} by hand"; return 0; }
+    local missing=()
+    for p in "${APT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo=(sudo -n)
+        else say "missing system packages: ${missing[*]}"; say "run as root: apt-get install ${missing[*]}"; exit 1
+        fi
+    fi
+    say "installing system packages: ${missing[*]}"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+install_python_env() {
+    local py=${PYTHON:-python3}
+    "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+        || { say "Python 3.11 or newer is needed (found $("$py" --version 2>&1))"; exit 1; }
+    if [ ! -x .venv/bin/python ]; then
+        say "creating .venv"
+        "$py" -m venv .venv
+    fi
+    local stamp; stamp=$(sha256sum pyproject.toml | cut -d' ' -f1)
+    if [ "$(cat .venv/.installed 2>/dev/null)" != "$stamp" ]; then
+        say "installing the project into .venv"
+        .venv/bin/python -m pip install -q --upgrade pip
+        .venv/bin/python -m pip install -q -e '.[test]'
+        echo "$stamp" > .venv/.installed
+    fi
+}
+
+cmd=${1:-}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+    run)
+        install_system_packages; install_python_env
+        exec .venv/bin/kiosk demo "$@" ;;
+    test)
+        install_system_packages; install_python_env
+        exec .venv/bin/python -m pytest "$@" ;;
+    *)
+        echo "usage: ./dev.sh run|test [args...]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,1 @@
+"""The prepaid top-up automat: engine, journal, services, UI and CLI."""

@@ -1,0 +1,310 @@
+"""Events into the top-up engine, commands out of it, and the values both carry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from kiosk.money import Money
+
+
+class Commodity(StrEnum):
+    ELECTRICITY = "electricity"
+    GAS = "gas"
+
+
+class Role(StrEnum):
+    CUSTOMER = "customer"
+    TECHNICIAN = "technician"
+
+
+class KeyStatus(StrEnum):
+    """What head office says about a key (through the locally stored reference data)."""
+
+    ACTIVE = "active"
+    BLOCKED = "blocked"
+    NOT_ACTIVATED = "not_activated"
+    UNKNOWN = "unknown"
+
+
+class Method(StrEnum):
+    CASH = "cash"
+    CARD = "card"
+
+
+class Device(StrEnum):
+    COIN = "coin"
+    NOTES = "notes"
+    CARD = "card"
+    READER = "reader"
+    PRINTER = "printer"
+
+
+class CardOutcome(StrEnum):
+    DECLINED = "declined"
+    ABORTED = "aborted"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+
+
+class Kind(StrEnum):
+    """Journal entry kinds. Money moves only through the ones marked (money)."""
+
+    KIOSK_STARTED = "kiosk_started"
+    TX_OPENED = "tx_opened"
+    CASH_IN = "cash_in"  # (money) coin accepted or note stacked, for a transaction
+    CASH_UNATTRIBUTED = "cash_unattributed"  # (money) cash taken with no key present
+    CARD_APPROVED = "card_approved"  # (money)
+    CARD_FAILED = "card_failed"
+    CARD_REVERSED = "card_reversed"  # (money, back to the customer)
+    CARD_REVERSAL_FAILED = "card_reversal_failed"
+    SPLIT = "split"  # allocation of the money paid: fee, debt repaid, credit for the key
+    KEY_WRITTEN = "key_written"
+    WRITE_FAILED = "write_failed"
+    PENDING_CREDIT = "pending_credit"  # credit owed to a key, written at its next insertion
+    PENDING_WRITTEN = "pending_written"
+    TX_CLOSED = "tx_closed"
+    KEY_REFUSED = "key_refused"
+    FAULT = "fault"
+    RECONCILED = "reconciled"
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What was read from a chip key."""
+
+    serial: str
+    contract_account: str
+    meter_number: str
+    commodity: Commodity
+    role: Role
+    credit: Money
+    recent_txids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PendingCredit:
+    """Money paid earlier that has not yet reached the key, identified by its transaction."""
+
+    txid: str
+    amount: Money
+
+
+@dataclass(frozen=True)
+class Account:
+    """Head office's view of a key and its contract account."""
+
+    status: KeyStatus
+    debt: Money
+    reason: str = ""
+    pending: tuple[PendingCredit, ...] = ()
+
+
+# ---------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base of everything the engine consumes."""
+
+
+@dataclass(frozen=True)
+class Tick(Event):
+    now: datetime
+
+
+@dataclass(frozen=True)
+class KeyDetected(Event):
+    pass
+
+
+@dataclass(frozen=True)
+class KeyInserted(Event):
+    key: KeyInfo
+    account: Account
+
+
+@dataclass(frozen=True)
+class KeyReadFailed(Event):
+    reason: str
+
+
+@dataclass(frozen=True)
+class KeyRemoved(Event):
+    pass
+
+
+@dataclass(frozen=True)
+class AmountChosen(Event):
+    amount: Money | None  # None: pay what you insert (cash)
+
+
+@dataclass(frozen=True)
+class MethodChosen(Event):
+    method: Method
+
+
+@dataclass(frozen=True)
+class Cancel(Event):
+    pass
+
+
+@dataclass(frozen=True)
+class Finish(Event):
+    pass
+
+
+@dataclass(frozen=True)
+class MoreTime(Event):
+    pass
+
+
+@dataclass(frozen=True)
+class CoinAccepted(Event):
+    value: Money
+    channel: int = 0
+
+
+@dataclass(frozen=True)
+class NoteEscrowed(Event):
+    value: Money
+    channel: int = 0
+
+
+@dataclass(frozen=True)
+class NoteStacked(Event):
+    value: Money
+    channel: int = 0
+
+
+@dataclass(frozen=True)
+class NoteReturned(Event):
+    value: Money
+    channel: int = 0
+
+
+@dataclass(frozen=True)
+class CardStatus(Event):
+    text: str
+
+
+@dataclass(frozen=True)
+class CardApproved(Event):
+    amount: Money
+    receipt: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CardFailed(Event):
+    outcome: CardOutcome
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class CardReversed(Event):
+    ok: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class KeyWritten(Event):
+    txid: str
+    credit_after: Money
+
+
+@dataclass(frozen=True)
+class KeyWriteFailed(Event):
+    txid: str
+    reason: str
+    uncertain: bool = False  # the write may have landed (key pulled, power lost mid-commit)
+
+
+@dataclass(frozen=True)
+class DeviceFault(Event):
+    device: Device
+    code: int = 0
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class DeviceOk(Event):
+    device: Device
+
+
+# ---------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True)
+class Command:
+    """Base of everything the engine asks the outside world to do."""
+
+
+@dataclass(frozen=True)
+class Record(Command):
+    """Append a journal entry; the runner commits all records of one step before anything else."""
+
+    kind: Kind
+    txid: str | None = None
+    key: str | None = None
+    amount: Money | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EnableCash(Command):
+    """Accept coins and notes up to `max_value` each; channels above it are inhibited."""
+
+    max_value: Money
+
+
+@dataclass(frozen=True)
+class DisableCash(Command):
+    pass
+
+
+@dataclass(frozen=True)
+class StackNote(Command):
+    pass
+
+
+@dataclass(frozen=True)
+class ReturnNote(Command):
+    pass
+
+
+@dataclass(frozen=True)
+class AuthoriseCard(Command):
+    txid: str
+    amount: Money
+
+
+@dataclass(frozen=True)
+class AbortCard(Command):
+    pass
+
+
+@dataclass(frozen=True)
+class CompleteCard(Command):
+    """Confirm the approved payment: the goods (the credit) were delivered."""
+
+    txid: str
+
+
+@dataclass(frozen=True)
+class ReverseCard(Command):
+    txid: str
+
+
+@dataclass(frozen=True)
+class WriteKey(Command):
+    """Credit `amount` onto the inserted key, logging `txid` in the same commit."""
+
+    txid: str
+    amount: Money
+
+
+@dataclass(frozen=True)
+class PrintReceipt(Command):
+    txid: str

@@ -1,0 +1,428 @@
+"""The durable, append-only, hash-chained journal, and the reference data kept beside it.
+
+SQLite in WAL mode with ``synchronous=FULL``: an append returns only after its commit is on disk.
+Each entry carries the SHA-256 of its content chained to the previous entry's hash; a one-row
+head table holds the last sequence number and hash, updated in the same commit, so removing
+the newest entries is detected as well as editing or removing any other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import SQLAlchemyError
+
+from kiosk.errors import ChainBroken, JournalError
+from kiosk.events import Account, KeyStatus, Kind, PendingCredit, Record
+from kiosk.money import Money
+
+log = logging.getLogger(__name__)
+
+GENESIS = "0" * 64
+
+metadata = MetaData()
+
+journal_table = Table(
+    "journal",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("ts", String(32), nullable=False),  # UTC, ISO 8601 with microseconds and Z
+    Column("kind", String(32), nullable=False),
+    Column("txid", String(64)),
+    Column("key", String(64)),
+    Column("amount", Integer),
+    Column("currency", String(3)),
+    Column("data", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_journal_txid", "txid"),
+    Index("ix_journal_key", "key"),
+)
+
+head_table = Table(
+    "journal_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+meta_table = Table(
+    "meta",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+# Reference data from head office (replaced by sync; edited by hand only in demos and tests).
+keys_table = Table(
+    "ref_keys",
+    metadata,
+    Column("serial", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("contract_account", String(64)),
+)
+
+debts_table = Table(
+    "ref_debts",
+    metadata,
+    Column("contract_account", String(64), primary_key=True),
+    Column("amount", Integer, nullable=False),
+    Column("currency", String(3), nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One journal row."""
+
+    seq: int
+    ts: datetime
+    kind: str
+    txid: str | None
+    key: str | None
+    amount: Money | None
+    data: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+def format_ts(ts: datetime) -> str:
+    if ts.tzinfo is None:
+        raise ValueError("journal times must be timezone-aware")
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_ts(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def _canonical(data: dict[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def entry_hash(
+    prev_hash: str,
+    seq: int,
+    ts: str,
+    kind: str,
+    txid: str | None,
+    key: str | None,
+    amount: int | None,
+    currency: str | None,
+    data: str,
+) -> str:
+    """SHA-256 over the previous hash and the canonical form of every column of the entry."""
+    body = json.dumps(
+        [prev_hash, seq, ts, kind, txid, key, amount, currency, data],
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+def _sqlite_engine(path: Path, synchronous: str = "FULL") -> Engine:
+    engine = create_engine(f"sqlite:///{path}")
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute("PRAGMA busy_timeout=5000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # Take the write lock up front: no reader-to-writer upgrade can fail mid-append.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class Journal:
+    """Append-only money journal of one kiosk, with the local reference data."""
+
+    def __init__(self, path: str | Path, kiosk_id: str, *, synchronous: str = "FULL") -> None:
+        self.path = Path(path)
+        self.kiosk_id = kiosk_id
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.engine = _sqlite_engine(self.path, synchronous)
+            metadata.create_all(self.engine)
+            with self.engine.begin() as conn:
+                owner = conn.execute(
+                    select(meta_table.c.value).where(meta_table.c.name == "kiosk_id")
+                ).scalar()
+                if owner is None:
+                    conn.execute(insert(meta_table).values(name="kiosk_id", value=kiosk_id))
+                elif owner != kiosk_id:
+                    raise JournalError(
+                        f"{self.path} is the journal of kiosk {owner}, not of {kiosk_id}"
+                    )
+        except SQLAlchemyError as err:
+            raise JournalError(f"cannot open the journal {self.path}: {err}") from err
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ writing
+
+    def append(self, records: Sequence[Record], now: datetime) -> list[Entry]:
+        """Append records in one durable commit; returns the entries as stored."""
+        if not records:
+            return []
+        ts = format_ts(now)
+        out: list[Entry] = []
+        with self.engine.begin() as conn:
+            head = conn.execute(select(head_table.c.seq, head_table.c.hash)).first()
+            seq, prev = (head.seq, head.hash) if head else (0, GENESIS)
+            rows = []
+            for r in records:
+                seq += 1
+                amount = r.amount.minor if r.amount is not None else None
+                currency = r.amount.currency if r.amount is not None else None
+                data = _canonical(r.data)
+                h = entry_hash(prev, seq, ts, str(r.kind), r.txid, r.key, amount, currency, data)
+                rows.append(
+                    {
+                        "seq": seq,
+                        "ts": ts,
+                        "kind": str(r.kind),
+                        "txid": r.txid,
+                        "key": r.key,
+                        "amount": amount,
+                        "currency": currency,
+                        "data": data,
+                        "prev_hash": prev,
+                        "hash": h,
+                    }
+                )
+                out.append(
+                    Entry(seq, parse_ts(ts), str(r.kind), r.txid, r.key, r.amount, r.data, prev, h)
+                )
+                prev = h
+            conn.execute(insert(journal_table), rows)
+            if head:
+                conn.execute(update(head_table).values(seq=seq, hash=prev))
+            else:
+                conn.execute(insert(head_table).values(id=1, seq=seq, hash=prev))
+            for e in out:
+                self._apply_effects(conn, e)
+        for e in out:
+            if e.amount is not None:
+                log.info(
+                    "journal %s seq=%d tx=%s amount=%s", e.kind, e.seq, e.txid, e.amount,
+                    extra={"event": e.kind, "txid": e.txid, "amount_minor": e.amount.minor},
+                )
+        return out
+
+    def _apply_effects(self, conn: Connection, e: Entry) -> None:
+        """Keep the local debt in step with what this kiosk recovered (same commit)."""
+        if e.kind == Kind.TX_CLOSED and e.data.get("debt"):
+            account = e.data.get("contract_account") or self._account_of(conn, e.txid)
+            if account:
+                conn.execute(
+                    update(debts_table)
+                    .where(debts_table.c.contract_account == account)
+                    .values(amount=func.max(0, debts_table.c.amount - int(e.data["debt"])))
+                )
+
+    @staticmethod
+    def _account_of(conn: Connection, txid: str | None) -> str | None:
+        row = conn.execute(
+            select(journal_table.c.data).where(
+                journal_table.c.txid == txid, journal_table.c.kind == str(Kind.TX_OPENED)
+            )
+        ).first()
+        return json.loads(row.data).get("contract_account") if row else None
+
+    # ------------------------------------------------------------------ reading
+
+    @staticmethod
+    def _entry(row: Any) -> Entry:
+        amount = Money(row.amount, row.currency) if row.amount is not None else None
+        return Entry(
+            row.seq,
+            parse_ts(row.ts),
+            row.kind,
+            row.txid,
+            row.key,
+            amount,
+            json.loads(row.data),
+            row.prev_hash,
+            row.hash,
+        )
+
+    def entries(self, after: int = 0, limit: int | None = None) -> list[Entry]:
+        q = select(journal_table).where(journal_table.c.seq > after).order_by(journal_table.c.seq)
+        if limit is not None:
+            q = q.limit(limit)
+        with self.engine.connect() as conn:
+            return [self._entry(r) for r in conn.execute(q)]
+
+    def last_seq(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(head_table.c.seq)).scalar() or 0
+
+    def by_txid(self, txid: str) -> list[Entry]:
+        q = select(journal_table).where(journal_table.c.txid == txid).order_by(journal_table.c.seq)
+        with self.engine.connect() as conn:
+            return [self._entry(r) for r in conn.execute(q)]
+
+    def open_txids(self) -> list[str]:
+        """Transactions that were opened but never closed (interrupted by a crash)."""
+        j = journal_table
+        closed = select(j.c.txid).where(j.c.kind == str(Kind.TX_CLOSED))
+        q = (
+            select(j.c.txid)
+            .where(j.c.kind == str(Kind.TX_OPENED), j.c.txid.not_in(closed))
+            .order_by(j.c.seq)
+        )
+        with self.engine.connect() as conn:
+            return [r.txid for r in conn.execute(q)]
+
+    def pending_credits(self, key_serial: str) -> list[PendingCredit]:
+        """Credits owed to a key and not yet written, oldest first."""
+        j = journal_table
+        written = select(j.c.txid).where(j.c.kind == str(Kind.PENDING_WRITTEN))
+        q = (
+            select(j.c.txid, j.c.amount, j.c.currency)
+            .where(j.c.kind == str(Kind.PENDING_CREDIT), j.c.key == key_serial)
+            .where(j.c.txid.not_in(written))
+            .order_by(j.c.seq)
+        )
+        with self.engine.connect() as conn:
+            return [PendingCredit(r.txid, Money(r.amount, r.currency)) for r in conn.execute(q)]
+
+    def verify(self) -> int:
+        """Check the whole chain and the head; return the number of entries or raise ChainBroken."""
+        prev = GENESIS
+        expected_seq = 0
+        with self.engine.connect() as conn:
+            for row in conn.execute(select(journal_table).order_by(journal_table.c.seq)):
+                expected_seq += 1
+                if row.seq != expected_seq:
+                    raise ChainBroken(expected_seq, f"missing (next stored entry is {row.seq})")
+                if row.prev_hash != prev:
+                    raise ChainBroken(row.seq, "does not link to the entry before it")
+                h = entry_hash(
+                    row.prev_hash, row.seq, row.ts, row.kind, row.txid, row.key,
+                    row.amount, row.currency, row.data,
+                )
+                if h != row.hash:
+                    raise ChainBroken(row.seq, "content does not match its hash (altered)")
+                prev = row.hash
+            heads = conn.execute(select(head_table)).all()
+        if expected_seq == 0 and not heads:
+            return 0
+        if len(heads) != 1:
+            raise ChainBroken(None, "head record missing or duplicated")
+        head = heads[0]
+        if head.seq != expected_seq:
+            first_missing = expected_seq + 1 if head.seq > expected_seq else head.seq
+            raise ChainBroken(
+                first_missing,
+                f"journal ends at {expected_seq} but its head says {head.seq} (entries removed?)",
+            )
+        if head.hash != prev:
+            raise ChainBroken(head.seq, "head hash does not match the last entry")
+        return expected_seq
+
+    # ------------------------------------------------------------------ reference data
+
+    def account_for(self, serial: str, contract_account: str, currency: str) -> Account:
+        """What head office said about this key, plus the credits owed to it."""
+        with self.engine.connect() as conn:
+            k = conn.execute(select(keys_table).where(keys_table.c.serial == serial)).first()
+            d = conn.execute(
+                select(debts_table).where(debts_table.c.contract_account == contract_account)
+            ).first()
+        status = KeyStatus(k.status) if k else KeyStatus.UNKNOWN
+        debt = Money(d.amount, d.currency) if d and d.currency == currency else Money.zero(currency)
+        return Account(
+            status=status,
+            debt=debt,
+            reason=k.reason if k else "",
+            pending=tuple(self.pending_credits(serial)),
+        )
+
+    def set_key(
+        self, serial: str, status: KeyStatus, contract_account: str | None = None, reason: str = ""
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(keys_table.delete().where(keys_table.c.serial == serial))
+            conn.execute(
+                insert(keys_table).values(
+                    serial=serial, status=str(status), reason=reason,
+                    contract_account=contract_account,
+                )
+            )
+
+    def set_debt(self, contract_account: str, amount: Money) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                debts_table.delete().where(debts_table.c.contract_account == contract_account)
+            )
+            conn.execute(
+                insert(debts_table).values(
+                    contract_account=contract_account, amount=amount.minor,
+                    currency=amount.currency,
+                )
+            )
+
+
+def iter_transactions(entries: Iterable[Entry]) -> Iterator[dict[str, Any]]:
+    """Group entries into one summary per transaction, in order of opening."""
+    txs: dict[str, dict[str, Any]] = {}
+    for e in entries:
+        if e.txid is None:
+            continue
+        t = txs.setdefault(
+            e.txid,
+            {
+                "txid": e.txid, "opened": e.ts, "key": e.key, "method": None, "paid": 0,
+                "fee": 0, "debt": 0, "credit": 0, "currency": None, "outcome": "open",
+            },
+        )
+        if e.kind == Kind.TX_OPENED:
+            t["method"] = e.data.get("method")
+        elif e.kind in (Kind.CASH_IN, Kind.CARD_APPROVED) and e.amount is not None:
+            t["paid"] += e.amount.minor
+            t["currency"] = e.amount.currency
+        elif e.kind == Kind.CARD_REVERSED and e.amount is not None:
+            t["paid"] -= e.amount.minor
+        elif e.kind == Kind.TX_CLOSED:
+            t["outcome"] = e.data.get("outcome")
+            for k in ("fee", "debt", "credit"):
+                t[k] = e.data.get(k, 0)
+        elif e.kind == Kind.PENDING_WRITTEN:
+            t["outcome"] = "pending_written"
+    yield from txs.values()
