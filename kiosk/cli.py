@@ -1,2 +1,117 @@
-def main():
+"""The `kiosk` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from kiosk.config import load_site
+from kiosk.errors import ChainBroken, ConfigError, JournalError
+from kiosk.journal import Journal
+from kiosk.paths import data_dir, journal_path
+
+
+def _open_journal(args: argparse.Namespace) -> tuple[Journal, object]:
+    site = load_site(args.site)
+    path = Path(args.db) if args.db else journal_path(data_dir(args.data_dir), site.kiosk_id)
+    if not path.exists():
+        raise JournalError(f"no journal at {path}")
+    return Journal(path, site.kiosk_id), site
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    failed = 0
+    for f in args.files:
+        try:
+            site = load_site(f)
+        except ConfigError as err:
+            failed += 1
+            print(err, file=sys.stderr)
+            continue
+        methods = " and ".join(m for m, on in (("cash", site.cash_enabled), ("card", site.card_enabled)) if on)
+        print(f"{f}: ok ({site.id}, {site.kiosk_id}, {site.currency}, {methods}, "
+              f"{site.min_topup}..{site.max_topup})")
+    return 1 if failed else 0
+
+
+def cmd_journal_show(args: argparse.Namespace) -> int:
+    from kiosk.report import print_entries, print_transactions
+
+    journal, site = _open_journal(args)
+    if args.entries:
+        print_entries(journal, site, sys.stdout, args.limit)  # type: ignore[arg-type]
+    else:
+        print_transactions(journal, site, sys.stdout)  # type: ignore[arg-type]
     return 0
+
+
+def cmd_journal_verify(args: argparse.Namespace) -> int:
+    journal, _site = _open_journal(args)
+    try:
+        n = journal.verify()
+    except ChainBroken as err:
+        print(f"journal verify: FAILED at {err} ({journal.path})", file=sys.stderr)
+        return 1
+    print(f"journal verify: ok, {n} entries chained ({journal.path})")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from kiosk.demo import run_demo
+
+    site = load_site(args.site)
+    path = journal_path(data_dir(args.data_dir), site.kiosk_id)
+    return run_demo(site, path, sys.stdout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kiosk", description="Prepaid energy top-up automat")
+    p.add_argument("--data-dir", help="state directory (default: $KIOSK_DATA_DIR or per-user)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="scripted customers on fake devices; prints the journal")
+    demo.add_argument("--site", help="site file (default: the embedded demo site)")
+    demo.set_defaults(func=cmd_demo)
+
+    config = sub.add_parser("config", help="site configuration").add_subparsers(
+        dest="config_command", required=True
+    )
+    check = config.add_parser("check", help="validate site files and print what is wrong")
+    check.add_argument("files", nargs="+")
+    check.set_defaults(func=cmd_config_check)
+
+    journal = sub.add_parser("journal", help="the local money journal").add_subparsers(
+        dest="journal_command", required=True
+    )
+    for name, func, text in (
+        ("show", cmd_journal_show, "list transactions"),
+        ("verify", cmd_journal_verify, "check the hash chain; exit 1 naming the first bad entry"),
+    ):
+        sp = journal.add_parser(name, help=text)
+        sp.add_argument("--site", help="site file (default: the embedded demo site)")
+        sp.add_argument("--db", help="journal database file (default: in the data directory)")
+        if name == "show":
+            sp.add_argument("--entries", action="store_true", help="every entry, not transactions")
+            sp.add_argument("--limit", type=int, help="only the newest N entries")
+        sp.set_defaults(func=func)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except (ConfigError, JournalError) as err:
+        print(f"kiosk: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

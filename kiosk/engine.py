@@ -263,7 +263,7 @@ class TopUpSession:
             cash=tx.cash if tx else zero,
             card=tx.card if tx else zero,
             escrow=tx.escrow if tx else None,
-            remaining=self._remaining() if c.key else None,
+            remaining=self._remaining() if c.key and self.state in _CASH_STATES else None,
             split=tx.split if tx else None,
             outcome=c.outcome,
             txid=tx.txid if tx else None,
@@ -435,11 +435,11 @@ class TopUpSession:
             cmds.append(CompleteCard(tx.txid))
         return cmds + self._close(Outcome.COMPLETED)
 
-    def _late_money(self, value: Money, kind: str, channel: int) -> list[Command]:
+    def _late_money(self, value: Money, medium: str, channel: int) -> list[Command]:
         """Cash that arrived when no payment could take it: never dropped."""
         c = self._ctx
         if c.key is None:
-            return [self._rec(Kind.CASH_UNATTRIBUTED, value, kind=kind, channel=channel)]
+            return [self._rec(Kind.CASH_UNATTRIBUTED, value, medium=medium, channel=channel)]
         # A key is (or was just) present: the money becomes a pending credit for it.
         saved_tx, saved_last, saved_state = c.tx, c.last, self.state
         saved_deadline, saved_outcome = c.deadline, c.outcome
@@ -447,16 +447,16 @@ class TopUpSession:
         cmds = self._open_tx(Method.CASH)
         assert c.tx is not None
         c.tx.cash = value
-        cmds.append(self._rec(Kind.CASH_IN, value, kind=kind, channel=channel, late=True))
+        cmds.append(self._rec(Kind.CASH_IN, value, medium=medium, channel=channel, late=True))
         cmds += self._make_pending("late_cash")
         c.tx, c.last, self.state = saved_tx, saved_last, saved_state
         c.deadline, c.outcome = saved_deadline, saved_outcome
         return [x for x in cmds if isinstance(x, Record)]
 
-    def _money_in(self, value: Money, kind: str, channel: int) -> list[Command]:
+    def _money_in(self, value: Money, medium: str, channel: int) -> list[Command]:
         """A coin accepted or a note stacked: journal it against the right transaction."""
         if value.currency != self.site.currency:
-            raise ValueError(f"{kind} in {value.currency} at a {self.site.currency} site")
+            raise ValueError(f"{medium} in {value.currency} at a {self.site.currency} site")
         c = self._ctx
         cmds: list[Command] = []
         if self.state in (State.CHOOSING_AMOUNT, State.CHOOSING_METHOD):
@@ -464,9 +464,9 @@ class TopUpSession:
             self.state = State.CASH
         tx = c.tx
         if tx is None or tx.split is not None:
-            return cmds + self._late_money(value, kind, channel)
+            return cmds + self._late_money(value, medium, channel)
         tx.cash += value
-        cmds.append(self._rec(Kind.CASH_IN, value, kind=kind, channel=channel))
+        cmds.append(self._rec(Kind.CASH_IN, value, medium=medium, channel=channel))
         if self.state == State.CASH:
             self._notice(None)
             self._deadline(self.site.timeouts.payment)

@@ -1,0 +1,204 @@
+"""The kiosk service: runs the engine on one thread, journal first, then the devices.
+
+Device events arrive on a queue from any thread. For each event the engine returns commands;
+the journal records among them are committed (fsync'd) before any device is told anything and
+before the screen hears of the new state (DESIGN promise 1).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import secrets
+import threading
+from collections.abc import Callable
+from datetime import datetime
+
+from kiosk.clock import utc_now
+from kiosk.config import Site
+from kiosk.engine import TopUpSession, View
+from kiosk.errors import InvalidTransition, UserFacingError
+from kiosk.events import (
+    AbortCard,
+    AuthoriseCard,
+    Command,
+    CompleteCard,
+    Device,
+    DeviceFault,
+    DisableCash,
+    EnableCash,
+    Event,
+    KeyInserted,
+    Kind,
+    PrintReceipt,
+    Record,
+    ReturnNote,
+    ReverseCard,
+    StackNote,
+    Tick,
+    WriteKey,
+)
+from kiosk.journal import Journal
+from kiosk.ports import Devices, KeyPresented
+from kiosk.reconcile import reconcile
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[View, UserFacingError | None], None]
+
+
+class Kiosk:
+    """One automat: engine, journal and devices wired together."""
+
+    def __init__(
+        self,
+        site: Site,
+        journal: Journal,
+        devices: Devices,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.site = site
+        self.journal = journal
+        self.devices = devices
+        self.clock = clock
+        self.events: queue.Queue[Event] = queue.Queue()
+        self.listeners: list[Listener] = []
+        now = clock()
+        journal.append(
+            [Record(Kind.KIOSK_STARTED, data={"site": site.id, "kiosk": site.kiosk_id})], now
+        )
+        self.reconciled = reconcile(journal, site, now)
+        self.session = TopUpSession(site, now, self._new_txid)
+        for port in (devices.reader, devices.coin, devices.notes, devices.card, devices.printer):
+            if port is not None:
+                port.attach(self.submit)
+
+    def _new_txid(self) -> str:
+        now = self.clock()
+        return f"{self.site.kiosk_id}-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2).upper()}"
+
+    # ------------------------------------------------------------------ event loop
+
+    def submit(self, event: Event) -> None:
+        """Queue an event from any thread."""
+        self.events.put(event)
+
+    def drain(self) -> int:
+        """Process queued events until none is left (single-threaded runs and tests)."""
+        n = 0
+        while True:
+            try:
+                ev = self.events.get_nowait()
+            except queue.Empty:
+                return n
+            self.process(ev)
+            n += 1
+
+    def run(self, stop: threading.Event, tick_seconds: float = 0.5) -> None:
+        """The engine thread: process events, and tick the clock when none arrives."""
+        while not stop.is_set():
+            try:
+                ev = self.events.get(timeout=tick_seconds)
+            except queue.Empty:
+                ev = Tick(self.clock())
+            self.process(ev)
+
+    def tick(self) -> None:
+        self.submit(Tick(self.clock()))
+
+    def view(self) -> View:
+        return self.session.view()
+
+    def process(self, event: Event) -> None:
+        """One engine step: enrich, decide, journal (durably), act, publish."""
+        if isinstance(event, KeyPresented):
+            key = event.key
+            account = self.journal.account_for(key.serial, key.contract_account, self.site.currency)
+            event = KeyInserted(key, account)
+        try:
+            commands = self.session.handle(event)
+        except UserFacingError as refusal:
+            log.info("intent refused: %s", refusal)
+            self._publish(refusal)
+            return
+        except InvalidTransition as err:
+            log.warning("ignored: %s", err)
+            return
+        records = [c for c in commands if isinstance(c, Record)]
+        if records:
+            self.journal.append(records, self.clock())
+        for cmd in commands:
+            if not isinstance(cmd, Record):
+                self._execute(cmd)
+        self._publish(None)
+
+    def _publish(self, refusal: UserFacingError | None) -> None:
+        view = self.session.view()
+        for listener in self.listeners:
+            listener(view, refusal)
+
+    # ------------------------------------------------------------------ commands
+
+    def _execute(self, cmd: Command) -> None:
+        d = self.devices
+        device: Device | None = None
+        try:
+            match cmd:
+                case EnableCash(max_value=limit):
+                    for acceptor in (d.coin, d.notes):
+                        if acceptor is not None:
+                            acceptor.enable(limit)
+                case DisableCash():
+                    for acceptor in (d.coin, d.notes):
+                        if acceptor is not None:
+                            acceptor.disable()
+                case StackNote():
+                    device = Device.NOTES
+                    assert d.notes is not None
+                    d.notes.stack()
+                case ReturnNote():
+                    device = Device.NOTES
+                    assert d.notes is not None
+                    d.notes.return_note()
+                case AuthoriseCard(txid=txid, amount=amount):
+                    device = Device.CARD
+                    assert d.card is not None
+                    d.card.authorise(txid, amount)
+                case AbortCard():
+                    device = Device.CARD
+                    assert d.card is not None
+                    d.card.abort()
+                case CompleteCard(txid=txid):
+                    device = Device.CARD
+                    assert d.card is not None
+                    d.card.complete(txid)
+                case ReverseCard(txid=txid):
+                    device = Device.CARD
+                    assert d.card is not None
+                    d.card.reverse(txid)
+                case WriteKey(txid=txid, amount=amount):
+                    device = Device.READER
+                    d.reader.write_credit(txid, amount)
+                case PrintReceipt(txid=txid):
+                    device = Device.PRINTER
+                    if d.printer is not None:
+                        d.printer.print_receipt(txid, self.receipt_lines(txid))
+                case _:
+                    raise TypeError(f"unknown command {cmd!r}")
+        except (OSError, RuntimeError) as err:
+            # A device that fails to take a command is a fault the engine must hear of.
+            log.error("device %s failed on %s: %s", device, type(cmd).__name__, err)
+            if device is not None:
+                self.submit(DeviceFault(device, text=str(err)))
+
+    def receipt_lines(self, txid: str) -> list[str]:
+        """Plain receipt text from the journal (the ESC/POS layout comes with the printer)."""
+        entries = self.journal.by_txid(txid)
+        tz = self.site.hours.tz
+        lines = [self.site.utility_name, self.site.name, f"Automat {self.site.kiosk_id}"]
+        if entries:
+            lines.append(f"{entries[0].ts.astimezone(tz):%d.%m.%Y %H:%M}  {txid}")
+        for e in entries:
+            if e.amount is not None:
+                lines.append(f"{e.kind:<16}{e.amount!s:>14}")
+        return lines
