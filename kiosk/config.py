@@ -81,7 +81,14 @@ def _period(value: Any) -> tuple[time, time]:
     return start, end
 
 
+def _currency(value: Any) -> str:
+    if value not in CURRENCY_EXPONENT:
+        raise ValueError(f"unknown currency {value!r} (known: {', '.join(sorted(CURRENCY_EXPONENT))})")
+    return str(value)
+
+
 Amount = Annotated[Decimal, BeforeValidator(_amount)]
+Currency = Annotated[str, BeforeValidator(_currency)]
 Percent = Annotated[Decimal, BeforeValidator(_percent)]
 Period = Annotated[tuple[time, time], BeforeValidator(_period)]
 Language = Literal["de", "en", "fr", "nl"]
@@ -89,7 +96,7 @@ Seconds = Annotated[int, Field(strict=True, gt=0, le=3600)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class SiteSection(_Section):
@@ -109,7 +116,7 @@ class UtilitySection(_Section):
 
 
 class MoneySection(_Section):
-    currency: str
+    currency: Currency
     coins: list[Amount] = []
     notes: list[Amount] = []
     min_topup: Amount
@@ -296,9 +303,6 @@ def _cross_checks(f: SiteFile) -> list[str]:
     p: list[str] = []
     m = f.money
     cur = m.currency
-    if cur not in CURRENCY_EXPONENT:
-        p.append(f"money.currency: unknown currency {cur!r} (known: {', '.join(sorted(CURRENCY_EXPONENT))})")
-        return p
     exp = CURRENCY_EXPONENT[cur]
     units = DENOMINATIONS[cur]
 

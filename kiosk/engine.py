@@ -438,7 +438,7 @@ class TopUpSession:
     def _late_money(self, value: Money, medium: str, channel: int) -> list[Command]:
         """Cash that arrived when no payment could take it: never dropped."""
         c = self._ctx
-        if c.key is None:
+        if c.key is None or self.state == State.KEY_REFUSED:
             return [self._rec(Kind.CASH_UNATTRIBUTED, value, medium=medium, channel=channel)]
         # A key is (or was just) present: the money becomes a pending credit for it.
         saved_tx, saved_last, saved_state = c.tx, c.last, self.state

@@ -1,0 +1,49 @@
+"""Shared fixtures: sites from the shipped files, a manual clock, journals in tmp dirs."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kiosk.config import Site, parse_site
+from kiosk.money import Money
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "config"
+
+#: A Saturday, 10:00 in Jena (09:00 UTC): the Saalstraße centre is open, Rudolstädter Str. not.
+SATURDAY_MORNING = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+
+
+def site_data(name: str = "demo") -> dict[str, Any]:
+    return tomllib.loads((CONFIG / f"{name}.toml").read_text("utf-8"))
+
+
+def make_site(name: str = "demo", **sections: dict[str, Any]) -> Site:
+    """A shipped site with some sections' fields overridden (None removes a field)."""
+    data = site_data(name)
+    for section, fields in sections.items():
+        target = data
+        for part in section.split("."):
+            target = target.setdefault(part, {})
+        for k, v in fields.items():
+            if v is None:
+                target.pop(k, None)
+            else:
+                target[k] = v
+    return parse_site(data, f"{name}.toml")
+
+
+@pytest.fixture
+def site() -> Site:
+    return make_site("demo")
+
+
+@pytest.fixture
+def eur() -> Callable[[int], Money]:
+    return lambda minor: Money(minor, "EUR")
