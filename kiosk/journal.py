@@ -161,8 +161,9 @@ def _sqlite_engine(path: Path, synchronous: str = "FULL") -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        # Take the write lock up front: no reader-to-writer upgrade can fail mid-append.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock up front (no reader-to-writer upgrade can fail
+        # mid-append); readers begin deferred and never block the kiosk's writes.
+        conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', 'DEFERRED')}")
 
     return engine
 
@@ -176,8 +177,9 @@ class Journal:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.engine = _sqlite_engine(self.path, synchronous)
+            self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
             metadata.create_all(self.engine)
-            with self.engine.begin() as conn:
+            with self._writer.begin() as conn:
                 owner = conn.execute(
                     select(meta_table.c.value).where(meta_table.c.name == "kiosk_id")
                 ).scalar()
@@ -201,7 +203,7 @@ class Journal:
             return []
         ts = format_ts(now)
         out: list[Entry] = []
-        with self.engine.begin() as conn:
+        with self._writer.begin() as conn:
             head = conn.execute(select(head_table.c.seq, head_table.c.hash)).first()
             seq, prev = (head.seq, head.hash) if head else (0, GENESIS)
             rows = []
@@ -377,7 +379,7 @@ class Journal:
     def set_key(
         self, serial: str, status: KeyStatus, contract_account: str | None = None, reason: str = ""
     ) -> None:
-        with self.engine.begin() as conn:
+        with self._writer.begin() as conn:
             conn.execute(keys_table.delete().where(keys_table.c.serial == serial))
             conn.execute(
                 insert(keys_table).values(
@@ -387,7 +389,7 @@ class Journal:
             )
 
     def set_debt(self, contract_account: str, amount: Money) -> None:
-        with self.engine.begin() as conn:
+        with self._writer.begin() as conn:
             conn.execute(
                 debts_table.delete().where(debts_table.c.contract_account == contract_account)
             )

@@ -1,0 +1,88 @@
+"""Durable journal appends against bare SQLAlchemy Core single-row commits, in one run.
+
+Both on SQLite with WAL and synchronous=FULL, one commit per row, alternating rounds so that
+noise on this shared machine hits both alike. Prints rates, p50/p99 latency and the ratio.
+
+    .venv/bin/python tests/bench/journal.py [--rows N] [--rounds R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Column, Integer, MetaData, String, Table, insert
+
+from kiosk.events import Kind, Record
+from kiosk.journal import Journal, _sqlite_engine
+from kiosk.money import Money
+
+
+def bench_journal(path: Path, rows: int) -> list[float]:
+    j = Journal(path, "BENCH-01")
+    now = datetime.now(UTC)
+    lat = []
+    for i in range(rows):
+        rec = Record(Kind.CASH_IN, f"BENCH-01-T{i // 5}", "K1", Money(200, "EUR"),
+                     {"medium": "coin", "channel": 5})
+        t0 = time.perf_counter()
+        j.append([rec], now)
+        lat.append(time.perf_counter() - t0)
+    j.close()
+    return lat
+
+
+def bench_bare(path: Path, rows: int) -> list[float]:
+    engine = _sqlite_engine(path)
+    md = MetaData()
+    plain = Table(
+        "plain", md,
+        Column("id", Integer, primary_key=True),
+        Column("kind", String(32)), Column("txid", String(64)), Column("amount", Integer),
+    )
+    md.create_all(engine)
+    lat = []
+    for i in range(rows):
+        t0 = time.perf_counter()
+        with engine.begin() as conn:
+            conn.execute(insert(plain).values(kind="cash_in", txid=f"T{i // 5}", amount=200))
+        lat.append(time.perf_counter() - t0)
+    engine.dispose()
+    return lat
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(p / 100 * len(s)))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    results: dict[str, tuple[list[float], list[float]]] = {"journal": ([], []), "bare": ([], [])}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            for name, fn in (("journal", bench_journal), ("bare", bench_bare)):
+                lat = fn(Path(tmp) / f"{name}-{r}.sqlite", args.rows)
+                rates, lats = results[name]
+                rates.append(len(lat) / sum(lat))
+                lats.extend(lat)
+    print(f"SQLite WAL, synchronous=FULL, one commit per row, {args.rows} rows x {args.rounds} rounds")
+    for name, label in (("journal", "journal append (hash chain + head)"),
+                        ("bare", "bare SQLAlchemy Core insert")):
+        rates, lats = results[name]
+        print(f"  {label:<36} {statistics.median(rates):8.0f} /s (median of rounds)   "
+              f"p50 {pct(lats, 50) * 1000:6.3f} ms   p99 {pct(lats, 99) * 1000:6.3f} ms")
+    ratio = statistics.median(results["journal"][0]) / statistics.median(results["bare"][0])
+    verdict = "meets" if ratio >= 0.5 else "MISSES"
+    print(f"  ratio journal/bare: {ratio:.2f} ({verdict} the target of at least 0.50)")
+
+
+if __name__ == "__main__":
+    main()

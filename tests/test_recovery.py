@@ -1,0 +1,162 @@
+"""Promise 1 and 2 across a real process death: a kiosk killed mid-payment loses no money,
+and the credit reaches the key exactly once at its next insertion."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kiosk.clock import utc_now
+from kiosk.config import load_site
+from kiosk.events import Kind, KeyStatus
+from kiosk.fakes import FakeCoinAcceptor, FakeKey, FakeKeyReader, FakeNoteValidator, FakePrinter
+from kiosk.journal import Journal
+from kiosk.money import Money
+from kiosk.ports import Devices
+from kiosk.service import Kiosk
+from tests.conftest import ROOT
+
+CHILD = r'''
+import json, os, signal, sys
+from kiosk.config import load_site
+from kiosk.events import AmountChosen, KeyStatus, Method, MethodChosen
+from kiosk.fakes import FakeCoinAcceptor, FakeKey, FakeKeyReader, FakeNoteValidator, FakePrinter
+from kiosk.journal import Journal
+from kiosk.money import Money
+from kiosk.ports import Devices
+from kiosk.service import Kiosk
+
+db, keyfile, mode = sys.argv[1:4]
+site = load_site(None)
+journal = Journal(db, site.kiosk_id)
+journal.set_key("K1", KeyStatus.ACTIVE, "4711")
+key = FakeKey(**json.load(open(keyfile)))
+
+def save():
+    with open(keyfile, "w") as f:
+        json.dump({"serial": key.serial, "contract_account": key.contract_account,
+                   "credit": key.credit, "log": key.log}, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+class Reader(FakeKeyReader):
+    def write_credit(self, txid, amount):
+        super().write_credit(txid, amount)
+        save()  # the credit is on the key ...
+        os.kill(os.getpid(), signal.SIGKILL)  # ... and the kiosk dies before journaling it
+
+dev = Devices(reader=Reader(), coin=FakeCoinAcceptor(site.coins),
+              notes=FakeNoteValidator(site.notes), printer=FakePrinter())
+k = Kiosk(site, journal, dev)
+EUR = lambda minor: Money(minor, "EUR")
+dev.reader.insert(key); k.drain()
+k.submit(AmountChosen(EUR(2000))); k.drain()
+k.submit(MethodChosen(Method.CASH)); k.drain()
+dev.notes.insert(EUR(1000)); k.drain()
+dev.coin.insert(EUR(200)); k.drain()
+dev.coin.insert(EUR(200)); k.drain()
+if mode == "abandon":
+    os.kill(os.getpid(), signal.SIGKILL)
+dev.notes.insert(EUR(500)); k.drain()
+dev.coin.insert(EUR(100)); k.drain()
+raise SystemExit("not reached")
+'''
+
+
+def run_child(tmp_path: Path, mode: str) -> tuple[Path, Path]:
+    db, keyfile = tmp_path / "journal.sqlite", tmp_path / "key.json"
+    keyfile.write_text(json.dumps({"serial": "K1", "contract_account": "4711", "credit": 350, "log": []}))
+    env = {**os.environ, "KIOSK_DATA_DIR": str(tmp_path)}
+    res = subprocess.run(
+        [sys.executable, "-c", CHILD, str(db), str(keyfile), mode],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=60,
+    )
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    return db, keyfile
+
+
+def restart(db: Path) -> tuple[Kiosk, FakeKeyReader]:
+    site = load_site(None)
+    reader = FakeKeyReader()
+    devices = Devices(reader=reader, coin=FakeCoinAcceptor(site.coins),
+                      notes=FakeNoteValidator(site.notes), printer=FakePrinter())
+    return Kiosk(site, Journal(db, site.kiosk_id), devices, utc_now), reader
+
+
+def load_key(keyfile: Path) -> FakeKey:
+    return FakeKey(**json.loads(keyfile.read_text()))
+
+
+def insert_and_remove(kiosk: Kiosk, reader: FakeKeyReader, key: FakeKey) -> None:
+    reader.insert(key)
+    kiosk.drain()
+    reader.remove()
+    kiosk.drain()
+
+
+def test_abandoned_payment_becomes_a_pending_credit_written_once(tmp_path: Path) -> None:
+    db, keyfile = run_child(tmp_path, "abandon")
+    key = load_key(keyfile)
+    assert key.credit == 350 and key.log == []  # nothing reached the key before the crash
+
+    kiosk, reader = restart(db)  # a new process's view of the journal: reconciled on start
+    j = kiosk.journal
+    assert j.verify() > 0
+    (pending,) = j.pending_credits("K1")
+    assert pending.amount == Money(1400, "EUR")  # 10.00 note + 2 x 2.00 coins, none lost
+    assert [r.kind for r in kiosk.reconciled][-3:] == [Kind.PENDING_CREDIT, Kind.TX_CLOSED, Kind.RECONCILED]
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "kiosk.cli", "journal", "show", "--db", str(db)],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )
+    assert shown.returncode == 0 and "14.00" in shown.stdout and " pending" in shown.stdout
+
+    insert_and_remove(kiosk, reader, key)
+    assert key.credit == 350 + 1400 and key.log == [pending.txid]
+    assert j.pending_credits("K1") == []
+    insert_and_remove(kiosk, reader, key)  # again: nothing more is written
+    kiosk2, reader2 = restart(db)  # and after another restart neither
+    insert_and_remove(kiosk2, reader2, key)
+    assert key.credit == 1750 and reader.writes == 1 and reader2.writes == 0
+    assert kiosk2.reconciled == []
+    written = [e for e in j.entries() if e.kind == Kind.PENDING_WRITTEN]
+    assert [(e.txid, e.amount) for e in written] == [(pending.txid, Money(1400, "EUR"))]
+    assert j.verify() == j.last_seq()
+
+
+def test_crash_after_the_key_was_credited_does_not_credit_twice(tmp_path: Path) -> None:
+    db, keyfile = run_child(tmp_path, "crash_after_key_write")
+    key = load_key(keyfile)
+    assert key.credit == 350 + 2000 and len(key.log) == 1  # the write landed, unjournaled
+
+    kiosk, reader = restart(db)
+    (pending,) = kiosk.journal.pending_credits("K1")
+    assert pending.txid == key.log[0] and pending.amount == Money(2000, "EUR")
+    insert_and_remove(kiosk, reader, key)
+    # The key's own top-up log shows the transaction: settled, not written again.
+    assert key.credit == 2350 and reader.writes == 0
+    assert kiosk.journal.pending_credits("K1") == []
+    settled = [e for e in kiosk.journal.entries() if e.kind == Kind.PENDING_WRITTEN]
+    assert settled[0].data == {"found_on_key": True}
+
+
+@pytest.mark.parametrize("status", [KeyStatus.BLOCKED, KeyStatus.UNKNOWN])
+def test_pending_credit_is_not_written_to_a_refused_key(tmp_path: Path, status: KeyStatus) -> None:
+    db, keyfile = run_child(tmp_path, "abandon")
+    kiosk, reader = restart(db)
+    if status == KeyStatus.BLOCKED:
+        kiosk.journal.set_key("K1", status, "4711", "stolen")
+    else:
+        with kiosk.journal.engine.begin() as conn:
+            conn.exec_driver_sql("delete from ref_keys")
+    key = load_key(keyfile)
+    insert_and_remove(kiosk, reader, key)
+    assert key.credit == 350 and reader.writes == 0
+    assert len(kiosk.journal.pending_credits("K1")) == 1  # still owed, nothing lost
