@@ -30,9 +30,13 @@ def cmd_config_check(args: argparse.Namespace) -> int:
             failed += 1
             print(err, file=sys.stderr)
             continue
-        methods = " and ".join(m for m, on in (("cash", site.cash_enabled), ("card", site.card_enabled)) if on)
-        print(f"{f}: ok ({site.id}, {site.kiosk_id}, {site.currency}, {methods}, "
-              f"{site.min_topup}..{site.max_topup})")
+        methods = " and ".join(
+            m for m, on in (("cash", site.cash_enabled), ("card", site.card_enabled)) if on
+        )
+        print(
+            f"{f}: ok ({site.id}, {site.kiosk_id}, {site.currency}, {methods}, "
+            f"{site.min_topup}..{site.max_topup})"
+        )
     return 1 if failed else 0
 
 

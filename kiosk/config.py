@@ -53,7 +53,9 @@ def _amount(value: Any) -> Decimal:
 
 def _percent(value: Any) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError(f'write a percentage as a whole number or text, e.g. 25 or "12.5" (got {value!r})')
+        raise ValueError(
+            f'write a percentage as a whole number or text, e.g. 25 or "12.5" (got {value!r})'
+        )
     try:
         d = Decimal(str(value).strip())
     except InvalidOperation:
@@ -83,7 +85,9 @@ def _period(value: Any) -> tuple[time, time]:
 
 def _currency(value: Any) -> str:
     if value not in CURRENCY_EXPONENT:
-        raise ValueError(f"unknown currency {value!r} (known: {', '.join(sorted(CURRENCY_EXPONENT))})")
+        raise ValueError(
+            f"unknown currency {value!r} (known: {', '.join(sorted(CURRENCY_EXPONENT))})"
+        )
     return str(value)
 
 
@@ -336,7 +340,9 @@ def _cross_checks(f: SiteFile) -> list[str]:
     if lo > hi:
         p.append(f"money.min_topup: {m.min_topup} is above money.max_topup ({m.max_topup})")
     if hi > minor(m.key_credit_limit):
-        p.append(f"money.max_topup: {m.max_topup} is above money.key_credit_limit ({m.key_credit_limit})")
+        p.append(
+            f"money.max_topup: {m.max_topup} is above money.key_credit_limit ({m.key_credit_limit})"
+        )
     if step <= 0:
         p.append("money.amount_step: must be more than zero")
     for i, d in enumerate(m.presets):
@@ -348,7 +354,10 @@ def _cross_checks(f: SiteFile) -> list[str]:
     fee = f.fee
     expected = (fee.net * (1 + fee.vat_percent / 100)).quantize(Decimal("0.01"), ROUND_HALF_UP)
     if expected != fee.gross:
-        p.append(f"fee.gross: {fee.gross} does not match net {fee.net} plus {fee.vat_percent} % VAT ({expected})")
+        p.append(
+            f"fee.gross: {fee.gross} does not match net {fee.net} "
+            f"plus {fee.vat_percent} % VAT ({expected})"
+        )
     if minor(fee.gross) >= lo > 0:
         p.append(f"fee.gross: {fee.gross} must be below money.min_topup ({m.min_topup})")
 
@@ -430,7 +439,9 @@ def parse_site(data: dict[str, Any], source: str) -> Site:
         card_enabled=f.payment.card,
         hours=hours,
         fee=FeeRule(money(f.fee.net), int(f.fee.vat_percent * 100), money(f.fee.gross)),
-        recovery=RecoveryRule(int(r.share_percent * 100), money(r.cap) if r.cap is not None else None),
+        recovery=RecoveryRule(
+            int(r.share_percent * 100), money(r.cap) if r.cap is not None else None
+        ),
         timeouts=Timeouts(**f.timeouts.model_dump()),
         devices=f.devices,
         head_office=f.head_office,

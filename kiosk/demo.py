@@ -112,8 +112,10 @@ def run_demo(site: Site, journal_file: Path, out: TextIO, start: datetime | None
     assert isinstance(notes, FakeNoteValidator)
     cur = site.currency
     m = site.money
-    out.write(f"Demo at {site.name} ({site.kiosk_id}), {cur}, card payment "
-              f"{'on' if site.card_enabled else 'off'}\n")
+    out.write(
+        f"Demo at {site.name} ({site.kiosk_id}), {cur}, card payment "
+        f"{'on' if site.card_enabled else 'off'}\n"
+    )
     if s.kiosk.view().state == "closed":
         out.write("  the site is closed now: nothing is accepted\n")
     keys = {k[0]: FakeKey(k[0], k[1], credit=350, currency=cur) for k in DEMO_KEYS}
@@ -143,7 +145,9 @@ def run_demo(site: Site, journal_file: Path, out: TextIO, start: datetime | None
     s.do("insert coin 2.00 (inhibited: falls to the return cup)", lambda: coin.insert(m(200)))
     s.do("remove key", reader.remove)
 
-    out.write("\n4. Key pulled mid-payment and not brought back: the money becomes a pending credit\n")
+    out.write(
+        "\n4. Key pulled mid-payment and not brought back: the money becomes a pending credit\n"
+    )
     s.do("insert key K-1003", lambda: reader.insert(keys["K-1003"]))
     s.do("pay what you insert", AmountChosen(None))
     s.do(f"insert note {m(1000)}", lambda: notes.insert(m(1000)))
@@ -155,7 +159,9 @@ def run_demo(site: Site, journal_file: Path, out: TextIO, start: datetime | None
     s.do("remove key", reader.remove)
 
     out.write("\nKeys now: ")
-    out.write(", ".join(f"{k.serial} {m(k.credit)}" for k in keys.values() if k.role == Role.CUSTOMER))
+    out.write(
+        ", ".join(f"{k.serial} {m(k.credit)}" for k in keys.values() if k.role == Role.CUSTOMER)
+    )
     out.write("\n\nJournal of this run:\n")
     print_transactions(journal, site, out, since_seq=first_seq)
     count = journal.verify()

@@ -319,11 +319,15 @@ class TopUpSession:
         self._ctx.notice = key
         self._ctx.notice_params = params
 
-    def _rec(self, kind: Kind, amount: Money | None = None, txid: str | None = None, **data: Any) -> Record:
+    def _rec(
+        self, kind: Kind, amount: Money | None = None, txid: str | None = None, **data: Any
+    ) -> Record:
         c = self._ctx
         if txid is None and c.tx is not None:
             txid = c.tx.txid
-        return Record(kind, txid=txid, key=c.key.serial if c.key else None, amount=amount, data=data)
+        return Record(
+            kind, txid=txid, key=c.key.serial if c.key else None, amount=amount, data=data
+        )
 
     def _max_payable(self) -> Money:
         """The most this key can take now: the site maximum and the room left on the key."""
@@ -396,7 +400,9 @@ class TopUpSession:
         assert tx is not None and tx.split is None
         debt = self._ctx.account.debt if self._ctx.account else Money.zero(self.site.currency)
         charge = tx.paid >= self.site.min_topup
-        tx.split = split_payment(tx.paid, debt, self.site.fee, self.site.recovery, charge_fee=charge)
+        tx.split = split_payment(
+            tx.paid, debt, self.site.fee, self.site.recovery, charge_fee=charge
+        )
         return [self._rec(Kind.SPLIT, tx.split.credit, **tx.split.as_data())]
 
     def _start_write(self) -> list[Command]:
@@ -597,7 +603,9 @@ class TopUpSession:
         c.key = replace(c.key, credit=ev.credit_after, recent_txids=(*c.key.recent_txids, p.txid))
         c.pending_written = (c.pending_written or Money.zero(self.site.currency)) + p.amount
         cmds: list[Command] = [
-            self._rec(Kind.PENDING_WRITTEN, p.amount, txid=p.txid, credit_after=ev.credit_after.minor)
+            self._rec(
+                Kind.PENDING_WRITTEN, p.amount, txid=p.txid, credit_after=ev.credit_after.minor
+            )
         ]
         if c.pending:
             nxt = c.pending[0]
@@ -778,7 +786,9 @@ class TopUpSession:
         tx = c.tx
         assert tx is not None
         if ev.amount.currency != self.site.currency:
-            raise ValueError(f"card approved in {ev.amount.currency} at a {self.site.currency} site")
+            raise ValueError(
+                f"card approved in {ev.amount.currency} at a {self.site.currency} site"
+            )
         tx.card_busy = False
         tx.card += ev.amount
         cmds: list[Command] = [self._rec(Kind.CARD_APPROVED, ev.amount, **ev.receipt)]
@@ -792,7 +802,9 @@ class TopUpSession:
         tx = c.tx
         assert tx is not None
         tx.card_busy = False
-        cmds: list[Command] = [self._rec(Kind.CARD_FAILED, outcome=str(ev.outcome), reason=ev.reason)]
+        cmds: list[Command] = [
+            self._rec(Kind.CARD_FAILED, outcome=str(ev.outcome), reason=ev.reason)
+        ]
         if c.key_gone:
             if tx.paid:  # cash taken before the card attempt stays owed to the key
                 c.resume = State.CASH
@@ -822,7 +834,9 @@ class TopUpSession:
         tx = c.tx
         if tx is None or ev.txid != tx.txid:
             raise ValueError(f"write failure for an unexpected transaction {ev.txid}")
-        cmds: list[Command] = [self._rec(Kind.WRITE_FAILED, reason=ev.reason, uncertain=ev.uncertain)]
+        cmds: list[Command] = [
+            self._rec(Kind.WRITE_FAILED, reason=ev.reason, uncertain=ev.uncertain)
+        ]
         if self.state == State.KEY_MISSING:
             return cmds  # already waiting for the key to come back
         if ev.uncertain:  # may have landed: the key's top-up log decides when it is back

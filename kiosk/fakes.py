@@ -38,7 +38,7 @@ def _no_emit(_ev: object) -> None:
 
 
 class FakeCoinAcceptor:
-    """Accepts known coins up to the enabled limit; anything else falls through to the return cup."""
+    """Accepts known coins up to the enabled limit; anything else drops to the return cup."""
 
     def __init__(self, coins: tuple[Money, ...]) -> None:
         self.coins = coins
@@ -141,7 +141,12 @@ class FakeCardTerminal:
             self.emit(
                 CardApproved(
                     amount,
-                    {"card": "girocard", "pan": "XXXXXXXXXXXX1234", "receipt_no": 17, "trace": 4711},
+                    {
+                        "card": "girocard",
+                        "pan": "XXXXXXXXXXXX1234",
+                        "receipt_no": 17,
+                        "trace": 4711,
+                    },
                 )
             )
         elif outcome == "decline":

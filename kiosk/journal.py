@@ -163,7 +163,9 @@ def _sqlite_engine(path: Path, synchronous: str = "FULL") -> Engine:
     def _on_begin(conn: Connection) -> None:
         # Writers take the write lock up front (no reader-to-writer upgrade can fail
         # mid-append); readers begin deferred and never block the kiosk's writes.
-        conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', 'DEFERRED')}")
+        conn.exec_driver_sql(
+            f"BEGIN {conn.get_execution_options().get('sqlite_begin', 'DEFERRED')}"
+        )
 
     return engine
 
@@ -241,7 +243,11 @@ class Journal:
         for e in out:
             if e.amount is not None:
                 log.info(
-                    "journal %s seq=%d tx=%s amount=%s", e.kind, e.seq, e.txid, e.amount,
+                    "journal %s seq=%d tx=%s amount=%s",
+                    e.kind,
+                    e.seq,
+                    e.txid,
+                    e.amount,
                     extra={"event": e.kind, "txid": e.txid, "amount_minor": e.amount.minor},
                 )
         return out
@@ -336,8 +342,15 @@ class Journal:
                 if row.prev_hash != prev:
                     raise ChainBroken(row.seq, "does not link to the entry before it")
                 h = entry_hash(
-                    row.prev_hash, row.seq, row.ts, row.kind, row.txid, row.key,
-                    row.amount, row.currency, row.data,
+                    row.prev_hash,
+                    row.seq,
+                    row.ts,
+                    row.kind,
+                    row.txid,
+                    row.key,
+                    row.amount,
+                    row.currency,
+                    row.data,
                 )
                 if h != row.hash:
                     raise ChainBroken(row.seq, "content does not match its hash (altered)")
@@ -383,7 +396,9 @@ class Journal:
             conn.execute(keys_table.delete().where(keys_table.c.serial == serial))
             conn.execute(
                 insert(keys_table).values(
-                    serial=serial, status=str(status), reason=reason,
+                    serial=serial,
+                    status=str(status),
+                    reason=reason,
                     contract_account=contract_account,
                 )
             )
@@ -395,7 +410,8 @@ class Journal:
             )
             conn.execute(
                 insert(debts_table).values(
-                    contract_account=contract_account, amount=amount.minor,
+                    contract_account=contract_account,
+                    amount=amount.minor,
                     currency=amount.currency,
                 )
             )
@@ -410,8 +426,16 @@ def iter_transactions(entries: Iterable[Entry]) -> Iterator[dict[str, Any]]:
         t = txs.setdefault(
             e.txid,
             {
-                "txid": e.txid, "opened": e.ts, "key": e.key, "method": None, "paid": 0,
-                "fee": 0, "debt": 0, "credit": 0, "currency": None, "outcome": "open",
+                "txid": e.txid,
+                "opened": e.ts,
+                "key": e.key,
+                "method": None,
+                "paid": 0,
+                "fee": 0,
+                "debt": 0,
+                "credit": 0,
+                "currency": None,
+                "outcome": "open",
             },
         )
         if e.kind == Kind.TX_OPENED:

@@ -42,10 +42,10 @@ class Money:
         """Parse a non-negative decimal text such as ``"12.50"`` exactly."""
         check_currency(currency)
         if not isinstance(text, str):
-            raise MoneyError(f"amount must be text such as \"12.50\", got {text!r}")
+            raise MoneyError(f'amount must be text such as "12.50", got {text!r}')
         m = _AMOUNT.match(text.strip())
         if not m:
-            raise MoneyError(f"not an amount: {text!r} (write it like \"12.50\")")
+            raise MoneyError(f'not an amount: {text!r} (write it like "12.50")')
         exp = CURRENCY_EXPONENT[currency]
         whole, frac = m.group(1), (m.group(2) or "")
         if len(frac) > exp:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from functools import partial
 
 from kiosk.config import Site
 from kiosk.engine import Outcome, split_payment
@@ -31,6 +32,12 @@ def _paid(entries: list[Entry], currency: str) -> Money:
     return total
 
 
+def _record(
+    txid: str, key: str | None, kind: Kind, amount: Money | None = None, **data: object
+) -> Record:
+    return Record(kind, txid=txid, key=key, amount=amount, data=dict(data))
+
+
 def plan(journal: Journal, site: Site) -> list[Record]:
     """The records that close every interrupted transaction (pure read; nothing written)."""
     records: list[Record] = []
@@ -40,14 +47,13 @@ def plan(journal: Journal, site: Site) -> list[Record]:
         paid = _paid(entries, site.currency)
         splits = [e for e in entries if e.kind == Kind.SPLIT]
         written = any(e.kind == Kind.KEY_WRITTEN for e in entries)
-
-        def rec(kind: Kind, amount: Money | None = None, **data: object) -> Record:
-            return Record(kind, txid=txid, key=key, amount=amount, data=dict(data))
-
+        rec = partial(_record, txid, key)
         if not paid:
             records.append(rec(Kind.TX_CLOSED, outcome=str(Outcome.CANCELLED), interrupted=True))
             continue
-        split_data = splits[-1].data if splits and splits[-1].data.get("paid") == paid.minor else None
+        split_data = (
+            splits[-1].data if splits and splits[-1].data.get("paid") == paid.minor else None
+        )
         if split_data is None:
             # No allocation was fixed before the crash: the whole amount is owed to the key,
             # with no fee and no debt recovery (in the customer's favour).
@@ -62,7 +68,9 @@ def plan(journal: Journal, site: Site) -> list[Record]:
             continue
         credit = Money(split_data["credit"], site.currency)
         records.append(rec(Kind.PENDING_CREDIT, credit, reason="interrupted", verify_on_key=True))
-        records.append(rec(Kind.TX_CLOSED, outcome=str(Outcome.PENDING), **split_data, interrupted=True))
+        records.append(
+            rec(Kind.TX_CLOSED, outcome=str(Outcome.PENDING), **split_data, interrupted=True)
+        )
     return records
 
 

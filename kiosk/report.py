@@ -18,8 +18,10 @@ def print_transactions(journal: Journal, site: Site, out: TextIO, since_seq: int
     entries = journal.entries(after=since_seq - 1)
     tz = site.hours.tz
     rows = list(iter_transactions(entries))
-    out.write(f"{'local time':<17} {'transaction':<30} {'key':<8} {'method':<6} "
-              f"{'paid':>8} {'fee':>6} {'debt':>7} {'credit':>8}  outcome\n")
+    out.write(
+        f"{'local time':<17} {'transaction':<30} {'key':<8} {'method':<6} "
+        f"{'paid':>8} {'fee':>6} {'debt':>7} {'credit':>8}  outcome\n"
+    )
     for t in rows:
         cur = t["currency"] or site.currency
         out.write(

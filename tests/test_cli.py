@@ -15,8 +15,12 @@ def kiosk(*args: str, data_dir: Path | None = None) -> subprocess.CompletedProce
     if data_dir is not None:
         env["KIOSK_DATA_DIR"] = str(data_dir)
     return subprocess.run(
-        [sys.executable, "-m", "kiosk.cli", *args], capture_output=True, text=True, cwd=ROOT,
-        env=env, timeout=120,
+        [sys.executable, "-m", "kiosk.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
     )
 
 

@@ -42,7 +42,10 @@ def edited(section: str, **fields: Any) -> dict[str, Any]:
 def test_the_seed_sites_are_shipped_and_valid() -> None:
     names = {p.stem for p in SHIPPED}
     assert names == {
-        "demo", "jena-rudolstaedter-strasse", "jena-saalstrasse", "poessneck-breite-strasse",
+        "demo",
+        "jena-rudolstaedter-strasse",
+        "jena-saalstrasse",
+        "poessneck-breite-strasse",
         "thal-elektra",
     }
     sites = {p.stem: load_site(p) for p in SHIPPED}
@@ -75,37 +78,67 @@ def test_opening_hours_in_local_time() -> None:
         (edited("money", currency="USD"), "money.currency: unknown currency 'USD'"),
         (edited("money", coins=["0.10", "0.30"]), "money.coins[1]: 0.30 is not a EUR coin"),
         (edited("money", notes=["5.00", "15.00"]), "money.notes[1]: 15.00 is not a EUR note"),
-        (edited("money", min_topup=5.0), 'money.min_topup: write amounts as text'),
-        (edited("money", min_topup=5), 'money.min_topup: write amounts as text'),
+        (edited("money", min_topup=5.0), "money.min_topup: write amounts as text"),
+        (edited("money", min_topup=5), "money.min_topup: write amounts as text"),
         (edited("money", min_topup="-5.00"), "money.min_topup: not an amount"),
         (edited("money", min_topup="5.001"), "money.min_topup: not an amount"),
         (edited("money", min_topup="300.00"), "money.min_topup: 300.00 is above money.max_topup"),
         (edited("money", min_topup="0.00"), "money.min_topup: must be more than zero"),
         (edited("money", presets=["1.00"]), "money.presets[0]: 1.00 is outside 5.00..250.00"),
         (edited("money", presets=["10.05"]), "money.presets[0]: 10.05 is not a multiple"),
-        (edited("money", max_topup="900.00"), "money.max_topup: 900.00 is above money.key_credit_limit"),
+        (
+            edited("money", max_topup="900.00"),
+            "money.max_topup: 900.00 is above money.key_credit_limit",
+        ),
         (edited("money", min_topup=None), "money.min_topup: required field is missing"),
         (edited("money", colour="blue"), "money.colour: unknown field"),
-        (edited("devices", card=None), "devices.card: card payment is enabled but no card terminal"),
-        (edited("payment", card=False), "devices.card: a card terminal is configured but payment.card is false"),
+        (
+            edited("devices", card=None),
+            "devices.card: card payment is enabled but no card terminal",
+        ),
+        (
+            edited("payment", card=False),
+            "devices.card: a card terminal is configured but payment.card is false",
+        ),
         (edited("payment", card="yes"), "payment.card: Input should be a valid boolean"),
-        (edited("fee", net="21.01", vat_percent=19, gross="25.01"), "fee.gross: 25.01 does not match"),
+        (
+            edited("fee", net="21.01", vat_percent=19, gross="25.01"),
+            "fee.gross: 25.01 does not match",
+        ),
         (edited("fee", net="5.00", gross="5.00"), "fee.gross: 5.00 must be below money.min_topup"),
         (edited("fee", vat_percent=19.0), "fee.vat_percent: write a percentage"),
-        (edited("debt_recovery", share_percent=120), "debt_recovery.share_percent: a percentage must be between 0 and 100"),
+        (
+            edited("debt_recovery", share_percent=120),
+            "debt_recovery.share_percent: a percentage must be between 0 and 100",
+        ),
         (edited("hours", always_open=False), "hours: no opening period on any day"),
-        (edited("hours", monday=["18:00-08:00"]), "hours.monday[0]: opening period '18:00-08:00' ends before it starts"),
-        (edited("hours", monday=["8-18"]), 'hours.monday[0]: write an opening period as "HH:MM-HH:MM"'),
-        (edited("hours", monday=["08:00-12:00", "11:00-13:00"]), "hours.monday: opening periods overlap"),
+        (
+            edited("hours", monday=["18:00-08:00"]),
+            "hours.monday[0]: opening period '18:00-08:00' ends before it starts",
+        ),
+        (
+            edited("hours", monday=["8-18"]),
+            'hours.monday[0]: write an opening period as "HH:MM-HH:MM"',
+        ),
+        (
+            edited("hours", monday=["08:00-12:00", "11:00-13:00"]),
+            "hours.monday: opening periods overlap",
+        ),
         (edited("site", timezone="Mars/Olympus"), "site.timezone: unknown time zone"),
         (edited("site", languages=["de", "xx"]), "site.languages[1]: Input should be"),
-        (edited("site", default_language="nl", languages=["de"]), "site.default_language: 'nl' is not in site.languages"),
+        (
+            edited("site", default_language="nl", languages=["de"]),
+            "site.default_language: 'nl' is not in site.languages",
+        ),
         (edited("site", kiosk_id="demo 01"), "site.kiosk_id: String should match pattern"),
         (edited("timeouts", payment=0), "timeouts.payment: Input should be greater than 0"),
         (edited("timeouts", payment="60"), "timeouts.payment: Input should be a valid integer"),
         (edited("head_office", url="ftp://x"), "head_office.url: String should match pattern"),
         (edited("secrets", token="abc"), "secrets.token: unknown field"),
-        (edited("devices.coin", address=300), "devices.coin.address: Input should be less than or equal to 255"),
+        (
+            edited("devices.coin", address=300),
+            "devices.coin.address: Input should be less than or equal to 255",
+        ),
     ],
 )
 def test_invalid_config_names_the_field_and_reason(data: dict[str, Any], expected: str) -> None:
@@ -154,8 +187,12 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def _kiosk(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "kiosk.cli", *args], capture_output=True, text=True, cwd=ROOT,
-        env=env, timeout=60,
+        [sys.executable, "-m", "kiosk.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
     )
 
 
@@ -166,7 +203,9 @@ def test_config_check_command(tmp_path: Path) -> None:
 
     bad = tmp_path / "bad.toml"
     text = (CONFIG / "demo.toml").read_text("utf-8")
-    text = text.replace('currency = "EUR"', 'currency = "XYZ"').replace('min_topup = "5.00"', "min_topup = 5.0")
+    text = text.replace('currency = "EUR"', 'currency = "XYZ"').replace(
+        'min_topup = "5.00"', "min_topup = 5.0"
+    )
     bad.write_text(text, "utf-8")
     before = bad.read_bytes()
     res = _kiosk("config", "check", str(bad))

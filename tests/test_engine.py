@@ -67,7 +67,9 @@ def E(minor: int) -> Money:
     return Money(minor, "EUR")
 
 
-def key(serial: str = "K1", credit: int | Money = 350, log: tuple[str, ...] = (), **kw: object) -> KeyInfo:
+def key(
+    serial: str = "K1", credit: int | Money = 350, log: tuple[str, ...] = (), **kw: object
+) -> KeyInfo:
     fields: dict[str, object] = dict(
         serial=serial,
         contract_account="4711",
@@ -84,8 +86,9 @@ def key(serial: str = "K1", credit: int | Money = 350, log: tuple[str, ...] = ()
 def account(
     status: KeyStatus = KeyStatus.ACTIVE, debt: int = 0, pending: tuple[PendingCredit, ...] = ()
 ) -> Account:
-    return Account(status=status, debt=E(debt), reason="lost" if status == "blocked" else "",
-                   pending=pending)
+    return Account(
+        status=status, debt=E(debt), reason="lost" if status == "blocked" else "", pending=pending
+    )
 
 
 class Run:
@@ -262,12 +265,7 @@ def test_every_event_type_has_a_sample() -> None:
 
 @pytest.mark.parametrize(
     "state,event",
-    [
-        (s, e)
-        for s in State
-        for e in SAMPLES
-        if type(e) not in TRANSITIONS[s]
-    ],
+    [(s, e) for s in State for e in SAMPLES if type(e) not in TRANSITIONS[s]],
     ids=lambda x: str(x) if isinstance(x, State) else type(x).__name__,
 )
 def test_event_not_in_the_table_is_refused_and_changes_nothing(state: State, event: Event) -> None:
@@ -347,7 +345,7 @@ def test_cash_top_up_to_a_chosen_amount() -> None:
     # The target is reached: journal first, then stop the acceptors and write 15.00.
     kinds = [c.kind for c in out if isinstance(c, Record)]
     assert kinds == [Kind.CASH_IN, Kind.SPLIT]
-    assert out[len(kinds):] == [WriteKey("T1", E(1500)), DisableCash()]
+    assert out[len(kinds) :] == [WriteKey("T1", E(1500)), DisableCash()]
     assert r.state == State.WRITING
     out = r(KeyWritten("T1", E(1850)))
     assert [c.kind for c in out if isinstance(c, Record)] == [Kind.KEY_WRITTEN, Kind.TX_CLOSED]
@@ -685,7 +683,11 @@ def test_unreadable_card_is_refused() -> None:
 
 
 def test_pending_credits_are_written_on_insertion_once() -> None:
-    pend = (PendingCredit("OLD1", E(1000)), PendingCredit("OLD2", E(500)), PendingCredit("OLD3", E(300)))
+    pend = (
+        PendingCredit("OLD1", E(1000)),
+        PendingCredit("OLD2", E(500)),
+        PendingCredit("OLD3", E(300)),
+    )
     r = Run()
     out = r.insert(key(log=("OLD2",)), account(pending=pend))
     # OLD2 is already in the key's top-up log: it landed before, so it is settled, not rewritten.

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kiosk.errors import ChainBroken, JournalError
-from kiosk.events import Kind, KeyStatus, Record
+from kiosk.events import KeyStatus, Kind, Record
 from kiosk.journal import Journal, iter_transactions
 from kiosk.money import Money
 from tests.conftest import ROOT
@@ -59,7 +59,7 @@ def test_durable_settings(journal: Journal) -> None:
 def test_entries_are_numbered_chained_and_in_utc(journal: Journal) -> None:
     entries = journal.entries()
     assert [e.seq for e in entries] == list(range(1, 25))
-    assert all(b.prev_hash == a.hash for a, b in zip(entries, entries[1:]))
+    assert all(b.prev_hash == a.hash for a, b in zip(entries, entries[1:], strict=False))
     assert entries[0].ts.tzinfo == UTC and entries[0].ts == T0 + timedelta(minutes=1)
     assert journal.verify() == 24
     with sqlite3.connect(journal.path) as db:
@@ -143,7 +143,11 @@ def _verify_cli(path: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KIOSK_DATA_DIR": str(path.parent)}
     return subprocess.run(
         [sys.executable, "-m", "kiosk.cli", "journal", "verify", "--db", str(path)],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
     )
 
 

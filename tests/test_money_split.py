@@ -128,7 +128,9 @@ def test_split_adds_up_and_never_over_recovers(
 ) -> None:
     gross = fee_net + fee_net * 19 // 100
     fee = FeeRule(E(fee_net), 1900, E(gross))
-    s = split_payment(E(paid), E(debt), fee, RecoveryRule(share_bp, E(cap) if cap is not None else None))
+    s = split_payment(
+        E(paid), E(debt), fee, RecoveryRule(share_bp, E(cap) if cap is not None else None)
+    )
     assert s.fee + s.debt + s.credit == E(paid)
     assert s.fee_net + s.fee_vat == s.fee
     assert all(x.minor >= 0 for x in (s.fee, s.fee_net, s.fee_vat, s.debt, s.credit))

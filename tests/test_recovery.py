@@ -14,7 +14,7 @@ import pytest
 
 from kiosk.clock import utc_now
 from kiosk.config import load_site
-from kiosk.events import Kind, KeyStatus
+from kiosk.events import KeyStatus, Kind
 from kiosk.fakes import FakeCoinAcceptor, FakeKey, FakeKeyReader, FakeNoteValidator, FakePrinter
 from kiosk.journal import Journal
 from kiosk.money import Money
@@ -22,7 +22,7 @@ from kiosk.ports import Devices
 from kiosk.service import Kiosk
 from tests.conftest import ROOT
 
-CHILD = r'''
+CHILD = r"""
 import json, os, signal, sys
 from kiosk.config import load_site
 from kiosk.events import AmountChosen, KeyStatus, Method, MethodChosen
@@ -66,16 +66,22 @@ if mode == "abandon":
 dev.notes.insert(EUR(500)); k.drain()
 dev.coin.insert(EUR(100)); k.drain()
 raise SystemExit("not reached")
-'''
+"""
 
 
 def run_child(tmp_path: Path, mode: str) -> tuple[Path, Path]:
     db, keyfile = tmp_path / "journal.sqlite", tmp_path / "key.json"
-    keyfile.write_text(json.dumps({"serial": "K1", "contract_account": "4711", "credit": 350, "log": []}))
+    keyfile.write_text(
+        json.dumps({"serial": "K1", "contract_account": "4711", "credit": 350, "log": []})
+    )
     env = {**os.environ, "KIOSK_DATA_DIR": str(tmp_path)}
     res = subprocess.run(
         [sys.executable, "-c", CHILD, str(db), str(keyfile), mode],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
     )
     assert res.returncode == -signal.SIGKILL, res.stderr
     return db, keyfile
@@ -84,8 +90,12 @@ def run_child(tmp_path: Path, mode: str) -> tuple[Path, Path]:
 def restart(db: Path) -> tuple[Kiosk, FakeKeyReader]:
     site = load_site(None)
     reader = FakeKeyReader()
-    devices = Devices(reader=reader, coin=FakeCoinAcceptor(site.coins),
-                      notes=FakeNoteValidator(site.notes), printer=FakePrinter())
+    devices = Devices(
+        reader=reader,
+        coin=FakeCoinAcceptor(site.coins),
+        notes=FakeNoteValidator(site.notes),
+        printer=FakePrinter(),
+    )
     return Kiosk(site, Journal(db, site.kiosk_id), devices, utc_now), reader
 
 
@@ -110,11 +120,18 @@ def test_abandoned_payment_becomes_a_pending_credit_written_once(tmp_path: Path)
     assert j.verify() > 0
     (pending,) = j.pending_credits("K1")
     assert pending.amount == Money(1400, "EUR")  # 10.00 note + 2 x 2.00 coins, none lost
-    assert [r.kind for r in kiosk.reconciled][-3:] == [Kind.PENDING_CREDIT, Kind.TX_CLOSED, Kind.RECONCILED]
+    assert [r.kind for r in kiosk.reconciled][-3:] == [
+        Kind.PENDING_CREDIT,
+        Kind.TX_CLOSED,
+        Kind.RECONCILED,
+    ]
 
     shown = subprocess.run(
         [sys.executable, "-m", "kiosk.cli", "journal", "show", "--db", str(db)],
-        capture_output=True, text=True, cwd=ROOT, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
     )
     assert shown.returncode == 0 and "14.00" in shown.stdout and " pending" in shown.stdout
 

@@ -27,8 +27,13 @@ def bench_journal(path: Path, rows: int) -> list[float]:
     now = datetime.now(UTC)
     lat = []
     for i in range(rows):
-        rec = Record(Kind.CASH_IN, f"BENCH-01-T{i // 5}", "K1", Money(200, "EUR"),
-                     {"medium": "coin", "channel": 5})
+        rec = Record(
+            Kind.CASH_IN,
+            f"BENCH-01-T{i // 5}",
+            "K1",
+            Money(200, "EUR"),
+            {"medium": "coin", "channel": 5},
+        )
         t0 = time.perf_counter()
         j.append([rec], now)
         lat.append(time.perf_counter() - t0)
@@ -40,9 +45,12 @@ def bench_bare(path: Path, rows: int) -> list[float]:
     engine = _sqlite_engine(path)
     md = MetaData()
     plain = Table(
-        "plain", md,
+        "plain",
+        md,
         Column("id", Integer, primary_key=True),
-        Column("kind", String(32)), Column("txid", String(64)), Column("amount", Integer),
+        Column("kind", String(32)),
+        Column("txid", String(64)),
+        Column("amount", Integer),
     )
     md.create_all(engine)
     lat = []
@@ -73,12 +81,18 @@ def main() -> None:
                 rates, lats = results[name]
                 rates.append(len(lat) / sum(lat))
                 lats.extend(lat)
-    print(f"SQLite WAL, synchronous=FULL, one commit per row, {args.rows} rows x {args.rounds} rounds")
-    for name, label in (("journal", "journal append (hash chain + head)"),
-                        ("bare", "bare SQLAlchemy Core insert")):
+    print(
+        f"SQLite WAL, synchronous=FULL, one commit per row, {args.rows} rows x {args.rounds} rounds"
+    )
+    for name, label in (
+        ("journal", "journal append (hash chain + head)"),
+        ("bare", "bare SQLAlchemy Core insert"),
+    ):
         rates, lats = results[name]
-        print(f"  {label:<36} {statistics.median(rates):8.0f} /s (median of rounds)   "
-              f"p50 {pct(lats, 50) * 1000:6.3f} ms   p99 {pct(lats, 99) * 1000:6.3f} ms")
+        print(
+            f"  {label:<36} {statistics.median(rates):8.0f} /s (median of rounds)   "
+            f"p50 {pct(lats, 50) * 1000:6.3f} ms   p99 {pct(lats, 99) * 1000:6.3f} ms"
+        )
     ratio = statistics.median(results["journal"][0]) / statistics.median(results["bare"][0])
     verdict = "meets" if ratio >= 0.5 else "MISSES"
     print(f"  ratio journal/bare: {ratio:.2f} ({verdict} the target of at least 0.50)")
