@@ -22,8 +22,6 @@ from kiosk.errors import ConfigError
 from kiosk.hours import WEEKDAYS, OpeningHours
 from kiosk.money import CURRENCY_EXPONENT, Money
 
-LANGUAGES = ("de", "en", "fr", "nl")
-
 #: Legal-tender denominations per currency, in minor units.
 DENOMINATIONS: dict[str, dict[str, frozenset[int]]] = {
     "EUR": {
@@ -96,6 +94,7 @@ Currency = Annotated[str, BeforeValidator(_currency)]
 Percent = Annotated[Decimal, BeforeValidator(_percent)]
 Period = Annotated[tuple[time, time], BeforeValidator(_period)]
 Language = Literal["de", "en", "fr", "nl"]
+LANGUAGES: tuple[Language, ...] = ("de", "en", "fr", "nl")
 Seconds = Annotated[int, Field(strict=True, gt=0, le=3600)]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
@@ -126,9 +127,9 @@ def run_demo(site: Site, journal_file: Path, out: TextIO, start: datetime | None
     if site.card_enabled:
         s.do("choose cash", MethodChosen(Method.CASH))
     for value in (5000, 1000, 500):
-        s.do(f"insert note {m(value)}", lambda v=value: notes.insert(m(v)))
+        s.do(f"insert note {m(value)}", partial(notes.insert, m(value)))
     for value in (200, 200, 100):
-        s.do(f"insert coin {m(value)}", lambda v=value: coin.insert(m(v)))
+        s.do(f"insert coin {m(value)}", partial(coin.insert, m(value)))
     s.do("remove key", reader.remove)
 
     if site.card_enabled:

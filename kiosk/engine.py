@@ -104,7 +104,7 @@ class Split:
     debt: Money
     credit: Money
 
-    def as_data(self) -> dict[str, int]:
+    def as_data(self) -> dict[str, Any]:
         return {
             "paid": self.paid.minor,
             "fee": self.fee.minor,
@@ -457,7 +457,8 @@ class TopUpSession:
         cmds += self._make_pending("late_cash")
         c.tx, c.last, self.state = saved_tx, saved_last, saved_state
         c.deadline, c.outcome = saved_deadline, saved_outcome
-        return [x for x in cmds if isinstance(x, Record)]
+        records: list[Command] = [x for x in cmds if isinstance(x, Record)]
+        return records
 
     def _money_in(self, value: Money, medium: str, channel: int) -> list[Command]:
         """A coin accepted or a note stacked: journal it against the right transaction."""
@@ -492,7 +493,7 @@ class TopUpSession:
         if not tx.paid:
             self.state = State.CHOOSING_AMOUNT
             self._deadline(self.site.timeouts.choose)
-            cmds = [self._rec(Kind.TX_CLOSED, outcome=str(Outcome.CANCELLED))]
+            cmds: list[Command] = [self._rec(Kind.TX_CLOSED, outcome=str(Outcome.CANCELLED))]
             c.tx = None
             return cmds
         return self._start_write()
