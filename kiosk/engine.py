@@ -628,20 +628,16 @@ class TopUpSession:
     def on_key_removed(self, _ev: KeyRemoved) -> list[Command]:
         c = self._ctx
         s = self.state
-        if c.tx is not None and c.tx.split is None and (c.tx.paid or c.tx.escrow):
-            c.resume = State.CASH
-            self.state = State.KEY_MISSING
-            self._deadline(self.site.timeouts.key_missing)
-            return []  # a note being stacked still counts; it is owed to this key
-        if s == State.WRITING:
-            c.resume = State.WRITING
-            self.state = State.KEY_MISSING
-            self._deadline(self.site.timeouts.key_missing)
-            return []
-        if s == State.CARD:
+        if s == State.CARD:  # the terminal is busy: stop it first, its answer decides
             c.key_gone = True
             return [] if not c.tx or not c.tx.card_busy else [AbortCard()]
         if s in (State.KEY_MISSING, State.REVERSING):
+            return []  # already waiting; the clock keeps running
+        if s == State.WRITING or (c.tx is not None and (c.tx.paid or c.tx.escrow)):
+            # Money taken (a note being stacked counts too): wait for this key to come back.
+            c.resume = State.WRITING if s == State.WRITING else State.CASH
+            self.state = State.KEY_MISSING
+            self._deadline(self.site.timeouts.key_missing)
             return []
         cmds: list[Command] = []
         if c.tx is not None:  # opened but nothing paid (e.g. card declined, then key pulled)

@@ -37,11 +37,10 @@ def _no_emit(_ev: object) -> None:
     raise RuntimeError("device not attached to a kiosk")
 
 
-class FakeCoinAcceptor:
-    """Accepts known coins up to the enabled limit; anything else drops to the return cup."""
+class _FakeAcceptor:
+    """What coin and note fakes share: the event sink and the enabled value limit."""
 
-    def __init__(self, coins: tuple[Money, ...]) -> None:
-        self.coins = coins
+    def __init__(self) -> None:
         self.limit: Money | None = None
         self.emit: Emit = _no_emit
 
@@ -53,6 +52,14 @@ class FakeCoinAcceptor:
 
     def disable(self) -> None:
         self.limit = None
+
+
+class FakeCoinAcceptor(_FakeAcceptor):
+    """Accepts known coins up to the enabled limit; anything else drops to the return cup."""
+
+    def __init__(self, coins: tuple[Money, ...]) -> None:
+        super().__init__()
+        self.coins = coins
 
     def insert(self, value: Money) -> bool:
         """A customer drops a coin; True if it was accepted (credited)."""
@@ -62,25 +69,15 @@ class FakeCoinAcceptor:
         return True
 
 
-class FakeNoteValidator:
-    """Escrows known notes; stacks or returns on command. `jam_next` makes the next stack fail."""
+class FakeNoteValidator(_FakeAcceptor):
+    """Escrows known notes (the engine decides by value); stacks or returns on command."""
 
     def __init__(self, notes: tuple[Money, ...]) -> None:
+        super().__init__()
         self.notes = notes
-        self.limit: Money | None = None
         self.escrow: Money | None = None
         self.stacked: list[Money] = []
         self.returned: list[Money] = []
-        self.emit: Emit = _no_emit
-
-    def attach(self, emit: Emit) -> None:
-        self.emit = emit
-
-    def enable(self, max_value: Money) -> None:
-        self.limit = max_value
-
-    def disable(self) -> None:
-        self.limit = None
 
     def insert(self, value: Money) -> bool:
         """A customer feeds a note; True if it went into escrow."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tomllib
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -24,8 +27,8 @@ def site_data(name: str = "demo") -> dict[str, Any]:
     return tomllib.loads((CONFIG / f"{name}.toml").read_text("utf-8"))
 
 
-def make_site(name: str = "demo", **sections: dict[str, Any]) -> Site:
-    """A shipped site with some sections' fields overridden (None removes a field)."""
+def edited_data(name: str = "demo", **sections: dict[str, Any]) -> dict[str, Any]:
+    """A shipped site's data with some sections' fields overridden (None removes a field)."""
     data = site_data(name)
     for section, fields in sections.items():
         target = data
@@ -36,7 +39,27 @@ def make_site(name: str = "demo", **sections: dict[str, Any]) -> Site:
                 target.pop(k, None)
             else:
                 target[k] = v
-    return parse_site(data, f"{name}.toml")
+    return data
+
+
+def make_site(name: str = "demo", **sections: dict[str, Any]) -> Site:
+    """A shipped site, validated, with some fields overridden."""
+    return parse_site(edited_data(name, **sections), f"{name}.toml")
+
+
+def run_kiosk(*args: str, data_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The `kiosk` command in its own process, with only `data_dir` as its state directory."""
+    env = {k: v for k, v in os.environ.items() if k != "KIOSK_DATA_DIR"}
+    if data_dir is not None:
+        env["KIOSK_DATA_DIR"] = str(data_dir)
+    return subprocess.run(
+        [sys.executable, "-m", "kiosk.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
 
 
 @pytest.fixture

@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.conftest import CONFIG, ROOT
-
-
-def kiosk(*args: str, data_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "KIOSK_DATA_DIR"}
-    if data_dir is not None:
-        env["KIOSK_DATA_DIR"] = str(data_dir)
-    return subprocess.run(
-        [sys.executable, "-m", "kiosk.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=120,
-    )
+from tests.conftest import CONFIG, run_kiosk
 
 
 def test_demo_runs_complete_top_ups_and_prints_the_journal(tmp_path: Path) -> None:
-    res = kiosk("demo", data_dir=tmp_path)
+    res = run_kiosk("demo", data_dir=tmp_path)
     assert res.returncode == 0, res.stderr
     out = res.stdout
     assert "paid 20.00 EUR = fee 0.00 EUR + debt 5.00 EUR + credit 15.00 EUR" in out
@@ -37,19 +20,19 @@ def test_demo_runs_complete_top_ups_and_prints_the_journal(tmp_path: Path) -> No
     db = tmp_path / "journal-DEMO-01.sqlite"
     assert db.exists()  # state lives in the data directory
 
-    shown = kiosk("journal", "show", data_dir=tmp_path)
+    shown = run_kiosk("journal", "show", data_dir=tmp_path)
     assert shown.returncode == 0
     rows = [line for line in shown.stdout.splitlines() if line[:4].isdigit() and "DEMO-01-" in line]
     assert [r.split()[-1] for r in rows] == ["completed", "completed", "pending_written"]
-    entries = kiosk("journal", "show", "--entries", "--limit", "3", data_dir=tmp_path)
+    entries = run_kiosk("journal", "show", "--entries", "--limit", "3", data_dir=tmp_path)
     assert len(entries.stdout.splitlines()) == 3
-    verified = kiosk("journal", "verify", data_dir=tmp_path)
+    verified = run_kiosk("journal", "verify", data_dir=tmp_path)
     assert verified.returncode == 0 and "ok," in verified.stdout
 
 
 def test_demo_at_a_cash_only_site_offers_no_card(tmp_path: Path) -> None:
     site = CONFIG / "poessneck-breite-strasse.toml"
-    res = kiosk("demo", "--site", str(site), data_dir=tmp_path)
+    res = run_kiosk("demo", "--site", str(site), data_dir=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "Card payment is not offered at this site" in res.stdout
     assert "choose card" not in res.stdout
@@ -58,14 +41,14 @@ def test_demo_at_a_cash_only_site_offers_no_card(tmp_path: Path) -> None:
 
 def test_data_dir_option_wins_over_the_environment(tmp_path: Path) -> None:
     env_dir, opt_dir = tmp_path / "env", tmp_path / "opt"
-    res = kiosk("--data-dir", str(opt_dir), "demo", data_dir=env_dir)
+    res = run_kiosk("--data-dir", str(opt_dir), "demo", data_dir=env_dir)
     assert res.returncode == 0, res.stderr
     assert (opt_dir / "journal-DEMO-01.sqlite").exists()
     assert not (env_dir / "journal-DEMO-01.sqlite").exists()
 
 
 def test_journal_commands_without_a_journal_say_so(tmp_path: Path) -> None:
-    res = kiosk("journal", "verify", data_dir=tmp_path)
+    res = run_kiosk("journal", "verify", data_dir=tmp_path)
     assert res.returncode == 2 and "no journal at" in res.stderr
     assert list(tmp_path.iterdir()) == []  # nothing was created
 
@@ -73,7 +56,7 @@ def test_journal_commands_without_a_journal_say_so(tmp_path: Path) -> None:
 def test_bad_site_file_stops_the_demo_with_the_reason(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text((CONFIG / "demo.toml").read_text("utf-8").replace('"EUR"', '"USD"'), "utf-8")
-    res = kiosk("demo", "--site", str(bad), data_dir=tmp_path / "data")
+    res = run_kiosk("demo", "--site", str(bad), data_dir=tmp_path / "data")
     assert res.returncode == 2
     assert "money.currency: unknown currency 'USD'" in res.stderr
     assert not (tmp_path / "data").exists() or not list((tmp_path / "data").iterdir())

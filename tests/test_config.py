@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ import pytest
 from kiosk.config import load_site, parse_site
 from kiosk.errors import ConfigError
 from kiosk.money import Money
-from tests.conftest import CONFIG, ROOT, site_data
+from tests.conftest import CONFIG, edited_data, run_kiosk, site_data
 
 SHIPPED = sorted(CONFIG.glob("*.toml"))
 
@@ -27,16 +25,7 @@ def problems(data: dict[str, Any]) -> list[str]:
 
 
 def edited(section: str, **fields: Any) -> dict[str, Any]:
-    data = copy.deepcopy(site_data("demo"))
-    target = data
-    for part in section.split("."):
-        target = target.setdefault(part, {})
-    for k, v in fields.items():
-        if v is None:
-            target.pop(k, None)
-        else:
-            target[k] = v
-    return data
+    return edited_data("demo", **{section: fields})
 
 
 def test_the_seed_sites_are_shipped_and_valid() -> None:
@@ -185,19 +174,8 @@ def test_missing_file(tmp_path: Path) -> None:
         load_site(tmp_path / "nope.toml")
 
 
-def _kiosk(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "kiosk.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=60,
-    )
-
-
 def test_config_check_command(tmp_path: Path) -> None:
-    good = _kiosk("config", "check", *map(str, SHIPPED))
+    good = run_kiosk("config", "check", *map(str, SHIPPED))
     assert good.returncode == 0, good.stderr
     assert good.stdout.count(": ok (") == len(SHIPPED)
 
@@ -208,7 +186,7 @@ def test_config_check_command(tmp_path: Path) -> None:
     )
     bad.write_text(text, "utf-8")
     before = bad.read_bytes()
-    res = _kiosk("config", "check", str(bad))
+    res = run_kiosk("config", "check", str(bad))
     assert res.returncode == 1
     assert f"{bad}: 1 problem(s)" in res.stderr or f"{bad}: " in res.stderr
     assert "money.min_topup: write amounts as text" in res.stderr

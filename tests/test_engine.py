@@ -804,3 +804,23 @@ def test_the_engine_needs_an_aware_clock(site: Site) -> None:
     with pytest.raises(ValueError):
         s.handle(Tick(SATURDAY_MORNING.replace(tzinfo=None)))
     assert s.now == SATURDAY_MORNING
+
+
+def test_key_pulled_during_card_payment_with_coins_taken_still_aborts_the_card() -> None:
+    r = reach(State.CARD)
+    r(CoinAccepted(E(200)))  # slipped in while the terminal was busy
+    assert r(KeyRemoved()) == [AbortCard()]
+    r(CardFailed(CardOutcome.ABORTED))
+    assert r.state == State.KEY_MISSING  # the 2.00 is owed to this key
+    r.tick(r.site.timeouts.key_missing + 1)
+    assert [p.amount for p in r.records(Kind.PENDING_CREDIT)] == [E(200)]
+
+
+def test_a_wrong_key_taken_out_again_does_not_restart_the_wait() -> None:
+    r = reach(State.KEY_MISSING)
+    r.tick(r.site.timeouts.key_missing - 5)
+    r.insert(key("OTHER"))
+    r(KeyRemoved())
+    assert r.s.view().seconds_left == 5
+    r.tick(6)
+    assert r.s.view().outcome == Outcome.PENDING

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,7 +13,7 @@ from kiosk.errors import ChainBroken, JournalError
 from kiosk.events import KeyStatus, Kind, Record
 from kiosk.journal import Journal, iter_transactions
 from kiosk.money import Money
-from tests.conftest import ROOT
+from tests.conftest import run_kiosk
 
 T0 = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 
@@ -140,15 +138,7 @@ def test_head_row_edits_break_verify(journal: Journal, sql: str) -> None:
 
 
 def _verify_cli(path: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KIOSK_DATA_DIR": str(path.parent)}
-    return subprocess.run(
-        [sys.executable, "-m", "kiosk.cli", "journal", "verify", "--db", str(path)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=60,
-    )
+    return run_kiosk("journal", "verify", "--db", str(path), data_dir=path.parent)
 
 
 def test_verify_command_passes_untouched_and_fails_naming_the_entry(journal: Journal) -> None:

@@ -1,0 +1,146 @@
+"""The service: journal first, then devices and screen; the threaded event loop."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from kiosk.clock import ManualClock, utc_now
+from kiosk.config import Site
+from kiosk.engine import Outcome, State, View
+from kiosk.errors import UserFacingError
+from kiosk.events import AmountChosen, Device, KeyStatus, Method, MethodChosen
+from kiosk.fakes import (
+    FakeCardTerminal,
+    FakeCoinAcceptor,
+    FakeKey,
+    FakeKeyReader,
+    FakeNoteValidator,
+    FakePrinter,
+)
+from kiosk.journal import Journal
+from kiosk.money import Money
+from kiosk.ports import Devices
+from kiosk.service import Kiosk
+from tests.conftest import SATURDAY_MORNING
+
+
+def E(minor: int) -> Money:
+    return Money(minor, "EUR")
+
+
+def build(site: Site, tmp_path: Path, clock=None) -> tuple[Kiosk, Devices]:  # type: ignore[no-untyped-def]
+    journal = Journal(tmp_path / "journal.sqlite", site.kiosk_id)
+    journal.set_key("K1", KeyStatus.ACTIVE, "4711")
+    devices = Devices(
+        reader=FakeKeyReader(),
+        coin=FakeCoinAcceptor(site.coins),
+        notes=FakeNoteValidator(site.notes),
+        card=FakeCardTerminal(),
+        printer=FakePrinter(),
+    )
+    return Kiosk(site, journal, devices, clock or ManualClock(SATURDAY_MORNING)), devices
+
+
+def test_the_screen_never_shows_money_the_journal_does_not_hold(site: Site, tmp_path: Path) -> None:
+    kiosk, dev = build(site, tmp_path)
+    observed: list[tuple[int, int]] = []
+
+    def check(view: View, _refusal: UserFacingError | None) -> None:
+        # A separate connection sees only what is committed (durably, with synchronous=FULL).
+        with sqlite3.connect(kiosk.journal.path) as db:
+            paid = db.execute(
+                "select coalesce(sum(amount), 0) from journal where txid = ? and kind = 'cash_in'",
+                (view.txid,),
+            ).fetchone()[0]
+            written = db.execute(
+                "select count(*) from journal where txid = ? and kind = 'key_written'", (view.txid,)
+            ).fetchone()[0]
+        observed.append((view.paid.minor, paid))
+        assert view.paid.minor <= paid
+        if view.outcome == Outcome.COMPLETED:
+            assert written == 1
+
+    kiosk.listeners.append(check)
+    reader, coin, notes = dev.reader, dev.coin, dev.notes
+    assert isinstance(reader, FakeKeyReader) and isinstance(coin, FakeCoinAcceptor)
+    assert isinstance(notes, FakeNoteValidator)
+    key = FakeKey("K1", "4711")
+    reader.insert(key)
+    kiosk.drain()
+    kiosk.submit(AmountChosen(E(1500)))
+    kiosk.submit(MethodChosen(Method.CASH))
+    kiosk.drain()
+    for value in (1000, 200, 200, 100):
+        assert notes.insert(E(value)) if value >= 500 else coin.insert(E(value))
+        kiosk.drain()
+    assert coin.insert(E(200)) is False  # target reached: the acceptors are disabled
+    assert kiosk.view().outcome == Outcome.COMPLETED and key.credit == 1500
+    assert (1500, 1500) in observed
+    assert dev.printer.receipts  # type: ignore[union-attr]
+
+
+def test_a_device_that_fails_a_command_becomes_a_journaled_fault(
+    site: Site, tmp_path: Path
+) -> None:
+    class BrokenPrinter(FakePrinter):
+        def print_receipt(self, txid: str, lines: list[str]) -> bool:
+            raise OSError("printer offline")
+
+    kiosk, dev = build(site, tmp_path)
+    dev.printer = BrokenPrinter()
+    reader = dev.reader
+    assert isinstance(reader, FakeKeyReader)
+    reader.insert(FakeKey("K1", "4711"))
+    kiosk.drain()
+    kiosk.submit(AmountChosen(E(2000)))
+    kiosk.submit(MethodChosen(Method.CARD))
+    kiosk.drain()
+    v = kiosk.view()
+    assert v.outcome == Outcome.COMPLETED  # no printer never blocks a top-up
+    assert Device.PRINTER in v.faults
+    faults = [e for e in kiosk.journal.entries() if e.kind == "fault"]
+    assert faults[-1].data["device"] == "printer" and "offline" in faults[-1].data["text"]
+
+
+def test_the_engine_thread_takes_events_from_other_threads(site: Site, tmp_path: Path) -> None:
+    kiosk, dev = build(site, tmp_path, clock=utc_now)
+    changed = threading.Condition()
+    views: list[View] = []
+
+    def on_view(view: View, _refusal: UserFacingError | None) -> None:
+        with changed:
+            views.append(view)
+            changed.notify_all()
+
+    def wait_for(pred, timeout: float = 5.0) -> View:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        with changed:
+            while not (views and pred(views[-1])):
+                left = deadline - time.monotonic()
+                assert left > 0, f"timed out; last view {views[-1].state if views else None}"
+                changed.wait(left)
+            return views[-1]
+
+    kiosk.listeners.append(on_view)
+    stop = threading.Event()
+    engine = threading.Thread(target=kiosk.run, args=(stop, 0.05), daemon=True)
+    engine.start()
+    try:
+        ticks_before = len(views)
+        wait_for(lambda v: len(views) > ticks_before + 2)  # ticks arrive on their own
+        reader = dev.reader
+        assert isinstance(reader, FakeKeyReader)
+        key = FakeKey("K1", "4711")
+        reader.insert(key)  # emitted from this (non-engine) thread
+        wait_for(lambda v: v.state == State.CHOOSING_AMOUNT)
+        kiosk.submit(AmountChosen(E(2000)))
+        kiosk.submit(MethodChosen(Method.CARD))
+        done = wait_for(lambda v: v.state == State.DONE)
+        assert done.outcome == Outcome.COMPLETED and key.credit == 2000
+    finally:
+        stop.set()
+        engine.join(timeout=5)
+    assert not engine.is_alive()
