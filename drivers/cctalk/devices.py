@@ -1,0 +1,399 @@
+"""ccTalk coin acceptor and bill validator: identity, channel tables, inhibits, polling.
+
+Both keep the last event counter. New events are `(counter - last) mod 255` (the counter wraps
+255 -> 1); a counter of 0 while running means the device reset (its buffer is gone: journal a
+fault and re-initialise, never re-credit); more than five new events means some were lost.
+Events already in the buffer when the host starts are not credited, unless the host passes
+the counter it had journaled before (`resume_counter`), when the ones after it are.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from drivers.cctalk.codec import (
+    BILL_EVENTS,
+    COIN_ERRORS,
+    COIN_REJECTED,
+    FAULT_CODES,
+    BillEventKind,
+    Header,
+    RouteCode,
+    new_event_count,
+    parse_bill_id,
+    parse_coin_id,
+)
+from drivers.cctalk.transport import Bus
+from drivers.errors import DeviceFault, FrameError
+
+log = logging.getLogger(__name__)
+
+COIN_ADDRESS = 2
+BILL_ADDRESS = 40
+BUFFER_DEPTH = 5
+#: ccTalk country codes of the currencies we take.
+COUNTRY = {"EUR": ("EU",), "CHF": ("CH",)}
+
+
+@dataclass(frozen=True)
+class Identity:
+    category: str
+    manufacturer: str
+    product_code: str
+    serial_number: int
+    software_revision: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "category": self.category,
+            "manufacturer": self.manufacturer,
+            "product_code": self.product_code,
+            "serial_number": self.serial_number,
+            "software_revision": self.software_revision,
+        }
+
+
+@dataclass(frozen=True)
+class Channel:
+    """A coin position or bill type: its id as read, and its value in minor units (0 = off)."""
+
+    number: int
+    id_text: str
+    value: int
+    usable: bool
+
+
+# ---------------------------------------------------------------- events out of the drivers
+
+
+@dataclass(frozen=True)
+class CoinCredited:
+    device: str
+    channel: int
+    value: int
+    currency: str
+    counter: int
+
+
+@dataclass(frozen=True)
+class BillEscrowed:
+    device: str
+    channel: int
+    value: int
+    currency: str
+    counter: int
+
+
+@dataclass(frozen=True)
+class BillStacked:
+    device: str
+    channel: int
+    value: int
+    currency: str
+    counter: int
+
+
+@dataclass(frozen=True)
+class BillReturned:
+    device: str
+    channel: int
+    value: int
+    currency: str
+    counter: int
+
+
+@dataclass(frozen=True)
+class AcceptorError:
+    """An error or status event; `kind` is reject, fraud, fatal or status."""
+
+    device: str
+    code: int
+    text: str
+    kind: str
+    counter: int
+
+
+@dataclass(frozen=True)
+class DeviceReset:
+    """The event counter went back to 0: the device restarted; its old buffer is gone."""
+
+    device: str
+
+
+@dataclass(frozen=True)
+class EventsLost:
+    """More events happened between two polls than the buffer holds."""
+
+    device: str
+    lost: int
+    counter: int
+
+
+@dataclass(frozen=True)
+class UnknownCredit:
+    """Money taken on a channel with no known value: never dropped, reported for the journal."""
+
+    device: str
+    channel: int
+    counter: int
+
+
+AcceptorEvent = (
+    CoinCredited | BillEscrowed | BillStacked | BillReturned | AcceptorError | DeviceReset
+    | EventsLost | UnknownCredit
+)
+
+
+def _text(data: bytes) -> str:
+    return data.decode("ascii", errors="replace").strip()
+
+
+class _Acceptor:
+    """What coin acceptor and bill validator share: identity, inhibits, counter, self-check."""
+
+    name = "acceptor"
+    channels_count = 16
+    poll_header = Header.READ_BUFFERED_CREDIT
+
+    def __init__(self, bus: Bus, address: int, currency: str, accepted: frozenset[int]) -> None:
+        self.bus = bus
+        self.address = address
+        self.currency = currency
+        self.accepted = accepted  # values (minor units) the site takes
+        self.channels: dict[int, Channel] = {}
+        self.identity: Identity | None = None
+        self.last_counter: int | None = None
+        self.limit: int | None = None  # enabled up to this value; None = disabled
+
+    def req(self, header: int, data: bytes = b"") -> bytes:
+        return self.bus.request(self.address, header, data)
+
+    def identify(self) -> Identity:
+        serial_bytes = self.req(Header.REQUEST_SERIAL_NUMBER)
+        if len(serial_bytes) != 3:
+            raise FrameError(f"serial number has {len(serial_bytes)} bytes, expected 3")
+        self.identity = Identity(
+            category=_text(self.req(Header.REQUEST_EQUIPMENT_CATEGORY)),
+            manufacturer=_text(self.req(Header.REQUEST_MANUFACTURER_ID)),
+            product_code=_text(self.req(Header.REQUEST_PRODUCT_CODE)),
+            serial_number=int.from_bytes(serial_bytes, "little"),
+            software_revision=_text(self.req(Header.REQUEST_SOFTWARE_REVISION)),
+        )
+        return self.identity
+
+    def read_channels(self) -> dict[int, Channel]:
+        raise NotImplementedError
+
+    def initialise(self, resume_counter: int | None = None) -> list[AcceptorEvent]:
+        """Start-up sequence (spec appendix 11/16); returns events owed since `resume_counter`."""
+        self.req(Header.SIMPLE_POLL)
+        self.identify()
+        self.channels = self.read_channels()
+        self._configure()
+        self._apply_inhibits()
+        data = self.req(self.poll_header)
+        counter = data[0]
+        owed: list[AcceptorEvent] = []
+        if resume_counter and counter:
+            n = new_event_count(resume_counter, counter)
+            if 0 < n <= BUFFER_DEPTH:  # accepted while the host was down: still owed
+                owed = self._events(data, n)
+            elif n > BUFFER_DEPTH:
+                owed = [EventsLost(self.name, n - BUFFER_DEPTH, counter), *self._events(data, BUFFER_DEPTH)]
+        self.last_counter = counter
+        return owed
+
+    def _configure(self) -> None:
+        """Device-specific set-up before inhibits (bill operating mode)."""
+
+    def enable(self, limit: int | None) -> None:
+        """Enable the channels worth at most `limit` minor units (None: disable all)."""
+        self.limit = limit
+        self._apply_inhibits()
+
+    def inhibit_mask(self) -> int:
+        mask = 0
+        if self.limit is not None:
+            for ch in self.channels.values():
+                if ch.usable and ch.value <= self.limit:
+                    mask |= 1 << (ch.number - 1)
+        return mask
+
+    def _apply_inhibits(self) -> None:
+        mask = self.inhibit_mask()
+        self.req(Header.MODIFY_INHIBIT_STATUS, mask.to_bytes(self.channels_count // 8, "little"))
+        self.req(Header.MODIFY_MASTER_INHIBIT, bytes((1 if mask else 0,)))
+
+    def self_check(self) -> tuple[int, str]:
+        data = self.req(Header.PERFORM_SELF_CHECK)
+        code = data[0] if data else 255
+        return code, FAULT_CODES.get(code, f"fault code {code}")
+
+    def poll(self) -> list[AcceptorEvent]:
+        """Read the event buffer once; the new events, oldest first."""
+        data = self.req(self.poll_header)
+        if len(data) != 1 + 2 * BUFFER_DEPTH:
+            raise FrameError(f"event buffer has {len(data)} bytes, expected 11")
+        counter = data[0]
+        last = self.last_counter
+        if last is None:
+            raise DeviceFault(f"{self.name} polled before it was initialised")
+        if counter == 0:
+            if last == 0:
+                return []
+            log.warning("%s event counter back to 0: device reset", self.name)
+            self.last_counter = 0
+            self.channels = self.read_channels()
+            self._configure()
+            self._apply_inhibits()
+            return [DeviceReset(self.name)]
+        n = new_event_count(last, counter)
+        self.last_counter = counter
+        if n == 0:
+            return []
+        if n > BUFFER_DEPTH:
+            log.error("%s: %d events since the last poll, %d lost", self.name, n, n - BUFFER_DEPTH)
+            self.enable(None)  # stop taking money until someone looks
+            return [EventsLost(self.name, n - BUFFER_DEPTH, counter), *self._events(data, BUFFER_DEPTH)]
+        return self._events(data, n)
+
+    def _events(self, data: bytes, n: int) -> list[AcceptorEvent]:
+        counter = data[0]
+        # Result 1 (bytes 1-2) is the newest: walk from the oldest new one to the newest.
+        return [
+            e
+            for i in reversed(range(n))
+            if (e := self._event(data[1 + 2 * i], data[2 + 2 * i], counter - i)) is not None
+        ]
+
+    def _event(self, a: int, b: int, counter: int) -> AcceptorEvent | None:
+        raise NotImplementedError
+
+
+class CoinAcceptor(_Acceptor):
+    """A ccTalk coin acceptor (default address 2)."""
+
+    name = "coin"
+    poll_header = Header.READ_BUFFERED_CREDIT
+
+    def __init__(
+        self, bus: Bus, currency: str, accepted: frozenset[int], address: int = COIN_ADDRESS
+    ) -> None:
+        super().__init__(bus, address, currency, accepted)
+
+    def read_channels(self) -> dict[int, Channel]:
+        out = {}
+        countries = COUNTRY.get(self.currency, ())
+        for pos in range(1, self.channels_count + 1):
+            text = _text(self.req(Header.REQUEST_COIN_ID, bytes((pos,)))).ljust(6, ".")[:6]
+            try:
+                parsed = parse_coin_id(text)
+            except FrameError:
+                log.warning("coin position %d: unreadable id %r, disabled", pos, text)
+                parsed = None
+            if parsed is None:
+                continue
+            country, value, _issue = parsed
+            usable = country in countries and value in self.accepted
+            if not usable:
+                log.warning("coin position %d (%s) is not a %s coin this site takes: disabled",
+                            pos, text, self.currency)
+            out[pos] = Channel(pos, text, value if usable else 0, usable)
+        return out
+
+    def _event(self, a: int, b: int, counter: int) -> AcceptorEvent | None:
+        if a == 0:
+            if b == 0:
+                return None
+            kind = "reject" if b in COIN_REJECTED else ("fraud" if b in (20, 40) else "status")
+            return AcceptorError(self.name, b, COIN_ERRORS.get(b, f"error {b}"), kind, counter)
+        ch = self.channels.get(a)
+        if ch is None or not ch.usable:
+            log.error("coin credited on unknown position %d", a)
+            return UnknownCredit(self.name, a, counter)
+        return CoinCredited(self.name, a, ch.value, self.currency, counter)
+
+
+class NoteValidator(_Acceptor):
+    """A ccTalk bill validator with escrow (default address 40)."""
+
+    name = "notes"
+    poll_header = Header.READ_BUFFERED_BILL_EVENTS
+
+    def __init__(
+        self, bus: Bus, currency: str, accepted: frozenset[int], address: int = BILL_ADDRESS
+    ) -> None:
+        super().__init__(bus, address, currency, accepted)
+        self.escrow: Channel | None = None
+        self.exponent = 2
+
+    def scaling(self, country: str) -> tuple[int, int]:
+        data = self.req(Header.COUNTRY_SCALING_FACTOR, country.encode("ascii"))
+        if len(data) != 3:
+            raise FrameError(f"scaling factor reply has {len(data)} bytes, expected 3")
+        return int.from_bytes(data[:2], "little"), data[2]
+
+    def read_channels(self) -> dict[int, Channel]:
+        out = {}
+        countries = COUNTRY.get(self.currency, ())
+        scales: dict[str, tuple[int, int]] = {}
+        for typ in range(1, self.channels_count + 1):
+            text = _text(self.req(Header.REQUEST_BILL_ID, bytes((typ,)))).ljust(7, ".")[:7]
+            try:
+                parsed = parse_bill_id(text)
+            except FrameError:
+                log.warning("bill type %d: unreadable id %r, disabled", typ, text)
+                parsed = None
+            if parsed is None:
+                continue
+            country, units, _issue = parsed
+            usable = country in countries
+            value = 0
+            if usable:
+                if country not in scales:
+                    scales[country] = self.scaling(country)
+                scale, decimals = scales[country]
+                value = units * scale * 10 ** self.exponent // 10**decimals if scale else 0
+                usable = value in self.accepted
+            if not usable:
+                log.warning("bill type %d (%s) is not a %s note this site takes: disabled",
+                            typ, text, self.currency)
+            out[typ] = Channel(typ, text, value if usable else 0, usable)
+        return out
+
+    def _configure(self) -> None:
+        self.req(Header.BILL_OPERATING_MODE, bytes((0b11,)))  # use stacker, use escrow
+
+    def route(self, code: RouteCode) -> None:
+        """Stack, return or hold the bill in escrow (header 154)."""
+        data = self.req(Header.ROUTE_BILL, bytes((code,)))
+        if data and data[0] == 254:
+            raise DeviceFault("route bill: escrow is empty")
+        if data and data[0] == 255:
+            raise DeviceFault("route bill: failed to route")
+
+    def _event(self, a: int, b: int, counter: int) -> AcceptorEvent | None:
+        if a == 0:
+            if b == 1 and self.escrow is not None:
+                ch, self.escrow = self.escrow, None
+                return BillReturned(self.name, ch.number, ch.value, self.currency, counter)
+            if b == 0 and self.limit is not None:
+                # Self-inhibited after polling stalled (spec example 4): enable it again.
+                log.warning("bill validator reports master inhibit active: re-enabling")
+                self._apply_inhibits()
+            text, kind = BILL_EVENTS.get(b, (f"event {b}", BillEventKind.STATUS))
+            if kind in (BillEventKind.FATAL, BillEventKind.FRAUD, BillEventKind.REJECT):
+                self.escrow = None if kind != BillEventKind.REJECT else self.escrow
+            return AcceptorError(self.name, b, text, kind.name.lower(), counter)
+        ch = self.channels.get(a)
+        if ch is None or not ch.usable:
+            if b == 0:
+                return UnknownCredit(self.name, a, counter)
+            self.route(RouteCode.RETURN)  # a note we cannot value goes straight back
+            return AcceptorError(self.name, 0, f"unknown bill type {a} returned", "reject", counter)
+        if b == 1:
+            self.escrow = ch
+            return BillEscrowed(self.name, a, ch.value, self.currency, counter)
+        self.escrow = None
+        return BillStacked(self.name, a, ch.value, self.currency, counter)

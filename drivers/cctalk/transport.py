@@ -1,0 +1,102 @@
+"""The ccTalk bus over pyserial: one request, one reply, with the single wire's echo skipped.
+
+Not thread-safe by design: one owner thread per bus (`BusWorker`) makes every request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import serial
+
+from drivers.cctalk.codec import HOST, Decoder, Frame, Header, encode
+from drivers.errors import DeviceFault, DeviceTimeout, TransportError
+
+log = logging.getLogger(__name__)
+TRACE = 5  # raw bytes; below DEBUG, off by default
+
+
+def open_port(url: str, baudrate: int = 9600) -> serial.SerialBase:
+    """A serial port by path or pyserial URL (``socket://``, ``spy://``, ``loop://``)."""
+    kwargs: dict[str, object] = {"baudrate": baudrate, "timeout": 0}
+    if "://" not in url:
+        kwargs["exclusive"] = True  # a second process on the same bus would corrupt it
+    try:
+        return serial.serial_for_url(url, **kwargs)
+    except (serial.SerialException, OSError, ValueError) as err:
+        raise TransportError(f"cannot open {url}: {err}") from err
+
+
+class Bus:
+    """A ccTalk bus: host address 1, simple checksum or CRC16, echo on a single wire."""
+
+    def __init__(
+        self,
+        port: serial.SerialBase,
+        *,
+        crc16_mode: bool = False,
+        echo: bool = True,
+        timeout: float = 0.1,
+        retries: int = 2,
+    ) -> None:
+        self.port = port
+        self.crc16_mode = crc16_mode
+        self.echo = echo
+        self.timeout = timeout
+        self.retries = retries
+        self.decoder = Decoder(crc16_mode=crc16_mode)
+        self.stats = {"requests": 0, "retries": 0, "timeouts": 0}
+
+    @classmethod
+    def open(cls, url: str, **kwargs: object) -> Bus:
+        return cls(open_port(url), **kwargs)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.port.close()
+
+    def request(self, dest: int, header: int, data: bytes = b"", timeout: float | None = None) -> bytes:
+        """Send one command and return the reply's data; retries on silence or bad frames."""
+        raw = encode(Frame(dest, HOST, header, data), crc16_mode=self.crc16_mode)
+        self.stats["requests"] += 1
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.stats["retries"] += 1
+            try:
+                reply = self._exchange(raw, dest, timeout or self.timeout)
+            except DeviceTimeout:
+                log.debug("no reply from %d to header %d (attempt %d)", dest, header, attempt + 1)
+                continue
+            if reply.header == Header.BUSY:
+                continue
+            if reply.header == Header.NAK:
+                raise DeviceFault(f"device {dest} answered NAK to header {header}")
+            if reply.header != Header.REPLY:
+                raise DeviceFault(f"device {dest} answered header {reply.header} to {header}")
+            return reply.data
+        self.stats["timeouts"] += 1
+        raise DeviceTimeout(f"no valid reply from address {dest} to header {header}")
+
+    def _exchange(self, raw: bytes, dest: int, timeout: float) -> Frame:
+        try:
+            self.port.reset_input_buffer()
+            self.decoder.reset()
+            if self.echo:
+                self.decoder.expect_echo(raw)
+            log.log(TRACE, "tx %s", raw.hex(" "))
+            self.port.write(raw)
+            deadline = time.monotonic() + timeout + len(raw) * 0.00115
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise DeviceTimeout(f"address {dest}: no reply within {timeout:.3f} s")
+                self.port.timeout = left
+                chunk = self.port.read(max(1, self.port.in_waiting))
+                if not chunk:
+                    continue
+                log.log(TRACE, "rx %s", chunk.hex(" "))
+                for frame in self.decoder.feed(chunk, time.monotonic()):
+                    if frame.dest == HOST and frame.src in (None, dest):
+                        return frame
+        except (serial.SerialException, OSError) as err:
+            raise TransportError(f"port error talking to {dest}: {err}") from err
