@@ -140,8 +140,14 @@ class UnknownCredit:
 
 
 AcceptorEvent = (
-    CoinCredited | BillEscrowed | BillStacked | BillReturned | AcceptorError | DeviceReset
-    | EventsLost | UnknownCredit
+    CoinCredited
+    | BillEscrowed
+    | BillStacked
+    | BillReturned
+    | AcceptorError
+    | DeviceReset
+    | EventsLost
+    | UnknownCredit
 )
 
 
@@ -200,7 +206,10 @@ class _Acceptor:
             if 0 < n <= BUFFER_DEPTH:  # accepted while the host was down: still owed
                 owed = self._events(data, n)
             elif n > BUFFER_DEPTH:
-                owed = [EventsLost(self.name, n - BUFFER_DEPTH, counter), *self._events(data, BUFFER_DEPTH)]
+                owed = [
+                    EventsLost(self.name, n - BUFFER_DEPTH, counter),
+                    *self._events(data, BUFFER_DEPTH),
+                ]
         self.last_counter = counter
         return owed
 
@@ -255,7 +264,10 @@ class _Acceptor:
         if n > BUFFER_DEPTH:
             log.error("%s: %d events since the last poll, %d lost", self.name, n, n - BUFFER_DEPTH)
             self.enable(None)  # stop taking money until someone looks
-            return [EventsLost(self.name, n - BUFFER_DEPTH, counter), *self._events(data, BUFFER_DEPTH)]
+            return [
+                EventsLost(self.name, n - BUFFER_DEPTH, counter),
+                *self._events(data, BUFFER_DEPTH),
+            ]
         return self._events(data, n)
 
     def _events(self, data: bytes, n: int) -> list[AcceptorEvent]:
@@ -264,7 +276,8 @@ class _Acceptor:
         return [
             e
             for i in reversed(range(n))
-            if (e := self._event(data[1 + 2 * i], data[2 + 2 * i], counter - i)) is not None
+            if (e := self._event(data[1 + 2 * i], data[2 + 2 * i], (counter - 1 - i) % 255 + 1))
+            is not None
         ]
 
     def _event(self, a: int, b: int, counter: int) -> AcceptorEvent | None:
@@ -297,8 +310,12 @@ class CoinAcceptor(_Acceptor):
             country, value, _issue = parsed
             usable = country in countries and value in self.accepted
             if not usable:
-                log.warning("coin position %d (%s) is not a %s coin this site takes: disabled",
-                            pos, text, self.currency)
+                log.warning(
+                    "coin position %d (%s) is not a %s coin this site takes: disabled",
+                    pos,
+                    text,
+                    self.currency,
+                )
             out[pos] = Channel(pos, text, value if usable else 0, usable)
         return out
 
@@ -354,11 +371,15 @@ class NoteValidator(_Acceptor):
                 if country not in scales:
                     scales[country] = self.scaling(country)
                 scale, decimals = scales[country]
-                value = units * scale * 10 ** self.exponent // 10**decimals if scale else 0
+                value = units * scale * 10**self.exponent // 10**decimals if scale else 0
                 usable = value in self.accepted
             if not usable:
-                log.warning("bill type %d (%s) is not a %s note this site takes: disabled",
-                            typ, text, self.currency)
+                log.warning(
+                    "bill type %d (%s) is not a %s note this site takes: disabled",
+                    typ,
+                    text,
+                    self.currency,
+                )
             out[typ] = Channel(typ, text, value if usable else 0, usable)
         return out
 

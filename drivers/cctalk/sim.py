@@ -326,8 +326,9 @@ class BusSimulator:
         fault = self._faults.popleft() if self._faults else None
         if data is None or fault == "silence":
             return
-        raw = bytearray(encode(Frame(HOST, device.address, Header.REPLY, data),
-                               crc16_mode=self.crc16_mode))
+        raw = bytearray(
+            encode(Frame(HOST, device.address, Header.REPLY, data), crc16_mode=self.crc16_mode)
+        )
         if fault == "bad_checksum":
             raw[-1] ^= 0x55
         elif fault == "drop_byte":

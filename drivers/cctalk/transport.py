@@ -55,7 +55,9 @@ class Bus:
     def close(self) -> None:
         self.port.close()
 
-    def request(self, dest: int, header: int, data: bytes = b"", timeout: float | None = None) -> bytes:
+    def request(
+        self, dest: int, header: int, data: bytes = b"", timeout: float | None = None
+    ) -> bytes:
         """Send one command and return the reply's data; retries on silence or bad frames."""
         raw = encode(Frame(dest, HOST, header, data), crc16_mode=self.crc16_mode)
         self.stats["requests"] += 1

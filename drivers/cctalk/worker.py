@@ -1,0 +1,123 @@
+"""The owner thread of one ccTalk bus: initialises its devices, polls them, runs commands.
+
+Everything that touches the bus happens on this thread. Other threads hand it work with
+`call()`; events leave through the `emit` callable (which must only enqueue).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from drivers.cctalk.devices import Identity, _Acceptor
+from drivers.cctalk.transport import Bus
+from drivers.errors import DriverError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeviceOnline:
+    device: str
+    identity: Identity
+
+
+@dataclass(frozen=True)
+class DeviceOffline:
+    device: str
+    reason: str
+
+
+class BusWorker:
+    """Polls the devices of one bus every `period` seconds on its own thread."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        devices: list[_Acceptor],
+        emit: Callable[[Any], None],
+        *,
+        period: float = 0.1,
+        retry_seconds: float = 1.0,
+        resume: dict[str, int] | None = None,
+    ) -> None:
+        self.bus = bus
+        self.devices = devices
+        self.emit = emit
+        self.period = period
+        self.retry_seconds = retry_seconds
+        self.resume = resume or {}
+        self._calls: queue.Queue[tuple[_Acceptor, Callable[..., Any], tuple[Any, ...]]] = (
+            queue.Queue()
+        )
+        self._stop = threading.Event()
+        self._online: dict[str, bool] = {d.name: False for d in devices}
+        self._reported: set[str] = set()  # offline devices already reported
+        self._thread = threading.Thread(target=self._run, name="cctalk-bus", daemon=True)
+        self.cycles = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+        self.bus.close()
+
+    def call(self, dev: _Acceptor, fn: Callable[..., Any], *args: Any) -> None:
+        """Run `fn(*args)` for `dev` on the bus thread before the next poll."""
+        self._calls.put((dev, fn, args))
+
+    def online(self, name: str) -> bool:
+        return self._online.get(name, False)
+
+    def _run(self) -> None:
+        next_poll = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                dev, fn, args = self._calls.get(timeout=max(0.0, next_poll - time.monotonic()))
+            except queue.Empty:
+                pass
+            else:
+                if self._online[dev.name]:
+                    self._guard(dev, fn, *args)
+                continue
+            self.poll_once()
+            next_poll = max(next_poll + self.period, time.monotonic())
+
+    def poll_once(self) -> None:
+        """One cycle over all devices: (re)initialise the offline ones, poll the others."""
+        self.cycles += 1
+        for dev in self.devices:
+            if not self._online[dev.name]:
+                if self.cycles > 1 and self.cycles % max(
+                    1, round(self.retry_seconds / self.period)
+                ):
+                    continue
+                owed = self._guard(dev, dev.initialise, self.resume.pop(dev.name, None))
+                if owed is not None and dev.identity is not None:
+                    self._online[dev.name] = True
+                    self._reported.discard(dev.name)
+                    self.emit(DeviceOnline(dev.name, dev.identity))
+                    for ev in owed:
+                        self.emit(ev)
+                continue
+            events = self._guard(dev, dev.poll)
+            for ev in events or ():
+                self.emit(ev)
+
+    def _guard(self, dev: _Acceptor, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except DriverError as err:
+            log.error("%s: %s", dev.name, err)
+            self._online[dev.name] = False
+            if dev.name not in self._reported:
+                self._reported.add(dev.name)
+                self.emit(DeviceOffline(dev.name, str(err)))
+            return None

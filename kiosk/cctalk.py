@@ -1,0 +1,219 @@
+"""The kiosk's cash ports on the ccTalk drivers, and the translation of their events.
+
+Coin acceptor and note validator may share one bus (one port URL) or use two; each bus has
+one owner thread (`BusWorker`). Driver events are turned into engine events here; engine
+commands become calls on the bus thread. A site port of "sim" means the byte-level simulator,
+which the caller starts on a pty and passes in as `sim_port`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from drivers.cctalk.codec import BillEventKind, RouteCode
+from drivers.cctalk.devices import (
+    AcceptorError,
+    BillEscrowed,
+    BillReturned,
+    BillStacked,
+    CoinAcceptor,
+    CoinCredited,
+    DeviceReset,
+    EventsLost,
+    NoteValidator,
+    UnknownCredit,
+    _Acceptor,
+)
+from drivers.cctalk.transport import Bus
+from drivers.cctalk.worker import BusWorker, DeviceOffline, DeviceOnline
+from kiosk.config import SerialDevice, Site
+from kiosk.events import (
+    CoinAccepted,
+    Device,
+    DeviceFault,
+    DeviceOk,
+    Event,
+    NoteEscrowed,
+    NoteReturned,
+    NoteStacked,
+)
+from kiosk.money import Money
+from kiosk.ports import Emit
+
+log = logging.getLogger(__name__)
+
+DEVICE = {"coin": Device.COIN, "notes": Device.NOTES}
+#: Bill status events that make the validator unusable until the matching "OK" event.
+STACKER_DOWN = {11: "stacker removed", 14: "stacker full"}
+STACKER_UP = {10, 12}
+
+
+def translate(ev: object) -> list[Event]:
+    """Driver event -> engine events (money, faults and recoveries; rejects only logged)."""
+    match ev:
+        case CoinCredited(channel=ch, value=v, currency=cur):
+            return [CoinAccepted(Money(v, cur), ch)]
+        case BillEscrowed(channel=ch, value=v, currency=cur):
+            return [NoteEscrowed(Money(v, cur), ch)]
+        case BillStacked(channel=ch, value=v, currency=cur):
+            return [NoteStacked(Money(v, cur), ch)]
+        case BillReturned(channel=ch, value=v, currency=cur):
+            return [NoteReturned(Money(v, cur), ch)]
+        case AcceptorError(device=d, code=code, text=text, kind=kind):
+            if kind in (BillEventKind.FATAL.name.lower(), BillEventKind.FRAUD.name.lower()):
+                return [DeviceFault(DEVICE[d], code, text)]
+            if d == "notes" and code in STACKER_DOWN:
+                return [DeviceFault(Device.NOTES, code, text)]
+            if d == "notes" and code in STACKER_UP:
+                return [DeviceOk(Device.NOTES)]
+            log.info("%s: %s (%d)", d, text, code)
+            return []
+        case DeviceReset(device=d):
+            return [
+                DeviceFault(DEVICE[d], 0, "device reset: event counter back to 0"),
+                DeviceOk(DEVICE[d]),
+            ]
+        case EventsLost(device=d, lost=n):
+            return [
+                DeviceFault(DEVICE[d], 0, f"{n} event(s) lost between polls: money may be missing")
+            ]
+        case UnknownCredit(device=d, channel=ch):
+            return [DeviceFault(DEVICE[d], 0, f"credit on unknown channel {ch}: value not known")]
+        case DeviceOffline(device=d, reason=reason):
+            return [DeviceFault(DEVICE[d], 0, f"offline: {reason}")]
+        case DeviceOnline(device=d):
+            return [DeviceOk(DEVICE[d])]
+    raise TypeError(f"unknown driver event {ev!r}")
+
+
+class CashPort:
+    """A kiosk coin or note port on one ccTalk device."""
+
+    def __init__(self, worker: BusWorker, device: _Acceptor, hub: _Hub) -> None:
+        self.worker, self.device, self.hub = worker, device, hub
+
+    def attach(self, emit: Emit) -> None:
+        self.hub.emit = emit
+
+    def enable(self, max_value: Money) -> None:
+        self.worker.call(self.device, self.device.enable, max_value.minor)
+
+    def disable(self) -> None:
+        self.worker.call(self.device, self.device.enable, None)
+
+
+class NotePort(CashPort):
+    def stack(self) -> None:
+        assert isinstance(self.device, NoteValidator)
+        self.worker.call(self.device, self.device.route, RouteCode.STACK)
+
+    def return_note(self) -> None:
+        assert isinstance(self.device, NoteValidator)
+        self.worker.call(self.device, self.device.route, RouteCode.RETURN)
+
+
+@dataclass
+class _Hub:
+    """Where translated events go: the kiosk's queue once a port is attached."""
+
+    emit: Emit | None = None
+    early: list[Event] = field(default_factory=list)
+
+    def __call__(self, driver_event: object) -> None:
+        for ev in translate(driver_event):
+            if self.emit is None:
+                self.early.append(ev)
+            else:
+                for e in self.early:
+                    self.emit(e)
+                self.early.clear()
+                self.emit(ev)
+
+
+@dataclass
+class CcTalkCash:
+    """The cash devices of a site: ports for the kiosk, workers to start and stop."""
+
+    coin: CashPort | None
+    notes: NotePort | None
+    workers: list[BusWorker]
+
+    def start(self) -> None:
+        for w in self.workers:
+            w.start()
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.stop()
+
+
+def open_cash(
+    site: Site,
+    *,
+    sim_port: str | None = None,
+    period: float = 0.1,
+    open_bus: Callable[..., Bus] = Bus.open,
+) -> CcTalkCash:
+    """Build buses, devices, workers and ports from the site's [devices.coin] and [devices.notes]."""
+    hub = _Hub()
+    buses: dict[tuple[str, bool], Bus] = {}
+    on_bus: dict[tuple[str, bool], list[_Acceptor]] = {}
+    made: dict[str, _Acceptor] = {}
+
+    def add(name: str, conf: SerialDevice, make: Callable[[Bus], _Acceptor]) -> None:
+        url = sim_port if conf.port == "sim" else conf.port
+        if url is None:
+            raise ValueError(f"the simulated {name} device needs the simulator's port")
+        key = (url, conf.crc16)
+        if key not in buses:
+            buses[key] = open_bus(url, crc16_mode=conf.crc16)
+            on_bus[key] = []
+        dev = make(buses[key])
+        on_bus[key].append(dev)
+        made[name] = dev
+
+    d, cur = site.devices, site.currency
+    coins = frozenset(m.minor for m in site.coins)
+    notes = frozenset(m.minor for m in site.notes)
+    if site.cash_enabled and d.coin is not None:
+        address = d.coin.address or 2
+        add("coin", d.coin, lambda bus: CoinAcceptor(bus, cur, coins, address))
+    if site.cash_enabled and d.notes is not None:
+        address_n = d.notes.address or 40
+        add("notes", d.notes, lambda bus: NoteValidator(bus, cur, notes, address_n))
+    workers = {key: BusWorker(buses[key], devs, hub, period=period) for key, devs in on_bus.items()}
+    worker_of = {dev.name: workers[key] for key, devs in on_bus.items() for dev in devs}
+    coin_port = CashPort(worker_of["coin"], made["coin"], hub) if "coin" in made else None
+    notes_dev = made.get("notes")
+    note_port = None
+    if isinstance(notes_dev, NoteValidator):
+        note_port = NotePort(worker_of["notes"], notes_dev, hub)
+    return CcTalkCash(coin_port, note_port, list(workers.values()))
+
+
+def start_simulator(site: Site, *, byte_time: float = 0.0) -> tuple[object, object, object]:
+    """A simulated bus with a coin acceptor and note validator for the site's currency."""
+    from drivers.cctalk.sim import (
+        BusSimulator,
+        SimBillValidator,
+        SimCoinAcceptor,
+        euro_coins,
+        euro_notes,
+        swiss_coins,
+        swiss_notes,
+    )
+
+    coins, notes = (
+        (swiss_coins(), swiss_notes()) if site.currency == "CHF" else (euro_coins(), euro_notes())
+    )
+    coin = SimCoinAcceptor(
+        coins, address=site.devices.coin.address or 2 if site.devices.coin else 2
+    )
+    bills = SimBillValidator(
+        notes, address=site.devices.notes.address or 40 if site.devices.notes else 40
+    )
+    sim = BusSimulator([coin, bills], byte_time=byte_time)
+    sim.start()
+    return sim, coin, bills

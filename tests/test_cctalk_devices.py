@@ -1,0 +1,252 @@
+"""ccTalk drivers against the byte-level simulator over real pseudo-terminals."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from drivers.cctalk.codec import RouteCode
+from drivers.cctalk.devices import (
+    AcceptorError,
+    BillEscrowed,
+    BillReturned,
+    BillStacked,
+    CoinAcceptor,
+    CoinCredited,
+    DeviceReset,
+    EventsLost,
+    NoteValidator,
+    UnknownCredit,
+)
+from drivers.cctalk.sim import (
+    BusSimulator,
+    SimBillValidator,
+    SimCoinAcceptor,
+    euro_coins,
+    euro_notes,
+)
+from drivers.cctalk.transport import Bus
+from drivers.errors import DeviceTimeout
+
+COINS = frozenset({10, 20, 50, 100, 200})
+NOTES = frozenset({500, 1000, 2000, 5000})
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Rig:
+    def __init__(self, crc16: bool = False) -> None:
+        self.clock = Clock()
+        self.coin_sim = SimCoinAcceptor(euro_coins())
+        self.note_sim = SimBillValidator(euro_notes(), clock=self.clock, stall_seconds=5)
+        self.sim = BusSimulator([self.coin_sim, self.note_sim], crc16_mode=crc16)
+        self.sim.start()
+        self.bus = Bus.open(self.sim.path, crc16_mode=crc16)
+        self.coin = CoinAcceptor(self.bus, "EUR", COINS)
+        self.notes = NoteValidator(self.bus, "EUR", NOTES)
+
+    def close(self) -> None:
+        self.bus.close()
+        self.sim.stop()
+
+
+@pytest.fixture
+def rig() -> Iterator[Rig]:
+    r = Rig()
+    r.coin.initialise()
+    r.notes.initialise()
+    r.coin.enable(200)
+    r.notes.enable(5000)
+    yield r
+    r.close()
+
+
+def credits(events: list[object]) -> list[int]:
+    return [e.value for e in events if isinstance(e, CoinCredited | BillStacked)]
+
+
+def test_identity_and_channel_table(rig: Rig) -> None:
+    ident = rig.coin.identity
+    assert ident is not None and ident.category == "Coin Acceptor"
+    assert ident.serial_number == 0x123456 and ident.manufacturer == "SIM"
+    assert {c.id_text: c.value for c in rig.coin.channels.values() if c.usable} == {
+        "EU010A": 10,
+        "EU020A": 20,
+        "EU050A": 50,
+        "EU100A": 100,
+        "EU200A": 200,
+    }
+    assert not rig.coin.channels[6].usable  # EU005A: the site takes no 5-cent coins
+    assert {c.value for c in rig.notes.channels.values() if c.usable} == {500, 1000, 2000, 5000}
+    assert rig.note_sim.mode == 0b11  # stacker and escrow
+
+
+def test_inhibits_follow_the_limit(rig: Rig) -> None:
+    assert rig.coin_sim.inhibit_mask == 0b11111 and rig.coin_sim.master
+    rig.coin.enable(50)
+    assert rig.coin_sim.inhibit_mask == 0b00111
+    assert rig.coin_sim.insert("EU200A") is False
+    events = rig.coin.poll()
+    assert credits(events) == []
+    assert isinstance(events[0], AcceptorError) and events[0].text == "inhibited coin"
+    rig.coin.enable(None)
+    assert rig.coin_sim.inhibit_mask == 0 and not rig.coin_sim.master
+
+
+def test_a_coin_is_credited_once(rig: Rig) -> None:
+    rig.coin_sim.insert("EU200A")
+    rig.coin_sim.insert("EU050A")
+    assert credits(rig.coin.poll()) == [200, 50]  # oldest first
+    assert rig.coin.poll() == []
+
+
+def test_unknown_and_counterfeit_coins_are_rejects(rig: Rig) -> None:
+    assert rig.coin_sim.insert("XX999A") is False
+    (ev,) = rig.coin.poll()
+    assert isinstance(ev, AcceptorError) and (ev.code, ev.kind) == (1, "reject")
+
+
+def test_counter_wraps_from_255_to_1(rig: Rig) -> None:
+    rig.coin_sim.counter = rig.coin.last_counter = 253
+    for _ in range(4):
+        rig.coin_sim.insert("EU100A")
+    events = rig.coin.poll()
+    assert credits(events) == [100] * 4
+    assert [e.counter for e in events] == [254, 255, 1, 2]
+
+
+def test_power_cycle_is_a_reset_and_nothing_is_credited_twice(rig: Rig) -> None:
+    rig.coin_sim.insert("EU200A")
+    assert credits(rig.coin.poll()) == [200]
+    rig.coin_sim.power_cycle()
+    assert rig.coin_sim.inhibit_mask == 0
+    assert rig.coin.poll() == [DeviceReset("coin")]
+    assert rig.coin_sim.inhibit_mask == 0b11111 and rig.coin_sim.master  # re-initialised
+    rig.coin_sim.insert("EU100A")
+    assert credits(rig.coin.poll()) == [100]
+
+
+def test_more_than_five_events_between_polls(rig: Rig) -> None:
+    rig.coin_sim.burst("EU200A", 7)
+    events = rig.coin.poll()
+    assert events[0] == EventsLost("coin", 2, 7)
+    assert credits(events) == [200] * 5  # the five the buffer still holds
+    assert not rig.coin_sim.master and rig.coin.limit is None  # inhibited until looked at
+
+
+def test_events_in_the_buffer_at_start_are_not_credited() -> None:
+    r = Rig()
+    try:
+        r.coin_sim.master, r.coin_sim.inhibit_mask = True, 0xFFFF
+        r.coin_sim.insert("EU200A")
+        r.coin_sim.insert("EU100A")
+        assert r.coin.initialise() == []
+        assert r.coin.poll() == []
+        r2 = CoinAcceptor(r.bus, "EUR", COINS)
+        r.coin_sim.master, r.coin_sim.inhibit_mask = True, 0xFFFF
+        r.coin_sim.insert("EU050A")
+        # With the counter the kiosk journaled (2), the coin after it is still owed.
+        assert credits(r2.initialise(resume_counter=2)) == [50]
+    finally:
+        r.close()
+
+
+@pytest.mark.parametrize("fault", ["bad_checksum", "silence", "garbage", "drop_byte"])
+def test_line_faults_are_retried_and_credit_once(rig: Rig, fault: str) -> None:
+    rig.coin_sim.insert("EU200A")
+    rig.sim.inject(fault)
+    assert credits(rig.coin.poll()) == [200]
+    assert rig.coin.poll() == []
+
+
+def test_a_silent_device_times_out(rig: Rig) -> None:
+    rig.sim.inject("silence", "silence", "silence")
+    with pytest.raises(DeviceTimeout):
+        rig.coin.poll()
+    rig.coin_sim.insert("EU100A")
+    assert credits(rig.coin.poll()) == [100]  # and talks again afterwards
+
+
+def test_note_escrow_then_stack(rig: Rig) -> None:
+    assert rig.note_sim.insert("EU0020A")
+    (ev,) = rig.notes.poll()
+    assert ev == BillEscrowed("notes", 3, 2000, "EUR", ev.counter)
+    rig.notes.route(RouteCode.STACK)
+    (ev,) = rig.notes.poll()
+    assert isinstance(ev, BillStacked) and ev.value == 2000
+    assert rig.note_sim.stacked == [3]
+
+
+def test_note_escrow_then_return(rig: Rig) -> None:
+    rig.note_sim.insert("EU0050A")
+    rig.notes.poll()
+    rig.notes.route(RouteCode.RETURN)
+    (ev,) = rig.notes.poll()
+    assert ev == BillReturned("notes", 4, 5000, "EUR", ev.counter)
+    assert credits([ev]) == [] and rig.note_sim.returned == [4]
+
+
+def test_counterfeit_note_is_a_reject(rig: Rig) -> None:
+    rig.note_sim.insert("EU0020A", counterfeit=True)
+    (ev,) = rig.notes.poll()
+    assert isinstance(ev, AcceptorError) and ev.kind == "reject" and ev.code == 2
+
+
+def test_jam_while_stacking_is_fatal_and_credits_nothing(rig: Rig) -> None:
+    rig.note_sim.insert("EU0010A")
+    rig.notes.poll()
+    rig.note_sim.jam_next_stack = True
+    rig.notes.route(RouteCode.STACK)
+    (ev,) = rig.notes.poll()
+    assert isinstance(ev, AcceptorError) and (ev.kind, ev.text) == (
+        "fatal",
+        "bill jammed in stacker",
+    )
+
+
+@pytest.mark.parametrize(
+    "code,text", [(11, "stacker removed"), (14, "stacker full"), (12, "stacker inserted")]
+)
+def test_stacker_events(rig: Rig, code: int, text: str) -> None:
+    rig.note_sim.status(code)
+    (ev,) = rig.notes.poll()
+    assert isinstance(ev, AcceptorError) and ev.text == text
+
+
+def test_validator_re_enabled_after_it_self_inhibits(rig: Rig) -> None:
+    rig.clock.t += 6  # polling stalled longer than the validator's 5 s
+    (ev,) = rig.notes.poll()
+    assert isinstance(ev, AcceptorError) and ev.text == "master inhibit active"
+    assert rig.note_sim.master  # the driver sent master inhibit = accept again
+    assert rig.note_sim.insert("EU0005A")
+
+
+def test_unknown_note_in_escrow_goes_back(rig: Rig) -> None:
+    rig.note_sim.master, rig.note_sim.inhibit_mask = True, 0xFFFF
+    assert rig.note_sim.insert("EU0100A")  # not a note this site takes (channel disabled)
+    (ev,) = rig.notes.poll()
+    assert isinstance(ev, AcceptorError) and "returned" in ev.text
+    assert rig.note_sim.returned == [5]
+
+
+def test_credit_on_an_unknown_channel_is_reported_not_dropped(rig: Rig) -> None:
+    rig.coin_sim.burst("EU005A", 1)  # position 6 is disabled for this site
+    assert rig.coin.poll() == [UnknownCredit("coin", 6, rig.coin_sim.counter)]
+
+
+def test_crc16_bus() -> None:
+    r = Rig(crc16=True)
+    try:
+        r.coin.initialise()
+        r.coin.enable(200)
+        r.coin_sim.insert("EU100A")
+        assert credits(r.coin.poll()) == [100]
+    finally:
+        r.close()
