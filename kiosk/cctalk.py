@@ -156,7 +156,7 @@ def open_cash(
     period: float = 0.1,
     open_bus: Callable[..., Bus] = Bus.open,
 ) -> CcTalkCash:
-    """Build buses, devices, workers and ports from the site's [devices.coin] and [devices.notes]."""
+    """Buses, devices, workers and ports from the site's [devices.coin] and [devices.notes]."""
     hub = _Hub()
     buses: dict[tuple[str, bool], Bus] = {}
     on_bus: dict[tuple[str, bool], list[_Acceptor]] = {}

@@ -9,6 +9,7 @@ counterfeit), jam, stacker full or removed, power-cycle, bursts of events betwee
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pty
@@ -294,13 +295,11 @@ class BusSimulator:
         self._stop.set()
         self._thread.join(timeout=2)
         for fd in (self.master_fd, self._slave_fd):
-            try:
+            with contextlib.suppress(OSError):  # already closed by a previous stop()
                 os.close(fd)
-            except OSError:
-                pass
 
     def inject(self, *faults: str) -> None:
-        """Faults for the next replies, one each: "silence", "bad_checksum", "garbage", "drop_byte"."""
+        """Faults for the next replies, one each: silence, bad_checksum, garbage, drop_byte."""
         self._faults.extend(faults)
 
     def _run(self) -> None:
