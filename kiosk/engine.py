@@ -226,7 +226,7 @@ class TopUpSession:
         self._new_txid = new_txid
         self.faults: set[Device] = set()
         self._ctx = _Ctx()
-        self._cash_limit: Money | None = None  # what the acceptors were last told
+        self._cash_limit: EnableCash | None = None  # what the acceptors were last told
         self.state = self._resting_state()
 
     # ------------------------------------------------------------------ public
@@ -355,10 +355,15 @@ class TopUpSession:
         limit = self._remaining() if accepting else None
         if limit is not None and limit.minor <= 0:
             limit = None
-        if limit == self._cash_limit:
+        wanted = (
+            EnableCash(limit, frozenset(d for d in self._cash_devices() if d not in self.faults))
+            if limit is not None
+            else None
+        )
+        if wanted == self._cash_limit:
             return []
-        self._cash_limit = limit
-        return [EnableCash(limit)] if limit is not None else [DisableCash()]
+        self._cash_limit = wanted
+        return [wanted] if wanted is not None else [DisableCash()]
 
     def _open_tx(self, method: Method) -> list[Command]:
         c = self._ctx
@@ -886,6 +891,20 @@ class TopUpSession:
             self.state = self._resting_state()
         if self.state == State.CASH and not self._cash_available():
             self._notice("cash_device_fault")
+        tx = self._ctx.tx
+        if ev.device == Device.NOTES and tx is not None and tx.escrow is not None:
+            # The note's fate is unknown (jam, fraud): only "stacked" is credit. Journal it
+            # against the transaction for staff to settle, and let the payment go on.
+            note, tx.escrow = tx.escrow, None
+            self._notice("note_jammed", value=str(note))
+            cmds: list[Command] = [
+                self._rec(
+                    Kind.FAULT, device=str(ev.device), code=ev.code, text=ev.text, escrow=note.minor
+                )
+            ]
+            if tx.finishing and self.state == State.CASH:
+                cmds += self._finish()
+            return cmds
         return [self._rec(Kind.FAULT, txid=None, device=str(ev.device), code=ev.code, text=ev.text)]
 
     def on_device_ok(self, ev: DeviceOk) -> list[Command]:

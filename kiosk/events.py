@@ -254,9 +254,11 @@ class Record(Command):
 
 @dataclass(frozen=True)
 class EnableCash(Command):
-    """Accept coins and notes up to `max_value` each; channels above it are inhibited."""
+    """Accept coins and notes up to `max_value` each on `devices` (the healthy acceptors);
+    channels above the value are inhibited, and acceptors not named stay disabled."""
 
     max_value: Money
+    devices: frozenset[Device] = frozenset({Device.COIN, Device.NOTES})
 
 
 @dataclass(frozen=True)

@@ -144,10 +144,14 @@ class Kiosk:
         device: Device | None = None
         try:
             match cmd:
-                case EnableCash(max_value=limit):
-                    for acceptor in (d.coin, d.notes):
-                        if acceptor is not None:
+                case EnableCash(max_value=limit, devices=healthy):
+                    for dev, acceptor in ((Device.COIN, d.coin), (Device.NOTES, d.notes)):
+                        if acceptor is None:
+                            continue
+                        if dev in healthy:
                             acceptor.enable(limit)
+                        else:
+                            acceptor.disable()
                 case DisableCash():
                     for acceptor in (d.coin, d.notes):
                         if acceptor is not None:

@@ -824,3 +824,25 @@ def test_a_wrong_key_taken_out_again_does_not_restart_the_wait() -> None:
     assert r.s.view().seconds_left == 5
     r.tick(6)
     assert r.s.view().outcome == Outcome.PENDING
+
+
+def test_a_validator_fault_with_a_note_in_escrow_journals_the_note_and_frees_the_payment() -> None:
+    r = reach(State.CASH)
+    r(CoinAccepted(E(200)))
+    r(NoteEscrowed(E(1000)))
+    r(Finish())  # waiting for the note
+    r(DeviceFault(Device.NOTES, 7, "bill jammed in stacker"))
+    fault = r.records(Kind.FAULT)[-1]
+    assert fault.txid == "T1" and fault.data["escrow"] == 1000 and fault.data["code"] == 7
+    assert r.s.view().notice == "note_jammed" and r.s.view().escrow is None
+    # Not credited (only "stacked" counts), and the payment goes on with what was taken.
+    assert r.state == State.WRITING and r.cmds(WriteKey) == [WriteKey("T1", E(200))]
+
+
+def test_a_faulty_acceptor_is_left_out_when_cash_is_enabled() -> None:
+    r = reach(State.CASH)
+    assert r.cmds(EnableCash) == [] and r.s._cash_limit is not None
+    out = r(DeviceFault(Device.COIN, 0, "2 event(s) lost"))
+    assert EnableCash(E(2000), frozenset({Device.NOTES})) in out
+    out = r(DeviceOk(Device.COIN))
+    assert EnableCash(E(2000), frozenset({Device.COIN, Device.NOTES})) in out

@@ -393,7 +393,8 @@ def _value_code(value: str, whole: str) -> int:
             ints, _, frac = value.partition(letter)
             if not (ints + frac).isdigit():
                 break
-            return int(ints or "0") * factor + int(frac or "0") * factor // 10 ** len(frac)
+            scale: int = 10 ** len(frac)
+            return int(ints or "0") * factor + int(frac or "0") * factor // scale
     if not value.isdigit():
         raise FrameError(f"id {whole!r}: bad value code {value!r}")
     return int(value)

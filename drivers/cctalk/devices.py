@@ -397,15 +397,15 @@ class NoteValidator(_Acceptor):
     def _event(self, a: int, b: int, counter: int) -> AcceptorEvent | None:
         if a == 0:
             if b == 1 and self.escrow is not None:
-                ch, self.escrow = self.escrow, None
-                return BillReturned(self.name, ch.number, ch.value, self.currency, counter)
+                held, self.escrow = self.escrow, None
+                return BillReturned(self.name, held.number, held.value, self.currency, counter)
             if b == 0 and self.limit is not None:
                 # Self-inhibited after polling stalled (spec example 4): enable it again.
                 log.warning("bill validator reports master inhibit active: re-enabling")
                 self._apply_inhibits()
             text, kind = BILL_EVENTS.get(b, (f"event {b}", BillEventKind.STATUS))
-            if kind in (BillEventKind.FATAL, BillEventKind.FRAUD, BillEventKind.REJECT):
-                self.escrow = None if kind != BillEventKind.REJECT else self.escrow
+            if kind in (BillEventKind.FATAL, BillEventKind.FRAUD):
+                self.escrow = None  # the note's fate is unknown; it is no longer ours to route
             return AcceptorError(self.name, b, text, kind.name.lower(), counter)
         ch = self.channels.get(a)
         if ch is None or not ch.usable:

@@ -1,0 +1,188 @@
+"""The kiosk's cash flow on the real ccTalk drivers, against the simulator on a real pty.
+
+Each test asserts which credits reached the engine (the journal's cash entries) and what else
+was journaled; none loses or doubles a credit.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from drivers.cctalk.sim import BusSimulator, SimBillValidator, SimCoinAcceptor
+from kiosk.cctalk import CcTalkCash, open_cash, start_simulator
+from kiosk.clock import utc_now
+from kiosk.engine import Outcome, State, View
+from kiosk.errors import UserFacingError
+from kiosk.events import AmountChosen, Device, Finish, KeyStatus, Method, MethodChosen
+from kiosk.fakes import FakeCardTerminal, FakeKey, FakeKeyReader, FakePrinter
+from kiosk.journal import Journal
+from kiosk.money import Money
+from kiosk.ports import Devices
+from kiosk.service import Kiosk
+from tests.conftest import make_site
+
+
+def E(minor: int) -> Money:
+    return Money(minor, "EUR")
+
+
+@dataclass
+class CashRig:
+    kiosk: Kiosk
+    cash: CcTalkCash
+    sim: BusSimulator
+    coin: SimCoinAcceptor
+    notes: SimBillValidator
+    reader: FakeKeyReader
+    key: FakeKey
+
+    def wait(self, pred: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not pred():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            self._changed.wait(0.02)
+            self._changed.clear()
+
+    def view(self) -> View:
+        return self.kiosk.view()
+
+    def cash_in(self) -> list[int]:
+        return [
+            e.amount.minor for e in self.kiosk.journal.entries() if e.kind == "cash_in" and e.amount
+        ]
+
+    def faults(self) -> list[dict[str, object]]:
+        return [e.data for e in self.kiosk.journal.entries() if e.kind == "fault"]
+
+    def start_payment(self, amount: Money | None) -> None:
+        self.reader.insert(self.key)
+        self.wait(lambda: self.view().state == State.CHOOSING_AMOUNT, "the key summary")
+        self.kiosk.submit(AmountChosen(amount))
+        if amount is not None:
+            self.kiosk.submit(MethodChosen(Method.CASH))
+        self.wait(lambda: self.view().state == State.CASH, "the cash screen")
+        self.wait(lambda: self.coin.master and self.notes.master, "acceptors enabled")
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[CashRig]:
+    site = make_site("demo")
+    sim, coin, notes = start_simulator(site)
+    assert isinstance(sim, BusSimulator) and isinstance(coin, SimCoinAcceptor)
+    assert isinstance(notes, SimBillValidator)
+    cash = open_cash(site, sim_port=sim.path, period=0.02)
+    journal = Journal(tmp_path / "journal.sqlite", site.kiosk_id)
+    journal.set_key("K1", KeyStatus.ACTIVE, "4711")
+    reader = FakeKeyReader()
+    devices = Devices(
+        reader=reader,
+        coin=cash.coin,
+        notes=cash.notes,
+        card=FakeCardTerminal(),
+        printer=FakePrinter(),
+    )
+    kiosk = Kiosk(site, journal, devices, utc_now)
+    r = CashRig(kiosk, cash, sim, coin, notes, reader, FakeKey("K1", "4711"))
+    r._changed = threading.Event()  # type: ignore[attr-defined]
+    kiosk.listeners.append(lambda _v, _e: r._changed.set())  # type: ignore[attr-defined]
+    stop = threading.Event()
+    engine = threading.Thread(target=kiosk.run, args=(stop, 0.05), daemon=True)
+    engine.start()
+    cash.start()
+    r.wait(
+        lambda: all(any(w.online(n) for w in cash.workers) for n in ("coin", "notes")),
+        "both devices online",
+    )
+    yield r
+    stop.set()
+    engine.join(5)
+    cash.stop()
+    sim.stop()
+
+
+def test_cash_top_up_over_the_wire(rig: CashRig) -> None:
+    rig.start_payment(E(2000))
+    # Every coin up to 2.00 fits in 20.00; notes 5, 10 and 20 do, the 50 note is inhibited.
+    rig.wait(lambda: (rig.coin.inhibit_mask, rig.notes.inhibit_mask) == (0b11111, 0b0111), "masks")
+    assert rig.notes.insert("EU0050A") is False  # refused by the validator itself
+    assert rig.notes.insert("EU0010A")
+    rig.wait(lambda: rig.view().paid == E(1000), "the 10.00 note stacked")
+    rig.wait(lambda: rig.notes.inhibit_mask == 0b0011, "room left: 10.00")
+    for coin in ("EU200A", "EU200A", "EU100A"):
+        assert rig.coin.insert(coin)
+    assert rig.notes.insert("EU0005A")
+    rig.wait(lambda: rig.view().state == State.DONE, "the top-up to finish")
+    assert rig.view().outcome == Outcome.COMPLETED
+    assert rig.cash_in() == [1000, 200, 200, 100, 500]  # exactly what was taken, in order
+    assert rig.key.credit == 2000 and rig.notes.stacked == [2, 1]
+    rig.wait(lambda: not rig.coin.master and not rig.notes.master, "acceptors disabled")
+
+
+def test_a_note_that_no_longer_fits_is_returned_by_the_engine(rig: CashRig) -> None:
+    rig.start_payment(E(1000))
+    rig.notes.inhibit_mask = 0xFF  # a race: the validator takes a note the limit excludes
+    assert rig.notes.insert("EU0050A")
+    rig.wait(lambda: rig.notes.returned == [4], "the 50.00 note returned")
+    rig.wait(lambda: rig.view().notice == "note_too_big", "the notice")
+    assert rig.cash_in() == []
+
+
+def test_coin_acceptor_reset_mid_payment(rig: CashRig) -> None:
+    rig.start_payment(None)
+    rig.coin.insert("EU200A")
+    rig.wait(lambda: rig.cash_in() == [200], "first coin")
+    rig.coin.power_cycle()
+    rig.wait(lambda: any("reset" in str(f.get("text")) for f in rig.faults()), "reset journaled")
+    # A coin dropped while the acceptor is being set up again is rejected to the cup; the
+    # customer puts it in again.
+    rig.wait(lambda: rig.coin.insert("EU100A"), "the acceptor to take a coin again")
+    rig.wait(lambda: rig.cash_in() == [200, 100], "coin after the reset")
+    assert [f.get("cleared", False) for f in rig.faults() if f["device"] == "coin"] == [False, True]
+
+
+def test_burst_of_more_than_five_coins(rig: CashRig) -> None:
+    rig.start_payment(None)
+    rig.coin.burst("EU200A", 7)
+    rig.wait(lambda: len(rig.cash_in()) == 5, "the five coins in the buffer")
+    rig.wait(lambda: Device.COIN in rig.view().faults, "coin acceptor taken out of use")
+    assert rig.cash_in() == [200] * 5
+    assert any("2 event(s) lost" in str(f["text"]) for f in rig.faults())
+    assert not rig.coin.master  # inhibited until a technician looks
+    assert rig.view().methods == (Method.CASH, Method.CARD)  # notes and card still work
+
+
+def test_jam_while_stacking_is_journaled_and_not_credited(rig: CashRig) -> None:
+    rig.start_payment(None)
+    rig.coin.insert("EU200A")
+    rig.wait(lambda: rig.cash_in() == [200], "a coin")
+    rig.notes.jam_next_stack = True
+    rig.notes.insert("EU0010A")
+    rig.wait(lambda: any(f.get("escrow") == 1000 for f in rig.faults()), "the jam journaled")
+    assert rig.cash_in() == [200] and rig.view().notice == "note_jammed"
+    refusals: list[UserFacingError] = []
+    rig.kiosk.listeners.append(lambda _v, e: refusals.append(e) if e else None)
+    rig.kiosk.submit(Finish())  # 2.00 is below the minimum: refused, nothing changes
+    rig.wait(lambda: [e.message_key for e in refusals] == ["below_minimum"], "the refusal")
+    assert rig.view().state == State.CASH and rig.cash_in() == [200]
+
+
+def test_stacker_removed_and_back(rig: CashRig) -> None:
+    rig.notes.status(11)
+    rig.wait(lambda: Device.NOTES in rig.view().faults, "notes out of use")
+    assert rig.view().state == State.IDLE  # coins still work
+    rig.notes.status(12)
+    rig.wait(lambda: Device.NOTES not in rig.view().faults, "notes back")
+
+
+def test_counterfeit_note_is_refused_and_nothing_is_credited(rig: CashRig) -> None:
+    rig.start_payment(None)
+    assert rig.notes.insert("EU0020A", counterfeit=True) is False
+    assert rig.notes.insert("EU0020A")
+    rig.wait(lambda: rig.cash_in() == [2000], "the genuine note")
+    assert rig.notes.stacked == [3]
