@@ -70,6 +70,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(site, path, sys.stdout)
 
 
+def cmd_devices(args: argparse.Namespace) -> int:
+    from drivers.errors import DriverError
+    from kiosk.bringup import open_device, print_probe, probe, watch
+
+    try:
+        dev, close = open_device(args.kind, args.port, args.currency, args.address, args.crc16)
+    except DriverError as err:
+        print(f"kiosk: {err}", file=sys.stderr)
+        return 2
+    try:
+        if args.devices_command == "probe":
+            print_probe(probe(dev), sys.stdout, args.json)
+        else:
+            watch(dev, sys.stdout, args.seconds)
+    except DriverError as err:
+        print(f"kiosk: {args.kind} on {args.port}: {err}", file=sys.stderr)
+        return 1
+    finally:
+        close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kiosk", description="Prepaid energy top-up automat")
     p.add_argument("--data-dir", help="state directory (default: $KIOSK_DATA_DIR or per-user)")
@@ -101,6 +123,23 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--entries", action="store_true", help="every entry, not transactions")
             sp.add_argument("--limit", type=int, help="only the newest N entries")
         sp.set_defaults(func=func)
+    devices = sub.add_parser("devices", help="bring-up tools for installers").add_subparsers(
+        dest="devices_command", required=True
+    )
+    for name, text in (
+        ("probe", "print a device's identity, channel table and self-check"),
+        ("watch", "enable all channels and print one JSON object per event"),
+    ):
+        dp = devices.add_parser(name, help=text)
+        dp.add_argument("kind", choices=["coin", "notes"])
+        dp.add_argument("--port", required=True, help='serial path, pyserial URL, or "sim"')
+        dp.add_argument("--address", type=int, help="ccTalk address (default 2 coin, 40 notes)")
+        dp.add_argument("--crc16", action="store_true", help="CRC16 instead of the simple checksum")
+        dp.add_argument("--currency", default="EUR", choices=["EUR", "CHF"])
+        dp.add_argument("--json", action="store_true", help="JSON output")
+        if name == "watch":
+            dp.add_argument("--seconds", type=float, default=30.0, help="how long to watch")
+        dp.set_defaults(func=cmd_devices)
     return p
 
 

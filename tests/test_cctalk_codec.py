@@ -122,9 +122,18 @@ def test_decoder_skips_its_own_echo_and_resyncs_after_garbage() -> None:
     request = encode(Frame(2, 1, Header.SIMPLE_POLL))
     d.expect_echo(request)
     reply = encode(Frame(1, 2, 0))
-    # echo, then garbage claiming a 255-byte frame, then the reply: all in one read
-    assert d.feed(request + b"\x07\xff\x13" + reply) == [Frame(1, 2, 0)]
+    # echo, then garbage whose length byte claims more than arrives, then the reply
+    assert d.feed(request + b"\x07\xff\x13" + reply) == []
+    assert d.salvage(lambda f: f.dest == 1 and f.src == 2) == Frame(1, 2, 0)
     assert d.errors == 3
+
+
+def test_a_run_of_zero_bytes_inside_a_frame_does_not_split_it() -> None:
+    """An empty event buffer is 11 zero bytes, and five zeros are a valid frame on their own."""
+    reply = encode(Frame(1, 2, 0, bytes(11)))
+    d = Decoder()
+    got = [f for b in reply for f in d.feed(bytes((b,)))]
+    assert got == [Frame(1, 2, 0, bytes(11))] and d.errors == 0
 
 
 def test_decoder_drops_a_partial_frame_after_the_inter_byte_gap() -> None:

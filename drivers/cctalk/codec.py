@@ -8,6 +8,7 @@ takes the place of src and its high byte the place of the checksum (ccTalk gener
 from __future__ import annotations
 
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -178,25 +179,31 @@ class Decoder:
     def _frames(self) -> list[Frame]:
         out: list[Frame] = []
         while len(self._buf) >= 5:
+            if self._buf[1] <= MAX_DATA and len(self._buf) < self._buf[1] + 5:
+                break  # the head may still complete: wait (a gap or the caller ends it)
             frame = self._frame_at(0)
-            if frame is not None:
-                del self._buf[: len(frame.data) + 5]
-                out.append(frame)
-                continue
-            head_incomplete = self._buf[1] <= MAX_DATA and len(self._buf) < self._buf[1] + 5
-            # Resync: a corrupt or garbage head may claim a length that never arrives, so look
-            # for a whole valid frame further on before waiting for more bytes.
-            for i in range(1, len(self._buf) - 4):
-                if self._frame_at(i) is not None:
-                    self.errors += i
-                    del self._buf[:i]
-                    break
-            else:
-                if head_incomplete:
-                    break
-                del self._buf[0]
+            if frame is None:
+                del self._buf[0]  # impossible length or bad checksum: resync one byte on
                 self.errors += 1
+                continue
+            del self._buf[: len(frame.data) + 5]
+            out.append(frame)
         return out
+
+    def salvage(self, wanted: Callable[[Frame], bool]) -> Frame | None:
+        """A valid frame the caller expects, found past a corrupt head that claims more bytes.
+
+        Only the caller knows what it waits for (e.g. a reply to the host from one address):
+        scanning for *any* valid frame would cut real frames apart, as a run of zero bytes is
+        itself a valid frame.
+        """
+        for i in range(1, len(self._buf) - 4):
+            frame = self._frame_at(i)
+            if frame is not None and wanted(frame):
+                self.errors += i
+                del self._buf[: i + len(frame.data) + 5]
+                return frame
+        return None
 
 
 # ---------------------------------------------------------------- code tables (part 3)

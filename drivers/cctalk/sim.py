@@ -345,7 +345,9 @@ class BusSimulator:
         # A pty ignores the baud rate: pace the bytes as a 9600-baud line would.
         start = time.perf_counter()
         for i, b in enumerate(data):
-            while time.perf_counter() < start + i * self.byte_time:
+            while (
+                time.perf_counter() < start + (i + 1) * self.byte_time
+            ):  # a byte is whole at its end
                 time.sleep(self.byte_time / 4)
             os.write(self.master_fd, bytes((b,)))
 

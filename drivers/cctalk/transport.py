@@ -97,8 +97,15 @@ class Bus:
                 if not chunk:
                     continue
                 log.log(TRACE, "rx %s", chunk.hex(" "))
+
+                def is_reply(frame: Frame) -> bool:
+                    return frame.dest == HOST and frame.src in (None, dest)
+
                 for frame in self.decoder.feed(chunk, time.monotonic()):
-                    if frame.dest == HOST and frame.src in (None, dest):
+                    if is_reply(frame):
                         return frame
+                salvaged = self.decoder.salvage(is_reply)
+                if salvaged is not None:
+                    return salvaged
         except (serial.SerialException, OSError) as err:
             raise TransportError(f"port error talking to {dest}: {err}") from err

@@ -1,0 +1,173 @@
+"""Installer tools for ccTalk acceptors: probe identity and channels; watch events as JSON."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from drivers.cctalk.codec import RouteCode
+from drivers.cctalk.devices import (
+    AcceptorError,
+    BillEscrowed,
+    BillReturned,
+    BillStacked,
+    CoinAcceptor,
+    CoinCredited,
+    DeviceReset,
+    EventsLost,
+    NoteValidator,
+    UnknownCredit,
+    _Acceptor,
+)
+from drivers.cctalk.sim import (
+    BusSimulator,
+    SimBillValidator,
+    SimCoinAcceptor,
+    euro_coins,
+    euro_notes,
+    swiss_coins,
+    swiss_notes,
+)
+from drivers.cctalk.transport import Bus
+from kiosk.config import DENOMINATIONS
+
+
+def open_device(
+    kind: str, port: str, currency: str, address: int | None, crc16: bool
+) -> tuple[_Acceptor, Callable[[], None]]:
+    """The driver on `port` ("sim" starts a simulator on a pty); returns it and a closer."""
+    sim: BusSimulator | None = None
+    if port == "sim":
+        swiss = currency == "CHF"
+        sim = BusSimulator(
+            [
+                SimCoinAcceptor(swiss_coins() if swiss else euro_coins()),
+                SimBillValidator(swiss_notes() if swiss else euro_notes()),
+            ],
+            crc16_mode=crc16,
+        )
+        sim.start()
+        port = sim.path
+    bus = Bus.open(port, crc16_mode=crc16)
+    legal = DENOMINATIONS[currency]
+    dev: _Acceptor
+    if kind == "coin":
+        dev = CoinAcceptor(bus, currency, legal["coins"], address or 2)
+    else:
+        dev = NoteValidator(bus, currency, legal["notes"], address or 40)
+
+    def close() -> None:
+        bus.close()
+        if sim is not None:
+            sim.stop()
+
+    return dev, close
+
+
+def probe(dev: _Acceptor) -> dict[str, Any]:
+    """Identity, channel table and self-check of an acceptor."""
+    dev.initialise()
+    code, text = dev.self_check()
+    assert dev.identity is not None
+    return {
+        "device": dev.name,
+        "address": dev.address,
+        "identity": dev.identity.as_dict(),
+        "self_check": {"code": code, "text": text},
+        "channels": [
+            {"channel": c.number, "id": c.id_text, "value": c.value, "usable": c.usable}
+            for c in sorted(dev.channels.values(), key=lambda c: c.number)
+        ],
+        "currency": dev.currency,
+    }
+
+
+def print_probe(info: dict[str, Any], out: TextIO, as_json: bool) -> None:
+    if as_json:
+        out.write(json.dumps(info) + "\n")
+        return
+    ident = info["identity"]
+    out.write(
+        f"{info['device']} at address {info['address']}: {ident['category']}, "
+        f"{ident['manufacturer']} {ident['product_code']}, serial {ident['serial_number']}, "
+        f"software {ident['software_revision']}\n"
+    )
+    out.write(f"self-check: {info['self_check']['text']} ({info['self_check']['code']})\n")
+    for c in info["channels"]:
+        value = f"{c['value'] / 100:.2f} {info['currency']}" if c["usable"] else "not used"
+        out.write(f"  channel {c['channel']:>2}  {c['id']:<8} {value}\n")
+
+
+def event_record(ev: object) -> dict[str, Any]:
+    """The JSON line `kiosk devices watch` prints for a driver event."""
+    match ev:
+        case CoinCredited():
+            return {
+                "event": "coin",
+                "value": ev.value,
+                "currency": ev.currency,
+                "channel": ev.channel,
+            }
+        case BillEscrowed():
+            return {
+                "event": "note_escrow",
+                "value": ev.value,
+                "currency": ev.currency,
+                "channel": ev.channel,
+            }
+        case BillStacked():
+            return {
+                "event": "note_stacked",
+                "value": ev.value,
+                "currency": ev.currency,
+                "channel": ev.channel,
+            }
+        case BillReturned():
+            return {
+                "event": "note_returned",
+                "value": ev.value,
+                "currency": ev.currency,
+                "channel": ev.channel,
+            }
+        case AcceptorError():
+            return {"event": "error", "code": ev.code, "text": ev.text, "kind": ev.kind}
+        case DeviceReset():
+            return {"event": "reset", "text": "event counter back to 0"}
+        case EventsLost():
+            return {"event": "events_lost", "code": ev.lost, "text": f"{ev.lost} event(s) lost"}
+        case UnknownCredit():
+            return {"event": "error", "channel": ev.channel, "text": "credit on unknown channel"}
+    raise TypeError(f"unknown driver event {ev!r}")
+
+
+def watch(
+    dev: _Acceptor,
+    out: TextIO,
+    seconds: float,
+    period: float = 0.1,
+    stop: threading.Event | None = None,
+) -> int:
+    """Enable every channel, poll, print one JSON object per event, stack escrowed notes."""
+    dev.initialise()
+    dev.enable(max(c.value for c in dev.channels.values()) if dev.channels else None)
+    out.write(json.dumps({"event": "ready", "device": dev.name}) + "\n")
+    out.flush()
+    count = 0
+    stop = stop or threading.Event()
+    deadline = time.monotonic() + seconds
+    next_poll = time.monotonic()
+    while time.monotonic() < deadline:
+        for ev in dev.poll():
+            out.write(json.dumps(event_record(ev)) + "\n")
+            out.flush()
+            count += 1
+            if isinstance(ev, BillEscrowed) and isinstance(dev, NoteValidator):
+                dev.route(RouteCode.STACK)
+        next_poll += period
+        if stop.wait(max(0.0, next_poll - time.monotonic())):
+            break
+    dev.enable(None)
+    return count
