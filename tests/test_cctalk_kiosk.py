@@ -186,3 +186,56 @@ def test_counterfeit_note_is_refused_and_nothing_is_credited(rig: CashRig) -> No
     assert rig.notes.insert("EU0020A")
     rig.wait(lambda: rig.cash_in() == [2000], "the genuine note")
     assert rig.notes.stacked == [3]
+
+
+@pytest.mark.parametrize("fault", ["bad_checksum", "silence", "garbage", "drop_byte"])
+def test_line_faults_credit_exactly_once(rig: CashRig, fault: str) -> None:
+    rig.start_payment(None)
+    rig.sim.inject(fault)
+    rig.coin.insert("EU200A")
+    rig.wait(lambda: rig.cash_in() == [200], "the coin")
+    rig.coin.insert("EU100A")
+    rig.wait(lambda: rig.cash_in() == [200, 100], "the next coin")
+    assert not rig.faults()  # a retried exchange is not a device fault
+
+
+def test_a_silent_acceptor_goes_offline_and_comes_back(rig: CashRig) -> None:
+    rig.start_payment(None)
+    rig.sim.inject(*["silence"] * 12)  # both devices stop answering for a few polls
+    rig.wait(lambda: any("offline" in str(f.get("text")) for f in rig.faults()), "offline")
+    rig.wait(lambda: not rig.view().faults, "back online")
+    rig.wait(lambda: rig.coin.master, "re-enabled")
+    rig.wait(lambda: rig.coin.insert("EU050A"), "a coin taken again")
+    rig.wait(lambda: rig.cash_in() == [50], "the coin journaled")
+
+
+def test_unknown_and_inhibited_coins_credit_nothing(rig: CashRig) -> None:
+    rig.start_payment(E(1000))
+    rig.wait(lambda: rig.coin.inhibit_mask == 0b11111, "coins enabled")
+    assert rig.coin.insert("XX999A") is False
+    assert rig.coin.insert("EU005A") is False  # known to the device, not taken by this site
+    rig.coin.insert("EU100A")
+    rig.wait(lambda: rig.cash_in() == [100], "the good coin")
+
+
+def test_events_in_the_buffer_before_the_kiosk_started_are_not_credited(tmp_path: Path) -> None:
+    site = make_site("demo")
+    sim, coin, notes = start_simulator(site)
+    assert isinstance(sim, BusSimulator) and isinstance(coin, SimCoinAcceptor)
+    try:
+        coin.master, coin.inhibit_mask = True, 0xFFFF  # someone else's session, before start
+        coin.insert("EU200A")
+        cash = open_cash(site, sim_port=sim.path, period=0.02)
+        journal = Journal(tmp_path / "journal.sqlite", site.kiosk_id)
+        kiosk = Kiosk(site, journal, Devices(reader=FakeKeyReader(), coin=cash.coin,
+                                             notes=cash.notes), utc_now)
+        cash.start()
+        deadline = time.monotonic() + 5
+        while not all(any(w.online(n) for w in cash.workers) for n in ("coin", "notes")):
+            assert time.monotonic() < deadline
+            kiosk.process(kiosk.events.get(timeout=1))  # the queue the devices report into
+        kiosk.drain()
+        assert [e for e in journal.entries() if e.kind in ("cash_in", "cash_unattributed")] == []
+        cash.stop()
+    finally:
+        sim.stop()
