@@ -153,17 +153,22 @@ def open_cash(
     site: Site,
     *,
     sim_port: str | None = None,
+    simulate: bool = False,
     period: float = 0.1,
     open_bus: Callable[..., Bus] = Bus.open,
 ) -> CcTalkCash:
-    """Buses, devices, workers and ports from the site's [devices.coin] and [devices.notes]."""
+    """Buses, devices, workers and ports from the site's [devices.coin] and [devices.notes].
+
+    With `simulate`, every cash device is on the simulator at `sim_port`, whatever the site
+    file names (the demo and `--simulate` runs).
+    """
     hub = _Hub()
     buses: dict[tuple[str, bool], Bus] = {}
     on_bus: dict[tuple[str, bool], list[_Acceptor]] = {}
     made: dict[str, _Acceptor] = {}
 
     def add(name: str, conf: SerialDevice, make: Callable[[Bus], _Acceptor]) -> None:
-        url = sim_port if conf.port == "sim" else conf.port
+        url = sim_port if simulate or conf.port == "sim" else conf.port
         if url is None:
             raise ValueError(f"the simulated {name} device needs the simulator's port")
         key = (url, conf.crc16)

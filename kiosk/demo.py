@@ -1,26 +1,23 @@
-"""`kiosk demo`: a scripted customer through complete top-ups on in-process fake devices."""
+"""`kiosk demo`: scripted customers through complete top-ups, cash over ccTalk simulators."""
 
 from __future__ import annotations
 
+import queue
+import time
 from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import TextIO
 
+from drivers.cctalk.sim import BusSimulator, SimBillValidator, SimCoinAcceptor
+from kiosk.cctalk import open_cash, start_simulator
 from kiosk.clock import ManualClock, utc_now
 from kiosk.config import Site
 from kiosk.engine import View
 from kiosk.errors import UserFacingError
 from kiosk.events import AmountChosen, Cancel, Event, KeyStatus, Method, MethodChosen, Role, Tick
-from kiosk.fakes import (
-    FakeCardTerminal,
-    FakeCoinAcceptor,
-    FakeKey,
-    FakeKeyReader,
-    FakeNoteValidator,
-    FakePrinter,
-)
+from kiosk.fakes import FakeCardTerminal, FakeKey, FakeKeyReader, FakePrinter
 from kiosk.journal import Journal
 from kiosk.ports import Devices
 from kiosk.report import print_transactions
@@ -44,8 +41,15 @@ def seed_reference_data(journal: Journal, site: Site) -> None:
 class _Script:
     """Drives the kiosk like a customer and narrates what the screen shows."""
 
-    def __init__(self, kiosk: Kiosk, devices: Devices, clock: ManualClock, out: TextIO) -> None:
-        self.kiosk, self.dev, self.clock, self.out = kiosk, devices, clock, out
+    def __init__(
+        self,
+        kiosk: Kiosk,
+        clock: ManualClock,
+        out: TextIO,
+        acceptors_settled: Callable[[View], bool] = lambda _v: True,
+    ) -> None:
+        self.kiosk, self.clock, self.out = kiosk, clock, out
+        self.acceptors_settled = acceptors_settled
         self.refusal: UserFacingError | None = None
         kiosk.listeners.append(self._on_view)
 
@@ -79,13 +83,34 @@ class _Script:
             self.refusal = None
         self.say(" | ".join(parts))
 
-    def do(self, what: str, action: Callable[[], object] | Event) -> None:
+    def settle(self, until: Callable[[View], bool], what: str, timeout: float = 5.0) -> None:
+        """Process the kiosk's events until `until` holds and the bus threads have carried out
+        every command (they reach the devices asynchronously; a customer is never that fast,
+        a script is)."""
+        deadline = time.monotonic() + timeout
+        self.kiosk.drain()
+        while not (until(self.kiosk.view()) and self.acceptors_settled(self.kiosk.view())):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"demo: gave up waiting for {what}")
+            try:
+                self.kiosk.process(self.kiosk.events.get(timeout=min(left, 0.1)))
+            except queue.Empty:
+                continue
+        self.kiosk.drain()
+
+    def do(
+        self,
+        what: str,
+        action: Callable[[], object] | Event,
+        until: Callable[[View], bool] = lambda _v: True,
+    ) -> None:
         self.say(f"> {what}")
         if isinstance(action, Event):
             self.kiosk.submit(action)
         else:
             action()
-        self.kiosk.drain()
+        self.settle(until, what)
         self.screen()
 
     def wait(self, seconds: int) -> None:
@@ -93,69 +118,163 @@ class _Script:
         self.do(f"{seconds} s pass", Tick(self.clock()))
 
 
+def _pay(site: Site, amount: int) -> list[tuple[int, bool]]:
+    """A plausible way to pay `amount`: one note, then coins, largest first (value, is_note)."""
+    plan: list[tuple[int, bool]] = []
+    notes = [n.minor for n in site.notes if n.minor <= amount // 2]
+    if notes:
+        plan.append((max(notes), True))
+    rest = amount - sum(v for v, _ in plan)
+    for c in sorted((c.minor for c in site.coins), reverse=True):
+        while rest >= c and len(plan) < 8:
+            plan.append((c, False))
+            rest -= c
+    return plan
+
+
+def _country(currency: str) -> str:
+    return {"EUR": "EU", "CHF": "CH"}[currency]
+
+
 def run_demo(site: Site, journal_file: Path, out: TextIO, start: datetime | None = None) -> int:
-    """Run the scripted customers; print what happened and the resulting journal."""
+    """Run the scripted customers; print what happened and the resulting journal.
+
+    Coins and notes go through the ccTalk drivers to the byte-level simulators on a pty; the
+    chip key, card terminal and printer are in-process fakes until their drivers exist.
+    """
     journal = Journal(journal_file, site.kiosk_id)
     seed_reference_data(journal, site)
     first_seq = journal.last_seq() + 1
-    clock = ManualClock(start or utc_now())
+    now = start or utc_now()
+    opening = None if site.hours.is_open(now) else site.hours.next_opening(now)
+    clock = ManualClock(opening or now)
+    sim, coin_sim, note_sim = start_simulator(site)
+    assert isinstance(sim, BusSimulator) and isinstance(coin_sim, SimCoinAcceptor)
+    assert isinstance(note_sim, SimBillValidator)
+    cash = open_cash(site, sim_port=sim.path, simulate=True, period=0.05)
+    reader = FakeKeyReader()
     dev = Devices(
-        reader=FakeKeyReader(),
-        coin=FakeCoinAcceptor(site.coins),
-        notes=FakeNoteValidator(site.notes),
+        reader=reader,
+        coin=cash.coin,
+        notes=cash.notes,
         card=FakeCardTerminal() if site.card_enabled else None,
         printer=FakePrinter(),
     )
     kiosk = Kiosk(site, journal, dev, clock)
-    s = _Script(kiosk, dev, clock, out)
-    reader, coin, notes = dev.reader, dev.coin, dev.notes
-    assert isinstance(reader, FakeKeyReader) and isinstance(coin, FakeCoinAcceptor)
-    assert isinstance(notes, FakeNoteValidator)
-    cur = site.currency
-    m = site.money
+    s = _Script(kiosk, clock, out, lambda _v: all(w.idle() for w in cash.workers))
+    cash.start()
+    try:
+        s.settle(
+            lambda _v: all(any(w.online(n) for w in cash.workers) for n in ("coin", "notes")),
+            "the coin acceptor and note validator",
+        )
+        if opening is not None:
+            out.write(
+                f"The site is closed now; the demo runs at its next opening, "
+                f"{opening:%A %d.%m.%Y %H:%M} local time.\n"
+            )
+        _scenes(s, site, reader, coin_sim, note_sim, sim.path)
+    finally:
+        cash.stop()
+        sim.stop()
+    out.write("\nJournal of this run:\n")
+    print_transactions(journal, site, out, since_seq=first_seq)
+    count = journal.verify()
+    out.write(f"\njournal verify: ok, {count} entries chained ({journal_file})\n")
+    journal.close()
+    return 0
+
+
+def _scenes(
+    s: _Script,
+    site: Site,
+    reader: FakeKeyReader,
+    coin_sim: SimCoinAcceptor,
+    note_sim: SimBillValidator,
+    port: str,
+) -> None:
+    m, cur, cc = site.money, site.currency, _country(site.currency)
+    out = s.out
     out.write(
         f"Demo at {site.name} ({site.kiosk_id}), {cur}, card payment "
-        f"{'on' if site.card_enabled else 'off'}\n"
+        f"{'on' if site.card_enabled else 'off'}; coins and notes over ccTalk on {port}\n"
     )
-    if s.kiosk.view().state == "closed":
-        out.write("  the site is closed now: nothing is accepted\n")
     keys = {k[0]: FakeKey(k[0], k[1], credit=350, currency=cur) for k in DEMO_KEYS}
 
-    out.write("\n1. Cash top-up of 20.00 with an open debt (a note too big is returned)\n")
-    s.do("insert key K-1001", lambda: reader.insert(keys["K-1001"]))
-    s.do("choose 20.00", AmountChosen(m(2000)))
+    def paid_is(minor: int) -> Callable[[View], bool]:
+        return lambda v: v.paid.minor == minor or v.state == "done"
+
+    def coin(value: int, paid_after: int) -> None:
+        s.do(
+            f"insert coin {m(value)}",
+            partial(coin_sim.insert, f"{cc}{value:03d}A"),
+            paid_is(paid_after),
+        )
+
+    def note(value: int, paid_after: int) -> None:
+        s.do(
+            f"insert note {m(value)}",
+            partial(note_sim.insert, f"{cc}{value // 100:04d}A"),
+            paid_is(paid_after),
+        )
+
+    def enabled(v: View) -> bool:
+        return coin_sim.master and note_sim.master
+
+    out.write("\n1. Cash top-up of 20.00 with an open debt (a note too big is refused)\n")
+    s.do("insert key K-1001", partial(reader.insert, keys["K-1001"]))
+    big = max(n.minor for n in site.notes)  # a note worth more than the 20.00 chosen
+    big_type = note_sim.ids.index(f"{cc}{big // 100:04d}A") + 1
+
+    def ready_for_20(v: View) -> bool:
+        return v.state == "cash" and enabled(v) and not note_sim.enabled(big_type)
+
     if site.card_enabled:
-        s.do("choose cash", MethodChosen(Method.CASH))
-    for value in (5000, 1000, 500):
-        s.do(f"insert note {m(value)}", partial(notes.insert, m(value)))
-    for value in (200, 200, 100):
-        s.do(f"insert coin {m(value)}", partial(coin.insert, m(value)))
+        s.do("choose 20.00", AmountChosen(m(2000)))
+        s.do("choose cash", MethodChosen(Method.CASH), ready_for_20)
+    else:
+        s.do("choose 20.00 (cash is the only way to pay here)", AmountChosen(m(2000)), ready_for_20)
+    s.do(
+        f"insert note {m(big)} (inhibited: more than the amount, handed back)",
+        partial(note_sim.insert, f"{cc}{big // 100:04d}A"),
+    )
+    paid = 0
+    for value, is_note in _pay(site, 2000):
+        paid += value
+        (note if is_note else coin)(value, paid)
     s.do("remove key", reader.remove)
 
     if site.card_enabled:
         out.write("\n2. Card top-up of 30.00\n")
-        s.do("insert key K-1003", lambda: reader.insert(keys["K-1003"]))
+        s.do("insert key K-1003", partial(reader.insert, keys["K-1003"]))
         s.do("choose 30.00", AmountChosen(m(3000)))
-        s.do("choose card (approved at the terminal)", MethodChosen(Method.CARD))
+        s.do(
+            "choose card (approved at the terminal)",
+            MethodChosen(Method.CARD),
+            lambda v: v.state == "done",
+        )
         s.do("remove key", reader.remove)
     else:
         out.write("\n2. Card payment is not offered at this site\n")
 
     out.write("\n3. A blocked key is refused and nothing is accepted\n")
-    s.do("insert key K-1002", lambda: reader.insert(keys["K-1002"]))
-    s.do("insert coin 2.00 (inhibited: falls to the return cup)", lambda: coin.insert(m(200)))
+    s.do("insert key K-1002", partial(reader.insert, keys["K-1002"]))
+    s.do(
+        "insert coin 2.00 (acceptors off: falls to the return cup)",
+        partial(coin_sim.insert, f"{cc}200A"),
+    )
     s.do("remove key", reader.remove)
 
     out.write(
         "\n4. Key pulled mid-payment and not brought back: the money becomes a pending credit\n"
     )
-    s.do("insert key K-1003", lambda: reader.insert(keys["K-1003"]))
-    s.do("pay what you insert", AmountChosen(None))
-    s.do(f"insert note {m(1000)}", lambda: notes.insert(m(1000)))
+    s.do("insert key K-1003", partial(reader.insert, keys["K-1003"]))
+    s.do("pay what you insert", AmountChosen(None), enabled)
+    note(1000, 1000)
     s.do("remove key and walk away", reader.remove)
     s.wait(site.timeouts.key_missing + 1)
     s.wait(site.timeouts.message + 1)
-    s.do("next day: insert key K-1003 again", lambda: reader.insert(keys["K-1003"]))
+    s.do("next day: insert key K-1003 again", partial(reader.insert, keys["K-1003"]))
     s.do("cancel (nothing more to pay)", Cancel())
     s.do("remove key", reader.remove)
 
@@ -163,9 +282,4 @@ def run_demo(site: Site, journal_file: Path, out: TextIO, start: datetime | None
     out.write(
         ", ".join(f"{k.serial} {m(k.credit)}" for k in keys.values() if k.role == Role.CUSTOMER)
     )
-    out.write("\n\nJournal of this run:\n")
-    print_transactions(journal, site, out, since_seq=first_seq)
-    count = journal.verify()
-    out.write(f"\njournal verify: ok, {count} entries chained ({journal_file})\n")
-    journal.close()
-    return 0
+    out.write("\n")

@@ -227,8 +227,12 @@ def test_events_in_the_buffer_before_the_kiosk_started_are_not_credited(tmp_path
         coin.insert("EU200A")
         cash = open_cash(site, sim_port=sim.path, period=0.02)
         journal = Journal(tmp_path / "journal.sqlite", site.kiosk_id)
-        kiosk = Kiosk(site, journal, Devices(reader=FakeKeyReader(), coin=cash.coin,
-                                             notes=cash.notes), utc_now)
+        kiosk = Kiosk(
+            site,
+            journal,
+            Devices(reader=FakeKeyReader(), coin=cash.coin, notes=cash.notes),
+            utc_now,
+        )
         cash.start()
         deadline = time.monotonic() + 5
         while not all(any(w.online(n) for w in cash.workers) for n in ("coin", "notes")):

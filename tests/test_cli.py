@@ -13,7 +13,10 @@ def test_demo_runs_complete_top_ups_and_prints_the_journal(tmp_path: Path) -> No
     out = res.stdout
     assert "paid 20.00 EUR = fee 0.00 EUR + debt 5.00 EUR + credit 15.00 EUR" in out
     assert "paid 30.00 EUR = fee 0.00 EUR + debt 0.00 EUR + credit 30.00 EUR" in out
-    assert "refused: blocked" in out and "notice: note_too_big" in out
+    assert "refused: blocked" in out
+    # The 50.00 note is more than the amount: the validator has it inhibited and hands it back.
+    after_50 = out.split("insert note 50.00 EUR (inhibited", 1)[1].splitlines()[1]
+    assert after_50.strip() == "screen: cash | paid 0.00 EUR"
     assert "outcome: pending" in out and "notice: pending_written" in out
     assert "Keys now: K-1001 18.50 EUR, K-1002 3.50 EUR, K-1003 43.50 EUR" in out
     assert "journal verify: ok" in out
@@ -60,3 +63,11 @@ def test_bad_site_file_stops_the_demo_with_the_reason(tmp_path: Path) -> None:
     assert res.returncode == 2
     assert "money.currency: unknown currency 'USD'" in res.stderr
     assert not (tmp_path / "data").exists() or not list((tmp_path / "data").iterdir())
+
+
+def test_demo_at_the_swiss_site_pays_in_francs(tmp_path: Path) -> None:
+    res = run_kiosk("demo", "--site", str(CONFIG / "thal-elektra.toml"), data_dir=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "insert coin 5.00 CHF" in res.stdout
+    assert "paid 20.00 CHF = fee 0.00 CHF + debt 0.00 CHF + credit 20.00 CHF" in res.stdout
+    assert "journal verify: ok" in res.stdout

@@ -310,7 +310,7 @@ class CoinAcceptor(_Acceptor):
             country, value, _issue = parsed
             usable = country in countries and value in self.accepted
             if not usable:
-                log.warning(
+                log.info(
                     "coin position %d (%s) is not a %s coin this site takes: disabled",
                     pos,
                     text,
@@ -374,7 +374,7 @@ class NoteValidator(_Acceptor):
                 value = units * scale * 10**self.exponent // 10**decimals if scale else 0
                 usable = value in self.accepted
             if not usable:
-                log.warning(
+                log.info(
                     "bill type %d (%s) is not a %s note this site takes: disabled",
                     typ,
                     text,

@@ -58,6 +58,8 @@ class BusWorker:
         self._stop = threading.Event()
         self._online: dict[str, bool] = {d.name: False for d in devices}
         self._reported: set[str] = set()  # offline devices already reported
+        self._pending = 0  # calls handed over and not yet carried out
+        self._pending_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="cctalk-bus", daemon=True)
         self.cycles = 0
 
@@ -71,7 +73,14 @@ class BusWorker:
 
     def call(self, dev: _Acceptor, fn: Callable[..., Any], *args: Any) -> None:
         """Run `fn(*args)` for `dev` on the bus thread before the next poll."""
+        with self._pending_lock:
+            self._pending += 1
         self._calls.put((dev, fn, args))
+
+    def idle(self) -> bool:
+        """True when every call handed over so far has been carried out."""
+        with self._pending_lock:
+            return self._pending == 0
 
     def online(self, name: str) -> bool:
         return self._online.get(name, False)
@@ -86,6 +95,8 @@ class BusWorker:
             else:
                 if self._online[dev.name]:
                     self._guard(dev, fn, *args)
+                with self._pending_lock:
+                    self._pending -= 1
                 continue
             self.poll_once()
             next_poll = max(next_poll + self.period, time.monotonic())
