@@ -243,3 +243,26 @@ def test_events_in_the_buffer_before_the_kiosk_started_are_not_credited(tmp_path
         cash.stop()
     finally:
         sim.stop()
+
+
+def test_counter_wrap_during_a_payment_credits_every_coin(rig: CashRig) -> None:
+    rig.start_payment(None)
+    for k in range(1, 53):  # 260 coins through the real bus: the counter wraps 255 -> 1
+        rig.coin.burst("EU010A", 5)
+        rig.wait(lambda k=k: len(rig.cash_in()) == 5 * k, f"burst {k}")  # type: ignore[misc]
+    assert rig.coin.counter == 5 and rig.cash_in() == [10] * 260
+    assert not rig.faults()  # no event was taken for lost
+    assert rig.view().paid == E(2600)
+
+
+def test_validator_that_self_inhibited_is_enabled_again(rig: CashRig) -> None:
+    rig.start_payment(None)
+    now = [time.monotonic()]
+    rig.notes.clock = lambda: now[0]
+    rig.notes.last_poll = now[0]
+    before = rig.notes.counter
+    now[0] += 6  # as if nobody had polled for 6 s: the validator inhibits itself (event 0/0)
+    rig.wait(lambda: rig.notes.counter == before + 1 and rig.notes.master, "enabled again")
+    assert rig.notes.buffer[0] == (0, 0)
+    assert rig.notes.insert("EU0020A")
+    rig.wait(lambda: rig.cash_in() == [2000], "the note")
