@@ -1,0 +1,1 @@
+"""ZVT: the ECR interface of German card payment terminals (serial or TCP)."""

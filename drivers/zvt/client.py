@@ -1,0 +1,359 @@
+"""ZVT client (ECR side): commands and their outcomes as values (PA00P015 ch. 2-3).
+
+After the terminal's `80 00` it is master: the client acknowledges every APDU it sends
+(04 FF, 04 0F, 06 D1, 06 D3) until `06 0F` (completion) or `06 1E` (abort) ends the command.
+For an authorisation the approval (04 0F with result 00) is answered only when the caller's
+`decide` says so: the credit is delivered first (issue of goods); a failure answer makes the
+terminal reverse the payment.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from drivers.errors import DeviceTimeout, DriverError, FrameError, TransportError
+from drivers.zvt.codec import (
+    CURRENCY_ISO,
+    TERMINAL_STATUS,
+    Answer,
+    Apdu,
+    Cmd,
+    IntermediateStatus,
+    StatusInformation,
+    _llvar,
+    bcd,
+    encode_apdu,
+    encode_tlv,
+    parse_intermediate_status,
+    parse_print_line,
+    parse_print_text_block,
+    parse_status_information,
+    result_text,
+    text,
+)
+from drivers.zvt.transport import Link
+
+log = logging.getLogger(__name__)
+
+#: Registration config byte: the ECR prints payment and admin receipts (bits 1, 2), wants
+#: intermediate status (bit 3), no amount entry or admin functions at the terminal (bits 4, 5),
+#: and receipts come as print commands (bit 7).
+CONFIG_BYTE = 0xBE
+
+
+class Outcome(StrEnum):
+    APPROVED = "approved"
+    DECLINED = "declined"
+    ABORTED = "aborted"
+    TIMEOUT = "timeout"
+    REVERSED = "reversed"  # the terminal gave the money back (on our failure answer, or itself)
+    ERROR = "error"
+
+
+@dataclass
+class Result:
+    outcome: Outcome
+    result_code: int | None = None
+    text: str = ""
+    status: StatusInformation | None = None
+    receipts: dict[str, list[str]] = field(default_factory=dict)
+    answered: Answer | None = None  # what the ECR answered to an approval
+    recovered: bool = False  # found out after a lost connection
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == Outcome.APPROVED
+
+
+Decide = Callable[[StatusInformation], Answer]
+OnStatus = Callable[[IntermediateStatus], None]
+
+
+class ZvtClient:
+    """One terminal on one link; every method runs on the caller's (single) thread."""
+
+    def __init__(
+        self,
+        link: Link,
+        *,
+        password: int = 0,
+        currency: str = "EUR",
+        t3: float = 5.0,
+        t4: float = 180.0,
+        goods_timeout: int = 30,
+        max_status_infos: int = 5,
+    ) -> None:
+        self.link = link
+        self.password = password
+        self.currency = currency
+        self.t3 = t3
+        self.t4 = t4
+        self.goods_timeout = goods_timeout
+        self.max_status_infos = max_status_infos
+        self._abort = threading.Event()
+        self.last_receipt_number: int | None = None
+
+    # ------------------------------------------------------------------ public commands
+
+    def register(self) -> Result:
+        """06 00 Registration: our config byte, currency, and print text blocks allowed."""
+        tlv = encode_tlv(0x26, encode_tlv(0x0A, Cmd.PRINT_TEXT_BLOCK))
+        data = (
+            bcd(self.password, 3)
+            + bytes((CONFIG_BYTE,))
+            + bcd(CURRENCY_ISO[self.currency], 2)
+            + bytes((0x03, 0x00))
+            + bytes((0x06, len(tlv)))
+            + tlv
+        )
+        return self._run(Cmd.REGISTRATION, data)
+
+    def authorise(
+        self,
+        amount: int,
+        *,
+        decide: Decide,
+        on_status: OnStatus | None = None,
+    ) -> Result:
+        """06 01 Authorization for exactly `amount` minor units, with BMP 01 and 02 set."""
+        if not 0 < amount < 10**10:
+            raise ValueError(f"amount {amount} out of range")
+        data = (
+            b"\x04"
+            + bcd(amount, 6)
+            + b"\x49"
+            + bcd(CURRENCY_ISO[self.currency], 2)
+            + b"\x01"
+            + bytes((self.goods_timeout,))
+            + b"\x02"
+            + bytes((self.max_status_infos,))
+        )
+        self._abort.clear()
+        return self._run(Cmd.AUTHORIZATION, data, decide=decide, on_status=on_status)
+
+    def reversal(self, receipt_number: int) -> Result:
+        """06 30 Reversal of a completed payment, by its receipt number."""
+        return self._run(Cmd.REVERSAL, bcd(self.password, 3) + b"\x87" + bcd(receipt_number, 2))
+
+    def end_of_day(self) -> Result:
+        """06 50 End-of-day (Kassenschnitt)."""
+        return self._run(Cmd.END_OF_DAY, bcd(self.password, 3))
+
+    def diagnosis(self) -> Result:
+        return self._run(Cmd.DIAGNOSIS, b"")
+
+    def repeat_receipt(self) -> Result:
+        """06 20: the last transaction's result again."""
+        return self._run(Cmd.REPEAT_RECEIPT, bcd(self.password, 3))
+
+    def status_enquiry(self) -> tuple[int, str, str]:
+        """05 01: (terminal status code, its text, software version)."""
+        self.link.send(encode_apdu(Cmd.STATUS_ENQUIRY, bcd(self.password, 3)))
+        self._expect_ack()
+        deadline = time.monotonic() + self.t3 * 4
+        while True:
+            apdu = self.link.receive(max(0.01, deadline - time.monotonic()))
+            self._ack()
+            if apdu.is_(Cmd.COMPLETION):
+                data = apdu.data
+                version = ""
+                if len(data) >= 4 and data[0] >> 4 == 0xF:
+                    n, pos = _llvar(data, 0, 3)
+                    version, data = text(data[pos : pos + n]), data[pos + n :]
+                code = data[0] if data else 0
+                return code, TERMINAL_STATUS.get(code, f"status {code:02X}"), version
+            if time.monotonic() > deadline:
+                raise DeviceTimeout("no completion to the status enquiry")
+
+    def request_abort(self) -> None:
+        """Ask the running command to abort (06 B0); safe from any thread."""
+        self._abort.set()
+
+    # ------------------------------------------------------------------ the exchange
+
+    def _ack(self) -> None:
+        self.link.send(encode_apdu(Cmd.ACK))
+
+    def _expect_ack(self) -> Apdu:
+        apdu = self.link.receive(self.t3)
+        if apdu.command[0] == Cmd.NEG and apdu.command[1] != 0:
+            raise _Negative(apdu.command[1])
+        if not (apdu.is_(Cmd.ACK) or apdu.command == bytes((Cmd.NEG, 0))):
+            raise FrameError(f"expected 80 00 or 84 xx, got {apdu.command.hex(' ')}")
+        return apdu
+
+    def _run(
+        self,
+        command: bytes,
+        data: bytes,
+        *,
+        decide: Decide | None = None,
+        on_status: OnStatus | None = None,
+    ) -> Result:
+        state = _Exchange()
+        try:
+            self.link.send(encode_apdu(command, data))
+            try:
+                self._expect_ack()
+            except _Negative as neg:
+                return Result(Outcome.ERROR, neg.code, result_text(neg.code))
+            except DeviceTimeout:
+                return Result(Outcome.ERROR, None, "the terminal did not answer the command (T3)")
+            return self._master_loop(state, decide, on_status)
+        except TransportError as err:
+            if command != Cmd.AUTHORIZATION or not state.started:
+                return Result(Outcome.ERROR, None, f"terminal not reachable: {err}")
+            return self._recover(state, str(err))
+        except DriverError as err:  # no ACK after the repeats, or a malformed message
+            log.error("terminal error during %s: %s", command.hex(" "), err)
+            if command == Cmd.AUTHORIZATION and state.answered == Answer.OK:
+                return self._recover(state, str(err))
+            return state.result(Outcome.ERROR, None, f"terminal error: {err}")
+
+    def _master_loop(
+        self, st: _Exchange, decide: Decide | None, on_status: OnStatus | None
+    ) -> Result:
+        st.started = True
+        deadline = time.monotonic() + self.t4
+        abort_sent = timed_out = False
+        while True:
+            if self._abort.is_set() and not abort_sent and st.answered is None:
+                self.link.send(encode_apdu(Cmd.ABORT))
+                abort_sent = True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                if timed_out:  # not even the abort was answered
+                    return st.result(Outcome.TIMEOUT, 0x6C, "no answer from the terminal (T4)")
+                # T4 ran out: abort, and give the terminal T3 to close the command properly.
+                timed_out = True
+                if not abort_sent:
+                    self.link.send(encode_apdu(Cmd.ABORT))
+                    abort_sent = True
+                deadline = time.monotonic() + self.t3
+                continue
+            try:
+                apdu = self.link.receive(min(left, 0.2))
+            except DeviceTimeout:
+                continue
+            c = apdu.command
+            if c == Cmd.INTERMEDIATE_STATUS:
+                status = parse_intermediate_status(apdu.data)
+                self._ack()
+                deadline = time.monotonic() + (
+                    status.timeout_minutes * 60 if status.timeout_minutes else self.t4
+                )
+                if on_status is not None:
+                    on_status(status)
+            elif c == Cmd.PRINT_LINE:
+                line = parse_print_line(apdu.data)
+                self._ack()
+                st.lines.append(line.text)
+                if line.last:
+                    st.receipts[f"receipt{len(st.receipts) + 1}"] = st.lines
+                    st.lines = []
+            elif c == Cmd.PRINT_TEXT_BLOCK:
+                block = parse_print_text_block(apdu.data)
+                self._ack()
+                st.receipts[block.receipt_type] = list(block.lines)
+            elif c == Cmd.STATUS_INFORMATION:
+                info = parse_status_information(apdu.data)
+                st.status = info
+                deadline = time.monotonic() + self.t4
+                if info.receipt_number is not None:
+                    self.last_receipt_number = info.receipt_number
+                if info.approved and decide is not None and st.answered != Answer.OK:
+                    answer = decide(info)
+                    st.answered = answer
+                    self.link.send(
+                        encode_apdu(bytes((Cmd.NEG, answer)) if answer != Answer.OK else Cmd.ACK)
+                    )
+                else:
+                    self._ack()
+            elif c == Cmd.COMPLETION:
+                self._ack()
+                if st.answered is not None and st.answered != Answer.OK:
+                    return st.result(Outcome.REVERSED, 0, "reversed by the terminal")
+                if st.status is not None and not st.status.approved:
+                    code = st.status.result_code or 0
+                    return st.result(_failure(code), code, result_text(code))
+                return st.result(Outcome.APPROVED, 0, "approved")
+            elif c == Cmd.ABORT_TERMINAL:
+                self._ack()
+                code = apdu.data[0] if apdu.data else 0xFF
+                if timed_out:
+                    return st.result(Outcome.TIMEOUT, code, "no answer from the terminal (T4)")
+                if st.answered is not None and st.answered != Answer.OK:
+                    return st.result(Outcome.REVERSED, code, "reversed by the terminal")
+                return st.result(_failure(code), code, result_text(code))
+            else:
+                log.warning("unexpected APDU from the terminal: %s", c.hex(" "))
+                self._ack()
+
+    def _recover(self, st: _Exchange, reason: str) -> Result:
+        """The link dropped while the terminal was master: ask what became of the payment."""
+        log.error("connection lost during a payment (%s): asking the terminal", reason)
+        self.link.close()
+        try:
+            last = self.repeat_receipt()
+        except DriverError as err:
+            return st.result(
+                Outcome.ERROR,
+                None,
+                f"connection lost and terminal unreachable: {err}",
+                recovered=True,
+            )
+        info = last.status
+        ours = (
+            st.status is not None
+            and info is not None
+            and info.receipt_number == st.status.receipt_number
+        )
+        if st.answered == Answer.OK and ours and info is not None and info.approved:
+            return st.result(
+                Outcome.APPROVED, 0, "approved (confirmed after reconnect)", recovered=True
+            )
+        if st.answered == Answer.OK:
+            # We delivered the credit but the terminal did not keep the payment.
+            return st.result(
+                Outcome.REVERSED,
+                info.result_code if info else None,
+                "the terminal reversed the payment after the connection dropped",
+                recovered=True,
+            )
+        return st.result(
+            Outcome.ERROR,
+            info.result_code if info else None,
+            "connection lost; the payment did not go through",
+            recovered=True,
+        )
+
+
+class _Negative(DriverError):
+    def __init__(self, code: int) -> None:
+        super().__init__(f"terminal answered 84 {code:02X}: {result_text(code)}")
+        self.code = code
+
+
+@dataclass
+class _Exchange:
+    started: bool = False
+    status: StatusInformation | None = None
+    answered: Answer | None = None
+    lines: list[str] = field(default_factory=list)
+    receipts: dict[str, list[str]] = field(default_factory=dict)
+
+    def result(
+        self, outcome: Outcome, code: int | None, msg: str, recovered: bool = False
+    ) -> Result:
+        if self.lines:
+            self.receipts[f"receipt{len(self.receipts) + 1}"] = self.lines
+        return Result(outcome, code, msg, self.status, self.receipts, self.answered, recovered)
+
+
+def _failure(code: int) -> Outcome:
+    return Outcome.ABORTED if code == 0x6C else Outcome.DECLINED

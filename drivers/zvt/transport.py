@@ -1,0 +1,201 @@
+"""ZVT transports: serial (PA00P016: framing, ACK/NAK, T1/T2, two repeats) and TCP (raw APDUs).
+
+Both offer `send(apdu_bytes)` and `receive(timeout) -> Apdu`, and may be reconnected. Not
+thread-safe: one client thread owns a link.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from typing import Protocol
+
+import serial
+
+from drivers.errors import DeviceTimeout, FrameError, TransportError
+from drivers.zvt.codec import ACK, NAK, Apdu, ApduReassembler, SerialDecoder, decode_apdu, frame
+
+log = logging.getLogger(__name__)
+TRACE = 5
+
+
+class Link(Protocol):
+    def connect(self) -> None: ...
+    def close(self) -> None: ...
+    def send(self, apdu: bytes) -> None: ...
+    def receive(self, timeout: float) -> Apdu: ...
+
+
+class SerialLink:
+    """RS-232 at 9600 8N2; every frame acknowledged by a bare ACK (06) or NAK (15)."""
+
+    def __init__(self, url: str, *, t2: float = 5.0, repeats: int = 2) -> None:
+        self.url = url
+        self.t2 = t2
+        self.repeats = repeats
+        self.port: serial.SerialBase | None = None
+        self.decoder = SerialDecoder()
+        self._pending: list[bytes] = []  # frames received while waiting for an ACK
+        self.stats = {"naks_sent": 0, "repeats": 0}
+
+    def connect(self) -> None:
+        if self.port is not None:
+            return
+        kwargs: dict[str, object] = {
+            "baudrate": 9600,
+            "stopbits": serial.STOPBITS_TWO,
+            "timeout": 0,
+        }
+        if "://" not in self.url:
+            kwargs["exclusive"] = True
+        try:
+            self.port = serial.serial_for_url(self.url, **kwargs)
+        except (serial.SerialException, OSError, ValueError) as err:
+            raise TransportError(f"cannot open {self.url}: {err}") from err
+
+    def close(self) -> None:
+        if self.port is not None:
+            self.port.close()
+            self.port = None
+
+    def _read(self, deadline: float) -> list[bytes | int]:
+        assert self.port is not None
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return []
+        self.port.timeout = left
+        try:
+            chunk = self.port.read(max(1, self.port.in_waiting))
+        except (serial.SerialException, OSError) as err:
+            raise TransportError(f"{self.url}: {err}") from err
+        if not chunk:
+            return []
+        log.log(TRACE, "rx %s", chunk.hex(" "))
+        try:
+            return self.decoder.feed(chunk)
+        except FrameError as err:
+            log.warning("bad frame from the terminal (%s): NAK", err)
+            self._write(bytes((NAK,)))
+            self.stats["naks_sent"] += 1
+            return []
+
+    def _write(self, data: bytes) -> None:
+        assert self.port is not None
+        log.log(TRACE, "tx %s", data.hex(" "))
+        try:
+            self.port.write(data)
+        except (serial.SerialException, OSError) as err:
+            raise TransportError(f"{self.url}: {err}") from err
+
+    def send(self, apdu: bytes) -> None:
+        """Send one frame and wait for its ACK; repeat after NAK or T2, then give up."""
+        self.connect()
+        raw = frame(apdu)
+        for attempt in range(self.repeats + 1):
+            if attempt:
+                self.stats["repeats"] += 1
+            self._write(raw)
+            deadline = time.monotonic() + self.t2
+            answer: int | None = None
+            while answer is None and time.monotonic() < deadline:
+                for item in self._read(deadline):
+                    if isinstance(item, bytes):  # the terminal's next frame, in the same read
+                        self._pending.append(item)
+                        self._write(bytes((ACK,)))
+                    elif answer is None:
+                        answer = item
+            if answer == ACK:
+                return
+        raise DeviceTimeout(
+            f"{self.url}: no ACK for {apdu[:2].hex(' ')} after {self.repeats} repeats"
+        )
+
+    def receive(self, timeout: float) -> Apdu:
+        self.connect()
+        if self._pending:
+            return decode_apdu(self._pending.pop(0))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for item in self._read(deadline):
+                if isinstance(item, bytes):
+                    self._write(bytes((ACK,)))
+                    return decode_apdu(item)
+        raise DeviceTimeout(f"{self.url}: nothing received within {timeout:.1f} s")
+
+
+class TcpLink:
+    """ZVT over TCP: raw APDUs, reassembled across reads; reconnects when the terminal drops."""
+
+    def __init__(self, host: str, port: int = 20007, *, connect_timeout: float = 5.0) -> None:
+        self.host, self.port = host, port
+        self.connect_timeout = connect_timeout
+        self.sock: socket.socket | None = None
+        self.reasm = ApduReassembler()
+        self._ready: list[Apdu] = []
+
+    @classmethod
+    def from_url(cls, url: str) -> TcpLink:
+        rest = url.removeprefix("tcp://")
+        host, _, port = rest.rpartition(":")
+        if not host or not port.isdigit():
+            raise TransportError(f"not a tcp://host:port URL: {url}")
+        return cls(host, int(port))
+
+    def connect(self) -> None:
+        if self.sock is not None:
+            return
+        try:
+            self.sock = socket.create_connection((self.host, self.port), self.connect_timeout)
+        except OSError as err:
+            raise TransportError(f"cannot connect to {self.host}:{self.port}: {err}") from err
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.reasm = ApduReassembler()
+        self._ready.clear()
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def send(self, apdu: bytes) -> None:
+        self.connect()
+        assert self.sock is not None
+        log.log(TRACE, "tx %s", apdu.hex(" "))
+        try:
+            self.sock.sendall(apdu)
+        except OSError as err:
+            self.close()
+            raise TransportError(f"{self.host}:{self.port}: {err}") from err
+
+    def receive(self, timeout: float) -> Apdu:
+        self.connect()
+        assert self.sock is not None
+        deadline = time.monotonic() + timeout
+        while not self._ready:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DeviceTimeout(
+                    f"{self.host}:{self.port}: nothing received within {timeout:.1f} s"
+                )
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError as err:
+                self.close()
+                raise TransportError(f"{self.host}:{self.port}: {err}") from err
+            if not chunk:
+                self.close()
+                raise TransportError(f"{self.host}:{self.port}: connection closed by the terminal")
+            log.log(TRACE, "rx %s", chunk.hex(" "))
+            self._ready += self.reasm.feed(chunk)
+        return self._ready.pop(0)
+
+
+def open_link(url: str) -> Link:
+    """``tcp://host:port`` for ZVT over IP, anything else is a serial port or pyserial URL."""
+    if url.startswith("tcp://"):
+        return TcpLink.from_url(url)
+    return SerialLink(url)
