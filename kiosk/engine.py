@@ -30,6 +30,7 @@ from kiosk.events import (
     CardApproved,
     CardFailed,
     CardReversed,
+    CardReversedAfterCredit,
     CardStatus,
     CoinAccepted,
     Command,
@@ -916,6 +917,17 @@ class TopUpSession:
             return []
         return [self._rec(Kind.FAULT, txid=None, device=str(ev.device), cleared=True)]
 
+    def on_reversed_after_credit(self, ev: CardReversedAfterCredit) -> list[Command]:
+        """Credit went onto the key but the terminal gave the money back: journal the claim.
+
+        The journal turns it into open debt on the contract account, recovered from later
+        top-ups like any other claim; nothing about the current customer changes.
+        """
+        return [
+            Record(Kind.CARD_REVERSED, txid=ev.txid, key=None, amount=ev.amount,
+                   data={"after_credit": True, "reason": ev.reason})
+        ]
+
     def ignore(self, _ev: Event) -> list[Command]:
         return []
 
@@ -930,6 +942,7 @@ _ALWAYS: dict[type[Event], _Handler] = {
     NoteStacked: H.on_note_stacked,
     NoteEscrowed: H.on_note_escrowed,
     NoteReturned: H.on_note_returned,
+    CardReversedAfterCredit: H.on_reversed_after_credit,
 }
 _NEW_KEY: dict[type[Event], _Handler] = {
     KeyDetected: H.on_key_detected,

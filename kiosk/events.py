@@ -209,6 +209,15 @@ class CardReversed(Event):
 
 
 @dataclass(frozen=True)
+class CardReversedAfterCredit(Event):
+    """The terminal did not keep a payment whose credit is already on the key: a claim."""
+
+    txid: str
+    amount: Money
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class KeyWritten(Event):
     txid: str
     credit_after: Money

@@ -253,15 +253,28 @@ class Journal:
         return out
 
     def _apply_effects(self, conn: Connection, e: Entry) -> None:
-        """Keep the local debt in step with what this kiosk recovered (same commit)."""
+        """Keep the local debt in step with this kiosk's entries (same commit): recovered
+        debt lowers it; a card payment reversed after its credit was written raises it."""
         if e.kind == Kind.TX_CLOSED and e.data.get("debt"):
-            account = e.data.get("contract_account") or self._account_of(conn, e.txid)
-            if account:
-                conn.execute(
-                    update(debts_table)
-                    .where(debts_table.c.contract_account == account)
-                    .values(amount=func.max(0, debts_table.c.amount - int(e.data["debt"])))
-                )
+            self._add_debt(conn, e.txid, -int(e.data["debt"]))
+        elif e.kind == Kind.CARD_REVERSED and e.data.get("after_credit") and e.amount is not None:
+            self._add_debt(conn, e.txid, e.amount.minor, e.amount.currency)
+
+    def _add_debt(self, conn: Connection, txid: str | None, delta: int, currency: str = "") -> None:
+        account = self._account_of(conn, txid)
+        if not account:
+            return
+        d = debts_table
+        exists = conn.execute(select(d.c.amount).where(d.c.contract_account == account)).first()
+        if exists is None:
+            if delta > 0:
+                conn.execute(insert(d).values(contract_account=account, amount=delta, currency=currency))
+            return
+        conn.execute(
+            update(d)
+            .where(d.c.contract_account == account)
+            .values(amount=func.max(0, d.c.amount + delta))
+        )
 
     @staticmethod
     def _account_of(conn: Connection, txid: str | None) -> str | None:

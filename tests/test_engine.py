@@ -22,6 +22,7 @@ from kiosk.events import (
     CardFailed,
     CardOutcome,
     CardReversed,
+    CardReversedAfterCredit,
     CardStatus,
     CoinAccepted,
     Command,
@@ -244,6 +245,7 @@ SAMPLES: list[Event] = [
     CardApproved(E(2000)),
     CardFailed(CardOutcome.DECLINED, "05"),
     CardReversed(True),
+    CardReversedAfterCredit("T0", E(2000), "connection lost"),
     KeyWritten("T1", E(2350)),
     KeyWriteFailed("T1", "refused"),
     DeviceFault(Device.PRINTER, 3, "paper out"),
@@ -846,3 +848,14 @@ def test_a_faulty_acceptor_is_left_out_when_cash_is_enabled() -> None:
     assert EnableCash(E(2000), frozenset({Device.NOTES})) in out
     out = r(DeviceOk(Device.COIN))
     assert EnableCash(E(2000), frozenset({Device.COIN, Device.NOTES})) in out
+
+
+@pytest.mark.parametrize("state", list(State))
+def test_a_reversal_after_credit_is_journaled_as_a_claim_in_every_state(state: State) -> None:
+    r = reach(state)
+    out = r(CardReversedAfterCredit("T0", E(2000), "connection lost"))
+    assert r.state == state
+    assert out == [
+        Record(Kind.CARD_REVERSED, "T0", None, E(2000),
+               {"after_credit": True, "reason": "connection lost"})
+    ]

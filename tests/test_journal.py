@@ -181,3 +181,17 @@ def test_local_debt_follows_what_was_recovered(tmp_path: Path) -> None:
     )
     assert j.account_for("K1", "4711", "EUR").debt == E(0)  # never below zero
     assert j.account_for("K404", "0", "EUR").status == KeyStatus.UNKNOWN
+
+
+def test_a_card_reversal_after_credit_becomes_debt_on_the_account(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.sqlite", "DEMO-01")
+    j.append(
+        [
+            Record(Kind.TX_OPENED, "T1", "K1", None, {"contract_account": "4711"}),
+            Record(Kind.CARD_APPROVED, "T1", "K1", E(3000), {}),
+            Record(Kind.TX_CLOSED, "T1", "K1", None, {"outcome": "completed", "credit": 3000}),
+        ],
+        T0,
+    )
+    j.append([Record(Kind.CARD_REVERSED, "T1", None, E(3000), {"after_credit": True})], T0)
+    assert j.account_for("K1", "4711", "EUR").debt == E(3000)

@@ -1,0 +1,170 @@
+"""The ZVT client against the terminal simulator, on a real pty (serial framing) and on TCP."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from drivers.zvt.client import Outcome, ZvtClient
+from drivers.zvt.codec import Answer, StatusInformation
+from drivers.zvt.sim import TerminalSim
+from drivers.zvt.transport import open_link
+
+
+@pytest.fixture(params=["serial", "tcp"])
+def term(request: pytest.FixtureRequest) -> Iterator[tuple[TerminalSim, ZvtClient]]:
+    sim = TerminalSim(request.param)
+    sim.start()
+    client = ZvtClient(open_link(sim.port), t3=1.0, t4=2.0)
+    yield sim, client
+    client.link.close()
+    sim.stop()
+
+
+def ok(_info: StatusInformation) -> Answer:
+    return Answer.OK
+
+
+def test_registration_asks_for_status_and_receipts(term: tuple[TerminalSim, ZvtClient]) -> None:
+    sim, client = term
+    assert client.register().outcome == Outcome.APPROVED
+    assert sim.config_byte == 0xBE and sim.text_blocks  # status wanted, ECR prints, 06 D3 allowed
+
+
+@pytest.mark.parametrize("card,name", [("girocard", "girocard"), ("mastercard", "Mastercard"), ("visa", "VISA")])
+def test_approved_payment(term: tuple[TerminalSim, ZvtClient], card: str, name: str) -> None:
+    sim, client = term
+    client.register()
+    sim.card = card
+    texts: list[str] = []
+    seen: list[StatusInformation] = []
+
+    def decide(info: StatusInformation) -> Answer:
+        seen.append(info)
+        assert not sim.payments[-1].kept  # nothing is kept before we say the goods are out
+        return Answer.OK
+
+    r = client.authorise(2000, decide=decide, on_status=lambda s: texts.append(s.text))
+    assert r.outcome == Outcome.APPROVED and r.answered == Answer.OK
+    assert texts == ["insert card", "please watch PIN pad", "please wait"]
+    info = r.status
+    assert info is not None and info.amount == 2000 and info.card_name == name
+    assert info.pan is not None and "*" in info.pan and info.receipt_number == sim.payments[-1].receipt
+    assert sim.payments[-1].kept and len(seen) == 1
+    assert set(r.receipts) == {"merchant", "customer"}
+    assert "Betrag EUR 20.00" in r.receipts["customer"]
+
+
+def test_receipts_as_print_lines_without_text_blocks(term: tuple[TerminalSim, ZvtClient]) -> None:
+    sim, client = term  # not registered: the simulator falls back to 06 D1 lines
+    r = client.authorise(500, decide=ok)
+    assert r.outcome == Outcome.APPROVED
+    assert list(r.receipts) == ["receipt1", "receipt2"] and r.receipts["receipt2"][-1] == "Zahlung erfolgt"
+
+
+@pytest.mark.parametrize(
+    "script,outcome,code,text",
+    [
+        ("decline", Outcome.DECLINED, 0x05, "declined by the card issuer"),
+        ("wrong_pin", Outcome.DECLINED, 0x37, "declined by the host (55)"),
+        ("unreadable", Outcome.DECLINED, 0x64, "card not readable"),
+        ("customer_abort", Outcome.ABORTED, 0x6C, "abort via timeout or abort key"),
+        ("busy", Outcome.ERROR, 0xA0, "receiver not ready"),
+        ("timeout", Outcome.TIMEOUT, 0x6C, "no answer from the terminal (T4)"),
+    ],
+)
+def test_failed_payments(
+    term: tuple[TerminalSim, ZvtClient], script: str, outcome: Outcome, code: int, text: str
+) -> None:
+    sim, client = term
+    sim.next(script)
+    r = client.authorise(1000, decide=ok)
+    assert (r.outcome, r.result_code, r.text) == (outcome, code, text)
+    assert not any(p.kept for p in sim.payments)
+    # and the line is clean for the next payment
+    assert client.authorise(1000, decide=ok).outcome == Outcome.APPROVED
+
+
+def test_failure_answer_makes_the_terminal_reverse(term: tuple[TerminalSim, ZvtClient]) -> None:
+    sim, client = term
+    r = client.authorise(1500, decide=lambda _i: Answer.FAILED)
+    assert r.outcome == Outcome.REVERSED and r.answered == Answer.FAILED
+    assert sim.payments[-1].reversed and not sim.payments[-1].kept
+
+
+def test_not_yet_then_ok(term: tuple[TerminalSim, ZvtClient]) -> None:
+    sim, client = term
+    answers = iter([Answer.NOT_YET, Answer.NOT_YET, Answer.OK])
+    r = client.authorise(1500, decide=lambda _i: next(answers))
+    assert r.outcome == Outcome.APPROVED and sim.payments[-1].kept
+
+
+def test_abort_from_another_thread_while_at_the_pin_pad(term: tuple[TerminalSim, ZvtClient]) -> None:
+    sim, client = term
+    sim.next("hold")
+    threading.Timer(0.2, client.request_abort).start()
+    r = client.authorise(1000, decide=ok)
+    assert r.outcome == Outcome.ABORTED and not sim.payments
+
+
+def test_silent_terminal(term: tuple[TerminalSim, ZvtClient]) -> None:
+    sim, client = term
+    sim.inject("silence")
+    r = client.authorise(1000, decide=ok)
+    assert r.outcome == Outcome.ERROR and "T3" in r.text
+    assert client.authorise(1000, decide=ok).outcome == Outcome.APPROVED
+
+
+def test_reversal_by_receipt_number_end_of_day_and_enquiries(term: tuple[TerminalSim, ZvtClient]) -> None:
+    sim, client = term
+    first = client.authorise(1000, decide=ok)
+    client.authorise(2500, decide=ok)
+    assert first.status is not None and first.status.receipt_number is not None
+    rev = client.reversal(first.status.receipt_number)
+    assert rev.outcome == Outcome.APPROVED and rev.status is not None
+    assert rev.status.original_trace == first.status.trace_number and sim.payments[0].reversed
+    again = client.reversal(first.status.receipt_number)
+    assert again.outcome == Outcome.DECLINED and again.text == "already reversed"
+    eod = client.end_of_day()
+    assert eod.outcome == Outcome.APPROVED and eod.status is not None and eod.status.amount == 2500
+    assert "Summe EUR 25.00  (1 Zahlungen)" in eod.receipts["receipt1"]
+    assert client.diagnosis().outcome == Outcome.APPROVED
+    assert client.status_enquiry() == (0, "ready", "SIM 2.14.15")
+    last = client.repeat_receipt()
+    assert last.status is not None and last.status.amount == 1000  # the reversal's record
+
+
+def test_serial_line_faults_are_repeated() -> None:
+    with TerminalSim("serial") as sim:
+        client = ZvtClient(open_link(sim.port), t3=1.0, t4=2.0)
+        sim.inject("nak")
+        assert client.authorise(1000, decide=ok).outcome == Outcome.APPROVED
+        sim.inject("bad_crc")
+        assert client.authorise(1000, decide=ok).outcome == Outcome.APPROVED
+        assert client.link.stats == {"naks_sent": 1, "repeats": 1}  # type: ignore[attr-defined]
+        client.link.close()
+
+
+def test_connection_drop_after_approval_is_found_out() -> None:
+    with TerminalSim("tcp") as sim:
+        client = ZvtClient(open_link(sim.port), t3=1.0, t4=2.0)
+        sim.next("drop_after_approval")
+        answered: list[Answer] = []
+
+        def decide(_i: StatusInformation) -> Answer:
+            answered.append(Answer.OK)
+            return Answer.OK
+
+        r = client.authorise(1000, decide=decide)
+        assert r.recovered and r.outcome == Outcome.REVERSED and answered == [Answer.OK]
+        assert not sim.payments[-1].kept  # the terminal never got our answer: nothing kept
+        assert client.authorise(1000, decide=ok).outcome == Outcome.APPROVED  # fresh connection
+        client.link.close()
+
+
+def test_unreachable_terminal_is_an_error_value() -> None:
+    client = ZvtClient(open_link("tcp://127.0.0.1:9"), t3=0.5)
+    r = client.authorise(1000, decide=ok)
+    assert r.outcome == Outcome.ERROR and "not reachable" in r.text
