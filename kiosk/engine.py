@@ -924,8 +924,13 @@ class TopUpSession:
         top-ups like any other claim; nothing about the current customer changes.
         """
         return [
-            Record(Kind.CARD_REVERSED, txid=ev.txid, key=None, amount=ev.amount,
-                   data={"after_credit": True, "reason": ev.reason})
+            Record(
+                Kind.CARD_REVERSED,
+                txid=ev.txid,
+                key=None,
+                amount=ev.amount,
+                data={"after_credit": True, "reason": ev.reason},
+            )
         ]
 
     def ignore(self, _ev: Event) -> list[Command]:

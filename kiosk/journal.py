@@ -268,7 +268,9 @@ class Journal:
         exists = conn.execute(select(d.c.amount).where(d.c.contract_account == account)).first()
         if exists is None:
             if delta > 0:
-                conn.execute(insert(d).values(contract_account=account, amount=delta, currency=currency))
+                conn.execute(
+                    insert(d).values(contract_account=account, amount=delta, currency=currency)
+                )
             return
         conn.execute(
             update(d)

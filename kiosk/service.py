@@ -69,6 +69,7 @@ class Kiosk:
         )
         self.reconciled = reconcile(journal, site, now)
         self.session = TopUpSession(site, now, self._new_txid)
+        self._published = self.session.view()
         for port in (devices.reader, devices.coin, devices.notes, devices.card, devices.printer):
             if port is not None:
                 port.attach(self.submit)
@@ -107,7 +108,8 @@ class Kiosk:
         self.submit(Tick(self.clock()))
 
     def view(self) -> View:
-        return self.session.view()
+        """The last published state: taken after the journal commit, safe from any thread."""
+        return self._published
 
     def process(self, event: Event) -> None:
         """One engine step: enrich, decide, journal (durably), act, publish."""
@@ -133,7 +135,7 @@ class Kiosk:
         self._publish(None)
 
     def _publish(self, refusal: UserFacingError | None) -> None:
-        view = self.session.view()
+        view = self._published = self.session.view()
         for listener in self.listeners:
             listener(view, refusal)
 

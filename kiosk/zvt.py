@@ -73,7 +73,9 @@ class ZvtCardPort:
         if result.outcome == Outcome.APPROVED:
             self._send(DeviceOk(Device.CARD))
         else:
-            self._send(DeviceFault(Device.CARD, result.result_code or 0, f"registration: {result.text}"))
+            self._send(
+                DeviceFault(Device.CARD, result.result_code or 0, f"registration: {result.text}")
+            )
 
     def authorise(self, txid: str, amount: Money) -> None:
         self._decisions = queue.Queue()
@@ -91,7 +93,9 @@ class ZvtCardPort:
         def decide(info: StatusInformation) -> Answer:
             nonlocal reported
             if not reported:
-                approved = Money(info.amount if info.amount is not None else amount.minor, self.currency)
+                approved = Money(
+                    info.amount if info.amount is not None else amount.minor, self.currency
+                )
                 self._send(CardApproved(approved, info.receipt_fields()))
                 reported = True
             try:
@@ -120,7 +124,9 @@ class ZvtCardPort:
             except queue.Empty:
                 answered = Answer.FAILED
         if answered == Answer.OK:
-            self._send(CardReversedAfterCredit(txid, Money(amount.minor, self.currency), result.text))
+            self._send(
+                CardReversedAfterCredit(txid, Money(amount.minor, self.currency), result.text)
+            )
         else:
             self._send(CardReversed(True, result.text))
 
@@ -141,7 +147,9 @@ class ZvtCardPort:
         return True
 
 
-def open_card(site: Site, *, sim_port: str | None = None, simulate: bool = False) -> ZvtCardPort | None:
+def open_card(
+    site: Site, *, sim_port: str | None = None, simulate: bool = False
+) -> ZvtCardPort | None:
     """The card port for a site with card payment; None where the site takes no cards."""
     conf = site.devices.card
     if not site.card_enabled or conf is None:

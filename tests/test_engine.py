@@ -856,6 +856,11 @@ def test_a_reversal_after_credit_is_journaled_as_a_claim_in_every_state(state: S
     out = r(CardReversedAfterCredit("T0", E(2000), "connection lost"))
     assert r.state == state
     assert out == [
-        Record(Kind.CARD_REVERSED, "T0", None, E(2000),
-               {"after_credit": True, "reason": "connection lost"})
+        Record(
+            Kind.CARD_REVERSED,
+            "T0",
+            None,
+            E(2000),
+            {"after_credit": True, "reason": "connection lost"},
+        )
     ]

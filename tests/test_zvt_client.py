@@ -33,7 +33,9 @@ def test_registration_asks_for_status_and_receipts(term: tuple[TerminalSim, ZvtC
     assert sim.config_byte == 0xBE and sim.text_blocks  # status wanted, ECR prints, 06 D3 allowed
 
 
-@pytest.mark.parametrize("card,name", [("girocard", "girocard"), ("mastercard", "Mastercard"), ("visa", "VISA")])
+@pytest.mark.parametrize(
+    "card,name", [("girocard", "girocard"), ("mastercard", "Mastercard"), ("visa", "VISA")]
+)
 def test_approved_payment(term: tuple[TerminalSim, ZvtClient], card: str, name: str) -> None:
     sim, client = term
     client.register()
@@ -51,7 +53,9 @@ def test_approved_payment(term: tuple[TerminalSim, ZvtClient], card: str, name: 
     assert texts == ["insert card", "please watch PIN pad", "please wait"]
     info = r.status
     assert info is not None and info.amount == 2000 and info.card_name == name
-    assert info.pan is not None and "*" in info.pan and info.receipt_number == sim.payments[-1].receipt
+    assert (
+        info.pan is not None and "*" in info.pan and info.receipt_number == sim.payments[-1].receipt
+    )
     assert sim.payments[-1].kept and len(seen) == 1
     assert set(r.receipts) == {"merchant", "customer"}
     assert "Betrag EUR 20.00" in r.receipts["customer"]
@@ -61,7 +65,10 @@ def test_receipts_as_print_lines_without_text_blocks(term: tuple[TerminalSim, Zv
     sim, client = term  # not registered: the simulator falls back to 06 D1 lines
     r = client.authorise(500, decide=ok)
     assert r.outcome == Outcome.APPROVED
-    assert list(r.receipts) == ["receipt1", "receipt2"] and r.receipts["receipt2"][-1] == "Zahlung erfolgt"
+    assert (
+        list(r.receipts) == ["receipt1", "receipt2"]
+        and r.receipts["receipt2"][-1] == "Zahlung erfolgt"
+    )
 
 
 @pytest.mark.parametrize(
@@ -101,7 +108,9 @@ def test_not_yet_then_ok(term: tuple[TerminalSim, ZvtClient]) -> None:
     assert r.outcome == Outcome.APPROVED and sim.payments[-1].kept
 
 
-def test_abort_from_another_thread_while_at_the_pin_pad(term: tuple[TerminalSim, ZvtClient]) -> None:
+def test_abort_from_another_thread_while_at_the_pin_pad(
+    term: tuple[TerminalSim, ZvtClient],
+) -> None:
     sim, client = term
     sim.next("hold")
     threading.Timer(0.2, client.request_abort).start()
@@ -117,7 +126,9 @@ def test_silent_terminal(term: tuple[TerminalSim, ZvtClient]) -> None:
     assert client.authorise(1000, decide=ok).outcome == Outcome.APPROVED
 
 
-def test_reversal_by_receipt_number_end_of_day_and_enquiries(term: tuple[TerminalSim, ZvtClient]) -> None:
+def test_reversal_by_receipt_number_end_of_day_and_enquiries(
+    term: tuple[TerminalSim, ZvtClient],
+) -> None:
     sim, client = term
     first = client.authorise(1000, decide=ok)
     client.authorise(2500, decide=ok)

@@ -1,0 +1,207 @@
+"""The kiosk's card flow on the real ZVT client against the terminal simulator (pty and TCP).
+
+In each case the journal and the key agree with what the terminal did: no approved payment
+without credit or reversal, no credit without a payment (or a journaled claim when the
+terminal reversed after the credit was written).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from drivers.zvt.client import ZvtClient
+from drivers.zvt.sim import TerminalSim
+from drivers.zvt.transport import open_link
+from kiosk.clock import utc_now
+from kiosk.engine import Outcome, State
+from kiosk.events import AmountChosen, Cancel, KeyStatus, Method, MethodChosen
+from kiosk.fakes import FakeCoinAcceptor, FakeKey, FakeKeyReader, FakeNoteValidator, FakePrinter
+from kiosk.journal import Journal
+from kiosk.money import Money
+from kiosk.ports import Devices
+from kiosk.service import Kiosk
+from kiosk.zvt import ZvtCardPort
+from tests.conftest import make_site
+
+
+def E(minor: int) -> Money:
+    return Money(minor, "EUR")
+
+
+@dataclass
+class CardRig:
+    kiosk: Kiosk
+    sim: TerminalSim
+    port: ZvtCardPort
+    reader: FakeKeyReader
+    notes: FakeNoteValidator
+    key: FakeKey
+    changed: threading.Event
+
+    def wait(self, pred: Callable[[], bool], what: str, timeout: float = 8.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not pred():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            self.changed.wait(0.05)
+            self.changed.clear()
+
+    def kinds(self) -> list[str]:
+        return [e.kind for e in self.kiosk.journal.entries() if e.txid]
+
+    def pay_by_card(self, amount: int) -> None:
+        self.reader.insert(self.key)
+        self.wait(lambda: self.kiosk.view().state == State.CHOOSING_AMOUNT, "summary")
+        self.kiosk.submit(AmountChosen(E(amount)))
+        self.kiosk.submit(MethodChosen(Method.CARD))
+
+
+@pytest.fixture(params=["tcp", "serial"])
+def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CardRig]:
+    site = make_site("jena-saalstrasse", hours={"always_open": True})
+    sim = TerminalSim(request.param, step=0.02)
+    sim.start()
+    port = ZvtCardPort(ZvtClient(open_link(sim.port), t3=1.0, t4=3.0), "EUR", decision_wait=2.0)
+    journal = Journal(tmp_path / "journal.sqlite", site.kiosk_id)
+    journal.set_key("K1", KeyStatus.ACTIVE, "4711")
+    reader, notes = FakeKeyReader(), FakeNoteValidator(site.notes)
+    devices = Devices(
+        reader=reader,
+        coin=FakeCoinAcceptor(site.coins),
+        notes=notes,
+        card=port,
+        printer=FakePrinter(),
+    )
+    kiosk = Kiosk(site, journal, devices, utc_now)
+    changed = threading.Event()
+    kiosk.listeners.append(lambda _v, _e: changed.set())
+    stop = threading.Event()
+    engine = threading.Thread(target=kiosk.run, args=(stop, 0.05), daemon=True)
+    engine.start()
+    port.start()
+    r = CardRig(kiosk, sim, port, reader, notes, FakeKey("K1", "4711"), changed)
+    r.wait(lambda: sim.config_byte is not None, "registration")
+    yield r
+    stop.set()
+    engine.join(5)
+    assert port.wait_idle(5)
+    port.client.link.close()
+    sim.stop()
+
+
+def test_approved_card_top_up(rig: CardRig) -> None:
+    statuses: list[str] = []
+    rig.kiosk.listeners.append(lambda v, _e: statuses.append(v.card_text) if v.card_text else None)
+    rig.pay_by_card(3000)
+    rig.wait(lambda: rig.kiosk.view().state == State.DONE, "done")
+    rig.wait(lambda: rig.sim.payments and rig.sim.payments[-1].kept, "the terminal keeps it")
+    assert rig.kiosk.view().outcome == Outcome.COMPLETED and rig.key.credit == 3000
+    assert rig.kinds() == ["tx_opened", "card_approved", "split", "key_written", "tx_closed"]
+    approved = [e for e in rig.kiosk.journal.entries() if e.kind == "card_approved"][0]
+    assert approved.amount == E(3000) and approved.data["card"] == "girocard"
+    assert (
+        approved.data["receipt_no"] == rig.sim.payments[-1].receipt and "*" in approved.data["pan"]
+    )
+    assert "insert card" in statuses and "please watch PIN pad" in statuses  # shown to the customer
+    rig.wait(lambda: rig.port.wait_idle(0.01), "the card thread")
+    assert set(rig.port.receipts[approved.txid]) == {"merchant", "customer"}
+
+
+def test_declined_then_cash(rig: CardRig) -> None:
+    rig.sim.next("decline")
+    rig.pay_by_card(2000)
+    rig.wait(lambda: rig.kiosk.view().notice == "card_declined", "the decline shown")
+    assert rig.kiosk.view().state == State.CHOOSING_METHOD and rig.key.credit == 0
+    rig.kiosk.submit(MethodChosen(Method.CASH))
+    rig.wait(lambda: rig.kiosk.view().state == State.CASH, "cash")
+    rig.notes.insert(E(2000))
+    rig.wait(lambda: rig.kiosk.view().state == State.DONE, "done")
+    assert rig.key.credit == 2000 and not any(p.kept for p in rig.sim.payments)
+    assert "card_failed" in rig.kinds() and "card_approved" not in rig.kinds()
+
+
+@pytest.mark.parametrize(
+    "script,notice",
+    [
+        ("wrong_pin", "card_declined"),
+        ("unreadable", "card_declined"),
+        ("customer_abort", "card_aborted"),
+        ("busy", "card_error"),
+    ],
+)
+def test_other_failures_leave_nothing_charged_or_credited(
+    rig: CardRig, script: str, notice: str
+) -> None:
+    rig.sim.next(script)
+    rig.pay_by_card(2000)
+    rig.wait(lambda: rig.kiosk.view().notice == notice, notice)
+    assert rig.key.credit == 0 and not any(p.kept for p in rig.sim.payments)
+
+
+def test_key_write_failure_reverses_the_payment(rig: CardRig) -> None:
+    rig.reader.fail_next = "refuse"
+    rig.pay_by_card(2500)
+    rig.wait(lambda: rig.kiosk.view().outcome == Outcome.REVERSED, "reversed")
+    assert rig.key.credit == 0
+    assert rig.sim.payments[-1].reversed and not rig.sim.payments[-1].kept
+    assert rig.kinds()[-3:] == ["write_failed", "card_reversed", "tx_closed"]
+
+
+def test_customer_cancel_at_the_pin_pad_aborts(rig: CardRig) -> None:
+    rig.sim.next("hold")
+    rig.pay_by_card(2500)
+    rig.wait(lambda: rig.kiosk.view().card_text == "please watch PIN pad", "PIN pad")
+    rig.kiosk.submit(Cancel())
+    rig.wait(lambda: rig.kiosk.view().notice == "card_aborted", "aborted")
+    assert not rig.sim.payments and rig.key.credit == 0
+
+
+def test_key_pulled_at_the_pin_pad_aborts_and_nothing_is_charged(rig: CardRig) -> None:
+    rig.sim.next("hold")
+    rig.pay_by_card(2500)
+    rig.wait(lambda: rig.kiosk.view().card_text == "please watch PIN pad", "PIN pad")
+    rig.reader.remove()
+    rig.wait(lambda: rig.kiosk.view().state == State.IDLE, "idle")
+    assert not rig.sim.payments and rig.kinds()[-1] == "tx_closed"
+
+
+def test_connection_drop_after_approval_becomes_a_claim(tmp_path: Path) -> None:
+    """TCP only: the terminal reverses a payment whose answer never reached it."""
+    site = make_site("jena-saalstrasse", hours={"always_open": True})
+    with TerminalSim("tcp") as sim:
+        sim.next("drop_after_approval")
+        port = ZvtCardPort(ZvtClient(open_link(sim.port), t3=1.0, t4=3.0), "EUR", decision_wait=2.0)
+        journal = Journal(tmp_path / "j.sqlite", site.kiosk_id)
+        journal.set_key("K1", KeyStatus.ACTIVE, "4711")
+        reader = FakeKeyReader()
+        kiosk = Kiosk(
+            site,
+            journal,
+            Devices(reader=reader, card=port, coin=FakeCoinAcceptor(site.coins)),
+            utc_now,
+        )
+        port.attach(kiosk.submit)
+        key = FakeKey("K1", "4711")
+        reader.insert(key)
+        kiosk.drain()
+        kiosk.submit(AmountChosen(E(2000)))
+        kiosk.submit(MethodChosen(Method.CARD))
+        deadline = time.monotonic() + 10
+        while not any(e.kind == "card_reversed" for e in journal.entries()):
+            assert time.monotonic() < deadline, [e.kind for e in journal.entries()]
+            with contextlib.suppress(queue.Empty):
+                kiosk.process(kiosk.events.get(timeout=0.1))
+        rev = [e for e in journal.entries() if e.kind == "card_reversed"][0]
+        assert rev.data["after_credit"] is True and rev.amount == E(2000)
+        assert key.credit == 2000 and not sim.payments[-1].kept
+        # The credit given is now owed: open debt on the contract account.
+        assert journal.account_for("K1", "4711", "EUR").debt == E(2000)
+        assert port.wait_idle(5)
+        port.client.link.close()
