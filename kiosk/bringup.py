@@ -32,6 +32,10 @@ from drivers.cctalk.sim import (
     swiss_notes,
 )
 from drivers.cctalk.transport import Bus
+from drivers.zvt.client import Result, ZvtClient
+from drivers.zvt.codec import Answer
+from drivers.zvt.sim import TerminalSim
+from drivers.zvt.transport import open_link
 from kiosk.config import DENOMINATIONS
 
 
@@ -171,3 +175,78 @@ def watch(
             break
     dev.enable(None)
     return count
+
+
+# ---------------------------------------------------------------- card terminal (ZVT)
+
+
+def open_terminal(port: str) -> tuple[ZvtClient, Callable[[], None]]:
+    """A ZVT client on `port` ("sim" starts a terminal simulator on TCP); and a closer."""
+    sim: TerminalSim | None = None
+    if port == "sim":
+        sim = TerminalSim("tcp")
+        sim.start()
+        port = sim.port
+    client = ZvtClient(open_link(port))
+
+    def close() -> None:
+        client.link.close()
+        if sim is not None:
+            sim.stop()
+
+    return client, close
+
+
+def probe_terminal(client: ZvtClient) -> dict[str, Any]:
+    """Status enquiry (05 01) and diagnosis (06 70)."""
+    code, status_text, version = client.status_enquiry()
+    diag = client.diagnosis()
+    return {
+        "device": "terminal",
+        "status": {"code": code, "text": status_text},
+        "software": version,
+        "diagnosis": {"outcome": str(diag.outcome), "text": diag.text},
+    }
+
+
+def _result(r: Result) -> dict[str, Any]:
+    info = r.status
+    return {
+        "outcome": str(r.outcome),
+        "text": r.text,
+        "result_code": r.result_code,
+        "amount": info.amount if info else None,
+        "receipt_no": info.receipt_number if info else None,
+        "trace": info.trace_number if info else None,
+        "card": info.card_name if info else None,
+        "pan": info.pan if info else None,
+        "receipts": r.receipts,
+    }
+
+
+def test_payment(client: ZvtClient, amount: int) -> dict[str, Any]:
+    """A real payment of `amount` minor units, then its reversal by receipt number."""
+    reg = client.register()
+    if not reg.ok:
+        return {"registration": _result(reg)}
+    pay = client.authorise(amount, decide=lambda _info: Answer.OK)
+    out: dict[str, Any] = {"payment": _result(pay)}
+    if pay.ok and pay.status is not None and pay.status.receipt_number is not None:
+        out["reversal"] = _result(client.reversal(pay.status.receipt_number))
+    return out
+
+
+def print_terminal(info: dict[str, Any], out: TextIO, as_json: bool) -> None:
+    if as_json:
+        out.write(json.dumps(info) + "\n")
+        return
+    for key, value in info.items():
+        if isinstance(value, dict) and "outcome" in value:
+            line = f"{key}: {value['outcome']} ({value['text']})"
+            if value.get("amount") is not None:
+                line += f", {value['amount'] / 100:.2f}, receipt {value['receipt_no']}, {value['card']} {value['pan']}"
+            out.write(line + "\n")
+        elif isinstance(value, dict):
+            out.write(f"{key}: " + ", ".join(f"{k} {v}" for k, v in value.items()) + "\n")
+        else:
+            out.write(f"{key}: {value}\n")

@@ -70,9 +70,47 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(site, path, sys.stdout)
 
 
+def cmd_terminal(args: argparse.Namespace) -> int:
+    from decimal import Decimal, InvalidOperation
+
+    from drivers.errors import DriverError
+    from kiosk.bringup import open_terminal, print_terminal, probe_terminal, test_payment
+
+    amount = 0
+    if args.devices_command == "pay":
+        try:
+            amount = int(Decimal(args.amount).scaleb(2))
+            if amount <= 0 or Decimal(args.amount).scaleb(2) != amount:
+                raise InvalidOperation
+        except InvalidOperation:
+            print(f"kiosk: not an amount: {args.amount!r} (e.g. 1.00)", file=sys.stderr)
+            return 2
+    try:
+        client, close = open_terminal(args.port)
+    except DriverError as err:
+        print(f"kiosk: {err}", file=sys.stderr)
+        return 2
+    try:
+        if args.devices_command == "probe":
+            info = probe_terminal(client)
+        else:
+            info = test_payment(client, amount)
+    except DriverError as err:
+        print(f"kiosk: terminal on {args.port}: {err}", file=sys.stderr)
+        return 1
+    finally:
+        close()
+    print_terminal(info, sys.stdout, args.json)
+    outcomes = [v.get("outcome") for v in info.values() if isinstance(v, dict) and "outcome" in v]
+    return 0 if all(o == "approved" for o in outcomes) else 1
+
+
 def cmd_devices(args: argparse.Namespace) -> int:
     from drivers.errors import DriverError
     from kiosk.bringup import open_device, print_probe, probe, watch
+
+    if args.kind == "terminal":
+        return cmd_terminal(args)
 
     try:
         dev, close = open_device(args.kind, args.port, args.currency, args.address, args.crc16)
@@ -127,11 +165,18 @@ def build_parser() -> argparse.ArgumentParser:
         dest="devices_command", required=True
     )
     for name, text in (
-        ("probe", "print a device's identity, channel table and self-check"),
+        ("probe", "identity and self-check of an acceptor, or the terminal's status"),
         ("watch", "enable all channels and print one JSON object per event"),
+        ("pay", "a real test payment on the card terminal, then its reversal"),
     ):
         dp = devices.add_parser(name, help=text)
-        dp.add_argument("kind", choices=["coin", "notes"])
+        kinds = {"probe": ["coin", "notes", "terminal"], "watch": ["coin", "notes"], "pay": ["terminal"]}
+        if name == "pay":  # only the terminal pays: the word is optional
+            dp.add_argument("kind", choices=kinds[name], nargs="?", default="terminal")
+        else:
+            dp.add_argument("kind", choices=kinds[name])
+        if name == "pay":
+            dp.add_argument("--amount", required=True, help="amount such as 1.00")
         dp.add_argument("--port", required=True, help='serial path, pyserial URL, or "sim"')
         dp.add_argument("--address", type=int, help="ccTalk address (default 2 coin, 40 notes)")
         dp.add_argument("--crc16", action="store_true", help="CRC16 instead of the simple checksum")
