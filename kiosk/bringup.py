@@ -244,7 +244,10 @@ def print_terminal(info: dict[str, Any], out: TextIO, as_json: bool) -> None:
         if isinstance(value, dict) and "outcome" in value:
             line = f"{key}: {value['outcome']} ({value['text']})"
             if value.get("amount") is not None:
-                line += f", {value['amount'] / 100:.2f}, receipt {value['receipt_no']}, {value['card']} {value['pan']}"
+                line += (
+                    f", {value['amount'] / 100:.2f}, receipt {value['receipt_no']},"
+                    f" {value['card']} {value['pan']}"
+                )
             out.write(line + "\n")
         elif isinstance(value, dict):
             out.write(f"{key}: " + ", ".join(f"{k} {v}" for k, v in value.items()) + "\n")

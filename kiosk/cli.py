@@ -170,7 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("pay", "a real test payment on the card terminal, then its reversal"),
     ):
         dp = devices.add_parser(name, help=text)
-        kinds = {"probe": ["coin", "notes", "terminal"], "watch": ["coin", "notes"], "pay": ["terminal"]}
+        kinds = {
+            "probe": ["coin", "notes", "terminal"],
+            "watch": ["coin", "notes"],
+            "pay": ["terminal"],
+        }
         if name == "pay":  # only the terminal pays: the word is optional
             dp.add_argument("kind", choices=kinds[name], nargs="?", default="terminal")
         else:

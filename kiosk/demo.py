@@ -11,17 +11,19 @@ from pathlib import Path
 from typing import TextIO
 
 from drivers.cctalk.sim import BusSimulator, SimBillValidator, SimCoinAcceptor
+from drivers.zvt.sim import TerminalSim
 from kiosk.cctalk import open_cash, start_simulator
 from kiosk.clock import ManualClock, utc_now
 from kiosk.config import Site
 from kiosk.engine import View
 from kiosk.errors import UserFacingError
 from kiosk.events import AmountChosen, Cancel, Event, KeyStatus, Method, MethodChosen, Role, Tick
-from kiosk.fakes import FakeCardTerminal, FakeKey, FakeKeyReader, FakePrinter
+from kiosk.fakes import FakeKey, FakeKeyReader, FakePrinter
 from kiosk.journal import Journal
 from kiosk.ports import Devices
 from kiosk.report import print_transactions
 from kiosk.service import Kiosk
+from kiosk.zvt import open_card
 
 #: Demo keys: serial, contract account, status at head office, reason, open debt (minor units).
 DEMO_KEYS = (
@@ -139,8 +141,9 @@ def _country(currency: str) -> str:
 def run_demo(site: Site, journal_file: Path, out: TextIO, start: datetime | None = None) -> int:
     """Run the scripted customers; print what happened and the resulting journal.
 
-    Coins and notes go through the ccTalk drivers to the byte-level simulators on a pty; the
-    chip key, card terminal and printer are in-process fakes until their drivers exist.
+    Coins and notes go through the ccTalk drivers to byte-level simulators on a pty, cards
+    through the ZVT client to a terminal simulator on TCP; the chip key and the printer are
+    in-process fakes until their drivers exist.
     """
     journal = Journal(journal_file, site.kiosk_id)
     seed_reference_data(journal, site)
@@ -152,22 +155,24 @@ def run_demo(site: Site, journal_file: Path, out: TextIO, start: datetime | None
     assert isinstance(sim, BusSimulator) and isinstance(coin_sim, SimCoinAcceptor)
     assert isinstance(note_sim, SimBillValidator)
     cash = open_cash(site, sim_port=sim.path, simulate=True, period=0.05)
+    terminal = TerminalSim("tcp") if site.card_enabled else None
+    if terminal is not None:
+        terminal.start()
+    card = open_card(site, sim_port=terminal.port, simulate=True) if terminal else None
     reader = FakeKeyReader()
-    dev = Devices(
-        reader=reader,
-        coin=cash.coin,
-        notes=cash.notes,
-        card=FakeCardTerminal() if site.card_enabled else None,
-        printer=FakePrinter(),
-    )
+    dev = Devices(reader=reader, coin=cash.coin, notes=cash.notes, card=card, printer=FakePrinter())
     kiosk = Kiosk(site, journal, dev, clock)
     s = _Script(kiosk, clock, out, lambda _v: all(w.idle() for w in cash.workers))
     cash.start()
+    if card is not None:
+        card.start()
     try:
         s.settle(
             lambda _v: all(any(w.online(n) for w in cash.workers) for n in ("coin", "notes")),
             "the coin acceptor and note validator",
         )
+        if terminal is not None:
+            s.settle(lambda _v: terminal.config_byte is not None, "the terminal's registration")
         if opening is not None:
             out.write(
                 f"The site is closed now; the demo runs at its next opening, "
@@ -177,6 +182,10 @@ def run_demo(site: Site, journal_file: Path, out: TextIO, start: datetime | None
     finally:
         cash.stop()
         sim.stop()
+        if card is not None and terminal is not None:
+            card.wait_idle(5)
+            card.client.link.close()
+            terminal.stop()
     out.write("\nJournal of this run:\n")
     print_transactions(journal, site, out, since_seq=first_seq)
     count = journal.verify()
@@ -197,7 +206,7 @@ def _scenes(
     out = s.out
     out.write(
         f"Demo at {site.name} ({site.kiosk_id}), {cur}, card payment "
-        f"{'on' if site.card_enabled else 'off'}; coins and notes over ccTalk on {port}\n"
+        f"{'on (ZVT)' if site.card_enabled else 'off'}; coins and notes over ccTalk on {port}\n"
     )
     keys = {k[0]: FakeKey(k[0], k[1], credit=350, currency=cur) for k in DEMO_KEYS}
 

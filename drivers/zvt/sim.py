@@ -80,7 +80,12 @@ class _Conn:
     def _raw_read(self, timeout: float) -> bytes:
         if self.sim._stop.is_set():
             raise _Gone()
-        target = self.fd if self.fd is not None else self.sock
+        target: int | socket.socket
+        if self.fd is not None:
+            target = self.fd
+        else:
+            assert self.sock is not None
+            target = self.sock
         r, _, _ = select.select([target], [], [], max(0.0, timeout))
         if not r:
             return b""

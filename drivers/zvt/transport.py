@@ -38,6 +38,7 @@ class SerialLink:
         self.decoder = SerialDecoder()
         self._pending: list[bytes] = []  # frames received while waiting for an ACK
         self.stats = {"naks_sent": 0, "repeats": 0}
+        self.bytes = {"tx": 0, "rx": 0}
 
     def connect(self) -> None:
         if self.port is not None:
@@ -71,6 +72,7 @@ class SerialLink:
             raise TransportError(f"{self.url}: {err}") from err
         if not chunk:
             return []
+        self.bytes["rx"] += len(chunk)
         log.log(TRACE, "rx %s", chunk.hex(" "))
         try:
             return self.decoder.feed(chunk)
@@ -83,6 +85,7 @@ class SerialLink:
     def _write(self, data: bytes) -> None:
         assert self.port is not None
         log.log(TRACE, "tx %s", data.hex(" "))
+        self.bytes["tx"] += len(data)
         try:
             self.port.write(data)
         except (serial.SerialException, OSError) as err:
