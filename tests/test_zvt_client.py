@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 
 import pytest
 
+from drivers.errors import DeviceTimeout
 from drivers.zvt.client import Outcome, ZvtClient
 from drivers.zvt.codec import Answer, StatusInformation
 from drivers.zvt.sim import TerminalSim
-from drivers.zvt.transport import open_link
+from drivers.zvt.transport import SerialLink, open_link
 
 
 @pytest.fixture(params=["serial", "tcp"])
@@ -179,3 +181,27 @@ def test_unreachable_terminal_is_an_error_value() -> None:
     client = ZvtClient(open_link("tcp://127.0.0.1:9"), t3=0.5)
     r = client.authorise(1000, decide=ok)
     assert r.outcome == Outcome.ERROR and "not reachable" in r.text
+
+
+def test_a_connection_the_terminal_dropped_while_idle_is_renewed() -> None:
+    with TerminalSim("tcp") as sim:
+        client = ZvtClient(open_link(sim.port), t3=1.0, t4=2.0)
+        sim.inject("close_idle")
+        assert client.authorise(1000, decide=ok).outcome == Outcome.APPROVED
+        # the terminal has closed the socket since; the next command must not be lost on it
+        assert client.authorise(1000, decide=ok).outcome == Outcome.APPROVED
+        assert [p.kept for p in sim.payments] == [True, True]
+        client.link.close()
+
+
+def test_serial_frame_stalled_mid_way_is_dropped_after_t1() -> None:
+    with TerminalSim("serial") as sim:
+        link = open_link(sim.port)
+        assert isinstance(link, SerialLink)
+        link.connect()
+        assert link.port is not None
+        os.write(sim._master, b"\x10\x02\x80")  # the start of a frame, then nothing
+        with pytest.raises(DeviceTimeout):
+            link.receive(0.4)
+        assert not link.decoder.busy  # T1 (200 ms) cleared the half frame
+        link.close()

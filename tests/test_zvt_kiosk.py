@@ -28,7 +28,7 @@ from kiosk.journal import Journal
 from kiosk.money import Money
 from kiosk.ports import Devices
 from kiosk.service import Kiosk
-from kiosk.zvt import ZvtCardPort
+from kiosk.zvt import ZvtCardPort, open_card
 from tests.conftest import make_site
 
 
@@ -205,3 +205,50 @@ def test_connection_drop_after_approval_becomes_a_claim(tmp_path: Path) -> None:
         assert journal.account_for("K1", "4711", "EUR").debt == E(2000)
         assert port.wait_idle(5)
         port.client.link.close()
+
+
+def test_a_silent_terminal_is_an_error_and_nothing_changes(rig: CardRig) -> None:
+    rig.sim.inject("silence")
+    rig.pay_by_card(2000)
+    rig.wait(lambda: rig.kiosk.view().notice == "card_error", "the error shown")
+    assert rig.key.credit == 0 and not rig.sim.payments
+    rig.kiosk.submit(MethodChosen(Method.CARD))  # the customer tries again: it works
+    rig.wait(lambda: rig.kiosk.view().state == State.DONE, "done")
+    rig.wait(lambda: rig.sim.payments[-1].kept, "the terminal keeps it")
+    assert rig.key.credit == 2000
+
+
+@pytest.mark.parametrize("fault", ["nak", "bad_crc"])
+def test_serial_line_faults_do_not_change_the_outcome(tmp_path: Path, fault: str) -> None:
+    site = make_site("jena-saalstrasse", hours={"always_open": True})
+    with TerminalSim("serial") as sim:
+        port = ZvtCardPort(ZvtClient(open_link(sim.port), t3=1.0, t4=3.0), "EUR")
+        journal = Journal(tmp_path / "j.sqlite", site.kiosk_id)
+        journal.set_key("K1", KeyStatus.ACTIVE, "4711")
+        reader = FakeKeyReader()
+        kiosk = Kiosk(
+            site,
+            journal,
+            Devices(reader=reader, card=port, coin=FakeCoinAcceptor(site.coins)),
+            utc_now,
+        )
+        key = FakeKey("K1", "4711")
+        reader.insert(key)
+        kiosk.drain()
+        sim.inject(fault, fault)
+        kiosk.submit(AmountChosen(E(2000)))
+        kiosk.submit(MethodChosen(Method.CARD))
+        deadline = time.monotonic() + 10
+        while kiosk.view().state != State.DONE:
+            assert time.monotonic() < deadline
+            with contextlib.suppress(queue.Empty):
+                kiosk.process(kiosk.events.get(timeout=0.1))
+        assert port.wait_idle(5)
+        assert key.credit == 2000 and sim.payments[-1].kept
+        assert port.client.link.stats["repeats"] + port.client.link.stats["naks_sent"] >= 1  # type: ignore[attr-defined]
+        port.client.link.close()
+
+
+def test_no_card_port_where_the_site_takes_no_cards() -> None:
+    assert open_card(make_site("poessneck-breite-strasse")) is None
+    assert open_card(make_site("jena-saalstrasse"), sim_port="tcp://127.0.0.1:1", simulate=True)

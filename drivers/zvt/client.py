@@ -153,8 +153,7 @@ class ZvtClient:
 
     def status_enquiry(self) -> tuple[int, str, str]:
         """05 01: (terminal status code, its text, software version)."""
-        self.link.send(encode_apdu(Cmd.STATUS_ENQUIRY, bcd(self.password, 3)))
-        self._expect_ack()
+        self._check_ack(self._send_command(Cmd.STATUS_ENQUIRY, bcd(self.password, 3)))
         deadline = time.monotonic() + self.t3 * 4
         while True:
             apdu = self.link.receive(max(0.01, deadline - time.monotonic()))
@@ -179,8 +178,22 @@ class ZvtClient:
     def _ack(self) -> None:
         self.link.send(encode_apdu(Cmd.ACK))
 
-    def _expect_ack(self) -> Apdu:
-        apdu = self.link.receive(self.t3)
+    def _send_command(self, command: bytes, data: bytes) -> Apdu:
+        """Send a command and return the terminal's first answer (within T3)."""
+        self.link.refresh()
+        try:
+            self.link.send(encode_apdu(command, data))
+            return self.link.receive(self.t3)
+        except TransportError as err:
+            # The connection failed before the terminal acknowledged anything (a socket it
+            # had closed while idle): nothing started, so a fresh connection may resend once.
+            log.info("resending %s on a fresh connection (%s)", command.hex(" "), err)
+            self.link.close()
+            self.link.send(encode_apdu(command, data))
+            return self.link.receive(self.t3)
+
+    @staticmethod
+    def _check_ack(apdu: Apdu) -> Apdu:
         if apdu.command[0] == Cmd.NEG and apdu.command[1] != 0:
             raise _Negative(apdu.command[1])
         if not (apdu.is_(Cmd.ACK) or apdu.command == bytes((Cmd.NEG, 0))):
@@ -197,9 +210,9 @@ class ZvtClient:
     ) -> Result:
         state = _Exchange()
         try:
-            self.link.send(encode_apdu(command, data))
             try:
-                self._expect_ack()
+                first = self._send_command(command, data)
+                self._check_ack(first)
             except _Negative as neg:
                 return Result(Outcome.ERROR, neg.code, result_text(neg.code))
             except DeviceTimeout:

@@ -5,9 +5,11 @@ Outcomes for the next authorisations: "approve" (with `card` girocard, mastercar
 terminal never finishes), "busy" (84 A0 to the command), "hold" (waits at the PIN pad for an
 abort), "drop_after_approval" (TCP: the connection drops right after the approval). Line
 faults for the serial line: "nak" (NAK the next frame), "bad_crc" (the next frame sent has a
-wrong CRC), "silence" (ignore the next command). Vending semantics: an approval is kept only
-when the ECR answers it with 80 00; a failure answer, no answer within BMP 01, or a lost
-connection reverses it.
+wrong CRC); on both, "silence" (ignore the next command); on TCP, "close_idle" (close the
+connection after the next command, as terminals that drop idle ECR sockets do).
+
+Vending semantics: an approval is kept only when the ECR answers it with 80 00; a failure
+answer, no answer within BMP 01, or a lost connection reverses it.
 """
 
 from __future__ import annotations
@@ -261,6 +263,8 @@ class TerminalSim:
                     if self.take_fault("silence"):
                         continue
                     self._dispatch(conn, apdu)
+                    if conn.sock is not None and self.take_fault("close_idle"):
+                        break  # like terminals that drop an idle ECR connection
             except _Gone:
                 log.debug("ECR connection closed")
             finally:

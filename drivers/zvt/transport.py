@@ -7,6 +7,7 @@ thread-safe: one client thread owns a link.
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import time
 from typing import Protocol
@@ -21,6 +22,7 @@ TRACE = 5
 
 
 class Link(Protocol):
+    def refresh(self) -> None: ...
     def connect(self) -> None: ...
     def close(self) -> None: ...
     def send(self, apdu: bytes) -> None: ...
@@ -39,6 +41,8 @@ class SerialLink:
         self._pending: list[bytes] = []  # frames received while waiting for an ACK
         self.stats = {"naks_sent": 0, "repeats": 0}
         self.bytes = {"tx": 0, "rx": 0}
+        self.t1 = 0.2  # at most this long between two bytes of one frame
+        self._last_byte = 0.0
 
     def connect(self) -> None:
         if self.port is not None:
@@ -60,6 +64,9 @@ class SerialLink:
             self.port.close()
             self.port = None
 
+    def refresh(self) -> None:
+        """A serial line has no connection to renew."""
+
     def _read(self, deadline: float) -> list[bytes | int]:
         assert self.port is not None
         left = deadline - time.monotonic()
@@ -70,8 +77,13 @@ class SerialLink:
             chunk = self.port.read(max(1, self.port.in_waiting))
         except (serial.SerialException, OSError) as err:
             raise TransportError(f"{self.url}: {err}") from err
+        now = time.monotonic()
+        if self.decoder.busy and now - self._last_byte > self.t1:
+            log.warning("T1: frame from the terminal stalled mid-way; dropped")
+            self.decoder.reset()
         if not chunk:
             return []
+        self._last_byte = now
         self.bytes["rx"] += len(chunk)
         log.log(TRACE, "rx %s", chunk.hex(" "))
         try:
@@ -144,6 +156,23 @@ class TcpLink:
         if not host or not port.isdigit():
             raise TransportError(f"not a tcp://host:port URL: {url}")
         return cls(host, int(port))
+
+    def _stale(self) -> bool:
+        """The terminal closed our idle connection (some do after 1-2 s): EOF is waiting."""
+        assert self.sock is not None
+        readable, _, _ = select.select([self.sock], [], [], 0)
+        if not readable:
+            return False
+        try:
+            return self.sock.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def refresh(self) -> None:
+        """Before a new command: drop a connection the terminal closed while we were idle."""
+        if self.sock is not None and not self._ready and not self.reasm.pending and self._stale():
+            log.info("terminal closed the idle connection: reconnecting")
+            self.close()
 
     def connect(self) -> None:
         if self.sock is not None:
