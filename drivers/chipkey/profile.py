@@ -1,0 +1,238 @@
+"""Our application on the chip key (DESIGN section 3): files, keys, and what kiosk and meter do.
+
+Files (all MAC'd): 0 identity (standard data), 1 credit (value file), 2 meter report (backup
+data), 3 top-up log (cyclic records). Keys: 0 issuer (application master), 1 read, 2 credit
+(the kiosk), 3 debit (the meter), each diversified per card UID from a master key (AN10922), so
+a key set stolen from one kiosk's card cannot mint credit elsewhere offline.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import dataclass
+
+from drivers.chipkey.crypto import diversify_key
+from drivers.chipkey.desfire import Card, Comm, Desfire, NotFound, access_rights
+from drivers.errors import DeviceFault
+
+AID = 0xF05E01
+SYSTEM_ID = b"PREPAID"
+F_IDENTITY, F_CREDIT, F_METER, F_LOG = 0, 1, 2, 3
+K_MASTER, K_READ, K_CREDIT, K_DEBIT = 0, 1, 2, 3
+RECORD_SIZE, MAX_RECORDS = 64, 11
+IDENTITY_SIZE, METER_SIZE = 64, 32
+NEVER = 0xF
+
+# File access: (read, write, read&write, change). The kiosk's credit key reads everything it
+# shows and is the only one that can Credit; the meter's debit key can only GetValue, Debit and
+# write its report; the read key sees identity and log (for staff tools).
+RIGHTS = {
+    F_IDENTITY: access_rights(K_READ, K_MASTER, K_CREDIT, K_MASTER),
+    F_CREDIT: access_rights(K_DEBIT, NEVER, K_CREDIT, K_MASTER),
+    F_METER: access_rights(K_CREDIT, K_DEBIT, NEVER, K_MASTER),
+    F_LOG: access_rights(K_READ, NEVER, K_CREDIT, K_MASTER),
+}
+
+COMMODITIES = {1: "electricity", 2: "gas"}
+ROLES = {1: "customer", 2: "technician"}
+
+
+class WrongCard(DeviceFault):
+    """A card without our application (a bank card, another utility's key, a blank card)."""
+
+
+class CreditLimit(DeviceFault):
+    """The key cannot hold that much credit (the value file's upper limit)."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    utility: str
+    contract_account: str
+    meter_number: str
+    commodity: str
+    serial: str
+    role: str
+    currency: str
+    version: int = 1
+
+    _FMT = "<B8s12s16sB12sB3s"
+
+    def pack(self) -> bytes:
+        raw = struct.pack(
+            self._FMT, self.version, self.utility.encode(), self.contract_account.encode(),
+            self.meter_number.encode(), _code(COMMODITIES, self.commodity), self.serial.encode(),
+            _code(ROLES, self.role), self.currency.encode(),
+        )
+        return raw.ljust(IDENTITY_SIZE, b"\x00")
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> Identity:
+        v, util, acct, meter, com, serial, role, cur = struct.unpack_from(cls._FMT, raw)
+        if v != 1:
+            raise WrongCard(f"identity format {v} is not known")
+        return cls(_s(util), _s(acct), _s(meter), COMMODITIES.get(com, "unknown"), _s(serial),
+                   ROLES.get(role, "unknown"), _s(cur), v)
+
+
+@dataclass(frozen=True)
+class TopUp:
+    txid: str
+    amount: int
+    at: int  # unix seconds
+
+    def pack(self) -> bytes:
+        tx = self.txid.encode()
+        if len(tx) > 48:
+            raise ValueError(f"transaction id longer than 48 bytes: {self.txid}")
+        return (tx.ljust(48, b"\x00") + struct.pack("<iI", self.amount, self.at)).ljust(RECORD_SIZE, b"\x00")
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> TopUp:
+        amount, at = struct.unpack_from("<iI", raw, 48)
+        return cls(_s(raw[:48]), amount, at)
+
+
+@dataclass(frozen=True)
+class MeterReport:
+    reading: int = 0  # Wh
+    at: int = 0
+    emergency_in_use: bool = False
+    debt: int = 0  # minor units recorded by the meter (emergency credit used)
+    status: int = 0
+
+    def pack(self) -> bytes:
+        return struct.pack("<qIBiB", self.reading, self.at, self.emergency_in_use, self.debt,
+                           self.status).ljust(METER_SIZE, b"\x00")
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> MeterReport:
+        reading, at, em, debt, status = struct.unpack_from("<qIBiB", raw)
+        return cls(reading, at, bool(em), debt, status)
+
+
+@dataclass(frozen=True)
+class Summary:
+    uid: bytes
+    identity: Identity
+    credit: int
+    meter: MeterReport
+    log: tuple[TopUp, ...]
+
+    @property
+    def txids(self) -> tuple[str, ...]:
+        return tuple(t.txid for t in self.log if t.txid)
+
+
+@dataclass(frozen=True)
+class KeySet:
+    """Master keys (from the secrets file); the card's own keys are diversified per UID."""
+
+    master: bytes
+    read: bytes
+    credit: bytes
+    debit: bytes
+
+    def card_key(self, no: int, uid: bytes) -> bytes:
+        base = (self.master, self.read, self.credit, self.debit)[no]
+        return diversify_key(base, uid, AID.to_bytes(3, "little"), SYSTEM_ID)
+
+
+def _s(raw: bytes) -> str:
+    return raw.split(b"\x00", 1)[0].decode("ascii", errors="replace")
+
+
+def _code(table: dict[int, str], name: str) -> int:
+    for k, v in table.items():
+        if v == name:
+            return k
+    raise ValueError(f"unknown value {name!r}")
+
+
+class ChipKey:
+    """Our application's operations on one connected card."""
+
+    def __init__(self, card: Card, keys: KeySet) -> None:
+        self.df = Desfire(card)
+        self.keys = keys
+        self._uid: bytes | None = None
+
+    @property
+    def uid(self) -> bytes:
+        if self._uid is None:
+            self._uid = self.df.get_version().uid
+        return self._uid
+
+    def _open(self, key_no: int) -> None:
+        try:
+            self.df.select_application(AID)
+        except NotFound as err:
+            raise WrongCard("not a prepaid key: the application is missing") from err
+        self.df.authenticate(key_no, self.keys.card_key(key_no, self.uid))
+
+    def read_summary(self) -> Summary:
+        """Identity, credit, meter report and the top-up log, under the kiosk's credit key."""
+        self._open(K_CREDIT)
+        identity = Identity.unpack(self.df.read_data(F_IDENTITY, 0, IDENTITY_SIZE))
+        credit = self.df.get_value(F_CREDIT)
+        meter = MeterReport.unpack(self.df.read_data(F_METER, 0, METER_SIZE))
+        log = tuple(TopUp.unpack(r) for r in self.df.read_records(F_LOG, RECORD_SIZE))
+        return Summary(self.uid, identity, credit, meter, log)
+
+    def credit(self, txid: str, amount: int, upper: int, now: int | None = None) -> int:
+        """Authenticate, Credit, WriteRecord, CommitTransaction, read back; the new credit.
+
+        Idempotent per transaction id: if the log already holds `txid` nothing is written.
+        """
+        if amount <= 0:
+            raise ValueError("a credit must be positive")
+        self._open(K_CREDIT)
+        log = [TopUp.unpack(r) for r in self.df.read_records(F_LOG, RECORD_SIZE)]
+        value = self.df.get_value(F_CREDIT)
+        if any(t.txid == txid for t in log):
+            return value
+        if value + amount > upper:
+            raise CreditLimit(f"the key holds {value}; {amount} more would pass its limit {upper}")
+        self.df.credit(F_CREDIT, amount)
+        self.df.write_record(F_LOG, 0, TopUp(txid, amount, int(now or time.time())).pack())
+        self.df.commit()
+        after = self.df.get_value(F_CREDIT)
+        last = TopUp.unpack(self.df.read_records(F_LOG, RECORD_SIZE)[-1])
+        if last.txid != txid or after != value + amount:
+            raise DeviceFault(f"read-back after the write does not match ({after}, {last.txid})")
+        return after
+
+    def debit(self, amount: int, report: MeterReport) -> int:
+        """What a meter does: take credit over and record its report; the remaining credit."""
+        self._open(K_DEBIT)
+        value = self.df.get_value(F_CREDIT)
+        take = min(amount, value)
+        if take:
+            self.df.debit(F_CREDIT, take)
+        self.df.write_data(F_METER, 0, report.pack())
+        self.df.commit()
+        return value - take
+
+    def personalise(self, identity: Identity, upper: int, picc_key: bytes = bytes(16),
+                    initial: int = 0) -> None:
+        """Create the application, files and diversified keys on a blank card."""
+        df = self.df
+        df.select_application(0)
+        df.authenticate(0, picc_key)
+        df.create_application(AID, key_settings=0x0B, n_keys=4)
+        df.select_application(AID)
+        df.authenticate(K_MASTER, bytes(16))
+        df.create_std_data_file(F_IDENTITY, Comm.MAC, RIGHTS[F_IDENTITY], IDENTITY_SIZE)
+        df.create_value_file(F_CREDIT, Comm.MAC, RIGHTS[F_CREDIT], 0, upper, initial)
+        df.create_std_data_file(F_METER, Comm.MAC, RIGHTS[F_METER], METER_SIZE, backup=True)
+        df.create_cyclic_record_file(F_LOG, Comm.MAC, RIGHTS[F_LOG], RECORD_SIZE, MAX_RECORDS)
+        df.write_data(F_IDENTITY, 0, identity.pack())  # the meter report starts all zeros
+        for no in (K_READ, K_CREDIT, K_DEBIT):
+            df.change_key(no, self.keys.card_key(no, self.uid), bytes(16))
+        df.change_key(K_MASTER, self.keys.card_key(K_MASTER, self.uid))
+        # The log is never empty (reading an empty record file is an error that ends the
+        # session): start it with a personalisation record.
+        self._open(K_CREDIT)
+        self.df.write_record(F_LOG, 0, TopUp("", 0, int(time.time())).pack())
+        self.df.commit()
