@@ -61,9 +61,15 @@ class Identity:
 
     def pack(self) -> bytes:
         raw = struct.pack(
-            self._FMT, self.version, self.utility.encode(), self.contract_account.encode(),
-            self.meter_number.encode(), _code(COMMODITIES, self.commodity), self.serial.encode(),
-            _code(ROLES, self.role), self.currency.encode(),
+            self._FMT,
+            self.version,
+            self.utility.encode(),
+            self.contract_account.encode(),
+            self.meter_number.encode(),
+            _code(COMMODITIES, self.commodity),
+            self.serial.encode(),
+            _code(ROLES, self.role),
+            self.currency.encode(),
         )
         return raw.ljust(IDENTITY_SIZE, b"\x00")
 
@@ -72,8 +78,16 @@ class Identity:
         v, util, acct, meter, com, serial, role, cur = struct.unpack_from(cls._FMT, raw)
         if v != 1:
             raise WrongCard(f"identity format {v} is not known")
-        return cls(_s(util), _s(acct), _s(meter), COMMODITIES.get(com, "unknown"), _s(serial),
-                   ROLES.get(role, "unknown"), _s(cur), v)
+        return cls(
+            _s(util),
+            _s(acct),
+            _s(meter),
+            COMMODITIES.get(com, "unknown"),
+            _s(serial),
+            ROLES.get(role, "unknown"),
+            _s(cur),
+            v,
+        )
 
 
 @dataclass(frozen=True)
@@ -86,7 +100,9 @@ class TopUp:
         tx = self.txid.encode()
         if len(tx) > 48:
             raise ValueError(f"transaction id longer than 48 bytes: {self.txid}")
-        return (tx.ljust(48, b"\x00") + struct.pack("<iI", self.amount, self.at)).ljust(RECORD_SIZE, b"\x00")
+        return (tx.ljust(48, b"\x00") + struct.pack("<iI", self.amount, self.at)).ljust(
+            RECORD_SIZE, b"\x00"
+        )
 
     @classmethod
     def unpack(cls, raw: bytes) -> TopUp:
@@ -103,8 +119,9 @@ class MeterReport:
     status: int = 0
 
     def pack(self) -> bytes:
-        return struct.pack("<qIBiB", self.reading, self.at, self.emergency_in_use, self.debt,
-                           self.status).ljust(METER_SIZE, b"\x00")
+        return struct.pack(
+            "<qIBiB", self.reading, self.at, self.emergency_in_use, self.debt, self.status
+        ).ljust(METER_SIZE, b"\x00")
 
     @classmethod
     def unpack(cls, raw: bytes) -> MeterReport:
@@ -214,8 +231,9 @@ class ChipKey:
         self.df.commit()
         return value - take
 
-    def personalise(self, identity: Identity, upper: int, picc_key: bytes = bytes(16),
-                    initial: int = 0) -> None:
+    def personalise(
+        self, identity: Identity, upper: int, picc_key: bytes = bytes(16), initial: int = 0
+    ) -> None:
         """Create the application, files and diversified keys on a blank card."""
         df = self.df
         df.select_application(0)

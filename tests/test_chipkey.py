@@ -1,0 +1,248 @@
+"""The chip key in-process: profile, security refusals, and tearing at every command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from drivers.chipkey.desfire import (
+    AuthenticationError,
+    Desfire,
+    DesfireError,
+    IntegrityError,
+    PermissionDenied,
+    ResponseMacError,
+)
+from drivers.chipkey.profile import (
+    F_CREDIT,
+    K_CREDIT,
+    K_DEBIT,
+    ChipKey,
+    CreditLimit,
+    Identity,
+    KeySet,
+    MeterReport,
+    WrongCard,
+)
+from drivers.chipkey.sim import CardRemoved, VirtualCard
+
+KEYS = KeySet(bytes(range(16)), bytes(range(1, 17)), bytes(range(2, 18)), bytes(range(3, 19)))
+UID = bytes.fromhex("04a1b2c3d4e5f6")
+IDENT = Identity("SWEJP", "4711001", "1ESY1160000001", "electricity", "K-1001", "customer", "EUR")
+LIMIT = 50_000
+TX = "DEMO-01-20261121-105316-2703"
+
+
+def new_key(initial: int = 500, uid: bytes = UID) -> VirtualCard:
+    card = VirtualCard(uid)
+    ChipKey(card, KEYS).personalise(IDENT, upper=LIMIT, initial=initial)
+    return card
+
+
+def value_of(card: VirtualCard) -> int:
+    return card.apps[0xF05E01].files[F_CREDIT].value
+
+
+class Tamper:
+    """A man in the middle between host and card: flips a byte of chosen APDUs or answers."""
+
+    def __init__(
+        self,
+        card: VirtualCard,
+        *,
+        command: int | None = None,
+        answer: int | None = None,
+        nth: int = 1,
+    ) -> None:
+        self.card, self.command, self.answer, self.nth = card, command, answer, nth
+        self.seen: list[bytes] = []
+
+    def transmit(self, apdu: bytes) -> bytes:
+        self.seen.append(apdu)
+        if self.command is not None and apdu[1] == self.command:
+            self.nth -= 1
+            if self.nth == 0:
+                apdu = apdu[:-3] + bytes((apdu[-3] ^ 0x01,)) + apdu[-2:]  # last MAC byte
+        reply = self.card.transmit(apdu)
+        if self.answer is not None and apdu[1] == self.answer and len(reply) > 2:
+            reply = bytes((reply[0] ^ 0x01,)) + reply[1:]
+            self.answer = None
+        return reply
+
+
+def test_personalised_key_reads_back() -> None:
+    card = new_key()
+    s = ChipKey(card, KEYS).read_summary()
+    assert s.identity == IDENT and s.credit == 500 and s.uid == UID
+    assert s.meter == MeterReport() and s.txids == ()
+
+
+def test_credit_is_written_once_per_transaction() -> None:
+    card = new_key()
+    key = ChipKey(card, KEYS)
+    assert key.credit(TX, 1500, LIMIT) == 2000
+    assert key.credit(TX, 1500, LIMIT) == 2000  # the log already has it
+    assert ChipKey(card, KEYS).read_summary().txids == (TX,)
+
+
+def test_the_meter_debits_with_its_own_key_and_cannot_credit() -> None:
+    card = new_key(initial=1000)
+    assert ChipKey(card, KEYS).debit(300, MeterReport(reading=42_000, at=1)) == 700
+    df = Desfire(card)
+    df.select_application(0xF05E01)
+    df.authenticate(K_DEBIT, KEYS.card_key(K_DEBIT, UID))
+    with pytest.raises(PermissionDenied):
+        df.credit(F_CREDIT, 100)
+    assert value_of(card) == 700 and ChipKey(card, KEYS).read_summary().meter.reading == 42_000
+
+
+def test_credit_beyond_the_upper_limit_is_refused() -> None:
+    card = new_key(initial=49_000)
+    with pytest.raises(CreditLimit):
+        ChipKey(card, KEYS).credit(TX, 2000, LIMIT)
+    assert value_of(card) == 49_000
+    # and the card enforces it too, whatever the host thinks the limit is
+    with pytest.raises(DesfireError, match="boundary"):
+        ChipKey(card, KEYS).credit(TX, 2000, 10**9)
+    assert value_of(card) == 49_000
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        KeySet(bytes(16), bytes(16), bytes(range(9, 25)), bytes(16)),  # another utility's keys
+        None,  # the right master key, but not diversified for this card
+    ],
+)
+def test_wrong_or_undiversified_keys_are_refused(keys: KeySet | None) -> None:
+    card = new_key()
+    df = Desfire(card)
+    df.select_application(0xF05E01)
+    key = KEYS.credit if keys is None else keys.card_key(K_CREDIT, UID)
+    with pytest.raises(AuthenticationError):
+        df.authenticate(K_CREDIT, key)
+    with pytest.raises(PermissionDenied):  # and without authentication nothing can be credited
+        df.credit(F_CREDIT, 100)
+    assert value_of(card) == 500
+
+
+def test_a_key_of_another_card_does_not_open_this_one() -> None:
+    card = new_key()
+    other = KEYS.card_key(K_CREDIT, bytes.fromhex("04000000000001"))
+    df = Desfire(card)
+    df.select_application(0xF05E01)
+    with pytest.raises(AuthenticationError):
+        df.authenticate(K_CREDIT, other)
+
+
+def test_tampered_mac_on_the_credit_command_is_refused() -> None:
+    card = new_key()
+    with pytest.raises(IntegrityError):
+        ChipKey(Tamper(card, command=0x0C), KEYS).credit(TX, 1500, LIMIT)  # type: ignore[arg-type]
+    assert value_of(card) == 500
+    assert ChipKey(card, KEYS).read_summary().txids == ()
+
+
+@pytest.mark.parametrize("ins", [0x6C, 0xBB, 0xBD])
+def test_tampered_answers_to_a_read_are_refused(ins: int) -> None:
+    card = new_key()
+    with pytest.raises(ResponseMacError):
+        ChipKey(Tamper(card, answer=ins), KEYS).read_summary()  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("ins", [0x6C, 0xBB, 0x0C, 0x3B])
+def test_tampered_answers_during_a_write_are_refused_and_nothing_changes(ins: int) -> None:
+    card = new_key()
+    with pytest.raises(ResponseMacError):
+        ChipKey(Tamper(card, answer=ins), KEYS).credit(TX, 1500, LIMIT)  # type: ignore[arg-type]
+    assert value_of(card) == 500  # no commit followed: the staged credit was dropped
+
+
+def test_a_tampered_commit_answer_is_caught_and_the_retry_does_not_double() -> None:
+    card = new_key()
+    with pytest.raises(ResponseMacError):
+        ChipKey(Tamper(card, answer=0xC7), KEYS).credit(TX, 1500, LIMIT)  # type: ignore[arg-type]
+    assert value_of(card) == 2000  # the commit did happen; the host could not trust the answer
+    assert ChipKey(card, KEYS).credit(TX, 1500, LIMIT) == 2000
+
+
+def test_a_replayed_credit_command_is_refused() -> None:
+    card = new_key()
+    tap = Tamper(card)
+    ChipKey(tap, KEYS).credit(TX, 1500, LIMIT)  # type: ignore[arg-type]
+    credit_apdu = next(a for a in tap.seen if a[1] == 0x0C)
+    df = Desfire(card)
+    df.select_application(0xF05E01)
+    df.authenticate(K_CREDIT, KEYS.card_key(K_CREDIT, UID))
+    reply = card.transmit(credit_apdu)  # the same bytes in a new session
+    assert reply == b"\x91\x1e"  # integrity error
+    card.transmit(bytes.fromhex("90c7000000"))
+    assert value_of(card) == 2000
+
+
+def test_cards_without_our_application_are_refused() -> None:
+    blank = VirtualCard(bytes.fromhex("04999999999999"))
+    with pytest.raises(WrongCard):
+        ChipKey(blank, KEYS).read_summary()
+    other = VirtualCard(bytes.fromhex("04888888888888"))
+    df = Desfire(other)
+    df.authenticate(0, bytes(16))
+    df.create_application(0x123456)
+    with pytest.raises(WrongCard):
+        ChipKey(other, KEYS).credit(TX, 100, LIMIT)
+    assert 0xF05E01 not in other.apps
+
+
+def test_a_technician_key_says_so() -> None:
+    card = VirtualCard(bytes.fromhex("04777777777777"))
+    tech = Identity("SWEJP", "", "", "electricity", "T-0001", "technician", "EUR")
+    ChipKey(card, KEYS).personalise(tech, upper=0)
+    assert ChipKey(card, KEYS).read_summary().identity.role == "technician"
+
+
+def _write_sequence_length() -> int:
+    card = new_key()
+    key = ChipKey(card, KEYS)
+    _ = key.uid
+    before = card.commands
+    key.credit(TX, 1500, LIMIT)
+    return card.commands - before
+
+
+@pytest.mark.parametrize("n", range(1, _write_sequence_length() + 1))
+def test_power_lost_after_each_command_of_the_write_credits_exactly_once(n: int) -> None:
+    card = new_key()
+    key = ChipKey(card, KEYS)
+    _ = key.uid
+    card.tear_after(n)
+    with pytest.raises(CardRemoved):
+        key.credit(TX, 1500, LIMIT)
+    card.power_on()  # the customer puts the key back
+    summary = ChipKey(card, KEYS).read_summary()
+    landed = TX in summary.txids
+    assert summary.credit == (2000 if landed else 500)  # all or nothing, never half
+    after = ChipKey(card, KEYS).credit(TX, 1500, LIMIT)  # the kiosk writes again, same txid
+    assert after == 2000 and value_of(card) == 2000
+    assert ChipKey(card, KEYS).read_summary().txids == (TX,)
+
+
+def test_state_survives_a_restart_in_its_file(tmp_path: Path) -> None:
+    path = tmp_path / "key.json"
+    card = VirtualCard(UID, path)
+    ChipKey(card, KEYS).personalise(IDENT, upper=LIMIT, initial=500)
+    ChipKey(card, KEYS).credit(TX, 1500, LIMIT)
+    again = VirtualCard(bytes(7), path)  # loaded from the file
+    assert again.uid == UID and ChipKey(again, KEYS).read_summary().credit == 2000
+
+
+def test_session_mac_chain_binds_every_command() -> None:
+    """Dropping one command from the middle of a session breaks the chain for the next."""
+    card = new_key()
+    df = Desfire(card)
+    df.select_application(0xF05E01)
+    df.authenticate(K_CREDIT, KEYS.card_key(K_CREDIT, UID))
+    assert df.session is not None
+    df.session.cmac(b"\x6c\x01")  # the host thinks a command went out that the card never saw
+    with pytest.raises(ResponseMacError):
+        df.get_value(F_CREDIT)
