@@ -404,10 +404,9 @@ class Desfire:
         if s is not None:
             s.cmac(bytes((Ins.COMMIT_TRANSACTION,)))
         status, data = self.command(Ins.COMMIT_TRANSACTION)
-        if s is not None:
-            if len(data) != 8 or s.cmac(bytes((status,)))[:8] != data:
-                self.session = None
-                raise ResponseMacError("answer to commit failed its MAC check")
+        if s is not None and (len(data) != 8 or s.cmac(bytes((status,)))[:8] != data):
+            self.session = None
+            raise ResponseMacError("answer to commit failed its MAC check")
         return status == Status.OK
 
     def abort(self) -> None:

@@ -206,7 +206,8 @@ class VirtualCard:
         handler = _HANDLERS.get(ins)
         if handler is None:
             raise _Error(Status.ILLEGAL_COMMAND)
-        return handler(self, ins, data)
+        status, out = handler(self, ins, data)
+        return int(status), bytes(out)
 
     # ------------------------------------------------------------------ secure messaging
 
