@@ -7,8 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian packages the project needs: a venv-capable Python with headers and a compiler
-# (pyscard is built from source on Linux), and the PC/SC headers it builds against.
-APT_PACKAGES=(python3 python3-venv python3-dev gcc libpcsclite-dev)
+# (pyscard is built from source on Linux), the PC/SC headers it builds against, and the PC/SC
+# daemon with vsmartcard's virtual reader, into which the virtual chip key is inserted.
+APT_PACKAGES=(python3 python3-venv python3-dev gcc libpcsclite-dev pcscd vsmartcard-vpcd)
 
 say() { printf '[dev.sh] %s\n' "$*" >&2; }
 
