@@ -967,7 +967,9 @@ TRANSITIONS: dict[State, dict[type[Event], _Handler]] = {
         KeyReadFailed: H.on_key_read_failed,
         KeyRemoved: H.on_key_removed,
     },
-    State.KEY_REFUSED: {**_ALWAYS, KeyRemoved: H.on_key_removed},
+    # A reader may report a new insertion without the removal in between (a key re-seated
+    # quickly): a refused key's screen takes a fresh read.
+    State.KEY_REFUSED: {**_ALWAYS, **_NEW_KEY},
     State.WRITING_PENDING: {
         **_ALWAYS,
         KeyWritten: H.on_pending_written,

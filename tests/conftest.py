@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import threading
+import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -70,3 +73,36 @@ def site() -> Site:
 @pytest.fixture
 def eur() -> Callable[[int], Money]:
     return lambda minor: Money(minor, "EUR")
+
+
+def _readers() -> list[str]:
+    from drivers.chipkey.reader import list_readers
+    from drivers.errors import TransportError
+
+    try:
+        return list_readers()
+    except TransportError:
+        return []
+
+
+@pytest.fixture(scope="session")
+def pcscd() -> Iterator[str]:
+    """The machine's one pcscd with vsmartcard's vpcd readers; started here if none runs."""
+    proc = None
+    if not any(r.startswith("Virtual PCD") for r in _readers()):
+        exe = shutil.which("pcscd") or "/usr/sbin/pcscd"
+        if not os.path.exists(exe):
+            pytest.fail("pcscd is not installed: run the README's test command (./dev.sh test)")
+        proc = subprocess.Popen([exe, "-f"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while not any(r.startswith("Virtual PCD") for r in _readers()):
+            if proc.poll() is not None:
+                pytest.fail(f"pcscd exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+            if time.monotonic() > deadline:
+                proc.terminate()
+                pytest.fail("pcscd started but no vpcd reader appeared (vsmartcard-vpcd missing?)")
+            threading.Event().wait(0.05)  # pcscd loads its reader drivers: look again shortly
+    yield "Virtual PCD 00 00"
+    if proc is not None:
+        proc.terminate()
+        proc.wait(10)

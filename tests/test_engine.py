@@ -864,3 +864,12 @@ def test_a_reversal_after_credit_is_journaled_as_a_claim_in_every_state(state: S
             {"after_credit": True, "reason": "connection lost"},
         )
     ]
+
+
+def test_a_refused_key_screen_takes_a_fresh_read() -> None:
+    r = Run()
+    r(KeyDetected())
+    r(KeyReadFailed("card not ready"))
+    assert r.state == State.KEY_REFUSED
+    r.insert()  # the same key read properly, no removal reported in between
+    assert r.state == State.CHOOSING_AMOUNT

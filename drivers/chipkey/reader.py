@@ -1,15 +1,17 @@
 """PC/SC chip-key reader over pyscard: reader selection, card connections, insert/remove events.
 
-Card insertion and removal come from pyscard's CardMonitor; its observer only enqueues (it runs
-on pyscard's thread). A connection is a `Card` for the DESFire client: `transmit(apdu)`.
+Card insertion and removal come from `Watch` (SCardGetStatusChange on its own thread); its
+callback only enqueues. A connection is a `Card` for the DESFire client: `transmit(apdu)`.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from drivers.errors import TransportError
 
@@ -25,11 +27,12 @@ class CardEvent:
 
 def list_readers() -> list[str]:
     from smartcard.Exceptions import SmartcardException
+    from smartcard.pcsc.PCSCExceptions import BaseSCardException
     from smartcard.System import readers
 
     try:
         return [str(r) for r in readers()]
-    except SmartcardException as err:  # pcscd not running: 8010001D
+    except (SmartcardException, BaseSCardException) as err:  # pcscd not running: 8010001D
         raise TransportError(f"PC/SC not available: {err}") from err
 
 
@@ -40,6 +43,22 @@ def pick_reader(pattern: str) -> str:
         if re.search(pattern, name):
             return name
     raise TransportError(f"no reader matches {pattern!r} (readers: {', '.join(names) or 'none'})")
+
+
+def card_present(reader: str) -> bool:
+    """What pcscd says right now about the reader's slot."""
+    from smartcard import scard
+
+    hresult, ctx = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+    if hresult != scard.SCARD_S_SUCCESS:
+        raise TransportError(f"PC/SC not available: {scard.SCardGetErrorMessage(hresult)}")
+    try:
+        hresult, states = scard.SCardGetStatusChange(ctx, 0, [(reader, scard.SCARD_STATE_UNAWARE)])
+        if hresult not in (scard.SCARD_S_SUCCESS, scard.SCARD_E_TIMEOUT):
+            raise TransportError(f"{reader}: {scard.SCardGetErrorMessage(hresult)}")
+        return bool(states[0][1] & scard.SCARD_STATE_PRESENT)
+    finally:
+        scard.SCardReleaseContext(ctx)
 
 
 class PcscCard:
@@ -78,31 +97,87 @@ class PcscCard:
 
 
 class Watch:
-    """Card insert/remove events for readers whose name matches `pattern`."""
+    """Card insert/remove events for the first reader matching `pattern`, on its own thread.
+
+    Built on SCardGetStatusChange and pcsc-lite's per-reader event counter (the high 16 bits of
+    the event state), which counts every insertion and removal: a key pulled and pushed back
+    between two looks is still seen as a removal and an insertion. (pyscard's CardMonitor
+    compares sets of cards between polls and misses exactly that.) `on_event` only enqueues.
+    """
 
     def __init__(self, pattern: str, on_event: Callable[[CardEvent], None]) -> None:
-        from smartcard.CardMonitoring import CardMonitor, CardObserver
-
-        outer = self
-
-        class _Observer(CardObserver):  # type: ignore[misc]
-            def update(self, _observable: object, actions: tuple[list, list]) -> None:
-                added, removed = actions
-                for card in added:
-                    outer._emit(card, True)
-                for card in removed:
-                    outer._emit(card, False)
-
         self.pattern = pattern
         self.on_event = on_event
-        self.monitor = CardMonitor()
-        self.observer = _Observer()
-        self.monitor.addObserver(self.observer)
-
-    def _emit(self, card: object, present: bool) -> None:
-        reader = str(getattr(card, "reader", ""))
-        if re.search(self.pattern, reader):
-            self.on_event(CardEvent(reader, bytes(getattr(card, "atr", b"")), present))
+        self._stop = threading.Event()
+        self._ctx: int | None = None
+        self.history: list[
+            tuple[int, int | None]
+        ] = []  # (event state, previous count): diagnostics
+        self._thread = threading.Thread(target=self._run, name="pcsc-watch", daemon=True)
+        self._thread.start()
 
     def stop(self) -> None:
-        self.monitor.deleteObserver(self.observer)
+        from smartcard import scard
+
+        self._stop.set()
+        if self._ctx is not None:
+            scard.SCardCancel(self._ctx)
+        self._thread.join(timeout=3)
+
+    def _run(self) -> None:
+        from smartcard import scard
+
+        hresult, ctx = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+        if hresult != scard.SCARD_S_SUCCESS:
+            log.error("PC/SC not available: %s", scard.SCardGetErrorMessage(hresult))
+            return
+        self._ctx = ctx
+        try:
+            while not self._stop.is_set():
+                try:
+                    reader = pick_reader(self.pattern)
+                except TransportError as err:
+                    log.warning("%s; looking again", err)
+                    self._stop.wait(1.0)
+                    continue
+                self._watch(scard, ctx, reader)
+        finally:
+            scard.SCardReleaseContext(ctx)
+
+    def _watch(self, scard: Any, ctx: int, reader: str) -> None:
+        state = scard.SCARD_STATE_UNAWARE
+        present = False
+        count: int | None = None
+        while not self._stop.is_set():
+            hresult, states = scard.SCardGetStatusChange(ctx, 1000, [(reader, state)])
+            if hresult == scard.SCARD_E_TIMEOUT:
+                continue
+            if hresult != scard.SCARD_S_SUCCESS:
+                if hresult != scard.SCARD_E_CANCELLED:
+                    log.warning("reader %s: %s", reader, scard.SCardGetErrorMessage(hresult))
+                    self._stop.wait(0.5)
+                return
+            _name, event, atr = states[0]
+            now_present = bool(event & scard.SCARD_STATE_PRESENT)
+            now_count = event >> 16
+            self.history.append((event, count))
+            log.debug(
+                "%s: state %08X present=%s count=%s (was %s)",
+                reader,
+                event,
+                now_present,
+                now_count,
+                count,
+            )
+            if count is None:  # first look: report a key that is already in
+                if now_present:
+                    self.on_event(CardEvent(reader, bytes(atr), True))
+            else:
+                changes = (now_count - count) & 0xFFFF
+                if changes >= 2 or (changes and now_present == present):
+                    # Out and in (or in and out) between two looks: report both.
+                    self.on_event(CardEvent(reader, b"", not now_present))
+                if changes or now_present != present:
+                    self.on_event(CardEvent(reader, bytes(atr), now_present))
+            present, count = now_present, now_count
+            state = event & ~scard.SCARD_STATE_CHANGED

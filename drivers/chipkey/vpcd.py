@@ -8,6 +8,7 @@ with the response APDU. Connecting is inserting the card; closing the socket is 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import struct
@@ -25,7 +26,9 @@ VPCD_PORT = 35963
 class VpcdCard:
     """A `VirtualCard` in a vpcd reader slot."""
 
-    def __init__(self, card: VirtualCard, *, host: str = "127.0.0.1", port: int = VPCD_PORT) -> None:
+    def __init__(
+        self, card: VirtualCard, *, host: str = "127.0.0.1", port: int = VPCD_PORT
+    ) -> None:
         self.card = card
         self.host, self.port = host, port
         self._sock: socket.socket | None = None
@@ -46,14 +49,18 @@ class VpcdCard:
                 break
             except OSError as err:
                 if time.monotonic() >= deadline:
-                    raise TransportError(f"vpcd not reachable at {self.host}:{self.port}: {err}") from err
+                    raise TransportError(
+                        f"vpcd not reachable at {self.host}:{self.port}: {err}"
+                    ) from err
                 self._stop.wait(0.05)  # vpcd comes up with pcscd: try again shortly
         sock.settimeout(None)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
         self._stop.clear()
         self.card.power_on()
-        self._thread = threading.Thread(target=self._serve, args=(sock,), name="vpcd-card", daemon=True)
+        self._thread = threading.Thread(
+            target=self._serve, args=(sock,), name="vpcd-card", daemon=True
+        )
         self._thread.start()
 
     def remove(self) -> None:
@@ -61,10 +68,8 @@ class VpcdCard:
         self._stop.set()
         sock, self._sock = self._sock, None
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):  # already closed by the other side
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             sock.close()
         if self._thread is not None:
             self._thread.join(timeout=2)

@@ -1,0 +1,139 @@
+"""The chip key through the real PC/SC stack: pcscd, vsmartcard's vpcd reader, the virtual card."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from drivers.chipkey.profile import ChipKey, Identity
+from drivers.chipkey.reader import card_present
+from drivers.chipkey.sim import VirtualCard
+from drivers.chipkey.vpcd import VpcdCard
+from kiosk.chipkey import DEMO_KEYS, PcscKeyReader
+from kiosk.clock import utc_now
+from kiosk.engine import Outcome, State
+from kiosk.events import AmountChosen, Finish, KeyStatus
+from kiosk.fakes import FakeCoinAcceptor, FakeNoteValidator
+from kiosk.journal import Journal
+from kiosk.money import Money
+from kiosk.ports import Devices
+from kiosk.service import Kiosk
+from tests.conftest import make_site
+
+UID = bytes.fromhex("04c0ffee000001")
+IDENT = Identity("DEMO", "4711", "1ESY1160000001", "electricity", "K-1", "customer", "EUR")
+# select, authenticate x2, read log (2 frames), get value, credit, write record, commit, get value,
+# read log (2 frames) for the read-back: checked by test_the_write_sequence_length
+WRITE_APDUS = 13
+
+
+def E(minor: int) -> Money:
+    return Money(minor, "EUR")
+
+
+def value_of(card: VirtualCard) -> int:
+    return card.apps[0xF05E01].files[1].value
+
+
+def card_absent(reader: str) -> bool:
+    """What pcscd itself says: the slot is empty (vpcd only notices a card leaving when it
+    next polls; a card back before that was never out, as far as PC/SC knows)."""
+    return not card_present(reader)
+
+
+@dataclass
+class Rig:
+    kiosk: Kiosk
+    card: VirtualCard
+    slot: VpcdCard
+    notes: FakeNoteValidator
+    changed: threading.Event
+    reader_name: str
+    port: PcscKeyReader
+
+    def wait(self, pred: Callable[[], bool], what: str, timeout: float = 8.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not pred():
+            assert time.monotonic() < deadline, (
+                f"timed out waiting for {what}: {self.kiosk.view().state}; reader saw "
+                + ", ".join(
+                    f"{e:08X}" for e, _ in (self.port._watch.history if self.port._watch else [])
+                )
+            )
+            self.changed.wait(0.05)
+            self.changed.clear()
+
+    def state(self) -> State:
+        return self.kiosk.view().state
+
+
+@pytest.fixture
+def rig(pcscd: str, tmp_path: Path) -> Iterator[Rig]:
+    site = make_site("demo")
+    card = VirtualCard(UID)
+    ChipKey(card, DEMO_KEYS).personalise(IDENT, upper=50_000, initial=500)
+    slot = VpcdCard(card)
+    reader = PcscKeyReader("^" + pcscd, DEMO_KEYS, 50_000)
+    journal = Journal(tmp_path / "journal.sqlite", site.kiosk_id)
+    journal.set_key("K-1", KeyStatus.ACTIVE, "4711")
+    notes = FakeNoteValidator(site.notes)
+    kiosk = Kiosk(
+        site,
+        journal,
+        Devices(reader=reader, coin=FakeCoinAcceptor(site.coins), notes=notes),
+        utc_now,
+    )
+    changed = threading.Event()
+    kiosk.listeners.append(lambda _v, _e: changed.set())
+    stop = threading.Event()
+    engine = threading.Thread(target=kiosk.run, args=(stop, 0.05), daemon=True)
+    engine.start()
+    deadline = time.monotonic() + 5
+    while not card_absent(pcscd):  # the previous test's card is still on its way out
+        assert time.monotonic() < deadline, "the reader never became empty"
+        changed.wait(0.05)
+    reader.start()
+    r = Rig(kiosk, card, slot, notes, changed, pcscd, reader)
+    yield r
+    if slot.inserted:
+        slot.remove()
+    reader.stop()
+    stop.set()
+    engine.join(5)
+
+
+def pay_20(r: Rig) -> None:
+    r.kiosk.submit(AmountChosen(None))
+    r.wait(lambda: r.state() == State.CASH, "cash")
+    assert r.notes.insert(E(2000))
+    r.wait(lambda: r.kiosk.view().paid == E(2000), "the note")
+    r.kiosk.submit(Finish())
+
+
+def test_top_up_written_through_pcscd(rig: Rig) -> None:
+    rig.slot.insert()
+    rig.wait(lambda: rig.state() == State.CHOOSING_AMOUNT, "the key summary")
+    view = rig.kiosk.view()
+    assert view.key is not None and view.key.credit == E(500) and view.key.serial == "K-1"
+    pay_20(rig)
+    rig.wait(lambda: rig.state() == State.DONE, "done")
+    assert rig.kiosk.view().outcome == Outcome.COMPLETED and value_of(rig.card) == 2500
+    tx = rig.kiosk.view().txid
+    assert ChipKey(rig.card, DEMO_KEYS).read_summary().txids == (tx,)
+    rig.slot.remove()
+    rig.wait(lambda: rig.state() == State.IDLE, "idle after removal")
+
+
+def test_the_write_sequence_length() -> None:
+    card = VirtualCard(UID)
+    ChipKey(card, DEMO_KEYS).personalise(IDENT, upper=50_000, initial=500)
+    key = ChipKey(card, DEMO_KEYS)
+    _ = key.uid
+    before = card.commands
+    key.credit("T", 100, 50_000)
+    assert card.commands - before == WRITE_APDUS
