@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -105,12 +106,81 @@ def cmd_terminal(args: argparse.Namespace) -> int:
     return 0 if all(o == "approved" for o in outcomes) else 1
 
 
+def cmd_key(args: argparse.Namespace) -> int:
+    from drivers.chipkey.profile import ChipKey, Identity
+    from drivers.errors import DriverError
+    from kiosk.keytool import (
+        consume,
+        load_keys,
+        open_card,
+        personalise,
+        print_summary,
+        summary_dict,
+    )
+    from kiosk.money import Money
+
+    site = load_site(args.site)
+    keys = load_keys(site, lambda msg: print(f"kiosk: warning: {msg}", file=sys.stderr))
+    base = data_dir(args.data_dir)
+    try:
+        if args.key_command == "personalise":
+            initial = Money.parse(args.initial, site.currency).minor
+            ident = Identity(
+                site.utility_id,
+                args.account,
+                args.meter,
+                args.commodity,
+                args.serial,
+                args.role,
+                site.currency,
+            )
+            with open_card(base, args.serial, args.reader, create=True) as card:
+                info = personalise(card, keys, ident, site.key_credit_limit.minor, initial)
+            print_summary(info, sys.stdout, args.json)
+            if not args.json:
+                print("Activation is head office's decision: the key is refused until then.")
+        elif args.key_command == "show":
+            with open_card(base, args.serial, args.reader) as card:
+                print_summary(
+                    summary_dict(ChipKey(card, keys).read_summary()), sys.stdout, args.json
+                )
+        else:
+            amount = Money.parse(args.consume, site.currency).minor
+            with open_card(base, args.serial, args.reader) as card:
+                result = consume(card, keys, amount)
+            if args.json:
+                print(json.dumps(result))
+            else:
+                print(
+                    f"meter took {result['taken'] / 100:.2f} {site.currency}; credit left "
+                    f"{result['credit'] / 100:.2f}; emergency-credit debt "
+                    f"{result['emergency_debt'] / 100:.2f}; "
+                    f"reading {result['reading_wh'] / 1000:.1f} kWh"
+                )
+    except (DriverError, FileNotFoundError, ValueError) as err:
+        print(f"kiosk: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_devices(args: argparse.Namespace) -> int:
     from drivers.errors import DriverError
     from kiosk.bringup import open_device, print_probe, probe, watch
 
     if args.kind == "terminal":
         return cmd_terminal(args)
+    if args.kind != "reader" and not args.port:
+        print("kiosk: --port is required for coin, notes and terminal", file=sys.stderr)
+        return 2
+    if args.kind == "reader":
+        from kiosk.keytool import probe_readers
+
+        try:
+            probe_readers(args.json, sys.stdout)
+        except DriverError as err:
+            print(f"kiosk: {err}", file=sys.stderr)
+            return 1
+        return 0
 
     try:
         dev, close = open_device(args.kind, args.port, args.currency, args.address, args.crc16)
@@ -171,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         dp = devices.add_parser(name, help=text)
         kinds = {
-            "probe": ["coin", "notes", "terminal"],
+            "probe": ["coin", "notes", "terminal", "reader"],
             "watch": ["coin", "notes"],
             "pay": ["terminal"],
         }
@@ -181,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
             dp.add_argument("kind", choices=kinds[name])
         if name == "pay":
             dp.add_argument("--amount", required=True, help="amount such as 1.00")
-        dp.add_argument("--port", required=True, help='serial path, pyserial URL, or "sim"')
+        dp.add_argument("--port", help='serial path, pyserial URL, or "sim" (not for reader)')
         dp.add_argument("--address", type=int, help="ccTalk address (default 2 coin, 40 notes)")
         dp.add_argument("--crc16", action="store_true", help="CRC16 instead of the simple checksum")
         dp.add_argument("--currency", default="EUR", choices=["EUR", "CHF"])
@@ -189,6 +259,28 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "watch":
             dp.add_argument("--seconds", type=float, default=30.0, help="how long to watch")
         dp.set_defaults(func=cmd_devices)
+    key = sub.add_parser("key", help="chip keys: personalise, show, meter").add_subparsers(
+        dest="key_command", required=True
+    )
+    for name, text in (
+        ("personalise", "create our application on a blank card, or a new virtual key"),
+        ("show", "identity, credit, meter report and last top-ups of a key"),
+        ("meter", "a simple prepayment meter: take credit over, record a reading"),
+    ):
+        kp = key.add_parser(name, help=text)
+        kp.add_argument("--site", help="site file (currency, limit, secrets; default demo)")
+        kp.add_argument("--serial", help="the key's serial (a virtual key's name)")
+        kp.add_argument("--reader", help="a PC/SC reader-name pattern instead of a virtual key")
+        kp.add_argument("--json", action="store_true")
+        if name == "personalise":
+            kp.add_argument("--account", required=True, help="contract account")
+            kp.add_argument("--meter", required=True, help="meter number")
+            kp.add_argument("--commodity", choices=["electricity", "gas"], default="electricity")
+            kp.add_argument("--role", choices=["customer", "technician"], default="customer")
+            kp.add_argument("--initial", default="0.00", help="initial credit, e.g. 5.00")
+        if name == "meter":
+            kp.add_argument("--consume", required=True, help="amount the meter uses, e.g. 3.50")
+        kp.set_defaults(func=cmd_key)
     return p
 
 

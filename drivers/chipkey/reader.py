@@ -92,6 +92,7 @@ class PcscCard:
 
         try:
             self.connection.disconnect()
+            self.connection.release()  # its PC/SC context too, not at garbage collection
         except SmartcardException as err:
             log.debug("disconnect: %s", err)
 
