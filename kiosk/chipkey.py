@@ -91,9 +91,15 @@ class PcscKeyReader:
     def attach(self, emit: Emit) -> None:
         self.emit = emit
 
-    def start(self) -> None:
+    def start(self, *, watch: bool = True) -> None:
+        """Start the worker; `watch=False` when card events come from `card_event` instead."""
         self._thread.start()
-        self._watch = Watch(self.pattern, self._jobs.put)
+        if watch:
+            self._watch = Watch(self.pattern, self._jobs.put)
+
+    def card_event(self, ev: CardEvent) -> None:
+        """A card event from elsewhere than the PC/SC watcher (tests, other readers)."""
+        self._jobs.put(ev)
 
     def stop(self) -> None:
         if self._watch is not None:

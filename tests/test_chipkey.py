@@ -24,6 +24,8 @@ from drivers.chipkey.profile import (
     KeySet,
     MeterReport,
     WrongCard,
+    WrongRole,
+    require_role,
 )
 from drivers.chipkey.sim import CardRemoved, VirtualCard
 
@@ -246,3 +248,16 @@ def test_session_mac_chain_binds_every_command() -> None:
     df.session.cmac(b"\x6c\x01")  # the host thinks a command went out that the card never saw
     with pytest.raises(ResponseMacError):
         df.get_value(F_CREDIT)
+
+
+def test_a_customer_key_where_a_technician_key_is_required_is_refused() -> None:
+    card = new_key()
+    summary = ChipKey(card, KEYS).read_summary()
+    with pytest.raises(WrongRole, match="a customer key cannot be used where a technician"):
+        require_role(summary, "technician")
+    assert value_of(card) == 500 and ChipKey(card, KEYS).read_summary() == summary
+    tech = VirtualCard(bytes.fromhex("04666666666666"))
+    ChipKey(tech, KEYS).personalise(
+        Identity("SWEJP", "", "", "electricity", "T-1", "technician", "EUR"), upper=0
+    )
+    assert require_role(ChipKey(tech, KEYS).read_summary(), "technician").identity.serial == "T-1"

@@ -46,6 +46,10 @@ class CreditLimit(DeviceFault):
     """The key cannot hold that much credit (the value file's upper limit)."""
 
 
+class WrongRole(DeviceFault):
+    """A key whose role does not open this function (a customer key at the technician door)."""
+
+
 @dataclass(frozen=True)
 class Identity:
     utility: str
@@ -140,6 +144,15 @@ class Summary:
     @property
     def txids(self) -> tuple[str, ...]:
         return tuple(t.txid for t in self.log if t.txid)
+
+
+def require_role(summary: Summary, role: str) -> Summary:
+    """The summary, if the key's identity carries `role`; WrongRole otherwise."""
+    if summary.identity.role != role:
+        raise WrongRole(
+            f"a {summary.identity.role} key cannot be used where a {role} key is required"
+        )
+    return summary
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,135 @@
+"""The kiosk with its chip-key port on the virtual card (in-process): a key pulled after every
+command of the write sequence is credited exactly once when it comes back."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from drivers.chipkey.profile import ChipKey, Identity
+from drivers.chipkey.reader import CardEvent
+from drivers.chipkey.sim import VirtualCard
+from kiosk.chipkey import DEMO_KEYS, PcscKeyReader
+from kiosk.clock import utc_now
+from kiosk.engine import Outcome, State
+from kiosk.events import AmountChosen, Finish, KeyStatus
+from kiosk.fakes import FakeCoinAcceptor, FakeNoteValidator
+from kiosk.journal import Journal
+from kiosk.money import Money
+from kiosk.ports import Devices
+from kiosk.service import Kiosk
+from tests.conftest import make_site
+
+IDENT = Identity("DEMO", "4711", "1ESY1", "electricity", "K-1", "customer", "EUR")
+WRITE_APDUS = 13
+SLOT = "virtual slot"
+
+
+class InProcess:
+    """The virtual card as a reader connection (what PcscCard is for a real reader)."""
+
+    def __init__(self, card: VirtualCard) -> None:
+        self.card = card
+
+    def transmit(self, apdu: bytes) -> bytes:
+        return self.card.transmit(apdu)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class Rig:
+    kiosk: Kiosk
+    card: VirtualCard
+    port: PcscKeyReader
+    notes: FakeNoteValidator
+    changed: threading.Event
+
+    def wait(self, pred: object, what: str, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not pred():  # type: ignore[operator]
+            assert time.monotonic() < deadline, (
+                f"timed out waiting for {what}: {self.kiosk.view().state}"
+            )
+            self.changed.wait(0.05)
+            self.changed.clear()
+
+    def insert(self) -> None:
+        self.card.power_on()
+        self.port.card_event(CardEvent(SLOT, b"", True))
+
+    def remove(self) -> None:
+        self.card.power_off()
+        self.port.card_event(CardEvent(SLOT, b"", False))
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    site = make_site("demo")
+    card = VirtualCard(bytes.fromhex("04abcdef012345"))
+    ChipKey(card, DEMO_KEYS).personalise(IDENT, upper=50_000, initial=500)
+    port = PcscKeyReader(SLOT, DEMO_KEYS, 50_000, connect=lambda _reader: InProcess(card))  # type: ignore[arg-type,return-value]
+    journal = Journal(tmp_path / "journal.sqlite", site.kiosk_id)
+    journal.set_key("K-1", KeyStatus.ACTIVE, "4711")
+    notes = FakeNoteValidator(site.notes)
+    kiosk = Kiosk(
+        site, journal, Devices(reader=port, coin=FakeCoinAcceptor(site.coins), notes=notes), utc_now
+    )
+    changed = threading.Event()
+    kiosk.listeners.append(lambda _v, _e: changed.set())
+    stop = threading.Event()
+    engine = threading.Thread(target=kiosk.run, args=(stop, 0.05), daemon=True)
+    engine.start()
+    port.start(watch=False)
+    yield Rig(kiosk, card, port, notes, changed)
+    port.stop()
+    stop.set()
+    engine.join(5)
+
+
+@pytest.mark.parametrize("n", range(1, WRITE_APDUS + 1))
+def test_key_pulled_after_each_command_of_the_write_is_credited_once(rig: Rig, n: int) -> None:
+    rig.insert()
+    rig.wait(lambda: rig.kiosk.view().state == State.CHOOSING_AMOUNT, "the key summary")
+    rig.card.tear_after(n)
+    rig.kiosk.submit(AmountChosen(None))
+    rig.wait(lambda: rig.kiosk.view().state == State.CASH, "cash")
+    rig.notes.insert(Money(2000, "EUR"))
+    rig.wait(lambda: rig.kiosk.view().paid == Money(2000, "EUR"), "the note")
+    rig.kiosk.submit(Finish())
+    rig.wait(lambda: rig.kiosk.view().state in (State.KEY_MISSING, State.DONE), "the write to end")
+    if rig.kiosk.view().state == State.KEY_MISSING:  # the key left mid-write
+        assert not rig.card.powered
+        rig.remove()
+        rig.insert()  # and is put back
+    rig.wait(lambda: rig.kiosk.view().state == State.DONE, "done")
+    assert rig.kiosk.view().outcome == Outcome.COMPLETED
+    assert rig.card.apps[0xF05E01].files[1].value == 2500  # exactly once
+    tx = rig.kiosk.view().txid
+    assert ChipKey(rig.card, DEMO_KEYS).read_summary().txids == (tx,)
+    written = [e for e in rig.kiosk.journal.entries() if e.kind == "key_written"]
+    assert [e.txid for e in written] == [tx]
+
+
+def test_a_key_of_another_utility_is_refused(rig: Rig, tmp_path: Path) -> None:
+    other = VirtualCard(bytes.fromhex("04111111111111"))
+    ChipKey(other, DEMO_KEYS.__class__(*(bytes(16),) * 4)).personalise(IDENT, upper=1000)
+    rig.port.connect = lambda _reader: InProcess(other)  # type: ignore[assignment,return-value]
+    rig.port.card_event(CardEvent(SLOT, b"", True))
+    rig.wait(lambda: rig.kiosk.view().state == State.KEY_REFUSED, "refused")
+    assert rig.kiosk.view().refusal == "unreadable"
+
+
+def test_a_blank_card_is_refused(rig: Rig) -> None:
+    blank = VirtualCard(bytes.fromhex("04222222222222"))
+    rig.port.connect = lambda _reader: InProcess(blank)  # type: ignore[assignment,return-value]
+    rig.port.card_event(CardEvent(SLOT, b"", True))
+    rig.wait(lambda: rig.kiosk.view().state == State.KEY_REFUSED, "refused")
+    entries = [e for e in rig.kiosk.journal.entries() if e.kind == "key_refused"]
+    assert entries[-1].data["detail"] == "not a prepaid key"
