@@ -8,6 +8,8 @@ import pytest
 
 from drivers.chipkey.desfire import (
     AuthenticationError,
+    Comm,
+    access_rights,
     Desfire,
     DesfireError,
     IntegrityError,
@@ -261,3 +263,26 @@ def test_a_customer_key_where_a_technician_key_is_required_is_refused() -> None:
         Identity("SWEJP", "", "", "electricity", "T-1", "technician", "EUR"), upper=0
     )
     assert require_role(ChipKey(tech, KEYS).read_summary(), "technician").identity.serial == "T-1"
+
+
+def test_enciphered_files_and_abort_transaction() -> None:
+    card = VirtualCard(bytes.fromhex("04555555555555"))
+    tap = Tamper(card)  # records the traffic, changes nothing
+    df = Desfire(tap)  # type: ignore[arg-type]
+    df.authenticate(0, bytes(16))
+    df.create_application(0x0A0B0C)
+    df.select_application(0x0A0B0C)
+    df.authenticate(0, bytes(16))
+    rights = access_rights(0, 0, 0, 0)
+    df.create_std_data_file(0, Comm.ENC, rights, 40)
+    df.create_value_file(1, Comm.ENC, rights, 0, 10_000, 100)
+    secret = b"contract 4711, meter 1ESY1160000001".ljust(40, b".")
+    df.write_data(0, 0, secret, Comm.ENC)
+    assert df.read_data(0, 0, 40, Comm.ENC) == secret
+    assert not any(b"contract 4711" in apdu for apdu in tap.seen)  # never in clear on the wire
+    df.credit(1, 250, Comm.ENC)
+    df.abort()  # the staged credit is dropped
+    assert df.get_value(1, Comm.ENC) == 100
+    df.credit(1, 250, Comm.ENC)
+    assert df.commit() and df.get_value(1, Comm.ENC) == 350
+    assert df.commit() is False  # nothing left to commit: "no changes"
