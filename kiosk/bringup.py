@@ -59,9 +59,9 @@ def open_device(
     legal = DENOMINATIONS[currency]
     dev: _Acceptor
     if kind == "coin":
-        dev = CoinAcceptor(bus, currency, legal["coins"], address or 2)
+        dev = CoinAcceptor(bus, currency, legal["coins"], address)
     else:
-        dev = NoteValidator(bus, currency, legal["notes"], address or 40)
+        dev = NoteValidator(bus, currency, legal["notes"], address)
 
     def close() -> None:
         bus.close()

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 from drivers.cctalk.codec import BillEventKind, RouteCode
 from drivers.cctalk.devices import (
+    BILL_ADDRESS,
+    COIN_ADDRESS,
     AcceptorError,
     BillEscrowed,
     BillReturned,
@@ -25,6 +27,15 @@ from drivers.cctalk.devices import (
     NoteValidator,
     UnknownCredit,
     _Acceptor,
+)
+from drivers.cctalk.sim import (
+    BusSimulator,
+    SimBillValidator,
+    SimCoinAcceptor,
+    euro_coins,
+    euro_notes,
+    swiss_coins,
+    swiss_notes,
 )
 from drivers.cctalk.transport import Bus
 from drivers.cctalk.worker import BusWorker, DeviceOffline, DeviceOnline
@@ -183,11 +194,11 @@ def open_cash(
     coins = frozenset(m.minor for m in site.coins)
     notes = frozenset(m.minor for m in site.notes)
     if site.cash_enabled and d.coin is not None:
-        address = d.coin.address or 2
-        add("coin", d.coin, lambda bus: CoinAcceptor(bus, cur, coins, address))
+        coin_address = d.coin.address
+        add("coin", d.coin, lambda bus: CoinAcceptor(bus, cur, coins, coin_address))
     if site.cash_enabled and d.notes is not None:
-        address_n = d.notes.address or 40
-        add("notes", d.notes, lambda bus: NoteValidator(bus, cur, notes, address_n))
+        notes_address = d.notes.address
+        add("notes", d.notes, lambda bus: NoteValidator(bus, cur, notes, notes_address))
     workers = {key: BusWorker(buses[key], devs, hub, period=period) for key, devs in on_bus.items()}
     worker_of = {dev.name: workers[key] for key, devs in on_bus.items() for dev in devs}
     coin_port = CashPort(worker_of["coin"], made["coin"], hub) if "coin" in made else None
@@ -198,26 +209,20 @@ def open_cash(
     return CcTalkCash(coin_port, note_port, list(workers.values()))
 
 
-def start_simulator(site: Site, *, byte_time: float = 0.0) -> tuple[object, object, object]:
-    """A simulated bus with a coin acceptor and note validator for the site's currency."""
-    from drivers.cctalk.sim import (
-        BusSimulator,
-        SimBillValidator,
-        SimCoinAcceptor,
-        euro_coins,
-        euro_notes,
-        swiss_coins,
-        swiss_notes,
-    )
-
-    coins, notes = (
-        (swiss_coins(), swiss_notes()) if site.currency == "CHF" else (euro_coins(), euro_notes())
-    )
+def start_simulator(
+    site: Site, *, byte_time: float = 0.0
+) -> tuple[BusSimulator, SimCoinAcceptor, SimBillValidator]:
+    """A simulated bus, started, with a coin acceptor and note validator for the site's currency
+    at the addresses its site file names."""
+    swiss = site.currency == "CHF"
+    d = site.devices
     coin = SimCoinAcceptor(
-        coins, address=site.devices.coin.address or 2 if site.devices.coin else 2
+        swiss_coins() if swiss else euro_coins(),
+        address=(d.coin.address if d.coin else None) or COIN_ADDRESS,
     )
     bills = SimBillValidator(
-        notes, address=site.devices.notes.address or 40 if site.devices.notes else 40
+        swiss_notes() if swiss else euro_notes(),
+        address=(d.notes.address if d.notes else None) or BILL_ADDRESS,
     )
     sim = BusSimulator([coin, bills], byte_time=byte_time)
     sim.start()

@@ -10,7 +10,7 @@ from functools import partial
 from pathlib import Path
 from typing import TextIO
 
-from drivers.cctalk.sim import BusSimulator, SimBillValidator, SimCoinAcceptor
+from drivers.cctalk.sim import SimBillValidator, SimCoinAcceptor
 from drivers.zvt.sim import TerminalSim
 from kiosk.cctalk import open_cash, start_simulator
 from kiosk.clock import ManualClock, utc_now
@@ -152,8 +152,6 @@ def run_demo(site: Site, journal_file: Path, out: TextIO, start: datetime | None
     opening = None if site.hours.is_open(now) else site.hours.next_opening(now)
     clock = ManualClock(opening or now)
     sim, coin_sim, note_sim = start_simulator(site)
-    assert isinstance(sim, BusSimulator) and isinstance(coin_sim, SimCoinAcceptor)
-    assert isinstance(note_sim, SimBillValidator)
     cash = open_cash(site, sim_port=sim.path, simulate=True, period=0.05)
     terminal = TerminalSim("tcp") if site.card_enabled else None
     if terminal is not None:

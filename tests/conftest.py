@@ -106,3 +106,18 @@ def pcscd() -> Iterator[str]:
     if proc is not None:
         proc.terminate()
         proc.wait(10)
+
+
+def wait_until(
+    pred: Callable[[], bool],
+    what: str,
+    wake: threading.Event,
+    timeout: float = 5.0,
+    detail: Callable[[], str] = lambda: "",
+) -> None:
+    """Wait for a condition with a deadline, waking when `wake` is set (a published change)."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}{detail()}"
+        wake.wait(0.05)
+        wake.clear()

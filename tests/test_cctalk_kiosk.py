@@ -25,7 +25,7 @@ from kiosk.journal import Journal
 from kiosk.money import Money
 from kiosk.ports import Devices
 from kiosk.service import Kiosk
-from tests.conftest import make_site
+from tests.conftest import make_site, wait_until
 
 
 def E(minor: int) -> Money:
@@ -43,11 +43,7 @@ class CashRig:
     key: FakeKey
 
     def wait(self, pred: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not pred():
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            self._changed.wait(0.02)
-            self._changed.clear()
+        wait_until(pred, what, self._changed, timeout)
 
     def view(self) -> View:
         return self.kiosk.view()
@@ -74,8 +70,6 @@ class CashRig:
 def rig(tmp_path: Path) -> Iterator[CashRig]:
     site = make_site("demo")
     sim, coin, notes = start_simulator(site)
-    assert isinstance(sim, BusSimulator) and isinstance(coin, SimCoinAcceptor)
-    assert isinstance(notes, SimBillValidator)
     cash = open_cash(site, sim_port=sim.path, period=0.02)
     journal = Journal(tmp_path / "journal.sqlite", site.kiosk_id)
     journal.set_key("K1", KeyStatus.ACTIVE, "4711")
@@ -221,7 +215,6 @@ def test_unknown_and_inhibited_coins_credit_nothing(rig: CashRig) -> None:
 def test_events_in_the_buffer_before_the_kiosk_started_are_not_credited(tmp_path: Path) -> None:
     site = make_site("demo")
     sim, coin, notes = start_simulator(site)
-    assert isinstance(sim, BusSimulator) and isinstance(coin, SimCoinAcceptor)
     try:
         coin.master, coin.inhibit_mask = True, 0xFFFF  # someone else's session, before start
         coin.insert("EU200A")

@@ -4,8 +4,7 @@ command of the write sequence is credited exactly once when it comes back."""
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from kiosk.journal import Journal
 from kiosk.money import Money
 from kiosk.ports import Devices
 from kiosk.service import Kiosk
-from tests.conftest import make_site
+from tests.conftest import make_site, wait_until
 
 IDENT = Identity("DEMO", "4711", "1ESY1", "electricity", "K-1", "customer", "EUR")
 WRITE_APDUS = 13
@@ -51,14 +50,8 @@ class Rig:
     notes: FakeNoteValidator
     changed: threading.Event
 
-    def wait(self, pred: object, what: str, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not pred():  # type: ignore[operator]
-            assert time.monotonic() < deadline, (
-                f"timed out waiting for {what}: {self.kiosk.view().state}"
-            )
-            self.changed.wait(0.05)
-            self.changed.clear()
+    def wait(self, pred: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+        wait_until(pred, what, self.changed, timeout, lambda: f": {self.kiosk.view().state}")
 
     def insert(self) -> None:
         self.card.power_on()

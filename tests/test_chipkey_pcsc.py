@@ -23,7 +23,7 @@ from kiosk.journal import Journal
 from kiosk.money import Money
 from kiosk.ports import Devices
 from kiosk.service import Kiosk
-from tests.conftest import make_site
+from tests.conftest import make_site, wait_until
 
 UID = bytes.fromhex("04c0ffee000001")
 IDENT = Identity("DEMO", "4711", "1ESY1160000001", "electricity", "K-1", "customer", "EUR")
@@ -57,16 +57,12 @@ class Rig:
     port: PcscKeyReader
 
     def wait(self, pred: Callable[[], bool], what: str, timeout: float = 8.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not pred():
-            assert time.monotonic() < deadline, (
-                f"timed out waiting for {what}: {self.kiosk.view().state}; reader saw "
-                + ", ".join(
-                    f"{e:08X}" for e, _ in (self.port._watch.history if self.port._watch else [])
-                )
-            )
-            self.changed.wait(0.05)
-            self.changed.clear()
+        def detail() -> str:
+            seen = self.port._watch.history if self.port._watch else []
+            states = ", ".join(f"{e:08X}" for e, _ in seen)
+            return f": {self.kiosk.view().state}; reader saw {states}"
+
+        wait_until(pred, what, self.changed, timeout, detail)
 
     def state(self) -> State:
         return self.kiosk.view().state

@@ -21,6 +21,7 @@ from drivers.zvt.client import ZvtClient
 from drivers.zvt.sim import TerminalSim
 from drivers.zvt.transport import open_link
 from kiosk.clock import utc_now
+from kiosk.config import Site
 from kiosk.engine import Outcome, State
 from kiosk.events import AmountChosen, Cancel, KeyStatus, Method, MethodChosen
 from kiosk.fakes import FakeCoinAcceptor, FakeKey, FakeKeyReader, FakeNoteValidator, FakePrinter
@@ -29,7 +30,7 @@ from kiosk.money import Money
 from kiosk.ports import Devices
 from kiosk.service import Kiosk
 from kiosk.zvt import ZvtCardPort, open_card
-from tests.conftest import make_site
+from tests.conftest import make_site, wait_until
 
 
 def E(minor: int) -> Money:
@@ -47,11 +48,7 @@ class CardRig:
     changed: threading.Event
 
     def wait(self, pred: Callable[[], bool], what: str, timeout: float = 8.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not pred():
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            self.changed.wait(0.05)
-            self.changed.clear()
+        wait_until(pred, what, self.changed, timeout)
 
     def kinds(self) -> list[str]:
         return [e.kind for e in self.kiosk.journal.entries() if e.txid]
@@ -61,6 +58,17 @@ class CardRig:
         self.wait(lambda: self.kiosk.view().state == State.CHOOSING_AMOUNT, "summary")
         self.kiosk.submit(AmountChosen(E(amount)))
         self.kiosk.submit(MethodChosen(Method.CARD))
+
+
+def single_threaded(
+    site: Site, port: ZvtCardPort, tmp_path: Path
+) -> tuple[Kiosk, Journal, FakeKeyReader]:
+    """A kiosk whose events the test processes itself (no engine thread)."""
+    journal = Journal(tmp_path / "j.sqlite", site.kiosk_id)
+    journal.set_key("K1", KeyStatus.ACTIVE, "4711")
+    reader = FakeKeyReader()
+    devices = Devices(reader=reader, card=port, coin=FakeCoinAcceptor(site.coins))
+    return Kiosk(site, journal, devices, utc_now), journal, reader
 
 
 @pytest.fixture(params=["tcp", "serial"])
@@ -178,15 +186,7 @@ def test_connection_drop_after_approval_becomes_a_claim(tmp_path: Path) -> None:
     with TerminalSim("tcp") as sim:
         sim.next("drop_after_approval")
         port = ZvtCardPort(ZvtClient(open_link(sim.port), t3=1.0, t4=3.0), "EUR", decision_wait=2.0)
-        journal = Journal(tmp_path / "j.sqlite", site.kiosk_id)
-        journal.set_key("K1", KeyStatus.ACTIVE, "4711")
-        reader = FakeKeyReader()
-        kiosk = Kiosk(
-            site,
-            journal,
-            Devices(reader=reader, card=port, coin=FakeCoinAcceptor(site.coins)),
-            utc_now,
-        )
+        kiosk, journal, reader = single_threaded(site, port, tmp_path)
         port.attach(kiosk.submit)
         key = FakeKey("K1", "4711")
         reader.insert(key)
@@ -223,15 +223,7 @@ def test_serial_line_faults_do_not_change_the_outcome(tmp_path: Path, fault: str
     site = make_site("jena-saalstrasse", hours={"always_open": True})
     with TerminalSim("serial") as sim:
         port = ZvtCardPort(ZvtClient(open_link(sim.port), t3=1.0, t4=3.0), "EUR")
-        journal = Journal(tmp_path / "j.sqlite", site.kiosk_id)
-        journal.set_key("K1", KeyStatus.ACTIVE, "4711")
-        reader = FakeKeyReader()
-        kiosk = Kiosk(
-            site,
-            journal,
-            Devices(reader=reader, card=port, coin=FakeCoinAcceptor(site.coins)),
-            utc_now,
-        )
+        kiosk, journal, reader = single_threaded(site, port, tmp_path)
         key = FakeKey("K1", "4711")
         reader.insert(key)
         kiosk.drain()

@@ -159,12 +159,15 @@ class _Acceptor:
     """What coin acceptor and bill validator share: identity, inhibits, counter, self-check."""
 
     name = "acceptor"
+    default_address = 0
     channels_count = 16
     poll_header = Header.READ_BUFFERED_CREDIT
 
-    def __init__(self, bus: Bus, address: int, currency: str, accepted: frozenset[int]) -> None:
+    def __init__(
+        self, bus: Bus, currency: str, accepted: frozenset[int], address: int | None = None
+    ) -> None:
         self.bus = bus
-        self.address = address
+        self.address = address or self.default_address
         self.currency = currency
         self.accepted = accepted  # values (minor units) the site takes
         self.channels: dict[int, Channel] = {}
@@ -188,8 +191,46 @@ class _Acceptor:
         )
         return self.identity
 
-    def read_channels(self) -> dict[int, Channel]:
+    id_header = Header.REQUEST_COIN_ID
+    id_length = 6
+    channel_word = "coin position"
+    unit_word = "coin"
+
+    def _parse_id(self, text: str) -> tuple[str, int, str] | None:
         raise NotImplementedError
+
+    def _value(self, country: str, units: int) -> int:
+        """Minor units of the site currency for an id's value."""
+        return units
+
+    def read_channels(self) -> dict[int, Channel]:
+        """The channel table from the device's ids; ids the site does not take stay disabled."""
+        out = {}
+        countries = COUNTRY.get(self.currency, ())
+        for ch in range(1, self.channels_count + 1):
+            raw = _text(self.req(self.id_header, bytes((ch,))))
+            text = raw.ljust(self.id_length, ".")[: self.id_length]
+            try:
+                parsed = self._parse_id(text)
+            except FrameError:
+                log.warning("%s %d: unreadable id %r, disabled", self.channel_word, ch, text)
+                parsed = None
+            if parsed is None:
+                continue
+            country, units, _issue = parsed
+            value = self._value(country, units) if country in countries else 0
+            usable = value in self.accepted
+            if not usable:
+                log.info(
+                    "%s %d (%s) is not a %s %s this site takes: disabled",
+                    self.channel_word,
+                    ch,
+                    text,
+                    self.currency,
+                    self.unit_word,
+                )
+            out[ch] = Channel(ch, text, value if usable else 0, usable)
+        return out
 
     def initialise(self, resume_counter: int | None = None) -> list[AcceptorEvent]:
         """Start-up sequence (spec appendix 11/16); returns events owed since `resume_counter`."""
@@ -288,36 +329,11 @@ class CoinAcceptor(_Acceptor):
     """A ccTalk coin acceptor (default address 2)."""
 
     name = "coin"
+    default_address = COIN_ADDRESS
     poll_header = Header.READ_BUFFERED_CREDIT
 
-    def __init__(
-        self, bus: Bus, currency: str, accepted: frozenset[int], address: int = COIN_ADDRESS
-    ) -> None:
-        super().__init__(bus, address, currency, accepted)
-
-    def read_channels(self) -> dict[int, Channel]:
-        out = {}
-        countries = COUNTRY.get(self.currency, ())
-        for pos in range(1, self.channels_count + 1):
-            text = _text(self.req(Header.REQUEST_COIN_ID, bytes((pos,)))).ljust(6, ".")[:6]
-            try:
-                parsed = parse_coin_id(text)
-            except FrameError:
-                log.warning("coin position %d: unreadable id %r, disabled", pos, text)
-                parsed = None
-            if parsed is None:
-                continue
-            country, value, _issue = parsed
-            usable = country in countries and value in self.accepted
-            if not usable:
-                log.info(
-                    "coin position %d (%s) is not a %s coin this site takes: disabled",
-                    pos,
-                    text,
-                    self.currency,
-                )
-            out[pos] = Channel(pos, text, value if usable else 0, usable)
-        return out
+    def _parse_id(self, text: str) -> tuple[str, int, str] | None:
+        return parse_coin_id(text)
 
     def _event(self, a: int, b: int, counter: int) -> AcceptorEvent | None:
         if a == 0:
@@ -336,12 +352,13 @@ class NoteValidator(_Acceptor):
     """A ccTalk bill validator with escrow (default address 40)."""
 
     name = "notes"
+    default_address = BILL_ADDRESS
     poll_header = Header.READ_BUFFERED_BILL_EVENTS
 
     def __init__(
-        self, bus: Bus, currency: str, accepted: frozenset[int], address: int = BILL_ADDRESS
+        self, bus: Bus, currency: str, accepted: frozenset[int], address: int | None = None
     ) -> None:
-        super().__init__(bus, address, currency, accepted)
+        super().__init__(bus, currency, accepted, address)
         self.escrow: Channel | None = None
         self.exponent = 2
 
@@ -351,37 +368,24 @@ class NoteValidator(_Acceptor):
             raise FrameError(f"scaling factor reply has {len(data)} bytes, expected 3")
         return int.from_bytes(data[:2], "little"), data[2]
 
+    id_header = Header.REQUEST_BILL_ID
+    id_length = 7
+    channel_word = "bill type"
+    unit_word = "note"
+
+    def _parse_id(self, text: str) -> tuple[str, int, str] | None:
+        return parse_bill_id(text)
+
     def read_channels(self) -> dict[int, Channel]:
-        out = {}
-        countries = COUNTRY.get(self.currency, ())
-        scales: dict[str, tuple[int, int]] = {}
-        for typ in range(1, self.channels_count + 1):
-            text = _text(self.req(Header.REQUEST_BILL_ID, bytes((typ,)))).ljust(7, ".")[:7]
-            try:
-                parsed = parse_bill_id(text)
-            except FrameError:
-                log.warning("bill type %d: unreadable id %r, disabled", typ, text)
-                parsed = None
-            if parsed is None:
-                continue
-            country, units, _issue = parsed
-            usable = country in countries
-            value = 0
-            if usable:
-                if country not in scales:
-                    scales[country] = self.scaling(country)
-                scale, decimals = scales[country]
-                value = units * scale * 10**self.exponent // 10**decimals if scale else 0
-                usable = value in self.accepted
-            if not usable:
-                log.info(
-                    "bill type %d (%s) is not a %s note this site takes: disabled",
-                    typ,
-                    text,
-                    self.currency,
-                )
-            out[typ] = Channel(typ, text, value if usable else 0, usable)
-        return out
+        self._scales: dict[str, tuple[int, int]] = {}
+        return super().read_channels()
+
+    def _value(self, country: str, units: int) -> int:
+        """A bill id's value times the country scaling factor (header 156), in minor units."""
+        if country not in self._scales:
+            self._scales[country] = self.scaling(country)
+        scale, decimals = self._scales[country]
+        return units * scale * 10**self.exponent // 10**decimals if scale else 0
 
     def _configure(self) -> None:
         self.req(Header.BILL_OPERATING_MODE, bytes((0b11,)))  # use stacker, use escrow

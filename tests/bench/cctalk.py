@@ -69,7 +69,6 @@ def bench_poll(polls: int) -> None:
 def bench_latency(coins: int, period: float) -> None:
     site = load_site(None)
     sim, coin_sim, _notes = start_simulator(site, byte_time=BYTE_TIME_8N1)
-    assert isinstance(sim, BusSimulator) and isinstance(coin_sim, SimCoinAcceptor)
     cash = open_cash(site, sim_port=sim.path, period=period)
     with tempfile.TemporaryDirectory() as tmp:
         journal = Journal(Path(tmp) / "journal.sqlite", site.kiosk_id)
