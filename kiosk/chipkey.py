@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from drivers.chipkey.desfire import AuthenticationError, DesfireError
 from drivers.chipkey.profile import ChipKey, CreditLimit, KeySet, Summary, WrongCard
-from drivers.chipkey.reader import CardEvent, PcscCard, Watch
+from drivers.chipkey.reader import CardEvent, Connection, PcscCard, Watch
 from drivers.errors import DriverError, TransportError
 from kiosk.events import (
     Commodity,
@@ -73,7 +73,7 @@ class PcscKeyReader:
         keys: KeySet,
         upper_limit: int,
         *,
-        connect: Callable[[str], PcscCard] = PcscCard,
+        connect: Callable[[str], Connection] = PcscCard,
     ) -> None:
         self.pattern = pattern
         self.keys = keys
@@ -82,7 +82,7 @@ class PcscKeyReader:
         self.read_attempts = 20  # about 2 s: a key pushed in slowly, a reader still powering it
         self.emit: Emit | None = None
         self._jobs: queue.Queue[CardEvent | _Write | None] = queue.Queue()  # None: stop
-        self._card: PcscCard | None = None
+        self._card: Connection | None = None
         self._key: ChipKey | None = None
         self._watch: Watch | None = None
         self._thread = threading.Thread(target=self._run, name="chipkey", daemon=True)

@@ -11,15 +11,21 @@ from pathlib import Path
 from typing import TextIO
 
 from drivers.cctalk.sim import SimBillValidator, SimCoinAcceptor
+from drivers.chipkey.profile import ChipKey, Identity
+from drivers.chipkey.reader import CardEvent
+from drivers.chipkey.sim import VirtualCard, VirtualSlot
 from drivers.zvt.sim import TerminalSim
 from kiosk.cctalk import open_cash, start_simulator
+from kiosk.chipkey import DEMO_KEYS as DEMO_MASTER_KEYS
+from kiosk.chipkey import PcscKeyReader
 from kiosk.clock import ManualClock, utc_now
 from kiosk.config import Site
 from kiosk.engine import View
 from kiosk.errors import UserFacingError
-from kiosk.events import AmountChosen, Cancel, Event, KeyStatus, Method, MethodChosen, Role, Tick
-from kiosk.fakes import FakeKey, FakeKeyReader, FakePrinter
+from kiosk.events import AmountChosen, Cancel, Event, KeyStatus, Method, MethodChosen, Tick
+from kiosk.fakes import FakePrinter
 from kiosk.journal import Journal
+from kiosk.keytool import virtual_path, virtual_uid
 from kiosk.ports import Devices
 from kiosk.report import print_transactions
 from kiosk.service import Kiosk
@@ -120,6 +126,50 @@ class _Script:
         self.do(f"{seconds} s pass", Tick(self.clock()))
 
 
+class _DemoReader:
+    """Virtual DESFire keys (files under the data directory, the same ones `kiosk key` uses)
+    in an in-process slot, read and written by the kiosk's real chip-key port."""
+
+    SLOT = "demo slot"
+
+    def __init__(self, site: Site, keys_dir: Path) -> None:
+        self.slot = VirtualSlot()
+        self.port = PcscKeyReader(
+            self.SLOT, DEMO_MASTER_KEYS, site.key_credit_limit.minor, connect=self.slot.connect
+        )
+        self.cards: dict[str, VirtualCard] = {}
+        keys_dir.mkdir(parents=True, exist_ok=True)
+        for serial, account, _status, _reason, _debt in DEMO_KEYS:
+            path = virtual_path(keys_dir.parent, serial)
+            card = VirtualCard(virtual_uid(serial), path)
+            if not path.exists():
+                ident = Identity(
+                    site.utility_id,
+                    account,
+                    "1ESY11600" + account[-5:],
+                    "electricity",
+                    serial,
+                    "customer",
+                    site.currency,
+                )
+                ChipKey(card, DEMO_MASTER_KEYS).personalise(
+                    ident, upper=site.key_credit_limit.minor, initial=350
+                )
+            self.cards[serial] = card
+
+    def insert(self, serial: str) -> None:
+        self.slot.insert(self.cards[serial])
+        self.port.card_event(CardEvent(self.SLOT, b"", True))
+
+    def remove(self) -> None:
+        self.slot.remove()
+        self.port.card_event(CardEvent(self.SLOT, b"", False))
+
+    def credit(self, serial: str) -> int:
+        card = self.cards[serial]
+        return ChipKey(VirtualCard(card.uid, card.path), DEMO_MASTER_KEYS).read_summary().credit
+
+
 def _pay(site: Site, amount: int) -> list[tuple[int, bool]]:
     """A plausible way to pay `amount`: one note, then coins, largest first (value, is_note)."""
     plan: list[tuple[int, bool]] = []
@@ -157,11 +207,14 @@ def run_demo(site: Site, journal_file: Path, out: TextIO, start: datetime | None
     if terminal is not None:
         terminal.start()
     card = open_card(site, sim_port=terminal.port, simulate=True) if terminal else None
-    reader = FakeKeyReader()
-    dev = Devices(reader=reader, coin=cash.coin, notes=cash.notes, card=card, printer=FakePrinter())
+    reader = _DemoReader(site, journal_file.parent / "keys")
+    dev = Devices(
+        reader=reader.port, coin=cash.coin, notes=cash.notes, card=card, printer=FakePrinter()
+    )
     kiosk = Kiosk(site, journal, dev, clock)
     s = _Script(kiosk, clock, out, lambda _v: all(w.idle() for w in cash.workers))
     cash.start()
+    reader.port.start(watch=False)
     if card is not None:
         card.start()
     try:
@@ -178,6 +231,7 @@ def run_demo(site: Site, journal_file: Path, out: TextIO, start: datetime | None
             )
         _scenes(s, site, reader, coin_sim, note_sim, sim.path)
     finally:
+        reader.port.stop()
         cash.stop()
         sim.stop()
         if card is not None and terminal is not None:
@@ -195,7 +249,7 @@ def run_demo(site: Site, journal_file: Path, out: TextIO, start: datetime | None
 def _scenes(
     s: _Script,
     site: Site,
-    reader: FakeKeyReader,
+    reader: _DemoReader,
     coin_sim: SimCoinAcceptor,
     note_sim: SimBillValidator,
     port: str,
@@ -206,7 +260,10 @@ def _scenes(
         f"Demo at {site.name} ({site.kiosk_id}), {cur}, card payment "
         f"{'on (ZVT)' if site.card_enabled else 'off'}; coins and notes over ccTalk on {port}\n"
     )
-    keys = {k[0]: FakeKey(k[0], k[1], credit=350, currency=cur) for k in DEMO_KEYS}
+    on_summary = ("choosing_amount", "key_refused")
+
+    def at(*states: str) -> Callable[[View], bool]:
+        return lambda v: v.state in states
 
     def paid_is(minor: int) -> Callable[[View], bool]:
         return lambda v: v.paid.minor == minor or v.state == "done"
@@ -229,7 +286,7 @@ def _scenes(
         return coin_sim.master and note_sim.master
 
     out.write("\n1. Cash top-up of 20.00 with an open debt (a note too big is refused)\n")
-    s.do("insert key K-1001", partial(reader.insert, keys["K-1001"]))
+    s.do("insert key K-1001", partial(reader.insert, "K-1001"), at(*on_summary))
     big = max(n.minor for n in site.notes)  # a note worth more than the 20.00 chosen
     big_type = note_sim.ids.index(f"{cc}{big // 100:04d}A") + 1
 
@@ -249,44 +306,44 @@ def _scenes(
     for value, is_note in _pay(site, 2000):
         paid += value
         (note if is_note else coin)(value, paid)
-    s.do("remove key", reader.remove)
+    s.do("remove key", reader.remove, at("idle"))
 
     if site.card_enabled:
         out.write("\n2. Card top-up of 30.00\n")
-        s.do("insert key K-1003", partial(reader.insert, keys["K-1003"]))
+        s.do("insert key K-1003", partial(reader.insert, "K-1003"), at(*on_summary))
         s.do("choose 30.00", AmountChosen(m(3000)))
         s.do(
             "choose card (approved at the terminal)",
             MethodChosen(Method.CARD),
             lambda v: v.state == "done",
         )
-        s.do("remove key", reader.remove)
+        s.do("remove key", reader.remove, at("idle"))
     else:
         out.write("\n2. Card payment is not offered at this site\n")
 
     out.write("\n3. A blocked key is refused and nothing is accepted\n")
-    s.do("insert key K-1002", partial(reader.insert, keys["K-1002"]))
+    s.do("insert key K-1002", partial(reader.insert, "K-1002"), at(*on_summary))
     s.do(
         "insert coin 2.00 (acceptors off: falls to the return cup)",
         partial(coin_sim.insert, f"{cc}200A"),
     )
-    s.do("remove key", reader.remove)
+    s.do("remove key", reader.remove, at("idle"))
 
     out.write(
         "\n4. Key pulled mid-payment and not brought back: the money becomes a pending credit\n"
     )
-    s.do("insert key K-1003", partial(reader.insert, keys["K-1003"]))
+    s.do("insert key K-1003", partial(reader.insert, "K-1003"), at(*on_summary))
     s.do("pay what you insert", AmountChosen(None), enabled)
     note(1000, 1000)
-    s.do("remove key and walk away", reader.remove)
+    s.do("remove key and walk away", reader.remove, at("key_missing"))
     s.wait(site.timeouts.key_missing + 1)
     s.wait(site.timeouts.message + 1)
-    s.do("next day: insert key K-1003 again", partial(reader.insert, keys["K-1003"]))
+    s.do(
+        "next day: insert key K-1003 again", partial(reader.insert, "K-1003"), at("choosing_amount")
+    )
     s.do("cancel (nothing more to pay)", Cancel())
-    s.do("remove key", reader.remove)
+    s.do("remove key", reader.remove, at("idle"))
 
     out.write("\nKeys now: ")
-    out.write(
-        ", ".join(f"{k.serial} {m(k.credit)}" for k in keys.values() if k.role == Role.CUSTOMER)
-    )
+    out.write(", ".join(f"{serial} {m(reader.credit(serial))}" for serial, *_ in DEMO_KEYS))
     out.write("\n")

@@ -12,7 +12,7 @@ import pytest
 
 from drivers.chipkey.profile import ChipKey, Identity
 from drivers.chipkey.reader import CardEvent
-from drivers.chipkey.sim import VirtualCard
+from drivers.chipkey.sim import VirtualCard, VirtualSlot
 from kiosk.chipkey import DEMO_KEYS, PcscKeyReader
 from kiosk.clock import utc_now
 from kiosk.engine import Outcome, State
@@ -29,19 +29,6 @@ WRITE_APDUS = 13
 SLOT = "virtual slot"
 
 
-class InProcess:
-    """The virtual card as a reader connection (what PcscCard is for a real reader)."""
-
-    def __init__(self, card: VirtualCard) -> None:
-        self.card = card
-
-    def transmit(self, apdu: bytes) -> bytes:
-        return self.card.transmit(apdu)
-
-    def close(self) -> None:
-        pass
-
-
 @dataclass
 class Rig:
     kiosk: Kiosk
@@ -49,16 +36,17 @@ class Rig:
     port: PcscKeyReader
     notes: FakeNoteValidator
     changed: threading.Event
+    slot: VirtualSlot
 
     def wait(self, pred: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
         wait_until(pred, what, self.changed, timeout, lambda: f": {self.kiosk.view().state}")
 
     def insert(self) -> None:
-        self.card.power_on()
+        self.slot.insert(self.card)
         self.port.card_event(CardEvent(SLOT, b"", True))
 
     def remove(self) -> None:
-        self.card.power_off()
+        self.slot.remove()
         self.port.card_event(CardEvent(SLOT, b"", False))
 
 
@@ -67,7 +55,8 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     site = make_site("demo")
     card = VirtualCard(bytes.fromhex("04abcdef012345"))
     ChipKey(card, DEMO_KEYS).personalise(IDENT, upper=50_000, initial=500)
-    port = PcscKeyReader(SLOT, DEMO_KEYS, 50_000, connect=lambda _reader: InProcess(card))  # type: ignore[arg-type,return-value]
+    slot = VirtualSlot()
+    port = PcscKeyReader(SLOT, DEMO_KEYS, 50_000, connect=slot.connect)
     journal = Journal(tmp_path / "journal.sqlite", site.kiosk_id)
     journal.set_key("K-1", KeyStatus.ACTIVE, "4711")
     notes = FakeNoteValidator(site.notes)
@@ -80,7 +69,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     engine = threading.Thread(target=kiosk.run, args=(stop, 0.05), daemon=True)
     engine.start()
     port.start(watch=False)
-    yield Rig(kiosk, card, port, notes, changed)
+    yield Rig(kiosk, card, port, notes, changed, slot)
     port.stop()
     stop.set()
     engine.join(5)
@@ -113,7 +102,7 @@ def test_key_pulled_after_each_command_of_the_write_is_credited_once(rig: Rig, n
 def test_a_key_of_another_utility_is_refused(rig: Rig, tmp_path: Path) -> None:
     other = VirtualCard(bytes.fromhex("04111111111111"))
     ChipKey(other, DEMO_KEYS.__class__(*(bytes(16),) * 4)).personalise(IDENT, upper=1000)
-    rig.port.connect = lambda _reader: InProcess(other)  # type: ignore[assignment,return-value]
+    rig.slot.insert(other)
     rig.port.card_event(CardEvent(SLOT, b"", True))
     rig.wait(lambda: rig.kiosk.view().state == State.KEY_REFUSED, "refused")
     assert rig.kiosk.view().refusal == "unreadable"
@@ -121,7 +110,7 @@ def test_a_key_of_another_utility_is_refused(rig: Rig, tmp_path: Path) -> None:
 
 def test_a_blank_card_is_refused(rig: Rig) -> None:
     blank = VirtualCard(bytes.fromhex("04222222222222"))
-    rig.port.connect = lambda _reader: InProcess(blank)  # type: ignore[assignment,return-value]
+    rig.slot.insert(blank)
     rig.port.card_event(CardEvent(SLOT, b"", True))
     rig.wait(lambda: rig.kiosk.view().state == State.KEY_REFUSED, "refused")
     entries = [e for e in rig.kiosk.journal.entries() if e.kind == "key_refused"]

@@ -11,11 +11,18 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from drivers.errors import TransportError
 
 log = logging.getLogger(__name__)
+
+
+class Connection(Protocol):
+    """A connection to the card in a reader: a DESFire `Card` that can be let go."""
+
+    def transmit(self, apdu: bytes) -> bytes: ...
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)

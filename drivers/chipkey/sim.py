@@ -524,3 +524,35 @@ _HANDLERS: dict[int, Any] = {
     Ins.ABORT_TRANSACTION: VirtualCard._abort,
     Ins.CHANGE_KEY: VirtualCard._change_key,
 }
+
+
+class _SlotConnection:
+    def __init__(self, card: VirtualCard) -> None:
+        self.card = card
+
+    def transmit(self, apdu: bytes) -> bytes:
+        return self.card.transmit(apdu)
+
+    def close(self) -> None:
+        """Nothing to release in-process."""
+
+
+class VirtualSlot:
+    """A reader slot in-process: what a PC/SC reader is for a real card, for tests and demos."""
+
+    def __init__(self) -> None:
+        self.card: VirtualCard | None = None
+
+    def insert(self, card: VirtualCard) -> None:
+        card.power_on()
+        self.card = card
+
+    def remove(self) -> None:
+        if self.card is not None:
+            self.card.power_off()
+        self.card = None
+
+    def connect(self, _reader: str) -> _SlotConnection:
+        if self.card is None or not self.card.powered:
+            raise CardRemoved("no card in the slot")
+        return _SlotConnection(self.card)
