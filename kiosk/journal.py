@@ -8,7 +8,6 @@ the newest entries is detected as well as editing or removing any other.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
@@ -39,10 +38,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from kiosk.errors import ChainBroken, JournalError
 from kiosk.events import Account, KeyStatus, Kind, PendingCredit, Record
 from kiosk.money import Money
+from sync.chain import GENESIS, entry_hash
 
 log = logging.getLogger(__name__)
-
-GENESIS = "0" * 64
 
 metadata = MetaData()
 
@@ -124,26 +122,6 @@ def parse_ts(text: str) -> datetime:
 
 def _canonical(data: dict[str, Any]) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def entry_hash(
-    prev_hash: str,
-    seq: int,
-    ts: str,
-    kind: str,
-    txid: str | None,
-    key: str | None,
-    amount: int | None,
-    currency: str | None,
-    data: str,
-) -> str:
-    """SHA-256 over the previous hash and the canonical form of every column of the entry."""
-    body = json.dumps(
-        [prev_hash, seq, ts, kind, txid, key, amount, currency, data],
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-    return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
 def _sqlite_engine(path: Path, synchronous: str = "FULL") -> Engine:
@@ -310,6 +288,27 @@ class Journal:
             q = q.limit(limit)
         with self.engine.connect() as conn:
             return [self._entry(r) for r in conn.execute(q)]
+
+    def raw_entries(self, after: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """Entries exactly as stored (the bytes the hash covers), for upload."""
+        cols = [c for c in journal_table.c]
+        q = select(*cols).where(journal_table.c.seq > after).order_by(journal_table.c.seq)
+        if limit is not None:
+            q = q.limit(limit)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def get_meta(self, name: str) -> str | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(meta_table.c.value).where(meta_table.c.name == name)
+            ).scalar()
+        return None if value is None else str(value)
+
+    def set_meta(self, name: str, value: str) -> None:
+        with self._writer.begin() as conn:
+            conn.execute(meta_table.delete().where(meta_table.c.name == name))
+            conn.execute(insert(meta_table).values(name=name, value=value))
 
     def last_seq(self) -> int:
         with self.engine.connect() as conn:

@@ -1,0 +1,85 @@
+"""The kiosk side of head-office sync: upload the journal in bounded batches, advancing the
+watermark only on acknowledgement; store downloaded reference data for offline use."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from kiosk.events import KeyStatus
+from kiosk.journal import Journal
+from kiosk.money import Money
+from sync.client import SyncClient, SyncError
+
+log = logging.getLogger(__name__)
+
+WATERMARK = "sync_watermark"
+REF_ETAG = "sync_reference_etag"
+
+
+@dataclass
+class SyncStatus:
+    acked: int
+    backlog: int
+    last_success: datetime | None = None
+    last_error: str | None = None
+    rounds: int = 0
+    reference_version: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+class Syncer:
+    def __init__(self, journal: Journal, client: SyncClient, *, batch: int = 500) -> None:
+        self.journal = journal
+        self.client = client
+        self.batch = batch
+        acked = int(journal.get_meta(WATERMARK) or 0)
+        self.status = SyncStatus(acked=acked, backlog=journal.last_seq() - acked)
+
+    def upload_round(self, now: datetime) -> int:
+        """Upload until nothing is left or an error stops it; returns entries acknowledged."""
+        start = self.status.acked
+        while True:
+            rows = self.journal.raw_entries(after=self.status.acked, limit=self.batch)
+            if not rows:
+                break
+            acked = self.client.upload(rows)  # raises SyncError; watermark untouched then
+            if acked < self.status.acked:
+                raise SyncError(f"head office acknowledged {acked}, below our watermark")
+            self.journal.set_meta(WATERMARK, str(acked))
+            self.status.acked = acked
+            if acked < rows[-1]["seq"]:
+                break  # it kept fewer than we sent: ask again next round
+        self.status.backlog = self.journal.last_seq() - self.status.acked
+        self.status.last_success = now
+        return self.status.acked - start
+
+    def pull_reference(self) -> bool:
+        """Download key status and debts if they changed; True if anything was stored."""
+        etag, data = self.client.reference(self.journal.get_meta(REF_ETAG))
+        if data is None:
+            return False
+        for k in data["keys"]:
+            self.journal.set_key(
+                k["serial"], KeyStatus(k["status"]), k["contract_account"], k.get("reason") or ""
+            )
+        for d in data["debts"]:
+            self.journal.set_debt(d["contract_account"], Money(d["amount"], d["currency"]))
+        if etag:
+            self.journal.set_meta(REF_ETAG, etag)
+        self.status.reference_version = etag
+        return True
+
+    def round(self, now: datetime) -> SyncStatus:
+        """One full round (upload, then reference); errors are recorded, never raised."""
+        self.status.rounds += 1
+        try:
+            self.upload_round(now)
+            self.pull_reference()
+            self.status.last_error = None
+        except SyncError as err:
+            log.warning("sync: %s", err)
+            self.status.last_error = str(err)
+            self.status.backlog = self.journal.last_seq() - self.status.acked
+        return self.status

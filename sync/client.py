@@ -1,0 +1,112 @@
+"""The kiosk's head-office client (requests): batch upload and reference download.
+
+At-least-once on the wire, exactly-once in effect: the caller advances its watermark only to
+what the server acknowledged; the server stores each (kiosk, seq) once. Failures are exceptions:
+`Retryable` (no connection, timeout, 5xx, 429 with Retry-After) or `Permanent` (4xx: the batch or
+the credentials are wrong and retrying the same bytes will not help).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from typing import Any
+
+import requests
+
+GZIP_OVER = 16 * 1024
+
+
+class SyncError(Exception):
+    """Root of the sync client's errors."""
+
+
+class Retryable(SyncError):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Permanent(SyncError):
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def backoff(
+    attempt: int,
+    retry_after: float | None,
+    rng: random.Random,
+    base: float = 1.0,
+    ceiling: float = 300.0,
+) -> float:
+    """Seconds to wait before attempt `attempt + 1`: the server's Retry-After when it gave one,
+    else exponential with full jitter, never above the ceiling."""
+    if retry_after is not None:
+        return min(max(0.0, retry_after), ceiling)
+    return rng.uniform(0, min(ceiling, base * 2**attempt))
+
+
+class SyncClient:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        kiosk_id: str,
+        *,
+        timeout: tuple[float, float] = (3.05, 15.0),
+        session: requests.Session | None = None,
+        verify: bool | str = True,
+    ) -> None:
+        self.base = base_url.rstrip("/")
+        self.kiosk_id = kiosk_id
+        self.timeout = timeout
+        self.session = session or requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+        self.verify = verify  # TLS verification stays on; a CA bundle path may be given
+
+    def _request(self, method: str, path: str, **kw: Any) -> requests.Response:
+        try:
+            resp = self.session.request(
+                method, self.base + path, timeout=self.timeout, verify=self.verify, **kw
+            )
+        except (requests.ConnectionError, requests.Timeout) as err:
+            raise Retryable(f"head office not reachable: {err}") from err
+        if resp.status_code == 429 or resp.status_code >= 500:
+            after = resp.headers.get("Retry-After")
+            raise Retryable(
+                f"head office answered {resp.status_code}",
+                float(after) if after and after.replace(".", "", 1).isdigit() else None,
+            )
+        if resp.status_code >= 400 and resp.status_code != 304:
+            try:
+                detail = resp.json().get("detail", resp.text)
+            except ValueError:
+                detail = resp.text
+            raise Permanent(f"head office refused ({resp.status_code}): {detail}", resp.status_code)
+        return resp
+
+    def upload(self, batch: list[dict[str, Any]]) -> int:
+        """Send entries (as stored); returns the highest sequence number head office holds."""
+        body = json.dumps({"kiosk_id": self.kiosk_id, "entries": batch}).encode()
+        headers = {"Content-Type": "application/json"}
+        if len(body) > GZIP_OVER:
+            body = gzip.compress(body)
+            headers["Content-Encoding"] = "gzip"
+        resp = self._request("POST", "/v1/entries", data=body, headers=headers)
+        try:
+            return int(resp.json()["acked"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise Retryable(f"unexpected answer from head office: {resp.text[:200]}") from err
+
+    def reference(self, etag: str | None = None) -> tuple[str | None, dict[str, Any] | None]:
+        """(ETag, data); data is None when unchanged since `etag`."""
+        headers = {"If-None-Match": etag} if etag else {}
+        resp = self._request("GET", "/v1/reference", headers=headers)
+        if resp.status_code == 304:
+            return etag, None
+        try:
+            return resp.headers.get("ETag"), dict(resp.json())
+        except ValueError as err:
+            raise Retryable(f"unexpected answer from head office: {resp.text[:200]}") from err

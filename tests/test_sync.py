@@ -1,0 +1,226 @@
+"""Head-office sync: the kiosk's client against the reference server as a real process."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import requests
+
+from kiosk.events import KeyStatus, Kind, Record
+from kiosk.journal import Journal
+from kiosk.money import Money
+from kiosk.syncer import Syncer
+from sync.client import GZIP_OVER, Permanent, Retryable, SyncClient, backoff
+from tests.conftest import ROOT
+
+T0 = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+
+
+@dataclass
+class HeadOffice:
+    url: str
+    db: str
+    tokens: dict[str, str]
+
+    def admin(self, *args: str) -> str:
+        res = subprocess.run(
+            [sys.executable, "-m", "sync.admin", "--db", self.db, *args],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+        )
+        assert res.returncode == 0, res.stderr
+        return res.stdout.strip()
+
+    def client(self, kiosk: str = "DEMO-01", token: str | None = None) -> SyncClient:
+        return SyncClient(self.url, token or self.tokens[kiosk], kiosk, timeout=(1.0, 5.0))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def office(tmp_path: Path) -> Iterator[HeadOffice]:
+    db = f"sqlite:///{tmp_path / 'headoffice.sqlite'}"
+    ho = HeadOffice("", db, {})
+    for kiosk in ("DEMO-01", "OTHER-01"):
+        ho.tokens[kiosk] = ho.admin("register", kiosk)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sync.admin", "--db", db, "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=dict(os.environ),
+        stderr=subprocess.PIPE,
+    )
+    ho.url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            if requests.get(ho.url + "/v1/health", timeout=0.5).ok:
+                break
+        except requests.ConnectionError:
+            pass
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert time.monotonic() < deadline, "head office did not come up"
+        threading.Event().wait(0.05)  # the server process is starting: ask again shortly
+    yield ho
+    proc.terminate()
+    proc.wait(10)
+
+
+def journal_with(
+    tmp_path: Path, n_tx: int = 3, name: str = "journal.sqlite", start: datetime = T0
+) -> Journal:
+    j = Journal(tmp_path / name, "DEMO-01")
+    t = start
+    for i in range(n_tx):
+        tx = f"DEMO-01-T{i}"
+        t += timedelta(minutes=1)
+        j.append(
+            [
+                Record(
+                    Kind.TX_OPENED, tx, "K1", None, {"method": "cash", "contract_account": "4711"}
+                )
+            ],
+            t,
+        )
+        j.append(
+            [Record(Kind.CASH_IN, tx, "K1", Money(1000, "EUR"), {"medium": "note", "channel": 2})],
+            t,
+        )
+        j.append(
+            [Record(Kind.TX_CLOSED, tx, "K1", None, {"outcome": "completed", "credit": 1000})], t
+        )
+    return j
+
+
+def test_backlog_is_uploaded_once_and_the_watermark_follows_acks(
+    office: HeadOffice, tmp_path: Path
+) -> None:
+    j = journal_with(tmp_path)
+    sync = Syncer(j, office.client(), batch=4)
+    assert sync.status.backlog == 9
+    status = sync.round(T0)
+    assert status.last_error is None and status.acked == 9 and status.backlog == 0
+    assert office.admin("count", "DEMO-01") == "9"
+    again = office.client().upload(j.raw_entries())  # the same batch delivered twice
+    assert again == 9 and office.admin("count", "DEMO-01") == "9"
+    assert j.get_meta("sync_watermark") == "9"
+    j.append([Record(Kind.FAULT, data={"device": "coin"})], T0)
+    assert sync.round(T0).acked == 10 and office.admin("count", "DEMO-01") == "10"
+
+
+def test_large_batches_are_compressed(office: HeadOffice, tmp_path: Path) -> None:
+    j = journal_with(tmp_path, n_tx=80)
+    rows = j.raw_entries()
+    assert len(json.dumps(rows)) > GZIP_OVER
+    assert office.client().upload(rows) == 240
+    assert office.admin("count", "DEMO-01") == "240"
+
+
+def test_a_forged_entry_is_refused_and_nothing_is_stored(
+    office: HeadOffice, tmp_path: Path
+) -> None:
+    j = journal_with(tmp_path)
+    rows = j.raw_entries()
+    rows[4]["amount"] = 100_000  # altered after the hash was taken
+    with pytest.raises(Permanent) as err:
+        office.client().upload(rows)
+    assert err.value.status == 400 and "entry 5: hash does not match" in str(err.value)
+    assert office.admin("count", "DEMO-01") == "0"
+    sync = Syncer(j, office.client())
+    assert sync.round(T0).acked == 9  # the genuine journal still goes through
+
+
+def test_gaps_and_forks_are_refused(office: HeadOffice, tmp_path: Path) -> None:
+    j = journal_with(tmp_path)
+    rows = j.raw_entries()
+    with pytest.raises(Permanent, match="gap: expected entry 1, got 3"):
+        office.client().upload(rows[2:])
+    office.client().upload(rows[:5])
+    # The same kiosk id with another history (a restored or copied database): a fork.
+    other = journal_with(tmp_path, n_tx=2, name="other.sqlite", start=T0 + timedelta(hours=1))
+    with pytest.raises(Permanent, match="differs from the one stored"):
+        office.client().upload(other.raw_entries())
+    assert office.admin("count", "DEMO-01") == "5"
+
+
+def test_a_kiosk_writes_only_as_itself(office: HeadOffice, tmp_path: Path) -> None:
+    rows = journal_with(tmp_path).raw_entries()
+    with pytest.raises(Permanent) as err:
+        office.client("DEMO-01", token=office.tokens["OTHER-01"]).upload(rows)
+    assert err.value.status == 403
+    with pytest.raises(Permanent) as err:
+        office.client("DEMO-01", token="not-a-token").upload(rows)
+    assert err.value.status == 401
+    assert office.admin("count", "DEMO-01") == "0" and office.admin("count", "OTHER-01") == "0"
+
+
+@pytest.mark.parametrize(
+    "body,expected",
+    [
+        (b"{not json", "malformed batch"),
+        (json.dumps({"kiosk_id": "DEMO-01", "entries": [{"seq": 1}]}).encode(), "malformed batch"),
+        (gzip.compress(b"x")[:5], "not valid gzip"),
+    ],
+)
+def test_malformed_bodies_get_a_clear_4xx(office: HeadOffice, body: bytes, expected: str) -> None:
+    headers = {"Authorization": f"Bearer {office.tokens['DEMO-01']}"}
+    if expected == "not valid gzip":
+        headers["Content-Encoding"] = "gzip"
+    resp = requests.post(office.url + "/v1/entries", data=body, headers=headers, timeout=5)
+    assert resp.status_code == 400 and expected in resp.json()["detail"]
+    assert office.admin("count", "DEMO-01") == "0"
+
+
+def test_head_office_down_keeps_the_backlog(office: HeadOffice, tmp_path: Path) -> None:
+    j = journal_with(tmp_path)
+    down = Syncer(
+        j, SyncClient(f"http://127.0.0.1:{free_port()}", "t", "DEMO-01", timeout=(0.5, 1))
+    )
+    status = down.round(T0)
+    assert status.last_error and "not reachable" in status.last_error
+    assert status.acked == 0 and status.backlog == 9 and j.get_meta("sync_watermark") is None
+    up = Syncer(j, office.client())  # the network is back
+    assert up.round(T0).acked == 9 and office.admin("count", "DEMO-01") == "9"
+
+
+def test_blocking_a_key_at_head_office_reaches_the_kiosk(
+    office: HeadOffice, tmp_path: Path
+) -> None:
+    j = journal_with(tmp_path)
+    j.set_key("K1", KeyStatus.ACTIVE, "4711")
+    office.admin("key", "K1", "--status", "blocked", "--account", "4711", "--reason", "stolen")
+    office.admin("debt", "4711", "700")
+    sync = Syncer(j, office.client())
+    assert sync.pull_reference() is True
+    account = j.account_for("K1", "4711", "EUR")
+    assert account.status == KeyStatus.BLOCKED and account.reason == "stolen"
+    assert account.debt == Money(700, "EUR")
+    assert sync.pull_reference() is False  # unchanged: 304 on the ETag
+
+
+def test_backoff_honours_retry_after_and_stays_under_the_ceiling() -> None:
+    rng = random.Random(1)
+    assert backoff(3, 12.0, rng) == 12.0
+    assert backoff(3, 9999.0, rng) == 300.0
+    delays = [backoff(a, None, rng) for a in range(20)]
+    assert all(0 <= d <= min(300.0, 2**a) for a, d in enumerate(delays))
+    assert Retryable("x", 5.0).retry_after == 5.0
