@@ -4,13 +4,16 @@ watermark only on acknowledgement; store downloaded reference data for offline u
 from __future__ import annotations
 
 import logging
+import random
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from kiosk.events import KeyStatus
 from kiosk.journal import Journal
 from kiosk.money import Money
-from sync.client import SyncClient, SyncError
+from sync.client import Retryable, SyncClient, SyncError, backoff
 
 log = logging.getLogger(__name__)
 
@@ -83,3 +86,61 @@ class Syncer:
             self.status.last_error = str(err)
             self.status.backlog = self.journal.last_seq() - self.status.acked
         return self.status
+
+
+class SyncLoop:
+    """Background rounds every `interval` seconds (or at once on `sync_now`); after an error,
+    jittered exponential backoff with a ceiling, or the server's Retry-After."""
+
+    def __init__(
+        self,
+        syncer: Syncer,
+        clock: Callable[[], datetime],
+        *,
+        interval: float = 60.0,
+        ceiling: float = 300.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.syncer = syncer
+        self.clock = clock
+        self.interval = interval
+        self.ceiling = ceiling
+        self.rng = rng or random.Random()
+        self.failures = 0
+        self._stop = threading.Event()
+        self._now = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sync", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._now.set()
+        self._thread.join(timeout=10)
+
+    def sync_now(self) -> None:
+        self._now.set()
+
+    def next_delay(self, retry_after: float | None) -> float:
+        if self.syncer.status.last_error is None:
+            self.failures = 0
+            return self.interval
+        self.failures += 1
+        return backoff(self.failures - 1, retry_after, self.rng, ceiling=self.ceiling)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            retry_after = None
+            try:
+                self.syncer.upload_round(self.clock())
+                self.syncer.pull_reference()
+                self.syncer.status.last_error = None
+            except Retryable as err:
+                retry_after = err.retry_after
+                self.syncer.status.last_error = str(err)
+            except SyncError as err:
+                self.syncer.status.last_error = str(err)
+            self.syncer.status.rounds += 1
+            self._now.wait(self.next_delay(retry_after))
+            self._now.clear()
