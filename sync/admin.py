@@ -41,7 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--currency", default="EUR")
     c = sub.add_parser("count", help="how many entries a kiosk has delivered")
     c.add_argument("kiosk_id")
+    sub.add_parser("openapi", help="print the wire protocol as OpenAPI JSON")
     args = p.parse_args(argv)
+
+    if args.cmd == "openapi":
+        import json
+
+        print(json.dumps(create_app("sqlite://").openapi(), indent=2, sort_keys=True))
+        return 0
 
     if args.cmd == "serve":
         import uvicorn

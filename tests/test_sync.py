@@ -275,3 +275,10 @@ def test_the_loop_backs_off_and_honours_retry_after(
         threading.Event().wait(0.05)  # the loop runs on its own thread: look again shortly
     loop.stop()
     assert office.admin("count", "DEMO-01") == "9"
+
+
+def test_the_published_openapi_file_matches_the_server() -> None:
+    res = subprocess.run([sys.executable, "-m", "sync.admin", "openapi"], capture_output=True,
+                         text=True, cwd=ROOT, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == json.loads((ROOT / "sync" / "openapi.json").read_text())
