@@ -141,7 +141,16 @@ def create_app(db_url: str) -> FastAPI:
     def health() -> dict[str, bool]:
         return {"ok": True}
 
-    @app.post("/v1/entries")
+    @app.post(
+        "/v1/entries",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": Batch.model_json_schema()}},
+                "description": "May be sent with Content-Encoding: gzip.",
+            }
+        },
+    )
     async def upload(
         request: Request,
         authorization: Annotated[str | None, Header()] = None,
