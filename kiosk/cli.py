@@ -8,13 +8,13 @@ import logging
 import sys
 from pathlib import Path
 
-from kiosk.config import load_site
+from kiosk.config import Site, load_site
 from kiosk.errors import ChainBroken, ConfigError, JournalError
 from kiosk.journal import Journal
 from kiosk.paths import data_dir, journal_path
 
 
-def _open_journal(args: argparse.Namespace) -> tuple[Journal, object]:
+def _open_journal(args: argparse.Namespace) -> tuple[Journal, Site]:
     site = load_site(args.site)
     path = Path(args.db) if args.db else journal_path(data_dir(args.data_dir), site.kiosk_id)
     if not path.exists():
@@ -46,9 +46,9 @@ def cmd_journal_show(args: argparse.Namespace) -> int:
 
     journal, site = _open_journal(args)
     if args.entries:
-        print_entries(journal, site, sys.stdout, args.limit)  # type: ignore[arg-type]
+        print_entries(journal, site, sys.stdout, args.limit)
     else:
-        print_transactions(journal, site, sys.stdout)  # type: ignore[arg-type]
+        print_transactions(journal, site, sys.stdout)
     return 0
 
 
@@ -60,6 +60,45 @@ def cmd_journal_verify(args: argparse.Namespace) -> int:
         print(f"journal verify: FAILED at {err} ({journal.path})", file=sys.stderr)
         return 1
     print(f"journal verify: ok, {n} entries chained ({journal.path})")
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    import os
+
+    from kiosk.clock import utc_now
+    from kiosk.syncer import REF_ETAG, WATERMARK, Syncer
+    from sync.client import SyncClient
+
+    journal, site = _open_journal(args)
+    if args.sync_command == "status":
+        acked = int(journal.get_meta(WATERMARK) or 0)
+        last = journal.last_seq()
+        print(
+            f"journal {last} entries; head office has {acked}; backlog {last - acked}; "
+            f"reference version {journal.get_meta(REF_ETAG) or 'none'}"
+        )
+        return 0
+    url = args.url or site.head_office.url
+    if not url:
+        print("kiosk: no head office configured ([head_office] url, or --url)", file=sys.stderr)
+        return 2
+    token = os.environ.get(site.secrets.token_env)
+    if not token:
+        print(
+            f"kiosk: the head-office token is not set (environment variable "
+            f"{site.secrets.token_env})",
+            file=sys.stderr,
+        )
+        return 2
+    status = Syncer(journal, SyncClient(url, token, site.kiosk_id)).round(utc_now())
+    print(
+        f"head office has {status.acked} entries; backlog {status.backlog}; "
+        f"reference version {status.reference_version or 'unchanged'}"
+    )
+    if status.last_error:
+        print(f"kiosk: sync failed: {status.last_error}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -259,6 +298,20 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "watch":
             dp.add_argument("--seconds", type=float, default=30.0, help="how long to watch")
         dp.set_defaults(func=cmd_devices)
+    sync = sub.add_parser("sync", help="head-office sync").add_subparsers(
+        dest="sync_command", required=True
+    )
+    for name, text in (
+        ("now", "upload the backlog and fetch reference data, once"),
+        ("status", "what head office has acknowledged, and the backlog"),
+    ):
+        sp = sync.add_parser(name, help=text)
+        sp.add_argument("--site", help="site file (default: the embedded demo site)")
+        sp.add_argument("--db", help="journal database file (default: in the data directory)")
+        if name == "now":
+            sp.add_argument("--url", help="head-office URL (default: the site's [head_office] url)")
+        sp.set_defaults(func=cmd_sync)
+
     key = sub.add_parser("key", help="chip keys: personalise, show, meter").add_subparsers(
         dest="key_command", required=True
     )

@@ -278,7 +278,41 @@ def test_the_loop_backs_off_and_honours_retry_after(
 
 
 def test_the_published_openapi_file_matches_the_server() -> None:
-    res = subprocess.run([sys.executable, "-m", "sync.admin", "openapi"], capture_output=True,
-                         text=True, cwd=ROOT, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "sync.admin", "openapi"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout) == json.loads((ROOT / "sync" / "openapi.json").read_text())
+
+
+def test_sync_now_and_status_commands(office: HeadOffice, tmp_path: Path) -> None:
+    db = tmp_path / "journal.sqlite"
+    journal_with(tmp_path).close()
+    without_token = {k: v for k, v in os.environ.items() if k != "KIOSK_HEAD_OFFICE_TOKEN"}
+    env = {**without_token, "KIOSK_HEAD_OFFICE_TOKEN": office.tokens["DEMO-01"]}
+
+    def kiosk(*args: str, token: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "kiosk.cli", *args, "--db", str(db)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+            env=env if token else without_token,
+        )
+
+    before = kiosk("sync", "status")
+    assert before.returncode == 0 and "backlog 9" in before.stdout
+    no_token = kiosk("sync", "now", "--url", office.url, token=False)
+    assert no_token.returncode == 2 and "KIOSK_HEAD_OFFICE_TOKEN" in no_token.stderr
+    done = kiosk("sync", "now", "--url", office.url)
+    assert done.returncode == 0, done.stderr
+    assert "head office has 9 entries; backlog 0" in done.stdout
+    assert "backlog 0" in kiosk("sync", "status").stdout
+    assert office.admin("count", "DEMO-01") == "9"
+    down = kiosk("sync", "now", "--url", f"http://127.0.0.1:{free_port()}")
+    assert down.returncode == 1 and "not reachable" in down.stderr

@@ -45,8 +45,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = args.db or f"sqlite:///{Path(tmp) / 'headoffice.sqlite'}"
         admin = [sys.executable, "-m", "sync.admin", "--db", db]
-        token = subprocess.run([*admin, "register", "BENCH-01"], capture_output=True, text=True,
-                               check=True, cwd=ROOT).stdout.strip()
+        token = subprocess.run(
+            [*admin, "register", "BENCH-01"], capture_output=True, text=True, check=True, cwd=ROOT
+        ).stdout.strip()
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -72,26 +73,40 @@ def main() -> None:
             for start in range(0, args.entries, 1000):
                 n = min(1000, args.entries - start)
                 journal.append(
-                    [Record(Kind.CASH_IN, f"BENCH-01-T{(start + i) // 5}", "K1", Money(200, "EUR"),
-                            {"medium": "coin", "channel": 5}) for i in range(n)],
+                    [
+                        Record(
+                            Kind.CASH_IN,
+                            f"BENCH-01-T{(start + i) // 5}",
+                            "K1",
+                            Money(200, "EUR"),
+                            {"medium": "coin", "channel": 5},
+                        )
+                        for i in range(n)
+                    ],
                     now,
                 )
             made = time.perf_counter() - t0
-            sync = Syncer(journal, SyncClient(url, token, "BENCH-01", timeout=(3, 120)),
-                          batch=args.batch)
+            sync = Syncer(
+                journal, SyncClient(url, token, "BENCH-01", timeout=(3, 120)), batch=args.batch
+            )
             t0 = time.perf_counter()
             sync.upload_round(now)
             took = time.perf_counter() - t0
-            stored = subprocess.run([*admin, "count", "BENCH-01"], capture_output=True, text=True,
-                                    check=True, cwd=ROOT).stdout.strip()
+            stored = subprocess.run(
+                [*admin, "count", "BENCH-01"], capture_output=True, text=True, check=True, cwd=ROOT
+            ).stdout.strip()
         finally:
             server.terminate()
             server.wait(10)
     engine = db.split(":", 1)[0]
-    print(f"backlog of {args.entries:,} entries (built in {made:.1f} s), {args.batch:,} per batch, "
-          f"head office on {engine}")
-    print(f"  uploaded in {took:.1f} s: {args.entries / took:,.0f} entries/s ingested; "
-          f"head office holds {int(stored):,}")
+    print(
+        f"backlog of {args.entries:,} entries (built in {made:.1f} s), {args.batch:,} per batch, "
+        f"head office on {engine}"
+    )
+    print(
+        f"  uploaded in {took:.1f} s: {args.entries / took:,.0f} entries/s ingested; "
+        f"head office holds {int(stored):,}"
+    )
     ok = took < 60 and int(stored) == args.entries
     print(f"  target under 60 s: {'met' if ok else 'MISSED'}")
 
