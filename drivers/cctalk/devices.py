@@ -68,7 +68,9 @@ class Channel:
 
 
 @dataclass(frozen=True)
-class CoinCredited:
+class CashEvent:
+    """A coin or note on a channel, with its value in minor units of `currency`."""
+
     device: str
     channel: int
     value: int
@@ -76,31 +78,20 @@ class CoinCredited:
     counter: int
 
 
-@dataclass(frozen=True)
-class BillEscrowed:
-    device: str
-    channel: int
-    value: int
-    currency: str
-    counter: int
+class CoinCredited(CashEvent):
+    """A coin accepted: credit."""
 
 
-@dataclass(frozen=True)
-class BillStacked:
-    device: str
-    channel: int
-    value: int
-    currency: str
-    counter: int
+class BillEscrowed(CashEvent):
+    """A note held in escrow: the host decides stack or return."""
 
 
-@dataclass(frozen=True)
-class BillReturned:
-    device: str
-    channel: int
-    value: int
-    currency: str
-    counter: int
+class BillStacked(CashEvent):
+    """A note in the stacker: credit."""
+
+
+class BillReturned(CashEvent):
+    """A note handed back from escrow."""
 
 
 @dataclass(frozen=True)
