@@ -10,7 +10,7 @@ import pytest
 
 from drivers.errors import DeviceTimeout
 from drivers.zvt.client import Outcome, ZvtClient
-from drivers.zvt.codec import Answer, StatusInformation
+from drivers.zvt.codec import Answer, Cmd, StatusInformation, encode_apdu, frame
 from drivers.zvt.sim import TerminalSim
 from drivers.zvt.transport import SerialLink, open_link
 
@@ -158,6 +158,27 @@ def test_serial_line_faults_are_repeated() -> None:
         assert client.authorise(1000, decide=ok).outcome == Outcome.APPROVED
         assert client.link.stats == {"naks_sent": 1, "repeats": 1}  # type: ignore[attr-defined]
         client.link.close()
+
+
+def test_ack_and_a_damaged_frame_in_one_read_do_not_cost_a_repeat() -> None:
+    """The terminal ACKs our frame and at once sends a frame that arrives damaged, all in one
+    read: the ACK counts (no T2 wait, no repeat) and the damaged frame is NAKed."""
+    leader, follower = os.openpty()
+    try:
+        link = SerialLink(os.ttyname(follower), t2=3.0)
+        damaged = bytearray(frame(encode_apdu(Cmd.INTERMEDIATE_STATUS, b"\x17")))
+        damaged[-1] ^= 0xFF
+
+        link.connect()
+        os.write(leader, b"\x06" + bytes(damaged))  # waiting before we read: one read has both
+        link.send(encode_apdu(Cmd.ACK))
+        assert link.stats == {"naks_sent": 1, "repeats": 0}
+        sent = os.read(leader, 64)
+        assert sent == frame(encode_apdu(Cmd.ACK)) + b"\x15"  # our frame once, then the NAK
+        link.close()
+    finally:
+        os.close(leader)
+        os.close(follower)
 
 
 def test_connection_drop_after_approval_is_found_out() -> None:

@@ -120,6 +120,14 @@ def test_serial_decoder_byte_at_a_time_with_acks_around() -> None:
     assert got == [0x06, unframe(P400_AUTH), 0x15]
 
 
+def test_an_ack_before_a_damaged_frame_in_one_read_is_kept() -> None:
+    damaged = bytearray(P400_AUTH)
+    damaged[-1] ^= 0xFF
+    got = SerialDecoder().feed(b"\x06" + bytes(damaged) + P400_AUTH)
+    assert got[0] == 0x06 and isinstance(got[1], FrameError) and "CRC" in str(got[1])
+    assert got[2:] == [unframe(P400_AUTH)]  # and decoding goes on after the damage
+
+
 STATUS_HEX = (
     "27 00"  # result: approved
     " 04 00 00 00 00 20 00"  # 20.00

@@ -143,6 +143,8 @@ def unframe(raw: bytes) -> bytes:
         raise FrameError("a serial frame starts with DLE STX")
     dec = SerialDecoder()
     out = dec.feed(raw)
+    if out and isinstance(out[0], FrameError):
+        raise out[0]
     if len(out) != 1 or not isinstance(out[0], bytes) or dec.busy:
         raise FrameError(f"not exactly one frame: {raw.hex(' ')}")
     return out[0]
@@ -151,8 +153,9 @@ def unframe(raw: bytes) -> bytes:
 class SerialDecoder:
     """Incremental receiver for the serial line: yields APDU bytes, or the ints ACK/NAK.
 
-    A frame with a bad CRC raises FrameError (the transport answers NAK); bytes outside a
-    frame that are not ACK or NAK are skipped.
+    A frame with a bad CRC or stuffing is yielded as a FrameError in its place (the transport
+    answers NAK) and decoding goes on, so an ACK read in the same chunk before a damaged frame
+    is not lost; bytes outside a frame that are not ACK or NAK are skipped.
     """
 
     def __init__(self) -> None:
@@ -170,8 +173,8 @@ class SerialDecoder:
         self._buf.clear()
         self._crc.clear()
 
-    def feed(self, data: bytes) -> list[bytes | int]:
-        out: list[bytes | int] = []
+    def feed(self, data: bytes) -> list[bytes | int | FrameError]:
+        out: list[bytes | int | FrameError] = []
         for b in data:
             st = self._state
             if st == "idle":
@@ -200,7 +203,7 @@ class SerialDecoder:
                     self._state, self._crc = "crc", bytearray()
                 else:
                     self.reset()
-                    raise FrameError(f"DLE followed by {b:02X} inside a frame")
+                    out.append(FrameError(f"DLE followed by {b:02X} inside a frame"))
             elif st == "crc":
                 self._crc.append(b)
                 if len(self._crc) == 2:
@@ -209,8 +212,9 @@ class SerialDecoder:
                     self.reset()
                     want = crc_kermit(apdu + bytes((ETX,)))
                     if got != want:
-                        raise FrameError(f"CRC {got:04X} does not match {want:04X}")
-                    out.append(apdu)
+                        out.append(FrameError(f"CRC {got:04X} does not match {want:04X}"))
+                    else:
+                        out.append(apdu)
         return out
 
 

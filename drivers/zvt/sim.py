@@ -122,12 +122,10 @@ class _Conn:
         if self.fd is None:
             self.ready.extend(self.reasm.feed(data))
             return
-        try:
-            items = self.serial_dec.feed(data)
-        except FrameError:
-            self._write(bytes((NAK,)))
-            return
-        for item in items:
+        for item in self.serial_dec.feed(data):
+            if isinstance(item, FrameError):
+                self._write(bytes((NAK,)))
+                continue
             if isinstance(item, int):
                 self.acks.append(item)
                 continue

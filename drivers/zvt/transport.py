@@ -86,13 +86,15 @@ class SerialLink:
         self._last_byte = now
         self.bytes["rx"] += len(chunk)
         log.log(TRACE, "rx %s", chunk.hex(" "))
-        try:
-            return self.decoder.feed(chunk)
-        except FrameError as err:
-            log.warning("bad frame from the terminal (%s): NAK", err)
-            self._write(bytes((NAK,)))
-            self.stats["naks_sent"] += 1
-            return []
+        items: list[bytes | int] = []
+        for item in self.decoder.feed(chunk):
+            if isinstance(item, FrameError):
+                log.warning("bad frame from the terminal (%s): NAK", item)
+                self._write(bytes((NAK,)))
+                self.stats["naks_sent"] += 1
+            else:
+                items.append(item)
+        return items
 
     def _write(self, data: bytes) -> None:
         assert self.port is not None
