@@ -8,8 +8,9 @@ cd "$(dirname "$0")"
 
 # Debian packages the project needs: a venv-capable Python with headers and a compiler
 # (pyscard is built from source on Linux), the PC/SC headers it builds against, and the PC/SC
-# daemon with vsmartcard's virtual reader, into which the virtual chip key is inserted.
-APT_PACKAGES=(python3 python3-venv python3-dev gcc libpcsclite-dev pcscd vsmartcard-vpcd)
+# daemon with vsmartcard's virtual reader, into which the virtual chip key is inserted, and
+# the PostgreSQL server the head-office tests start a throwaway cluster of.
+APT_PACKAGES=(python3 python3-venv python3-dev gcc libpcsclite-dev pcscd vsmartcard-vpcd postgresql)
 
 say() { printf '[dev.sh] %s\n' "$*" >&2; }
 

@@ -173,7 +173,12 @@ def create_app(db_url: str) -> FastAPI:
         return {"acked": store(kiosk_id, batch.entries)}
 
     def store(kiosk_id: str, batch: list[EntryIn]) -> int:
+        """Check the whole batch against the stored chain, then insert the new part at once."""
         with engine.begin() as conn:  # all or nothing
+            # One upload per kiosk at a time: a second one waits here and then sees the first.
+            conn.execute(
+                select(kiosks.c.kiosk_id).where(kiosks.c.kiosk_id == kiosk_id).with_for_update()
+            )
             last = conn.execute(
                 select(entries.c.seq, entries.c.hash)
                 .where(entries.c.kiosk_id == kiosk_id)
@@ -181,43 +186,39 @@ def create_app(db_url: str) -> FastAPI:
                 .limit(1)
             ).first()
             seq, prev = (last.seq, last.hash) if last else (0, GENESIS)
-            for e in sorted(batch, key=lambda x: x.seq):
-                if e.seq <= seq:  # delivered before: must be the very same entry
-                    stored = conn.execute(
-                        select(entries.c.hash).where(
-                            entries.c.kiosk_id == kiosk_id, entries.c.seq == e.seq
+            ordered = sorted(batch, key=lambda x: x.seq)
+            old = [e for e in ordered if e.seq <= seq]
+            if old:  # delivered before: each must be the very same entry
+                stored = dict(
+                    conn.execute(
+                        select(entries.c.seq, entries.c.hash).where(
+                            entries.c.kiosk_id == kiosk_id,
+                            entries.c.seq.between(old[0].seq, old[-1].seq),
                         )
-                    ).scalar()
-                    if stored != e.hash:
+                    ).all()
+                )
+                for e in old:
+                    if stored.get(e.seq) != e.hash:
                         raise HTTPException(
                             409, f"entry {e.seq} differs from the one stored (fork)"
                         )
-                    continue
+            rows = []
+            for e in ordered[len(old) :]:
                 if e.seq != seq + 1:
                     raise HTTPException(409, f"gap: expected entry {seq + 1}, got {e.seq}")
                 if e.prev_hash != prev:
                     raise HTTPException(409, f"entry {e.seq} does not link to entry {seq}")
-                if (
-                    entry_hash(
-                        e.prev_hash,
-                        e.seq,
-                        e.ts,
-                        e.kind,
-                        e.txid,
-                        e.key,
-                        e.amount,
-                        e.currency,
-                        e.data,
-                    )
-                    != e.hash
-                ):
+                content = (e.seq, e.ts, e.kind, e.txid, e.key, e.amount, e.currency, e.data)
+                if entry_hash(e.prev_hash, *content) != e.hash:
                     raise HTTPException(400, f"entry {e.seq}: hash does not match its content")
                 try:
                     json.loads(e.data)
                 except ValueError:
                     raise HTTPException(400, f"entry {e.seq}: data is not JSON") from None
-                conn.execute(insert(entries).values(kiosk_id=kiosk_id, **e.model_dump()))
+                rows.append({"kiosk_id": kiosk_id, **e.model_dump()})
                 seq, prev = e.seq, e.hash
+            if rows:
+                conn.execute(insert(entries), rows)
             return seq
 
     @app.get("/v1/reference")

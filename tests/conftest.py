@@ -18,6 +18,7 @@ import pytest
 
 from kiosk.config import Site, parse_site
 from kiosk.money import Money
+from tests.pgcluster import NoPostgres, PgCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "config"
@@ -121,3 +122,24 @@ def wait_until(
         assert time.monotonic() < deadline, f"timed out waiting for {what}{detail()}"
         wake.wait(0.05)
         wake.clear()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PgCluster]:
+    """A throwaway PostgreSQL cluster for the whole run (the head office's real-fleet database)."""
+    try:
+        cluster = PgCluster()
+    except NoPostgres as err:
+        pytest.fail(str(err))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def office_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh head-office database URL: an SQLite file, and a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'headoffice.sqlite'}"
+    cluster: PgCluster = request.getfixturevalue("postgres")
+    return cluster.new_database()

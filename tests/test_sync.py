@@ -58,8 +58,8 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def office(tmp_path: Path) -> Iterator[HeadOffice]:
-    db = f"sqlite:///{tmp_path / 'headoffice.sqlite'}"
+def office(office_db: str) -> Iterator[HeadOffice]:
+    db = office_db
     ho = HeadOffice("", db, {})
     for kiosk in ("DEMO-01", "OTHER-01"):
         ho.tokens[kiosk] = ho.admin("register", kiosk)
