@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, time
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
@@ -445,6 +445,47 @@ def parse_site(data: dict[str, Any], source: str) -> Site:
         devices=f.devices,
         head_office=f.head_office,
         secrets=f.secrets,
+    )
+
+
+#: site settings head office may change (integers: minor units, the fee's VAT in basis points)
+REMOTE_SETTINGS = ("min_topup", "max_topup", "key_credit_limit", "fee_net", "fee_vat_bp")
+
+
+def with_settings(site: Site, values: dict[str, int], source: str = "head office") -> Site:
+    """The site with head office's settings applied on top of its file; ConfigError naming each
+    problem (and nothing applied) when they are unknown, not integers or do not fit together."""
+    problems = []
+    for name, value in values.items():
+        if name not in REMOTE_SETTINGS:
+            problems.append(f"{name}: not a setting head office may change")
+        elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            problems.append(f"{name}: {value!r} is not a whole number of at least 0")
+    if problems:
+        raise ConfigError(source, problems)
+    m = site.money
+    lo = m(values.get("min_topup", site.min_topup.minor))
+    hi = m(values.get("max_topup", site.max_topup.minor))
+    limit = m(values.get("key_credit_limit", site.key_credit_limit.minor))
+    net = m(values.get("fee_net", site.fee.net.minor))
+    vat_bp = values.get("fee_vat_bp", site.fee.vat_bp)
+    vat = (Decimal(net.minor) * vat_bp / 10000).quantize(Decimal(1), ROUND_HALF_UP)
+    fee = FeeRule(net, vat_bp, m(net.minor + int(vat)))
+    if lo.minor <= 0:
+        problems.append("min_topup: must be more than zero")
+    if lo > hi:
+        problems.append(f"min_topup: {lo} is above max_topup ({hi})")
+    if hi > limit:
+        problems.append(f"max_topup: {hi} is above key_credit_limit ({limit})")
+    if lo.minor % site.amount_step.minor or hi.minor % site.amount_step.minor:
+        problems.append(f"min_topup/max_topup: not multiples of the amount step {site.amount_step}")
+    if fee.gross >= lo:
+        problems.append(f"fee_net: the fee {fee.gross} must be below min_topup ({lo})")
+    if problems:
+        raise ConfigError(source, problems)
+    presets = tuple(p for p in site.presets if lo <= p <= hi)
+    return replace(
+        site, min_topup=lo, max_topup=hi, key_credit_limit=limit, fee=fee, presets=presets
     )
 
 

@@ -65,6 +65,7 @@ class Kind(StrEnum):
     WRITE_FAILED = "write_failed"
     PENDING_CREDIT = "pending_credit"  # credit owed to a key, written at its next insertion
     PENDING_WRITTEN = "pending_written"
+    PENDING_RELEASED = "pending_released"  # head office gave the credit to another kiosk
     TX_CLOSED = "tx_closed"
     KEY_REFUSED = "key_refused"
     FAULT = "fault"

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Select,
     String,
     Table,
     Text,
@@ -331,18 +332,37 @@ class Journal:
         with self.engine.connect() as conn:
             return [r.txid for r in conn.execute(q)]
 
-    def pending_credits(self, key_serial: str) -> list[PendingCredit]:
-        """Credits owed to a key and not yet written, oldest first."""
+    def _open_credits(self) -> Select[Any]:
         j = journal_table
-        written = select(j.c.txid).where(j.c.kind == str(Kind.PENDING_WRITTEN))
-        q = (
-            select(j.c.txid, j.c.amount, j.c.currency)
-            .where(j.c.kind == str(Kind.PENDING_CREDIT), j.c.key == key_serial)
-            .where(j.c.txid.not_in(written))
+        closed = select(j.c.txid).where(
+            j.c.kind.in_((str(Kind.PENDING_WRITTEN), str(Kind.PENDING_RELEASED)))
+        )
+        return (
+            select(j.c.seq, j.c.txid, j.c.key, j.c.amount, j.c.currency)
+            .where(j.c.kind == str(Kind.PENDING_CREDIT), j.c.txid.not_in(closed))
             .order_by(j.c.seq)
         )
+
+    def pending_credits(self, key_serial: str) -> list[PendingCredit]:
+        """Credits owed to a key that this kiosk may write and has not yet, oldest first."""
+        q = self._open_credits().where(journal_table.c.key == key_serial)
         with self.engine.connect() as conn:
             return [PendingCredit(r.txid, Money(r.amount, r.currency)) for r in conn.execute(q)]
+
+    def open_credits(self, upto_seq: int | None = None) -> list[tuple[str, str]]:
+        """(txid, key) of every open pending credit, those journaled up to `upto_seq` only."""
+        q = self._open_credits()
+        if upto_seq is not None:
+            q = q.where(journal_table.c.seq <= upto_seq)
+        with self.engine.connect() as conn:
+            return [(r.txid, r.key) for r in conn.execute(q)]
+
+    def credit_known(self, txid: str) -> bool:
+        """Has this credit been journaled here before (open, written or released)?"""
+        j = journal_table
+        q = select(j.c.seq).where(j.c.txid == txid, j.c.kind == str(Kind.PENDING_CREDIT))
+        with self.engine.connect() as conn:
+            return conn.execute(q.limit(1)).first() is not None
 
     def verify(self) -> int:
         """Check the whole chain and the head; return the number of entries or raise ChainBroken."""

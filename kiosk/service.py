@@ -7,6 +7,7 @@ before the screen hears of the new state (DESIGN promise 1).
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import secrets
@@ -15,9 +16,9 @@ from collections.abc import Callable
 from datetime import datetime
 
 from kiosk.clock import utc_now
-from kiosk.config import Site
-from kiosk.engine import TopUpSession, View
-from kiosk.errors import InvalidTransition, UserFacingError
+from kiosk.config import Site, with_settings
+from kiosk.engine import State, TopUpSession, View
+from kiosk.errors import ConfigError, InvalidTransition, UserFacingError
 from kiosk.events import (
     AbortCard,
     AuthoriseCard,
@@ -44,6 +45,11 @@ from kiosk.reconcile import reconcile
 
 log = logging.getLogger(__name__)
 
+#: where the site settings head office sent last are kept (see kiosk.syncer)
+SYNC_SETTINGS = "sync_settings"
+#: no customer is being served: site settings may change
+IDLE_STATES = (State.IDLE, State.CLOSED, State.OUT_OF_SERVICE)
+
 Listener = Callable[[View, UserFacingError | None], None]
 
 
@@ -57,7 +63,7 @@ class Kiosk:
         devices: Devices,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        self.site = site
+        self.site = self.base_site = site
         self.journal = journal
         self.devices = devices
         self.clock = clock
@@ -68,11 +74,32 @@ class Kiosk:
             [Record(Kind.KIOSK_STARTED, data={"site": site.id, "kiosk": site.kiosk_id})], now
         )
         self.reconciled = reconcile(journal, site, now)
-        self.session = TopUpSession(site, now, self._new_txid)
+        #: head office's site settings, waiting for the engine to be idle before they apply
+        self._next_site: Site | None = None
+        #: set by the sync wiring: take over a key's credits fleet-wide when it is inserted
+        self.claim_credits: Callable[[str], int] | None = None
+        saved = journal.get_meta(SYNC_SETTINGS)
+        if saved:
+            self.apply_settings(json.loads(saved))
+            self.site = self._next_site or site
+            self._next_site = None
+        self.session = TopUpSession(self.site, now, self._new_txid)
         self._published = self.session.view()
         for port in (devices.reader, devices.coin, devices.notes, devices.card, devices.printer):
             if port is not None:
                 port.attach(self.submit)
+
+    def apply_settings(self, values: dict[str, int]) -> bool:
+        """Head office's limits and fee on top of the site file, from any thread; they take
+        effect when no customer is being served. False (and nothing changes) if refused."""
+        try:
+            site = with_settings(self.base_site, values)
+        except ConfigError as err:
+            log.warning("head-office settings refused: %s", err)
+            return False
+        self._next_site = site
+        self.submit(Tick(self.clock()))
+        return True
 
     def _new_txid(self) -> str:
         now = self.clock()
@@ -113,8 +140,15 @@ class Kiosk:
 
     def process(self, event: Event) -> None:
         """One engine step: enrich, decide, journal (durably), act, publish."""
+        nxt = self._next_site
+        if nxt is not None and self.session.state in IDLE_STATES:
+            self.site = self.session.site = nxt
+            self._next_site = None
+            log.info("site settings from head office applied")
         if isinstance(event, KeyPresented):
             key = event.key
+            if self.claim_credits is not None:
+                self.claim_credits(key.serial)
             account = self.journal.account_for(key.serial, key.contract_account, self.site.currency)
             event = KeyInserted(key, account)
         try:

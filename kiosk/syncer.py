@@ -3,14 +3,16 @@ watermark only on acknowledgement; store downloaded reference data for offline u
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
-from kiosk.events import KeyStatus
+from kiosk.events import KeyStatus, Kind, Record
 from kiosk.journal import Journal
 from kiosk.money import Money
 from sync.client import Retryable, SyncClient, SyncError, backoff
@@ -19,6 +21,9 @@ log = logging.getLogger(__name__)
 
 WATERMARK = "sync_watermark"
 REF_ETAG = "sync_reference_etag"
+SETTINGS = "sync_settings"  # the site settings head office sent last, as JSON (read by Kiosk)
+#: a key waits for head office at most this long (connect, read) when claiming its credits
+CLAIM_TIMEOUT = (1.0, 2.0)
 
 
 @dataclass
@@ -33,10 +38,25 @@ class SyncStatus:
 
 
 class Syncer:
-    def __init__(self, journal: Journal, client: SyncClient, *, batch: int = 500) -> None:
+    """One kiosk's sync state. `currency` is the site's: credits in another are not taken;
+    `on_settings` receives the site settings head office sends (limits and fee)."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        client: SyncClient,
+        *,
+        batch: int = 500,
+        currency: str = "EUR",
+        on_settings: Callable[[dict[str, int]], None] | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self.journal = journal
         self.client = client
         self.batch = batch
+        self.currency = currency
+        self.on_settings = on_settings
+        self.clock = clock or (lambda: datetime.now(UTC))
         acked = int(journal.get_meta(WATERMARK) or 0)
         self.status = SyncStatus(acked=acked, backlog=journal.last_seq() - acked)
 
@@ -59,7 +79,8 @@ class Syncer:
         return self.status.acked - start
 
     def pull_reference(self) -> bool:
-        """Download key status and debts if they changed; True if anything was stored."""
+        """Download key status, debts, this kiosk's credits and site settings if they changed;
+        True if anything was stored."""
         etag, data = self.client.reference(self.journal.get_meta(REF_ETAG))
         if data is None:
             return False
@@ -69,10 +90,60 @@ class Syncer:
             )
         for d in data["debts"]:
             self.journal.set_debt(d["contract_account"], Money(d["amount"], d["currency"]))
+        self._take_credits(data.get("credits", []))
+        self._release_credits({c["credit_id"] for c in data.get("credits", [])})
+        settings = dict(data.get("settings", {}))
+        self.journal.set_meta(SETTINGS, json.dumps(settings, sort_keys=True))
+        if self.on_settings is not None:
+            self.on_settings(settings)
         if etag:
             self.journal.set_meta(REF_ETAG, etag)
         self.status.reference_version = etag
         return True
+
+    def _take_credits(self, held: list[dict[str, Any]]) -> int:
+        """Journal the credits head office says this kiosk holds and that are new here."""
+        records = []
+        for c in held:
+            if c["currency"] != self.currency:
+                log.warning(
+                    "credit %s is in %s, not %s: left", c["credit_id"], c["currency"], self.currency
+                )
+                continue
+            if not self.journal.credit_known(c["credit_id"]):
+                records.append(
+                    Record(
+                        Kind.PENDING_CREDIT,
+                        c["credit_id"],
+                        c["key"],
+                        Money(c["amount"], c["currency"]),
+                        {"reason": "head_office", "origin": c.get("origin")},
+                    )
+                )
+        self.journal.append(records, self.clock())
+        return len(records)
+
+    def _release_credits(self, held: set[str]) -> None:
+        """A credit of ours that head office has (it was uploaded) but no longer lists as ours
+        went to another kiosk, or was written there: it is not ours to write any more."""
+        gone = [
+            Record(Kind.PENDING_RELEASED, txid, key, None, {"reason": "claimed_elsewhere"})
+            for txid, key in self.journal.open_credits(upto_seq=self.status.acked)
+            if txid not in held
+        ]
+        self.journal.append(gone, self.clock())
+
+    def claim(self, key: str) -> int:
+        """When a key is inserted and head office is reachable: take over its open credits
+        fleet-wide, so that this kiosk writes them (once). Returns how many are new here;
+        offline (or on any sync error) nothing changes and the kiosk writes only its own."""
+        if self.status.last_error is not None and self.status.rounds:
+            return 0  # known to be offline: do not keep the customer waiting
+        try:
+            return self._take_credits(self.client.claim(key, timeout=CLAIM_TIMEOUT))
+        except SyncError as err:
+            log.info("credits of %s not claimed: %s", key, err)
+            return 0
 
     def round(self, now: datetime) -> SyncStatus:
         """One full round (upload, then reference); errors are recorded, never raised."""

@@ -1,22 +1,32 @@
-"""Head-office admin: `python -m sync.admin --db URL serve|register|key|debt|count`."""
+"""Head-office admin: `python -m sync.admin --db URL COMMAND` (serve, register, key, debt,
+credit, setting, report, count, openapi)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import secrets
 import sys
+from collections import defaultdict
+from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import delete, insert
+from sqlalchemy import Engine, delete, insert, select
 
+from kiosk.money import Money
 from sync.server import (
     KEY_STATUSES,
+    SETTINGS,
     bump_version,
     count_entries,
     create_app,
+    credits,
+    entries,
     kiosks,
     open_db,
     ref_debts,
     ref_keys,
+    settings,
     token_digest,
 )
 
@@ -39,6 +49,19 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("account")
     d.add_argument("amount", type=int)
     d.add_argument("--currency", default="EUR")
+    cr = sub.add_parser(
+        "credit", help="add a pending credit for a key (minor units), written at its next insertion"
+    )
+    cr.add_argument("key")
+    cr.add_argument("amount", type=int)
+    cr.add_argument("--currency", default="EUR")
+    cr.add_argument("--kiosk", default=None, help="only this kiosk writes it (also offline)")
+    st = sub.add_parser("setting", help="change a site setting for the fleet or one kiosk")
+    st.add_argument("name", choices=SETTINGS)
+    st.add_argument("value", type=int, nargs="?", help="integer; leave out to remove")
+    st.add_argument("--kiosk", default="*", help="one kiosk id (default: the whole fleet)")
+    rp = sub.add_parser("report", help="money taken per kiosk, local day and payment method")
+    rp.add_argument("--tz", default="Europe/Berlin", help="time zone of the days")
     c = sub.add_parser("count", help="how many entries a kiosk has delivered")
     c.add_argument("kiosk_id")
     sub.add_parser("openapi", help="print the wire protocol as OpenAPI JSON")
@@ -48,6 +71,15 @@ def main(argv: list[str] | None = None) -> int:
         import json
 
         print(json.dumps(create_app("sqlite://").openapi(), indent=2, sort_keys=True))
+        return 0
+
+    if args.cmd == "report":
+        try:
+            tz = ZoneInfo(args.tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            print(f"sync.admin: unknown time zone {args.tz!r}", file=sys.stderr)
+            return 2
+        print(report(open_db(args.db), tz), end="")
         return 0
 
     if args.cmd == "serve":
@@ -86,9 +118,64 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             bump_version(conn)
+        elif args.cmd == "credit":
+            if args.amount <= 0:
+                print("sync.admin: a credit is more than zero", file=sys.stderr)
+                return 2
+            credit_id = f"HO-{secrets.token_hex(6).upper()}"
+            conn.execute(
+                insert(credits).values(
+                    credit_id=credit_id,
+                    key=args.key,
+                    amount=args.amount,
+                    currency=args.currency,
+                    origin="office",
+                    holder=args.kiosk,
+                )
+            )
+            bump_version(conn)
+            print(credit_id)
+        elif args.cmd == "setting":
+            if args.value is not None and args.value < 0:
+                print("sync.admin: a setting is not negative", file=sys.stderr)
+                return 2
+            conn.execute(
+                delete(settings).where(settings.c.scope == args.kiosk, settings.c.name == args.name)
+            )
+            if args.value is not None:
+                conn.execute(
+                    insert(settings).values(scope=args.kiosk, name=args.name, value=args.value)
+                )
+            bump_version(conn)
     if args.cmd == "count":
         print(count_entries(engine, args.kiosk_id))
     return 0
+
+
+#: entry kind -> sign of its amount in the takings (a reversal gives card money back)
+MONEY_KINDS = {"cash_in": 1, "cash_unattributed": 1, "card_approved": 1, "card_reversed": -1}
+
+
+def report(engine: Engine, tz: ZoneInfo) -> str:
+    """Money taken per kiosk, local day and method (coin, note, card), as a plain table."""
+    totals: dict[tuple[str, str, str, str], int] = defaultdict(int)
+    q = (
+        select(entries.c.kiosk_id, entries.c.ts, entries.c.kind, entries.c.amount)
+        .add_columns(entries.c.currency, entries.c.data)
+        .where(entries.c.kind.in_(MONEY_KINDS), entries.c.amount.is_not(None))
+    )
+    with engine.connect() as conn:
+        for r in conn.execute(q):
+            day = datetime.fromisoformat(r.ts).astimezone(tz).date().isoformat()
+            if r.kind.startswith("card"):
+                method = "card"
+            else:
+                method = str(json.loads(r.data).get("medium", "cash"))
+            totals[(r.kiosk_id, day, method, r.currency)] += MONEY_KINDS[r.kind] * r.amount
+    lines = [f"{'kiosk':<16} {'day':<10} {'method':<6} {'amount':>12}"]
+    for (kiosk, day, method, cur), minor in sorted(totals.items()):
+        lines.append(f"{kiosk:<16} {day:<10} {method:<6} {str(Money(minor, cur)):>12}")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -67,10 +67,9 @@ class SyncClient:
         self.verify = verify  # TLS verification stays on; a CA bundle path may be given
 
     def _request(self, method: str, path: str, **kw: Any) -> requests.Response:
+        kw.setdefault("timeout", self.timeout)
         try:
-            resp = self.session.request(
-                method, self.base + path, timeout=self.timeout, verify=self.verify, **kw
-            )
+            resp = self.session.request(method, self.base + path, verify=self.verify, **kw)
         except (requests.ConnectionError, requests.Timeout) as err:
             raise Retryable(f"head office not reachable: {err}") from err
         if resp.status_code == 429 or resp.status_code >= 500:
@@ -97,6 +96,16 @@ class SyncClient:
         resp = self._request("POST", "/v1/entries", data=body, headers=headers)
         try:
             return int(resp.json()["acked"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise Retryable(f"unexpected answer from head office: {resp.text[:200]}") from err
+
+    def claim(self, key: str, timeout: tuple[float, float] | None = None) -> list[dict[str, Any]]:
+        """Take over the key's open credits for this kiosk; returns those it now holds."""
+        resp = self._request(
+            "POST", "/v1/credits/claim", json={"key": key}, timeout=timeout or self.timeout
+        )
+        try:
+            return list(resp.json()["credits"])
         except (ValueError, KeyError, TypeError) as err:
             raise Retryable(f"unexpected answer from head office: {resp.text[:200]}") from err
 

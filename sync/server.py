@@ -5,7 +5,13 @@ Wire protocol v1, JSON:
                       sequence number); the hash chain must continue the stored one: a gap, a fork
                       or an entry whose hash does not match its content is refused (4xx, nothing
                       stored); the answer acknowledges the highest stored sequence number.
-  GET  /v1/reference  what kiosks need offline (key status, open debts), with an ETag.
+  GET  /v1/reference  what a kiosk needs offline, with an ETag (unchanged data: 304): key status,
+                      open debts, the pending credits this kiosk holds (it may write them
+                      offline), and the site settings (limits, fee) for this kiosk.
+  POST /v1/credits/claim  a key is at this kiosk: take over its open credits fleet-wide, so
+                      that exactly one kiosk writes each; answers the credits it now holds.
+Pending credits come from the kiosks' own entries (held by the kiosk that took the money until
+another claims them) and from the admin (`credit`); a `pending_written` entry closes one.
 Kiosks authenticate with a per-kiosk bearer token and can only write as themselves.
 """
 
@@ -33,6 +39,7 @@ from sqlalchemy import (
     update,
 )
 
+from kiosk.config import REMOTE_SETTINGS
 from sync.chain import GENESIS, entry_hash
 
 metadata = MetaData()
@@ -72,6 +79,24 @@ ref_debts = Table(
     Column("amount", Integer, nullable=False),
     Column("currency", String(3), nullable=False),
 )
+credits = Table(
+    "credits",
+    metadata,
+    Column("credit_id", String(64), primary_key=True),  # the transaction id written to the key
+    Column("key", String(64), nullable=False, index=True),
+    Column("amount", Integer, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("origin", String(64), nullable=False),  # the kiosk that took the money, or "office"
+    Column("holder", String(64)),  # the one kiosk that may write it; NULL: the first to claim
+    Column("written_by", String(64)),
+)
+settings = Table(
+    "settings",
+    metadata,
+    Column("scope", String(64), primary_key=True),  # "*" for the fleet, or a kiosk id
+    Column("name", String(32), primary_key=True),
+    Column("value", Integer, nullable=False),
+)
 ref_version = Table(
     "ref_version",
     metadata,
@@ -81,6 +106,9 @@ ref_version = Table(
 
 MAX_BATCH = 5000
 KEY_STATUSES = ("active", "blocked", "not_activated")
+#: Site settings head office may change, all integers: limits in minor units, the fee's net in
+#: minor units and its VAT in basis points (the kiosk derives the gross).
+SETTINGS = REMOTE_SETTINGS
 
 
 class EntryIn(BaseModel):
@@ -95,6 +123,11 @@ class EntryIn(BaseModel):
     data: str
     prev_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
     hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class ClaimIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    key: str = Field(min_length=1, max_length=64)
 
 
 class Batch(BaseModel):
@@ -219,7 +252,22 @@ def create_app(db_url: str) -> FastAPI:
                 seq, prev = e.seq, e.hash
             if rows:
                 conn.execute(insert(entries), rows)
+                if track_credits(conn, kiosk_id, rows):
+                    bump_version(conn)
             return seq
+
+    @app.post("/v1/credits/claim")
+    def claim(body: ClaimIn, authorization: Annotated[str | None, Header()] = None) -> Any:
+        """Take over every open credit of a key for the calling kiosk, atomically: a credit is
+        then written only by this kiosk (the key's own top-up log guards the rest)."""
+        kiosk_id = kiosk_of(authorization)
+        with engine.begin() as conn:
+            open_ = (credits.c.key == body.key) & credits.c.written_by.is_(None)
+            rows = conn.execute(select(credits).where(open_).with_for_update()).all()
+            if any(r.holder != kiosk_id for r in rows):
+                conn.execute(update(credits).where(open_).values(holder=kiosk_id))
+                bump_version(conn)
+        return {"credits": [credit_out(r) for r in rows]}
 
     @app.get("/v1/reference")
     def reference(
@@ -227,19 +275,73 @@ def create_app(db_url: str) -> FastAPI:
         authorization: Annotated[str | None, Header()] = None,
         if_none_match: Annotated[str | None, Header()] = None,
     ) -> Any:
-        kiosk_of(authorization)
+        kiosk_id = kiosk_of(authorization)
         with engine.connect() as conn:
             version = conn.execute(select(ref_version.c.version)).scalar()
-            etag = f'"{version}"'
+            etag = f'"{version}-{kiosk_id}"'
             if if_none_match == etag:
                 return Response(status_code=304, headers={"ETag": etag})
             keys = [dict(r._mapping) for r in conn.execute(select(ref_keys))]
             debts = [dict(r._mapping) for r in conn.execute(select(ref_debts))]
+            held = conn.execute(
+                select(credits).where(credits.c.holder == kiosk_id, credits.c.written_by.is_(None))
+            ).all()
+            values: dict[str, int] = {}
+            for scope in ("*", kiosk_id):  # the kiosk's own value beats the fleet's
+                for r in conn.execute(select(settings).where(settings.c.scope == scope)):
+                    values[r.name] = r.value
         response.headers["ETag"] = etag
-        return {"version": version, "keys": keys, "debts": debts}
+        return {
+            "version": version,
+            "keys": keys,
+            "debts": debts,
+            "credits": [credit_out(r) for r in held],
+            "settings": values,
+        }
 
     app.state.engine = engine
     return app
+
+
+def credit_out(r: Any) -> dict[str, Any]:
+    return {
+        "credit_id": r.credit_id,
+        "key": r.key,
+        "amount": r.amount,
+        "currency": r.currency,
+        "origin": r.origin,
+    }
+
+
+def track_credits(conn: Any, kiosk_id: str, rows: list[dict[str, Any]]) -> bool:
+    """Keep the fleet's credit book from the entries just stored: a kiosk's pending credit is
+    held by that kiosk until another claims it; a written one is closed. True if it changed."""
+    changed = False
+    for r in rows:
+        if r["kind"] == "pending_credit" and r["key"] and r["amount"]:
+            known = conn.execute(
+                select(credits.c.credit_id).where(credits.c.credit_id == r["txid"])
+            ).first()
+            if known is None:
+                conn.execute(
+                    insert(credits).values(
+                        credit_id=r["txid"],
+                        key=r["key"],
+                        amount=r["amount"],
+                        currency=r["currency"],
+                        origin=kiosk_id,
+                        holder=kiosk_id,
+                    )
+                )
+                changed = True
+        elif r["kind"] == "pending_written" and r["txid"]:
+            done = conn.execute(
+                update(credits)
+                .where(credits.c.credit_id == r["txid"], credits.c.written_by.is_(None))
+                .values(written_by=kiosk_id, holder=kiosk_id)
+            )
+            changed = changed or done.rowcount > 0
+    return changed
 
 
 def count_entries(engine: Engine, kiosk_id: str) -> int:

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from kiosk.config import Site, parse_site
 from kiosk.money import Money
+from sync.client import SyncClient
 from tests.pgcluster import NoPostgres, PgCluster
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,3 +147,59 @@ def office_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'headoffice.sqlite'}"
     cluster: PgCluster = request.getfixturevalue("postgres")
     return cluster.new_database()
+
+
+@dataclass
+class HeadOffice:
+    url: str
+    db: str
+    tokens: dict[str, str]
+
+    def admin(self, *args: str) -> str:
+        res = subprocess.run(
+            [sys.executable, "-m", "sync.admin", "--db", self.db, *args],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+        )
+        assert res.returncode == 0, res.stderr
+        return res.stdout.strip()
+
+    def client(self, kiosk: str = "DEMO-01", token: str | None = None) -> SyncClient:
+        return SyncClient(self.url, token or self.tokens[kiosk], kiosk, timeout=(1.0, 5.0))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def office(office_db: str) -> Iterator[HeadOffice]:
+    db = office_db
+    ho = HeadOffice("", db, {})
+    for kiosk in ("DEMO-01", "OTHER-01"):
+        ho.tokens[kiosk] = ho.admin("register", kiosk)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sync.admin", "--db", db, "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=dict(os.environ),
+        stderr=subprocess.PIPE,
+    )
+    ho.url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            if requests.get(ho.url + "/v1/health", timeout=0.5).ok:
+                break
+        except requests.ConnectionError:
+            pass
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert time.monotonic() < deadline, "head office did not come up"
+        threading.Event().wait(0.05)  # the server process is starting: ask again shortly
+    yield ho
+    proc.terminate()
+    proc.wait(10)

@@ -6,13 +6,11 @@ import gzip
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,66 +22,10 @@ from kiosk.journal import Journal
 from kiosk.money import Money
 from kiosk.syncer import Syncer, SyncLoop
 from sync.client import GZIP_OVER, Permanent, Retryable, SyncClient, backoff
-from tests.conftest import ROOT
+from tests.conftest import ROOT, HeadOffice, free_port
 from tests.faultproxy import FaultProxy
 
 T0 = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
-
-
-@dataclass
-class HeadOffice:
-    url: str
-    db: str
-    tokens: dict[str, str]
-
-    def admin(self, *args: str) -> str:
-        res = subprocess.run(
-            [sys.executable, "-m", "sync.admin", "--db", self.db, *args],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=60,
-        )
-        assert res.returncode == 0, res.stderr
-        return res.stdout.strip()
-
-    def client(self, kiosk: str = "DEMO-01", token: str | None = None) -> SyncClient:
-        return SyncClient(self.url, token or self.tokens[kiosk], kiosk, timeout=(1.0, 5.0))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def office(office_db: str) -> Iterator[HeadOffice]:
-    db = office_db
-    ho = HeadOffice("", db, {})
-    for kiosk in ("DEMO-01", "OTHER-01"):
-        ho.tokens[kiosk] = ho.admin("register", kiosk)
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sync.admin", "--db", db, "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=dict(os.environ),
-        stderr=subprocess.PIPE,
-    )
-    ho.url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            if requests.get(ho.url + "/v1/health", timeout=0.5).ok:
-                break
-        except requests.ConnectionError:
-            pass
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        assert time.monotonic() < deadline, "head office did not come up"
-        threading.Event().wait(0.05)  # the server process is starting: ask again shortly
-    yield ho
-    proc.terminate()
-    proc.wait(10)
 
 
 def journal_with(
@@ -316,3 +258,72 @@ def test_sync_now_and_status_commands(office: HeadOffice, tmp_path: Path) -> Non
     assert office.admin("count", "DEMO-01") == "9"
     down = kiosk("sync", "now", "--url", f"http://127.0.0.1:{free_port()}")
     assert down.returncode == 1 and "not reachable" in down.stderr
+
+
+def test_the_money_report_sums_per_kiosk_local_day_and_method(
+    office: HeadOffice, tmp_path: Path
+) -> None:
+    late = datetime(2026, 11, 20, 22, 58, tzinfo=UTC)  # 23:59 in Berlin on the 20th, then the 21st
+    j = journal_with(tmp_path, n_tx=2, start=late)
+    j.append(
+        [Record(Kind.CASH_IN, "DEMO-01-T1", "K1", Money(200, "EUR"), {"medium": "coin"})], late
+    )
+    j.append([Record(Kind.CARD_APPROVED, "DEMO-01-T9", "K1", Money(5000, "EUR"), {})], late)
+    j.append([Record(Kind.CARD_REVERSED, "DEMO-01-T9", "K1", Money(5000, "EUR"), {})], late)
+    j.append([Record(Kind.CARD_APPROVED, "DEMO-01-T8", "K1", Money(2500, "EUR"), {})], late)
+    assert Syncer(j, office.client()).round(T0).last_error is None
+    rows = office.admin("report").splitlines()
+    assert rows[1:] == [
+        "DEMO-01          2026-11-20 card      25.00 EUR",
+        "DEMO-01          2026-11-20 coin       2.00 EUR",
+        "DEMO-01          2026-11-20 note      10.00 EUR",
+        "DEMO-01          2026-11-21 note      10.00 EUR",
+    ]
+    utc = office.admin("report", "--tz", "UTC").splitlines()
+    assert utc[1:] == [
+        "DEMO-01          2026-11-20 card      25.00 EUR",
+        "DEMO-01          2026-11-20 coin       2.00 EUR",
+        "DEMO-01          2026-11-20 note      20.00 EUR",
+    ]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("credit", "K1", "0"), "a credit is more than zero"),
+        (("credit", "K1", "-500"), "a credit is more than zero"),
+        (("setting", "max_topup", "-1"), "a setting is not negative"),
+        (("setting", "colour", "3"), "invalid choice: 'colour'"),
+        (("report", "--tz", "Mars/Olympus"), "unknown time zone 'Mars/Olympus'"),
+    ],
+)
+def test_bad_admin_input_is_refused_and_changes_nothing(
+    office: HeadOffice, args: tuple[str, ...], message: str
+) -> None:
+    before = requests.get(
+        office.url + "/v1/reference",
+        headers={"Authorization": f"Bearer {office.tokens['DEMO-01']}"},
+    )
+    res = subprocess.run(
+        [sys.executable, "-m", "sync.admin", "--db", office.db, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert res.returncode == 2 and message in res.stderr
+    after = requests.get(
+        office.url + "/v1/reference",
+        headers={"Authorization": f"Bearer {office.tokens['DEMO-01']}"},
+    )
+    assert after.json() == before.json() and after.headers["ETag"] == before.headers["ETag"]
+
+
+def test_a_claim_needs_a_token_and_a_well_formed_body(office: HeadOffice) -> None:
+    url = office.url + "/v1/credits/claim"
+    auth = {"Authorization": f"Bearer {office.tokens['DEMO-01']}"}
+    assert requests.post(url, json={"key": "K1"}).status_code == 401
+    bad = requests.post(url, json={"key": "K1", "amount": 5}, headers=auth)
+    assert bad.status_code == 422 and "extra" in bad.text.lower()
+    assert requests.post(url, json={"key": ""}, headers=auth).status_code == 422
+    assert requests.post(url, json={"key": "K1"}, headers=auth).json() == {"credits": []}
