@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -29,7 +33,13 @@ from kiosk.keytool import virtual_path, virtual_uid
 from kiosk.ports import Devices
 from kiosk.report import print_transactions
 from kiosk.service import Kiosk
+from kiosk.syncer import Syncer, SyncLoop
 from kiosk.zvt import open_card
+from sync.admin import main as admin_main
+from sync.admin import report
+from sync.client import SyncClient
+from sync.local import LocalHeadOffice, sqlite_url
+from sync.server import open_db
 
 #: Demo keys: serial, contract account, status at head office, reason, open debt (minor units).
 DEMO_KEYS = (
@@ -44,6 +54,42 @@ def seed_reference_data(journal: Journal, site: Site) -> None:
     for serial, account, status, reason, debt in DEMO_KEYS:
         journal.set_key(serial, status, account, reason)
         journal.set_debt(account, site.money(debt))
+
+
+def seed_head_office(db: str, site: Site) -> None:
+    """The demo keys as head office knows them: their status and open debts."""
+    for serial, account, status, reason, debt in DEMO_KEYS:
+        args = ["--db", db, "key", serial, "--status", str(status), "--account", account]
+        admin_main([*args, "--reason", reason])
+        admin_main(["--db", db, "debt", account, str(debt), "--currency", site.currency])
+
+
+@contextmanager
+def head_office(site: Site, data_dir: Path, out: TextIO) -> Iterator[HeadOfficeLink]:
+    """The configured head office (token from the environment), or one started on this
+    machine with the demo keys when none is configured."""
+    if site.head_office.url:
+        token = os.environ.get(site.secrets.token_env, "")
+        if not token:
+            out.write(
+                f"Head office {site.head_office.url} is configured but its token is not set "
+                f"({site.secrets.token_env}): the demo runs offline on its own key list.\n"
+            )
+        yield HeadOfficeLink(site.head_office.url, token, None)
+        return
+    local = LocalHeadOffice(sqlite_url(data_dir / "headoffice.sqlite"))
+    token = local.register(site.kiosk_id)
+    seed_head_office(local.db, site)
+    with local:
+        out.write(f"Head office: none configured, started one on {local.url}\n")
+        yield HeadOfficeLink(local.url, token, local)
+
+
+@dataclass
+class HeadOfficeLink:
+    url: str
+    token: str
+    local: LocalHeadOffice | None
 
 
 class _Script:
@@ -192,11 +238,20 @@ def run_demo(site: Site, journal_file: Path, out: TextIO, start: datetime | None
     """Run the scripted customers; print what happened and the resulting journal.
 
     Coins and notes go through the ccTalk drivers to byte-level simulators on a pty, cards
-    through the ZVT client to a terminal simulator on TCP; the chip key and the printer are
-    in-process fakes until their drivers exist.
+    through the ZVT client to a terminal simulator on TCP, keys are virtual DESFire cards read
+    and written by the kiosk's real chip-key port; the journal syncs in the background to head
+    office (one started on this machine unless the site names one).
     """
+    with head_office(site, journal_file.parent, out) as ho:
+        return _run(site, journal_file, out, start, ho)
+
+
+def _run(
+    site: Site, journal_file: Path, out: TextIO, start: datetime | None, ho: HeadOfficeLink
+) -> int:
     journal = Journal(journal_file, site.kiosk_id)
-    seed_reference_data(journal, site)
+    if not ho.token:
+        seed_reference_data(journal, site)
     first_seq = journal.last_seq() + 1
     now = start or utc_now()
     opening = None if site.hours.is_open(now) else site.hours.next_opening(now)
@@ -212,6 +267,24 @@ def run_demo(site: Site, journal_file: Path, out: TextIO, start: datetime | None
         reader=reader.port, coin=cash.coin, notes=cash.notes, card=card, printer=FakePrinter()
     )
     kiosk = Kiosk(site, journal, dev, clock)
+    loop: SyncLoop | None = None
+    if ho.token:
+        syncer = Syncer(
+            journal,
+            SyncClient(ho.url, ho.token, site.kiosk_id, timeout=(2.0, 10.0)),
+            currency=site.currency,
+            on_settings=kiosk.apply_settings,
+            clock=clock,
+        )
+        kiosk.claim_credits = syncer.claim
+        status = syncer.round(clock())  # the key list and debts before the first customer
+        out.write(
+            f"Synced with head office: reference {status.reference_version or 'unchanged'}"
+            + (f", error: {status.last_error}" if status.last_error else "")
+            + "\n"
+        )
+        loop = SyncLoop(syncer, clock, interval=1.0, ceiling=5.0)
+        loop.start()
     s = _Script(kiosk, clock, out, lambda _v: all(w.idle() for w in cash.workers))
     cash.start()
     reader.port.start(watch=False)
@@ -230,7 +303,11 @@ def run_demo(site: Site, journal_file: Path, out: TextIO, start: datetime | None
                 f"{opening:%A %d.%m.%Y %H:%M} local time.\n"
             )
         _scenes(s, site, reader, coin_sim, note_sim, sim.path)
+        if loop is not None and ho.local is not None:
+            _head_office_scene(s, loop, ho.local, reader)
     finally:
+        if loop is not None:
+            loop.stop()
         reader.port.stop()
         cash.stop()
         sim.stop()
@@ -242,8 +319,58 @@ def run_demo(site: Site, journal_file: Path, out: TextIO, start: datetime | None
     print_transactions(journal, site, out, since_seq=first_seq)
     count = journal.verify()
     out.write(f"\njournal verify: ok, {count} entries chained ({journal_file})\n")
+    if loop is not None:
+        status = loop.syncer.round(clock())
+        out.write(
+            f"head office holds {status.acked} of {journal.last_seq()} entries "
+            f"(backlog {status.backlog})"
+            + (f"; sync error: {status.last_error}" if status.last_error else "")
+            + "\n"
+        )
+        if ho.local is not None:
+            out.write("\nHead office report (money per kiosk, day, method):\n")
+            engine = open_db(ho.local.db)
+            out.write(report(engine, site.hours.tz))
+            engine.dispose()
     journal.close()
     return 0
+
+
+def _synced(s: _Script, loop: SyncLoop, what: str) -> None:
+    """Ask the background sync for a round now and wait (with a deadline) until one ended."""
+    before = loop.syncer.status.rounds
+    loop.sync_now()
+    deadline = time.monotonic() + 15
+    while loop.syncer.status.rounds < before + 1:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"demo: no sync round for {what}")
+        threading.Event().wait(0.05)  # the sync thread is talking to head office
+    s.kiosk.drain()
+    error = loop.syncer.status.last_error
+    s.say(f"synced with head office{f' (error: {error})' if error else ''}")
+
+
+def _head_office_scene(
+    s: _Script, loop: SyncLoop, local: LocalHeadOffice, reader: _DemoReader
+) -> None:
+    m = s.kiosk.site.money
+    s.out.write("\n5. Head office steers: K-1003's contract ends, a goodwill credit for K-1001\n")
+    local.admin(
+        "key", "K-1003", "--status", "blocked", "--account", "4711003", "--reason", "contract ended"
+    )
+    credit = local.admin("credit", "K-1001", "500", "--currency", s.kiosk.site.currency)
+    s.say(f"head office: K-1003 blocked (contract ended); credit {credit} of {m(500)} for K-1001")
+    _synced(s, loop, "the block")
+    s.do("insert key K-1003", partial(reader.insert, "K-1003"), lambda v: v.state == "key_refused")
+    s.do("remove key", reader.remove, lambda v: v.state == "idle")
+    s.do(
+        "insert key K-1001 (the kiosk claims its credit at head office and writes it)",
+        partial(reader.insert, "K-1001"),
+        lambda v: v.state == "choosing_amount",
+    )
+    s.do("cancel", Cancel())
+    s.do("remove key", reader.remove, lambda v: v.state == "idle")
+    s.out.write(f"\nKeys now: K-1001 {m(reader.credit('K-1001'))}\n")
 
 
 def _scenes(

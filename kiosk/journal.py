@@ -483,6 +483,14 @@ def iter_transactions(entries: Iterable[Entry]) -> Iterator[dict[str, Any]]:
             t["outcome"] = e.data.get("outcome")
             for k in ("fee", "debt", "credit"):
                 t[k] = e.data.get(k, 0)
+        elif e.kind == Kind.PENDING_CREDIT and e.data.get("reason") == "head_office":
+            # a credit head office gave this kiosk to write: no payment here
+            t["method"] = "office"
+            t["outcome"] = "pending"
+            if e.amount is not None:
+                t["credit"], t["currency"] = e.amount.minor, e.amount.currency
         elif e.kind == Kind.PENDING_WRITTEN:
             t["outcome"] = "pending_written"
+        elif e.kind == Kind.PENDING_RELEASED:
+            t["outcome"] = "pending_released"
     yield from txs.values()

@@ -57,6 +57,7 @@ class Syncer:
         self.currency = currency
         self.on_settings = on_settings
         self.clock = clock or (lambda: datetime.now(UTC))
+        self._claimer: SyncClient | None = None
         acked = int(journal.get_meta(WATERMARK) or 0)
         self.status = SyncStatus(acked=acked, backlog=journal.last_seq() - acked)
 
@@ -139,8 +140,10 @@ class Syncer:
         offline (or on any sync error) nothing changes and the kiosk writes only its own."""
         if self.status.last_error is not None and self.status.rounds:
             return 0  # known to be offline: do not keep the customer waiting
+        if self._claimer is None or self._claimer.base != self.client.base:
+            self._claimer = self.client.fork()  # claims come from the engine's thread
         try:
-            return self._take_credits(self.client.claim(key, timeout=CLAIM_TIMEOUT))
+            return self._take_credits(self._claimer.claim(key, timeout=CLAIM_TIMEOUT))
         except SyncError as err:
             log.info("credits of %s not claimed: %s", key, err)
             return 0

@@ -172,7 +172,7 @@ def report(engine: Engine, tz: ZoneInfo) -> str:
             else:
                 method = str(json.loads(r.data).get("medium", "cash"))
             totals[(r.kiosk_id, day, method, r.currency)] += MONEY_KINDS[r.kind] * r.amount
-    lines = [f"{'kiosk':<16} {'day':<10} {'method':<6} {'amount':>12}"]
+    lines = [f"{'kiosk':<16} {'day':<10} {'method':<6} {'amount':>8}"]
     for (kiosk, day, method, cur), minor in sorted(totals.items()):
         lines.append(f"{kiosk:<16} {day:<10} {method:<6} {str(Money(minor, cur)):>12}")
     return "\n".join(lines) + "\n"

@@ -66,6 +66,16 @@ class SyncClient:
         self.session.headers["Authorization"] = f"Bearer {token}"
         self.verify = verify  # TLS verification stays on; a CA bundle path may be given
 
+    def fork(self) -> SyncClient:
+        """The same head office and credentials on a session of its own (for another thread:
+        a requests session is not shared between threads)."""
+        other = SyncClient.__new__(SyncClient)
+        other.base, other.kiosk_id, other.timeout = self.base, self.kiosk_id, self.timeout
+        other.verify = self.verify
+        other.session = requests.Session()
+        other.session.headers.update(self.session.headers)
+        return other
+
     def _request(self, method: str, path: str, **kw: Any) -> requests.Response:
         kw.setdefault("timeout", self.timeout)
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from tests.conftest import CONFIG, run_kiosk
@@ -20,6 +21,17 @@ def test_demo_runs_complete_top_ups_and_prints_the_journal(tmp_path: Path) -> No
     assert "outcome: pending" in out and "notice: pending_written" in out
     assert "Keys now: K-1001 18.50 EUR, K-1002 3.50 EUR, K-1003 43.50 EUR" in out
     assert "journal verify: ok" in out
+    # no head office configured: one was started on this machine, and it steered the kiosk
+    assert "Head office: none configured, started one on http://127.0.0.1:" in out
+    scene5 = out.split("5. Head office steers", 1)[1]
+    assert (
+        "insert key K-1003\n  screen: key_refused | credit on key 43.50 EUR | refused: blocked"
+        in scene5
+    )
+    assert "Keys now: K-1001 23.50 EUR" in scene5  # the 5.00 credit, written once
+    held = re.search(r"head office holds (\d+) of (\d+) entries \(backlog 0\)", out)
+    assert held is not None and held.group(1) == held.group(2)
+    assert re.search(r"DEMO-01 +\d{4}-\d\d-\d\d card +30\.00 EUR", out)  # its money report
     db = tmp_path / "journal-DEMO-01.sqlite"
     assert db.exists()  # state lives in the data directory
 
