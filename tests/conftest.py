@@ -18,10 +18,12 @@ from typing import Any
 
 import pytest
 import requests
+from sqlalchemy import select
 
 from kiosk.config import Site, parse_site
 from kiosk.money import Money
 from sync.client import SyncClient
+from sync.server import entries, open_db
 from tests.pgcluster import NoPostgres, PgCluster
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,6 +167,20 @@ class HeadOffice:
         )
         assert res.returncode == 0, res.stderr
         return res.stdout.strip()
+
+    def stored(self, kiosk: str = "DEMO-01") -> list[tuple[int, str]]:
+        """(seq, hash) of what head office holds for a kiosk, by sequence number."""
+        engine = open_db(self.db)
+        try:
+            with engine.connect() as conn:
+                q = (
+                    select(entries.c.seq, entries.c.hash)
+                    .where(entries.c.kiosk_id == kiosk)
+                    .order_by(entries.c.seq)
+                )
+                return [(r.seq, r.hash) for r in conn.execute(q)]
+        finally:
+            engine.dispose()
 
     def client(self, kiosk: str = "DEMO-01", token: str | None = None) -> SyncClient:
         return SyncClient(self.url, token or self.tokens[kiosk], kiosk, timeout=(1.0, 5.0))
