@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from kiosk.config import Site, load_site
@@ -67,7 +68,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     import os
 
     from kiosk.clock import utc_now
-    from kiosk.syncer import REF_ETAG, WATERMARK, Syncer
+    from kiosk.syncer import LAST_ERROR, LAST_SUCCESS, REF_ETAG, WATERMARK, Syncer
     from sync.client import SyncClient
 
     journal, site = _open_journal(args)
@@ -78,6 +79,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
             f"journal {last} entries; head office has {acked}; backlog {last - acked}; "
             f"reference version {journal.get_meta(REF_ETAG) or 'none'}"
         )
+        success = journal.get_meta(LAST_SUCCESS)
+        when = (
+            datetime.fromisoformat(success).astimezone(site.hours.tz).strftime("%Y-%m-%d %H:%M:%S")
+            if success
+            else "never"
+        )
+        print(f"last success: {when}; last error: {journal.get_meta(LAST_ERROR) or 'none'}")
         return 0
     url = args.url or site.head_office.url
     if not url:

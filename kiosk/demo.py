@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import queue
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -336,17 +335,10 @@ def _run(
     return 0
 
 
-def _synced(s: _Script, loop: SyncLoop, what: str) -> None:
-    """Ask the background sync for a round now and wait (with a deadline) until one ended."""
-    before = loop.syncer.status.rounds
-    loop.sync_now()
-    deadline = time.monotonic() + 15
-    while loop.syncer.status.rounds < before + 1:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"demo: no sync round for {what}")
-        threading.Event().wait(0.05)  # the sync thread is talking to head office
+def _synced(s: _Script, loop: SyncLoop) -> None:
+    """A sync round now, on the background loop, and what it reported."""
+    error = loop.round_now().last_error
     s.kiosk.drain()
-    error = loop.syncer.status.last_error
     s.say(f"synced with head office{f' (error: {error})' if error else ''}")
 
 
@@ -360,7 +352,7 @@ def _head_office_scene(
     )
     credit = local.admin("credit", "K-1001", "500", "--currency", s.kiosk.site.currency)
     s.say(f"head office: K-1003 blocked (contract ended); credit {credit} of {m(500)} for K-1001")
-    _synced(s, loop, "the block")
+    _synced(s, loop)
     s.do("insert key K-1003", partial(reader.insert, "K-1003"), lambda v: v.state == "key_refused")
     s.do("remove key", reader.remove, lambda v: v.state == "idle")
     s.do(

@@ -7,8 +7,9 @@ import json
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +22,8 @@ log = logging.getLogger(__name__)
 
 WATERMARK = "sync_watermark"
 REF_ETAG = "sync_reference_etag"
+LAST_SUCCESS = "sync_last_success"
+LAST_ERROR = "sync_last_error"
 SETTINGS = "sync_settings"  # the site settings head office sent last, as JSON (read by Kiosk)
 #: a key waits for head office at most this long (connect, read) when claiming its credits
 CLAIM_TIMEOUT = (1.0, 2.0)
@@ -32,9 +35,10 @@ class SyncStatus:
     backlog: int
     last_success: datetime | None = None
     last_error: str | None = None
-    rounds: int = 0
+    started: int = 0  # rounds begun in this process
+    rounds: int = 0  # rounds ended in this process
     reference_version: str | None = None
-    errors: list[str] = field(default_factory=list)
+    retry_after: float | None = None  # what head office asked for with the last error
 
 
 class Syncer:
@@ -60,6 +64,9 @@ class Syncer:
         self._claimer: SyncClient | None = None
         acked = int(journal.get_meta(WATERMARK) or 0)
         self.status = SyncStatus(acked=acked, backlog=journal.last_seq() - acked)
+        last = journal.get_meta(LAST_SUCCESS)
+        self.status.last_success = datetime.fromisoformat(last) if last else None
+        self.status.last_error = journal.get_meta(LAST_ERROR) or None
 
     def upload_round(self, now: datetime) -> int:
         """Upload until nothing is left or an error stops it; returns entries acknowledged."""
@@ -149,17 +156,25 @@ class Syncer:
             return 0
 
     def round(self, now: datetime) -> SyncStatus:
-        """One full round (upload, then reference); errors are recorded, never raised."""
-        self.status.rounds += 1
+        """One full round (upload, then reference); errors are recorded, never raised. The
+        outcome is kept in the journal database for `kiosk sync status` and diagnostics."""
+        st = self.status
+        st.started += 1
+        st.retry_after = None
         try:
             self.upload_round(now)
             self.pull_reference()
-            self.status.last_error = None
+            st.last_error = None
         except SyncError as err:
             log.warning("sync: %s", err)
-            self.status.last_error = str(err)
-            self.status.backlog = self.journal.last_seq() - self.status.acked
-        return self.status
+            st.last_error = str(err)
+            st.retry_after = err.retry_after if isinstance(err, Retryable) else None
+            st.backlog = self.journal.last_seq() - st.acked
+        if st.last_success is not None:
+            self.journal.set_meta(LAST_SUCCESS, st.last_success.isoformat())
+        self.journal.set_meta(LAST_ERROR, st.last_error or "")
+        st.rounds += 1
+        return st
 
 
 class SyncLoop:
@@ -205,16 +220,18 @@ class SyncLoop:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            retry_after = None
-            try:
-                self.syncer.upload_round(self.clock())
-                self.syncer.pull_reference()
-                self.syncer.status.last_error = None
-            except Retryable as err:
-                retry_after = err.retry_after
-                self.syncer.status.last_error = str(err)
-            except SyncError as err:
-                self.syncer.status.last_error = str(err)
-            self.syncer.status.rounds += 1
-            self._now.wait(self.next_delay(retry_after))
+            status = self.syncer.round(self.clock())
+            self._now.wait(self.next_delay(status.retry_after))
             self._now.clear()
+
+    def round_now(self, timeout: float = 30.0) -> SyncStatus:
+        """Ask for a round and wait until one that began after the asking has ended (a
+        round under way when asked may have read head office before the change awaited)."""
+        target = self.syncer.status.started + 1
+        self.sync_now()
+        deadline = time.monotonic() + timeout
+        while self.syncer.status.rounds < target:
+            if time.monotonic() > deadline:
+                raise TimeoutError("no sync round ended in time")
+            self._stop.wait(0.02)  # the sync thread is talking to head office
+        return self.syncer.status

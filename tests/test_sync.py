@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -251,6 +252,7 @@ def test_sync_now_and_status_commands(office: HeadOffice, tmp_path: Path) -> Non
 
     before = kiosk("sync", "status")
     assert before.returncode == 0 and "backlog 9" in before.stdout
+    assert "last success: never; last error: none" in before.stdout
     no_token = kiosk("sync", "now", "--url", office.url, token=False)
     assert no_token.returncode == 2 and "KIOSK_HEAD_OFFICE_TOKEN" in no_token.stderr
     done = kiosk("sync", "now", "--url", office.url)
@@ -258,8 +260,14 @@ def test_sync_now_and_status_commands(office: HeadOffice, tmp_path: Path) -> Non
     assert "head office has 9 entries; backlog 0" in done.stdout
     assert "backlog 0" in kiosk("sync", "status").stdout
     assert office.admin("count", "DEMO-01") == "9"
+    assert re.search(
+        r"last success: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d; last error: none",
+        kiosk("sync", "status").stdout,
+    )
     down = kiosk("sync", "now", "--url", f"http://127.0.0.1:{free_port()}")
     assert down.returncode == 1 and "not reachable" in down.stderr
+    after = kiosk("sync", "status").stdout  # the failure is remembered, and the last success
+    assert re.search(r"last success: \d{4}-.*; last error: head office not reachable", after)
 
 
 def test_the_money_report_sums_per_kiosk_local_day_and_method(
