@@ -52,7 +52,7 @@ class Syncer:
         *,
         batch: int = 500,
         currency: str = "EUR",
-        on_settings: Callable[[dict[str, int]], None] | None = None,
+        on_settings: Callable[[dict[str, int]], object] | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.journal = journal
