@@ -21,6 +21,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from kiosk.errors import ConfigError
 from kiosk.hours import WEEKDAYS, OpeningHours
 from kiosk.money import CURRENCY_EXPONENT, Money
+from sync.protocol import SETTINGS
 
 #: Legal-tender denominations per currency, in minor units.
 DENOMINATIONS: dict[str, dict[str, frozenset[int]]] = {
@@ -449,7 +450,7 @@ def parse_site(data: dict[str, Any], source: str) -> Site:
 
 
 #: site settings head office may change (integers: minor units, the fee's VAT in basis points)
-REMOTE_SETTINGS = ("min_topup", "max_topup", "key_credit_limit", "fee_net", "fee_vat_bp")
+REMOTE_SETTINGS = SETTINGS
 
 
 def with_settings(site: Site, values: dict[str, int], source: str = "head office") -> Site:

@@ -13,10 +13,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Engine, delete, insert, select
 
-from kiosk.money import Money
+from sync.protocol import SETTINGS, amount_text
 from sync.server import (
     KEY_STATUSES,
-    SETTINGS,
     bump_version,
     count_entries,
     create_app,
@@ -174,7 +173,7 @@ def report(engine: Engine, tz: ZoneInfo) -> str:
             totals[(r.kiosk_id, day, method, r.currency)] += MONEY_KINDS[r.kind] * r.amount
     lines = [f"{'kiosk':<16} {'day':<10} {'method':<6} {'amount':>8}"]
     for (kiosk, day, method, cur), minor in sorted(totals.items()):
-        lines.append(f"{kiosk:<16} {day:<10} {method:<6} {str(Money(minor, cur)):>12}")
+        lines.append(f"{kiosk:<16} {day:<10} {method:<6} {amount_text(minor, cur):>12}")
     return "\n".join(lines) + "\n"
 
 

@@ -39,7 +39,6 @@ from sqlalchemy import (
     update,
 )
 
-from kiosk.config import REMOTE_SETTINGS
 from sync.chain import GENESIS, entry_hash
 
 metadata = MetaData()
@@ -106,9 +105,6 @@ ref_version = Table(
 
 MAX_BATCH = 5000
 KEY_STATUSES = ("active", "blocked", "not_activated")
-#: Site settings head office may change, all integers: limits in minor units, the fee's net in
-#: minor units and its VAT in basis points (the kiosk derives the gross).
-SETTINGS = REMOTE_SETTINGS
 
 
 class EntryIn(BaseModel):
