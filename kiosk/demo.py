@@ -32,7 +32,7 @@ from kiosk.keytool import virtual_path, virtual_uid
 from kiosk.ports import Devices
 from kiosk.report import print_transactions
 from kiosk.service import Kiosk
-from kiosk.syncer import Syncer, SyncLoop
+from kiosk.syncer import REF_ETAG, WATERMARK, Syncer, SyncLoop
 from kiosk.zvt import open_card
 from sync.admin import main as admin_main
 from sync.admin import report
@@ -76,12 +76,14 @@ def head_office(site: Site, data_dir: Path, out: TextIO) -> Iterator[HeadOfficeL
             )
         yield HeadOfficeLink(site.head_office.url, token, None)
         return
-    local = LocalHeadOffice(sqlite_url(data_dir / "headoffice.sqlite"))
+    db_file = data_dir / "headoffice.sqlite"
+    fresh = not db_file.exists()
+    local = LocalHeadOffice(sqlite_url(db_file))
     token = local.register(site.kiosk_id)
     seed_head_office(local.db, site)
     with local:
         out.write(f"Head office: none configured, started one on {local.url}\n")
-        yield HeadOfficeLink(local.url, token, local)
+        yield HeadOfficeLink(local.url, token, local, fresh)
 
 
 @dataclass
@@ -89,6 +91,7 @@ class HeadOfficeLink:
     url: str
     token: str
     local: LocalHeadOffice | None
+    fresh: bool = False  # a new, empty head office: it has none of this journal yet
 
 
 class _Script:
@@ -251,6 +254,9 @@ def _run(
     journal = Journal(journal_file, site.kiosk_id)
     if not ho.token:
         seed_reference_data(journal, site)
+    if ho.fresh:  # the demo's head office was started anew: send it the whole journal
+        journal.set_meta(WATERMARK, "0")
+        journal.set_meta(REF_ETAG, "")
     first_seq = journal.last_seq() + 1
     now = start or utc_now()
     opening = None if site.hours.is_open(now) else site.hours.next_opening(now)

@@ -83,3 +83,12 @@ def test_demo_at_the_swiss_site_pays_in_francs(tmp_path: Path) -> None:
     assert "insert coin 5.00 CHF" in res.stdout
     assert "paid 20.00 CHF = fee 0.00 CHF + debt 0.00 CHF + credit 20.00 CHF" in res.stdout
     assert "journal verify: ok" in res.stdout
+
+
+def test_demo_again_with_a_new_head_office_sends_the_whole_journal(tmp_path: Path) -> None:
+    assert run_kiosk("demo", data_dir=tmp_path).returncode == 0
+    (tmp_path / "headoffice.sqlite").unlink()  # the demo's head office starts empty
+    res = run_kiosk("demo", data_dir=tmp_path)
+    assert res.returncode == 0, res.stderr
+    held = re.search(r"head office holds (\d+) of (\d+) entries \(backlog 0\)", res.stdout)
+    assert held is not None and held.group(1) == held.group(2)
