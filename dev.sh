@@ -9,8 +9,10 @@ cd "$(dirname "$0")"
 # Debian packages the project needs: a venv-capable Python with headers and a compiler
 # (pyscard is built from source on Linux), the PC/SC headers it builds against, and the PC/SC
 # daemon with vsmartcard's virtual reader, into which the virtual chip key is inserted, and
-# the PostgreSQL server the head-office tests start a throwaway cluster of.
-APT_PACKAGES=(python3 python3-venv python3-dev gcc libpcsclite-dev pcscd vsmartcard-vpcd postgresql)
+# the PostgreSQL server the head-office tests start a throwaway cluster of, and for the
+# touch screen: an X server without a display (Xvfb), and the GL and input libraries Kivy needs.
+APT_PACKAGES=(python3 python3-venv python3-dev gcc libpcsclite-dev pcscd vsmartcard-vpcd postgresql
+    xvfb libmtdev1 libgl1-mesa-dri libegl1 libegl-mesa0)
 
 say() { printf '[dev.sh] %s\n' "$*" >&2; }
 

@@ -203,6 +203,16 @@ class SecretsSection(_Section):
     token_env: str = Field(default="KIOSK_HEAD_OFFICE_TOKEN", pattern=r"^[A-Z_][A-Z0-9_]*$")
 
 
+class UiSection(_Section):
+    """The screen: its size in pixels, rotation, and how large the shortest touch target is."""
+
+    width: int = Field(default=1280, ge=640, le=7680)
+    height: int = Field(default=800, ge=480, le=4320)
+    rotation: Literal[0, 90, 180, 270] = 0
+    fullscreen: bool = True
+    diagonal_inch: float = Field(default=15.6, gt=5, lt=100, description="for sizes in mm")
+
+
 class SiteFile(_Section):
     """The whole TOML file."""
 
@@ -217,6 +227,7 @@ class SiteFile(_Section):
     devices: DevicesSection = DevicesSection()
     head_office: HeadOfficeSection = HeadOfficeSection()
     secrets: SecretsSection = SecretsSection()
+    ui: UiSection = UiSection()
 
 
 @dataclass(frozen=True)
@@ -276,6 +287,7 @@ class Site:
     devices: DevicesSection
     head_office: HeadOfficeSection
     secrets: SecretsSection
+    ui: UiSection
 
     def money(self, minor: int) -> Money:
         return Money(minor, self.currency)
@@ -445,6 +457,7 @@ def parse_site(data: dict[str, Any], source: str) -> Site:
         timeouts=Timeouts(**f.timeouts.model_dump()),
         devices=f.devices,
         head_office=f.head_office,
+        ui=f.ui,
         secrets=f.secrets,
     )
 

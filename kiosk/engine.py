@@ -197,6 +197,7 @@ class View:
     card: Money
     escrow: Money | None
     remaining: Money | None
+    max_payable: Money | None  # the most this key can take now (site maximum, room on the key)
     split: Split | None
     outcome: Outcome | None
     txid: str | None
@@ -265,6 +266,11 @@ class TopUpSession:
             card=tx.card if tx else zero,
             escrow=tx.escrow if tx else None,
             remaining=self._remaining() if c.key and self.state in _CASH_STATES else None,
+            max_payable=(
+                self._max_payable()
+                if c.key and c.key.credit.currency == self.site.currency
+                else None
+            ),
             split=tx.split if tx else None,
             outcome=c.outcome,
             txid=tx.txid if tx else None,

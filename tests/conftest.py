@@ -219,3 +219,29 @@ def office(office_db: str) -> Iterator[HeadOffice]:
     yield ho
     proc.terminate()
     proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def ui_window() -> Iterator[Any]:
+    """Kivy's one window, on a virtual X screen of the demo site's size, for the whole run."""
+    from kiosk.config import load_site
+    from kiosk.ui.setup import configure
+    from kiosk.ui.xvfb import Xvfb
+
+    site = load_site()
+    try:
+        xvfb = Xvfb(site.ui.width, site.ui.height).start()
+    except RuntimeError as err:
+        pytest.fail(f"{err}: run the README's test command (./dev.sh test)")
+    configure(site.ui, windowed=True)
+    os.environ["KIVY_NO_CONSOLELOG"] = "1"
+    try:
+        from kivy.base import EventLoop
+        from kivy.core.window import Window
+    except SystemExit as exit_:  # Kivy exits the process when it finds no usable window
+        pytest.fail(f"Kivy could not open a window on {xvfb.display}: exit {exit_.code}")
+    EventLoop.ensure_window()
+    EventLoop.start()
+    yield Window
+    EventLoop.close()
+    xvfb.stop()

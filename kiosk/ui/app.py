@@ -1,0 +1,48 @@
+"""The customer screen: a Kivy app over the kiosk service (call `setup.configure` first)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from kivy.app import App
+from kivy.lang import Builder
+from kivy.properties import ObjectProperty
+
+from kiosk.clock import utc_now
+from kiosk.service import Kiosk
+from kiosk.ui.model import ScreenModel
+
+#: each language's name in itself, under its flag
+LANGUAGE_NAMES = {"de": "Deutsch", "en": "English", "fr": "Français", "nl": "Nederlands"}
+#: the flags, drawn: stripes top to bottom (France left to right; England field and cross)
+FLAG_COLOURS = {
+    "de": [(0, 0, 0), (0.87, 0, 0), (1, 0.81, 0)],
+    "en": [(1, 1, 1), (0.81, 0.08, 0.17)],
+    "fr": [(0, 0.14, 0.58), (1, 1, 1), (0.93, 0.16, 0.22)],
+    "nl": [(0.68, 0.11, 0.16), (1, 1, 1), (0.13, 0.28, 0.55)],
+}
+
+Builder.load_file(str(Path(__file__).with_name("widgets.kv")))
+
+
+class KioskApp(App):  # type: ignore[misc]
+    """Holds the view-model for the kv rules (`app.model`); builds the root; nothing else."""
+
+    model = ObjectProperty(None)
+
+    def __init__(self, kiosk: Kiosk, clock: Callable[[], datetime] = utc_now, **kw: Any) -> None:
+        self.model = ScreenModel(kiosk.site, kiosk.submit)
+        self.model.clock = clock
+        super().__init__(**kw)
+        self.kiosk = kiosk
+        kiosk.listeners.append(self.model.post)
+        self.model.post(kiosk.view(), None)
+
+    def build(self) -> Any:
+        from kiosk.ui.root import KioskRoot  # its kv uses app.model: load after the app exists
+
+        self.title = "Prepaid top-up"
+        return KioskRoot(model=self.model)

@@ -1,0 +1,104 @@
+"""The screen's view-model: the engine's published state, the language and the theme.
+
+The engine runs on its own thread and calls `post` after each journal commit; the view
+reaches the Kivy thread through the clock (never the other way round). Intents go to the
+engine's queue and return at once: the UI thread never waits on a device or the journal.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from kivy.clock import Clock
+from kivy.event import EventDispatcher
+from kivy.properties import BooleanProperty, NumericProperty, ObjectProperty, StringProperty
+
+from kiosk.config import Site
+from kiosk.engine import State, View
+from kiosk.errors import UserFacingError
+from kiosk.events import AmountChosen, Cancel, Event, Finish, Method, MethodChosen, MoreTime
+from kiosk.money import Money
+from kiosk.ui.i18n import LANGUAGES, Translator
+from kiosk.ui.theme import Theme, themes
+
+#: states in which no customer is being served: the language and text size reset there
+RESTING = (State.IDLE, State.CLOSED, State.OUT_OF_SERVICE)
+
+
+class ScreenModel(EventDispatcher):  # type: ignore[misc]
+    view = ObjectProperty(None, allownone=True)
+    refusal = ObjectProperty(None, allownone=True)  # the customer's last intent refused
+    lang = StringProperty("de")
+    high_contrast = BooleanProperty(False)
+    theme = ObjectProperty(None)
+    changes = NumericProperty(0)  # bumped whenever anything shown may change
+
+    def __init__(self, site: Site, submit: Any, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.site = site
+        self._submit = submit
+        self.tr = Translator(site.default_language)
+        self.lang = site.default_language
+        self.normal, self.contrast = themes(site.ui.width, site.ui.height, site.ui.diagonal_inch)
+        self.theme = self.normal
+        self.speak: Any = None  # the hook for spoken prompts: called with each new main text
+        self.clock: Any = None  # the kiosk's clock (for "we open again at ...")
+
+    # ------------------------------------------------------------- engine -> screen
+
+    def post(self, view: View, refusal: UserFacingError | None) -> None:
+        """From the engine thread: show this state on the next frame."""
+        Clock.schedule_once(partial(self._apply, view, refusal), -1)
+
+    def _apply(self, view: View, refusal: UserFacingError | None, _dt: float = 0) -> None:
+        before = self.view
+        if before is not None and view.state in RESTING and before.state not in RESTING:
+            self._reset_choices()  # the session ended: the next customer starts afresh
+        self.refusal = refusal
+        self.view = view
+        self.changes += 1
+
+    def _reset_choices(self) -> None:
+        self.set_language(self.site.default_language)
+        self.set_contrast(False)
+
+    # ------------------------------------------------------------- screen -> engine
+
+    def send(self, event: Event) -> None:
+        self.refusal = None
+        self._submit(event)
+
+    def choose_amount(self, minor: int | None) -> None:
+        self.send(AmountChosen(None if minor is None else Money(minor, self.site.currency)))
+
+    def choose_method(self, method: str) -> None:
+        self.send(MethodChosen(Method(method)))
+
+    def cancel(self) -> None:
+        self.send(Cancel())
+
+    def finish(self) -> None:
+        self.send(Finish())
+
+    def more_time(self) -> None:
+        self.send(MoreTime())
+
+    def set_language(self, lang: str) -> None:
+        if lang not in LANGUAGES:
+            raise ValueError(f"no catalogue for language {lang!r}")
+        self.tr.set(lang)
+        self.lang = lang
+        self.changes += 1
+
+    def set_contrast(self, on: bool) -> None:
+        self.high_contrast = on
+        self.theme = self.contrast if on else self.normal
+        self.changes += 1
+
+    def toggle_contrast(self) -> None:
+        self.set_contrast(not self.high_contrast)
+
+    @property
+    def current_theme(self) -> Theme:
+        return self.theme  # type: ignore[no-any-return]

@@ -1,0 +1,153 @@
+"""The whole screen: a notice line, the screen for the engine's state, the inactivity warning
+with "more time", and the footer with the language flags and the large-text switch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kivy.properties import BooleanProperty, ObjectProperty, StringProperty
+from kivy.uix.boxlayout import BoxLayout
+from kivy.uix.screenmanager import NoTransition, ScreenManager
+
+from kiosk.engine import State, View
+from kiosk.errors import UserFacingError
+from kiosk.ui.i18n import N_, Translator
+from kiosk.ui.screens.amount import AmountScreen
+from kiosk.ui.screens.base import KioskScreen, load_kv
+from kiosk.ui.screens.busy import BusyScreen
+from kiosk.ui.screens.card import CardScreen
+from kiosk.ui.screens.cash import CashScreen
+from kiosk.ui.screens.done import DoneScreen
+from kiosk.ui.screens.idle import IdleScreen
+from kiosk.ui.screens.key_missing import KeyMissingScreen
+from kiosk.ui.screens.method import MethodScreen
+from kiosk.ui.screens.refused import RefusedScreen
+from kiosk.ui.screens.unavailable import UnavailableScreen
+
+#: engine state -> screen name
+SCREEN_OF = {
+    State.IDLE: "idle",
+    State.CLOSED: "unavailable",
+    State.OUT_OF_SERVICE: "unavailable",
+    State.READING: "busy",
+    State.KEY_REFUSED: "refused",
+    State.WRITING_PENDING: "busy",
+    State.CHOOSING_AMOUNT: "amount",
+    State.CHOOSING_METHOD: "method",
+    State.CASH: "cash",
+    State.CARD: "card",
+    State.WRITING: "busy",
+    State.REVERSING: "busy",
+    State.KEY_MISSING: "key_missing",
+    State.DONE: "done",
+}
+SCREENS: dict[str, type[KioskScreen]] = {
+    "idle": IdleScreen,
+    "unavailable": UnavailableScreen,
+    "busy": BusyScreen,
+    "refused": RefusedScreen,
+    "amount": AmountScreen,
+    "method": MethodScreen,
+    "cash": CashScreen,
+    "card": CardScreen,
+    "key_missing": KeyMissingScreen,
+    "done": DoneScreen,
+}
+
+#: where the customer may ask for more time (elsewhere the screen ends by itself)
+MORE_TIME = (State.CHOOSING_AMOUNT, State.CHOOSING_METHOD, State.CASH)
+
+#: engine notice -> text ({…} from the notice's parameters)
+NOTICES = {
+    "note_too_big": N_(
+        "This note is more than is still needed and was given back. You can insert "
+        "up to {room} more."
+    ),
+    "note_jammed": N_("A note got stuck. Your money is safe; the staff have been told."),
+    "card_declined": N_("The card payment was declined: {reason}"),
+    "card_aborted": N_("The card payment was cancelled."),
+    "card_timeout": N_("The card terminal did not answer. Nothing was charged."),
+    "card_error": N_("The card payment did not work: {reason}"),
+    "timed_out": N_("The session ended because nothing happened for a while."),
+    "key_removed_early": N_("The key was taken out too early."),
+    "pending_written": N_("{amount} from an earlier payment has been added to your key."),
+    "pending_not_written": N_("An earlier payment could not be written yet. Your money is safe."),
+    "cash_device_fault": N_("Cash cannot be accepted right now."),
+    "wrong_key": N_("This is a different key. Please insert the key you started with."),
+}
+#: refused intent -> text
+REFUSALS = {
+    "below_minimum": N_("The smallest top-up is {minimum}."),
+    "above_maximum": N_("The largest top-up possible now is {maximum}."),
+    "not_a_step": N_("Please choose an amount in steps of {step}."),
+    "nothing_paid": N_("Nothing has been paid yet."),
+    "card_not_offered": N_("Card payment is not offered here."),
+    "cash_not_available": N_("Cash is not accepted right now."),
+    "out_of_service": N_("Sorry, this is not possible right now."),
+    "wrong_currency": N_("This amount is in another currency."),
+}
+
+
+class KioskRoot(BoxLayout):  # type: ignore[misc]
+    model = ObjectProperty(None)
+    notice = StringProperty("")
+    warning = BooleanProperty(False)
+    warning_text = StringProperty("")
+    label_more_time = StringProperty("")
+    label_large = StringProperty("")
+    site_name = StringProperty("")
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        sm: ScreenManager = self.ids.sm
+        sm.transition = NoTransition()
+        for name, cls in SCREENS.items():
+            sm.add_widget(cls(name=name, model=self.model))
+        self.model.bind(changes=lambda *_a: self.refresh())
+        self.refresh()
+
+    @property
+    def screen(self) -> KioskScreen:
+        return self.ids.sm.current_screen  # type: ignore[no-any-return]
+
+    def refresh(self) -> None:
+        """Render the model's view: pick the screen, set every text in the current language."""
+        view: View | None = self.model.view
+        tr: Translator = self.model.tr
+        self.site_name = self.model.site.name
+        self.label_large = tr("Large text")
+        self.label_more_time = tr("More time")
+        if view is None:
+            return
+        name = SCREEN_OF[view.state]
+        screen = self.ids.sm.get_screen(name)
+        screen.refresh(view, tr)
+        if self.ids.sm.current != name:
+            self.ids.sm.current = name
+            if self.model.speak is not None:
+                self.model.speak(screen.title)
+        self.notice = self.notice_text(view, self.model.refusal, tr)
+        self.warning = bool(view.warning and view.seconds_left and view.state in MORE_TIME)
+        self.warning_text = (
+            tr("Do you need more time? {seconds} s left.", seconds=view.seconds_left)
+            if self.warning
+            else ""
+        )
+
+    @staticmethod
+    def notice_text(view: View, refusal: UserFacingError | None, tr: Translator) -> str:
+        if refusal is not None:
+            text = REFUSALS.get(refusal.message_key, N_("Sorry, this is not possible right now."))
+            return tr(text, **refusal.params)
+        if view.notice:
+            notice = NOTICES.get(view.notice)
+            if notice is not None:
+                params = dict(view.notice_params)
+                params.setdefault("reason", "")
+                params.setdefault("room", view.remaining or "")
+                params.setdefault("amount", view.pending_written or "")
+                return tr(notice, **params)
+        return ""
+
+
+load_kv(__file__)
