@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -151,3 +152,104 @@ def test_language_switch_mid_flow_and_reset_after(customer: Customer) -> None:
     c.remove_key()
     c.wait_screen("idle")
     assert c.shows("Bitte Schlüssel einstecken") and c.model.lang == "de"
+
+
+# ---------------------------------------------------------------- accessibility and languages
+
+
+def every_screen(c: Customer, large: bool = False) -> Iterator[str]:
+    """Walk customers through every screen the flows reach; yield each screen's name. With
+    `large`, each customer switches large text on (it resets when a session ends)."""
+    c.model.set_contrast(large)
+    c.settle()
+    yield c.screen  # idle
+    c.insert_key(FakeKey("K2", "4712"))
+    c.wait_screen("refused")
+    yield "refused"
+    c.remove_key()
+    c.model.set_contrast(large)
+    c.insert_key(FakeKey("K1", "4711", credit=1250))
+    c.wait_screen("amount")
+    yield "amount"
+    c.tap("preset", "20,00 €")
+    yield "method"
+    c.tap("cash")
+    assert c.coin.insert(E(200))
+    c.settle()
+    c.clock.advance(c.site.timeouts.payment - c.site.timeouts.warning + 1)
+    c.until(lambda: c.root.warning, "the inactivity warning")
+    yield "cash"
+    c.tap("more_time")
+    c.card.script.append("hold")
+    c.tap("cancel")  # 2.00 paid: the session ends with that money on the key
+    c.wait_screen("done")
+    yield "done"
+
+
+def test_touch_targets_and_text_sizes_on_every_screen_in_both_themes(customer: Customer) -> None:
+    from kivy.uix.button import Button
+    from kivy.uix.label import Label
+
+    c = customer
+    height = c.window.height
+    problems = []
+    for theme in ("normal", "high_contrast"):
+        for name in every_screen(c, large=theme == "high_contrast"):
+            minimum = c.model.theme.target
+            for area in (c.root.ids.sm.current_screen, c.root.ids.warning_bar, c.root.ids.footer):
+                for w in area.walk(restrict=True):
+                    if not c._visible(w) or w.width == 0 or w.height == 0:
+                        continue
+                    where = f"{theme}/{name}: {type(w).__name__} {getattr(w, 'text', '')!r}"
+                    tappable = isinstance(w, Button) or hasattr(w, "lang")
+                    if tappable and not w.disabled and min(w.size) < minimum:
+                        problems.append(f"{where} is {w.width:.0f}x{w.height:.0f} px")
+                    if tappable and not w.disabled and w.to_window(*w.center)[1] > 0.65 * height:
+                        problems.append(f"{where} is in the upper part of the screen")
+                    if isinstance(w, Label) and w.text and w.font_size < 24:
+                        problems.append(f"{where} text is {w.font_size} px")
+        c.remove_key()
+        c.wait_screen("idle")
+    assert minimum >= 80 and problems == [], "\n".join(problems)
+
+
+def test_every_colour_pair_has_a_contrast_of_at_least_4_5() -> None:
+    from kiosk.ui.theme import contrast, themes
+
+    for theme in themes(1280, 800, 15.6):
+        low = {k: round(contrast(*pair), 2) for k, pair in theme.pairs().items()}
+        assert min(low.values()) >= 4.5, (theme.name, low)
+        assert theme.font >= 24 and theme.target >= 80
+
+
+def test_a_target_is_20_mm_on_a_small_dense_screen() -> None:
+    from kiosk.ui.theme import target_px, themes
+
+    assert target_px(20, 1920, 1080, 10.1) == 172  # 218 ppi: 20 mm is 172 px, not 80
+    assert themes(1920, 1080, 10.1)[0].target == 172
+
+
+def test_every_text_of_the_screen_is_translated() -> None:
+    from babel.messages.extract import extract_from_dir
+
+    from kiosk.ui.i18n import LANGUAGES, catalogue
+    from tests.conftest import ROOT
+
+    found = {
+        msg
+        for _f, _l, msg, _c, _x in extract_from_dir(
+            str(ROOT / "kiosk" / "ui"),
+            method_map=[("**.py", "python")],
+            keywords={"tr": None, "N_": None},
+        )
+    }
+    assert len(found) > 80
+    for lang in LANGUAGES:
+        missing = sorted(found - set(catalogue(lang)))
+        assert missing == [], (lang, missing)
+    for lang in ("de", "fr", "nl"):  # really translated, placeholders kept
+        cat = catalogue(lang)
+        same = [m for m in found if cat[m] == m and m not in ("OK",)]
+        assert same == [], (lang, same)
+        for m in found:
+            assert set(re.findall(r"\{\w+\}", m)) == set(re.findall(r"\{\w+\}", cat[m])), (lang, m)

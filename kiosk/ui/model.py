@@ -20,6 +20,7 @@ from kiosk.errors import UserFacingError
 from kiosk.events import AmountChosen, Cancel, Event, Finish, Method, MethodChosen, MoreTime
 from kiosk.money import Money
 from kiosk.ui.i18n import LANGUAGES, Translator
+from kiosk.ui.style import current as style
 from kiosk.ui.theme import Theme, themes
 
 #: states in which no customer is being served: the language and text size reset there
@@ -41,7 +42,8 @@ class ScreenModel(EventDispatcher):  # type: ignore[misc]
         self.tr = Translator(site.default_language)
         self.lang = site.default_language
         self.normal, self.contrast = themes(site.ui.width, site.ui.height, site.ui.diagonal_inch)
-        self.theme = self.normal
+        self.theme = style.theme = self.normal
+        style.lang, style.high_contrast = self.lang, False
         self.speak: Any = None  # the hook for spoken prompts: called with each new main text
         self.clock: Any = None  # the kiosk's clock (for "we open again at ...")
 
@@ -88,12 +90,13 @@ class ScreenModel(EventDispatcher):  # type: ignore[misc]
         if lang not in LANGUAGES:
             raise ValueError(f"no catalogue for language {lang!r}")
         self.tr.set(lang)
-        self.lang = lang
+        self.lang = style.lang = lang
         self.changes += 1
 
     def set_contrast(self, on: bool) -> None:
         self.high_contrast = on
         self.theme = self.contrast if on else self.normal
+        style.theme, style.high_contrast = self.theme, on
         self.changes += 1
 
     def toggle_contrast(self) -> None:
