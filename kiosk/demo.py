@@ -150,9 +150,13 @@ class _Script:
             if left <= 0:
                 raise TimeoutError(f"demo: gave up waiting for {what}")
             try:
-                self.kiosk.process(self.kiosk.events.get(timeout=min(left, 0.1)))
+                ev = self.kiosk.events.get(timeout=min(left, 0.1))
             except queue.Empty:
                 continue
+            try:
+                self.kiosk.process(ev)
+            finally:
+                self.kiosk.events.task_done()
         self.kiosk.drain()
 
     def do(

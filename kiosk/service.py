@@ -119,7 +119,10 @@ class Kiosk:
                 ev = self.events.get_nowait()
             except queue.Empty:
                 return n
-            self.process(ev)
+            try:
+                self.process(ev)
+            finally:
+                self.events.task_done()
             n += 1
 
     def run(self, stop: threading.Event, tick_seconds: float = 0.5) -> None:
@@ -128,8 +131,17 @@ class Kiosk:
             try:
                 ev = self.events.get(timeout=tick_seconds)
             except queue.Empty:
-                ev = Tick(self.clock())
-            self.process(ev)
+                self.process(Tick(self.clock()))
+                continue
+            try:
+                self.process(ev)
+            finally:
+                self.events.task_done()
+
+    @property
+    def busy(self) -> bool:
+        """Events are queued or one is being handled (for tests and diagnostics)."""
+        return self.events.unfinished_tasks > 0
 
     def tick(self) -> None:
         self.submit(Tick(self.clock()))

@@ -235,6 +235,11 @@ def ui_window() -> Iterator[Any]:
         pytest.fail(f"{err}: run the README's test command (./dev.sh test)")
     configure(site.ui, windowed=True)
     os.environ["KIVY_NO_CONSOLELOG"] = "1"
+    from kivy.config import Config
+
+    # No 60 fps cap in tests: a frame's time is then its own work and drawing, not the
+    # limiter's sleep, and flows run as fast as the engine answers.
+    Config.set("graphics", "maxfps", "0")
     try:
         from kivy.base import EventLoop
         from kivy.core.window import Window

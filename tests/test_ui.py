@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -253,3 +255,44 @@ def test_every_text_of_the_screen_is_translated() -> None:
         assert same == [], (lang, same)
         for m in found:
             assert set(re.findall(r"\{\w+\}", m)) == set(re.findall(r"\{\w+\}", cat[m])), (lang, m)
+
+
+def test_the_ui_thread_never_waits_for_devices_or_the_journal(
+    ui_window: Any, tmp_path: Path
+) -> None:
+    """20 coins in a burst from the device thread, each journaled on storage made slow (40 ms
+    per commit, like a worn SD card): the screen keeps drawing; no frame takes 50 ms."""
+    import time as _time
+
+    from kiosk.journal import Journal
+
+    slow = float(os.environ.get("SLOW", "0.04"))
+    original = Journal.append
+
+    def slow_append(self: Journal, records: Any, now: Any) -> Any:
+        if records:
+            _time.sleep(slow)  # the storage is slow, not the test waiting for something
+        return original(self, records, now)
+
+    c = Customer(make_site(), tmp_path)
+    try:
+        c.insert_key(FakeKey("K1", "4711"))
+        c.tap("preset", "50,00 €")
+        c.tap("cash")
+        Journal.append = slow_append  # type: ignore[method-assign]
+        burst = threading.Thread(target=lambda: [c.coin.insert(E(200)) for _ in range(20)])
+        frames: list[float] = []
+        start = _time.perf_counter()
+        burst.start()
+        while c.model.view.paid != E(4000):
+            assert _time.perf_counter() - start < 20, "the coins never all showed"
+            t0 = _time.perf_counter()
+            c.loop.idle()
+            frames.append(_time.perf_counter() - t0)
+        burst.join(5)
+    finally:
+        Journal.append = original  # type: ignore[method-assign]
+        c.close()
+    took = _time.perf_counter() - start
+    assert took >= 20 * slow  # the journal really was slow...
+    assert len(frames) > 20 and max(frames) < 0.050, sorted(frames)[-5:]  # ...the screen was not

@@ -152,7 +152,7 @@ class Customer:
     def settle(self) -> None:
         """Until the engine has handled everything queued and the screen shows its last view."""
         self.until(
-            lambda: self.kiosk.events.empty() and self.model.view == self.kiosk.view(),
+            lambda: not self.kiosk.busy and self.model.view == self.kiosk.view(),
             "the engine and the screen to catch up",
         )
         self.pump()

@@ -7,7 +7,7 @@ engine's queue and return at once: the UI thread never waits on a device or the 
 
 from __future__ import annotations
 
-from functools import partial
+import threading
 from typing import Any
 
 from kivy.clock import Clock
@@ -46,14 +46,27 @@ class ScreenModel(EventDispatcher):  # type: ignore[misc]
         style.lang, style.high_contrast = self.lang, False
         self.speak: Any = None  # the hook for spoken prompts: called with each new main text
         self.clock: Any = None  # the kiosk's clock (for "we open again at ...")
+        self._lock = threading.Lock()
+        self._pending: tuple[View, UserFacingError | None] | None = None
 
     # ------------------------------------------------------------- engine -> screen
 
     def post(self, view: View, refusal: UserFacingError | None) -> None:
-        """From the engine thread: show this state on the next frame."""
-        Clock.schedule_once(partial(self._apply, view, refusal), -1)
+        """From the engine thread: show this state on the next frame. Views are snapshots:
+        several posted between two frames are drawn once, as the newest (a refusal among
+        them is kept)."""
+        with self._lock:
+            _old, kept = self._pending or (None, None)
+            self._pending = (view, refusal or kept)
+        Clock.schedule_once(self._flush, -1)
 
-    def _apply(self, view: View, refusal: UserFacingError | None, _dt: float = 0) -> None:
+    def _flush(self, _dt: float = 0) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            self._apply(*pending)
+
+    def _apply(self, view: View, refusal: UserFacingError | None) -> None:
         before = self.view
         if before is not None and view.state in RESTING and before.state not in RESTING:
             self._reset_choices()  # the session ended: the next customer starts afresh

@@ -33,6 +33,7 @@ def configure(ui: UiSection, *, windowed: bool = False) -> None:
     Config.set("graphics", "resizable", "0")
     Config.set("graphics", "allow_screensaver", "0")
     Config.set("graphics", "maxfps", "60")
+    Config.set("graphics", "multisamples", "0")  # flat shapes and text: antialiasing buys nothing
     Config.set("kivy", "exit_on_escape", "0")
     Config.set("kivy", "pause_on_minimize", "0")
     Config.set("input", "mouse", "mouse,disable_multitouch")

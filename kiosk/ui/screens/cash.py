@@ -46,13 +46,20 @@ class CashScreen(KioskScreen):
         self.label_cancel = tr("Cancel")
 
     def _draw_money(self) -> None:
+        """One picture per denomination, made once per language; those above what may still
+        be inserted fade out (no widgets are made while money comes in)."""
+        site = self.model.site
         box = self.ids.pictures
-        shown = [(w.kind, w.text) for w in box.children[::-1]]
-        wanted = [("coin", c) for c in self.coins] + [("note", n) for n in self.notes]
-        if shown != wanted:
+        every = [("coin", money_text(c, self.model.lang)) for c in site.coins] + [
+            ("note", money_text(n, self.model.lang)) for n in site.notes
+        ]
+        if [(w.kind, w.text) for w in box.children[::-1]] != every:
             box.clear_widgets()
-            for kind, text in wanted:
+            for kind, text in every:
                 box.add_widget(MoneyPicture(kind=kind, text=text))
+        taken = set(self.coins) | set(self.notes)
+        for w in box.children:
+            w.opacity = 1 if w.text in taken else 0.15
 
 
 load_kv(__file__)
