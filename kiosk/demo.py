@@ -2,96 +2,27 @@
 
 from __future__ import annotations
 
-import os
 import queue
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import TextIO
 
 from drivers.cctalk.sim import SimBillValidator, SimCoinAcceptor
-from drivers.chipkey.profile import ChipKey, Identity
-from drivers.chipkey.reader import CardEvent
-from drivers.chipkey.sim import VirtualCard, VirtualSlot
-from drivers.zvt.sim import TerminalSim
-from kiosk.cctalk import open_cash, start_simulator
-from kiosk.chipkey import DEMO_KEYS as DEMO_MASTER_KEYS
-from kiosk.chipkey import PcscKeyReader
 from kiosk.clock import ManualClock, utc_now
 from kiosk.config import Site
 from kiosk.engine import View
 from kiosk.errors import UserFacingError
-from kiosk.events import AmountChosen, Cancel, Event, KeyStatus, Method, MethodChosen, Tick
-from kiosk.fakes import FakePrinter
-from kiosk.journal import Journal
-from kiosk.keytool import virtual_path, virtual_uid
-from kiosk.ports import Devices
+from kiosk.events import AmountChosen, Cancel, Event, Method, MethodChosen, Tick
 from kiosk.report import print_transactions
+from kiosk.rig import DEMO_KEYS, DemoKeys, Rig, simulated_rig
 from kiosk.service import Kiosk
-from kiosk.syncer import REF_ETAG, WATERMARK, Syncer, SyncLoop
-from kiosk.zvt import open_card
-from sync.admin import main as admin_main
+from kiosk.syncer import SyncLoop
 from sync.admin import report
-from sync.client import SyncClient
-from sync.local import LocalHeadOffice, sqlite_url
+from sync.local import LocalHeadOffice
 from sync.server import open_db
-
-#: Demo keys: serial, contract account, status at head office, reason, open debt (minor units).
-DEMO_KEYS = (
-    ("K-1001", "4711001", KeyStatus.ACTIVE, "", 700),
-    ("K-1002", "4711002", KeyStatus.BLOCKED, "lost", 0),
-    ("K-1003", "4711003", KeyStatus.ACTIVE, "", 0),
-)
-
-
-def seed_reference_data(journal: Journal, site: Site) -> None:
-    """Head office's answer for the demo keys, as sync would store it."""
-    for serial, account, status, reason, debt in DEMO_KEYS:
-        journal.set_key(serial, status, account, reason)
-        journal.set_debt(account, site.money(debt))
-
-
-def seed_head_office(db: str, site: Site) -> None:
-    """The demo keys as head office knows them: their status and open debts."""
-    for serial, account, status, reason, debt in DEMO_KEYS:
-        args = ["--db", db, "key", serial, "--status", str(status), "--account", account]
-        admin_main([*args, "--reason", reason])
-        admin_main(["--db", db, "debt", account, str(debt), "--currency", site.currency])
-
-
-@contextmanager
-def head_office(site: Site, data_dir: Path, out: TextIO) -> Iterator[HeadOfficeLink]:
-    """The configured head office (token from the environment), or one started on this
-    machine with the demo keys when none is configured."""
-    if site.head_office.url:
-        token = os.environ.get(site.secrets.token_env, "")
-        if not token:
-            out.write(
-                f"Head office {site.head_office.url} is configured but its token is not set "
-                f"({site.secrets.token_env}): the demo runs offline on its own key list.\n"
-            )
-        yield HeadOfficeLink(site.head_office.url, token, None)
-        return
-    db_file = data_dir / "headoffice.sqlite"
-    fresh = not db_file.exists()
-    local = LocalHeadOffice(sqlite_url(db_file))
-    token = local.register(site.kiosk_id)
-    seed_head_office(local.db, site)
-    with local:
-        out.write(f"Head office: none configured, started one on {local.url}\n")
-        yield HeadOfficeLink(local.url, token, local, fresh)
-
-
-@dataclass
-class HeadOfficeLink:
-    url: str
-    token: str
-    local: LocalHeadOffice | None
-    fresh: bool = False  # a new, empty head office: it has none of this journal yet
 
 
 class _Script:
@@ -178,50 +109,6 @@ class _Script:
         self.do(f"{seconds} s pass", Tick(self.clock()))
 
 
-class _DemoReader:
-    """Virtual DESFire keys (files under the data directory, the same ones `kiosk key` uses)
-    in an in-process slot, read and written by the kiosk's real chip-key port."""
-
-    SLOT = "demo slot"
-
-    def __init__(self, site: Site, keys_dir: Path) -> None:
-        self.slot = VirtualSlot()
-        self.port = PcscKeyReader(
-            self.SLOT, DEMO_MASTER_KEYS, site.key_credit_limit.minor, connect=self.slot.connect
-        )
-        self.cards: dict[str, VirtualCard] = {}
-        keys_dir.mkdir(parents=True, exist_ok=True)
-        for serial, account, _status, _reason, _debt in DEMO_KEYS:
-            path = virtual_path(keys_dir.parent, serial)
-            card = VirtualCard(virtual_uid(serial), path)
-            if not path.exists():
-                ident = Identity(
-                    site.utility_id,
-                    account,
-                    "1ESY11600" + account[-5:],
-                    "electricity",
-                    serial,
-                    "customer",
-                    site.currency,
-                )
-                ChipKey(card, DEMO_MASTER_KEYS).personalise(
-                    ident, upper=site.key_credit_limit.minor, initial=350
-                )
-            self.cards[serial] = card
-
-    def insert(self, serial: str) -> None:
-        self.slot.insert(self.cards[serial])
-        self.port.card_event(CardEvent(self.SLOT, b"", True))
-
-    def remove(self) -> None:
-        self.slot.remove()
-        self.port.card_event(CardEvent(self.SLOT, b"", False))
-
-    def credit(self, serial: str) -> int:
-        card = self.cards[serial]
-        return ChipKey(VirtualCard(card.uid, card.path), DEMO_MASTER_KEYS).read_summary().credit
-
-
 def _pay(site: Site, amount: int) -> list[tuple[int, bool]]:
     """A plausible way to pay `amount`: one note, then coins, largest first (value, is_note)."""
     plan: list[tuple[int, bool]] = []
@@ -243,106 +130,48 @@ def _country(currency: str) -> str:
 def run_demo(site: Site, journal_file: Path, out: TextIO, start: datetime | None = None) -> int:
     """Run the scripted customers; print what happened and the resulting journal.
 
-    Coins and notes go through the ccTalk drivers to byte-level simulators on a pty, cards
-    through the ZVT client to a terminal simulator on TCP, keys are virtual DESFire cards read
-    and written by the kiosk's real chip-key port; the journal syncs in the background to head
-    office (one started on this machine unless the site names one).
+    Every device is its simulator on its real transport (see kiosk.rig); the journal syncs in
+    the background to head office (one started on this machine unless the site names one).
     """
-    with head_office(site, journal_file.parent, out) as ho:
-        return _run(site, journal_file, out, start, ho)
-
-
-def _run(
-    site: Site, journal_file: Path, out: TextIO, start: datetime | None, ho: HeadOfficeLink
-) -> int:
-    journal = Journal(journal_file, site.kiosk_id)
-    if not ho.token:
-        seed_reference_data(journal, site)
-    if ho.fresh:  # the demo's head office was started anew: send it the whole journal
-        journal.set_meta(WATERMARK, "0")
-        journal.set_meta(REF_ETAG, "")
-    first_seq = journal.last_seq() + 1
     now = start or utc_now()
     opening = None if site.hours.is_open(now) else site.hours.next_opening(now)
     clock = ManualClock(opening or now)
-    sim, coin_sim, note_sim = start_simulator(site)
-    cash = open_cash(site, sim_port=sim.path, simulate=True, period=0.05)
-    terminal = TerminalSim("tcp") if site.card_enabled else None
-    if terminal is not None:
-        terminal.start()
-    card = open_card(site, sim_port=terminal.port, simulate=True) if terminal else None
-    reader = _DemoReader(site, journal_file.parent / "keys")
-    dev = Devices(
-        reader=reader.port, coin=cash.coin, notes=cash.notes, card=card, printer=FakePrinter()
-    )
-    kiosk = Kiosk(site, journal, dev, clock)
-    loop: SyncLoop | None = None
-    if ho.token:
-        syncer = Syncer(
-            journal,
-            SyncClient(ho.url, ho.token, site.kiosk_id, timeout=(2.0, 10.0)),
-            currency=site.currency,
-            on_settings=kiosk.apply_settings,
-            clock=clock,
-        )
-        kiosk.claim_credits = syncer.claim
-        status = syncer.round(clock())  # the key list and debts before the first customer
-        out.write(
-            f"Synced with head office: reference {status.reference_version or 'unchanged'}"
-            + (f", error: {status.last_error}" if status.last_error else "")
-            + "\n"
-        )
-        loop = SyncLoop(syncer, clock, interval=1.0, ceiling=5.0)
-        loop.start()
-    s = _Script(kiosk, clock, out, lambda _v: all(w.idle() for w in cash.workers))
-    cash.start()
-    reader.port.start(watch=False)
-    if card is not None:
-        card.start()
-    try:
-        s.settle(
-            lambda _v: all(any(w.online(n) for w in cash.workers) for n in ("coin", "notes")),
-            "the coin acceptor and note validator",
-        )
-        if terminal is not None:
-            s.settle(lambda _v: terminal.config_byte is not None, "the terminal's registration")
+    with simulated_rig(site, journal_file, out, clock) as rig:
+        s = _Script(rig.kiosk, clock, out, lambda _v: all(w.idle() for w in rig.cash.workers))
+        s.settle(lambda _v: rig.devices_ready(), "the cash devices and the card terminal")
         if opening is not None:
             out.write(
                 f"The site is closed now; the demo runs at its next opening, "
                 f"{opening:%A %d.%m.%Y %H:%M} local time.\n"
             )
-        _scenes(s, site, reader, coin_sim, note_sim, sim.path)
-        if loop is not None and ho.local is not None:
-            _head_office_scene(s, loop, ho.local, reader)
-    finally:
-        if loop is not None:
-            loop.stop()
-        reader.port.stop()
-        cash.stop()
-        sim.stop()
-        if card is not None and terminal is not None:
-            card.wait_idle(5)
-            card.client.link.close()
-            terminal.stop()
+        _scenes(s, site, rig.keys, rig.coin_sim, rig.note_sim, rig.bus.path)
+        if rig.loop is not None and rig.ho.local is not None:
+            _head_office_scene(s, rig.loop, rig.ho.local, rig.keys)
+        finish_report(rig, clock, out)
+    return 0
+
+
+def finish_report(rig: Rig, clock: Callable[[], datetime], out: TextIO) -> None:
+    """The journal of this run, its verification, and what head office holds of it."""
+    site, journal = rig.site, rig.journal
     out.write("\nJournal of this run:\n")
-    print_transactions(journal, site, out, since_seq=first_seq)
+    print_transactions(journal, site, out, since_seq=rig.first_seq)
     count = journal.verify()
-    out.write(f"\njournal verify: ok, {count} entries chained ({journal_file})\n")
-    if loop is not None:
-        status = loop.syncer.round(clock())
+    out.write(f"\njournal verify: ok, {count} entries chained ({journal.path})\n")
+    if rig.loop is not None:
+        rig.loop.stop()
+        status = rig.loop.syncer.round(clock())
         out.write(
             f"head office holds {status.acked} of {journal.last_seq()} entries "
             f"(backlog {status.backlog})"
             + (f"; sync error: {status.last_error}" if status.last_error else "")
             + "\n"
         )
-        if ho.local is not None:
+        if rig.ho.local is not None:
             out.write("\nHead office report (money per kiosk, day, method):\n")
-            engine = open_db(ho.local.db)
+            engine = open_db(rig.ho.local.db)
             out.write(report(engine, site.hours.tz))
             engine.dispose()
-    journal.close()
-    return 0
 
 
 def _synced(s: _Script, loop: SyncLoop) -> None:
@@ -353,7 +182,7 @@ def _synced(s: _Script, loop: SyncLoop) -> None:
 
 
 def _head_office_scene(
-    s: _Script, loop: SyncLoop, local: LocalHeadOffice, reader: _DemoReader
+    s: _Script, loop: SyncLoop, local: LocalHeadOffice, reader: DemoKeys
 ) -> None:
     m = s.kiosk.site.money
     s.out.write("\n5. Head office steers: K-1003's contract ends, a goodwill credit for K-1001\n")
@@ -378,7 +207,7 @@ def _head_office_scene(
 def _scenes(
     s: _Script,
     site: Site,
-    reader: _DemoReader,
+    reader: DemoKeys,
     coin_sim: SimCoinAcceptor,
     note_sim: SimBillValidator,
     port: str,
