@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set-up and entry point for a fresh Debian/Ubuntu machine.
-#   ./dev.sh run    install what is missing, then run the kiosk (simulated devices, demo site)
+#   ./dev.sh run    install what is missing, then run the kiosk (simulated devices, demo site;
+#                   without a display: a scripted customer and screenshots)
 #   ./dev.sh test   install what is missing, then run the whole test suite
 # Extra arguments go to the kiosk command or to pytest.
 set -euo pipefail
@@ -56,7 +57,7 @@ cmd=${1:-}
 case "$cmd" in
     run)
         install_system_packages; install_python_env
-        exec .venv/bin/kiosk demo "$@" ;;
+        exec .venv/bin/kiosk run "$@" ;;
     test)
         install_system_packages; install_python_env
         exec .venv/bin/python -m pytest "$@" ;;

@@ -118,6 +118,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(site, path, sys.stdout)
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from kiosk.ui.run import RunOptions, default_headless, run
+
+    site = load_site(args.site)
+    base = data_dir(args.data_dir)
+    every_port_sim = all(
+        d is None or getattr(d, "port", getattr(d, "reader", "sim")) == "sim"
+        for d in (site.devices.coin, site.devices.notes, site.devices.card, site.devices.reader)
+    )
+    opts = RunOptions(
+        simulate=args.simulate or every_port_sim,
+        headless=args.headless or default_headless(),
+        shots=Path(args.screenshots) if args.screenshots else base / "screenshots",
+        panel=args.panel,
+    )
+    if opts.headless and not opts.simulate:
+        print(
+            "kiosk: without a display the run is a scripted customer on simulated devices; "
+            "add --simulate",
+            file=sys.stderr,
+        )
+        return 2
+    return run(site, journal_path(base, site.kiosk_id), opts, sys.stdout)
+
+
 def cmd_terminal(args: argparse.Namespace) -> int:
     from decimal import Decimal, InvalidOperation
 
@@ -252,6 +277,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="state directory (default: $KIOSK_DATA_DIR or per-user)")
     p.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     sub = p.add_subparsers(dest="command", required=True)
+
+    runp = sub.add_parser(
+        "run",
+        help="the kiosk with its touch screen (simulated devices for the demo site); without a "
+        "display: a scripted customer, a screenshot of every screen, the journal",
+    )
+    runp.add_argument("--site", help="site file (default: the embedded demo site)")
+    runp.add_argument("--simulate", action="store_true", help="every device its simulator")
+    runp.add_argument("--headless", action="store_true", help="as if there were no display")
+    runp.add_argument("--screenshots", help="folder for the headless run's screenshots")
+    runp.add_argument("--panel", action="store_true", help="developer: the simulator panel")
+    runp.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="scripted customers on fake devices; prints the journal")
     demo.add_argument("--site", help="site file (default: the embedded demo site)")

@@ -4,6 +4,7 @@ reaches the server, then the connection is cut before the answer), or passes thr
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections import deque
@@ -18,7 +19,8 @@ class FaultProxy:
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = self._server.getsockname()[1]
         self._stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
 
     @property
     def url(self) -> str:
@@ -26,7 +28,10 @@ class FaultProxy:
 
     def close(self) -> None:
         self._stop.set()
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)  # wakes the accept() below
         self._server.close()
+        self._thread.join(5)
 
     def _accept(self) -> None:
         while not self._stop.is_set():

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
-from tests.conftest import CONFIG, run_kiosk
+from tests.conftest import CONFIG, ROOT, run_kiosk
 
 
 def test_demo_runs_complete_top_ups_and_prints_the_journal(tmp_path: Path) -> None:
@@ -92,3 +94,25 @@ def test_demo_again_with_a_new_head_office_sends_the_whole_journal(tmp_path: Pat
     assert res.returncode == 0, res.stderr
     held = re.search(r"head office holds (\d+) of (\d+) entries \(backlog 0\)", res.stdout)
     assert held is not None and held.group(1) == held.group(2)
+
+
+def test_run_without_a_display_scripts_customers_and_saves_every_screen(tmp_path: Path) -> None:
+    import os
+
+    shots = tmp_path / "shots"
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    res = subprocess.run(
+        [sys.executable, "-m", "kiosk.cli", "--data-dir", str(tmp_path / "data"), "run",
+         "--screenshots", str(shots)],
+        capture_output=True, text=True, timeout=600, env=env, cwd=ROOT,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "No display: started a virtual screen" in res.stdout
+    names = sorted(p.name for p in shots.glob("*.png"))
+    screens = {"idle", "refused", "amount", "method", "cash", "card", "done", "key-missing"}
+    for lang in ("de", "en"):
+        shown = {n.split("-", 2)[2].removesuffix(".png") for n in names if n.startswith(lang)}
+        assert screens | {"out-of-service", "amount-large-text"} <= shown, (lang, shown)
+    assert all((shots / n).stat().st_size > 10_000 for n in names)  # real pictures
+    assert re.search(r"journal verify: ok, \d+ entries", res.stdout)
+    assert re.search(r"DEMO-01 +\d{4}-\d\d-\d\d card +60\.00 EUR", res.stdout)  # 2 x 30.00

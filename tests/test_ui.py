@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from collections.abc import Iterator
@@ -193,6 +192,7 @@ def test_touch_targets_and_text_sizes_on_every_screen_in_both_themes(customer: C
     from kivy.uix.label import Label
 
     c = customer
+    c.journal.set_debt("4711", E(700))  # the longest summary: credit, debt, account, meter
     height = c.window.height
     problems = []
     for theme in ("normal", "high_contrast"):
@@ -200,7 +200,7 @@ def test_touch_targets_and_text_sizes_on_every_screen_in_both_themes(customer: C
             minimum = c.model.theme.target
             for area in (c.root.ids.sm.current_screen, c.root.ids.warning_bar, c.root.ids.footer):
                 for w in area.walk(restrict=True):
-                    if not c._visible(w) or w.width == 0 or w.height == 0:
+                    if not c.visible(w) or w.width == 0 or w.height == 0:
                         continue
                     where = f"{theme}/{name}: {type(w).__name__} {getattr(w, 'text', '')!r}"
                     tappable = isinstance(w, Button) or hasattr(w, "lang")
@@ -210,6 +210,10 @@ def test_touch_targets_and_text_sizes_on_every_screen_in_both_themes(customer: C
                         problems.append(f"{where} is in the upper part of the screen")
                     if isinstance(w, Label) and w.text and w.font_size < 24:
                         problems.append(f"{where} text is {w.font_size} px")
+                    x, y = w.to_window(w.x, w.y)
+                    ax, ay = area.to_window(area.x, area.y)
+                    if y < ay - 1 or y + w.height > ay + area.height + 1:
+                        problems.append(f"{where} sticks out of its part of the screen")
         c.remove_key()
         c.wait_screen("idle")
     assert minimum >= 80 and problems == [], "\n".join(problems)
@@ -260,13 +264,17 @@ def test_every_text_of_the_screen_is_translated() -> None:
 def test_the_ui_thread_never_waits_for_devices_or_the_journal(
     ui_window: Any, tmp_path: Path
 ) -> None:
-    """20 coins in a burst from the device thread, each journaled on storage made slow (40 ms
-    per commit, like a worn SD card): the screen keeps drawing; no frame takes 50 ms."""
+    """Bursts of 20 coins from the device thread, each journaled on storage made slow (40 ms
+    per commit, like a worn SD card): the screen keeps drawing, no frame takes 50 ms. A screen
+    that waited for the journal would take 40 ms more on every frame of every burst; on this
+    shared machine one burst's longest frame can catch noise, so the median of three counts."""
+    import statistics
     import time as _time
 
     from kiosk.journal import Journal
+    from kiosk.ui.app import settle_heap
 
-    slow = float(os.environ.get("SLOW", "0.04"))
+    slow = 0.04
     original = Journal.append
 
     def slow_append(self: Journal, records: Any, now: Any) -> Any:
@@ -275,24 +283,31 @@ def test_the_ui_thread_never_waits_for_devices_or_the_journal(
         return original(self, records, now)
 
     c = Customer(make_site(), tmp_path)
+    longest: list[float] = []
+    frames: list[float] = []
     try:
         c.insert_key(FakeKey("K1", "4711"))
-        c.tap("preset", "50,00 €")
+        c.tap("preset", "100,00 €")
         c.tap("cash")
+        settle_heap()  # as the app does once it is up
         Journal.append = slow_append  # type: ignore[method-assign]
-        burst = threading.Thread(target=lambda: [c.coin.insert(E(200)) for _ in range(20)])
-        frames: list[float] = []
-        start = _time.perf_counter()
-        burst.start()
-        while c.model.view.paid != E(4000):
-            assert _time.perf_counter() - start < 20, "the coins never all showed"
-            t0 = _time.perf_counter()
-            c.loop.idle()
-            frames.append(_time.perf_counter() - t0)
-        burst.join(5)
+        for burst_no in range(3):
+            target = E(2000 * (burst_no + 1))
+            burst = threading.Thread(target=lambda: [c.coin.insert(E(100)) for _ in range(20)])
+            start = _time.perf_counter()
+            burst.start()
+            these: list[float] = []
+            while c.model.view.paid != target:
+                assert _time.perf_counter() - start < 20, "the coins never all showed"
+                t0 = _time.perf_counter()
+                c.loop.idle()
+                these.append(_time.perf_counter() - t0)
+            burst.join(5)
+            assert _time.perf_counter() - start >= 20 * slow  # the journal really was slow...
+            longest.append(max(these))
+            frames += these
     finally:
         Journal.append = original  # type: ignore[method-assign]
         c.close()
-    took = _time.perf_counter() - start
-    assert took >= 20 * slow  # the journal really was slow...
-    assert len(frames) > 20 and max(frames) < 0.050, sorted(frames)[-5:]  # ...the screen was not
+    assert len(frames) > 3 * 20
+    assert statistics.median(longest) < 0.050, [round(x * 1000) for x in longest]  # ...the UI not

@@ -8,8 +8,6 @@ fixture); nothing here imports it at module level.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +28,6 @@ from kiosk.service import Kiosk
 from tests.conftest import SATURDAY_MORNING
 
 
-def plain(text: str) -> str:
-    """Locale formats use no-break spaces ("12,50\xa0€"); tests write plain ones."""
-    return text.replace("\xa0", " ").replace("\u202f", " ")
-
-
 class Customer:
     """One kiosk with its screen; `tap("cash")` presses the visible button with that action."""
 
@@ -43,6 +36,7 @@ class Customer:
         from kivy.core.window import Window
 
         from kiosk.ui.app import KioskApp
+        from kiosk.ui.driver import ScreenDriver
 
         self.site = site
         self.window = Window
@@ -77,6 +71,7 @@ class Customer:
         self.stop = threading.Event()
         self.engine = threading.Thread(target=self.kiosk.run, args=(self.stop, 0.05), daemon=True)
         self.engine.start()
+        self.driver = ScreenDriver(self.kiosk, self.root)
         self.settle()  # the first view is on the screen
 
     def close(self) -> None:
@@ -85,99 +80,10 @@ class Customer:
         self.window.remove_widget(self.root)
         self.journal.close()
 
-    # ------------------------------------------------------------------ looking
+    # ------------------------------------------------------------------ the screen
 
-    @property
-    def model(self) -> Any:
-        return self.app.model
-
-    @property
-    def screen(self) -> str:
-        return str(self.root.ids.sm.current)
-
-    def texts(self) -> str:
-        """Every text visible now: the current screen, the notice and warning bars."""
-        from kivy.uix.label import Label
-
-        parts = []
-        for area in (
-            self.root.ids.notice_bar,
-            self.root.ids.sm.current_screen,
-            self.root.ids.warning_bar,
-        ):
-            for w in area.walk(restrict=True):
-                if isinstance(w, Label) and w.text and self._visible(w):
-                    parts.append(w.text)
-        return plain("\n".join(parts))
-
-    def _visible(self, w: Any) -> bool:
-        node = w
-        while node is not None and node is not self.root:
-            if getattr(node, "opacity", 1) == 0:
-                return False
-            node = node.parent
-        return True
-
-    def buttons(self, action: str) -> list[Any]:
-        """The visible, enabled widgets with this action, on screen or in the bars."""
-        found = []
-        for area in (
-            self.root.ids.sm.current_screen,
-            self.root.ids.warning_bar,
-            self.root.ids.footer,
-        ):
-            for w in area.walk(restrict=True):
-                if getattr(w, "action", None) == action and not w.disabled and self._visible(w):
-                    found.append(w)
-        return found
-
-    # ------------------------------------------------------------------ acting
-
-    def pump(self, seconds: float = 0.0) -> None:
-        end = time.monotonic() + seconds
-        self.loop.idle()
-        while time.monotonic() < end:
-            self.loop.idle()
-
-    def until(self, cond: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-        """Run frames until `cond` holds (the engine thread works meanwhile), with a deadline."""
-        deadline = time.monotonic() + timeout
-        while not cond():
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"timed out waiting for {what}; screen {self.screen}:\n{self.texts()}"
-                )
-            self.loop.idle()
-
-    def settle(self) -> None:
-        """Until the engine has handled everything queued and the screen shows its last view."""
-        self.until(
-            lambda: not self.kiosk.busy and self.model.view == self.kiosk.view(),
-            "the engine and the screen to catch up",
-        )
-        self.pump()
-
-    def tap_widget(self, w: Any) -> None:
-        from kivy.tests.common import UnitTestTouch
-
-        x, y = w.to_window(*w.center)
-        touch = UnitTestTouch(x, y)
-        touch.touch_down()
-        self.loop.idle()
-        touch.touch_up()
-        self.loop.idle()
-
-    def tap(self, action: str, text: str | None = None) -> None:
-        """Touch the button with this action (and text), as a finger would."""
-        self.settle()
-        candidates = [
-            b for b in self.buttons(action) if text is None or plain(getattr(b, "text", "")) == text
-        ]
-        assert candidates, (
-            f"no visible button {action!r} {text or ''} on {self.screen}:\n{self.texts()}"
-        )
-        self.tap_widget(candidates[0])
-        self.settle()
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.driver, name)  # screen, texts, shows, buttons, tap, until, ...
 
     def insert_key(self, key: FakeKey) -> None:
         self.reader.insert(key)

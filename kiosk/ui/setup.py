@@ -18,6 +18,7 @@ def configure(ui: UiSection, *, windowed: bool = False) -> None:
     if _done:
         return
     os.environ.setdefault("KIVY_NO_ARGS", "1")  # our command line is ours, not Kivy's
+    os.environ.setdefault("KIVY_LOG_MODE", "PYTHON")  # our logging; stderr stays stderr
     os.environ.setdefault("KIVY_NO_FILELOG", "1")
     os.environ.setdefault("KIVY_NO_CONFIG", "1")
     os.environ.setdefault("KIVY_HOME", tempfile.mkdtemp(prefix="kiosk-kivy-"))

@@ -1,0 +1,135 @@
+"""The headless run's scripted customers: touches on the real screen, coins and notes into the
+simulators, a screenshot of every screen, once in German and once in English."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import TextIO
+
+from kiosk.events import Device, DeviceFault, DeviceOk
+from kiosk.rig import Rig
+from kiosk.ui.i18n import money_text
+
+
+def used_at_home(rig: Rig, out: TextIO) -> None:
+    """Between runs the demo customers used their energy: each key's meter takes its credit
+    over, so that the next run's top-ups fit under the key's limit."""
+    from drivers.chipkey.profile import ChipKey
+    from kiosk.chipkey import DEMO_KEYS as MASTER_KEYS
+    from kiosk.keytool import consume
+
+    for serial, card in rig.keys.cards.items():
+        left = ChipKey(card, MASTER_KEYS).read_summary().credit  # the slot's own card object
+        if left:
+            consume(card, MASTER_KEYS, left)
+            out.write(f"  {serial}: {rig.site.money(left)} used at home since the last run\n")
+
+
+def scripted_customers(
+    rig: Rig, clock: Callable[[], datetime], shots: Path, out: TextIO
+) -> list[Path]:
+    from kivy.base import EventLoop
+    from kivy.core.window import Window
+
+    from kiosk.ui.app import KioskApp, settle_heap
+    from kiosk.ui.driver import ScreenDriver
+
+    app = KioskApp(rig.kiosk, clock)
+    root = app.build()
+    app.root = root
+    EventLoop.ensure_window()
+    Window.add_widget(root)
+    EventLoop.start()
+    ui = ScreenDriver(rig.kiosk, root)
+    ui.until(rig.devices_ready, "the cash devices and the card terminal", timeout=20)
+    ui.settle()
+    settle_heap()
+    used_at_home(rig, out)
+    shots.mkdir(parents=True, exist_ok=True)
+    taken: list[Path] = []
+    site = rig.site
+    cc = {"EUR": "EU", "CHF": "CH"}[site.currency]
+    counter = iter(range(1, 100))
+
+    def shot(lang: str, name: str) -> None:
+        ui.settle()
+        path = ui.screenshot(shots / f"{lang}-{next(counter):02d}-{name}.png")
+        taken.append(path)
+        out.write(f"  {path.name}: {ui.texts().splitlines()[0] if ui.texts() else ''}\n")
+
+    def m(minor: int, lang: str) -> str:
+        return money_text(site.money(minor), lang).replace("\xa0", " ")
+
+    def note(value: int) -> None:
+        rig.note_sim.insert(f"{cc}{value // 100:04d}A")
+
+    def key(serial: str) -> None:
+        before = ui.screen
+        rig.keys.insert(serial)
+        ui.until(lambda: ui.screen not in (before, "busy"), f"key {serial} read", 10)
+        ui.settle()
+
+    def remove() -> None:
+        rig.keys.remove()
+        ui.wait_screen("idle", 10)
+
+    for lang in ("de", "en"):
+        out.write(f"Customers in {lang}:\n")
+        ui.tap(f"lang_{lang}")
+        shot(lang, "idle")
+        key("K-1002")  # blocked at head office
+        shot(lang, "refused")
+        remove()
+        ui.tap(f"lang_{lang}")
+        key("K-1001")  # with an open debt
+        shot(lang, "amount")
+        ui.model.set_contrast(True)  # as the large-text button does
+        shot(lang, "amount-large-text")
+        ui.model.set_contrast(False)
+        ui.tap("preset", m(2000, lang))
+        if ui.screen == "method":
+            shot(lang, "method")
+            ui.tap("cash")
+        ui.wait_screen("cash")
+        note(1000)
+        ui.until(lambda: ui.model.view.paid.minor == 1000, "the 10 note", 10)
+        shot(lang, "cash")
+        note(1000)
+        ui.wait_screen("done", 15)
+        shot(lang, "done")
+        remove()
+        if site.card_enabled:
+            ui.tap(f"lang_{lang}")
+            key("K-1003")
+            ui.tap("preset", m(3000, lang))
+            ui.tap("card")
+            ui.until(lambda: bool(ui.model.view.card_text), "the terminal's prompt", 15)
+            shot(lang, "card")
+            ui.wait_screen("done", 20)
+            remove()
+        ui.tap(f"lang_{lang}")
+        key("K-1003")
+        ui.tap("free")
+        ui.wait_screen("cash")
+        note(1000)
+        ui.until(lambda: ui.model.view.paid.minor == 1000, "the 10 note", 10)
+        rig.keys.remove()  # walks off mid-payment
+        ui.wait_screen("key_missing", 10)
+        shot(lang, "key-missing")
+        key("K-1003")  # comes back
+        ui.tap("finish")
+        ui.wait_screen("done", 15)
+        remove()
+        for device in (Device.COIN, Device.NOTES, Device.CARD):  # every payment device fails
+            rig.kiosk.submit(DeviceFault(device, text="scripted fault"))
+        ui.wait_screen("unavailable")
+        ui.tap(f"lang_{lang}")
+        shot(lang, "out-of-service")
+        for device in (Device.COIN, Device.NOTES, Device.CARD):
+            rig.kiosk.submit(DeviceOk(device))
+        ui.wait_screen("idle")
+    Window.remove_widget(root)
+    out.write(f"{len(taken)} screenshots in {shots}\n")
+    return taken
