@@ -110,6 +110,7 @@ def test_run_without_a_display_scripts_customers_and_saves_every_screen(tmp_path
     assert "No display: started a virtual screen" in res.stdout
     names = sorted(p.name for p in shots.glob("*.png"))
     screens = {"idle", "refused", "amount", "method", "cash", "card", "done", "key-missing"}
+    screens |= {"reading", "closed"}
     for lang in ("de", "en"):
         shown = {n.split("-", 2)[2].removesuffix(".png") for n in names if n.startswith(lang)}
         assert screens | {"out-of-service", "amount-large-text"} <= shown, (lang, shown)

@@ -4,10 +4,12 @@ simulators, a screenshot of every screen, once in German and once in English."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
+from kiosk.engine import State
 from kiosk.events import Device, DeviceFault, DeviceOk
 from kiosk.rig import Rig
 from kiosk.ui.i18n import money_text
@@ -130,6 +132,18 @@ def scripted_customers(
         for device in (Device.COIN, Device.NOTES, Device.CARD):
             rig.kiosk.submit(DeviceOk(device))
         ui.wait_screen("idle")
+        # Two screens that pass too quickly to catch in a run: shown from the current view
+        # with the state they have (reading a key; outside the opening hours).
+        for state, name in ((State.READING, "reading"), (State.CLOSED, "closed")):
+            ui.model.post(replace(rig.kiosk.view(), state=state), None)
+            ui.until(lambda s=state: ui.model.view.state == s, f"the {name} screen")
+            ui.model.set_language(lang)  # (a screen at rest starts in German again)
+            ui.pump(0.05)
+            path = ui.screenshot(shots / f"{lang}-{next(counter):02d}-{name}.png")
+            taken.append(path)
+            out.write(f"  {path.name}: {ui.texts().splitlines()[0]}\n")
+        ui.model.post(rig.kiosk.view(), None)
+        ui.settle()
     Window.remove_widget(root)
     out.write(f"{len(taken)} screenshots in {shots}\n")
     return taken
