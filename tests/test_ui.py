@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import threading
 from collections.abc import Iterator
@@ -311,3 +312,48 @@ def test_the_ui_thread_never_waits_for_devices_or_the_journal(
         c.close()
     assert len(frames) > 3 * 20
     assert statistics.median(longest) < 0.050, [round(x * 1000) for x in longest]  # ...the UI not
+
+
+def test_the_developer_panel_drives_the_simulated_devices(ui_window: Any, tmp_path: Path) -> None:
+    """`kiosk run --panel`: its buttons put a key into the slot and a coin into the acceptor."""
+    from kivy.core.window import Window
+
+    from kiosk.clock import ManualClock
+    from kiosk.rig import simulated_rig
+    from kiosk.ui.app import KioskApp
+    from kiosk.ui.driver import ScreenDriver
+    from tests.conftest import SATURDAY_MORNING
+
+    out = io.StringIO()
+    clock = ManualClock(SATURDAY_MORNING)
+    with simulated_rig(make_site(), tmp_path / "journal-DEMO-01.sqlite", out, clock) as rig:
+        app = KioskApp(rig.kiosk, clock)
+        app.panel_rig = rig
+        layer = app.build()
+        root, panel = layer.children[1], layer.children[0]
+        for child in list(Window.children):
+            Window.remove_widget(child)
+        Window.add_widget(layer)
+        stop = threading.Event()
+        engine = threading.Thread(target=rig.kiosk.run, args=(stop, 0.05), daemon=True)
+        engine.start()
+        ui = ScreenDriver(rig.kiosk, root)
+        try:
+            ui.until(rig.devices_ready, "the simulated devices", 20)
+
+            def press(text: str) -> None:
+                (button,) = [w for w in panel.walk() if getattr(w, "text", None) == text]
+                ui.tap_widget(button)
+
+            press("SIM")
+            ui.until(lambda: panel.open and panel.width == 320, "the panel to open")
+            press("insert K-1003")
+            ui.wait_screen("amount", 10)
+            ui.tap("free")
+            ui.wait_screen("cash")
+            press("coin 2.00 EUR")
+            ui.until(lambda: ui.model.view.paid == E(200), "the coin on the screen", 10)
+        finally:
+            stop.set()
+            engine.join(5)
+            Window.remove_widget(layer)

@@ -46,6 +46,7 @@ class KioskApp(App):  # type: ignore[misc]
         self.model.clock = clock
         super().__init__(**kw)
         self.kiosk = kiosk
+        self.panel_rig: Any = None  # kiosk run --panel: the simulated devices to drive
         kiosk.listeners.append(self.model.post)
         self.model.post(kiosk.view(), None)
 
@@ -56,4 +57,14 @@ class KioskApp(App):  # type: ignore[misc]
         from kiosk.ui.root import KioskRoot  # its kv uses app.model: load after the app exists
 
         self.title = "Prepaid top-up"
-        return KioskRoot(model=self.model)
+        root = KioskRoot(model=self.model)
+        if self.panel_rig is None:
+            return root
+        from kivy.uix.floatlayout import FloatLayout
+
+        from kiosk.ui.panel import SimulatorPanel
+
+        layer = FloatLayout()
+        layer.add_widget(root)
+        layer.add_widget(SimulatorPanel(self.panel_rig))
+        return layer
