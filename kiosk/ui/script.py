@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from datetime import datetime
 from pathlib import Path
 from typing import TextIO
@@ -60,6 +61,9 @@ def scripted_customers(
         path = ui.screenshot(shots / f"{lang}-{next(counter):02d}-{name}.png")
         taken.append(path)
         out.write(f"  {path.name}: {ui.texts().splitlines()[0] if ui.texts() else ''}\n")
+
+    def shown(state: State) -> bool:
+        return bool(ui.model.view.state == state)
 
     def m(minor: int, lang: str) -> str:
         return money_text(site.money(minor), lang).replace("\xa0", " ")
@@ -136,7 +140,7 @@ def scripted_customers(
         # with the state they have (reading a key; outside the opening hours).
         for state, name in ((State.READING, "reading"), (State.CLOSED, "closed")):
             ui.model.post(replace(rig.kiosk.view(), state=state), None)
-            ui.until(lambda s=state: ui.model.view.state == s, f"the {name} screen")
+            ui.until(partial(shown, state), f"the {name} screen")
             ui.model.set_language(lang)  # (a screen at rest starts in German again)
             ui.pump(0.05)
             path = ui.screenshot(shots / f"{lang}-{next(counter):02d}-{name}.png")
