@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from functools import partial
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
