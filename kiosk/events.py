@@ -66,6 +66,11 @@ class Kind(StrEnum):
     PENDING_CREDIT = "pending_credit"  # credit owed to a key, written at its next insertion
     PENDING_WRITTEN = "pending_written"
     PENDING_RELEASED = "pending_released"  # head office gave the credit to another kiosk
+    AUDIT = "audit"  # a technician's entry, failed PIN, lockout or action
+    TEST_CASH = (
+        "test_cash"  # (money) a coin or note in the acceptor test: in the box, never credited
+    )
+    CASHBOX_EMPTIED = "cashbox_emptied"  # (money: the total taken out) counters restart after it
     TX_CLOSED = "tx_closed"
     KEY_REFUSED = "key_refused"
     FAULT = "fault"

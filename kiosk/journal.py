@@ -290,6 +290,11 @@ class Journal:
         with self.engine.connect() as conn:
             return [self._entry(r) for r in conn.execute(q)]
 
+    def entries_of_kind(self, kind: Kind) -> list[Entry]:
+        q = select(journal_table).where(journal_table.c.kind == str(kind))
+        with self.engine.connect() as conn:
+            return [self._entry(r) for r in conn.execute(q.order_by(journal_table.c.seq))]
+
     def raw_entries(self, after: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
         """Entries exactly as stored (the bytes the hash covers), for upload."""
         cols = [c for c in journal_table.c]

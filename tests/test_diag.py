@@ -1,0 +1,141 @@
+"""Technician diagnostics: PIN and lockout, audit trail, cash box, test money, export."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from kiosk.diag import (
+    PinGuard,
+    PinRefused,
+    cash_box,
+    empty_cash_box,
+    export_journal,
+    hash_pin,
+    pin_matches,
+    take_test_money,
+    verify_export,
+)
+from kiosk.events import Kind, Record
+from kiosk.journal import Journal
+from kiosk.money import Money
+from tests.conftest import SATURDAY_MORNING, make_site
+
+T0 = SATURDAY_MORNING
+
+
+def E(minor: int) -> Money:
+    return Money(minor, "EUR")
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Journal:
+    return Journal(tmp_path / "journal.sqlite", "DEMO-01")
+
+
+def audits(j: Journal) -> list[str]:
+    return [str(e.data["action"]) for e in j.entries_of_kind(Kind.AUDIT)]
+
+
+def test_a_pin_hash_is_salted_and_checks_only_its_pin() -> None:
+    a, b = hash_pin("4711"), hash_pin("4711")
+    assert a != b and a.startswith("scrypt$16384$8$1$")  # salted: same PIN, other hash
+    assert pin_matches("4711", a) and pin_matches("4711", b)
+    assert (
+        not pin_matches("4712", a)
+        and not pin_matches("4711", "md5$x")
+        and not pin_matches("4711", "")
+    )
+    with pytest.raises(ValueError, match="4 to 12 digits"):
+        hash_pin("12a4")
+
+
+def test_three_wrong_pins_lock_for_five_minutes_and_every_try_is_audited(journal: Journal) -> None:
+    guard = PinGuard(journal, hash_pin("4711"))
+    for i in range(2):
+        with pytest.raises(PinRefused, match="wrong PIN") as err:
+            guard.enter("0000", "T-7", T0 + timedelta(seconds=i))
+        assert err.value.until is None
+    with pytest.raises(PinRefused, match="locked for five minutes") as err:
+        guard.enter("0000", "T-7", T0 + timedelta(seconds=2))
+    assert err.value.until == T0 + timedelta(seconds=2, minutes=5)
+    with pytest.raises(PinRefused, match="locked"):  # even the right PIN, while locked
+        guard.enter("4711", "T-7", T0 + timedelta(minutes=4))
+    # a restart does not reset it: the count is in the journal
+    again = PinGuard(Journal(journal.path, "DEMO-01"), hash_pin("4711"))
+    with pytest.raises(PinRefused, match="locked"):
+        again.enter("4711", "T-7", T0 + timedelta(minutes=5, seconds=1))
+    again.enter("4711", "T-7", T0 + timedelta(minutes=5, seconds=3))  # the lock has expired
+    assert audits(journal) == [
+        "pin_failed", "pin_failed", "pin_failed", "locked", "refused_locked", "refused_locked",
+        "entered",
+    ]  # fmt: skip
+    assert all(e.data["who"] == "T-7" for e in journal.entries_of_kind(Kind.AUDIT))
+
+
+def test_after_a_good_entry_the_failures_count_again_from_zero(journal: Journal) -> None:
+    guard = PinGuard(journal, hash_pin("4711"))
+    for i in range(2):
+        with pytest.raises(PinRefused):
+            guard.enter("1111", "T-7", T0 + timedelta(seconds=i))
+    guard.enter("4711", "T-7", T0 + timedelta(seconds=3))
+    for i in range(2):
+        with pytest.raises(PinRefused, match="^wrong PIN$"):
+            guard.enter("1111", "T-7", T0 + timedelta(seconds=10 + i))
+
+
+def test_test_money_is_in_the_box_but_never_credited(journal: Journal) -> None:
+    journal.append([Record(Kind.CASH_IN, "T1", "K1", E(200), {"medium": "coin"})], T0)
+    take_test_money(journal, E(1000), "note", "T-7", T0)
+    box = cash_box(journal, "EUR")
+    assert box.total == E(1200) and box.test_money == 1000
+    assert box.counts == {("coin", 200): 1, ("note", 1000): 1}
+    # nothing about test money reaches a key or a transaction
+    tests = journal.entries_of_kind(Kind.TEST_CASH)
+    assert len(tests) == 1 and tests[0].txid is None and tests[0].key is None
+    assert journal.pending_credits("K1") == []
+
+
+def test_the_emptying_report_equals_the_cash_journaled_since_the_last_emptying(
+    journal: Journal,
+) -> None:
+    site = make_site()
+    for v, medium in ((200, "coin"), (200, "coin"), (50, "coin"), (2000, "note")):
+        journal.append([Record(Kind.CASH_IN, "T1", "K1", E(v), {"medium": medium})], T0)
+    journal.append([Record(Kind.CASH_UNATTRIBUTED, None, None, E(100), {"medium": "coin"})], T0)
+    report = empty_cash_box(journal, site, "T-7", T0 + timedelta(hours=1))
+    assert report[-1].split() == ["total", "25.50", "EUR"]
+    assert [line.split() for line in report[3:6]] == [
+        ["coin", "0.50", "EUR", "x", "1", "=", "0.50", "EUR"],
+        ["coin", "1.00", "EUR", "x", "1", "=", "1.00", "EUR"],  # the unattributed coin counts
+        ["coin", "2.00", "EUR", "x", "2", "=", "4.00", "EUR"],
+    ]
+    (emptied,) = journal.entries_of_kind(Kind.CASHBOX_EMPTIED)
+    assert emptied.amount == E(2550) and emptied.data["counts"]["coin:200"] == 2
+    assert "cashbox_emptied" in audits(journal)
+    # the counters restart
+    assert cash_box(journal, "EUR").total == E(0)
+    journal.append([Record(Kind.CASH_IN, "T2", "K1", E(500), {"medium": "note"})], T0)
+    second = empty_cash_box(journal, site, "T-7", T0 + timedelta(hours=2))
+    assert second[-1].split() == ["total", "5.00", "EUR"] and "since 21.11.2026 11:00" in second
+
+
+def test_the_export_re_verifies_and_a_changed_export_does_not(
+    journal: Journal, tmp_path: Path
+) -> None:
+    for i in range(5):
+        journal.append([Record(Kind.CASH_IN, f"T{i}", "K1", E(100), {"medium": "coin"})], T0)
+    jpath, cpath = export_journal(journal, tmp_path / "usb", "T-7", T0)
+    assert verify_export(jpath) == 5
+    assert cpath.read_text("utf-8").splitlines()[0].startswith("seq,ts,kind")
+    assert len(cpath.read_text("utf-8").splitlines()) == 1 + 5
+    assert json.loads(jpath.read_text("utf-8"))["verified_entries"] == 5
+    assert audits(journal) == ["journal_exported"]
+    data = json.loads(jpath.read_text("utf-8"))
+    data["entries"][2]["amount"] = 10_000  # someone edits the copy
+    jpath.write_text(json.dumps(data), "utf-8")
+    with pytest.raises(ValueError, match="entry 3: content does not match"):
+        verify_export(jpath)
