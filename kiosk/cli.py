@@ -118,6 +118,73 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(site, path, sys.stdout)
 
 
+def _read_pin(prompt: str) -> str:
+    import getpass
+
+    if sys.stdin.isatty():
+        return getpass.getpass(prompt)
+    return sys.stdin.readline().strip()  # installers' scripts pipe it in
+
+
+def cmd_diag(args: argparse.Namespace) -> int:
+    from kiosk.clock import utc_now
+    from kiosk.diag import (
+        PinGuard,
+        PinRefused,
+        cash_box,
+        empty_cash_box,
+        export_journal,
+        hash_pin,
+        last_transactions,
+        load_pin_hash,
+    )
+
+    if args.diag_command == "pin-hash":
+        pin = _read_pin("new technician PIN: ")
+        if sys.stdin.isatty() and _read_pin("again: ") != pin:
+            print("kiosk: the two PINs differ", file=sys.stderr)
+            return 2
+        try:
+            print(f'[technician]\npin_hash = "{hash_pin(pin)}"')
+        except ValueError as err:
+            print(f"kiosk: {err}", file=sys.stderr)
+            return 2
+        return 0
+    journal, site = _open_journal(args)
+    guard = PinGuard(
+        journal, load_pin_hash(site, lambda t: print(f"warning: {t}", file=sys.stderr))
+    )
+    try:
+        guard.enter(_read_pin("technician PIN: "), args.who, utc_now())
+    except PinRefused as err:
+        until = f" (until {err.until.astimezone(site.hours.tz):%H:%M:%S})" if err.until else ""
+        print(f"kiosk: {err}{until}", file=sys.stderr)
+        return 1
+    now = utc_now()
+    if args.diag_command == "cashbox":
+        box = cash_box(journal, site.currency)
+        since = box.since.astimezone(site.hours.tz).strftime("%d.%m.%Y %H:%M") if box.since else "-"
+        print(f"cash box of {site.kiosk_id}, since the last emptying ({since}):")
+        print("\n".join(box.lines()))
+    elif args.diag_command == "empty":
+        if not args.confirm:
+            print(
+                "kiosk: emptying restarts the counters: add --confirm once the box is out",
+                file=sys.stderr,
+            )
+            return 2
+        print("\n".join(empty_cash_box(journal, site, args.who, now)))
+    elif args.diag_command == "export":
+        jpath, cpath = export_journal(journal, Path(args.folder), args.who, now)
+        print(f"journal verified and written: {jpath} and {cpath}")
+    elif args.diag_command == "transactions":
+        for e in last_transactions(journal):
+            print(
+                f"{e.ts.astimezone(site.hours.tz):%Y-%m-%d %H:%M} {e.txid} {e.data.get('outcome')}"
+            )
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from kiosk.ui.run import RunOptions, default_headless, run
 
@@ -356,6 +423,27 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "now":
             sp.add_argument("--url", help="head-office URL (default: the site's [head_office] url)")
         sp.set_defaults(func=cmd_sync)
+
+    diag = sub.add_parser(
+        "diag", help="technician diagnostics on the machine itself (PIN-protected)"
+    ).add_subparsers(dest="diag_command", required=True)
+    for name, text in (
+        ("pin-hash", "the line for the secrets file from a new technician PIN"),
+        ("cashbox", "the cash box content by denomination"),
+        ("empty", "empty the cash box: report, journal entry, counters restart"),
+        ("export", "the journal as CSV and JSON into a folder (a USB stick), verified"),
+        ("transactions", "the last transactions and their state"),
+    ):
+        dp = diag.add_parser(name, help=text)
+        if name != "pin-hash":
+            dp.add_argument("--site", help="site file (default: the embedded demo site)")
+            dp.add_argument("--db", help="journal database file (default: in the data directory)")
+            dp.add_argument("--who", default="console", help="who is at the machine (audit)")
+        if name == "export":
+            dp.add_argument("folder")
+        if name == "empty":
+            dp.add_argument("--confirm", action="store_true", help="the box is open: do it")
+        dp.set_defaults(func=cmd_diag)
 
     key = sub.add_parser("key", help="chip keys: personalise, show, meter").add_subparsers(
         dest="key_command", required=True

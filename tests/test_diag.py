@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from kiosk.diag import (
 from kiosk.events import Kind, Record
 from kiosk.journal import Journal
 from kiosk.money import Money
-from tests.conftest import SATURDAY_MORNING, make_site
+from tests.conftest import CONFIG, ROOT, SATURDAY_MORNING, make_site
 
 T0 = SATURDAY_MORNING
 
@@ -139,3 +141,57 @@ def test_the_export_re_verifies_and_a_changed_export_does_not(
     jpath.write_text(json.dumps(data), "utf-8")
     with pytest.raises(ValueError, match="entry 3: content does not match"):
         verify_export(jpath)
+
+
+def diag(
+    tmp_path: Path, *args: str, pin: str, secrets: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    site = tmp_path / "site.toml"
+    if not site.exists():  # the demo site with a secrets file
+        text = (CONFIG / "demo.toml").read_text("utf-8")
+        site.write_text(text + f'\n[secrets]\nfile = "{secrets}"\n', "utf-8")
+    return subprocess.run(
+        [sys.executable, "-m", "kiosk.cli", "--data-dir", str(tmp_path), "diag", *args,
+         "--site", str(site), "--who", "T-7"],
+        input=pin + "\n", capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+
+
+def test_the_console_path_asks_for_the_pin_and_locks_after_three(tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets.toml"
+    res = subprocess.run(
+        [sys.executable, "-m", "kiosk.cli", "diag", "pin-hash"],
+        input="4711\n", capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 0 and res.stdout.startswith('[technician]\npin_hash = "scrypt$')
+    secrets.write_text(res.stdout, "utf-8")
+    j = Journal(tmp_path / "journal-DEMO-01.sqlite", "DEMO-01")
+    j.append([Record(Kind.CASH_IN, "T1", "K1", E(200), {"medium": "coin"})], T0)
+    j.close()
+
+    ok = diag(tmp_path, "cashbox", pin="4711", secrets=secrets)
+    assert ok.returncode == 0, ok.stderr
+    assert "coin" in ok.stdout and ok.stdout.strip().splitlines()[-1].split() == [
+        "total", "2.00", "EUR",
+    ]  # fmt: skip
+    for _ in range(2):
+        wrong = diag(tmp_path, "cashbox", pin="1234", secrets=secrets)
+        assert wrong.returncode == 1 and "wrong PIN" in wrong.stderr and "coin" not in wrong.stdout
+    locked = diag(tmp_path, "cashbox", pin="1234", secrets=secrets)
+    assert locked.returncode == 1 and "locked for five minutes (until" in locked.stderr
+    still = diag(tmp_path, "empty", "--confirm", pin="4711", secrets=secrets)
+    assert still.returncode == 1 and "locked" in still.stderr  # the right PIN, while locked
+    actions = [
+        e.data["action"]
+        for e in Journal(tmp_path / "journal-DEMO-01.sqlite", "DEMO-01").entries_of_kind(Kind.AUDIT)
+    ]
+    assert actions == ["entered", "pin_failed", "pin_failed", "pin_failed", "locked",
+                       "refused_locked"]  # fmt: skip
+
+
+def test_a_bad_pin_hash_in_the_secrets_file_is_named(tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text('[technician]\npin_hash = "4711"\n', "utf-8")
+    Journal(tmp_path / "journal-DEMO-01.sqlite", "DEMO-01").close()
+    res = diag(tmp_path, "cashbox", pin="4711", secrets=secrets)
+    assert res.returncode != 0 and "technician.pin_hash: not an scrypt hash" in res.stderr
