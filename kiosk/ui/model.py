@@ -21,7 +21,7 @@ from kiosk.events import AmountChosen, Cancel, Event, Finish, Method, MethodChos
 from kiosk.money import Money
 from kiosk.ui.i18n import LANGUAGES, Translator
 from kiosk.ui.style import current as style
-from kiosk.ui.theme import Theme, themes
+from kiosk.ui.theme import themes
 
 #: states in which no customer is being served: the language and text size reset there
 RESTING = (State.IDLE, State.CLOSED, State.OUT_OF_SERVICE)
@@ -114,7 +114,3 @@ class ScreenModel(EventDispatcher):  # type: ignore[misc]
 
     def toggle_contrast(self) -> None:
         self.set_contrast(not self.high_contrast)
-
-    @property
-    def current_theme(self) -> Theme:
-        return self.theme  # type: ignore[no-any-return]
