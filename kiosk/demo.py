@@ -17,7 +17,7 @@ from kiosk.engine import View
 from kiosk.errors import UserFacingError
 from kiosk.events import AmountChosen, Cancel, Event, Method, MethodChosen, Tick
 from kiosk.report import print_transactions
-from kiosk.rig import DEMO_KEYS, DemoKeys, Rig, simulated_rig
+from kiosk.rig import DEMO_KEYS, DemoKeys, Rig, bill_id, coin_id, simulated_rig
 from kiosk.service import Kiosk
 from kiosk.syncer import SyncLoop
 from sync.admin import report
@@ -123,10 +123,6 @@ def _pay(site: Site, amount: int) -> list[tuple[int, bool]]:
     return plan
 
 
-def _country(currency: str) -> str:
-    return {"EUR": "EU", "CHF": "CH"}[currency]
-
-
 def run_demo(site: Site, journal_file: Path, out: TextIO, start: datetime | None = None) -> int:
     """Run the scripted customers; print what happened and the resulting journal.
 
@@ -212,7 +208,7 @@ def _scenes(
     note_sim: SimBillValidator,
     port: str,
 ) -> None:
-    m, cur, cc = site.money, site.currency, _country(site.currency)
+    m, cur = site.money, site.currency
     out = s.out
     out.write(
         f"Demo at {site.name} ({site.kiosk_id}), {cur}, card payment "
@@ -229,14 +225,14 @@ def _scenes(
     def coin(value: int, paid_after: int) -> None:
         s.do(
             f"insert coin {m(value)}",
-            partial(coin_sim.insert, f"{cc}{value:03d}A"),
+            partial(coin_sim.insert, coin_id(m(value))),
             paid_is(paid_after),
         )
 
     def note(value: int, paid_after: int) -> None:
         s.do(
             f"insert note {m(value)}",
-            partial(note_sim.insert, f"{cc}{value // 100:04d}A"),
+            partial(note_sim.insert, bill_id(m(value))),
             paid_is(paid_after),
         )
 
@@ -246,7 +242,7 @@ def _scenes(
     out.write("\n1. Cash top-up of 20.00 with an open debt (a note too big is refused)\n")
     s.do("insert key K-1001", partial(reader.insert, "K-1001"), at(*on_summary))
     big = max(n.minor for n in site.notes)  # a note worth more than the 20.00 chosen
-    big_type = note_sim.ids.index(f"{cc}{big // 100:04d}A") + 1
+    big_type = note_sim.ids.index(bill_id(m(big))) + 1
 
     def ready_for_20(v: View) -> bool:
         return v.state == "cash" and enabled(v) and not note_sim.enabled(big_type)
@@ -258,7 +254,7 @@ def _scenes(
         s.do("choose 20.00 (cash is the only way to pay here)", AmountChosen(m(2000)), ready_for_20)
     s.do(
         f"insert note {m(big)} (inhibited: more than the amount, handed back)",
-        partial(note_sim.insert, f"{cc}{big // 100:04d}A"),
+        partial(note_sim.insert, bill_id(m(big))),
     )
     paid = 0
     for value, is_note in _pay(site, 2000):
@@ -283,7 +279,7 @@ def _scenes(
     s.do("insert key K-1002", partial(reader.insert, "K-1002"), at(*on_summary))
     s.do(
         "insert coin 2.00 (acceptors off: falls to the return cup)",
-        partial(coin_sim.insert, f"{cc}200A"),
+        partial(coin_sim.insert, coin_id(m(200))),
     )
     s.do("remove key", reader.remove, at("idle"))
 

@@ -26,6 +26,7 @@ from kiosk.events import KeyStatus
 from kiosk.fakes import FakePrinter
 from kiosk.journal import Journal
 from kiosk.keytool import virtual_path, virtual_uid
+from kiosk.money import Money
 from kiosk.ports import Devices
 from kiosk.service import Kiosk
 from kiosk.syncer import REF_ETAG, WATERMARK, Syncer, SyncLoop
@@ -130,6 +131,19 @@ class DemoKeys:
     def credit(self, serial: str) -> int:
         card = self.cards[serial]
         return ChipKey(VirtualCard(card.uid, card.path), DEMO_MASTER_KEYS).read_summary().credit
+
+
+def coin_id(value: Money) -> str:
+    """The simulated coin acceptor's name for a coin: country, value in cents, issue."""
+    return f"{_COUNTRY[value.currency]}{value.minor:03d}A"
+
+
+def bill_id(value: Money) -> str:
+    """The simulated note validator's name for a note: country, value in whole units, issue."""
+    return f"{_COUNTRY[value.currency]}{value.minor // 100:04d}A"
+
+
+_COUNTRY = {"EUR": "EU", "CHF": "CH"}
 
 
 @dataclass

@@ -340,6 +340,10 @@ def test_the_developer_panel_drives_the_simulated_devices(ui_window: Any, tmp_pa
         ui = ScreenDriver(rig.kiosk, root)
         try:
             ui.until(rig.devices_ready, "the simulated devices", 20)
+            # the first window of a run lays the panel out on a later frame than it draws it
+            ui.until(
+                lambda: panel.height == Window.height and panel.right == Window.width, "the layout"
+            )
 
             def press(text: str) -> None:
                 (button,) = [w for w in panel.walk() if getattr(w, "text", None) == text]

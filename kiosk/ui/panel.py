@@ -12,7 +12,7 @@ from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.button import Button
 from kivy.uix.label import Label
 
-from kiosk.rig import DEMO_KEYS, Rig
+from kiosk.rig import DEMO_KEYS, Rig, bill_id, coin_id
 from kiosk.ui.screens.base import load_kv
 
 CARD_OUTCOMES = ("approve", "decline", "wrong_pin", "customer_abort", "timeout")
@@ -25,18 +25,15 @@ class SimulatorPanel(BoxLayout):  # type: ignore[misc]
     def __init__(self, rig: Rig, **kw: Any) -> None:
         super().__init__(rig=rig, **kw)
         box = self.ids.controls
-        cc = {"EUR": "EU", "CHF": "CH"}[rig.site.currency]
         box.add_widget(Label(text="Keys", size_hint_y=None, height=30))
         for serial, *_ in DEMO_KEYS:
             box.add_widget(self._button(f"insert {serial}", partial(rig.keys.insert, serial)))
         box.add_widget(self._button("remove key", rig.keys.remove))
         box.add_widget(Label(text="Coins and notes", size_hint_y=None, height=30))
         for c in rig.site.coins:
-            coin_id = f"{cc}{c.minor:03d}A"
-            box.add_widget(self._button(f"coin {c}", partial(rig.coin_sim.insert, coin_id)))
+            box.add_widget(self._button(f"coin {c}", partial(rig.coin_sim.insert, coin_id(c))))
         for n in rig.site.notes:
-            bill_id = f"{cc}{n.minor // 100:04d}A"
-            box.add_widget(self._button(f"note {n}", partial(rig.note_sim.insert, bill_id)))
+            box.add_widget(self._button(f"note {n}", partial(rig.note_sim.insert, bill_id(n))))
         if rig.terminal is not None:
             box.add_widget(Label(text="Next card payment", size_hint_y=None, height=30))
             for outcome in CARD_OUTCOMES:

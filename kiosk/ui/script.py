@@ -12,7 +12,7 @@ from typing import TextIO
 
 from kiosk.engine import State
 from kiosk.events import Device, DeviceFault, DeviceOk
-from kiosk.rig import Rig
+from kiosk.rig import Rig, bill_id
 from kiosk.ui.i18n import money_text
 
 
@@ -53,7 +53,6 @@ def scripted_customers(
     shots.mkdir(parents=True, exist_ok=True)
     taken: list[Path] = []
     site = rig.site
-    cc = {"EUR": "EU", "CHF": "CH"}[site.currency]
     counter = iter(range(1, 100))
 
     def shot(lang: str, name: str) -> None:
@@ -69,7 +68,7 @@ def scripted_customers(
         return money_text(site.money(minor), lang).replace("\xa0", " ")
 
     def note(value: int) -> None:
-        rig.note_sim.insert(f"{cc}{value // 100:04d}A")
+        rig.note_sim.insert(bill_id(site.money(value)))
 
     def key(serial: str) -> None:
         before = ui.screen
