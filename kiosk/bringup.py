@@ -37,6 +37,7 @@ from drivers.zvt.codec import Answer
 from drivers.zvt.sim import TerminalSim
 from drivers.zvt.transport import open_link
 from kiosk.config import DENOMINATIONS
+from kiosk.money import CURRENCY_EXPONENT, Money
 
 
 def open_device(
@@ -101,7 +102,7 @@ def print_probe(info: dict[str, Any], out: TextIO, as_json: bool) -> None:
     )
     out.write(f"self-check: {info['self_check']['text']} ({info['self_check']['code']})\n")
     for c in info["channels"]:
-        value = f"{c['value'] / 100:.2f} {info['currency']}" if c["usable"] else "not used"
+        value = str(Money(c["value"], info["currency"])) if c["usable"] else "not used"
         out.write(f"  channel {c['channel']:>2}  {c['id']:<8} {value}\n")
 
 
@@ -209,6 +210,13 @@ def probe_terminal(client: ZvtClient) -> dict[str, Any]:
     }
 
 
+def _amount(minor: int, currency: str | None) -> str:
+    """An amount the terminal reported: as money when it named a currency we know."""
+    if currency in CURRENCY_EXPONENT:
+        return str(Money(minor, str(currency)))
+    return f"{minor} minor units ({currency or 'no currency'})"
+
+
 def _result(r: Result) -> dict[str, Any]:
     info = r.status
     return {
@@ -216,6 +224,7 @@ def _result(r: Result) -> dict[str, Any]:
         "text": r.text,
         "result_code": r.result_code,
         "amount": info.amount if info else None,
+        "currency": info.currency if info else None,
         "receipt_no": info.receipt_number if info else None,
         "trace": info.trace_number if info else None,
         "card": info.card_name if info else None,
@@ -245,7 +254,8 @@ def print_terminal(info: dict[str, Any], out: TextIO, as_json: bool) -> None:
             line = f"{key}: {value['outcome']} ({value['text']})"
             if value.get("amount") is not None:
                 line += (
-                    f", {value['amount'] / 100:.2f}, receipt {value['receipt_no']},"
+                    f", {_amount(value['amount'], value['currency'])}, "
+                    f"receipt {value['receipt_no']},"
                     f" {value['card']} {value['pan']}"
                 )
             out.write(line + "\n")

@@ -291,9 +291,9 @@ def cmd_key(args: argparse.Namespace) -> int:
                 print(json.dumps(result))
             else:
                 print(
-                    f"meter took {result['taken'] / 100:.2f} {site.currency}; credit left "
-                    f"{result['credit'] / 100:.2f}; emergency-credit debt "
-                    f"{result['emergency_debt'] / 100:.2f}; "
+                    f"meter took {site.money(result['taken'])}; credit left "
+                    f"{site.money(result['credit'])}; emergency-credit debt "
+                    f"{site.money(result['emergency_debt'])}; "
                     f"reading {result['reading_wh'] / 1000:.1f} kWh"
                 )
     except (DriverError, FileNotFoundError, ValueError) as err:

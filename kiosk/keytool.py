@@ -25,6 +25,7 @@ from drivers.errors import TransportError
 from kiosk.chipkey import DEMO_KEYS
 from kiosk.config import Site
 from kiosk.errors import ConfigError
+from kiosk.money import Money
 
 log = logging.getLogger(__name__)
 
@@ -105,20 +106,20 @@ def print_summary(d: dict[str, Any], out: TextIO, as_json: bool) -> None:
     out.write(
         f"contract account {d['contract_account']}, meter {d['meter_number']} ({d['commodity']})\n"
     )
-    out.write(f"credit on key: {d['credit'] / 100:.2f} {cur}\n")
+    out.write(f"credit on key: {Money(d['credit'], cur)}\n")
     m = d["meter"]
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(m["at"])) if m["at"] else "never"
     out.write(
         f"meter report: {m['reading_wh'] / 1000:.1f} kWh at {when}"
         + (
-            f", emergency credit in use, debt {m['debt'] / 100:.2f} {cur}"
+            f", emergency credit in use, debt {Money(m['debt'], cur)}"
             if m["emergency_in_use"]
             else ""
         )
         + "\n"
     )
     for t in d["top_ups"]:
-        out.write(f"  top-up {t['amount'] / 100:.2f} {cur}  {t['txid']}\n")
+        out.write(f"  top-up {Money(t['amount'], cur)}  {t['txid']}\n")
 
 
 def personalise(

@@ -9,8 +9,8 @@ from kiosk.journal import Journal, iter_transactions
 from kiosk.money import Money
 
 
-def _m(minor: int, currency: str | None) -> str:
-    return Money(minor, currency).amount_text() if currency else f"{minor / 100:.2f}"
+def _m(minor: int, currency: str) -> str:
+    return Money(minor, currency).amount_text()
 
 
 def print_transactions(journal: Journal, site: Site, out: TextIO, since_seq: int = 1) -> int:
