@@ -9,6 +9,7 @@ which the caller starts on a pty and passes in as `sim_port`.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -39,6 +40,7 @@ from drivers.cctalk.sim import (
 )
 from drivers.cctalk.transport import Bus
 from drivers.cctalk.worker import BusWorker, DeviceOffline, DeviceOnline
+from drivers.errors import DriverError
 from kiosk.config import SerialDevice, Site
 from kiosk.events import (
     CoinAccepted,
@@ -51,7 +53,7 @@ from kiosk.events import (
     NoteStacked,
 )
 from kiosk.money import Money
-from kiosk.ports import Emit
+from kiosk.ports import CheckResult, DeviceReport, Emit
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,33 @@ class CashPort:
     def __init__(self, worker: BusWorker, device: _Acceptor, hub: _Hub) -> None:
         self.worker, self.device, self.hub = worker, device, hub
 
+    def report(self) -> DeviceReport:
+        d, ident = self.device, self.device.identity
+        identity = {}
+        if ident is not None:
+            identity = {
+                "manufacturer": ident.manufacturer,
+                "product": f"{ident.category} {ident.product_code}",
+                "serial": str(ident.serial_number),
+                "firmware": ident.software_revision,
+            }
+        return DeviceReport(
+            d.name,
+            self.worker.online(d.name),
+            identity,
+            self.hub.last_error.get(d.name),
+            dict(self.hub.counters.get(d.name, {})),
+        )
+
+    def self_test(self) -> CheckResult:
+        """ccTalk 232 Perform self-check: the fault code and its text (0 = OK)."""
+        name = f"{self.device.name}: self-check"
+        try:
+            code, text = self.worker.ask(self.device, self.device.self_check)
+        except DriverError as err:
+            return CheckResult(name, False, (str(err),))
+        return CheckResult(name, code == 0, (f"fault code {code}: {text}",))
+
     def attach(self, emit: Emit) -> None:
         self.hub.emit = emit
 
@@ -125,14 +154,52 @@ class NotePort(CashPort):
         self.worker.call(self.device, self.device.route, RouteCode.RETURN)
 
 
+_COUNTED: dict[type, str] = {
+    CoinCredited: "accepted",
+    BillStacked: "stacked",
+    BillReturned: "returned",
+    AcceptorError: "errors",
+    DeviceReset: "resets",
+    EventsLost: "events_lost",
+    DeviceOffline: "offline",
+}
+
+
+def _error_text(ev: object) -> str:
+    match ev:
+        case AcceptorError(code=code, text=text):
+            return f"{text} ({code})"
+        case DeviceOffline(reason=reason):
+            return f"offline: {reason}"
+        case EventsLost(lost=n):
+            return f"{n} event(s) lost between polls"
+        case UnknownCredit(channel=ch):
+            return f"credit on unknown channel {ch}"
+    return str(ev)
+
+
 @dataclass
 class _Hub:
     """Where translated events go: the kiosk's queue once a port is attached."""
 
     emit: Emit | None = None
     early: list[Event] = field(default_factory=list)
+    #: per device: what it reported since the start, for diagnostics
+    counters: dict[str, Counter[str]] = field(default_factory=dict)
+    last_error: dict[str, str] = field(default_factory=dict)
+
+    def _count(self, ev: object) -> None:
+        name = getattr(ev, "device", None)
+        if not isinstance(name, str):
+            return
+        kind = _COUNTED.get(type(ev))
+        if kind is not None:
+            self.counters.setdefault(name, Counter())[kind] += 1
+        if isinstance(ev, AcceptorError | DeviceOffline | EventsLost | UnknownCredit):
+            self.last_error[name] = _error_text(ev)
 
     def __call__(self, driver_event: object) -> None:
+        self._count(driver_event)
         for ev in translate(driver_event):
             if self.emit is None:
                 self.early.append(ev)

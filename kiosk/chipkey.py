@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from drivers.chipkey.desfire import AuthenticationError, DesfireError
 from drivers.chipkey.profile import ChipKey, CreditLimit, KeySet, Summary, WrongCard
-from drivers.chipkey.reader import CardEvent, Connection, PcscCard, Watch
+from drivers.chipkey.reader import CardEvent, Connection, PcscCard, Watch, list_readers
 from drivers.errors import DriverError, TransportError
 from kiosk.events import (
     Commodity,
@@ -30,7 +30,7 @@ from kiosk.events import (
     Role,
 )
 from kiosk.money import Money
-from kiosk.ports import Emit, KeyPresented
+from kiosk.ports import CheckResult, DeviceReport, Emit, KeyPresented
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,9 @@ class PcscKeyReader:
         upper_limit: int,
         *,
         connect: Callable[[str], Connection] = PcscCard,
+        readers: Callable[[], list[str]] = list_readers,
     ) -> None:
+        self.readers = readers
         self.pattern = pattern
         self.keys = keys
         self.upper_limit = upper_limit
@@ -87,6 +89,9 @@ class PcscKeyReader:
         self._watch: Watch | None = None
         self._thread = threading.Thread(target=self._run, name="chipkey", daemon=True)
         self._stop = threading.Event()
+        self.last_atr: bytes | None = None
+        self.last_error: str | None = None
+        self.counters: dict[str, int] = {}
 
     def attach(self, emit: Emit) -> None:
         self.emit = emit
@@ -146,7 +151,37 @@ class PcscKeyReader:
         with self._jobs.mutex:
             return any(isinstance(j, CardEvent) and not j.present for j in self._jobs.queue)
 
+    # ------------------------------------------------------------------ diagnostics
+
+    def report(self) -> DeviceReport:
+        try:
+            names = self.readers()
+            error = self.last_error
+        except DriverError as err:
+            names, error = [], str(err)
+        mine = [n for n in names if self.pattern in n]
+        identity = {"product": mine[0] if mine else f"no reader matches {self.pattern!r}"}
+        if self.last_atr:
+            identity["atr"] = self.last_atr.hex(" ").upper()
+        return DeviceReport("reader", bool(mine), identity, error, dict(self.counters))
+
+    def self_test(self) -> CheckResult:
+        """The PC/SC reader list, and the ATR of the key in the reader (if one is)."""
+        try:
+            names = self.readers()
+        except DriverError as err:
+            return CheckResult("reader: PC/SC readers", False, (str(err),))
+        lines = [f"reader: {n}" for n in names] or ["no PC/SC reader"]
+        lines.append(
+            f"key inserted, ATR {self.last_atr.hex(' ').upper()}"
+            if self._card is not None and self.last_atr
+            else "no key inserted"
+        )
+        return CheckResult("reader: PC/SC readers", bool(names), tuple(lines))
+
     def _inserted(self, ev: CardEvent) -> None:
+        self.last_atr = ev.atr
+        self.counters["inserted"] = self.counters.get("inserted", 0) + 1
         self._send(KeyDetected())
         try:
             summary = self._read(ev.reader)
@@ -155,6 +190,7 @@ class PcscKeyReader:
                 log.info("key left before it could be read: %s", err)
                 return  # its removal follows; nothing to refuse
             log.warning("reading the key failed: %s", err)
+            self.last_error = f"read: {err}"
             self._send(KeyReadFailed(str(err)))
             return
         except WrongCard:
@@ -189,6 +225,8 @@ class PcscKeyReader:
             return
         except (TransportError, DesfireError, DriverError) as err:
             log.warning("write of %s interrupted: %s", txid, err)
+            self.last_error = f"write {txid}: {err}"
             self._send(KeyWriteFailed(txid, str(err), uncertain=True))
             return
+        self.counters["written"] = self.counters.get("written", 0) + 1
         self._send(KeyWritten(txid, Money(after, amount.currency)))

@@ -5,9 +5,11 @@ money and the journal export. Every entry, failure and action is journaled (and 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import tomllib
 from collections import Counter
@@ -22,7 +24,9 @@ from kiosk.errors import ConfigError, KioskError
 from kiosk.events import Kind, Record
 from kiosk.journal import Entry, Journal, format_ts
 from kiosk.money import Money
+from kiosk.ports import CheckResult, DeviceReport, Diagnosable
 from sync.chain import GENESIS, entry_hash
+from sync.client import SyncError
 
 #: scrypt cost: about 50 ms per check here, and 16 MiB of memory per guess
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
@@ -62,12 +66,17 @@ def pin_matches(pin: str, stored: str) -> bool:
     return hmac.compare_digest(got, bytes.fromhex(digest))
 
 
+def demo_pin_hash() -> str:
+    """The demo PIN's hash: simulated runs and sites without a secrets file only."""
+    return hash_pin(DEMO_PIN, salt=b"demo-only-salt!!")
+
+
 def load_pin_hash(site: Site, warn: Callable[[str], None]) -> str:
     """The technician PIN's hash from the site's secrets file ([technician] pin_hash)."""
     path = site.secrets.file
     if path is None:
         warn("no secrets file configured: the demo technician PIN applies (never on a real site)")
-        return hash_pin(DEMO_PIN, salt=b"demo-only-salt!!")
+        return demo_pin_hash()
     try:
         stored = str(tomllib.loads(Path(path).read_text("utf-8"))["technician"]["pin_hash"])
     except (OSError, KeyError, ValueError, tomllib.TOMLDecodeError) as err:
@@ -241,3 +250,184 @@ def verify_export(path: Path) -> int:
 
 def last_transactions(journal: Journal, n: int = 10) -> list[Entry]:
     return [e for e in journal.entries() if e.kind == Kind.TX_CLOSED][-n:]
+
+
+# ---------------------------------------------------------------- the technician's functions
+
+SECRET_WORDS = ("token", "password", "secret", "pin", "master", "key_")
+
+
+def config_lines(site: Site) -> list[str]:
+    """The effective site configuration as `section.field = value`, secrets redacted (the
+    secrets file is named, never read here)."""
+    out: list[str] = []
+
+    def walk(prefix: str, value: Any) -> None:
+        if hasattr(value, "model_dump"):
+            value = value.model_dump()
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+            return
+        name = prefix.rsplit(".", 1)[-1].lower()
+        shown = "***" if any(w in name for w in SECRET_WORDS) and value else value
+        if prefix == "secrets.file" and value:
+            shown = f"{value} (contents not shown)"
+        out.append(f"{prefix} = {shown}")
+
+    walk("", site)
+    return out
+
+
+#: where the journal export goes when set (else the first USB stick mounted under /media)
+EXPORT_DIR_ENV = "KIOSK_EXPORT_DIR"
+
+
+def usb_folder() -> Path | None:
+    """The mounted USB stick to export to: $KIOSK_EXPORT_DIR, or the first mount point under
+    /media/<user>/ or /run/media/<user>/ (where the desktop's automounter puts them)."""
+    override = os.environ.get(EXPORT_DIR_ENV)
+    if override:
+        return Path(override)
+    for base in (Path("/media"), Path("/run/media")):
+        for mount in sorted(base.glob("*/*")) + sorted(base.glob("*")):
+            if mount.is_dir() and os.path.ismount(mount):
+                return mount
+    return None
+
+
+class Diagnostics:
+    """What the technician can do, for the screen and for `kiosk diag`; every action is
+    journaled as an audit entry (and synced with the journal)."""
+
+    def __init__(self, kiosk: Any, who: str, *, clock: Callable[[], datetime] | None = None):
+        self.kiosk = kiosk  # kiosk.service.Kiosk (not imported: the service imports this module)
+        self.who = who
+        self.clock = clock or kiosk.clock
+        self.restart_requested = False
+
+    @property
+    def journal(self) -> Journal:
+        return self.kiosk.journal  # type: ignore[no-any-return]
+
+    @property
+    def site(self) -> Site:
+        return self.kiosk.site  # type: ignore[no-any-return]
+
+    def _audit(self, action: str, **data: Any) -> None:
+        audit(self.journal, self.clock(), action, self.who, **data)
+
+    def overview(self) -> list[DeviceReport]:
+        out = []
+        for name, port in self.kiosk.devices.named():
+            if isinstance(port, Diagnosable):
+                try:
+                    out.append(port.report())
+                except Exception as err:  # a broken device must not break the overview
+                    out.append(DeviceReport(name, False, {}, f"no report: {err}"))
+            else:
+                out.append(DeviceReport(name, True, {"product": type(port).__name__}))
+        self._audit("device_overview", devices=[r.name for r in out])
+        return out
+
+    def head_office_check(self) -> CheckResult:
+        syncer = getattr(self.kiosk, "syncer", None)
+        if syncer is None:
+            return CheckResult("head office", False, ("no head office configured",))
+        try:
+            rtt = syncer.client.fork().health()
+        except SyncError as err:
+            return CheckResult("head office", False, (str(err),))
+        return CheckResult(
+            "head office", True, (f"{syncer.client.base} reachable, {rtt * 1000:.0f} ms",)
+        )
+
+    def self_tests(self) -> list[CheckResult]:
+        """Each device's own test (printer: a test page), then head office."""
+        out = []
+        for name, port in self.kiosk.devices.named():
+            if isinstance(port, Diagnosable):
+                try:
+                    out.append(port.self_test())
+                except Exception as err:
+                    out.append(CheckResult(f"{name}: self-test", False, (str(err),)))
+        out.append(self.head_office_check())
+        self._audit("self_tests", results={r.name: r.ok for r in out})
+        return out
+
+    def cash_box(self) -> CashBox:
+        box = cash_box(self.journal, self.site.currency)
+        self._audit("cashbox_viewed", total=box.total.minor)
+        return box
+
+    def print_lines(self, lines: list[str]) -> bool:
+        printer = self.kiosk.devices.printer
+        return bool(printer is not None and printer.print_receipt("report", lines))
+
+    def empty_cash_box(self) -> tuple[list[str], bool]:
+        """Journal the emptying (counters restart) and print its report; (report, printed)."""
+        report = empty_cash_box(self.journal, self.site, self.who, self.clock())
+        printed = self.print_lines(report)
+        if not printed:
+            self._audit("report_not_printed", report="cashbox_emptied")
+        return report, printed
+
+    def end_of_day(self) -> tuple[Any, bool]:
+        """The card terminal's Kassenschnitt: parsed, journaled, its printout printed."""
+        card = self.kiosk.devices.card
+        if card is None or not hasattr(card, "end_of_day"):
+            raise KioskError("this automat has no card terminal")
+        result = card.end_of_day()
+        self._audit(
+            "end_of_day",
+            ok=result.ok,
+            text=result.text,
+            total=result.total.minor if result.total else None,
+            receipt=result.receipt_number,
+            groups={g: [n, t.minor] for g, n, t in result.groups},
+        )
+        printed = bool(result.lines) and self.print_lines(list(result.lines))
+        return result, printed
+
+    def sync_now(self) -> list[str]:
+        loop = getattr(self.kiosk, "sync_loop", None)
+        if loop is None:
+            return ["no head office configured"]
+        try:
+            st = loop.round_now(timeout=20)
+        except TimeoutError:
+            st = loop.syncer.status
+        self._audit("sync_now", backlog=st.backlog, error=st.last_error)
+        when = st.last_success.astimezone(self.site.hours.tz) if st.last_success else None
+        return [
+            f"acknowledged up to entry {st.acked}, backlog {st.backlog}",
+            f"last success {when:%d.%m.%Y %H:%M:%S}" if when else "never synced",
+            f"last error: {st.last_error}" if st.last_error else "no error",
+        ]
+
+    def transactions(self, n: int = 10) -> list[str]:
+        tz = self.site.hours.tz
+        out = []
+        for e in reversed(last_transactions(self.journal, n)):
+            paid = Money(int(e.data.get("paid", 0)), self.site.currency)
+            out.append(
+                f"{e.ts.astimezone(tz):%d.%m. %H:%M}  {e.txid}  {e.data.get('outcome', '?'):<10}"
+                f" {paid}"
+            )
+        self._audit("transactions_viewed", shown=len(out))
+        return out
+
+    def export(self, folder: Path) -> tuple[Path, Path, int]:
+        """CSV and JSON into `folder` (a mounted USB stick); the JSON re-verified."""
+        jpath, cpath = export_journal(self.journal, folder, self.who, self.clock())
+        return jpath, cpath, verify_export(jpath)
+
+    def config(self) -> list[str]:
+        self._audit("config_viewed")
+        return config_lines(self.site)
+
+    def restart(self) -> None:
+        self._audit("restart")
+        self.restart_requested = True

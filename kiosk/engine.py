@@ -23,6 +23,7 @@ from kiosk.config import FeeRule, RecoveryRule, Site
 from kiosk.errors import InvalidTransition, UserFacingError
 from kiosk.events import (
     AbortCard,
+    AcceptorTest,
     Account,
     AmountChosen,
     AuthoriseCard,
@@ -51,6 +52,7 @@ from kiosk.events import (
     KeyWriteFailed,
     KeyWritten,
     Kind,
+    LeaveDiagnostics,
     Method,
     MethodChosen,
     MoreTime,
@@ -58,6 +60,7 @@ from kiosk.events import (
     NoteReturned,
     NoteStacked,
     PendingCredit,
+    PinChecked,
     PrintReceipt,
     Record,
     ReturnNote,
@@ -85,6 +88,8 @@ class State(StrEnum):
     REVERSING = "reversing"
     KEY_MISSING = "key_missing"
     DONE = "done"
+    TECHNICIAN_PIN = "technician_pin"  # a technician key: waiting for the PIN
+    DIAGNOSTICS = "diagnostics"  # the technician is in; the key's removal ends it
 
 
 class Outcome(StrEnum):
@@ -182,6 +187,9 @@ class _Ctx:
     resume: State | None = None
     key_gone: bool = False
     last: _Tx | None = None
+    test_mode: bool = False  # diagnostics: acceptors take test money
+    test_last: Money | None = None
+    test_total: Money | None = None
 
 
 @dataclass(frozen=True)
@@ -211,6 +219,9 @@ class View:
     seconds_left: int | None
     warning: bool
     faults: frozenset[Device]
+    test_mode: bool = False
+    test_last: Money | None = None  # the last coin or note of the acceptor test
+    test_total: Money | None = None
 
 
 _CASH_STATES = frozenset({State.CHOOSING_AMOUNT, State.CHOOSING_METHOD, State.CASH})
@@ -284,6 +295,9 @@ class TopUpSession:
             seconds_left=left,
             warning=left is not None and left <= self.site.timeouts.warning,
             faults=frozenset(self.faults),
+            test_mode=c.test_mode,
+            test_last=c.test_last,
+            test_total=c.test_total,
         )
 
     def methods(self) -> tuple[Method, ...]:
@@ -360,6 +374,8 @@ class TopUpSession:
             and not (c.tx and (c.tx.finishing or c.tx.card_busy))
         )
         limit = self._remaining() if accepting else None
+        if self.state == State.DIAGNOSTICS and c.test_mode:
+            limit = max(self.site.coins + self.site.notes)  # every channel the site takes
         if limit is not None and limit.minor <= 0:
             limit = None
         wanted = (
@@ -456,7 +472,7 @@ class TopUpSession:
     def _late_money(self, value: Money, medium: str, channel: int) -> list[Command]:
         """Cash that arrived when no payment could take it: never dropped."""
         c = self._ctx
-        if c.key is None or self.state == State.KEY_REFUSED:
+        if c.key is None or self.state == State.KEY_REFUSED or c.key.role != Role.CUSTOMER:
             return [self._rec(Kind.CASH_UNATTRIBUTED, value, medium=medium, channel=channel)]
         # A key is (or was just) present: the money becomes a pending credit for it.
         saved_tx, saved_last, saved_state = c.tx, c.last, self.state
@@ -478,6 +494,17 @@ class TopUpSession:
             raise ValueError(f"{medium} in {value.currency} at a {self.site.currency} site")
         c = self._ctx
         cmds: list[Command] = []
+        if self.state == State.DIAGNOSTICS:  # acceptor test: counted, never credited
+            assert c.key is not None
+            c.test_last = value
+            c.test_total = (c.test_total or Money.zero(value.currency)) + value
+            return [
+                Record(
+                    Kind.TEST_CASH,
+                    amount=value,
+                    data={"medium": medium, "channel": channel, "who": f"key {c.key.serial}"},
+                )
+            ]
         if self.state in (State.CHOOSING_AMOUNT, State.CHOOSING_METHOD):
             cmds += self._open_tx(Method.CASH)
             self.state = State.CASH
@@ -585,6 +612,10 @@ class TopUpSession:
             return []  # the screen says closed / out of service; nothing is accepted
         self._ctx = _Ctx(key=ev.key, account=ev.account)
         key, acc = ev.key, ev.account
+        if key.role == Role.TECHNICIAN:
+            self.state = State.TECHNICIAN_PIN
+            self._deadline(self.site.timeouts.choose)
+            return []
         if key.role != Role.CUSTOMER:
             return self._refuse_key("technician_key")
         if key.credit.currency != self.site.currency:
@@ -756,6 +787,8 @@ class TopUpSession:
 
     def on_note_escrowed(self, ev: NoteEscrowed) -> list[Command]:
         c = self._ctx
+        if self.state == State.DIAGNOSTICS:
+            return [StackNote() if c.test_mode else ReturnNote()]
         takes_cash = (
             self.state in _CASH_STATES
             and c.key is not None
@@ -939,6 +972,43 @@ class TopUpSession:
             )
         ]
 
+    # ------------------------------------------------------------------ technician
+
+    def on_pin_checked(self, ev: PinChecked) -> list[Command]:
+        """The kiosk checked the PIN (and journaled the attempt)."""
+        if ev.ok:
+            self.state = State.DIAGNOSTICS
+            self._deadline(None)
+            self._notice(None)
+            return []
+        if ev.locked_until is not None:
+            self._notice("pin_locked", until=ev.locked_until.isoformat())
+        else:
+            self._notice("pin_wrong")
+        self._deadline(self.site.timeouts.choose)
+        return []
+
+    def on_acceptor_test(self, ev: AcceptorTest) -> list[Command]:
+        self._ctx.test_mode = ev.on
+        return []
+
+    def on_leave_diagnostics(self, _ev: Event) -> list[Command]:
+        c = self._ctx
+        cmds: list[Command] = []
+        if self.state == State.DIAGNOSTICS:
+            assert c.key is not None
+            cmds.append(
+                Record(
+                    Kind.AUDIT,
+                    data={
+                        "action": "exited",
+                        "who": f"key {c.key.serial}",
+                        "key_removed": isinstance(_ev, KeyRemoved),
+                    },
+                )
+            )
+        return cmds + self._to_rest()
+
     def ignore(self, _ev: Event) -> list[Command]:
         return []
 
@@ -1036,5 +1106,18 @@ TRANSITIONS: dict[State, dict[type[Event], _Handler]] = {
         **_NEW_KEY,
         Finish: H.on_finish,
         Cancel: H.on_cancel,
+    },
+    # PinEntered never reaches the engine: the kiosk turns it into PinChecked.
+    State.TECHNICIAN_PIN: {
+        **_ALWAYS,
+        PinChecked: H.on_pin_checked,
+        Cancel: H.on_leave_diagnostics,
+        KeyRemoved: H.on_leave_diagnostics,
+    },
+    State.DIAGNOSTICS: {
+        **_ALWAYS,
+        AcceptorTest: H.on_acceptor_test,
+        LeaveDiagnostics: H.on_leave_diagnostics,
+        KeyRemoved: H.on_leave_diagnostics,
     },
 }

@@ -168,6 +168,31 @@ class MoreTime(Event):
 
 
 @dataclass(frozen=True)
+class PinEntered(Event):
+    """The technician typed a PIN (the kiosk checks it, the engine hears PinChecked)."""
+
+    pin: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class PinChecked(Event):
+    ok: bool
+    locked_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AcceptorTest(Event):
+    """Diagnostics: take coins and notes as test money (counted, never credited), or stop."""
+
+    on: bool
+
+
+@dataclass(frozen=True)
+class LeaveDiagnostics(Event):
+    pass
+
+
+@dataclass(frozen=True)
 class CoinAccepted(Event):
     value: Money
     channel: int = 0

@@ -7,8 +7,8 @@ kiosk's queue (from any thread). Commands reach the ports from the kiosk's singl
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from kiosk.events import Event, KeyInfo
 from kiosk.money import Money
@@ -55,6 +55,34 @@ class Printer(Protocol):
     def print_receipt(self, txid: str, lines: list[str]) -> bool: ...
 
 
+@dataclass(frozen=True)
+class DeviceReport:
+    """A device as the technician sees it: connected, who it is, what went wrong, counts."""
+
+    name: str  # coin, notes, card, reader, printer
+    connected: bool
+    identity: dict[str, str] = field(default_factory=dict)  # manufacturer, product, serial, ...
+    last_error: str | None = None
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One self-test: passed or not, and what the device said."""
+
+    name: str
+    ok: bool
+    lines: tuple[str, ...]
+
+
+@runtime_checkable
+class Diagnosable(Protocol):
+    """A port that can describe and test itself (diagnostics; may block for seconds)."""
+
+    def report(self) -> DeviceReport: ...
+    def self_test(self) -> CheckResult: ...
+
+
 @dataclass
 class Devices:
     """The set of ports one kiosk drives; absent ones are None."""
@@ -64,3 +92,9 @@ class Devices:
     notes: NoteValidator | None = None
     card: CardTerminal | None = None
     printer: Printer | None = None
+
+    def named(self) -> list[tuple[str, object]]:
+        """The present ports by name, in the order the technician sees them."""
+        ports = [("reader", self.reader), ("coin", self.coin), ("notes", self.notes),
+                 ("card", self.card), ("printer", self.printer)]  # fmt: skip
+        return [(n, p) for n, p in ports if p is not None]

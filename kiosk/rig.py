@@ -16,18 +16,21 @@ from typing import TextIO
 from drivers.cctalk.sim import BusSimulator, SimBillValidator, SimCoinAcceptor
 from drivers.chipkey.profile import ChipKey, Identity
 from drivers.chipkey.reader import CardEvent
-from drivers.chipkey.sim import VirtualCard, VirtualSlot
+from drivers.chipkey.sim import ATR, VirtualCard, VirtualSlot
+from drivers.printer.device import ReceiptPrinter
+from drivers.printer.sim import PrinterSim
 from drivers.zvt.sim import TerminalSim
 from kiosk.cctalk import CcTalkCash, open_cash, start_simulator
 from kiosk.chipkey import DEMO_KEYS as DEMO_MASTER_KEYS
 from kiosk.chipkey import PcscKeyReader
 from kiosk.config import Site
+from kiosk.diag import demo_pin_hash
 from kiosk.events import KeyStatus
-from kiosk.fakes import FakePrinter
 from kiosk.journal import Journal
 from kiosk.keytool import virtual_path, virtual_uid
 from kiosk.money import Money
 from kiosk.ports import Devices
+from kiosk.printer import EscPosPrinterPort
 from kiosk.service import Kiosk
 from kiosk.syncer import REF_ETAG, WATERMARK, Syncer, SyncLoop
 from kiosk.zvt import ZvtCardPort, open_card
@@ -41,6 +44,8 @@ DEMO_KEYS = (
     ("K-1002", "4711002", KeyStatus.BLOCKED, "lost", 0),
     ("K-1003", "4711003", KeyStatus.ACTIVE, "", 0),
 )
+#: the demo technician key (PIN: kiosk.diag.DEMO_PIN)
+TECHNICIAN_KEY = "T-9001"
 
 
 def seed_reference_data(journal: Journal, site: Site) -> None:
@@ -98,11 +103,16 @@ class DemoKeys:
     def __init__(self, site: Site, keys_dir: Path) -> None:
         self.slot = VirtualSlot()
         self.port = PcscKeyReader(
-            self.SLOT, DEMO_MASTER_KEYS, site.key_credit_limit.minor, connect=self.slot.connect
+            self.SLOT,
+            DEMO_MASTER_KEYS,
+            site.key_credit_limit.minor,
+            connect=self.slot.connect,
+            readers=lambda: [self.SLOT],
         )
         self.cards: dict[str, VirtualCard] = {}
         keys_dir.mkdir(parents=True, exist_ok=True)
-        for serial, account, _status, _reason, _debt in DEMO_KEYS:
+        people = [(serial, account, "customer") for serial, account, *_ in DEMO_KEYS]
+        for serial, account, role in [*people, (TECHNICIAN_KEY, "0000000", "technician")]:
             path = virtual_path(keys_dir.parent, serial)
             card = VirtualCard(virtual_uid(serial), path)
             if not path.exists():
@@ -112,7 +122,7 @@ class DemoKeys:
                     "1ESY11600" + account[-5:],
                     "electricity",
                     serial,
-                    "customer",
+                    role,
                     site.currency,
                 )
                 ChipKey(card, DEMO_MASTER_KEYS).personalise(
@@ -122,7 +132,7 @@ class DemoKeys:
 
     def insert(self, serial: str) -> None:
         self.slot.insert(self.cards[serial])
-        self.port.card_event(CardEvent(self.SLOT, b"", True))
+        self.port.card_event(CardEvent(self.SLOT, ATR, True))
 
     def remove(self) -> None:
         self.slot.remove()
@@ -163,6 +173,7 @@ class Rig:
     loop: SyncLoop | None
     ho: HeadOfficeLink
     first_seq: int
+    printer_sim: PrinterSim
 
     def devices_ready(self) -> bool:
         """The acceptors answer on the bus and the terminal has registered."""
@@ -196,10 +207,13 @@ def simulated_rig(
             terminal.start()
         card = open_card(site, sim_port=terminal.port, simulate=True) if terminal else None
         keys = DemoKeys(site, journal_file.parent / "keys")
+        printer_sim = PrinterSim()
+        printer_sim.start()
+        printer = EscPosPrinterPort(ReceiptPrinter(printer_sim.path))
         dev = Devices(
-            reader=keys.port, coin=cash.coin, notes=cash.notes, card=card, printer=FakePrinter()
+            reader=keys.port, coin=cash.coin, notes=cash.notes, card=card, printer=printer
         )
-        kiosk = Kiosk(site, journal, dev, clock)
+        kiosk = Kiosk(site, journal, dev, clock, pin_hash=demo_pin_hash())
         loop: SyncLoop | None = None
         if ho.token:
             syncer = Syncer(
@@ -218,13 +232,14 @@ def simulated_rig(
             )
             loop = SyncLoop(syncer, clock, interval=1.0, ceiling=5.0)
             loop.start()
+            kiosk.syncer, kiosk.sync_loop = syncer, loop
         cash.start()
         keys.port.start(watch=False)
         if card is not None:
             card.start()
         rig = Rig(
             site, journal, kiosk, keys, bus, coin_sim, note_sim, cash, terminal, card, loop, ho,
-            first_seq,
+            first_seq, printer_sim,
         )  # fmt: skip
         try:
             yield rig
@@ -234,6 +249,8 @@ def simulated_rig(
             keys.port.stop()
             cash.stop()
             bus.stop()
+            printer.printer.close()
+            printer_sim.stop()
             if card is not None and terminal is not None:
                 card.wait_idle(5)
                 card.client.link.close()

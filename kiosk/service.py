@@ -14,9 +14,11 @@ import secrets
 import threading
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from kiosk.clock import utc_now
 from kiosk.config import Site, with_settings
+from kiosk.diag import PinGuard, PinRefused, load_pin_hash
 from kiosk.engine import State, TopUpSession, View
 from kiosk.errors import ConfigError, InvalidTransition, UserFacingError
 from kiosk.events import (
@@ -31,6 +33,8 @@ from kiosk.events import (
     Event,
     KeyInserted,
     Kind,
+    PinChecked,
+    PinEntered,
     PrintReceipt,
     Record,
     ReturnNote,
@@ -62,6 +66,8 @@ class Kiosk:
         journal: Journal,
         devices: Devices,
         clock: Callable[[], datetime] = utc_now,
+        *,
+        pin_hash: str | None = None,
     ) -> None:
         self.site = self.base_site = site
         self.journal = journal
@@ -74,10 +80,16 @@ class Kiosk:
             [Record(Kind.KIOSK_STARTED, data={"site": site.id, "kiosk": site.kiosk_id})], now
         )
         self.reconciled = reconcile(journal, site, now)
+        #: the technician PIN's salted scrypt hash (the wiring loads it from the secrets file;
+        #: without it, the first PIN entry does) and its lockout
+        self._pin_hash = pin_hash
         #: head office's site settings, waiting for the engine to be idle before they apply
         self._next_site: Site | None = None
         #: set by the sync wiring: take over a key's credits fleet-wide when it is inserted
         self.claim_credits: Callable[[str], int] | None = None
+        #: set by the sync wiring, for diagnostics (head-office check, sync now, backlog)
+        self.syncer: Any = None
+        self.sync_loop: Any = None
         saved = journal.get_meta(SYNC_SETTINGS)
         if saved:
             self.apply_settings(json.loads(saved))
@@ -157,6 +169,11 @@ class Kiosk:
             self.site = self.session.site = nxt
             self._next_site = None
             log.info("site settings from head office applied")
+        if isinstance(event, PinEntered):
+            checked = self._check_pin(event)
+            if checked is None:
+                return
+            event = checked
         if isinstance(event, KeyPresented):
             key = event.key
             if self.claim_credits is not None:
@@ -179,6 +196,25 @@ class Kiosk:
             if not isinstance(cmd, Record):
                 self._execute(cmd)
         self._publish(None)
+
+    def _check_pin(self, event: PinEntered) -> PinChecked | None:
+        """A PIN only counts on the PIN screen of a technician key; the attempt is journaled."""
+        key = self.session.view().key
+        if self.session.state != State.TECHNICIAN_PIN or key is None:
+            log.warning("a PIN outside the technician's PIN screen is ignored")
+            return None
+        try:
+            if self._pin_hash is None:
+                self._pin_hash = load_pin_hash(self.site, log.warning)
+            PinGuard(self.journal, self._pin_hash).enter(
+                event.pin, f"key {key.serial}", self.clock()
+            )
+        except ConfigError as err:
+            log.error("no technician PIN to check against: %s", err)
+            return PinChecked(False)
+        except PinRefused as refused:
+            return PinChecked(False, refused.until)
+        return PinChecked(True)
 
     def _publish(self, refusal: UserFacingError | None) -> None:
         view = self._published = self.session.view()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from dataclasses import dataclass
 
 from drivers.errors import DriverError
 from drivers.zvt.client import Outcome, Result, ZvtClient
@@ -30,7 +31,7 @@ from kiosk.events import (
     DeviceOk,
 )
 from kiosk.money import Money
-from kiosk.ports import Emit
+from kiosk.ports import CheckResult, DeviceReport, Emit
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,45 @@ FAILURES = {
     Outcome.TIMEOUT: CardOutcome.TIMEOUT,
     Outcome.ERROR: CardOutcome.ERROR,
 }
+
+
+@dataclass(frozen=True)
+class EndOfDay:
+    """The parsed result of an end-of-day (Kassenschnitt)."""
+
+    ok: bool
+    text: str
+    total: Money | None
+    receipt_number: int | None
+    receipts: tuple[int, int] | None  # first and last receipt number of the batch
+    groups: tuple[tuple[str, int, Money], ...]  # card group, count, total (non-empty ones)
+    lines: tuple[str, ...]  # the terminal's printout
+
+    @classmethod
+    def of(cls, result: Result, currency: str) -> EndOfDay:
+        st = result.status
+        totals = st.totals if st else None
+        printout = tuple(line for block in result.receipts.values() for line in block)
+        return cls(
+            ok=result.ok,
+            text=result.text,
+            total=Money(st.amount, currency) if st and st.amount is not None else None,
+            receipt_number=st.receipt_number if st else None,
+            receipts=(totals.first_receipt, totals.last_receipt) if totals else None,
+            groups=tuple(
+                (g, n, Money(t, currency)) for g, n, t in (totals.groups if totals else ()) if n
+            ),
+            lines=printout,
+        )
+
+    def summary(self) -> list[str]:
+        if not self.ok:
+            return [f"end-of-day failed: {self.text}"]
+        out = [f"end-of-day done, total {self.total}, receipt {self.receipt_number}"]
+        if self.receipts:
+            out.append(f"receipts {self.receipts[0]} to {self.receipts[1]}")
+        out += [f"{g}: {n} payment(s), {t}" for g, n, t in self.groups]
+        return out
 
 
 class ZvtCardPort:
@@ -55,6 +95,10 @@ class ZvtCardPort:
         self._decisions: queue.Queue[Answer] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one command on the link at a time
+        self.registered = False
+        self.software = ""
+        self.last_error: str | None = None
+        self.counters: dict[str, int] = {}
 
     def attach(self, emit: Emit) -> None:
         self.emit = emit
@@ -70,6 +114,7 @@ class ZvtCardPort:
     def _register(self) -> None:
         with self._lock:
             result = self.client.register()
+        self.registered = result.outcome == Outcome.APPROVED
         if result.outcome == Outcome.APPROVED:
             self._send(DeviceOk(Device.CARD))
         else:
@@ -109,6 +154,7 @@ class ZvtCardPort:
             except DriverError as err:
                 result = Result(Outcome.ERROR, None, str(err))
         self.last_result = result
+        self._counted(result)
         self.receipts[txid] = result.receipts
         log.info("card payment %s: %s (%s)", txid, result.outcome, result.text)
         if not reported:
@@ -138,6 +184,53 @@ class ZvtCardPort:
 
     def reverse(self, txid: str) -> None:
         self._decisions.put(Answer.FAILED)
+
+    # ------------------------------------------------------------------ diagnostics
+
+    def _counted(self, result: Result) -> None:
+        self.counters[str(result.outcome)] = self.counters.get(str(result.outcome), 0) + 1
+        if result.outcome not in (Outcome.APPROVED,):
+            self.last_error = f"{result.outcome}: {result.text}"
+
+    def report(self) -> DeviceReport:
+        status = self.last_result.status if self.last_result else None
+        link = self.client.link
+        where = (
+            getattr(link, "url", None)
+            or f"tcp://{getattr(link, 'host', '?')}:{getattr(link, 'port', '?')}"
+        )
+        identity = {"manufacturer": "ZVT terminal", "product": f"ECR interface on {where}"}
+        if self.software:
+            identity["firmware"] = self.software
+        if status is not None and status.terminal_id:
+            identity["serial"] = f"TID {status.terminal_id}"
+        return DeviceReport("card", self.registered, identity, self.last_error, dict(self.counters))
+
+    def self_test(self) -> CheckResult:
+        """05 01 status enquiry, then 06 70 diagnosis (the terminal asks its host)."""
+        lines = []
+        try:
+            with self._lock:
+                code, text, version = self.client.status_enquiry()
+                self.software = version or self.software
+                lines.append(f"status enquiry: {text} ({code:02X}), software {version or '-'}")
+                diag = self.client.diagnosis()
+        except DriverError as err:
+            self.last_error = str(err)
+            return CheckResult("card: status enquiry and diagnosis", False, (*lines, str(err)))
+        lines.append(f"diagnosis: {diag.outcome} {diag.text}".rstrip())
+        ok = code == 0 and diag.ok
+        return CheckResult("card: status enquiry and diagnosis", ok, tuple(lines))
+
+    def end_of_day(self) -> EndOfDay:
+        """06 50 Kassenschnitt: the terminal submits its batch; the parsed result."""
+        try:
+            with self._lock:
+                result = self.client.end_of_day()
+        except DriverError as err:
+            result = Result(Outcome.ERROR, None, str(err))
+        self._counted(result)
+        return EndOfDay.of(result, self.currency)
 
     def wait_idle(self, timeout: float) -> bool:
         t = self._thread

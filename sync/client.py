@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import time
 from typing import Any
 
 import requests
@@ -95,6 +96,12 @@ class SyncClient:
                 detail = resp.text
             raise Permanent(f"head office refused ({resp.status_code}): {detail}", resp.status_code)
         return resp
+
+    def health(self) -> float:
+        """Round-trip time of GET /v1/health in seconds (raises SyncError when unreachable)."""
+        start = time.perf_counter()
+        self._request("GET", "/v1/health", timeout=(2.0, 5.0))
+        return time.perf_counter() - start
 
     def upload(self, batch: list[dict[str, Any]]) -> int:
         """Send entries (as stored); returns the highest sequence number head office holds."""

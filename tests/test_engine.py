@@ -14,6 +14,7 @@ from kiosk.engine import TRANSITIONS, Outcome, State, TopUpSession
 from kiosk.errors import InvalidTransition, MoneyError, UserFacingError
 from kiosk.events import (
     AbortCard,
+    AcceptorTest,
     Account,
     AmountChosen,
     AuthoriseCard,
@@ -44,6 +45,7 @@ from kiosk.events import (
     KeyWriteFailed,
     KeyWritten,
     Kind,
+    LeaveDiagnostics,
     Method,
     MethodChosen,
     MoreTime,
@@ -51,6 +53,7 @@ from kiosk.events import (
     NoteReturned,
     NoteStacked,
     PendingCredit,
+    PinChecked,
     PrintReceipt,
     Record,
     ReturnNote,
@@ -199,6 +202,15 @@ def _done(r: Run) -> None:
     r(Cancel())
 
 
+def _technician_pin(r: Run) -> None:
+    r.insert(key(role=Role.TECHNICIAN))
+
+
+def _diagnostics(r: Run) -> None:
+    _technician_pin(r)
+    r(PinChecked(True))
+
+
 REACH: dict[State, Callable[[Run], None]] = {
     State.IDLE: _idle,
     State.CLOSED: _closed,
@@ -214,6 +226,8 @@ REACH: dict[State, Callable[[Run], None]] = {
     State.REVERSING: _reversing,
     State.KEY_MISSING: _key_missing,
     State.DONE: _done,
+    State.TECHNICIAN_PIN: _technician_pin,
+    State.DIAGNOSTICS: _diagnostics,
 }
 
 
@@ -250,7 +264,14 @@ SAMPLES: list[Event] = [
     KeyWriteFailed("T1", "refused"),
     DeviceFault(Device.PRINTER, 3, "paper out"),
     DeviceOk(Device.PRINTER),
+    PinChecked(True),
+    AcceptorTest(True),
+    LeaveDiagnostics(),
 ]
+
+
+#: journal kinds of cash taken in (test money in diagnostics)
+MONEY_KINDS = (Kind.CASH_IN, Kind.CASH_UNATTRIBUTED, Kind.TEST_CASH)
 
 
 def test_every_state_is_in_the_table_and_reachable() -> None:
@@ -283,7 +304,7 @@ def test_a_coin_is_journaled_in_every_state(state: State) -> None:
     """Money is never refused: whatever the state, an accepted coin lands in the journal."""
     r = reach(state)
     r(CoinAccepted(E(200), channel=5))
-    money = [c for c in r.records() if c.kind in (Kind.CASH_IN, Kind.CASH_UNATTRIBUTED)]
+    money = [c for c in r.records() if c.kind in MONEY_KINDS]
     assert [(c.amount, c.data["channel"]) for c in money] == [(E(200), 5)]
 
 
@@ -291,7 +312,7 @@ def test_a_coin_is_journaled_in_every_state(state: State) -> None:
 def test_a_stacked_note_is_journaled_in_every_state(state: State) -> None:
     r = reach(state)
     r(NoteStacked(E(1000)))
-    money = [c for c in r.records() if c.kind in (Kind.CASH_IN, Kind.CASH_UNATTRIBUTED)]
+    money = [c for c in r.records() if c.kind in MONEY_KINDS]
     assert [c.amount for c in money] == [E(1000)]
 
 
@@ -658,7 +679,6 @@ def test_coins_that_slip_in_during_a_card_payment_are_kept() -> None:
         (key(), account(KeyStatus.UNKNOWN), "unknown"),
         (key(), account(KeyStatus.BLOCKED), "blocked"),
         (key(), account(KeyStatus.NOT_ACTIVATED), "not_activated"),
-        (key(role=Role.TECHNICIAN), account(), "technician_key"),
         (key(credit=Money(0, "CHF")), account(), "foreign_key"),
     ],
 )
@@ -873,3 +893,58 @@ def test_a_refused_key_screen_takes_a_fresh_read() -> None:
     assert r.state == State.KEY_REFUSED
     r.insert()  # the same key read properly, no removal reported in between
     assert r.state == State.CHOOSING_AMOUNT
+
+
+# ---------------------------------------------------------------- technician
+
+
+def test_technician_key_asks_for_the_pin_and_takes_nothing() -> None:
+    r = Run()
+    r.insert(key(role=Role.TECHNICIAN))
+    assert r.state == State.TECHNICIAN_PIN and r.cmds(EnableCash) == [] and r.records() == []
+    for intent in (AmountChosen(E(2000)), MethodChosen(Method.CASH), AcceptorTest(True)):
+        with pytest.raises(InvalidTransition):
+            r(intent)
+    r(PinChecked(False))
+    assert r.state == State.TECHNICIAN_PIN and r.s.view().notice == "pin_wrong"
+    r(CoinAccepted(E(200)))  # acceptors are off, but a coin that falls through is journaled
+    assert [c.kind for c in r.records()] == [Kind.CASH_UNATTRIBUTED]  # never the key's credit
+    r(PinChecked(False, SATURDAY_MORNING + timedelta(minutes=5)))
+    assert r.s.view().notice == "pin_locked"
+    r.tick(61)  # the PIN screen times out like any other
+    assert r.state == State.IDLE
+
+
+def test_customer_key_never_reaches_diagnostics() -> None:
+    r = Run()
+    r.insert()
+    assert r.state == State.CHOOSING_AMOUNT
+    for intent in (PinChecked(True), AcceptorTest(True), LeaveDiagnostics()):
+        with pytest.raises(InvalidTransition):
+            r(intent)
+    assert r.state == State.CHOOSING_AMOUNT
+
+
+def test_acceptor_test_money_is_counted_never_credited() -> None:
+    r = Run()
+    _diagnostics(r)
+    assert r.cmds(EnableCash) == []  # not before the technician starts the test
+    r(NoteEscrowed(E(500)))
+    assert r.cmds(ReturnNote) and not r.cmds(StackNote)
+    r(AcceptorTest(True))
+    assert r.cmds(EnableCash)[0].max_value == max(r.s.site.coins + r.s.site.notes)
+    r(CoinAccepted(E(200), channel=4))
+    r(NoteEscrowed(E(500)))
+    assert r.cmds(StackNote)
+    r(NoteStacked(E(500)))
+    v = r.s.view()
+    assert (v.test_last, v.test_total) == (E(500), E(700))
+    kinds = [c.kind for c in r.records()]
+    assert kinds == [Kind.TEST_CASH, Kind.TEST_CASH]
+    assert r.cmds(WriteKey) == []
+    r(AcceptorTest(False))
+    assert r.cmds(DisableCash)
+    r(KeyRemoved())  # pulling the technician key ends diagnostics, journaled
+    audit = r.records(Kind.AUDIT)
+    assert audit[-1].data["action"] == "exited" and audit[-1].data["key_removed"] is True
+    assert r.state == State.IDLE and r.s.view().test_total is None

@@ -144,6 +144,11 @@ def test_reversal_by_receipt_number_end_of_day_and_enquiries(
     eod = client.end_of_day()
     assert eod.outcome == Outcome.APPROVED and eod.status is not None and eod.status.amount == 2500
     assert "Summe EUR 25.00  (1 Zahlungen)" in eod.receipts["receipt1"]
+    totals = eod.status.totals  # BMP 60, individual totals per card group
+    assert totals is not None and totals.last_receipt == first.status.receipt_number + 1
+    assert totals.groups[0] == ("girocard", 1, 2500) and all(
+        n == 0 for _g, n, _t in totals.groups[1:]
+    )
     assert client.diagnosis().outcome == Outcome.APPROVED
     assert client.status_enquiry() == (0, "ready", "SIM 2.14.15")
     last = client.repeat_receipt()

@@ -11,12 +11,14 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
 from drivers.cctalk.devices import Identity, _Acceptor
 from drivers.cctalk.transport import Bus
-from drivers.errors import DriverError
+from drivers.errors import DeviceTimeout, DriverError, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,28 @@ class BusWorker:
             self._pending += 1
         self._calls.put((dev, fn, args))
 
+    def ask(self, dev: _Acceptor, fn: Callable[..., Any], *args: Any, timeout: float = 5.0) -> Any:
+        """Run `fn(*args)` for `dev` on the bus thread and return its result (or raise its
+        error); TransportError at once if the device is offline."""
+        done: Future[Any] = Future()
+
+        def run(*a: Any) -> None:
+            try:
+                done.set_result(fn(*a))
+            except BaseException as err:  # handed to the asking thread
+                done.set_exception(err)
+                if isinstance(err, DriverError):
+                    raise
+
+        run.skip = lambda: done.set_exception(  # type: ignore[attr-defined]
+            TransportError(f"{dev.name} is offline")
+        )
+        self.call(dev, run, *args)
+        try:
+            return done.result(timeout)
+        except FutureTimeout:
+            raise DeviceTimeout(f"{dev.name}: the bus thread did not get to it") from None
+
     def idle(self) -> bool:
         """True when every call handed over so far has been carried out."""
         with self._pending_lock:
@@ -95,6 +119,8 @@ class BusWorker:
             else:
                 if self._online[dev.name]:
                     self._guard(dev, fn, *args)
+                elif hasattr(fn, "skip"):
+                    fn.skip()
                 with self._pending_lock:
                     self._pending -= 1
                 continue

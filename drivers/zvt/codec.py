@@ -411,6 +411,38 @@ def _pan(data: bytes) -> str:
     return "".join({"e": "*", "f": ""}.get(c, c) for c in data.hex())
 
 
+#: the card groups of BMP 60 (individual totals of an end-of-day), in their order
+TOTALS_GROUPS = ("girocard", "JCB", "Eurocard", "Amex", "Visa", "Diners", "other")
+
+
+@dataclass(frozen=True)
+class DayTotals:
+    """BMP 60: receipt-no start and end (BCD 2 each), then per card group a count (binary 1)
+    and a total (BCD 6, minor units)."""
+
+    first_receipt: int
+    last_receipt: int
+    groups: tuple[tuple[str, int, int], ...]  # (group, count, total)
+
+    @classmethod
+    def parse(cls, data: bytes) -> DayTotals:
+        if len(data) != 4 + 7 * len(TOTALS_GROUPS):
+            raise FrameError(f"BMP 60 has {len(data)} bytes, expected {4 + 7 * 7}")
+        groups = []
+        for i, name in enumerate(TOTALS_GROUPS):
+            at = 4 + 7 * i
+            groups.append((name, data[at], from_bcd(data[at + 1 : at + 7])))
+        return cls(from_bcd(data[0:2]), from_bcd(data[2:4]), tuple(groups))
+
+    def encode(self) -> bytes:
+        by_name = {g: (n, t) for g, n, t in self.groups}
+        out = bcd(self.first_receipt, 2) + bcd(self.last_receipt, 2)
+        for name in TOTALS_GROUPS:
+            n, t = by_name.get(name, (0, 0))
+            out += bytes((n,)) + bcd(t, 6)
+        return out
+
+
 @dataclass(frozen=True)
 class StatusInformation:
     """04 0F status information, parsed."""
@@ -433,6 +465,7 @@ class StatusInformation:
     payment_type: int | None = None
     aid: str | None = None
     additional_text: str | None = None
+    totals: DayTotals | None = None  # BMP 60 of an end-of-day
     tlv: tuple[Tlv, ...] = field(default_factory=tuple)
 
     @property
@@ -488,6 +521,7 @@ def parse_status_information(data: bytes) -> StatusInformation:
         payment_type=b[0x19][0] if 0x19 in b else None,
         aid=text(b[0x3B]) if 0x3B in b else None,
         additional_text=text(b[0x3C]) if 0x3C in b else None,
+        totals=DayTotals.parse(b[0x60]) if 0x60 in b else None,
         tlv=tlv,
     )
 

@@ -33,6 +33,7 @@ from drivers.zvt.codec import (
     Apdu,
     ApduReassembler,
     Cmd,
+    DayTotals,
     SerialDecoder,
     bcd,
     decode_apdu,
@@ -463,7 +464,17 @@ class TerminalSim:
         total = sum(p.amount for p in kept)
         c.send(encode_apdu(Cmd.ACK))
         c.send_wait(encode_apdu(Cmd.INTERMEDIATE_STATUS, b"\x0f"))
-        info = b"\x27\x00" + b"\x04" + bcd(total, 6) + b"\x87" + bcd(self.receipt_no, 2)
+        numbers = [p.receipt for p in kept] or [self.receipt_no]
+        totals = DayTotals(min(numbers), max(numbers), (("girocard", len(kept), total),))
+        info = (
+            b"\x27\x00"
+            + b"\x04"
+            + bcd(total, 6)
+            + b"\x87"
+            + bcd(self.receipt_no, 2)
+            + b"\x60"
+            + llvar(totals.encode(), 3)
+        )
         c.send_wait(encode_apdu(Cmd.STATUS_INFORMATION, info))
         c.send_wait(encode_apdu(Cmd.PRINT_LINE, b"\x00Kassenschnitt"))
         summary = f"Summe EUR {total / 100:.2f}  ({len(kept)} Zahlungen)".encode("cp437")

@@ -44,6 +44,7 @@ class KioskApp(App):  # type: ignore[misc]
     def __init__(self, kiosk: Kiosk, clock: Callable[[], datetime] = utc_now, **kw: Any) -> None:
         self.model = ScreenModel(kiosk.site, kiosk.submit)
         self.model.clock = clock
+        self.model.kiosk = kiosk  # the service screens call kiosk.diag with it
         super().__init__(**kw)
         self.kiosk = kiosk
         self.panel_rig: Any = None  # kiosk run --panel: the simulated devices to drive

@@ -46,6 +46,7 @@ class ScreenModel(EventDispatcher):  # type: ignore[misc]
         style.lang, style.high_contrast = self.lang, False
         self.speak: Any = None  # the hook for spoken prompts: called with each new main text
         self.clock: Any = None  # the kiosk's clock (for "we open again at ...")
+        self.kiosk: Any = None  # the service screens' way to kiosk.diag
         self._lock = threading.Lock()
         self._pending: tuple[View, UserFacingError | None] | None = None
 

@@ -17,11 +17,13 @@ from kiosk.ui.screens.base import KioskScreen, load_kv
 from kiosk.ui.screens.busy import BusyScreen
 from kiosk.ui.screens.card import CardScreen
 from kiosk.ui.screens.cash import CashScreen
+from kiosk.ui.screens.diagnostics import DiagnosticsScreen
 from kiosk.ui.screens.done import DoneScreen
 from kiosk.ui.screens.idle import IdleScreen
 from kiosk.ui.screens.key_missing import KeyMissingScreen
 from kiosk.ui.screens.method import MethodScreen
 from kiosk.ui.screens.refused import RefusedScreen
+from kiosk.ui.screens.technician_pin import TechnicianPinScreen
 from kiosk.ui.screens.unavailable import UnavailableScreen
 
 #: engine state -> screen name
@@ -40,6 +42,8 @@ SCREEN_OF = {
     State.REVERSING: "busy",
     State.KEY_MISSING: "key_missing",
     State.DONE: "done",
+    State.TECHNICIAN_PIN: "technician_pin",
+    State.DIAGNOSTICS: "diagnostics",
 }
 SCREENS: dict[str, type[KioskScreen]] = {
     "idle": IdleScreen,
@@ -52,6 +56,8 @@ SCREENS: dict[str, type[KioskScreen]] = {
     "card": CardScreen,
     "key_missing": KeyMissingScreen,
     "done": DoneScreen,
+    "technician_pin": TechnicianPinScreen,
+    "diagnostics": DiagnosticsScreen,
 }
 
 #: where the customer may ask for more time (elsewhere the screen ends by itself)

@@ -79,6 +79,7 @@ def real_kiosk(
     """The devices the site file names, on their ports."""
     from kiosk.cctalk import open_cash
     from kiosk.chipkey import PcscKeyReader
+    from kiosk.diag import load_pin_hash
     from kiosk.fakes import FakePrinter
     from kiosk.journal import Journal
     from kiosk.keytool import load_keys
@@ -98,7 +99,7 @@ def real_kiosk(
     devices = Devices(
         reader=reader, coin=cash.coin, notes=cash.notes, card=card, printer=FakePrinter()
     )
-    kiosk = Kiosk(site, journal, devices, clock)
+    kiosk = Kiosk(site, journal, devices, clock, pin_hash=load_pin_hash(site, warn))
     cash.start()
     reader.start()
     if card is not None:
