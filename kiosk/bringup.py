@@ -263,3 +263,45 @@ def print_terminal(info: dict[str, Any], out: TextIO, as_json: bool) -> None:
             out.write(f"{key}: " + ", ".join(f"{k} {v}" for k, v in value.items()) + "\n")
         else:
             out.write(f"{key}: {value}\n")
+
+
+def probe_printer(port: str, test_page: bool) -> dict[str, Any]:
+    """The printer's real-time status (online, paper), and a test page if asked for and
+    possible. `port` "sim" starts the simulated printer on a pty."""
+    from drivers.printer.device import PrinterUnavailable, ReceiptPrinter
+    from drivers.printer.sim import PrinterSim
+    from kiosk.printer import plain_job
+
+    sim = PrinterSim() if port == "sim" else None
+    if sim is not None:
+        sim.start()
+    printer = ReceiptPrinter(sim.path if sim else port)
+    try:
+        status = printer.status()
+        info: dict[str, Any] = {
+            "device": "printer",
+            "port": port,
+            "transport": printer.identity.transport,
+            "status": str(status),
+            "printable": status.printable,
+        }
+        if test_page:
+            try:
+                printer.print_job(plain_job(["Testseite / test page", "0123456789 ÄÖÜ äöü ß €"]))
+                info["test_page"] = "printed"
+            except PrinterUnavailable as err:
+                info["test_page"] = f"not printed: {err}"
+        return info
+    finally:
+        printer.close()
+        if sim is not None:
+            sim.stop()
+
+
+def print_printer(info: dict[str, Any], out: TextIO, as_json: bool) -> None:
+    if as_json:
+        out.write(json.dumps(info) + "\n")
+        return
+    out.write(f"printer on {info['port']} ({info['transport']}): {info['status']}\n")
+    if "test_page" in info:
+        out.write(f"test page: {info['test_page']}\n")

@@ -6,11 +6,13 @@ import argparse
 import json
 import logging
 import sys
+import threading
+import time
 from datetime import datetime
 from pathlib import Path
 
 from kiosk.config import Site, load_site
-from kiosk.errors import ChainBroken, ConfigError, JournalError
+from kiosk.errors import ChainBroken, ConfigError, JournalError, KioskError
 from kiosk.journal import Journal
 from kiosk.paths import data_dir, journal_path
 
@@ -131,7 +133,9 @@ def cmd_diag(args: argparse.Namespace) -> int:
     from kiosk.diag import (
         PinGuard,
         PinRefused,
+        audit,
         cash_box,
+        config_lines,
         empty_cash_box,
         export_journal,
         hash_pin,
@@ -150,6 +154,8 @@ def cmd_diag(args: argparse.Namespace) -> int:
             print(f"kiosk: {err}", file=sys.stderr)
             return 2
         return 0
+    if args.diag_command in ("devices", "selftest", "eod"):
+        return _diag_with_devices(args)
     journal, site = _open_journal(args)
     guard = PinGuard(
         journal, load_pin_hash(site, lambda t: print(f"warning: {t}", file=sys.stderr))
@@ -163,6 +169,7 @@ def cmd_diag(args: argparse.Namespace) -> int:
     now = utc_now()
     if args.diag_command == "cashbox":
         box = cash_box(journal, site.currency)
+        audit(journal, now, "cashbox_viewed", args.who, total=box.total.minor)
         since = box.since.astimezone(site.hours.tz).strftime("%d.%m.%Y %H:%M") if box.since else "-"
         print(f"cash box of {site.kiosk_id}, since the last emptying ({since}):")
         print("\n".join(box.lines()))
@@ -177,7 +184,11 @@ def cmd_diag(args: argparse.Namespace) -> int:
     elif args.diag_command == "export":
         jpath, cpath = export_journal(journal, Path(args.folder), args.who, now)
         print(f"journal verified and written: {jpath} and {cpath}")
+    elif args.diag_command == "config":
+        audit(journal, now, "config_viewed", args.who)
+        print("\n".join(config_lines(site)))
     elif args.diag_command == "transactions":
+        audit(journal, now, "transactions_viewed", args.who)
         for e in last_transactions(journal):
             print(
                 f"{e.ts.astimezone(site.hours.tz):%Y-%m-%d %H:%M} {e.txid} {e.data.get('outcome')}"
@@ -185,15 +196,80 @@ def cmd_diag(args: argparse.Namespace) -> int:
     return 0
 
 
+def _diag_with_devices(args: argparse.Namespace) -> int:
+    """The device functions of diagnostics from the console: the devices are opened as the
+    site file names them (every one its simulator when all ports are "sim"); the automat's
+    own program must not be running, it would hold the ports."""
+    from contextlib import ExitStack
+
+    from kiosk.clock import utc_now
+    from kiosk.diag import Diagnostics, PinGuard, PinRefused, load_pin_hash
+    from kiosk.ui.run import real_kiosk
+
+    site = load_site(args.site)
+    path = Path(args.db) if args.db else journal_path(data_dir(args.data_dir), site.kiosk_id)
+    with ExitStack() as stack:
+        if _every_port_sim(site):
+            from kiosk.rig import simulated_rig
+
+            rig = stack.enter_context(simulated_rig(site, path, sys.stderr, utc_now))
+            kiosk = rig.kiosk
+            pause = threading.Event()  # never set: a pause between looks
+            deadline = time.monotonic() + 20
+            while not rig.devices_ready() and time.monotonic() < deadline:
+                pause.wait(0.05)  # the simulated devices come up on their own threads
+        else:
+            kiosk = stack.enter_context(real_kiosk(site, path, utc_now, sys.stderr))
+        guard = PinGuard(
+            kiosk.journal, load_pin_hash(site, lambda t: print(f"warning: {t}", file=sys.stderr))
+        )
+        try:
+            guard.enter(_read_pin("technician PIN: "), args.who, utc_now())
+        except PinRefused as err:
+            print(f"kiosk: {err}", file=sys.stderr)
+            return 1
+        d = Diagnostics(kiosk, args.who)
+        if args.diag_command == "devices":
+            for r in d.overview():
+                print(f"{r.name}: {'connected' if r.connected else 'NOT CONNECTED'}")
+                for k, v in r.identity.items():
+                    print(f"  {k}: {v}")
+                if r.counters:
+                    print("  counters: " + ", ".join(f"{k} {v}" for k, v in r.counters.items()))
+                print(f"  last error: {r.last_error or '-'}")
+        elif args.diag_command == "selftest":
+            results = d.self_tests()
+            for t in results:
+                print(f"{'PASS' if t.ok else 'FAIL'}  {t.name}")
+                for line in t.lines:
+                    print(f"      {line}")
+            return 0 if all(t.ok for t in results) else 1
+        else:
+            try:
+                result, printed = d.end_of_day()
+            except KioskError as err:
+                print(f"kiosk: {err}", file=sys.stderr)
+                return 2
+            print("\n".join(result.summary()))
+            print("\n".join(result.lines))
+            return 0 if result.ok else 1
+    return 0
+
+
+def _every_port_sim(site: Site) -> bool:
+    d = site.devices
+    return all(
+        dev is None or getattr(dev, "port", getattr(dev, "reader", "sim")) == "sim"
+        for dev in (d.coin, d.notes, d.card, d.reader)
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from kiosk.ui.run import RunOptions, default_headless, run
 
     site = load_site(args.site)
     base = data_dir(args.data_dir)
-    every_port_sim = all(
-        d is None or getattr(d, "port", getattr(d, "reader", "sim")) == "sim"
-        for d in (site.devices.coin, site.devices.notes, site.devices.card, site.devices.reader)
-    )
+    every_port_sim = _every_port_sim(site)
     opts = RunOptions(
         simulate=args.simulate or every_port_sim,
         headless=args.headless or default_headless(),
@@ -309,8 +385,18 @@ def cmd_devices(args: argparse.Namespace) -> int:
     if args.kind == "terminal":
         return cmd_terminal(args)
     if args.kind != "reader" and not args.port:
-        print("kiosk: --port is required for coin, notes and terminal", file=sys.stderr)
+        print("kiosk: --port is required for coin, notes, terminal and printer", file=sys.stderr)
         return 2
+    if args.kind == "printer":
+        from kiosk.bringup import print_printer, probe_printer
+
+        try:
+            info = probe_printer(args.port, args.test_page)
+        except (ValueError, DriverError) as err:
+            print(f"kiosk: printer on {args.port}: {err}", file=sys.stderr)
+            return 2
+        print_printer(info, sys.stdout, args.json)
+        return 0 if info["printable"] else 1
     if args.kind == "reader":
         from kiosk.keytool import probe_readers
 
@@ -392,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         dp = devices.add_parser(name, help=text)
         kinds = {
-            "probe": ["coin", "notes", "terminal", "reader"],
+            "probe": ["coin", "notes", "terminal", "reader", "printer"],
             "watch": ["coin", "notes"],
             "pay": ["terminal"],
         }
@@ -407,6 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
         dp.add_argument("--crc16", action="store_true", help="CRC16 instead of the simple checksum")
         dp.add_argument("--currency", default="EUR", choices=["EUR", "CHF"])
         dp.add_argument("--json", action="store_true", help="JSON output")
+        if name == "probe":
+            dp.add_argument("--test-page", action="store_true", help="printer: print a test page")
         if name == "watch":
             dp.add_argument("--seconds", type=float, default=30.0, help="how long to watch")
         dp.set_defaults(func=cmd_devices)
@@ -433,6 +521,10 @@ def build_parser() -> argparse.ArgumentParser:
         ("empty", "empty the cash box: report, journal entry, counters restart"),
         ("export", "the journal as CSV and JSON into a folder (a USB stick), verified"),
         ("transactions", "the last transactions and their state"),
+        ("devices", "each device: connected, identity, counters, last error"),
+        ("selftest", "every device's self-test (printer: a test page), head office"),
+        ("eod", "card terminal end-of-day (Kassenschnitt), its parsed result"),
+        ("config", "the site configuration, secrets redacted"),
     ):
         dp = diag.add_parser(name, help=text)
         if name != "pin-hash":

@@ -384,7 +384,7 @@ class Diagnostics:
             "end_of_day",
             ok=result.ok,
             text=result.text,
-            total=result.total.minor if result.total else None,
+            total=result.total.minor if result.total is not None else None,
             receipt=result.receipt_number,
             groups={g: [n, t.minor] for g, n, t in result.groups},
         )

@@ -218,7 +218,8 @@ class ZvtCardPort:
         except DriverError as err:
             self.last_error = str(err)
             return CheckResult("card: status enquiry and diagnosis", False, (*lines, str(err)))
-        lines.append(f"diagnosis: {diag.outcome} {diag.text}".rstrip())
+        said = f" ({diag.text})" if diag.text and diag.text != str(diag.outcome) else ""
+        lines.append(f"diagnosis: {diag.outcome}{said}")
         ok = code == 0 and diag.ok
         return CheckResult("card: status enquiry and diagnosis", ok, tuple(lines))
 

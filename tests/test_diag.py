@@ -185,8 +185,8 @@ def test_the_console_path_asks_for_the_pin_and_locks_after_three(tmp_path: Path)
         e.data["action"]
         for e in Journal(tmp_path / "journal-DEMO-01.sqlite", "DEMO-01").entries_of_kind(Kind.AUDIT)
     ]
-    assert actions == ["entered", "pin_failed", "pin_failed", "pin_failed", "locked",
-                       "refused_locked"]  # fmt: skip
+    assert actions == ["entered", "cashbox_viewed", "pin_failed", "pin_failed", "pin_failed",
+                       "locked", "refused_locked"]  # fmt: skip
 
 
 def test_a_bad_pin_hash_in_the_secrets_file_is_named(tmp_path: Path) -> None:
@@ -195,3 +195,73 @@ def test_a_bad_pin_hash_in_the_secrets_file_is_named(tmp_path: Path) -> None:
     Journal(tmp_path / "journal-DEMO-01.sqlite", "DEMO-01").close()
     res = diag(tmp_path, "cashbox", pin="4711", secrets=secrets)
     assert res.returncode != 0 and "technician.pin_hash: not an scrypt hash" in res.stderr
+
+
+def test_the_console_runs_the_device_functions_on_the_simulated_devices(tmp_path: Path) -> None:
+    """`kiosk diag devices|selftest|eod|config` with the same functions as the screen; every
+    one audited; the configuration names the secrets file but never shows what is in it."""
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text(f'[technician]\npin_hash = "{hash_pin("4711")}"\n', "utf-8")
+    devices = diag(tmp_path, "devices", pin="4711", secrets=secrets)
+    assert devices.returncode == 0, devices.stderr
+    for name in ("reader", "coin", "notes", "card", "printer"):
+        assert f"{name}: connected" in devices.stdout
+    assert "manufacturer: SIM" in devices.stdout and "firmware: " in devices.stdout
+    tests = diag(tmp_path, "selftest", pin="4711", secrets=secrets)
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    passed = [line.split(None, 1)[1] for line in tests.stdout.splitlines() if line[:4] == "PASS"]
+    assert passed == ["reader: PC/SC readers", "coin: self-check", "notes: self-check",
+                      "card: status enquiry and diagnosis", "printer: test page",
+                      "head office"]  # fmt: skip
+    eod = diag(tmp_path, "eod", pin="4711", secrets=secrets)
+    assert eod.returncode == 0 and "end-of-day done, total 0.00 EUR" in eod.stdout, eod.stderr
+    conf = diag(tmp_path, "config", pin="4711", secrets=secrets)
+    assert f"secrets.file = {secrets} (contents not shown)" in conf.stdout
+    assert "scrypt" not in conf.stdout and "kiosk_id = DEMO-01" in conf.stdout
+    wrong = diag(tmp_path, "selftest", pin="1111", secrets=secrets)
+    assert wrong.returncode == 1 and "PASS" not in wrong.stdout
+    j = Journal(tmp_path / "journal-DEMO-01.sqlite", "DEMO-01")
+    acts = audits(j)
+    for action in ("device_overview", "self_tests", "end_of_day", "config_viewed", "pin_failed"):
+        assert action in acts
+    assert j.verify() == j.last_seq()
+
+
+def test_printer_probe_for_installers(tmp_path: Path) -> None:
+    def probe(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "kiosk.cli", "devices", "probe", "printer", *args],
+            capture_output=True, text=True, cwd=ROOT, timeout=60,
+        )  # fmt: skip
+
+    ok = probe("--port", "sim", "--json", "--test-page")
+    assert ok.returncode == 0, ok.stderr
+    info = json.loads(ok.stdout)
+    assert (info["status"], info["printable"], info["test_page"]) == ("ok", True, "printed")
+    bad = probe("--port", "lpt1")
+    assert bad.returncode == 2 and "a device path, tcp://" in bad.stderr and bad.stdout == ""
+    missing = probe()
+    assert missing.returncode == 2 and "--port is required" in missing.stderr
+
+
+def test_end_of_day_totals_are_parsed_and_bad_ones_refused() -> None:
+    from drivers.errors import FrameError
+    from drivers.zvt.client import Outcome, Result
+    from drivers.zvt.codec import DayTotals, StatusInformation
+    from kiosk.zvt import EndOfDay
+
+    totals = DayTotals(12, 19, (("girocard", 5, 12500), ("Visa", 2, 4000)))
+    raw = totals.encode()
+    assert len(raw) == 53 and DayTotals.parse(raw).groups[4] == ("Visa", 2, 4000)
+    with pytest.raises(FrameError, match="BMP 60 has 52 bytes"):
+        DayTotals.parse(raw[:-1])
+    status = StatusInformation(result_code=0, amount=16500, receipt_number=20, totals=totals)
+    eod = EndOfDay.of(Result(Outcome.APPROVED, 0, "", status, {"r": ["Kassenschnitt"]}), "EUR")
+    assert eod.total == E(16500) and eod.receipts == (12, 19)
+    assert eod.groups == (("girocard", 5, E(12500)), ("Visa", 2, E(4000)))
+    assert eod.summary()[2:] == [
+        "girocard: 5 payment(s), 125.00 EUR",
+        "Visa: 2 payment(s), 40.00 EUR",
+    ]
+    failed = EndOfDay.of(Result(Outcome.ERROR, None, "no answer (T3)"), "EUR")
+    assert not failed.ok and failed.summary() == ["end-of-day failed: no answer (T3)"]

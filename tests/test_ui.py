@@ -376,3 +376,90 @@ def test_each_new_screen_is_offered_to_the_spoken_prompt_hook(customer: Customer
     c.wait_screen("amount")
     assert "Dieser Schlüssel ist gesperrt" in spoken and "Bitte Schlüssel einstecken" in spoken
     assert spoken[-1] == "Credit on your key"  # in the language chosen
+
+
+def test_the_technician_goes_through_every_service_screen(ui_window: Any, tmp_path: Path) -> None:
+    """With the real drivers on their simulators: the technician key, a wrong PIN, then every
+    service section; each action leaves its audit entry, the test coin is never credited,
+    the emptying report is the cash journaled since the last emptying, end of day is parsed,
+    the export re-verifies. Screenshots of every screen go to tmp_path/shots."""
+    from kivy.core.window import Window
+
+    from kiosk.clock import utc_now
+    from kiosk.diag import cash_box, verify_export
+    from kiosk.rig import bill_id, simulated_rig
+    from kiosk.ui.app import KioskApp
+    from kiosk.ui.driver import ScreenDriver
+    from kiosk.ui.script import technician_visit
+
+    out = io.StringIO()
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    site = make_site()
+    with simulated_rig(site, tmp_path / "journal-DEMO-01.sqlite", out, utc_now) as rig:
+        app = KioskApp(rig.kiosk, utc_now)
+        root = app.build()
+        for child in list(Window.children):
+            Window.remove_widget(child)
+        Window.add_widget(root)
+        stop = threading.Event()
+        engine = threading.Thread(target=rig.kiosk.run, args=(stop, 0.05), daemon=True)
+        engine.start()
+        ui = ScreenDriver(rig.kiosk, root)
+        taken: list[str] = []
+
+        def shot(name: str) -> None:
+            taken.append(ui.screenshot(shots / f"{len(taken) + 1:02d}-{name}.png").name)
+
+        try:
+            ui.until(rig.devices_ready, "the simulated devices", 20)
+            rig.keys.insert("K-1003")  # a customer pays 10.00 in cash first
+            ui.wait_screen("amount", 10)
+            ui.tap("free")
+            ui.wait_screen("cash")
+            rig.note_sim.insert(bill_id(E(1000)))
+            ui.until(lambda: ui.model.view.paid == E(1000), "the note", 10)
+            ui.tap("finish")
+            ui.wait_screen("done", 15)
+            rig.keys.remove()
+            ui.wait_screen("idle", 10)
+            box_before = cash_box(rig.journal, "EUR")
+            credited_before = [e.seq for e in rig.journal.entries_of_kind(Kind.KEY_WRITTEN)]
+            technician_visit(rig, ui, shot, tmp_path / "usb")
+        finally:
+            stop.set()
+            engine.join(5)
+            Window.remove_widget(root)
+        journal = rig.journal
+        actions = [e.data["action"] for e in journal.entries_of_kind(Kind.AUDIT)]
+        expected = ("pin_failed", "entered", "device_overview", "self_tests", "cashbox_viewed",
+                    "cashbox_emptied", "end_of_day", "sync_now", "transactions_viewed",
+                    "journal_exported", "config_viewed", "exited")  # fmt: skip
+        for action in expected:
+            assert action in actions, (action, actions)
+        # the test coin: in the box, never a credit
+        (test_coin,) = journal.entries_of_kind(Kind.TEST_CASH)
+        assert test_coin.amount == E(200) and test_coin.txid is None
+        credited = [e.seq for e in journal.entries_of_kind(Kind.KEY_WRITTEN)]
+        assert credited == credited_before and len(journal.entries_of_kind(Kind.CASH_IN)) == 1
+        # the emptying: the note and the test coin, as journaled since the last emptying
+        (emptied,) = journal.entries_of_kind(Kind.CASHBOX_EMPTIED)
+        assert box_before.total == E(1000) and emptied.amount == E(1200)
+        assert emptied.data["counts"] == {"coin:200": 1, "note:1000": 1}
+        assert cash_box(journal, "EUR").total == E(0)  # the counters restarted
+        report_jobs = [
+            j for j in rig.printer_sim.jobs if any("Kassenleerung" in x for x in j.lines)
+        ]
+        assert len(report_jobs) == 1 and any(
+            "12,00" in x or "12.00" in x for x in report_jobs[0].lines
+        )
+        # end of day: parsed from the terminal's status information
+        (eod,) = [
+            e for e in journal.entries_of_kind(Kind.AUDIT) if e.data["action"] == "end_of_day"
+        ]
+        assert eod.data["ok"] is True and eod.data["total"] == 0 and eod.data["receipt"] is not None
+        # the export re-verifies
+        (exported,) = (tmp_path / "usb").glob("journal-*.json")
+        assert verify_export(exported) >= len(actions)
+        assert (tmp_path / "usb" / exported.with_suffix(".csv").name).exists()
+    assert len(taken) >= 10 and all((shots / n).stat().st_size > 10_000 for n in taken)

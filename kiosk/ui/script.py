@@ -8,11 +8,11 @@ from dataclasses import replace
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from kiosk.engine import State
 from kiosk.events import Device, DeviceFault, DeviceOk
-from kiosk.rig import Rig, bill_id
+from kiosk.rig import Rig, bill_id, coin_id
 from kiosk.ui.i18n import money_text
 
 
@@ -28,6 +28,79 @@ def used_at_home(rig: Rig, out: TextIO) -> None:
         if left:
             consume(card, MASTER_KEYS, left)
             out.write(f"  {serial}: {rig.site.money(left)} used at home since the last run\n")
+
+
+def technician_visit(
+    rig: Rig, ui: Any, shot: Callable[[str], None], usb: Path, *, wrong_pin_first: bool = True
+) -> None:
+    """A technician with the demo technician key goes through every service section: a
+    wrong PIN first, then the device overview, self-tests, an acceptor test with a coin,
+    the cash box emptied, end of day, sync, transactions, export, configuration; then out."""
+    from kiosk.diag import DEMO_PIN
+    from kiosk.rig import TECHNICIAN_KEY
+
+    rig.keys.insert(TECHNICIAN_KEY)
+    ui.wait_screen("technician_pin", 10)
+    shot("pin")
+    if wrong_pin_first:
+        for digit in "1234":
+            ui.tap("digit", digit)
+        ui.tap("pin_ok")
+        ui.until(lambda: ui.model.view.notice == "pin_wrong", "the wrong PIN refused", 5)
+        shot("pin-wrong")
+    for digit in DEMO_PIN:
+        ui.tap("digit", digit)
+    ui.tap("pin_ok")
+    ui.wait_screen("diagnostics", 5)
+    screen = ui.root.ids.sm.get_screen("diagnostics")
+    screen.export_folder = lambda: usb
+
+    def finished() -> None:
+        ui.until(screen.done.is_set, "the service function's result", 30)
+        ui.settle()
+
+    finished()
+    shot("devices")
+    ui.tap("diag_tests")
+    ui.tap("diag_action")
+    finished()
+    shot("self-tests")
+    ui.tap("diag_acceptors")
+    ui.tap("diag_action")  # start the test
+    ui.until(lambda: ui.model.view.test_mode, "the acceptor test on")
+    rig.coin_sim.insert(coin_id(rig.site.money(200)))
+    ui.until(lambda: ui.model.view.test_total is not None, "the test coin", 10)
+    shot("acceptor-test")
+    ui.tap("diag_action")  # stop it
+    ui.tap("diag_cashbox")
+    finished()
+    shot("cashbox")
+    ui.tap("diag_action")
+    ui.tap("diag_confirm")
+    finished()
+    shot("cashbox-emptied")
+    if rig.card is not None:
+        ui.tap("diag_eod")
+        ui.tap("diag_action")
+        finished()
+        shot("end-of-day")
+    ui.tap("diag_sync")
+    finished()
+    shot("sync")
+    ui.tap("diag_transactions")
+    finished()
+    shot("transactions")
+    ui.tap("diag_export")
+    ui.tap("diag_action")
+    finished()
+    shot("export")
+    ui.tap("diag_config")
+    finished()
+    shot("configuration")
+    ui.tap("diag_exit")
+    ui.wait_screen("idle", 5)
+    rig.keys.remove()
+    ui.settle()
 
 
 def scripted_customers(
@@ -147,6 +220,8 @@ def scripted_customers(
             out.write(f"  {path.name}: {ui.texts().splitlines()[0]}\n")
         ui.model.post(rig.kiosk.view(), None)
         ui.settle()
+    out.write("Technician:\n")
+    technician_visit(rig, ui, partial(shot, "service"), shots / "usb-stick")
     Window.remove_widget(root)
     out.write(f"{len(taken)} screenshots in {shots}\n")
     return taken
