@@ -203,7 +203,14 @@ def _diag_with_devices(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
 
     from kiosk.clock import utc_now
-    from kiosk.diag import Diagnostics, PinGuard, PinRefused, load_pin_hash
+    from kiosk.diag import (
+        Diagnostics,
+        PinGuard,
+        PinRefused,
+        check_lines,
+        load_pin_hash,
+        report_lines,
+    )
     from kiosk.ui.run import real_kiosk
 
     site = load_site(args.site)
@@ -230,19 +237,10 @@ def _diag_with_devices(args: argparse.Namespace) -> int:
             return 1
         d = Diagnostics(kiosk, args.who)
         if args.diag_command == "devices":
-            for r in d.overview():
-                print(f"{r.name}: {'connected' if r.connected else 'NOT CONNECTED'}")
-                for k, v in r.identity.items():
-                    print(f"  {k}: {v}")
-                if r.counters:
-                    print("  counters: " + ", ".join(f"{k} {v}" for k, v in r.counters.items()))
-                print(f"  last error: {r.last_error or '-'}")
+            print("\n".join(report_lines(d.overview())))
         elif args.diag_command == "selftest":
             results = d.self_tests()
-            for t in results:
-                print(f"{'PASS' if t.ok else 'FAIL'}  {t.name}")
-                for line in t.lines:
-                    print(f"      {line}")
+            print("\n".join(check_lines(results)))
             return 0 if all(t.ok for t in results) else 1
         else:
             try:

@@ -298,6 +298,27 @@ def usb_folder() -> Path | None:
     return None
 
 
+def report_lines(reports: list[DeviceReport]) -> list[str]:
+    """The device overview as text (the screen and `kiosk diag devices`)."""
+    out = []
+    for r in reports:
+        out.append(f"{r.name.upper()}: {'connected' if r.connected else 'NOT CONNECTED'}")
+        out += [f"   {k}: {v}" for k, v in r.identity.items()]
+        if r.counters:
+            out.append("   counters: " + ", ".join(f"{k} {v}" for k, v in r.counters.items()))
+        out.append(f"   last error: {r.last_error or '-'}")
+    return out
+
+
+def check_lines(results: list[CheckResult]) -> list[str]:
+    """Self-test results as text (the screen and `kiosk diag selftest`)."""
+    out = []
+    for r in results:
+        out.append(f"{'PASS' if r.ok else 'FAIL'}  {r.name}")
+        out += [f"      {line}" for line in r.lines]
+    return out
+
+
 class Diagnostics:
     """What the technician can do, for the screen and for `kiosk diag`; every action is
     journaled as an audit entry (and synced with the journal)."""

@@ -205,7 +205,7 @@ def test_the_console_runs_the_device_functions_on_the_simulated_devices(tmp_path
     devices = diag(tmp_path, "devices", pin="4711", secrets=secrets)
     assert devices.returncode == 0, devices.stderr
     for name in ("reader", "coin", "notes", "card", "printer"):
-        assert f"{name}: connected" in devices.stdout
+        assert f"{name.upper()}: connected" in devices.stdout
     assert "manufacturer: SIM" in devices.stdout and "firmware: " in devices.stdout
     tests = diag(tmp_path, "selftest", pin="4711", secrets=secrets)
     assert tests.returncode == 0, tests.stdout + tests.stderr

@@ -13,7 +13,7 @@ from typing import Any
 from kivy.clock import Clock
 from kivy.properties import BooleanProperty, ListProperty, StringProperty
 
-from kiosk.diag import Diagnostics, usb_folder
+from kiosk.diag import Diagnostics, check_lines, report_lines, usb_folder
 from kiosk.engine import View
 from kiosk.events import AcceptorTest, LeaveDiagnostics
 from kiosk.ui.i18n import Translator
@@ -67,7 +67,7 @@ class DiagnosticsScreen(KioskScreen):
         d = self.diag
         assert d is not None
         if section == "devices":
-            self._run(lambda: _devices(d.overview()))
+            self._run(lambda: report_lines(d.overview()))
         elif section == "tests":
             self.lines = "Press 'Run self-tests'. The printer prints a test page."
             self.action_label = "Run self-tests"
@@ -101,7 +101,7 @@ class DiagnosticsScreen(KioskScreen):
         assert d is not None
         s = self.section
         if s == "tests":
-            self._run(lambda: _tests(d.self_tests()))
+            self._run(lambda: check_lines(d.self_tests()))
         elif s == "acceptors":
             on = not (self._view and self._view.test_mode)
             self.model.send(AcceptorTest(on))
@@ -170,25 +170,6 @@ def _running_app() -> Any:
     from kivy.app import App
 
     return App.get_running_app()
-
-
-def _devices(reports: list[Any]) -> list[str]:
-    out = []
-    for r in reports:
-        out.append(f"{r.name.upper()}: {'connected' if r.connected else 'NOT CONNECTED'}")
-        out += [f"   {k}: {v}" for k, v in r.identity.items()]
-        if r.counters:
-            out.append("   counters: " + ", ".join(f"{k} {v}" for k, v in r.counters.items()))
-        out.append(f"   last error: {r.last_error or '-'}")
-    return out
-
-
-def _tests(results: list[Any]) -> list[str]:
-    out = []
-    for r in results:
-        out.append(f"{'PASS' if r.ok else 'FAIL'}  {r.name}")
-        out += [f"      {line}" for line in r.lines]
-    return out
 
 
 def _eod(result: Any, printed: bool) -> list[str]:
