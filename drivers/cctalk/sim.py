@@ -9,18 +9,15 @@ counterfeit), jam, stacker full or removed, power-cycle, bursts of events betwee
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import pty
-import select
 import threading
 import time
-import tty
 from collections import deque
 from collections.abc import Callable
 
 from drivers.cctalk.codec import HOST, Decoder, Frame, Header, RouteCode, encode, next_counter
+from drivers.ptysim import PtyDevice
 
 log = logging.getLogger(__name__)
 
@@ -255,8 +252,11 @@ class SimBillValidator(SimDevice):
             self.push(0, code)
 
 
-class BusSimulator:
+class BusSimulator(PtyDevice):
     """Simulated ccTalk bus on a pty: `path` is the host's end."""
+
+    name = "cctalk-sim"
+    read_size = 256
 
     def __init__(
         self,
@@ -270,51 +270,21 @@ class BusSimulator:
         self.echo = echo
         self.crc16_mode = crc16_mode
         self.byte_time = byte_time  # 0: as fast as the pty; BYTE_TIME_8N1 for a real line
-        self.master_fd, slave_fd = pty.openpty()
-        tty.setraw(slave_fd)
-        self.path = os.ttyname(slave_fd)
-        self._slave_fd = slave_fd  # kept open so the pty survives host reconnects
+        super().__init__()
         self._decoder = Decoder(crc16_mode=crc16_mode)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="cctalk-sim", daemon=True)
         self._faults: deque[str] = deque()
         self.requests: list[Frame] = []
         self.reply_hook: Callable[[Frame], None] | None = None
-
-    def __enter__(self) -> BusSimulator:
-        self.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        for fd in (self.master_fd, self._slave_fd):
-            with contextlib.suppress(OSError):  # already closed by a previous stop()
-                os.close(fd)
 
     def inject(self, *faults: str) -> None:
         """Faults for the next replies, one each: silence, bad_checksum, garbage, drop_byte."""
         self._faults.extend(faults)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            ready, _, _ = select.select([self.master_fd], [], [], 0.05)
-            if not ready:
-                continue
-            try:
-                chunk = os.read(self.master_fd, 256)
-            except OSError:
-                return
-            if self.echo:
-                self._write(chunk)  # the single wire: the host hears itself
-            for frame in self._decoder.feed(chunk, time.monotonic()):
-                self._answer(frame)
+    def received(self, chunk: bytes) -> None:
+        if self.echo:
+            self._write(chunk)  # the single wire: the host hears itself
+        for frame in self._decoder.feed(chunk, time.monotonic()):
+            self._answer(frame)
 
     def _answer(self, frame: Frame) -> None:
         device = self.devices.get(frame.dest)

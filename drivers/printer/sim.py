@@ -9,13 +9,11 @@ stays silent while `online` is False, and drops what it gets while out of paper 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import pty
-import select
 import threading
-import tty
 from dataclasses import dataclass, field
+
+from drivers.ptysim import PtyDevice
 
 #: parameter bytes of the ESC and GS commands a receipt uses (others: one, a guess)
 _ESC_ARGS = {0x40: 0, 0x32: 0, 0x21: 1, 0x2D: 1, 0x33: 1, 0x45: 1, 0x47: 1, 0x4D: 1, 0x61: 1,
@@ -37,14 +35,13 @@ class Job:
     qr: list[str] = field(default_factory=list)
 
 
-class PrinterSim:
+class PrinterSim(PtyDevice):
+    name = "printer-sim"
+
     def __init__(self) -> None:
+        super().__init__()
         self.paper = "ok"
         self.online = True
-        self.master_fd, slave_fd = pty.openpty()
-        tty.setraw(slave_fd)
-        self.path = os.ttyname(slave_fd)
-        self._slave_fd = slave_fd
         self._buf = bytearray()
         self._raw = bytearray()
         self._line: list[str] = []
@@ -54,43 +51,16 @@ class PrinterSim:
         self.jobs: list[Job] = []
         self.dropped = 0  # bytes received while out of paper or offline
         self.status_requests = 0
-        self._stop = threading.Event()
         self._changed = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="printer-sim", daemon=True)
-
-    def __enter__(self) -> PrinterSim:
-        self.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        for fd in (self.master_fd, self._slave_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
 
     def wait_jobs(self, n: int, timeout: float = 5.0) -> list[Job]:
         with self._changed:
             self._changed.wait_for(lambda: len(self.jobs) >= n, timeout)
             return list(self.jobs)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            ready, _, _ = select.select([self.master_fd], [], [], 0.05)
-            if not ready:
-                continue
-            try:
-                chunk = os.read(self.master_fd, 4096)
-            except OSError:
-                return
-            self._buf += chunk
-            self._consume()
+    def received(self, chunk: bytes) -> None:
+        self._buf += chunk
+        self._consume()
 
     def _answer(self, n: int) -> None:
         self.status_requests += 1

@@ -118,11 +118,13 @@ class DiagnosticsScreen(KioskScreen):
             if folder is not None:
                 self._run(lambda: _export(*d.export(folder)))
         elif s == "restart":
-            d.restart()
-            self.lines = "Restarting..."
-            app = _running_app()
-            if app is not None:
-                app.stop()
+
+            def restart() -> list[str]:
+                d.restart()  # journaled off the UI thread, then the app stops on it
+                Clock.schedule_once(lambda _dt: _stop_app(), 0)
+                return ["Restarting..."]
+
+            self._run(restart)
 
     def confirm(self) -> None:
         d = self.diag
@@ -166,10 +168,12 @@ class DiagnosticsScreen(KioskScreen):
         self.done.set()
 
 
-def _running_app() -> Any:
+def _stop_app() -> None:
     from kivy.app import App
 
-    return App.get_running_app()
+    app = App.get_running_app()
+    if app is not None:
+        app.stop()
 
 
 def _eod(result: Any, printed: bool) -> list[str]:
