@@ -270,7 +270,8 @@ def probe_printer(port: str, test_page: bool) -> dict[str, Any]:
     possible. `port` "sim" starts the simulated printer on a pty."""
     from drivers.printer.device import PrinterUnavailable, ReceiptPrinter
     from drivers.printer.sim import PrinterSim
-    from kiosk.printer import plain_job
+    from kiosk.printer import test_page as page
+    from kiosk.receipt import escpos_job
 
     sim = PrinterSim() if port == "sim" else None
     if sim is not None:
@@ -287,7 +288,7 @@ def probe_printer(port: str, test_page: bool) -> dict[str, Any]:
         }
         if test_page:
             try:
-                printer.print_job(plain_job(["Testseite / test page", "0123456789 ÄÖÜ äöü ß €"]))
+                printer.print_job(escpos_job(page()))
                 info["test_page"] = "printed"
             except PrinterUnavailable as err:
                 info["test_page"] = f"not printed: {err}"

@@ -183,6 +183,9 @@ class ReaderDevice(_Section):
 
 class PrinterDevice(_Section):
     port: str = Field(default="sim", min_length=1)
+    receipt: Literal["always", "ask"] = Field(
+        default="always", description='"ask": the customer chooses on the payment screens'
+    )
 
 
 class DevicesSection(_Section):
@@ -288,6 +291,8 @@ class Site:
     head_office: HeadOfficeSection
     secrets: SecretsSection
     ui: UiSection
+    #: receipts: "always", "ask" (the customer may decline) or "none" (no printer)
+    receipt: str = "none"
 
     def money(self, minor: int) -> Money:
         return Money(minor, self.currency)
@@ -459,6 +464,7 @@ def parse_site(data: dict[str, Any], source: str) -> Site:
         head_office=f.head_office,
         ui=f.ui,
         secrets=f.secrets,
+        receipt=f.devices.printer.receipt if f.devices.printer is not None else "none",
     )
 
 

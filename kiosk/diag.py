@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from kiosk import receipt
 from kiosk.config import Site
 from kiosk.errors import ConfigError, KioskError
 from kiosk.events import Kind, Record
@@ -383,14 +384,25 @@ class Diagnostics:
         self._audit("cashbox_viewed", total=box.total.minor)
         return box
 
-    def print_lines(self, lines: list[str]) -> bool:
+    def print_report(self, title: str, lines: list[str]) -> bool:
+        """A report on the receipt printer, with the receipt's header; whether it printed."""
         printer = self.kiosk.devices.printer
-        return bool(printer is not None and printer.print_receipt("report", lines))
+        doc = receipt.report(self.site, title, lines, self.clock(), self.who)
+        return bool(printer is not None and printer.print_document(doc))
+
+    def reprint(self, txid: str) -> bool:
+        """A transaction's receipt again, marked as a copy; audited with whether it printed.
+        NoSuchTransaction (nothing printed, nothing journaled) for an unknown id."""
+        doc = receipt.transaction_receipt(self.journal, self.site, txid.strip(), copy=True)
+        printer = self.kiosk.devices.printer
+        printed = bool(printer is not None and printer.print_document(doc))
+        self._audit("receipt_reprinted", txid=txid.strip(), printed=printed)
+        return printed
 
     def empty_cash_box(self) -> tuple[list[str], bool]:
         """Journal the emptying (counters restart) and print its report; (report, printed)."""
         report = empty_cash_box(self.journal, self.site, self.who, self.clock())
-        printed = self.print_lines(report)
+        printed = self.print_report("Kassenleerung / cash box emptied", report[2:])
         if not printed:
             self._audit("report_not_printed", report="cashbox_emptied")
         return report, printed
@@ -409,7 +421,9 @@ class Diagnostics:
             receipt=result.receipt_number,
             groups={g: [n, t.minor] for g, n, t in result.groups},
         )
-        printed = bool(result.lines) and self.print_lines(list(result.lines))
+        printed = bool(result.lines) and self.print_report(
+            "Kassenschnitt / end of day", list(result.lines)
+        )
         return result, printed
 
     def sync_now(self) -> list[str]:

@@ -30,6 +30,7 @@ from kiosk.events import (
     Cancel,
     CardApproved,
     CardFailed,
+    CardReceipt,
     CardReversed,
     CardReversedAfterCredit,
     CardStatus,
@@ -52,6 +53,7 @@ from kiosk.events import (
     KeyWriteFailed,
     KeyWritten,
     Kind,
+    LanguageChosen,
     LeaveDiagnostics,
     Method,
     MethodChosen,
@@ -62,6 +64,8 @@ from kiosk.events import (
     PendingCredit,
     PinChecked,
     PrintReceipt,
+    ReceiptAnswer,
+    ReceiptPrinted,
     Record,
     ReturnNote,
     ReverseCard,
@@ -190,6 +194,21 @@ class _Ctx:
     test_mode: bool = False  # diagnostics: acceptors take test money
     test_last: Money | None = None
     test_total: Money | None = None
+    receipt_wanted: bool | None = None  # the answer to "receipt?" (None: not answered)
+    receipt: str | None = None  # the last transaction's receipt: printing, printed, ...
+
+
+class Receipt(StrEnum):
+    """What became of a transaction's receipt, for the done screen."""
+
+    PRINTING = "printing"
+    PRINTED = "printed"
+    NOT_PRINTED = "not_printed"  # no paper, printer offline: staff can reprint it
+    DECLINED = "declined"
+
+
+#: how long a card payment's receipt waits for the terminal's receipt text
+CARD_RECEIPT_WAIT = timedelta(seconds=15)
 
 
 @dataclass(frozen=True)
@@ -222,9 +241,15 @@ class View:
     test_mode: bool = False
     test_last: Money | None = None  # the last coin or note of the acceptor test
     test_total: Money | None = None
+    receipt_question: bool = False  # the site asks "receipt?" and the payment is still open
+    receipt_wanted: bool | None = None
+    receipt: str | None = None  # Receipt, once the transaction is closed
+    lang: str = "de"
 
 
 _CASH_STATES = frozenset({State.CHOOSING_AMOUNT, State.CHOOSING_METHOD, State.CASH})
+#: where a site that asks "receipt?" takes the answer: before the payment ends
+_ASK_RECEIPT = frozenset({*_CASH_STATES, State.CARD})
 _Handler = Callable[["TopUpSession", Any], list[Command]]
 
 
@@ -240,6 +265,12 @@ class TopUpSession:
         self.faults: set[Device] = set()
         self._ctx = _Ctx()
         self._cash_limit: EnableCash | None = None  # what the acceptors were last told
+        #: the customer's language (the screen's); back to the site's default between customers
+        self.lang = site.default_language
+        #: card receipts waiting for the terminal's text: txid -> (language, print by then)
+        self._receipts_due: dict[str, tuple[str, datetime]] = {}
+        #: the card terminal's receipts already journaled (the last few transactions)
+        self._card_receipts: list[str] = []
         self.state = self._resting_state()
 
     # ------------------------------------------------------------------ public
@@ -298,6 +329,10 @@ class TopUpSession:
             test_mode=c.test_mode,
             test_last=c.test_last,
             test_total=c.test_total,
+            receipt_question=self.site.receipt == "ask" and self.state in _ASK_RECEIPT,
+            receipt_wanted=c.receipt_wanted,
+            receipt=c.receipt,
+            lang=self.lang,
         )
 
     def methods(self) -> tuple[Method, ...]:
@@ -330,6 +365,7 @@ class TopUpSession:
 
     def _to_rest(self) -> list[Command]:
         self._ctx = _Ctx()
+        self.lang = self.site.default_language
         self.state = self._resting_state()
         return []
 
@@ -399,6 +435,7 @@ class TopUpSession:
             self._rec(
                 Kind.TX_OPENED,
                 method=str(method),
+                lang=self.lang,
                 target=c.target.minor if c.target else None,
                 contract_account=c.key.contract_account if c.key else None,
             )
@@ -413,14 +450,45 @@ class TopUpSession:
             if outcome == Outcome.CANCELLED and tx.paid:
                 raise AssertionError(f"transaction {tx.txid} took money and cannot be cancelled")
             alloc = tx.split.as_data() if tx.split and outcome != Outcome.REVERSED else {}
-            cmds.append(self._rec(Kind.TX_CLOSED, outcome=str(outcome), **alloc, **data))
-            if outcome != Outcome.CANCELLED:
-                cmds.append(PrintReceipt(tx.txid))
+            receipt = self._receipt_for(tx, outcome)
+            extra: dict[str, Any] = {**alloc, **data}
+            if receipt is not None:
+                extra["receipt"] = "declined" if receipt == Receipt.DECLINED else "wanted"
+            cmds.append(self._rec(Kind.TX_CLOSED, outcome=str(outcome), lang=self.lang, **extra))
+            if receipt == Receipt.PRINTING:
+                cmds += self._print(tx)
         c.last, c.tx = tx, None
         c.outcome = outcome
         self.state = State.DONE
         self._deadline(self.site.timeouts.message)
         return cmds
+
+    def _receipt_for(self, tx: _Tx, outcome: Outcome) -> Receipt | None:
+        """Print or not: always where the site says so and whenever credit is left owed (the
+        receipt is the customer's proof); otherwise as the customer answered (unanswered:
+        print)."""
+        c = self._ctx
+        if outcome == Outcome.CANCELLED or self.site.receipt == "none":
+            c.receipt = None
+            return None
+        wanted = (
+            self.site.receipt == "always"
+            or outcome == Outcome.PENDING
+            or c.receipt_wanted is not False
+        )
+        c.receipt = Receipt.PRINTING if wanted else Receipt.DECLINED
+        return c.receipt
+
+    def _print(self, tx: _Tx) -> list[Command]:
+        """A card payment's receipt waits (a while) for the terminal's receipt text."""
+        if (tx.card or tx.method == Method.CARD) and tx.txid not in self._card_receipts:
+            self._receipts_due[tx.txid] = (self.lang, self.now + CARD_RECEIPT_WAIT)
+            return []
+        return [PrintReceipt(tx.txid, self.lang)]
+
+    def _receipts_overdue(self) -> list[Command]:
+        late = [t for t, (_l, by) in self._receipts_due.items() if self.now >= by]
+        return [PrintReceipt(t, self._receipts_due.pop(t)[0]) for t in late]
 
     def _allocate(self) -> list[Command]:
         """Fix the split of what was paid (fee only for a full top-up) and journal it."""
@@ -431,7 +499,11 @@ class TopUpSession:
         tx.split = split_payment(
             tx.paid, debt, self.site.fee, self.site.recovery, charge_fee=charge
         )
-        return [self._rec(Kind.SPLIT, tx.split.credit, **tx.split.as_data())]
+        return [
+            self._rec(
+                Kind.SPLIT, tx.split.credit, **tx.split.as_data(), vat_bp=self.site.fee.vat_bp
+            )
+        ]
 
     def _start_write(self) -> list[Command]:
         tx = self._ctx.tx
@@ -555,14 +627,15 @@ class TopUpSession:
             raise ValueError("Tick needs an aware datetime")
         self.now = ev.now
         c = self._ctx
+        due = self._receipts_overdue() if self._receipts_due else []
         if self.state in (State.IDLE, State.CLOSED, State.OUT_OF_SERVICE):
             self.state = self._resting_state()
-            return []
+            return due
         if c.deadline is None or self.now < c.deadline:
-            return []
+            return due
         if c.tx is not None and c.tx.escrow is not None:
-            return []  # a note in escrow pauses the clock until it is stacked or returned
-        return self._on_timeout()
+            return due  # a note in escrow pauses the clock until it is stacked or returned
+        return due + self._on_timeout()
 
     def _on_timeout(self) -> list[Command]:
         c = self._ctx
@@ -1012,6 +1085,39 @@ class TopUpSession:
     def ignore(self, _ev: Event) -> list[Command]:
         return []
 
+    # ------------------------------------------------------------------ language and receipts
+
+    def on_language(self, ev: LanguageChosen) -> list[Command]:
+        if ev.lang not in self.site.languages:
+            raise UserFacingError("language_not_offered", lang=ev.lang)
+        self.lang = ev.lang
+        return []
+
+    def on_receipt_answer(self, ev: ReceiptAnswer) -> list[Command]:
+        if self.site.receipt != "ask":
+            raise UserFacingError("receipt_not_asked")
+        self._ctx.receipt_wanted = ev.wanted
+        return []
+
+    def on_card_receipt(self, ev: CardReceipt) -> list[Command]:
+        """The terminal's receipt text: journaled, and the receipt printed if it waited."""
+        cmds: list[Command] = [Record(Kind.CARD_RECEIPT, txid=ev.txid, data={"blocks": ev.blocks})]
+        self._card_receipts = [*self._card_receipts[-15:], ev.txid]
+        due = self._receipts_due.pop(ev.txid, None)
+        if due is not None:
+            cmds.append(PrintReceipt(ev.txid, due[0]))
+        return cmds
+
+    def on_receipt_printed(self, ev: ReceiptPrinted) -> list[Command]:
+        c = self._ctx
+        last = c.tx or c.last
+        if last is not None and last.txid == ev.txid:
+            c.receipt = Receipt.PRINTED if ev.printed else Receipt.NOT_PRINTED
+        data: dict[str, Any] = {"printed": ev.printed}
+        if ev.reason:
+            data["reason"] = ev.reason
+        return [Record(Kind.RECEIPT, txid=ev.txid, data=data)]
+
 
 H = TopUpSession
 # Events every state takes: time, device health, and money (which is never refused).
@@ -1024,6 +1130,9 @@ _ALWAYS: dict[type[Event], _Handler] = {
     NoteEscrowed: H.on_note_escrowed,
     NoteReturned: H.on_note_returned,
     CardReversedAfterCredit: H.on_reversed_after_credit,
+    CardReceipt: H.on_card_receipt,
+    ReceiptPrinted: H.on_receipt_printed,
+    LanguageChosen: H.on_language,
 }
 _NEW_KEY: dict[type[Event], _Handler] = {
     KeyDetected: H.on_key_detected,
@@ -1055,6 +1164,7 @@ TRANSITIONS: dict[State, dict[type[Event], _Handler]] = {
     State.CHOOSING_AMOUNT: {
         **_ALWAYS,
         AmountChosen: H.on_amount,
+        ReceiptAnswer: H.on_receipt_answer,
         Cancel: H.on_cancel,
         MoreTime: H.on_more_time,
         KeyRemoved: H.on_key_removed,
@@ -1062,6 +1172,7 @@ TRANSITIONS: dict[State, dict[type[Event], _Handler]] = {
     State.CHOOSING_METHOD: {
         **_ALWAYS,
         MethodChosen: H.on_method,
+        ReceiptAnswer: H.on_receipt_answer,
         Cancel: H.on_cancel,
         MoreTime: H.on_more_time,
         KeyRemoved: H.on_key_removed,
@@ -1069,6 +1180,7 @@ TRANSITIONS: dict[State, dict[type[Event], _Handler]] = {
     State.CASH: {
         **_ALWAYS,
         Finish: H.on_finish,
+        ReceiptAnswer: H.on_receipt_answer,
         Cancel: H.on_cancel,
         MoreTime: H.on_more_time,
         KeyRemoved: H.on_key_removed,
@@ -1076,6 +1188,7 @@ TRANSITIONS: dict[State, dict[type[Event], _Handler]] = {
     State.CARD: {
         **_ALWAYS,
         CardStatus: H.on_card_status,
+        ReceiptAnswer: H.on_receipt_answer,
         CardApproved: H.on_card_approved,
         CardFailed: H.on_card_failed,
         Cancel: H.on_cancel,

@@ -72,6 +72,8 @@ class Kind(StrEnum):
     )
     CASHBOX_EMPTIED = "cashbox_emptied"  # (money: the total taken out) counters restart after it
     TX_CLOSED = "tx_closed"
+    CARD_RECEIPT = "card_receipt"  # the card terminal's receipt text of a transaction
+    RECEIPT = "receipt"  # whether a transaction's receipt was printed (and why not)
     KEY_REFUSED = "key_refused"
     FAULT = "fault"
     RECONCILED = "reconciled"
@@ -168,6 +170,29 @@ class MoreTime(Event):
 
 
 @dataclass(frozen=True)
+class LanguageChosen(Event):
+    """The customer changed the screen's language (receipts follow it)."""
+
+    lang: str
+
+
+@dataclass(frozen=True)
+class ReceiptAnswer(Event):
+    """The customer's answer to "receipt?" (sites that ask)."""
+
+    wanted: bool
+
+
+@dataclass(frozen=True)
+class ReceiptPrinted(Event):
+    """The printer port's word on a transaction's receipt: printed, or why not."""
+
+    txid: str
+    printed: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class PinEntered(Event):
     """The technician typed a PIN (the kiosk checks it, the engine hears PinChecked)."""
 
@@ -246,6 +271,15 @@ class CardReversedAfterCredit(Event):
     txid: str
     amount: Money
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class CardReceipt(Event):
+    """The terminal's receipt text of a payment, by copy ("customer", "merchant"); sent when
+    the terminal's dialogue has ended (possibly with no text at all)."""
+
+    txid: str
+    blocks: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -349,4 +383,7 @@ class WriteKey(Command):
 
 @dataclass(frozen=True)
 class PrintReceipt(Command):
+    """Print the receipt of `txid` from the journal, in the customer's language."""
+
     txid: str
+    lang: str

@@ -13,6 +13,7 @@ from kiosk.events import (
     CardApproved,
     CardFailed,
     CardOutcome,
+    CardReceipt,
     CardReversed,
     CardStatus,
     CoinAccepted,
@@ -25,10 +26,12 @@ from kiosk.events import (
     NoteEscrowed,
     NoteReturned,
     NoteStacked,
+    ReceiptPrinted,
     Role,
 )
 from kiosk.money import Money
 from kiosk.ports import Emit, KeyPresented
+from kiosk.receipt import Document
 
 log = logging.getLogger(__name__)
 
@@ -159,11 +162,13 @@ class FakeCardTerminal:
 
     def complete(self, txid: str) -> None:
         self.completed.append(txid)
+        self.emit(CardReceipt(txid, {"customer": ["KUNDENBELEG", "girocard", "Zahlung erfolgt"]}))
 
     def reverse(self, txid: str) -> None:
         if self.reversal_ok:
             self.reversed.append(txid)
         self.emit(CardReversed(self.reversal_ok, "" if self.reversal_ok else "Storno abgelehnt"))
+        self.emit(CardReceipt(txid, {"customer": ["KUNDENBELEG", "Storno"]}))
 
 
 @dataclass
@@ -242,18 +247,23 @@ class FakeKeyReader:
 
 
 class FakePrinter:
-    """Collects receipts; prints nothing when out of paper."""
+    """Keeps what it was given; prints nothing when out of paper."""
 
     def __init__(self) -> None:
         self.paper = True
-        self.receipts: dict[str, list[str]] = {}
+        self.receipts: dict[str, Document] = {}
+        self.documents: list[Document] = []
         self.emit: Emit = _no_emit
 
     def attach(self, emit: Emit) -> None:
         self.emit = emit
 
-    def print_receipt(self, txid: str, lines: list[str]) -> bool:
-        if not self.paper:
-            return False
-        self.receipts[txid] = lines
-        return True
+    def print_receipt(self, txid: str, doc: Document) -> None:
+        if self.paper:
+            self.receipts[txid] = doc
+        self.emit(ReceiptPrinted(txid, self.paper, "" if self.paper else "printer out of paper"))
+
+    def print_document(self, doc: Document) -> bool:
+        if self.paper:
+            self.documents.append(doc)
+        return self.paper

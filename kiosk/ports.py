@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from kiosk.events import Event, KeyInfo
 from kiosk.money import Money
+
+if TYPE_CHECKING:
+    from kiosk.receipt import Document
 
 Emit = Callable[[Event], None]
 
@@ -52,7 +55,8 @@ class ChipKeyReader(Protocol):
 
 class Printer(Protocol):
     def attach(self, emit: Emit) -> None: ...
-    def print_receipt(self, txid: str, lines: list[str]) -> bool: ...
+    def print_receipt(self, txid: str, doc: Document) -> None: ...  # then ReceiptPrinted
+    def print_document(self, doc: Document) -> bool: ...  # now; whether it was printed
 
 
 @dataclass(frozen=True)

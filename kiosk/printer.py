@@ -2,42 +2,31 @@
 
 A job goes out only after the printer said it has paper and is online (see
 drivers.printer.device); otherwise the port reports a fault and the caller learns that nothing
-was printed. The engine never waits for paper.
+was printed. The engine never waits for paper: a transaction's receipt is printed on the
+port's own thread, which reports the result as a `ReceiptPrinted` event.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Callable
 
 from escpos.escpos import Escpos
 
 from drivers.errors import DriverError
 from drivers.printer.device import PaperStatus, PrinterUnavailable, ReceiptPrinter
-from kiosk.events import Device, DeviceFault, DeviceOk
+from kiosk.events import Device, DeviceFault, DeviceOk, ReceiptPrinted
 from kiosk.ports import CheckResult, DeviceReport, Emit
+from kiosk.receipt import Document, Row, escpos_job
 
 log = logging.getLogger(__name__)
 
-#: a receipt roll of 80 mm at font A
-WIDTH = 42
 
-
-def plain_job(lines: list[str], qr: str | None = None) -> Callable[[Escpos], None]:
-    """Lines of text, an optional QR code, a cut."""
-
-    def render(p: Escpos) -> None:
-        p.hw("INIT")
-        p.charcode("CP858")
-        for line in lines:
-            p.text(line + "\n")
-        if qr:
-            p.set(align="center")
-            p.qr(qr, size=6, native=True)
-            p.set(align="left")
-        p.cut()
-
-    return render
+def test_page() -> Document:
+    return Document((Row("Testseite / test page", style="bold"), Row("0123456789 ÄÖÜ äöü ß €"),
+                     Row("éèçà ëï", "1,50 €"), Row(style="rule")), qr="TEST")  # fmt: skip
 
 
 class EscPosPrinterPort:
@@ -49,6 +38,8 @@ class EscPosPrinterPort:
         self.last_error: str | None = None
         self.counters: dict[str, int] = {}
         self._faulted = False
+        self._jobs: queue.Queue[tuple[str, Document] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
 
     def attach(self, emit: Emit) -> None:
         self.emit = emit
@@ -83,13 +74,40 @@ class EscPosPrinterPort:
         self._health(status)
         return status
 
-    def print_receipt(self, txid: str, lines: list[str]) -> bool:
+    def print_document(self, doc: Document) -> bool:
+        """Print now (reports, reprints; the caller waits); whether it was printed."""
         try:
-            self.print_job(plain_job(lines, qr=None))
+            self.print_job(escpos_job(doc))
         except PrinterUnavailable as err:
-            log.warning("receipt %s not printed: %s", txid, err)
+            log.warning("document not printed: %s", err)
             return False
         return True
+
+    def print_receipt(self, txid: str, doc: Document) -> None:
+        """Queue a transaction's receipt; `ReceiptPrinted` follows from the port's thread."""
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._work, name="printer", daemon=True)
+            self._thread.start()
+        self._jobs.put((txid, doc))
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            txid, doc = job
+            try:
+                self.print_job(escpos_job(doc))
+                done = ReceiptPrinted(txid, True)
+            except PrinterUnavailable as err:
+                log.warning("receipt %s not printed: %s", txid, err)
+                done = ReceiptPrinted(txid, False, str(err))
+            if self.emit is not None:
+                self.emit(done)
+
+    def close(self) -> None:
+        """Let queued receipts finish, then stop the thread."""
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join(timeout=10)
+            self._thread = None
 
     def status(self) -> PaperStatus:
         status = self.printer.status()
@@ -113,9 +131,8 @@ class EscPosPrinterPort:
 
     def self_test(self) -> CheckResult:
         """A test page: the status before it, and whether it went out."""
-        lines = ["Testseite / test page", "0123456789 ÄÖÜ äöü ß €", "-" * WIDTH]
         try:
-            status = self.print_job(plain_job(lines))
+            status = self.print_job(escpos_job(test_page()))
         except PrinterUnavailable as err:
             return CheckResult("printer: test page", False, (f"not printed: {err}",))
         return CheckResult("printer: test page", True, (f"printed (paper {status})",))

@@ -36,6 +36,7 @@ from kiosk.events import (
     PinChecked,
     PinEntered,
     PrintReceipt,
+    ReceiptPrinted,
     Record,
     ReturnNote,
     ReverseCard,
@@ -45,6 +46,7 @@ from kiosk.events import (
 )
 from kiosk.journal import Journal
 from kiosk.ports import Devices, KeyPresented
+from kiosk.receipt import transaction_receipt
 from kiosk.reconcile import reconcile
 
 log = logging.getLogger(__name__)
@@ -267,10 +269,8 @@ class Kiosk:
                 case WriteKey(txid=txid, amount=amount):
                     device = Device.READER
                     d.reader.write_credit(txid, amount)
-                case PrintReceipt(txid=txid):
-                    device = Device.PRINTER
-                    if d.printer is not None:
-                        d.printer.print_receipt(txid, self.receipt_lines(txid))
+                case PrintReceipt(txid=txid, lang=lang):
+                    self._print_receipt(txid, lang)
                 case _:
                     raise TypeError(f"unknown command {cmd!r}")
         except (OSError, RuntimeError) as err:
@@ -279,14 +279,16 @@ class Kiosk:
             if device is not None:
                 self.submit(DeviceFault(device, text=str(err)))
 
-    def receipt_lines(self, txid: str) -> list[str]:
-        """Plain receipt text from the journal (the ESC/POS layout comes with the printer)."""
-        entries = self.journal.by_txid(txid)
-        tz = self.site.hours.tz
-        lines = [self.site.utility_name, self.site.name, f"Automat {self.site.kiosk_id}"]
-        if entries:
-            lines.append(f"{entries[0].ts.astimezone(tz):%d.%m.%Y %H:%M}  {txid}")
-        for e in entries:
-            if e.amount is not None:
-                lines.append(f"{e.kind:<16}{e.amount!s:>14}")
-        return lines
+    def _print_receipt(self, txid: str, lang: str) -> None:
+        """Hand the receipt to the printer; whatever goes wrong, the top-up is not held up and
+        the engine hears that nothing was printed (the receipt stays reprintable)."""
+        printer = self.devices.printer
+        try:
+            if printer is None:
+                raise RuntimeError("no printer")
+            printer.print_receipt(txid, transaction_receipt(self.journal, self.site, txid, lang))
+        except Exception as err:
+            log.exception("receipt %s not handed to the printer", txid)
+            if printer is not None and not isinstance(err, LookupError):
+                self.submit(DeviceFault(Device.PRINTER, text=str(err)))
+            self.submit(ReceiptPrinted(txid, False, str(err)))

@@ -23,6 +23,7 @@ from kiosk.events import (
     CardApproved,
     CardFailed,
     CardOutcome,
+    CardReceipt,
     CardReversed,
     CardReversedAfterCredit,
     CardStatus,
@@ -160,6 +161,8 @@ class ZvtCardPort:
         if not reported:
             self._send(CardFailed(FAILURES.get(result.outcome, CardOutcome.ERROR), result.text))
             return
+        # The terminal's dialogue is over: its receipt text goes to the journal and the printer.
+        self._send(CardReceipt(txid, {k: list(v) for k, v in result.receipts.items()}))
         if result.outcome == Outcome.APPROVED:
             return  # the engine already completed: the credit and the payment agree
         # The approval was reported but the payment was not kept.

@@ -104,4 +104,8 @@ class FaultProxy:
                     )
                     client.sendall(response[: len(response) // 3])
                     return
-                client.sendall(response)
+                # One request per connection here: say so, or the client may send its next
+                # request on this socket after we closed it (and read a reset).
+                head, _, body = response.partition(b"\r\n\r\n")
+                kept = [h for h in head.split(b"\r\n") if not h.lower().startswith(b"connection:")]
+                client.sendall(b"\r\n".join([*kept, b"Connection: close"]) + b"\r\n\r\n" + body)

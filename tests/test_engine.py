@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 from collections.abc import Callable
 from datetime import timedelta
@@ -10,7 +11,7 @@ from datetime import timedelta
 import pytest
 
 from kiosk.config import Site
-from kiosk.engine import TRANSITIONS, Outcome, State, TopUpSession
+from kiosk.engine import CARD_RECEIPT_WAIT, TRANSITIONS, Outcome, Receipt, State, TopUpSession
 from kiosk.errors import InvalidTransition, MoneyError, UserFacingError
 from kiosk.events import (
     AbortCard,
@@ -22,6 +23,7 @@ from kiosk.events import (
     CardApproved,
     CardFailed,
     CardOutcome,
+    CardReceipt,
     CardReversed,
     CardReversedAfterCredit,
     CardStatus,
@@ -45,6 +47,7 @@ from kiosk.events import (
     KeyWriteFailed,
     KeyWritten,
     Kind,
+    LanguageChosen,
     LeaveDiagnostics,
     Method,
     MethodChosen,
@@ -55,6 +58,8 @@ from kiosk.events import (
     PendingCredit,
     PinChecked,
     PrintReceipt,
+    ReceiptAnswer,
+    ReceiptPrinted,
     Record,
     ReturnNote,
     ReverseCard,
@@ -267,6 +272,10 @@ SAMPLES: list[Event] = [
     PinChecked(True),
     AcceptorTest(True),
     LeaveDiagnostics(),
+    LanguageChosen("en"),
+    ReceiptAnswer(False),
+    CardReceipt("T0", {"customer": ["Kundenbeleg"]}),
+    ReceiptPrinted("T0", False, "paper out"),
 ]
 
 
@@ -372,7 +381,7 @@ def test_cash_top_up_to_a_chosen_amount() -> None:
     assert r.state == State.WRITING
     out = r(KeyWritten("T1", E(1850)))
     assert [c.kind for c in out if isinstance(c, Record)] == [Kind.KEY_WRITTEN, Kind.TX_CLOSED]
-    assert PrintReceipt("T1") in out
+    assert PrintReceipt("T1", "de") in out
     v = r.s.view()
     assert v.state == State.DONE and v.outcome == Outcome.COMPLETED
     assert (v.split.paid, v.split.debt, v.split.credit) == (E(2000), E(500), E(1500))
@@ -948,3 +957,134 @@ def test_acceptor_test_money_is_counted_never_credited() -> None:
     audit = r.records(Kind.AUDIT)
     assert audit[-1].data["action"] == "exited" and audit[-1].data["key_removed"] is True
     assert r.state == State.IDLE and r.s.view().test_total is None
+
+
+# ---------------------------------------------------------------- receipts
+
+
+def _paid_cash(r: Run, value: int = 2000) -> None:
+    r(NoteEscrowed(E(value)))
+    r(NoteStacked(E(value)))
+
+
+def test_a_completed_top_up_prints_its_receipt_in_the_customers_language() -> None:
+    r = reach(State.CASH)
+    r(LanguageChosen("fr"))
+    _paid_cash(r)
+    r(KeyWritten("T1", E(2350)))
+    closed = r.records(Kind.TX_CLOSED)[0]
+    assert closed.data["receipt"] == "wanted" and closed.data["lang"] == "fr"
+    assert r.cmds(PrintReceipt) == [PrintReceipt("T1", "fr")]
+    assert r.s.view().receipt == Receipt.PRINTING
+    r(ReceiptPrinted("T1", True))
+    assert r.s.view().receipt == Receipt.PRINTED
+    assert r.records(Kind.RECEIPT)[0].data == {"printed": True}
+
+
+def test_the_language_goes_back_to_the_default_for_the_next_customer() -> None:
+    r = reach(State.CHOOSING_AMOUNT)
+    r(LanguageChosen("nl"))
+    r(KeyRemoved())
+    assert r.state == State.IDLE and r.s.view().lang == "de"
+
+
+def test_a_language_the_site_does_not_offer_is_refused() -> None:
+    site = dataclasses.replace(make_site("demo"), languages=("de", "en"))
+    r = Run(site)
+    _choosing_amount(r)
+    with pytest.raises(UserFacingError, match="language_not_offered"):
+        r(LanguageChosen("fr"))
+    assert r.s.view().lang == "de"
+
+
+def test_a_receipt_not_printed_is_journaled_and_shown() -> None:
+    r = reach(State.CASH)
+    _paid_cash(r)
+    r(KeyWritten("T1", E(2350)))
+    r(ReceiptPrinted("T1", False, "paper out"))
+    assert r.records(Kind.RECEIPT)[0].data == {"printed": False, "reason": "paper out"}
+    v = r.s.view()
+    assert v.receipt == Receipt.NOT_PRINTED and v.outcome == Outcome.COMPLETED
+
+
+def test_where_the_site_asks_the_customer_may_decline_the_receipt() -> None:
+    r = Run(dataclasses.replace(make_site("demo"), receipt="ask"))
+    _cash(r)
+    assert r.s.view().receipt_question
+    r(ReceiptAnswer(False))
+    assert r.s.view().receipt_wanted is False
+    _paid_cash(r)
+    r(KeyWritten("T1", E(2350)))
+    assert r.cmds(PrintReceipt) == []
+    assert r.records(Kind.TX_CLOSED)[0].data["receipt"] == "declined"
+    assert r.s.view().receipt == Receipt.DECLINED and not r.s.view().receipt_question
+
+
+def test_an_unanswered_question_prints_and_a_pending_credit_always_prints() -> None:
+    ask = dataclasses.replace(make_site("demo"), receipt="ask")
+    r = Run(ask)
+    _cash(r)
+    _paid_cash(r)
+    r(KeyWritten("T1", E(2350)))
+    assert r.cmds(PrintReceipt) == [PrintReceipt("T1", "de")]
+    r = Run(ask)
+    _cash(r)
+    r(ReceiptAnswer(False))
+    _paid_cash(r)
+    r(KeyWriteFailed("T1", "refused", uncertain=False))
+    assert r.s.view().outcome == Outcome.PENDING
+    assert r.cmds(PrintReceipt) == [PrintReceipt("T1", "de")]  # the proof of money owed
+
+
+def test_a_site_that_does_not_ask_refuses_an_answer_and_nothing_changes() -> None:
+    r = reach(State.CASH)
+    before = r.s.view()
+    with pytest.raises(UserFacingError, match="receipt_not_asked"):
+        r(ReceiptAnswer(False))
+    assert r.s.view() == before and not before.receipt_question
+
+
+def test_no_printer_no_receipt() -> None:
+    r = Run(dataclasses.replace(make_site("demo"), receipt="none"))
+    _cash(r)
+    _paid_cash(r)
+    r(KeyWritten("T1", E(2350)))
+    assert r.cmds(PrintReceipt) == [] and "receipt" not in r.records(Kind.TX_CLOSED)[0].data
+
+
+def test_a_card_receipt_waits_for_the_terminals_text() -> None:
+    r = reach(State.CHOOSING_METHOD)
+    r(MethodChosen(Method.CARD))
+    r(CardApproved(E(2000), {"receipt_no": 17}))
+    r(KeyWritten("T1", E(2350)))
+    assert r.s.view().outcome == Outcome.COMPLETED and r.cmds(PrintReceipt) == []
+    out = r(CardReceipt("T1", {"customer": ["KUNDENBELEG", "girocard"]}))
+    assert out[0] == Record(
+        Kind.CARD_RECEIPT, txid="T1", data={"blocks": {"customer": ["KUNDENBELEG", "girocard"]}}
+    )
+    assert r.cmds(PrintReceipt) == [PrintReceipt("T1", "de")]
+    r.tick(CARD_RECEIPT_WAIT.total_seconds() + 1)
+    assert len(r.cmds(PrintReceipt)) == 1  # printed once
+
+
+def test_a_card_receipt_prints_without_the_terminals_text_when_it_never_comes() -> None:
+    r = reach(State.CHOOSING_METHOD)
+    r(MethodChosen(Method.CARD))
+    r(CardApproved(E(2000)))
+    r(KeyWritten("T1", E(2350)))
+    r.tick(CARD_RECEIPT_WAIT.total_seconds() - 1)
+    assert r.cmds(PrintReceipt) == []
+    r.tick(2)
+    assert r.cmds(PrintReceipt) == [PrintReceipt("T1", "de")]
+
+
+def test_a_terminal_text_that_came_first_does_not_hold_the_receipt() -> None:
+    r = reach(State.CHOOSING_METHOD)
+    r(MethodChosen(Method.CARD))
+    r(CardApproved(E(2000)))
+    r(KeyWriteFailed("T1", "refused"))
+    assert r.state == State.REVERSING
+    r(CardReceipt("T1", {"customer": ["STORNO"]}))
+    r(CardReversed(True))
+    assert r.s.view().outcome == Outcome.REVERSED
+    assert r.cmds(PrintReceipt) == [PrintReceipt("T1", "de")]

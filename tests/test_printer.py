@@ -3,6 +3,7 @@ before every job, and no job goes to a printer that is out of paper or silent.""
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Iterator
 
 import pytest
@@ -15,8 +16,13 @@ from drivers.printer.device import (
     open_escpos,
 )
 from drivers.printer.sim import PrinterSim
-from kiosk.events import Device, DeviceFault, DeviceOk, Event
-from kiosk.printer import EscPosPrinterPort, plain_job
+from kiosk.events import Device, DeviceFault, DeviceOk, Event, ReceiptPrinted
+from kiosk.printer import EscPosPrinterPort
+from kiosk.receipt import Document, Row, escpos_job
+
+
+def plain_job(lines: list[str], qr: str | None = None):  # type: ignore[no-untyped-def]
+    return escpos_job(Document(tuple(Row(line) for line in lines), qr))
 
 
 @pytest.fixture
@@ -77,14 +83,33 @@ def test_near_end_prints_and_is_reported(sim: PrinterSim, printer: ReceiptPrinte
     port = EscPosPrinterPort(printer)
     port.attach(events.append)
     sim.paper = "near_end"
-    assert port.print_receipt("T1", ["receipt"]) is True
+    assert port.print_document(Document((Row("receipt"),))) is True
     assert port.report().last_error == "paper near its end" and events == []
     sim.paper = "out"
-    assert port.print_receipt("T2", ["receipt"]) is False
+    assert port.print_document(Document((Row("receipt"),))) is False
     assert [type(e) for e in events] == [DeviceFault] and events[0].device == Device.PRINTER
     sim.paper = "ok"
     assert port.self_test().ok and [type(e) for e in events] == [DeviceFault, DeviceOk]
     assert port.counters == {"printed": 2, "not_printed": 1}
+
+
+def test_a_receipt_is_printed_on_the_ports_thread_and_its_fate_reported(
+    sim: PrinterSim, printer: ReceiptPrinter
+) -> None:
+    events: queue.Queue[Event] = queue.Queue()
+    port = EscPosPrinterPort(printer)
+    port.attach(events.put)
+    sim.paper = "out"
+    port.print_receipt("T1", Document((Row("first"),)))
+    sim_done = events.get(timeout=5)
+    assert isinstance(sim_done, DeviceFault)
+    assert events.get(timeout=5) == ReceiptPrinted("T1", False, "printer out")
+    sim.paper = "ok"
+    port.print_receipt("T2", Document((Row("second"),)))
+    assert isinstance(events.get(timeout=5), DeviceOk)
+    assert events.get(timeout=5) == ReceiptPrinted("T2", True)
+    assert [j.lines[0] for j in sim.wait_jobs(1)] == ["second"]
+    port.close()
 
 
 def test_bad_printer_ports_are_refused_with_the_reason() -> None:

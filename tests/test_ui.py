@@ -237,7 +237,7 @@ def test_a_target_is_20_mm_on_a_small_dense_screen() -> None:
 
 
 def test_every_text_of_the_screen_is_translated() -> None:
-    from babel.messages.extract import extract_from_dir
+    from babel.messages.extract import extract_from_dir, extract_from_file
 
     from kiosk.ui.i18n import LANGUAGES, catalogue
     from tests.conftest import ROOT
@@ -248,6 +248,11 @@ def test_every_text_of_the_screen_is_translated() -> None:
             str(ROOT / "kiosk" / "ui"),
             method_map=[("**.py", "python")],
             keywords={"tr": None, "N_": None},
+        )
+    } | {  # the receipts are printed in the screen's language
+        msg
+        for _l, msg, _c, _x in extract_from_file(
+            "python", str(ROOT / "kiosk" / "receipt.py"), keywords={"tr": None}
         )
     }
     assert len(found) > 80

@@ -28,6 +28,7 @@ from kiosk.fakes import FakeCoinAcceptor, FakeKey, FakeKeyReader, FakeNoteValida
 from kiosk.journal import Journal
 from kiosk.money import Money
 from kiosk.ports import Devices
+from kiosk.receipt import to_text
 from kiosk.service import Kiosk
 from kiosk.zvt import ZvtCardPort, open_card
 from tests.conftest import make_site, wait_until
@@ -50,8 +51,14 @@ class CardRig:
     def wait(self, pred: Callable[[], bool], what: str, timeout: float = 8.0) -> None:
         wait_until(pred, what, self.changed, timeout)
 
-    def kinds(self) -> list[str]:
-        return [e.kind for e in self.kiosk.journal.entries() if e.txid]
+    def kinds(self, receipts: bool = False) -> list[str]:
+        """The transaction's journal kinds (without the receipt's unless asked: the terminal's
+        receipt text comes when its dialogue ends, whatever the kiosk did meanwhile)."""
+        return [
+            e.kind
+            for e in self.kiosk.journal.entries()
+            if e.txid and (receipts or e.kind not in ("card_receipt", "receipt"))
+        ]
 
     def pay_by_card(self, amount: int) -> None:
         self.reader.insert(self.key)
@@ -120,6 +127,14 @@ def test_approved_card_top_up(rig: CardRig) -> None:
     assert "insert card" in statuses and "please watch PIN pad" in statuses  # shown to the customer
     rig.wait(lambda: rig.port.wait_idle(0.01), "the card thread")
     assert set(rig.port.receipts[approved.txid]) == {"merchant", "customer"}
+    rig.wait(lambda: "receipt" in rig.kinds(receipts=True), "the receipt printed")
+    assert rig.kinds(receipts=True)[-2:] == ["card_receipt", "receipt"]
+    printer = rig.kiosk.devices.printer
+    assert isinstance(printer, FakePrinter)
+    paper = to_text(printer.receipts[approved.txid])
+    for line in rig.port.receipts[approved.txid]["customer"]:  # the terminal's customer copy
+        assert line.strip() in paper
+    assert "Paid by card" in paper or "Kartenzahlung" in paper
 
 
 def test_declined_then_cash(rig: CardRig) -> None:

@@ -17,7 +17,17 @@ from kivy.properties import BooleanProperty, NumericProperty, ObjectProperty, St
 from kiosk.config import Site
 from kiosk.engine import State, View
 from kiosk.errors import UserFacingError
-from kiosk.events import AmountChosen, Cancel, Event, Finish, Method, MethodChosen, MoreTime
+from kiosk.events import (
+    AmountChosen,
+    Cancel,
+    Event,
+    Finish,
+    LanguageChosen,
+    Method,
+    MethodChosen,
+    MoreTime,
+    ReceiptAnswer,
+)
 from kiosk.money import Money
 from kiosk.ui.i18n import LANGUAGES, Translator
 from kiosk.ui.style import current as style
@@ -100,12 +110,17 @@ class ScreenModel(EventDispatcher):  # type: ignore[misc]
     def more_time(self) -> None:
         self.send(MoreTime())
 
+    def answer_receipt(self, wanted: bool) -> None:
+        self.send(ReceiptAnswer(wanted))
+
     def set_language(self, lang: str) -> None:
         if lang not in LANGUAGES:
             raise ValueError(f"no catalogue for language {lang!r}")
         self.tr.set(lang)
         self.lang = style.lang = lang
         self.changes += 1
+        if lang in self.site.languages:  # the engine prints the receipt in it
+            self._submit(LanguageChosen(lang))
 
     def set_contrast(self, on: bool) -> None:
         self.high_contrast = on

@@ -4,12 +4,15 @@ flags and the key slot (drawn, so that they scale and need no image files)."""
 from __future__ import annotations
 
 from kivy.graphics import Color, Line, Rectangle
-from kivy.properties import ListProperty, StringProperty
+from kivy.properties import BooleanProperty, ListProperty, ObjectProperty, StringProperty
 from kivy.uix.behaviors import ButtonBehavior
 from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.button import Button
 from kivy.uix.label import Label
 from kivy.uix.widget import Widget
+
+from kiosk.engine import View
+from kiosk.ui.i18n import Translator
 
 
 class KLabel(Label):  # type: ignore[misc]
@@ -26,6 +29,28 @@ class KButton(Button):  # type: ignore[misc]
 
 class QuietButton(KButton):
     """A secondary action (cancel, back)."""
+
+
+class ChoiceButton(KButton):
+    """One answer of a question; the chosen one is drawn in the accent colour."""
+
+    chosen = BooleanProperty(False)
+
+
+class ReceiptChoice(BoxLayout):  # type: ignore[misc]
+    """ "Receipt? Yes / No" on the payment screens of sites that ask; hidden elsewhere."""
+
+    model = ObjectProperty(None)
+    question = StringProperty("")
+    yes = StringProperty("")
+    no = StringProperty("")
+    asked = BooleanProperty(False)
+    wanted = BooleanProperty(True)  # not answered yet: a receipt is printed
+
+    def show(self, view: View, tr: Translator) -> None:
+        self.asked = view.receipt_question
+        self.wanted = view.receipt_wanted is not False
+        self.question, self.yes, self.no = tr("Receipt?"), tr("Yes"), tr("No")
 
 
 class Panel(BoxLayout):  # type: ignore[misc]

@@ -23,6 +23,7 @@ class CashScreen(KioskScreen):
     label_cancel = StringProperty("")
 
     def refresh(self, view: View, tr: Translator) -> None:
+        self.ids.receipt.show(view, tr)
         site = self.model.site
         lang = tr.lang
         self.title = tr("Insert coins or notes")

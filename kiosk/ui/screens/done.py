@@ -4,9 +4,27 @@ from __future__ import annotations
 
 from kivy.properties import StringProperty
 
-from kiosk.engine import Outcome, View
+from kiosk.engine import Outcome, Receipt, View
 from kiosk.ui.i18n import Translator, money_text
 from kiosk.ui.screens.base import KioskScreen, load_kv
+
+
+def receipt_text(view: View, tr: Translator) -> str:
+    """What became of the receipt, one line (with its newline), or nothing."""
+    if view.receipt == Receipt.PRINTING:
+        return tr("Your receipt is being printed.") + "\n"
+    if view.receipt == Receipt.PRINTED:
+        return tr("Please take your receipt.") + "\n"
+    if view.receipt == Receipt.NOT_PRINTED:
+        return (
+            tr(
+                "No receipt could be printed. Staff can print it for you later with this "
+                "number: {txid}",
+                txid=view.txid or "",
+            )
+            + "\n"
+        )
+    return ""
 
 
 class DoneScreen(KioskScreen):
@@ -30,7 +48,7 @@ class DoneScreen(KioskScreen):
                     parts.append(tr("Debt repaid {amount}", amount=s.debt))
                 parts.append(tr("Added to your key {amount}", amount=s.credit))
                 self.split = "\n".join(parts)
-            self.body = tr("Your receipt is being printed.") + "\n" + tr("Please take your key.")
+            self.body = receipt_text(view, tr) + tr("Please take your key.")
         elif view.outcome == Outcome.PENDING:
             self.title = tr("Your money is safe")
             amount = s.credit if s is not None else view.paid
@@ -39,9 +57,15 @@ class DoneScreen(KioskScreen):
                 "automat of ours.",
                 amount=amount,
             )
+            self.body += "\n" + receipt_text(view, tr).strip()
         elif view.outcome == Outcome.REVERSED:
             self.title = tr("The card payment was given back")
-            self.body = tr("Nothing was charged.") + "\n" + tr("Please take your key.")
+            self.body = (
+                tr("Nothing was charged.")
+                + "\n"
+                + receipt_text(view, tr)
+                + tr("Please take your key.")
+            )
         else:
             self.title = tr("Cancelled")
             self.body = tr("Nothing was charged.") + "\n" + tr("Please take your key.")

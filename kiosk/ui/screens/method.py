@@ -17,6 +17,7 @@ class MethodScreen(KioskScreen):
     label_cancel = StringProperty("")
 
     def refresh(self, view: View, tr: Translator) -> None:
+        self.ids.receipt.show(view, tr)
         site = self.model.site
         self.title = tr("How do you want to pay?")
         self.body = tr("Amount to pay: {amount}", amount=view.target) if view.target else ""

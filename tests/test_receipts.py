@@ -1,0 +1,287 @@
+"""Receipts: what the customer gets on paper, byte for byte as the printer receives it.
+
+The journal is written by the real engine (each step's records appended as the kiosk does);
+the receipt is built from the journal alone and rendered through python-escpos' dummy
+transport. The expected bytes are spelled out from the ESC/POS command set and the receipt's
+text as a customer reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from escpos.printer import Dummy
+
+from kiosk.config import Site
+from kiosk.diag import empty_cash_box
+from kiosk.engine import TopUpSession
+from kiosk.events import (
+    Account,
+    AmountChosen,
+    CardApproved,
+    CardReceipt,
+    CoinAccepted,
+    Commodity,
+    Event,
+    Finish,
+    KeyInfo,
+    KeyInserted,
+    KeyStatus,
+    KeyWriteFailed,
+    KeyWritten,
+    LanguageChosen,
+    Method,
+    MethodChosen,
+    NoteEscrowed,
+    NoteStacked,
+    Record,
+    Role,
+)
+from kiosk.journal import Journal
+from kiosk.money import Money
+from kiosk.receipt import (
+    NoSuchTransaction,
+    escpos_job,
+    report,
+    to_text,
+    transaction_receipt,
+)
+from tests.conftest import SATURDAY_MORNING, make_site
+
+TXID = "DEMO-01-20261121-090000-AB12"
+
+# ESC/POS, from the command reference
+ESC, GS = b"\x1b", b"\x1d"
+INIT = ESC + b"@"
+CP858 = ESC + b"t\x13"  # character code table 19: PC858 (with the euro sign)
+MODE_0 = ESC + b"!\x00"  # print mode: font A, normal size
+DOUBLE_HEIGHT = ESC + b"!\x10"
+BOLD_ON, BOLD_OFF = ESC + b"E\x01", ESC + b"E\x00"
+CENTER, LEFT = ESC + b"a\x01", ESC + b"a\x00"
+TITLE = MODE_0 + MODE_0 + DOUBLE_HEIGHT + BOLD_ON + CENTER  # python-escpos' set(...) sequence
+CENTRED = MODE_0 + MODE_0 + MODE_0 + BOLD_OFF + CENTER
+BOLD = MODE_0 + MODE_0 + MODE_0 + BOLD_ON + LEFT
+TEXT = MODE_0 + MODE_0 + MODE_0 + BOLD_OFF + LEFT
+FEED_CUT = ESC + b"d\x06" + GS + b"V\x00"  # feed 6 lines, full cut
+
+
+def qr(data: str) -> bytes:
+    """GS ( k: model 2, module size 6, error correction L, store, print."""
+
+    def fn(cn_fn: bytes, payload: bytes) -> bytes:
+        n = len(payload) + 2  # pL pH count cn, fn and the parameters
+        return GS + b"(k" + bytes([n & 0xFF, n >> 8]) + b"1" + cn_fn + payload
+
+    return (
+        fn(b"A", b"2\x00")
+        + fn(b"C", b"\x06")
+        + fn(b"E", b"0")
+        + fn(b"P", b"0" + data.encode("ascii"))
+        + fn(b"Q", b"0")
+    )
+
+
+def lines(*text: str) -> bytes:
+    return "".join(t + "\n" for t in text).encode("cp858")
+
+
+def E(minor: int) -> Money:
+    return Money(minor, "EUR")
+
+
+@pytest.fixture
+def site() -> Site:
+    return make_site("demo", fee={"net": "0.84", "vat_percent": 19, "gross": "1.00"})
+
+
+def customer(credit: int = 1250) -> KeyInfo:
+    return KeyInfo(
+        "KEY-00012345", "2000471199", "1ESY1160000001", Commodity.ELECTRICITY, Role.CUSTOMER,
+        E(credit),
+    )  # fmt: skip
+
+
+def journal_of(site: Site, tmp_path: Path, events: Iterable[Event], debt: int = 800) -> Journal:
+    """Run the engine over `events` and journal its records as the kiosk does."""
+    journal = Journal(tmp_path / "journal.db", site.kiosk_id)
+    now = SATURDAY_MORNING
+    session = TopUpSession(site, now, lambda: TXID)
+    for ev in [KeyInserted(customer(), Account(KeyStatus.ACTIVE, E(debt))), *events]:
+        now += timedelta(seconds=5)
+        records = [c for c in session.handle(ev) if isinstance(c, Record)]
+        if records:
+            journal.append(records, now)
+    return journal
+
+
+def rendered(doc: object) -> bytes:
+    p = Dummy()
+    escpos_job(doc)(p)  # type: ignore[arg-type]
+    return bytes(p.output)
+
+
+def header(lang_lines: tuple[str, str], when: str) -> bytes:
+    """The receipt's head: utility (title), site (centred), automat and date."""
+    automat, date = lang_lines
+    return (
+        TITLE + lines("Stadtwerke Demo")
+        + CENTRED + lines("Demo-Kassenautomat", "Musterstraße 1, 07743 Jena")
+        + TEXT + lines("-" * 42, f"{automat:<35}DEMO-01", f"{date:<{42 - len(when)}}{when}")
+    )  # fmt: skip
+
+
+CASH = [
+    AmountChosen(E(2500)), MethodChosen(Method.CASH),
+    NoteEscrowed(E(2000)), NoteStacked(E(2000)),
+    CoinAccepted(E(200)), CoinAccepted(E(200)), CoinAccepted(E(100)),
+    KeyWritten(TXID, E(3050)),  # 12.50 on the key + 18.00
+]  # fmt: skip
+
+
+def test_cash_receipt_byte_for_byte(site: Site, tmp_path: Path) -> None:
+    """25.00 in a note and three coins; fee 1.00 (0.16 VAT), 25 % of the rest to the debt."""
+    doc = transaction_receipt(journal_of(site, tmp_path, CASH), site, TXID)
+    assert rendered(doc) == (
+        INIT + CP858 + header(("Automat-Nr.", "Datum"), "21.11.2026 10:00")
+        + lines(
+            "Vorgang       DEMO-01-20261121-090000-AB12",
+            "Schlüssel                     ********2345",
+            "Vertragskonto                   ******1199",
+            "-" * 42,
+            "Bar bezahlt                        25,00 €",
+            "  1 x 20,00 €                      20,00 €",
+            "  2 x 2,00 €                        4,00 €",
+            "  1 x 1,00 €                        1,00 €",
+            "-" * 42,
+            "Gebühr                              1,00 €",
+            "  darin MwSt. 19 %                  0,16 €",
+            "Schulden getilgt                    6,00 €",
+            "Auf den Schlüssel geladen          18,00 €",
+            "Neues Guthaben                     30,50 €",
+            "-" * 42,
+            "Fragen? Kundencenter, Musterstraße 1,",
+            "Mo-Fr 9-18 Uhr",
+        )
+        + CENTRED + lines("Vielen Dank.")
+        + TEXT + FEED_CUT
+    )  # fmt: skip
+
+
+def test_card_receipt_carries_the_terminals_text_in_the_customers_language(
+    site: Site, tmp_path: Path
+) -> None:
+    terminal = ["      Kundenbeleg", "girocard", "Betrag EUR        30,00", "Zahlung erfolgt"]
+    journal = journal_of(site, tmp_path, [
+        LanguageChosen("fr"), AmountChosen(E(3000)), MethodChosen(Method.CARD),
+        CardApproved(E(3000), {"card": "girocard", "pan": "############1234", "receipt_no": 17}),
+        KeyWritten(TXID, E(3425)),  # 12.50 + 21.75
+        CardReceipt(TXID, {"merchant": ["Haendlerbeleg"], "customer": terminal}),
+    ])  # fmt: skip
+    doc = transaction_receipt(journal, site, TXID)  # the language comes from the journal
+    assert rendered(doc) == (
+        INIT + CP858 + header(("N° d'automate", "Date et heure"), "21 nov. 2026 10:00")
+        + lines(
+            "N° de transaction",  # too long beside the id: the id goes below
+            "              DEMO-01-20261121-090000-AB12",
+            "Clé                           ********2345",
+            "Compte client                   ******1199",
+            "-" * 42,
+            "Payé par carte                     30,00 €",
+            "  girocard ############1234",
+            "  N° ticket terminal                    17",
+            "-" * 42,
+            "Frais                               1,00 €",
+            "  dont TVA 19 %                     0,16 €",
+            "Dette remboursée                    7,25 €",
+            "Chargé sur votre clé               21,75 €",
+            "Nouveau crédit                     34,25 €",
+            "-" * 42,
+            *terminal,  # the customer copy, not the merchant's
+            "-" * 42,
+            "Des questions ? Kundencenter, Musterstraße",
+            "1, Mo-Fr 9-18 Uhr",
+        )
+        + CENTRED + lines("Merci.")
+        + TEXT + FEED_CUT
+    )  # fmt: skip
+
+
+def test_pending_credit_receipt_has_the_transaction_as_qr_code(site: Site, tmp_path: Path) -> None:
+    journal = journal_of(site, tmp_path, [
+        AmountChosen(None), NoteEscrowed(E(1000)), NoteStacked(E(1000)), Finish(),
+        KeyWriteFailed(TXID, "key refused the write"),
+    ], debt=0)  # fmt: skip
+    doc = transaction_receipt(journal, site, TXID, "en", copy=True)
+    assert doc.qr == TXID
+    assert rendered(doc) == (
+        INIT + CP858 + header(("Automat no.", "Date"), "21 Nov 2026 10:00")
+        + lines(
+            "Transaction   DEMO-01-20261121-090000-AB12",
+            "Key                           ********2345",
+            "Contract account                ******1199",
+        )
+        + BOLD + lines("COPY")
+        + TEXT + lines(
+            "-" * 42,
+            "Paid in cash                        €10.00",
+            "  1 x €10.00                        €10.00",
+            "-" * 42,
+            "Fee                                  €1.00",
+            "  incl. VAT 19 %                     €0.16",
+        )
+        + BOLD + lines("CREDIT PENDING                       €9.00")
+        + TEXT + lines(
+            "-" * 42,
+            "Your money is safe. The credit is written",
+            "to your key the next time you insert it,",
+            "at any automat of ours. Keep this receipt.",
+        )
+        + CENTER + qr(TXID) + LEFT
+        + CENTRED + lines(TXID)
+        + TEXT + lines("-" * 42, "Questions? Kundencenter, Musterstraße 1,", "Mo-Fr 9-18 Uhr")
+        + CENTRED + lines("Thank you.")
+        + TEXT + FEED_CUT
+    )  # fmt: skip
+
+
+def test_cash_box_emptying_report_byte_for_byte(site: Site, tmp_path: Path) -> None:
+    journal = journal_of(site, tmp_path, CASH)
+    when = SATURDAY_MORNING + timedelta(hours=1)
+    shown = empty_cash_box(journal, site, "key T-9001", when)
+    doc = report(site, "Kassenleerung / cash box emptied", shown[2:], when, "key T-9001")
+    assert rendered(doc) == (
+        INIT + CP858 + header(("Automat-Nr.", "Datum"), "21.11.2026 11:00")
+        + lines("Technician / Techniker: key T-9001", "-" * 42)
+        + BOLD + lines("Kassenleerung / cash box emptied")
+        + TEXT + lines(
+            "since -",
+            "coin      1.00 EUR x    1 =       1.00 EUR",
+            "coin      2.00 EUR x    2 =       4.00 EUR",
+            "note     20.00 EUR x    1 =      20.00 EUR",
+            "total                            25.00 EUR",
+            "-" * 42,
+        )
+        + FEED_CUT
+    )  # fmt: skip
+
+
+def test_an_unknown_or_open_transaction_has_no_receipt(site: Site, tmp_path: Path) -> None:
+    journal = journal_of(site, tmp_path, CASH[:4])  # paid, not yet written: still open
+    before = journal.entries()
+    for txid in ("NO-SUCH-TX", TXID):
+        with pytest.raises(NoSuchTransaction, match="no closed transaction"):
+            transaction_receipt(journal, site, txid)
+    assert journal.entries() == before
+
+
+def test_the_text_dump_is_the_paper(site: Site, tmp_path: Path) -> None:
+    doc = transaction_receipt(journal_of(site, tmp_path, CASH), site, TXID)
+    text = to_text(doc)
+    assert all(len(line) <= 42 for line in text.splitlines())
+    assert (
+        "             Stadtwerke Demo" in text
+        and "Neues Guthaben                     30,50 €" in text
+    )
