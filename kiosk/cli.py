@@ -154,7 +154,7 @@ def cmd_diag(args: argparse.Namespace) -> int:
             print(f"kiosk: {err}", file=sys.stderr)
             return 2
         return 0
-    if args.diag_command in ("devices", "selftest", "eod"):
+    if args.diag_command in ("devices", "selftest", "eod", "reprint"):
         return _diag_with_devices(args)
     journal, site = _open_journal(args)
     guard = PinGuard(
@@ -211,6 +211,7 @@ def _diag_with_devices(args: argparse.Namespace) -> int:
         load_pin_hash,
         report_lines,
     )
+    from kiosk.receipt import NoSuchTransaction, to_text, transaction_receipt
     from kiosk.ui.run import real_kiosk
 
     site = load_site(args.site)
@@ -238,6 +239,18 @@ def _diag_with_devices(args: argparse.Namespace) -> int:
         d = Diagnostics(kiosk, args.who)
         if args.diag_command == "devices":
             print("\n".join(report_lines(d.overview())))
+        elif args.diag_command == "reprint":
+            try:
+                printed = d.reprint(args.txid)
+            except NoSuchTransaction as err:
+                print(f"kiosk: {err.args[0]}", file=sys.stderr)
+                return 2
+            print(f"receipt {args.txid}: " + ("printed" if printed else "NOT printed (printer?)"))
+            if printed:
+                print(
+                    to_text(transaction_receipt(kiosk.journal, site, args.txid, copy=True)), end=""
+                )
+            return 0 if printed else 1
         elif args.diag_command == "selftest":
             results = d.self_tests()
             print("\n".join(check_lines(results)))
@@ -522,6 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("devices", "each device: connected, identity, counters, last error"),
         ("selftest", "every device's self-test (printer: a test page), head office"),
         ("eod", "card terminal end-of-day (Kassenschnitt), its parsed result"),
+        ("reprint", "a transaction's receipt again (marked as a copy)"),
         ("config", "the site configuration, secrets redacted"),
     ):
         dp = diag.add_parser(name, help=text)
@@ -531,6 +545,9 @@ def build_parser() -> argparse.ArgumentParser:
             dp.add_argument("--who", default="console", help="who is at the machine (audit)")
         if name == "export":
             dp.add_argument("folder")
+        if name == "reprint":
+            dp.add_argument("txid", help="the transaction id (on the screen, the receipt, or "
+                            "kiosk diag transactions)")  # fmt: skip
         if name == "empty":
             dp.add_argument("--confirm", action="store_true", help="the box is open: do it")
         dp.set_defaults(func=cmd_diag)

@@ -454,6 +454,10 @@ class Diagnostics:
         self._audit("transactions_viewed", shown=len(out))
         return out
 
+    def recent_txids(self, n: int = 10) -> list[str]:
+        """The last closed transactions' ids, newest first (the order of `transactions`)."""
+        return [str(e.txid) for e in reversed(last_transactions(self.journal, n))]
+
     def export(self, folder: Path) -> tuple[Path, Path, int]:
         """CSV and JSON into `folder` (a mounted USB stick); the JSON re-verified."""
         jpath, cpath = export_journal(self.journal, folder, self.who, self.clock())

@@ -1037,7 +1037,8 @@ def test_an_unanswered_question_prints_and_a_pending_credit_always_prints() -> N
 
 
 def test_a_site_that_does_not_ask_refuses_an_answer_and_nothing_changes() -> None:
-    r = reach(State.CASH)
+    r = Run(dataclasses.replace(make_site("demo"), receipt="always"))
+    _cash(r)
     before = r.s.view()
     with pytest.raises(UserFacingError, match="receipt_not_asked"):
         r(ReceiptAnswer(False))

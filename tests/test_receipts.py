@@ -8,6 +8,7 @@ text as a customer reads it.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
@@ -15,9 +16,12 @@ from pathlib import Path
 import pytest
 from escpos.printer import Dummy
 
+from drivers.printer.device import ReceiptPrinter
+from drivers.printer.sim import PrinterSim
+from kiosk.clock import utc_now
 from kiosk.config import Site
-from kiosk.diag import empty_cash_box
-from kiosk.engine import TopUpSession
+from kiosk.diag import Diagnostics, empty_cash_box
+from kiosk.engine import Outcome, Receipt, State, TopUpSession
 from kiosk.events import (
     Account,
     AmountChosen,
@@ -32,6 +36,7 @@ from kiosk.events import (
     KeyStatus,
     KeyWriteFailed,
     KeyWritten,
+    Kind,
     LanguageChosen,
     Method,
     MethodChosen,
@@ -40,8 +45,11 @@ from kiosk.events import (
     Record,
     Role,
 )
+from kiosk.fakes import FakeKey, FakeKeyReader, FakeNoteValidator, FakePrinter
 from kiosk.journal import Journal
 from kiosk.money import Money
+from kiosk.ports import Devices
+from kiosk.printer import EscPosPrinterPort
 from kiosk.receipt import (
     NoSuchTransaction,
     escpos_job,
@@ -49,7 +57,8 @@ from kiosk.receipt import (
     to_text,
     transaction_receipt,
 )
-from tests.conftest import SATURDAY_MORNING, make_site
+from kiosk.service import Kiosk
+from tests.conftest import SATURDAY_MORNING, make_site, wait_until
 
 TXID = "DEMO-01-20261121-090000-AB12"
 
@@ -285,3 +294,79 @@ def test_the_text_dump_is_the_paper(site: Site, tmp_path: Path) -> None:
         "             Stadtwerke Demo" in text
         and "Neues Guthaben                     30,50 €" in text
     )
+
+
+# ---------------------------------------------------------------- paper out, printer offline
+
+
+@pytest.mark.parametrize("fault", ["paper_out", "offline"])
+def test_no_paper_or_printer_never_holds_up_a_top_up_and_the_receipt_can_be_reprinted(
+    tmp_path: Path, fault: str
+) -> None:
+    """The real printer port and driver on the simulated printer (a pty): the top-up
+    completes, the journal says no receipt was printed and why, the done screen says so;
+    after paper is loaded the technician's reprint comes out, marked as a copy."""
+    site = make_site("demo")
+    journal = Journal(tmp_path / "journal.db", site.kiosk_id)
+    journal.set_key("K1", KeyStatus.ACTIVE, "4711")
+    with PrinterSim() as sim:
+        port = EscPosPrinterPort(ReceiptPrinter(sim.path, status_timeout=0.3))
+        reader, notes = FakeKeyReader(), FakeNoteValidator(site.notes)
+        devices = Devices(reader=reader, notes=notes, printer=port)
+        kiosk = Kiosk(site, journal, devices, utc_now)
+        changed = threading.Event()
+        kiosk.listeners.append(lambda _v, _e: changed.set())
+        stop = threading.Event()
+        engine = threading.Thread(target=kiosk.run, args=(stop, 0.05), daemon=True)
+        engine.start()
+        try:
+            if fault == "paper_out":
+                sim.paper = "out"
+            else:
+                sim.online = False
+            key = FakeKey("K1", "4711", credit=500)
+            reader.insert(key)
+            wait_until(lambda: kiosk.view().state == State.CHOOSING_AMOUNT, "summary", changed)
+            kiosk.submit(AmountChosen(E(1000)))
+            kiosk.submit(MethodChosen(Method.CASH))
+            wait_until(lambda: kiosk.view().state == State.CASH, "cash", changed)
+            assert notes.insert(E(1000))
+            wait_until(lambda: kiosk.view().receipt == Receipt.NOT_PRINTED, "no receipt", changed)
+            view = kiosk.view()
+            assert view.outcome == Outcome.COMPLETED and key.credit == 1500  # not held up
+            (receipt,) = [e for e in journal.entries() if e.kind == Kind.RECEIPT]
+            reason = "printer out" if fault == "paper_out" else "printer offline"
+            assert receipt.txid == view.txid and receipt.data == {
+                "printed": False,
+                "reason": reason,
+            }
+            assert sim.jobs == []  # nothing was sent to be printed "later"
+
+            sim.paper, sim.online = "ok", True  # paper loaded, printer back
+            d = Diagnostics(kiosk, "key T-9001")
+            assert view.txid is not None and d.reprint(view.txid) is True
+            (job,) = sim.wait_jobs(1)
+            assert f"Vorgang       {view.txid}" in job.lines and "KOPIE" in job.lines
+            assert "Neues Guthaben                     15,00 €" in job.lines
+            audit = [e for e in journal.entries() if e.kind == Kind.AUDIT][-1]
+            assert audit.data["action"] == "receipt_reprinted" and audit.data["printed"] is True
+            assert journal.verify() == len(journal.entries())
+        finally:
+            stop.set()
+            engine.join(5)
+            port.close()
+            port.printer.close()
+
+
+def test_a_reprint_of_an_unknown_transaction_is_refused_and_nothing_printed(
+    site: Site, tmp_path: Path
+) -> None:
+    journal = journal_of(site, tmp_path, CASH)
+    printer = FakePrinter()
+    kiosk = Kiosk(site, journal, Devices(reader=FakeKeyReader(), printer=printer), utc_now)
+    before = journal.entries()
+    with pytest.raises(NoSuchTransaction):
+        Diagnostics(kiosk, "key T-9001").reprint("DEMO-01-20261121-090000-FFFF")
+    assert printer.documents == [] and journal.entries()[len(before) :] == [
+        e for e in journal.entries()[len(before) :] if e.kind == Kind.KIOSK_STARTED
+    ]

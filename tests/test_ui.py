@@ -422,10 +422,20 @@ def test_the_technician_goes_through_every_service_screen(ui_window: Any, tmp_pa
             ui.wait_screen("amount", 10)
             ui.tap("free")
             ui.wait_screen("cash")
+            ui.tap("receipt_no")  # no receipt, thanks
+            ui.until(lambda: ui.model.view.receipt_wanted is False, "the answer")
+            ui.tap("receipt_yes")  # on second thoughts, yes
+            ui.until(lambda: ui.model.view.receipt_wanted is True, "the answer")
             rig.note_sim.insert(bill_id(E(1000)))
             ui.until(lambda: ui.model.view.paid == E(1000), "the note", 10)
+            rig.printer_sim.paper = "out"
             ui.tap("finish")
             ui.wait_screen("done", 15)
+            ui.until(lambda: ui.model.view.receipt == "not_printed", "no receipt", 10)
+            txid = ui.model.view.txid
+            ui.settle()
+            assert txid in ui.texts() and "Beleg" in ui.texts()  # the screen says so, with the id
+            rig.printer_sim.paper = "ok"
             rig.keys.remove()
             ui.wait_screen("idle", 10)
             box_before = cash_box(rig.journal, "EUR")
@@ -439,7 +449,7 @@ def test_the_technician_goes_through_every_service_screen(ui_window: Any, tmp_pa
         actions = [e.data["action"] for e in journal.entries_of_kind(Kind.AUDIT)]
         expected = ("pin_failed", "entered", "device_overview", "self_tests", "cashbox_viewed",
                     "cashbox_emptied", "end_of_day", "sync_now", "transactions_viewed",
-                    "journal_exported", "config_viewed", "exited")  # fmt: skip
+                    "receipt_reprinted", "journal_exported", "config_viewed", "exited")  # fmt: skip
         for action in expected:
             assert action in actions, (action, actions)
         # the test coin: in the box, never a credit
@@ -463,6 +473,11 @@ def test_the_technician_goes_through_every_service_screen(ui_window: Any, tmp_pa
             e for e in journal.entries_of_kind(Kind.AUDIT) if e.data["action"] == "end_of_day"
         ]
         assert eod.data["ok"] is True and eod.data["total"] == 0 and eod.data["receipt"] is not None
+        # the customer's receipt: not printed (no paper), journaled so, reprinted as a copy
+        (receipt,) = journal.entries_of_kind(Kind.RECEIPT)
+        assert receipt.txid == txid and receipt.data["printed"] is False
+        copies = [j for j in rig.printer_sim.jobs if "KOPIE" in j.lines]
+        assert len(copies) == 1 and f"Vorgang       {txid}" in copies[0].lines
         # the export re-verifies
         (exported,) = (tmp_path / "usb").glob("journal-*.json")
         assert verify_export(exported) >= len(actions)

@@ -35,7 +35,8 @@ def technician_visit(
 ) -> None:
     """A technician with the demo technician key goes through every service section: a
     wrong PIN first, then the device overview, self-tests, an acceptor test with a coin,
-    the cash box emptied, end of day, sync, transactions, export, configuration; then out."""
+    the cash box emptied, end of day, sync, transactions and a reprint of the newest receipt,
+    export, configuration; then out."""
     from kiosk.diag import DEMO_PIN
     from kiosk.rig import TECHNICIAN_KEY
 
@@ -90,6 +91,9 @@ def technician_visit(
     ui.tap("diag_transactions")
     finished()
     shot("transactions")
+    ui.tap("diag_action")  # reprint the newest transaction's receipt
+    finished()
+    shot("reprint")
     ui.tap("diag_export")
     ui.tap("diag_action")
     finished()
@@ -197,8 +201,11 @@ def scripted_customers(
         ui.wait_screen("key_missing", 10)
         shot(lang, "key-missing")
         key("K-1003")  # comes back
+        rig.printer_sim.paper = "out"  # and the receipt roll has just run out
         ui.tap("finish")
-        ui.wait_screen("done", 15)
+        ui.until(lambda: ui.model.view.receipt == "not_printed", "no receipt", 15)
+        shot(lang, "done-no-receipt")
+        rig.printer_sim.paper = "ok"  # (the technician reprints it later)
         remove()
         for device in (Device.COIN, Device.NOTES, Device.CARD):  # every payment device fails
             rig.kiosk.submit(DeviceFault(device, text="scripted fault"))

@@ -48,6 +48,9 @@ class DiagnosticsScreen(KioskScreen):
         self._view: View | None = None
         self.export_folder: Callable[[], Path | None] = usb_folder
         self.done = threading.Event()  # set whenever a result has been drawn (tests wait on it)
+        self._txids: list[str] = []  # the transactions listed, newest first
+        self._tx_lines: list[str] = []
+        self._pick = 0  # the one whose receipt "Reprint" prints
 
     def refresh(self, view: View, tr: Translator) -> None:
         self._view = view
@@ -85,7 +88,8 @@ class DiagnosticsScreen(KioskScreen):
             self._run(d.sync_now)
             self.action_label = "Sync now"
         elif section == "transactions":
-            self._run(lambda: d.transactions(12) or ["no transactions yet"])
+            self._pick = 0
+            self._run(self._list_transactions)
         elif section == "export":
             folder = self.export_folder()
             self.lines = f"USB stick: {folder}" if folder else "No USB stick found."
@@ -113,6 +117,9 @@ class DiagnosticsScreen(KioskScreen):
             self._run(lambda: _eod(*d.end_of_day()))
         elif s == "sync":
             self._run(d.sync_now)
+        elif s == "transactions" and self._txids:
+            txid = self._txids[self._pick]
+            self._run(lambda: _reprinted(txid, d.reprint(txid)))
         elif s == "export":
             folder = self.export_folder()
             if folder is not None:
@@ -129,7 +136,10 @@ class DiagnosticsScreen(KioskScreen):
     def confirm(self) -> None:
         d = self.diag
         assert d is not None
-        if self.section == "cashbox":
+        if self.section == "transactions" and self._txids:  # the next older one
+            self._pick = (self._pick + 1) % len(self._txids)
+            self._mark()
+        elif self.section == "cashbox":
             self.confirm_label = ""
             self.action_label = "Empty cash box"
             self._run(lambda: _emptied(*d.empty_cash_box()))
@@ -148,6 +158,25 @@ class DiagnosticsScreen(KioskScreen):
             ]
         )
 
+    def _list_transactions(self) -> list[str]:
+        """(Worker thread.) The last transactions, newest first, for picking one to reprint."""
+        d = self.diag
+        assert d is not None
+        self._tx_lines = d.transactions(12)
+        self._txids = d.recent_txids(12)
+        return self._tx_lines or ["no transactions yet"]
+
+    def _mark(self) -> None:
+        """Show which transaction "Reprint" means, and offer the next older one."""
+        n = len(self._txids)
+        if self.section != "transactions" or not n:
+            return
+        self.lines = "\n".join(
+            ("> " if i == self._pick else "  ") + line for i, line in enumerate(self._tx_lines)
+        )
+        self.action_label = f"Reprint receipt {self._pick + 1}"
+        self.confirm_label = "Select older" if n > 1 else ""
+
     def _run(self, job: Callable[[], list[str]]) -> None:
         self.working = True
         self.done.clear()
@@ -164,6 +193,8 @@ class DiagnosticsScreen(KioskScreen):
 
     def _show(self, lines: list[str]) -> None:
         self.lines = "\n".join(lines)
+        if lines is self._tx_lines:
+            self._mark()
         self.working = False
         self.done.set()
 
@@ -182,6 +213,12 @@ def _eod(result: Any, printed: bool) -> list[str]:
 
 def _emptied(report: list[str], printed: bool) -> list[str]:
     return [*report, "", "report printed" if printed else "report NOT printed (see journal)"]
+
+
+def _reprinted(txid: str, printed: bool) -> list[str]:
+    if printed:
+        return [f"receipt {txid} reprinted (marked as a copy)"]
+    return [f"receipt {txid} NOT printed: check paper and printer, then try again"]
 
 
 def _export(jpath: Path, cpath: Path, count: int) -> list[str]:
