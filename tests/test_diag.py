@@ -218,11 +218,27 @@ def test_the_console_runs_the_device_functions_on_the_simulated_devices(tmp_path
     conf = diag(tmp_path, "config", pin="4711", secrets=secrets)
     assert f"secrets.file = {secrets} (contents not shown)" in conf.stdout
     assert "scrypt" not in conf.stdout and "kiosk_id = DEMO-01" in conf.stdout
+    unknown = diag(tmp_path, "reprint", "DEMO-01-X", pin="4711", secrets=secrets)
+    assert unknown.returncode == 2 and "no closed transaction 'DEMO-01-X'" in unknown.stderr
+    j = Journal(tmp_path / "journal-DEMO-01.sqlite", "DEMO-01")
+    tx = "DEMO-01-20261121-090000-AB12"
+    j.append([Record(Kind.TX_OPENED, tx, "K1", None, {"method": "cash", "lang": "en"}),
+              Record(Kind.CASH_IN, tx, "K1", E(500), {"medium": "note"}),
+              Record(Kind.SPLIT, tx, "K1", E(500), {"paid": 500, "fee": 0, "debt": 0,
+                                                    "credit": 500}),
+              Record(Kind.KEY_WRITTEN, tx, "K1", E(500), {"credit_after": 900}),
+              Record(Kind.TX_CLOSED, tx, "K1", None, {"outcome": "completed", "lang": "en"})],
+             T0)  # fmt: skip
+    j.close()
+    again = diag(tmp_path, "reprint", tx, pin="4711", secrets=secrets)
+    assert again.returncode == 0 and f"receipt {tx}: printed" in again.stdout, again.stderr
+    assert "COPY" in again.stdout and "New credit on your key" in again.stdout  # the session's
     wrong = diag(tmp_path, "selftest", pin="1111", secrets=secrets)
     assert wrong.returncode == 1 and "PASS" not in wrong.stdout
     j = Journal(tmp_path / "journal-DEMO-01.sqlite", "DEMO-01")
     acts = audits(j)
-    for action in ("device_overview", "self_tests", "end_of_day", "config_viewed", "pin_failed"):
+    for action in ("device_overview", "self_tests", "end_of_day", "config_viewed", "pin_failed",
+                   "receipt_reprinted"):  # fmt: skip
         assert action in acts
     assert j.verify() == j.last_seq()
 
