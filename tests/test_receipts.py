@@ -8,6 +8,7 @@ text as a customer reads it.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterable
 from datetime import timedelta
@@ -370,3 +371,22 @@ def test_a_reprint_of_an_unknown_transaction_is_refused_and_nothing_printed(
     assert printer.documents == [] and journal.entries()[len(before) :] == [
         e for e in journal.entries()[len(before) :] if e.kind == Kind.KIOSK_STARTED
     ]
+
+
+def test_the_automat_opens_the_printer_its_site_file_names(tmp_path: Path) -> None:
+    from drivers.printer.device import PaperStatus
+    from kiosk.ui.run import open_printer
+
+    with PrinterSim() as sim:
+        site = make_site("demo", devices={"printer": {"port": sim.path, "receipt": "always"}})
+        port, started = open_printer(site)
+        try:
+            assert started is None and isinstance(port, EscPosPrinterPort)
+            assert site.receipt == "always" and port.status() == PaperStatus.OK
+            assert port.print_document(transaction_receipt(journal_of(site, tmp_path, CASH),
+                                                           site, TXID))  # fmt: skip
+            assert "Neues Guthaben                     30,50 €" in sim.wait_jobs(1)[0].lines
+        finally:
+            port.printer.close()
+    assert open_printer(dataclasses.replace(site, devices=site.devices.model_copy(
+        update={"printer": None}))) == (None, None)  # fmt: skip

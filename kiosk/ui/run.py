@@ -80,7 +80,6 @@ def real_kiosk(
     from kiosk.cctalk import open_cash
     from kiosk.chipkey import PcscKeyReader
     from kiosk.diag import load_pin_hash
-    from kiosk.fakes import FakePrinter
     from kiosk.journal import Journal
     from kiosk.keytool import load_keys
     from kiosk.ports import Devices
@@ -96,9 +95,8 @@ def real_kiosk(
     reader = PcscKeyReader(site.devices.reader.reader, keys, site.key_credit_limit.minor)
     cash = open_cash(site)
     card = open_card(site) if site.card_enabled else None
-    devices = Devices(
-        reader=reader, coin=cash.coin, notes=cash.notes, card=card, printer=FakePrinter()
-    )
+    printer, printer_sim = open_printer(site)
+    devices = Devices(reader=reader, coin=cash.coin, notes=cash.notes, card=card, printer=printer)
     kiosk = Kiosk(site, journal, devices, clock, pin_hash=load_pin_hash(site, warn))
     cash.start()
     reader.start()
@@ -109,7 +107,27 @@ def real_kiosk(
     finally:
         reader.stop()
         cash.stop()
+        if printer is not None:
+            printer.close()
+            printer.printer.close()
+        if printer_sim is not None:
+            printer_sim.stop()
         journal.close()
+
+
+def open_printer(site: Site) -> tuple[Any, Any]:
+    """The receipt printer the site names (port "sim": the simulated one on a pty), or none."""
+    from drivers.printer.device import ReceiptPrinter
+    from drivers.printer.sim import PrinterSim
+    from kiosk.printer import EscPosPrinterPort
+
+    conf = site.devices.printer
+    if conf is None:
+        return None, None
+    sim = PrinterSim() if conf.port == "sim" else None
+    if sim is not None:
+        sim.start()
+    return EscPosPrinterPort(ReceiptPrinter(sim.path if sim else conf.port)), sim
 
 
 def default_headless() -> bool:
