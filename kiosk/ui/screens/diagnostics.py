@@ -172,7 +172,8 @@ class DiagnosticsScreen(KioskScreen):
         if self.section != "transactions" or not n:
             return
         self.lines = "\n".join(
-            ("> " if i == self._pick else "  ") + line for i, line in enumerate(self._tx_lines)
+            f"{'>' if i == self._pick else ' '}{i + 1:>2} {line}"
+            for i, line in enumerate(self._tx_lines)
         )
         self.action_label = f"Reprint receipt {self._pick + 1}"
         self.confirm_label = "Select older" if n > 1 else ""
