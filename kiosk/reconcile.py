@@ -3,11 +3,19 @@
 Money taken (coins, stacked notes, approved card payments not reversed) but not confirmed on
 the key becomes a pending credit for that key, written at its next insertion. Whether an
 interrupted write landed is decided then by the key's own top-up log, never guessed here.
+
+A card payment is only money once the terminal has kept it, and it keeps it only when the
+kiosk answered its approval (vending). If the kiosk died before the terminal's dialogue ended
+(no `card_receipt` and no `card_reversed` for the last approval), the terminal is asked first
+(`card_kept`): not kept means the money went back to the card, journaled as `card_reversed`
+(after a written credit: a claim on the contract account); unreachable means the customer is
+given the benefit of the doubt (a pending credit, marked unverified for staff).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 
@@ -18,6 +26,10 @@ from kiosk.journal import Entry, Journal
 from kiosk.money import Money
 
 log = logging.getLogger(__name__)
+
+#: asks the card terminal whether it kept the payment of this `card_approved` entry: True,
+#: False (given back), None (cannot tell)
+CardKept = Callable[[Entry], "bool | None"]
 
 
 def _paid(entries: list[Entry], currency: str) -> Money:
@@ -67,19 +79,53 @@ def plan(journal: Journal, site: Site) -> list[Record]:
             )
             continue
         credit = Money(split_data["credit"], site.currency)
-        records.append(rec(Kind.PENDING_CREDIT, credit, reason="interrupted", verify_on_key=True))
+        unverified = any(e.kind == Kind.CARD_APPROVED for e in entries) and not any(
+            e.kind == Kind.CARD_RECEIPT for e in entries
+        )
+        records.append(
+            rec(Kind.PENDING_CREDIT, credit, reason="interrupted", verify_on_key=True,
+                **({"card_unverified": True} if unverified else {}))
+        )  # fmt: skip
         records.append(
             rec(Kind.TX_CLOSED, outcome=str(Outcome.PENDING), **split_data, interrupted=True)
         )
     return records
 
 
-def reconcile(journal: Journal, site: Site, now: datetime) -> list[Record]:
+def card_plan(journal: Journal, card_kept: CardKept | None) -> list[Record]:
+    """What the terminal says of the last card approval whose dialogue the kiosk did not see
+    end (a crash in between)."""
+    approvals = journal.entries_of_kind(Kind.CARD_APPROVED)
+    if not approvals or card_kept is None:
+        return []
+    last = approvals[-1]
+    assert last.txid is not None
+    entries = journal.by_txid(last.txid)
+    if any(e.kind in (Kind.CARD_RECEIPT, Kind.CARD_REVERSED) for e in entries):
+        return []  # the dialogue ended while the kiosk was running
+    kept = card_kept(last)
+    rec = partial(_record, last.txid, last.key)
+    if kept is None:
+        log.warning("card payment %s: the terminal cannot say whether it kept it", last.txid)
+        return []
+    if kept:
+        return [rec(Kind.CARD_RECEIPT, blocks={}, found_at_start=True)]
+    written = any(e.kind == Kind.KEY_WRITTEN for e in entries)
+    log.warning("card payment %s was given back by the terminal (kiosk interrupted)", last.txid)
+    return [rec(Kind.CARD_REVERSED, last.amount, after_credit=written, found_at_start=True)]
+
+
+def reconcile(
+    journal: Journal, site: Site, now: datetime, card_kept: CardKept | None = None
+) -> list[Record]:
     """Close interrupted transactions in one durable commit; returns what was written."""
+    card = card_plan(journal, card_kept)
+    if card:  # first: what the terminal did decides what the interrupted transaction holds
+        journal.append(card, now)
     records = plan(journal, site)
     if records:
         txids = sorted({r.txid for r in records if r.txid})
         records.append(Record(Kind.RECONCILED, data={"transactions": txids}))
         journal.append(records, now)
         log.warning("reconciled %d interrupted transaction(s): %s", len(txids), ", ".join(txids))
-    return records
+    return card + records

@@ -81,7 +81,9 @@ class Kiosk:
         journal.append(
             [Record(Kind.KIOSK_STARTED, data={"site": site.id, "kiosk": site.kiosk_id})], now
         )
-        self.reconciled = reconcile(journal, site, now)
+        self.reconciled = reconcile(
+            journal, site, now, card_kept=getattr(devices.card, "payment_kept", None)
+        )
         #: the technician PIN's salted scrypt hash (the wiring loads it from the secrets file;
         #: without it, the first PIN entry does) and its lockout
         self._pin_hash = pin_hash

@@ -13,6 +13,7 @@ import logging
 import queue
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from drivers.errors import DriverError
 from drivers.zvt.client import Outcome, Result, ZvtClient
@@ -178,6 +179,22 @@ class ZvtCardPort:
             )
         else:
             self._send(CardReversed(True, result.text))
+
+    def payment_kept(self, approved: Any) -> bool | None:
+        """At start-up, for a payment whose dialogue a crash cut off: did the terminal keep it?
+        Asked with "repeat receipt" (06 20): the terminal's last result, matched by receipt
+        number. None when the terminal cannot say (unreachable, another payment since)."""
+        number = approved.data.get("receipt_no")
+        with self._lock:
+            try:
+                result = self.client.repeat_receipt()
+            except DriverError as err:
+                log.warning("repeat receipt: %s", err)
+                return None
+        st = result.status
+        if number is None or st is None or st.receipt_number != number:
+            return None
+        return result.outcome == Outcome.APPROVED
 
     def abort(self) -> None:
         self.client.request_abort()

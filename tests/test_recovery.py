@@ -177,3 +177,45 @@ def test_pending_credit_is_not_written_to_a_refused_key(tmp_path: Path, status: 
     insert_and_remove(kiosk, reader, key)
     assert key.credit == 350 and reader.writes == 0
     assert len(kiosk.journal.pending_credits("K1")) == 1  # still owed, nothing lost
+
+
+@pytest.mark.parametrize("kept", [True, False, None])
+def test_an_interrupted_card_payment_follows_what_the_terminal_says(
+    tmp_path: Path, kept: bool | None
+) -> None:
+    """The key was written, the kiosk died before it told the terminal: kept -> settled;
+    given back -> a claim on the contract account (debt), never silent free credit; the
+    terminal cannot say -> left as it was (written) and nothing invented."""
+    from kiosk.events import Record
+    from kiosk.reconcile import reconcile
+
+    site = load_site(ROOT / "config" / "demo.toml")
+    j = Journal(tmp_path / "j.sqlite", site.kiosk_id)
+    j.set_key("K1", KeyStatus.ACTIVE, "4711")
+    e = Money(2000, "EUR")
+    t0 = utc_now()
+    j.append([Record(Kind.TX_OPENED, "T1", "K1", None, {"method": "card",
+                                                          "contract_account": "4711"}),
+              Record(Kind.CARD_APPROVED, "T1", "K1", e, {"receipt_no": 7}),
+              Record(Kind.SPLIT, "T1", "K1", e, {"paid": 2000, "fee": 0, "debt": 0,
+                                                 "credit": 2000})], t0)  # fmt: skip
+    j.append([Record(Kind.KEY_WRITTEN, "T1", "K1", e, {"credit_after": 2350}),
+              Record(Kind.TX_CLOSED, "T1", "K1", None, {"outcome": "completed"})], t0)  # fmt: skip
+    asked: list[int] = []
+
+    def terminal(entry: object) -> bool | None:
+        asked.append(entry.data["receipt_no"])  # type: ignore[attr-defined]
+        return kept
+
+    done = reconcile(j, site, t0, card_kept=terminal)
+    assert asked == [7]
+    if kept:
+        assert [r.kind for r in done] == [Kind.CARD_RECEIPT]
+        assert j.account_for("K1", "4711", "EUR").debt.minor == 0
+    elif kept is False:
+        (rev,) = done
+        assert rev.kind == Kind.CARD_REVERSED and rev.data["after_credit"] is True
+        assert j.account_for("K1", "4711", "EUR").debt.minor == 2000  # claimed back
+    else:
+        assert done == [] and j.account_for("K1", "4711", "EUR").debt.minor == 0
+    assert reconcile(j, site, t0, card_kept=terminal) == [] or kept is None  # asked once

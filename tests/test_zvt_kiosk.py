@@ -8,6 +8,7 @@ terminal reversed after the credit was written).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import queue
 import threading
 import time
@@ -18,12 +19,13 @@ from pathlib import Path
 import pytest
 
 from drivers.zvt.client import ZvtClient
+from drivers.zvt.codec import Answer
 from drivers.zvt.sim import TerminalSim
 from drivers.zvt.transport import open_link
 from kiosk.clock import utc_now
 from kiosk.config import Site
 from kiosk.engine import Outcome, State
-from kiosk.events import AmountChosen, Cancel, KeyStatus, Method, MethodChosen
+from kiosk.events import AmountChosen, Cancel, KeyStatus, Kind, Method, MethodChosen
 from kiosk.fakes import FakeCoinAcceptor, FakeKey, FakeKeyReader, FakeNoteValidator, FakePrinter
 from kiosk.journal import Journal
 from kiosk.money import Money
@@ -259,3 +261,43 @@ def test_serial_line_faults_do_not_change_the_outcome(tmp_path: Path, fault: str
 def test_no_card_port_where_the_site_takes_no_cards() -> None:
     assert open_card(make_site("poessneck-breite-strasse")) is None
     assert open_card(make_site("jena-saalstrasse"), sim_port="tcp://127.0.0.1:1", simulate=True)
+
+
+def test_after_a_crash_the_terminal_is_asked_whether_it_kept_the_payment(tmp_path: Path) -> None:
+    """Found by the crash matrix: the kiosk died after the approval was journaled and before
+    it answered; the terminal gave the money back, yet the restart owed the key the credit
+    (credit without money). Now the restart asks the terminal (repeat receipt) first."""
+    from kiosk.events import Record
+
+    site = make_site("jena-saalstrasse", hours={"always_open": True})
+    with TerminalSim("tcp") as sim:
+        sim.next("drop_after_approval")  # what a dead kiosk looks like to the terminal
+        port = ZvtCardPort(ZvtClient(open_link(sim.port), t3=1.0, t4=3.0), "EUR")
+        result = port.client.authorise(2000, decide=lambda _st: Answer.OK)
+        assert not sim.payments[-1].kept  # no answer reached it: it gives the money back
+        number = sim.payments[-1].receipt
+        journal = Journal(tmp_path / "j.sqlite", site.kiosk_id)
+        journal.set_key("K1", KeyStatus.ACTIVE, "4711")
+        journal.append([
+            Record(Kind.TX_OPENED, "T1", "K1", None, {"method": "card"}),
+            Record(Kind.CARD_APPROVED, "T1", "K1", E(2000), {"receipt_no": number}),
+            Record(Kind.SPLIT, "T1", "K1", E(2000), {"paid": 2000, "fee": 0, "debt": 0,
+                                                      "credit": 2000}),
+        ], utc_now())  # fmt: skip
+        assert result.outcome != "approved"
+        kiosk = Kiosk(site, journal, Devices(reader=FakeKeyReader(), card=port), utc_now)
+        kinds = [r.kind for r in kiosk.reconciled]
+        assert kinds[0] == Kind.CARD_REVERSED and Kind.PENDING_CREDIT not in kinds
+        assert journal.open_credits() == []  # nothing owed: the money is back on the card
+        closed = journal.entries_of_kind(Kind.TX_CLOSED)[-1]
+        assert closed.data["outcome"] == "cancelled"
+
+        # a payment the terminal kept: the restart finds it kept (and owes the credit)
+        sim.next("approve")
+        port.client.authorise(1500, decide=lambda _st: Answer.OK)
+        assert sim.payments[-1].kept
+        approved = journal.entries_of_kind(Kind.CARD_APPROVED)[-1]
+        kept = dataclasses.replace(approved, data={"receipt_no": sim.payments[-1].receipt})
+        assert port.payment_kept(kept) is True
+        assert port.payment_kept(dataclasses.replace(approved, data={"receipt_no": 1})) is None
+        port.client.link.close()

@@ -1,0 +1,112 @@
+"""The automat as its own process, for the crash matrix.
+
+The devices are the ones its site file names: the harness's simulators on their real
+transports (a pty for the ccTalk bus and the printer, TCP for the card terminal, pcscd with
+vpcd for the key). Customer intents come on stdin, one per line (`amount 2000`, `method cash`,
+`finish`, `cancel`, `quit`); every published view goes to stdout as a JSON line, and so does
+every journal commit that carries a transaction entry (`{"step": n, "kinds": [...]}`): these
+commits are the steps the matrix kills at.
+
+`--crash-after N` kills the process with SIGKILL right after the N-th such commit is durable,
+before any device hears of it: the worst moment for the engine, and the one a power cut picks.
+
+    python -m tests.crash.child SITE.toml JOURNAL.sqlite [--crash-after N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+from kiosk.clock import utc_now
+from kiosk.config import load_site
+from kiosk.engine import View
+from kiosk.events import AmountChosen, Cancel, Finish, Method, MethodChosen
+from kiosk.journal import Journal
+from kiosk.money import Money
+from kiosk.ui.run import real_kiosk
+
+_out = threading.Lock()
+
+
+def say(obj: dict[str, Any]) -> None:
+    with _out:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+
+def view_line(v: View, refusal: Any) -> dict[str, Any]:
+    return {
+        "state": str(v.state),
+        "outcome": str(v.outcome) if v.outcome else None,
+        "txid": v.txid,
+        "paid": v.paid.minor,
+        "escrow": v.escrow.minor if v.escrow is not None else None,
+        "methods": [str(m) for m in v.methods],
+        "faults": sorted(str(d) for d in v.faults),
+        "key": v.key.serial if v.key else None,
+        "credit": v.key.credit.minor if v.key else None,
+        "receipt": v.receipt,
+        "refused": str(refusal) if refusal else None,
+    }
+
+
+def count_steps(crash_after: int) -> None:
+    """Report each commit that carries a transaction entry; die after the chosen one."""
+    append = Journal.append
+    steps = 0
+
+    def counted(self: Journal, records: Any, now: Any) -> Any:
+        nonlocal steps
+        stored = append(self, records, now)
+        if any(e.txid for e in stored):
+            steps += 1
+            say({"step": steps, "kinds": [str(e.kind) for e in stored]})
+            if steps == crash_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return stored
+
+    Journal.append = counted  # type: ignore[method-assign]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("site")
+    ap.add_argument("journal")
+    ap.add_argument("--crash-after", type=int, default=0)
+    args = ap.parse_args()
+    count_steps(args.crash_after)
+    site = load_site(args.site)
+    with real_kiosk(site, args.journal, utc_now, sys.stderr) as kiosk:
+        kiosk.listeners.append(lambda v, e: say(view_line(v, e)))
+        stop = threading.Event()
+        engine = threading.Thread(target=kiosk.run, args=(stop, 0.05), daemon=True)
+        engine.start()
+        say({"started": True, **view_line(kiosk.view(), None)})
+        for line in sys.stdin:
+            cmd, _, arg = line.strip().partition(" ")
+            if cmd == "amount":
+                kiosk.submit(AmountChosen(Money(int(arg), site.currency) if arg else None))
+            elif cmd == "method":
+                kiosk.submit(MethodChosen(Method(arg)))
+            elif cmd == "finish":
+                kiosk.submit(Finish())
+            elif cmd == "cancel":
+                kiosk.submit(Cancel())
+            elif cmd == "quit":
+                break
+        stop.set()
+        engine.join(5)
+        card = kiosk.devices.card
+        if card is not None and hasattr(card, "wait_idle"):
+            card.wait_idle(5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
