@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from drivers.cctalk.codec import BillEventKind, RouteCode
 from drivers.cctalk.devices import (
     BILL_ADDRESS,
+    BUFFER_DEPTH,
     COIN_ADDRESS,
     AcceptorError,
     BillEscrowed,
@@ -43,6 +44,7 @@ from drivers.cctalk.worker import BusWorker, DeviceOffline, DeviceOnline
 from drivers.errors import DriverError
 from kiosk.config import SerialDevice, Site
 from kiosk.events import (
+    AcceptorCounter,
     CoinAccepted,
     Device,
     DeviceFault,
@@ -66,12 +68,12 @@ STACKER_UP = {10, 12}
 def translate(ev: object) -> list[Event]:
     """Driver event -> engine events (money, faults and recoveries; rejects only logged)."""
     match ev:
-        case CoinCredited(channel=ch, value=v, currency=cur):
-            return [CoinAccepted(Money(v, cur), ch)]
+        case CoinCredited(channel=ch, value=v, currency=cur, counter=n):
+            return [CoinAccepted(Money(v, cur), ch, n)]
         case BillEscrowed(channel=ch, value=v, currency=cur):
             return [NoteEscrowed(Money(v, cur), ch)]
-        case BillStacked(channel=ch, value=v, currency=cur):
-            return [NoteStacked(Money(v, cur), ch)]
+        case BillStacked(channel=ch, value=v, currency=cur, counter=n):
+            return [NoteStacked(Money(v, cur), ch, n)]
         case BillReturned(channel=ch, value=v, currency=cur):
             return [NoteReturned(Money(v, cur), ch)]
         case AcceptorError(device=d, code=code, text=text, kind=kind):
@@ -88,16 +90,18 @@ def translate(ev: object) -> list[Event]:
                 DeviceFault(DEVICE[d], 0, "device reset: event counter back to 0"),
                 DeviceOk(DEVICE[d]),
             ]
-        case EventsLost(device=d, lost=n):
-            return [
-                DeviceFault(DEVICE[d], 0, f"{n} event(s) lost between polls: money may be missing")
-            ]
+        case EventsLost(device=d, lost=n, counter=c):
+            # the buffered events that follow it are (c - 4) .. c: accounted up to c - 5
+            before = (c - BUFFER_DEPTH - 1) % 255 + 1
+            text = f"{n} event(s) lost between polls: money may be missing"
+            return [DeviceFault(DEVICE[d], 0, text, counter=before)]
         case UnknownCredit(device=d, channel=ch):
             return [DeviceFault(DEVICE[d], 0, f"credit on unknown channel {ch}: value not known")]
         case DeviceOffline(device=d, reason=reason):
             return [DeviceFault(DEVICE[d], 0, f"offline: {reason}")]
-        case DeviceOnline(device=d):
-            return [DeviceOk(DEVICE[d])]
+        case DeviceOnline(device=d, counter=c):
+            ok: list[Event] = [DeviceOk(DEVICE[d])]
+            return ok if c is None else [*ok, AcceptorCounter(DEVICE[d], c)]
     raise TypeError(f"unknown driver event {ev!r}")
 
 
@@ -234,11 +238,13 @@ def open_cash(
     simulate: bool = False,
     period: float = 0.1,
     open_bus: Callable[..., Bus] = Bus.open,
+    resume: dict[str, int] | None = None,
 ) -> CcTalkCash:
     """Buses, devices, workers and ports from the site's [devices.coin] and [devices.notes].
 
     With `simulate`, every cash device is on the simulator at `sim_port`, whatever the site
-    file names (the demo and `--simulate` runs).
+    file names (the demo and `--simulate` runs). `resume`: each device's event counter as the
+    journal last knew it (`Journal.acceptor_counters`); events after it are still owed.
     """
     hub = _Hub()
     buses: dict[tuple[str, bool], Bus] = {}
@@ -266,7 +272,12 @@ def open_cash(
     if site.cash_enabled and d.notes is not None:
         notes_address = d.notes.address
         add("notes", d.notes, lambda bus: NoteValidator(bus, cur, notes, notes_address))
-    workers = {key: BusWorker(buses[key], devs, hub, period=period) for key, devs in on_bus.items()}
+    known = resume or {}
+    workers = {
+        key: BusWorker(buses[key], devs, hub, period=period,
+                       resume={d.name: known[d.name] for d in devs if d.name in known})
+        for key, devs in on_bus.items()
+    }  # fmt: skip
     worker_of = {dev.name: workers[key] for key, devs in on_bus.items() for dev in devs}
     coin_port = CashPort(worker_of["coin"], made["coin"], hub) if "coin" in made else None
     notes_dev = made.get("notes")

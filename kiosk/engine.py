@@ -23,6 +23,7 @@ from kiosk.config import FeeRule, RecoveryRule, Site
 from kiosk.errors import InvalidTransition, UserFacingError
 from kiosk.events import (
     AbortCard,
+    AcceptorCounter,
     AcceptorTest,
     Account,
     AmountChosen,
@@ -245,6 +246,11 @@ class View:
     receipt_wanted: bool | None = None
     receipt: str | None = None  # Receipt, once the transaction is closed
     lang: str = "de"
+
+
+def _ctr(counter: int | None) -> dict[str, Any]:
+    """The acceptor's event counter with a money entry: a restart resumes after it."""
+    return {} if counter is None else {"counter": counter}
 
 
 _CASH_STATES = frozenset({State.CHOOSING_AMOUNT, State.CHOOSING_METHOD, State.CASH})
@@ -541,11 +547,17 @@ class TopUpSession:
             cmds.append(CompleteCard(tx.txid))
         return cmds + self._close(Outcome.COMPLETED)
 
-    def _late_money(self, value: Money, medium: str, channel: int) -> list[Command]:
+    def _late_money(
+        self, value: Money, medium: str, channel: int, counter: int | None = None
+    ) -> list[Command]:
         """Cash that arrived when no payment could take it: never dropped."""
         c = self._ctx
         if c.key is None or self.state == State.KEY_REFUSED or c.key.role != Role.CUSTOMER:
-            return [self._rec(Kind.CASH_UNATTRIBUTED, value, medium=medium, channel=channel)]
+            return [
+                self._rec(
+                    Kind.CASH_UNATTRIBUTED, value, medium=medium, channel=channel, **_ctr(counter)
+                )
+            ]
         # A key is (or was just) present: the money becomes a pending credit for it.
         saved_tx, saved_last, saved_state = c.tx, c.last, self.state
         saved_deadline, saved_outcome = c.deadline, c.outcome
@@ -553,14 +565,20 @@ class TopUpSession:
         cmds = self._open_tx(Method.CASH)
         assert c.tx is not None
         c.tx.cash = value
-        cmds.append(self._rec(Kind.CASH_IN, value, medium=medium, channel=channel, late=True))
+        cmds.append(
+            self._rec(
+                Kind.CASH_IN, value, medium=medium, channel=channel, late=True, **_ctr(counter)
+            )
+        )
         cmds += self._make_pending("late_cash")
         c.tx, c.last, self.state = saved_tx, saved_last, saved_state
         c.deadline, c.outcome = saved_deadline, saved_outcome
         records: list[Command] = [x for x in cmds if isinstance(x, Record)]
         return records
 
-    def _money_in(self, value: Money, medium: str, channel: int) -> list[Command]:
+    def _money_in(
+        self, value: Money, medium: str, channel: int, counter: int | None = None
+    ) -> list[Command]:
         """A coin accepted or a note stacked: journal it against the right transaction."""
         if value.currency != self.site.currency:
             raise ValueError(f"{medium} in {value.currency} at a {self.site.currency} site")
@@ -574,7 +592,12 @@ class TopUpSession:
                 Record(
                     Kind.TEST_CASH,
                     amount=value,
-                    data={"medium": medium, "channel": channel, "who": f"key {c.key.serial}"},
+                    data={
+                        "medium": medium,
+                        "channel": channel,
+                        "who": f"key {c.key.serial}",
+                        **_ctr(counter),
+                    },  # fmt: skip
                 )
             ]
         if self.state in (State.CHOOSING_AMOUNT, State.CHOOSING_METHOD):
@@ -582,9 +605,9 @@ class TopUpSession:
             self.state = State.CASH
         tx = c.tx
         if tx is None or tx.split is not None:
-            return cmds + self._late_money(value, medium, channel)
+            return cmds + self._late_money(value, medium, channel, counter)
         tx.cash += value
-        cmds.append(self._rec(Kind.CASH_IN, value, medium=medium, channel=channel))
+        cmds.append(self._rec(Kind.CASH_IN, value, medium=medium, channel=channel, **_ctr(counter)))
         if self.state == State.CASH:
             self._notice(None)
             self._deadline(self.site.timeouts.payment)
@@ -850,13 +873,13 @@ class TopUpSession:
         return self._finish()
 
     def on_coin(self, ev: CoinAccepted) -> list[Command]:
-        return self._money_in(ev.value, "coin", ev.channel)
+        return self._money_in(ev.value, "coin", ev.channel, ev.counter)
 
     def on_note_stacked(self, ev: NoteStacked) -> list[Command]:
         tx = self._ctx.tx
         if tx is not None and tx.escrow is not None:
             tx.escrow = None
-        return self._money_in(ev.value, "note", ev.channel)
+        return self._money_in(ev.value, "note", ev.channel, ev.counter)
 
     def on_note_escrowed(self, ev: NoteEscrowed) -> list[Command]:
         c = self._ctx
@@ -1018,7 +1041,10 @@ class TopUpSession:
             if tx.finishing and self.state == State.CASH:
                 cmds += self._finish()
             return cmds
-        return [self._rec(Kind.FAULT, txid=None, device=str(ev.device), code=ev.code, text=ev.text)]
+        return [
+            self._rec(Kind.FAULT, txid=None, device=str(ev.device), code=ev.code, text=ev.text,
+                      **_ctr(ev.counter))
+        ]  # fmt: skip
 
     def on_device_ok(self, ev: DeviceOk) -> list[Command]:
         was = ev.device in self.faults
@@ -1087,6 +1113,11 @@ class TopUpSession:
 
     # ------------------------------------------------------------------ language and receipts
 
+    def on_acceptor_counter(self, ev: AcceptorCounter) -> list[Command]:
+        """Journal where a cash device's events start (a restart resumes after the last one)."""
+        data = {"device": str(ev.device), "counter": ev.counter}
+        return [Record(Kind.ACCEPTOR_COUNTER, data=data)]
+
     def on_language(self, ev: LanguageChosen) -> list[Command]:
         if ev.lang not in self.site.languages:
             raise UserFacingError("language_not_offered", lang=ev.lang)
@@ -1133,6 +1164,7 @@ _ALWAYS: dict[type[Event], _Handler] = {
     CardReceipt: H.on_card_receipt,
     ReceiptPrinted: H.on_receipt_printed,
     LanguageChosen: H.on_language,
+    AcceptorCounter: H.on_acceptor_counter,
 }
 _NEW_KEY: dict[type[Event], _Handler] = {
     KeyDetected: H.on_key_detected,

@@ -74,6 +74,7 @@ class Kind(StrEnum):
     TX_CLOSED = "tx_closed"
     CARD_RECEIPT = "card_receipt"  # the card terminal's receipt text of a transaction
     RECEIPT = "receipt"  # whether a transaction's receipt was printed (and why not)
+    ACCEPTOR_COUNTER = "acceptor_counter"  # a cash device's event counter when it came online
     KEY_REFUSED = "key_refused"
     FAULT = "fault"
     RECONCILED = "reconciled"
@@ -221,6 +222,7 @@ class LeaveDiagnostics(Event):
 class CoinAccepted(Event):
     value: Money
     channel: int = 0
+    counter: int | None = None  # the acceptor's event counter (ccTalk)
 
 
 @dataclass(frozen=True)
@@ -233,6 +235,7 @@ class NoteEscrowed(Event):
 class NoteStacked(Event):
     value: Money
     channel: int = 0
+    counter: int | None = None  # the acceptor's event counter (ccTalk)
 
 
 @dataclass(frozen=True)
@@ -300,11 +303,20 @@ class DeviceFault(Event):
     device: Device
     code: int = 0
     text: str = ""
+    counter: int | None = None  # cash: events up to this one are accounted for
 
 
 @dataclass(frozen=True)
 class DeviceOk(Event):
     device: Device
+
+
+@dataclass(frozen=True)
+class AcceptorCounter(Event):
+    """A cash device came online with this event counter: later events are new money."""
+
+    device: Device
+    counter: int
 
 
 # ---------------------------------------------------------------- commands

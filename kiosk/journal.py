@@ -295,6 +295,30 @@ class Journal:
         with self.engine.connect() as conn:
             return [self._entry(r) for r in conn.execute(q.order_by(journal_table.c.seq))]
 
+    def acceptor_counters(self) -> dict[str, int]:
+        """Each cash device's event counter as last journaled (with money it took, a lost-events
+        fault, or when it came online): a restart resumes there, so events the device buffered
+        while the kiosk was down are still credited."""
+        kinds = [str(k) for k in (Kind.CASH_IN, Kind.CASH_UNATTRIBUTED, Kind.TEST_CASH,
+                                  Kind.FAULT, Kind.ACCEPTOR_COUNTER)]  # fmt: skip
+        q = (
+            select(journal_table)
+            .where(journal_table.c.kind.in_(kinds))
+            .order_by(journal_table.c.seq.desc())
+        )
+        out: dict[str, int] = {}
+        with self.engine.connect() as conn:
+            for r in conn.execute(q):
+                e = self._entry(r)
+                if "counter" not in e.data:
+                    continue
+                device = str(e.data.get("device") or ("notes" if e.data.get("medium") == "note"
+                                                      else "coin"))  # fmt: skip
+                out.setdefault(device, int(e.data["counter"]))
+                if len(out) == 2:
+                    break
+        return out
+
     def raw_entries(self, after: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
         """Entries exactly as stored (the bytes the hash covers), for upload."""
         cols = [c for c in journal_table.c]

@@ -201,7 +201,10 @@ def simulated_rig(
             journal.set_meta(REF_ETAG, "")
         first_seq = journal.last_seq() + 1
         bus, coin_sim, note_sim = start_simulator(site)
-        cash = open_cash(site, sim_port=bus.path, simulate=True, period=0.05)
+        cash = open_cash(
+            site, sim_port=bus.path, simulate=True, period=0.05,
+            resume=journal.acceptor_counters(),
+        )  # fmt: skip
         terminal = TerminalSim("tcp", step=card_step) if site.card_enabled else None
         if terminal is not None:
             terminal.start()

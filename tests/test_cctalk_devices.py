@@ -133,6 +133,52 @@ def test_power_cycle_is_a_reset_and_nothing_is_credited_twice(rig: Rig) -> None:
     assert credits(rig.coin.poll()) == [100]
 
 
+def test_a_reset_with_events_before_the_next_poll_is_a_reset_not_lost_money(rig: Rig) -> None:
+    """Found by the crash matrix: the acceptor restarted and a coin was refused (it is
+    inhibited after a restart) before the host polled; the counter read 1 after 2, which was
+    taken as 254 new events, 249 of them lost, and the acceptor stayed inhibited."""
+    rig.coin_sim.insert("EU200A")
+    rig.coin_sim.insert("EU200A")
+    assert credits(rig.coin.poll()) == [200, 200]
+    rig.coin_sim.power_cycle()
+    assert rig.coin_sim.insert("EU200A") is False  # refused: inhibited after the restart
+    events = rig.coin.poll()
+    assert events[0] == DeviceReset("coin") and not any(isinstance(e, EventsLost) for e in events)
+    assert credits(events) == []  # the refused coin is no credit
+    assert rig.coin_sim.master and rig.coin_sim.inhibit_mask == 0b11111  # taking coins again
+    rig.coin_sim.insert("EU100A")
+    assert credits(rig.coin.poll()) == [100]
+
+
+def test_a_reset_is_recognised_even_when_the_inhibits_were_set_again_before_the_poll(
+    rig: Rig,
+) -> None:
+    """The same, with the kiosk changing the enabled channels between the restart and the
+    next poll (the inhibits look right again): 254 events in one poll interval cannot be."""
+    rig.coin_sim.insert("EU200A")
+    rig.coin_sim.insert("EU200A")
+    rig.coin.poll()
+    rig.coin_sim.power_cycle()
+    rig.coin_sim.insert("EU200A")  # refused
+    rig.coin.enable(500)  # a new limit: inhibits and master set again
+    events = rig.coin.poll()
+    assert events[0] == DeviceReset("coin") and not any(isinstance(e, EventsLost) for e in events)
+
+
+def test_events_buffered_since_a_counter_of_0_are_owed_after_a_restart() -> None:
+    """Found by the crash matrix: seven coins in one burst from a freshly started acceptor,
+    the kiosk journaled "2 lost" and died before the five credits; the restart resumed from
+    nothing (a counter of 0 counted as "unknown") and the five coins were never credited."""
+    r = Rig()
+    try:
+        r.coin_sim.master, r.coin_sim.inhibit_mask = True, 0xFFFF
+        r.coin_sim.burst("EU200A", 3)
+        owed = r.coin.initialise(resume_counter=0)  # it came online with its counter at 0
+        assert credits(owed) == [200] * 3 and not any(isinstance(e, EventsLost) for e in owed)
+    finally:
+        r.close()
+
+
 def test_more_than_five_events_between_polls(rig: Rig) -> None:
     rig.coin_sim.burst("EU200A", 7)
     events = rig.coin.poll()

@@ -259,3 +259,32 @@ def test_validator_that_self_inhibited_is_enabled_again(rig: CashRig) -> None:
     assert rig.notes.buffer[0] == (0, 0)
     assert rig.notes.insert("EU0020A")
     rig.wait(lambda: rig.cash_in() == [2000], "the note")
+
+
+def test_the_journal_keeps_where_each_acceptor_is_so_a_restart_resumes_there(
+    tmp_path: Path,
+) -> None:
+    """The counter rides with each coin and note, with a lost-events fault (at the start of
+    the five buffered events that follow it) and when a device comes online; the newest one
+    per device is where a restart resumes."""
+    from drivers.cctalk.devices import EventsLost
+    from drivers.cctalk.worker import DeviceOnline
+    from kiosk.cctalk import translate
+    from kiosk.events import AcceptorCounter, Kind, Record
+
+    lost = translate(EventsLost("coin", 2, 3))
+    assert [(type(e).__name__, getattr(e, "counter", None)) for e in lost] == [
+        ("DeviceFault", 253)  # 3 - 5 on a counter that wraps 255 -> 1
+    ]
+    online = translate(DeviceOnline("notes", None, 0))  # type: ignore[arg-type]
+    assert AcceptorCounter(Device.NOTES, 0) in online
+    j = Journal(tmp_path / "j.sqlite", "DEMO-01")
+    assert j.acceptor_counters() == {}
+    j.append([Record(Kind.ACCEPTOR_COUNTER, data={"device": "coin", "counter": 0}),
+              Record(Kind.ACCEPTOR_COUNTER, data={"device": "notes", "counter": 9}),
+              Record(Kind.CASH_IN, "T1", "K1", Money(200, "EUR"),
+                     {"medium": "coin", "channel": 5, "counter": 4}),
+              Record(Kind.FAULT, data={"device": "notes", "text": "2 lost", "counter": 17}),
+              Record(Kind.CASH_IN, "T1", "K1", Money(500, "EUR"),
+                     {"medium": "note", "channel": 1})], utc_now())  # fmt: skip
+    assert j.acceptor_counters() == {"coin": 4, "notes": 17}

@@ -15,6 +15,7 @@ from kiosk.engine import CARD_RECEIPT_WAIT, TRANSITIONS, Outcome, Receipt, State
 from kiosk.errors import InvalidTransition, MoneyError, UserFacingError
 from kiosk.events import (
     AbortCard,
+    AcceptorCounter,
     AcceptorTest,
     Account,
     AmountChosen,
@@ -276,6 +277,7 @@ SAMPLES: list[Event] = [
     ReceiptAnswer(False),
     CardReceipt("T0", {"customer": ["Kundenbeleg"]}),
     ReceiptPrinted("T0", False, "paper out"),
+    AcceptorCounter(Device.COIN, 7),
 ]
 
 

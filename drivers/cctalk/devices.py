@@ -36,6 +36,11 @@ BUFFER_DEPTH = 5
 COUNTRY = {"EUR": ("EU",), "CHF": ("CH",)}
 
 
+#: more events than this between two polls cannot be real (an acceptor takes a few coins a
+#: second; it is polled several times a second): a counter that far on has restarted
+MOST_EVENTS_PER_POLL = 20
+
+
 @dataclass(frozen=True)
 class Identity:
     category: str
@@ -165,6 +170,7 @@ class _Acceptor:
         self.identity: Identity | None = None
         self.last_counter: int | None = None
         self.limit: int | None = None  # enabled up to this value; None = disabled
+        self.applied_mask = 0  # the inhibit mask last set on the device
 
     def req(self, header: int, data: bytes = b"") -> bytes:
         return self.bus.request(self.address, header, data)
@@ -233,7 +239,7 @@ class _Acceptor:
         data = self.req(self.poll_header)
         counter = data[0]
         owed: list[AcceptorEvent] = []
-        if resume_counter and counter:
+        if resume_counter is not None and counter:  # 0 too: the device had just started
             n = new_event_count(resume_counter, counter)
             if 0 < n <= BUFFER_DEPTH:  # accepted while the host was down: still owed
                 owed = self._events(data, n)
@@ -265,6 +271,20 @@ class _Acceptor:
         mask = self.inhibit_mask()
         self.req(Header.MODIFY_INHIBIT_STATUS, mask.to_bytes(self.channels_count // 8, "little"))
         self.req(Header.MODIFY_MASTER_INHIBIT, bytes((1 if mask else 0,)))
+        self.applied_mask = mask
+
+    def _was_reset(self) -> bool:
+        """Did the device restart since we set it up? A restart clears its inhibits (all
+        channels off, master inhibited): compare them with what we last set."""
+        if not self.applied_mask:
+            return False  # we had it all off: a restart would look the same
+        master = self.req(Header.REQUEST_MASTER_INHIBIT)
+        return not (master and master[0] & 1)
+
+    def _after_reset(self) -> None:
+        self.channels = self.read_channels()
+        self._configure()
+        self._apply_inhibits()
 
     def self_check(self) -> tuple[int, str]:
         data = self.req(Header.PERFORM_SELF_CHECK)
@@ -285,14 +305,22 @@ class _Acceptor:
                 return []
             log.warning("%s event counter back to 0: device reset", self.name)
             self.last_counter = 0
-            self.channels = self.read_channels()
-            self._configure()
-            self._apply_inhibits()
+            self._after_reset()
             return [DeviceReset(self.name)]
         n = new_event_count(last, counter)
         self.last_counter = counter
         if n == 0:
             return []
+        if (
+            n > BUFFER_DEPTH
+            and counter <= BUFFER_DEPTH
+            and (n > MOST_EVENTS_PER_POLL or self._was_reset())
+        ):
+            # Restarted, and events came before this poll saw the counter at 0: they are the
+            # `counter` newest in the buffer, none lost (read as 250 lost events before).
+            log.warning("%s restarted: %d event(s) since", self.name, counter)
+            self._after_reset()
+            return [DeviceReset(self.name), *self._events(data, counter)]
         if n > BUFFER_DEPTH:
             log.error("%s: %d events since the last poll, %d lost", self.name, n, n - BUFFER_DEPTH)
             self.enable(None)  # stop taking money until someone looks

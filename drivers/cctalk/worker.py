@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 class DeviceOnline:
     device: str
     identity: Identity
+    counter: int | None = None  # its event counter once initialised
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ class BusWorker:
                 if owed is not None and dev.identity is not None:
                     self._online[dev.name] = True
                     self._reported.discard(dev.name)
-                    self.emit(DeviceOnline(dev.name, dev.identity))
+                    self.emit(DeviceOnline(dev.name, dev.identity, dev.last_counter))
                     for ev in owed:
                         self.emit(ev)
                 continue

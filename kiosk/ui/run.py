@@ -93,7 +93,7 @@ def real_kiosk(
 
     keys = load_keys(site, warn)
     reader = PcscKeyReader(site.devices.reader.reader, keys, site.key_credit_limit.minor)
-    cash = open_cash(site)
+    cash = open_cash(site, resume=journal.acceptor_counters())
     card = open_card(site) if site.card_enabled else None
     printer, printer_sim = open_printer(site)
     devices = Devices(reader=reader, coin=cash.coin, notes=cash.notes, card=card, printer=printer)

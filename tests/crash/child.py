@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -80,6 +81,7 @@ def main() -> int:
     ap.add_argument("journal")
     ap.add_argument("--crash-after", type=int, default=0)
     args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     count_steps(args.crash_after)
     site = load_site(args.site)
     with real_kiosk(site, args.journal, utc_now, sys.stderr) as kiosk:

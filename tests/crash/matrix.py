@@ -32,6 +32,7 @@ import contextlib
 import json
 import os
 import queue
+import re
 import shutil
 import subprocess
 import sys
@@ -57,13 +58,19 @@ from kiosk.events import KeyStatus, Kind
 from kiosk.journal import Journal
 from kiosk.keytool import virtual_uid
 from kiosk.money import Money
-from kiosk.rig import bill_id
+from kiosk.rig import bill_id, coin_id
 
 ROOT = Path(__file__).resolve().parents[2]
+LOST = re.compile(r"(\d+) event\(s\) lost")
 SERIAL, ACCOUNT = "K-2001", "2000471100"
 START_CREDIT = 350
 READER = "Virtual PCD 00 00"
 FLOWS = {"cash": 2000, "card": 3000}  # what the customer tops up
+#: device faults per flow (no head office throughout, in every cell)
+FAULTS = {
+    "cash": ["none", "counterfeit", "note_jam", "coin_burst", "coin_reset", "printer_out"],
+    "card": ["none", "card_silent", "card_drop", "printer_out"],
+}
 
 
 # ---------------------------------------------------------------- the simulators
@@ -83,6 +90,10 @@ class Bench:
     printer: PrinterSim
     card: VirtualCard
     slot: VpcdCard
+    coins_in: int = 0  # coins the acceptor took (the harness put them in)
+    at_insert: int = 0  # the key's command count when the customer inserted it
+    read_commands: int = 0  # the key's commands from its insertion up to the summary screen
+    put_back: int = 0  # times the customer put a torn key back
 
     def key(self) -> Any:
         return ChipKey(VirtualCard(self.card.uid, self.card.path), DEMO_KEYS).read_summary()
@@ -233,31 +244,131 @@ def reinsert(b: Bench) -> None:
 
 
 def top_up(b: Bench, a: Automat, flow: str, fault: str) -> bool:
-    """The customer's visit: True if it ended on the done screen, False if the automat died."""
+    """The customer's visit with `fault` on the way: True if it ended on the done screen with
+    its receipt settled, False if the automat died."""
     target = FLOWS[flow]
-    a.until(lambda v: "started" in v or "state" in v, 30)
     if not a.until(lambda v: "card" in v.get("methods", []) and "cash" in v["methods"], 30):
         return False
+    if fault == "printer_out":
+        b.printer.paper = "out"
+    if fault.startswith("key_torn@"):  # the n-th command to the key from its insertion
+        b.card.tear_after(int(fault.split("@")[1]))
+    b.at_insert = b.card.commands
     reinsert(b)
     if not a.until(state_is("choosing_amount", "key_refused"), 30):
         return False
     if a.view["state"] != "choosing_amount":
         raise AssertionError(f"key refused: {a.view}")
+    b.read_commands = b.card.commands - b.at_insert
     a.send(f"amount {target}")
     if not a.until(state_is("choosing_method")):
         return False
-    a.send(f"method {flow}")
-    if flow == "cash":
+    if flow == "card":
+        if fault == "card_silent":
+            b.terminal.inject("silence")
+        elif fault == "card_drop":
+            b.terminal.next("drop_after_approval")
+        a.send("method card")
+        if not a.until(lambda v: v["state"] != "choosing_method" or v["refused"]):
+            return False
+        if fault == "card_silent":  # the terminal never answers: the customer pays cash
+            if not a.until(state_is("choosing_method", "done"), 60):
+                return False
+            if a.view["state"] == "choosing_method":
+                a.send("method cash")
+                if not a.until(state_is("cash")) or not pay_notes(b, a, target, (2000, 1000)):
+                    return False
+    else:
+        a.send("method cash")
         if not a.until(state_is("cash")):
             return False
-        for n, value in enumerate((1000, 1000), start=1):
-            b.notes.insert(bill_id(Money(value, "EUR")))
-            if not a.until(lambda v, n=n: v["paid"] >= 1000 * n or v["state"] != "cash"):
-                return False
-    if not a.until(state_is("done"), 40):
+        if not pay_cash(b, a, target, fault):
+            return False
+    if not until_done(b, a):
         return False
     # the receipt: printed (or not) once the terminal's text is in, for a card payment
-    return a.until(lambda v: v.get("receipt") not in ("printing",) or v["state"] != "done", 40)
+    return a.until(lambda v: v.get("receipt") != "printing" or v["state"] != "done", 40)
+
+
+def until_done(b: Bench, a: Automat) -> bool:
+    """Wait for the done screen; a key that left the reader (torn) is put back in."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not a.until(state_is("done", "key_missing"), 60):
+            return False
+        if a.view["state"] == "done":
+            return True
+        wait_reader(b, False)  # the torn key left the reader; the customer puts it back
+        b.slot.remove()
+        b.slot.insert()
+        b.put_back += 1
+        if not a.until(lambda v: v["state"] != "key_missing", 30):
+            return False
+    raise TimeoutError("the top-up did not end")
+
+
+def pay_notes(b: Bench, a: Automat, target: int, notes: tuple[int, ...]) -> bool:
+    for value in notes:
+        paid = a.view["paid"]
+        deadline = time.monotonic() + 20
+        while not b.notes.insert(bill_id(Money(value, "EUR"))):  # given back: try again
+            if time.monotonic() > deadline or a.proc.poll() is not None:
+                raise TimeoutError(f"the validator never took the {value} note: {a.view}")
+            threading.Event().wait(0.1)  # the customer takes the note and feeds it again
+        if not a.until(lambda v, p=paid + value: v["paid"] >= p or v["state"] != "cash", 20):
+            return False
+        if a.view["state"] != "cash":
+            return True
+    return True
+
+
+def insert_coin(b: Bench, a: Automat, value: int = 200) -> bool:
+    """One coin; retried while the acceptor refuses it (e.g. inhibited after its reset)."""
+    deadline = time.monotonic() + 20
+    while not b.coins.insert(coin_id(Money(value, "EUR"))):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the coin acceptor never took the coin")
+        threading.Event().wait(0.1)  # the refused coin drops back: the customer tries again
+    b.coins_in += value
+    paid = a.view["paid"]
+    return a.until(lambda v: v["paid"] > paid or v["state"] != "cash", 20)
+
+
+def pay_cash(b: Bench, a: Automat, target: int, fault: str) -> bool:
+    if fault == "counterfeit":
+        b.notes.insert(bill_id(Money(1000, "EUR")), counterfeit=True)  # refused, given back
+        return pay_notes(b, a, target, (1000, 1000))
+    if fault == "note_jam":
+        if not pay_notes(b, a, target, (1000,)):
+            return False
+        b.notes.jam_next_stack = True
+        b.notes.insert(bill_id(Money(1000, "EUR")))
+        if not a.until(lambda v: "notes" in v["faults"] and v["escrow"] is None, 20):
+            return False
+        a.send("finish")  # the note is stuck: the customer ends with what was credited
+        return True
+    if fault == "coin_burst":  # seven coins between two polls: two events lost
+        b.coins.burst(coin_id(Money(200, "EUR")), 7)
+        b.coins_in += 7 * 200
+        if not a.until(lambda v: "coin" in v["faults"] or v["state"] != "cash", 20):
+            return False
+        return pay_notes(b, a, target, (1000,)) and finish_if_cash(a)
+    if fault == "coin_reset":  # the acceptor powers off and on mid-payment
+        for _ in range(2):
+            if not insert_coin(b, a):
+                return False
+        b.coins.power_cycle()
+        for _ in range(3):
+            if not insert_coin(b, a):
+                return False
+        return pay_notes(b, a, target, (1000,))
+    return pay_notes(b, a, target, (1000, 1000))
+
+
+def finish_if_cash(a: Automat) -> bool:
+    if a.view["state"] == "cash":
+        a.send("finish")
+    return True
 
 
 def come_back(b: Bench, a: Automat) -> None:
@@ -283,13 +394,16 @@ class Books:
     fees: int = 0
     unattributed: int = 0
     claims: int = 0  # card payments the terminal gave back after the credit was written
+    lost: int = 0  # coins whose events the acceptor dropped, journaled as lost (2.00 each here)
     problems: list[str] = field(default_factory=list)
 
 
 def check(b: Bench) -> Books:
     books = Books()
-    books.received = stacked_value(b) + sum(
-        p.amount for p in b.terminal.payments if p.kept and not p.reversed
+    books.received = (
+        stacked_value(b)
+        + b.coins_in
+        + sum(p.amount for p in b.terminal.payments if p.kept and not p.reversed)
     )
     key = b.key()
     books.credited = key.credit - START_CREDIT
@@ -311,6 +425,8 @@ def check(b: Bench) -> Books:
                 books.unattributed += e.amount.minor
             if e.kind == Kind.CARD_REVERSED and e.data.get("after_credit") and e.amount:
                 books.claims += e.amount.minor
+            if e.kind == Kind.FAULT and (m := LOST.search(str(e.data.get("text", "")))):
+                books.lost += int(m.group(1)) * 200
         for e in entries:
             if e.kind == Kind.TX_CLOSED and e.data.get("outcome") in ("completed", "pending"):
                 books.debt += int(e.data.get("debt", 0))
@@ -325,12 +441,12 @@ def check(b: Bench) -> Books:
     finally:
         j.close()
     right = (books.credited + books.pending + books.debt + books.fees + books.unattributed
-             - books.claims)  # fmt: skip
+             + books.lost - books.claims)  # fmt: skip
     if books.received != right:
         books.problems.append(
             f"received {books.received} != credited {books.credited} + pending {books.pending}"
             f" + debt {books.debt} + fees {books.fees} + unattributed {books.unattributed}"
-            f" - claims {books.claims}"
+            f" + lost {books.lost} - claims {books.claims}"
         )
     return books
 
@@ -375,42 +491,49 @@ class Cell:
     outcome: str = ""
     books: Books | None = None
     seconds: float = 0.0
+    steps: list[list[str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return self.books is not None and not self.books.problems
 
 
-def reference_steps(flow: str, work: Path) -> list[list[str]]:
-    with bench(work / f"{flow}-reference") as b:
-        a = Automat(b)
-        try:
-            if not top_up(b, a, flow, "none"):
-                raise AssertionError("the reference run died")
-            a.send("finish")
-        finally:
-            a.quit()
-        books = check(b)
-        if books.problems:
-            raise AssertionError(f"the reference {flow} run fails its own check: {books.problems}")
-        return a.steps
+def reference_steps(flow: str, fault: str, work: Path) -> tuple[Cell, Bench]:
+    """A run without a kill: its steps (journal commits with a transaction entry), and the
+    bench as it ended (for the key's command count)."""
+    cell = Cell(flow, 0, [], fault)
+    kept: list[Any] = []
+    run_cell(cell, work, kept)
+    if not cell.ok:
+        raise AssertionError(
+            f"the {flow} run with {fault} fails without a kill: "
+            f"{cell.outcome} {cell.books.problems if cell.books else ''}"
+        )
+    return cell, kept[0]
 
 
-def run_cell(cell: Cell, work: Path) -> None:
+def run_cell(cell: Cell, work: Path, keep: list[Any] | None = None) -> None:
     started = time.monotonic()
-    with bench(work / f"{cell.flow}-{cell.step:02d}-{cell.fault}") as b:
+    with bench(work / f"{cell.flow}-{cell.fault}-{cell.step:02d}") as b:
         a = Automat(b, crash_after=cell.step)
         try:
             finished = top_up(b, a, cell.flow, cell.fault)
             if finished:
-                a.send("finish")
+                a.send("cancel")
                 a.quit()
-            if not a.killed:
+            cell.steps = a.steps
+            if cell.step == 0:
+                cell.outcome = "completed" if finished else "died?"
+                if cell.fault.startswith("key_torn@"):
+                    cell.outcome = (f"torn, put back {b.put_back}x, completed" if b.put_back
+                                    else "died? (the key was never torn)")  # fmt: skip
+            elif not a.killed:
                 cell.outcome = "not killed (step not reached)"
             else:
                 if b.slot.inserted:  # the customer takes the key while the automat is dark
                     b.slot.remove()
                     wait_reader(b, False)
+                b.printer.paper = "ok"
                 a2 = Automat(b)
                 try:
                     come_back(b, a2)
@@ -422,8 +545,10 @@ def run_cell(cell: Cell, work: Path) -> None:
             with contextlib.suppress(Exception):
                 a.proc.kill()
         cell.books = check(b)
-        if cell.outcome.startswith("harness"):
+        if cell.outcome.startswith("harness") or cell.outcome.startswith("died"):
             cell.books.problems.append(cell.outcome)
+        if keep is not None:
+            keep.append(b)
     cell.seconds = time.monotonic() - started
 
 
@@ -443,6 +568,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--flows", default="cash,card")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (logs, journals)")
+    ap.add_argument("--exhaustive", action="store_true",
+                    help="kill at every step under every fault (CI: every step without a fault, "
+                    "the first two and the last under each fault)")  # fmt: skip
     args = ap.parse_args(argv)
     if not any(r.startswith("Virtual PCD") for r in readers()):
         print("crash matrix: no vpcd reader in pcscd (run the README's test command)")
@@ -452,13 +580,23 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         for flow in args.flows.split(","):
-            steps = reference_steps(flow, work)
-            print(f"{flow}: {len(steps)} journaled steps: "
-                  + " | ".join("+".join(s) for s in steps), flush=True)  # fmt: skip
-            for n, kinds in enumerate(steps, start=1):
-                cell = Cell(flow, n, kinds, "none")
-                run_cell(cell, work)
-                cells.append(cell)
+            for fault in FAULTS[flow]:
+                first, ended = reference_steps(flow, fault, work)
+                steps = first.steps
+                print(f"{flow} with {fault}: {len(steps)} journaled steps: "
+                      + " | ".join("+".join(s) for s in steps), flush=True)  # fmt: skip
+                cells.append(first)
+                for n, kinds in enumerate(steps, start=1):
+                    if fault == "none" or args.exhaustive or n in (1, 2, len(steps)):
+                        cell = Cell(flow, n, kinds, fault)
+                        run_cell(cell, work)
+                        cells.append(cell)
+                if flow == "cash" and fault == "none":  # the key pulled at each write command
+                    used = ended.card.commands - ended.at_insert
+                    for k in range(ended.read_commands + 1, used + 1):
+                        cell = Cell(flow, 0, [f"key torn at command {k}"], f"key_torn@{k}")
+                        run_cell(cell, work)
+                        cells.append(cell)
         print_matrix(cells)
     finally:
         if not args.keep:
