@@ -7,13 +7,9 @@ from kivy.properties import BooleanProperty, ListProperty, StringProperty
 
 from kiosk.engine import View
 from kiosk.money import CURRENCY_EXPONENT, Money
+from kiosk.receipt import masked
 from kiosk.ui.i18n import Translator, money_text
 from kiosk.ui.screens.base import KioskScreen, load_kv
-
-
-def masked(text: str, keep: int = 4) -> str:
-    """Only the last digits: what a customer recognises, not what a passer-by can use."""
-    return "•" * max(0, len(text) - keep) + text[-keep:]
 
 
 class AmountScreen(KioskScreen):
