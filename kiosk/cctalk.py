@@ -86,8 +86,10 @@ def translate(ev: object) -> list[Event]:
             log.info("%s: %s (%d)", d, text, code)
             return []
         case DeviceReset(device=d):
+            # The device counts from 0 again: journaled with the fault, so that a restart
+            # resumes where the device is now (the events after the reset are still owed).
             return [
-                DeviceFault(DEVICE[d], 0, "device reset: event counter back to 0"),
+                DeviceFault(DEVICE[d], 0, "device reset: event counter back to 0", counter=0),
                 DeviceOk(DEVICE[d]),
             ]
         case EventsLost(device=d, lost=n, counter=c):

@@ -125,12 +125,23 @@ class PcscKeyReader:
             job = self._jobs.get()
             if job is None:
                 return
-            if isinstance(job, _Write):
-                self._write(job.txid, job.amount)
-            elif job.present:
-                self._inserted(job)
-            else:
-                self._removed()
+            try:
+                self._do(job)
+            except Exception as err:  # the worker outlives any one job: the engine hears of it
+                log.exception("key reader: %s failed", type(job).__name__)
+                self.last_error = f"{type(job).__name__}: {err}"
+                if isinstance(job, _Write):
+                    self._send(KeyWriteFailed(job.txid, str(err), uncertain=True))
+                elif job.present:
+                    self._send(KeyReadFailed(str(err)))
+
+    def _do(self, job: CardEvent | _Write) -> None:
+        if isinstance(job, _Write):
+            self._write(job.txid, job.amount)
+        elif job.present:
+            self._inserted(job)
+        else:
+            self._removed()
 
     def _read(self, reader: str) -> Summary:
         """Connect and read; a card just pushed in may not answer at once (power-up, contact
@@ -215,6 +226,9 @@ class PcscKeyReader:
         self._card, self._key = None, None
 
     def _write(self, txid: str, amount: Money) -> None:
+        if amount.minor <= 0:  # nothing to credit: refused before a byte goes to the key
+            self._send(KeyWriteFailed(txid, f"no credit to write ({amount})", uncertain=False))
+            return
         if self._key is None:
             self._send(KeyWriteFailed(txid, "no key in the reader", uncertain=False))
             return

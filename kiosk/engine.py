@@ -461,6 +461,9 @@ class TopUpSession:
             if receipt is not None:
                 extra["receipt"] = "declined" if receipt == Receipt.DECLINED else "wanted"
             cmds.append(self._rec(Kind.TX_CLOSED, outcome=str(outcome), lang=self.lang, **extra))
+            if alloc.get("debt") and c.account is not None:  # recovered: no longer owed
+                recovered = Money(alloc["debt"], self.site.currency)
+                c.account = replace(c.account, debt=c.account.debt - recovered)
             if receipt == Receipt.PRINTING:
                 cmds += self._print(tx)
         c.last, c.tx = tx, None
@@ -530,10 +533,12 @@ class TopUpSession:
         assert tx is not None
         cmds: list[Command] = [] if tx.split else self._allocate()
         assert tx.split is not None
-        cmds.append(self._rec(Kind.PENDING_CREDIT, tx.split.credit, reason=reason))
+        if tx.split.credit.minor > 0:
+            cmds.append(self._rec(Kind.PENDING_CREDIT, tx.split.credit, reason=reason))
         if tx.card:
             cmds.append(CompleteCard(tx.txid))
-        return cmds + self._close(Outcome.PENDING)
+        # everything went to fee and debt: nothing is owed to the key, the top-up is complete
+        return cmds + self._close(Outcome.PENDING if tx.split.credit.minor else Outcome.COMPLETED)
 
     def _written(self, credit_after: Money, **data: Any) -> list[Command]:
         c = self._ctx
@@ -560,7 +565,7 @@ class TopUpSession:
             ]
         # A key is (or was just) present: the money becomes a pending credit for it.
         saved_tx, saved_last, saved_state = c.tx, c.last, self.state
-        saved_deadline, saved_outcome = c.deadline, c.outcome
+        saved_deadline, saved_outcome, saved_receipt = c.deadline, c.outcome, c.receipt
         c.tx = None
         cmds = self._open_tx(Method.CASH)
         assert c.tx is not None
@@ -572,9 +577,8 @@ class TopUpSession:
         )
         cmds += self._make_pending("late_cash")
         c.tx, c.last, self.state = saved_tx, saved_last, saved_state
-        c.deadline, c.outcome = saved_deadline, saved_outcome
-        records: list[Command] = [x for x in cmds if isinstance(x, Record)]
-        return records
+        c.deadline, c.outcome, c.receipt = saved_deadline, saved_outcome, saved_receipt
+        return cmds  # its records, and its receipt (the customer's proof of a credit owed)
 
     def _money_in(
         self, value: Money, medium: str, channel: int, counter: int | None = None
@@ -724,6 +728,13 @@ class TopUpSession:
                 cmds.append(
                     self._rec(Kind.PENDING_WRITTEN, p.amount, txid=p.txid, found_on_key=True)
                 )
+                if p.on_key is not None and p.on_key > p.amount:  # more than is still paid
+                    cmds.append(
+                        self._rec(Kind.CLAIM, p.on_key - p.amount, txid=p.txid,
+                                  reason="payment given back, credit found on the key")
+                    )  # fmt: skip
+            elif p.amount.minor <= 0:  # only a check of the key: the write did not land
+                cmds.append(self._rec(Kind.PENDING_WRITTEN, p.amount, txid=p.txid, not_on_key=True))
             else:
                 self._ctx.pending.append(p)
         if self._ctx.pending:
@@ -1034,10 +1045,9 @@ class TopUpSession:
             note, tx.escrow = tx.escrow, None
             self._notice("note_jammed", value=str(note))
             cmds: list[Command] = [
-                self._rec(
-                    Kind.FAULT, device=str(ev.device), code=ev.code, text=ev.text, escrow=note.minor
-                )
-            ]
+                self._rec(Kind.FAULT, device=str(ev.device), code=ev.code, text=ev.text,
+                          escrow=note.minor, **_ctr(ev.counter))
+            ]  # fmt: skip
             if tx.finishing and self.state == State.CASH:
                 cmds += self._finish()
             return cmds
@@ -1132,7 +1142,8 @@ class TopUpSession:
 
     def on_card_receipt(self, ev: CardReceipt) -> list[Command]:
         """The terminal's receipt text: journaled, and the receipt printed if it waited."""
-        cmds: list[Command] = [Record(Kind.CARD_RECEIPT, txid=ev.txid, data={"blocks": ev.blocks})]
+        data = {"blocks": ev.blocks, "kept": ev.kept}
+        cmds: list[Command] = [Record(Kind.CARD_RECEIPT, txid=ev.txid, data=data)]
         self._card_receipts = [*self._card_receipts[-15:], ev.txid]
         due = self._receipts_due.pop(ev.txid, None)
         if due is not None:

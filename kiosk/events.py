@@ -60,6 +60,9 @@ class Kind(StrEnum):
     CARD_FAILED = "card_failed"
     CARD_REVERSED = "card_reversed"  # (money, back to the customer)
     CARD_REVERSAL_FAILED = "card_reversal_failed"
+    #: credit a key got that no payment backs (a card payment the terminal gave back after the
+    #: credit, or the debt a payment repaid, was handed out): owed by the contract account
+    CLAIM = "claim"
     SPLIT = "split"  # allocation of the money paid: fee, debt repaid, credit for the key
     KEY_WRITTEN = "key_written"
     WRITE_FAILED = "write_failed"
@@ -99,6 +102,9 @@ class PendingCredit:
 
     txid: str
     amount: Money
+    #: the credit this transaction put on the key if its id is in the key's log (a write whose
+    #: fate a crash hid): more than `amount` when the payment behind it was given back since
+    on_key: Money | None = None
 
 
 @dataclass(frozen=True)
@@ -279,10 +285,13 @@ class CardReversedAfterCredit(Event):
 @dataclass(frozen=True)
 class CardReceipt(Event):
     """The terminal's receipt text of a payment, by copy ("customer", "merchant"); sent when
-    the terminal's dialogue has ended (possibly with no text at all)."""
+    the terminal's dialogue has ended (possibly with no text at all), after the outcome: `kept`
+    says whether the terminal kept the payment (a payment given back was reported first, as
+    `CardReversed` or `CardReversedAfterCredit`). The journaled receipt settles the payment."""
 
     txid: str
     blocks: dict[str, list[str]] = field(default_factory=dict)
+    kept: bool = True
 
 
 @dataclass(frozen=True)

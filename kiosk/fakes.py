@@ -168,7 +168,9 @@ class FakeCardTerminal:
         if self.reversal_ok:
             self.reversed.append(txid)
         self.emit(CardReversed(self.reversal_ok, "" if self.reversal_ok else "Storno abgelehnt"))
-        self.emit(CardReceipt(txid, {"customer": ["KUNDENBELEG", "Storno"]}))
+        self.emit(
+            CardReceipt(txid, {"customer": ["KUNDENBELEG", "Storno"]}, kept=not self.reversal_ok)
+        )
 
 
 @dataclass

@@ -233,11 +233,12 @@ class Journal:
 
     def _apply_effects(self, conn: Connection, e: Entry) -> None:
         """Keep the local debt in step with this kiosk's entries (same commit): recovered
-        debt lowers it; a card payment reversed after its credit was written raises it."""
+        debt lowers it; a card payment reversed after its credit was written, or any other claim,
+        raises it."""
         if e.kind == Kind.TX_CLOSED and e.data.get("debt"):
             self._add_debt(conn, e.txid, -int(e.data["debt"]))
-        elif e.kind == Kind.CARD_REVERSED and e.data.get("after_credit") and e.amount is not None:
-            self._add_debt(conn, e.txid, e.amount.minor, e.amount.currency)
+        elif (claim := claim_of(e)) is not None:
+            self._add_debt(conn, e.txid, claim.minor, claim.currency)
 
     def _add_debt(self, conn: Connection, txid: str | None, delta: int, currency: str = "") -> None:
         account = self._account_of(conn, txid)
@@ -367,7 +368,7 @@ class Journal:
             j.c.kind.in_((str(Kind.PENDING_WRITTEN), str(Kind.PENDING_RELEASED)))
         )
         return (
-            select(j.c.seq, j.c.txid, j.c.key, j.c.amount, j.c.currency)
+            select(j.c.seq, j.c.txid, j.c.key, j.c.amount, j.c.currency, j.c.data)
             .where(j.c.kind == str(Kind.PENDING_CREDIT), j.c.txid.not_in(closed))
             .order_by(j.c.seq)
         )
@@ -375,12 +376,23 @@ class Journal:
     def pending_credits(self, key_serial: str) -> list[PendingCredit]:
         """Credits owed to a key that this kiosk may write and has not yet, oldest first."""
         q = self._open_credits().where(journal_table.c.key == key_serial)
+        out = []
         with self.engine.connect() as conn:
-            return [PendingCredit(r.txid, Money(r.amount, r.currency)) for r in conn.execute(q)]
+            for r in conn.execute(q):
+                on_key = json.loads(r.data).get("on_key")
+                out.append(
+                    PendingCredit(
+                        r.txid,
+                        Money(r.amount, r.currency),
+                        None if on_key is None else Money(int(on_key), r.currency),
+                    )
+                )
+        return out
 
     def open_credits(self, upto_seq: int | None = None) -> list[tuple[str, str]]:
-        """(txid, key) of every open pending credit, those journaled up to `upto_seq` only."""
-        q = self._open_credits()
+        """(txid, key) of every open pending credit, those journaled up to `upto_seq` only; a
+        check of a key for nothing (amount 0: did an interrupted write land?) stays local."""
+        q = self._open_credits().where(journal_table.c.amount > 0)
         if upto_seq is not None:
             q = q.where(journal_table.c.seq <= upto_seq)
         with self.engine.connect() as conn:
@@ -478,6 +490,16 @@ class Journal:
                     currency=amount.currency,
                 )
             )
+
+
+def claim_of(e: Entry) -> Money | None:
+    """The claim an entry makes on the contract account (credit on a key that no payment backs
+    any more), or None: a `claim`, or a card payment given back after its credit was written."""
+    if e.amount is None or not e.amount:
+        return None
+    if e.kind == Kind.CLAIM or (e.kind == Kind.CARD_REVERSED and e.data.get("after_credit")):
+        return e.amount
+    return None
 
 
 def iter_transactions(entries: Iterable[Entry]) -> Iterator[dict[str, Any]]:

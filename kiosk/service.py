@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import secrets
 import threading
 from collections.abc import Callable
 from datetime import datetime
@@ -76,6 +75,7 @@ class Kiosk:
         self.devices = devices
         self.clock = clock
         self.events: queue.Queue[Event] = queue.Queue()
+        self._txno = 0  # the number in the last transaction id given out
         self.listeners: list[Listener] = []
         now = clock()
         journal.append(
@@ -118,8 +118,12 @@ class Kiosk:
         return True
 
     def _new_txid(self) -> str:
-        now = self.clock()
-        return f"{self.site.kiosk_id}-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2).upper()}"
+        """Kiosk, date and a number that never repeats on this kiosk: above the journal's last
+        entry (a transaction's first record is journaled before anything else happens with its
+        id) and above the last id given out in this process. At most 48 bytes, as the key's
+        log takes them, for any kiosk id the site schema allows."""
+        self._txno = max(self._txno + 1, self.journal.last_seq() + 1)
+        return f"{self.site.kiosk_id}-{self.clock():%y%m%d}-{self._txno}"
 
     # ------------------------------------------------------------------ event loop
 

@@ -162,23 +162,23 @@ class ZvtCardPort:
         if not reported:
             self._send(CardFailed(FAILURES.get(result.outcome, CardOutcome.ERROR), result.text))
             return
-        # The terminal's dialogue is over: its receipt text goes to the journal and the printer.
-        self._send(CardReceipt(txid, {k: list(v) for k, v in result.receipts.items()}))
-        if result.outcome == Outcome.APPROVED:
-            return  # the engine already completed: the credit and the payment agree
-        # The approval was reported but the payment was not kept.
-        answered = result.answered
-        if answered is None:  # lost before we answered: learn what the engine decided
-            try:
-                answered = self._decisions.get(timeout=self.decision_wait)
-            except queue.Empty:
-                answered = Answer.FAILED
-        if answered == Answer.OK:
-            self._send(
-                CardReversedAfterCredit(txid, Money(amount.minor, self.currency), result.text)
-            )
-        else:
-            self._send(CardReversed(True, result.text))
+        kept = result.outcome == Outcome.APPROVED
+        if not kept:  # the approval was reported but the payment was not kept
+            answered = result.answered
+            if answered is None:  # lost before we answered: learn what the engine decided
+                try:
+                    answered = self._decisions.get(timeout=self.decision_wait)
+                except queue.Empty:
+                    answered = Answer.FAILED
+            if answered == Answer.OK:
+                self._send(
+                    CardReversedAfterCredit(txid, Money(amount.minor, self.currency), result.text)
+                )
+            else:
+                self._send(CardReversed(True, result.text))
+        # The terminal's dialogue is over, its outcome reported first: the receipt (which
+        # settles the payment in the journal) goes to the journal and the printer.
+        self._send(CardReceipt(txid, {k: list(v) for k, v in result.receipts.items()}, kept))
 
     def payment_kept(self, approved: Any) -> bool | None:
         """At start-up, for a payment whose dialogue a crash cut off: did the terminal keep it?

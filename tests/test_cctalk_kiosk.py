@@ -288,3 +288,51 @@ def test_the_journal_keeps_where_each_acceptor_is_so_a_restart_resumes_there(
               Record(Kind.CASH_IN, "T1", "K1", Money(500, "EUR"),
                      {"medium": "note", "channel": 1})], utc_now())  # fmt: skip
     assert j.acceptor_counters() == {"coin": 4, "notes": 17}
+
+
+def test_a_restart_after_an_acceptor_reset_resumes_where_the_device_is(tmp_path: Path) -> None:
+    """Found by the exhaustive crash matrix: the acceptor restarted (counter back to 0) and
+    counted a coin; the kiosk died after journaling the reset and before the coin. The restart
+    resumed from the counter before the reset (2), so the coin after the reset (1) read as old
+    and was never credited. The reset is now journaled with the device's new counter."""
+    from drivers.cctalk.devices import DeviceReset
+    from kiosk.cctalk import translate
+    from kiosk.events import Kind
+
+    site = make_site("demo")
+    journal = Journal(tmp_path / "journal.sqlite", site.kiosk_id)
+    before = Kiosk(site, journal, Devices(reader=FakeKeyReader()), utc_now)
+    for ev in translate(DeviceReset("coin")):  # what the bus worker reports, journaled
+        before.submit(ev)
+    before.drain()
+    assert journal.acceptor_counters() == {"coin": 0}  # not the counter before the reset
+
+    sim, coin, notes = start_simulator(site)
+    try:
+        coin.power_cycle()  # the device is where the reset left it ...
+        coin.master, coin.inhibit_mask = True, 0xFFFF
+        assert coin.insert("EU100A") and coin.counter == 1  # ... with a coin counted since
+        cash = open_cash(site, sim_port=sim.path, period=0.02, resume=journal.acceptor_counters())
+        seen = journal.last_seq()
+        kiosk = Kiosk(site, journal, Devices(reader=FakeKeyReader(), coin=cash.coin), utc_now)
+        cash.start()
+        deadline = time.monotonic() + 5
+        while not any(e.kind == Kind.CASH_UNATTRIBUTED for e in journal.entries(after=seen)):
+            assert time.monotonic() < deadline, [e.kind for e in journal.entries(after=seen)]
+            kiosk.process(kiosk.events.get(timeout=1))
+        kiosk.drain()
+        cash.stop()
+        after = [
+            e
+            for e in journal.entries(after=seen)
+            if e.data.get("device", "coin") == "coin"
+            and e.kind in (Kind.CASH_UNATTRIBUTED, Kind.ACCEPTOR_COUNTER, Kind.FAULT)
+        ]
+        # the coin, credited once with its counter; no "accounted up to 1" before it (a crash
+        # between the two would have lost it again), no events taken for lost
+        assert [(e.kind, e.amount, e.data.get("counter")) for e in after] == [
+            (Kind.CASH_UNATTRIBUTED, E(100), 1)
+        ]
+        assert journal.acceptor_counters()["coin"] == 1
+    finally:
+        sim.stop()

@@ -115,3 +115,47 @@ def test_a_blank_card_is_refused(rig: Rig) -> None:
     rig.wait(lambda: rig.kiosk.view().state == State.KEY_REFUSED, "refused")
     entries = [e for e in rig.kiosk.journal.entries() if e.kind == "key_refused"]
     assert entries[-1].data["detail"] == "not a prepaid key"
+
+
+def test_the_reader_refuses_a_write_of_nothing_and_outlives_any_error(tmp_path: Path) -> None:
+    """D2 of the money fuzzer: a pending credit of 0.00 reached the port, the card profile
+    raised ValueError on the reader's worker thread, the thread died and every later key went
+    unread. Nothing is sent for no credit, and whatever a job raises, the engine hears of it
+    and the worker goes on."""
+    import queue
+
+    from kiosk.events import KeyReadFailed, KeyWriteFailed, KeyWritten
+
+    card = VirtualCard(bytes.fromhex("04abcdef012345"))
+    ChipKey(card, DEMO_KEYS).personalise(IDENT, upper=50_000, initial=500)
+    slot = VirtualSlot()
+    broken = [True]
+
+    def connect(reader: str) -> object:
+        if broken[0]:
+            broken[0] = False
+            raise ValueError("a reader driver's bug")  # not a DriverError: unexpected
+        return slot.connect(reader)
+
+    port = PcscKeyReader(SLOT, DEMO_KEYS, 50_000, connect=connect)  # type: ignore[arg-type]
+    events: queue.Queue[object] = queue.Queue()
+    port.attach(events.put)
+    port.start(watch=False)
+    try:
+        slot.insert(card)
+        port.card_event(CardEvent(SLOT, b"", True))
+        got = [events.get(timeout=5) for _ in range(2)]
+        assert isinstance(got[1], KeyReadFailed) and "bug" in got[1].reason
+        port.card_event(CardEvent(SLOT, b"", True))  # read again: the worker is alive
+        assert [type(events.get(timeout=5)).__name__ for _ in range(2)] == [
+            "KeyDetected",
+            "KeyPresented",
+        ]
+        port.write_credit("T0", Money(0, "EUR"))
+        refused = events.get(timeout=5)
+        assert isinstance(refused, KeyWriteFailed) and not refused.uncertain
+        assert card.apps[0xF05E01].files[1].value == 500  # nothing was sent to the key
+        port.write_credit("T1", Money(100, "EUR"))
+        assert isinstance(events.get(timeout=5), KeyWritten)
+    finally:
+        port.stop()

@@ -736,6 +736,29 @@ def test_pending_credits_are_written_on_insertion_once() -> None:
     assert [w.txid for w in r.cmds(WriteKey)] == ["OLD1", "OLD3"]
 
 
+def test_the_keys_log_settles_a_write_a_crash_hid_and_claims_what_no_payment_backs() -> None:
+    """Start-up reconciliation leaves a write whose fate it could not know to the key: a credit
+    still owed (`amount`) and what the key holds if the write landed (`on_key`)."""
+    pend = (
+        PendingCredit("GONE", E(0), on_key=E(2000)),  # card given back; the write landed
+        PendingCredit("LOST", E(0), on_key=E(1500)),  # card given back; the write did not land
+        PendingCredit("HALF", E(500), on_key=E(2500)),  # 5.00 cash stays paid; 20.00 went back
+        PendingCredit("OWED", E(700), on_key=E(700)),  # cash, not on the key: written now
+    )
+    r = Run()
+    out = r.insert(key(log=("GONE", "HALF")), account(pending=pend))
+    got = [(c.kind, c.txid, c.amount) for c in r.records()]
+    assert got == [
+        (Kind.PENDING_WRITTEN, "GONE", E(0)),
+        (Kind.CLAIM, "GONE", E(2000)),  # on the key, and nothing pays for it: owed
+        (Kind.PENDING_WRITTEN, "LOST", E(0)),  # nothing to write for a payment given back
+        (Kind.PENDING_WRITTEN, "HALF", E(500)),
+        (Kind.CLAIM, "HALF", E(2000)),
+    ]
+    assert [w for w in out if isinstance(w, WriteKey)] == [WriteKey("OWED", E(700))]
+    assert r.state == State.WRITING_PENDING
+
+
 def test_a_pending_credit_that_cannot_be_written_stays_pending() -> None:
     r = reach(State.WRITING_PENDING)
     r(KeyWriteFailed("OLD1", "refused", uncertain=False))
@@ -1063,7 +1086,9 @@ def test_a_card_receipt_waits_for_the_terminals_text() -> None:
     assert r.s.view().outcome == Outcome.COMPLETED and r.cmds(PrintReceipt) == []
     out = r(CardReceipt("T1", {"customer": ["KUNDENBELEG", "girocard"]}))
     assert out[0] == Record(
-        Kind.CARD_RECEIPT, txid="T1", data={"blocks": {"customer": ["KUNDENBELEG", "girocard"]}}
+        Kind.CARD_RECEIPT,
+        txid="T1",
+        data={"blocks": {"customer": ["KUNDENBELEG", "girocard"]}, "kept": True},
     )
     assert r.cmds(PrintReceipt) == [PrintReceipt("T1", "de")]
     r.tick(CARD_RECEIPT_WAIT.total_seconds() + 1)

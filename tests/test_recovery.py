@@ -213,9 +213,48 @@ def test_an_interrupted_card_payment_follows_what_the_terminal_says(
         assert [r.kind for r in done] == [Kind.CARD_RECEIPT]
         assert j.account_for("K1", "4711", "EUR").debt.minor == 0
     elif kept is False:
-        (rev,) = done
-        assert rev.kind == Kind.CARD_REVERSED and rev.data["after_credit"] is True
+        rev, claim = done
+        assert rev.kind == Kind.CARD_REVERSED and rev.amount == e  # the money went back
+        assert claim.kind == Kind.CLAIM and claim.amount == e  # and the credit it bought is owed
         assert j.account_for("K1", "4711", "EUR").debt.minor == 2000  # claimed back
     else:
         assert done == [] and j.account_for("K1", "4711", "EUR").debt.minor == 0
     assert reconcile(j, site, t0, card_kept=terminal) == [] or kept is None  # asked once
+
+
+@pytest.mark.parametrize("receipt", [{"blocks": {}}, {"blocks": {}, "kept": False}])
+def test_a_closed_card_payment_is_asked_about_until_its_outcome_is_journaled(
+    tmp_path: Path, receipt: dict[str, object]
+) -> None:
+    """Found by the exhaustive crash matrix (card, terminal dropped after its approval, killed
+    after the terminal's receipt): the journal said completed and held the terminal's receipt,
+    the automat died before the reversal that followed it, and the restart never asked the
+    terminal, so the key kept 30.00 nobody paid. A receipt settles a payment only when it says
+    the terminal kept it (older receipts say nothing): otherwise the terminal is asked, and a
+    payment it gave back becomes a claim for everything the transaction handed out."""
+    from kiosk.events import Record
+    from kiosk.reconcile import reconcile
+
+    site = load_site(ROOT / "config" / "demo.toml")
+    j = Journal(tmp_path / "j.sqlite", site.kiosk_id)
+    e, t0 = Money(3000, "EUR"), utc_now()
+    j.append([Record(Kind.TX_OPENED, "T1", "K1", None, {"method": "card",
+                                                          "contract_account": "4711"}),
+              Record(Kind.CARD_APPROVED, "T1", "K1", e, {"receipt_no": 9}),
+              Record(Kind.SPLIT, "T1", "K1", e, {"paid": 3000, "fee": 0, "debt": 0,
+                                                 "credit": 3000})], t0)  # fmt: skip
+    j.append([Record(Kind.KEY_WRITTEN, "T1", "K1", e, {"credit_after": 3350}),
+              Record(Kind.TX_CLOSED, "T1", "K1", None, {"outcome": "completed", "paid": 3000,
+                                                       "credit": 3000})], t0)  # fmt: skip
+    j.append([Record(Kind.CARD_RECEIPT, "T1", None, None, receipt)], t0)
+    asked: list[int] = []
+
+    def terminal(entry: object) -> bool:
+        asked.append(entry.data["receipt_no"])  # type: ignore[attr-defined]
+        return False  # given back: the automat never finished the dialogue
+
+    done = reconcile(j, site, t0, card_kept=terminal)
+    assert asked == [9]
+    assert [(r.kind, r.amount) for r in done] == [(Kind.CARD_REVERSED, e), (Kind.CLAIM, e)]
+    assert j.account_for("K1", "4711", "EUR").debt == e
+    assert reconcile(j, site, t0, card_kept=terminal) == [] and asked == [9]  # settled now

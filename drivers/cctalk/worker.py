@@ -141,7 +141,10 @@ class BusWorker:
                 if owed is not None and dev.identity is not None:
                     self._online[dev.name] = True
                     self._reported.discard(dev.name)
-                    self.emit(DeviceOnline(dev.name, dev.identity, dev.last_counter))
+                    # Its counter says "accounted up to here" only once the events it owes
+                    # are delivered: those carry their own counters, the newest last.
+                    counter = None if owed else dev.last_counter
+                    self.emit(DeviceOnline(dev.name, dev.identity, counter))
                     for ev in owed:
                         self.emit(ev)
                 continue

@@ -19,7 +19,7 @@ journal:
   each printed receipt matches its transaction's journal entries
   the journal's hash chain verifies
 
-    python -m tests.crash.matrix [--flows cash,card] [--faults ...] [--exhaustive]
+    python -m tests.crash.matrix [--flows cash,card] [--exhaustive] [--cell FLOW:FAULT:STEP]
 
 Prints the matrix; exits 1 if any cell fails. Needs pcscd with vsmartcard's vpcd (the README's
 test command installs them).
@@ -55,7 +55,7 @@ from kiosk.cctalk import start_simulator
 from kiosk.chipkey import DEMO_KEYS
 from kiosk.config import load_site
 from kiosk.events import KeyStatus, Kind
-from kiosk.journal import Journal
+from kiosk.journal import Journal, claim_of
 from kiosk.keytool import virtual_uid
 from kiosk.money import Money
 from kiosk.rig import bill_id, coin_id
@@ -312,7 +312,9 @@ def pay_notes(b: Bench, a: Automat, target: int, notes: tuple[int, ...]) -> bool
         paid = a.view["paid"]
         deadline = time.monotonic() + 20
         while not b.notes.insert(bill_id(Money(value, "EUR"))):  # given back: try again
-            if time.monotonic() > deadline or a.proc.poll() is not None:
+            if a.proc.poll() is not None:  # the automat died: the note is given back
+                return False
+            if time.monotonic() > deadline:
                 raise TimeoutError(f"the validator never took the {value} note: {a.view}")
             threading.Event().wait(0.1)  # the customer takes the note and feeds it again
         if not a.until(lambda v, p=paid + value: v["paid"] >= p or v["state"] != "cash", 20):
@@ -326,6 +328,8 @@ def insert_coin(b: Bench, a: Automat, value: int = 200) -> bool:
     """One coin; retried while the acceptor refuses it (e.g. inhibited after its reset)."""
     deadline = time.monotonic() + 20
     while not b.coins.insert(coin_id(Money(value, "EUR"))):
+        if a.proc.poll() is not None:  # the automat died (with the acceptor inhibited)
+            return False
         if time.monotonic() > deadline:
             raise TimeoutError("the coin acceptor never took the coin")
         threading.Event().wait(0.1)  # the refused coin drops back: the customer tries again
@@ -393,7 +397,7 @@ class Books:
     debt: int = 0
     fees: int = 0
     unattributed: int = 0
-    claims: int = 0  # card payments the terminal gave back after the credit was written
+    claims: int = 0  # credit no payment backs any more (card payments given back after it)
     lost: int = 0  # coins whose events the acceptor dropped, journaled as lost (2.00 each here)
     problems: list[str] = field(default_factory=list)
 
@@ -423,8 +427,8 @@ def check(b: Bench) -> Books:
                         books.problems.append(f"{e.txid} pending and on the key")
             if e.kind == Kind.CASH_UNATTRIBUTED and e.amount is not None:
                 books.unattributed += e.amount.minor
-            if e.kind == Kind.CARD_REVERSED and e.data.get("after_credit") and e.amount:
-                books.claims += e.amount.minor
+            if (claim := claim_of(e)) is not None:
+                books.claims += claim.minor
             if e.kind == Kind.FAULT and (m := LOST.search(str(e.data.get("text", "")))):
                 books.lost += int(m.group(1)) * 200
         for e in entries:
@@ -570,8 +574,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flows", default="cash,card")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (logs, journals)")
     ap.add_argument("--exhaustive", action="store_true",
-                    help="kill at every step under every fault (CI: every step without a fault, "
-                    "the first two and the last under each fault)")  # fmt: skip
+                    help="kill at every step under every fault (as the test suite does); "
+                    "without it: every step without a fault, the first two and the last under "
+                    "each fault")  # fmt: skip
+    ap.add_argument(
+        "--cell",
+        metavar="FLOW:FAULT:STEP",
+        help="run one cell only, e.g. cash:coin_reset:5 (to look into a failure)",
+    )
     args = ap.parse_args(argv)
     if not any(r.startswith("Virtual PCD") for r in readers()):
         print("crash matrix: no vpcd reader in pcscd (run the README's test command)")
@@ -580,7 +590,13 @@ def main(argv: list[str] | None = None) -> int:
     cells: list[Cell] = []
     started = time.monotonic()
     try:
-        for flow in args.flows.split(","):
+        if args.cell:
+            flow, fault, step = args.cell.split(":")
+            cell = Cell(flow, int(step), ["(one cell)"], fault)
+            run_cell(cell, work)
+            cells.append(cell)
+            print(f"steps of that run: {' | '.join('+'.join(s) for s in cell.steps)}")
+        for flow in args.flows.split(",") if not args.cell else []:
             for fault in FAULTS[flow]:
                 first, ended = reference_steps(flow, fault, work)
                 steps = first.steps

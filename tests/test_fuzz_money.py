@@ -1,0 +1,35 @@
+"""The money fuzzer (tests/fuzz_money.py), bounded: a fixed seed, then a few random ones.
+
+Random customers, devices and crashes at any journal commit or device command against the real
+kiosk, journal and reconciliation; after every step the money equation, no transaction twice on
+a key, no debt recovered beyond what was owed, a verifying journal. The long run is
+`python -m tests.fuzz_money --sequences 10000`.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from tests.fuzz_money import run
+
+#: the fixed seed, and how many sequences of at most how many steps each run takes
+FIXED_SEED, FIXED, RANDOM, RANDOM_SEEDS, STEPS = 20261129, 150, 50, 3, 40
+
+
+def test_money_fuzz_with_a_fixed_seed(capsys: pytest.CaptureFixture[str]) -> None:
+    stats = run(FIXED, STEPS, FIXED_SEED)
+    with capsys.disabled():
+        print(f"\nmoney fuzz, seed {FIXED_SEED}: {stats.line()}")
+    assert stats.sequences >= FIXED and stats.crashes > stats.sequences  # it did kill, often
+
+
+def test_money_fuzz_with_random_seeds(capsys: pytest.CaptureFixture[str]) -> None:
+    for seed in (random.randrange(2**32) for _ in range(RANDOM_SEEDS)):
+        with capsys.disabled():
+            print(f"\nmoney fuzz, seed {seed}: ", end="")  # a finding shows its seed above it
+        stats = run(RANDOM, STEPS, seed)
+        with capsys.disabled():
+            print(stats.line())
+        assert stats.sequences >= RANDOM and stats.crashes > 0
