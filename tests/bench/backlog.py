@@ -5,34 +5,32 @@ throwaway PostgreSQL cluster (Debian's server, fsync on); the kiosk
 side is the real Syncer and client with 5,000-entry batches. Prints the time and the entries
 per second ingested (target: a 100,000-entry backlog in under 60 s).
 
-    .venv/bin/python tests/bench/sync.py [--entries N] [--db sqlite|postgresql|both]
+    .venv/bin/python tests/bench/backlog.py [--entries N] [--db sqlite|postgresql|both]
+
+(No script in tests/bench/ is named after a package of the project: the script's folder comes
+first on the import path and would hide it.)
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import socket
+import subprocess
 import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
-# This script is named sync.py: keep its own folder off the import path, or `import sync`
-# would find the script instead of the package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import requests
 
-import argparse  # noqa: E402
-import os  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from datetime import UTC, datetime  # noqa: E402
-
-import requests  # noqa: E402
-
-from kiosk.events import Kind, Record  # noqa: E402
-from kiosk.journal import Journal  # noqa: E402
-from kiosk.money import Money  # noqa: E402
-from kiosk.syncer import Syncer  # noqa: E402
-from sync.client import SyncClient  # noqa: E402
+from kiosk.events import Kind, Record
+from kiosk.journal import Journal
+from kiosk.money import Money
+from kiosk.syncer import Syncer
+from sync.client import SyncClient
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
