@@ -461,9 +461,8 @@ class TopUpSession:
             if receipt is not None:
                 extra["receipt"] = "declined" if receipt == Receipt.DECLINED else "wanted"
             cmds.append(self._rec(Kind.TX_CLOSED, outcome=str(outcome), lang=self.lang, **extra))
-            if alloc.get("debt") and c.account is not None:  # recovered: no longer owed
-                recovered = Money(alloc["debt"], self.site.currency)
-                c.account = replace(c.account, debt=c.account.debt - recovered)
+            if outcome == Outcome.REVERSED and tx.split is not None:
+                self._owe_again(tx.split)  # the money went back: so did its debt repayment
             if receipt == Receipt.PRINTING:
                 cmds += self._print(tx)
         c.last, c.tx = tx, None
@@ -503,16 +502,25 @@ class TopUpSession:
         """Fix the split of what was paid (fee only for a full top-up) and journal it."""
         tx = self._ctx.tx
         assert tx is not None and tx.split is None
-        debt = self._ctx.account.debt if self._ctx.account else Money.zero(self.site.currency)
+        c = self._ctx
+        debt = c.account.debt if c.account else Money.zero(self.site.currency)
         charge = tx.paid >= self.site.min_topup
         tx.split = split_payment(
             tx.paid, debt, self.site.fee, self.site.recovery, charge_fee=charge
         )
+        if c.account is not None:  # what this split repays is not owed by later money
+            c.account = replace(c.account, debt=debt - tx.split.debt)
         return [
             self._rec(
                 Kind.SPLIT, tx.split.credit, **tx.split.as_data(), vat_bp=self.site.fee.vat_bp
             )
         ]
+
+    def _owe_again(self, split: Split | None) -> None:
+        """A split dropped (its payment given back): the debt it would have repaid is owed."""
+        c = self._ctx
+        if split is not None and split.debt and c.account is not None:
+            c.account = replace(c.account, debt=c.account.debt + split.debt)
 
     def _start_write(self) -> list[Command]:
         tx = self._ctx.tx
@@ -1009,6 +1017,7 @@ class TopUpSession:
         cmds = [self._rec(Kind.CARD_REVERSED, tx.card)]
         tx.card = Money.zero(self.site.currency)
         if tx.cash:  # cash paid alongside the card is still owed
+            self._owe_again(tx.split)
             tx.split = None
             return cmds + self._make_pending("write_failed")
         return cmds + self._close(Outcome.REVERSED)

@@ -145,3 +145,24 @@ def test_d2_a_top_up_that_all_went_to_debt_leaves_no_pending_credit_of_nothing(
     assert w.do(lambda: w.slot.insert(w.keys[0]))  # the next insertion is served at once
     assert w.state() == "choosing_amount"
     assert debt_of(w) == E(4000) and w.problems() == []
+
+
+def test_d4_late_money_during_a_torn_write_recovers_no_debt_the_write_repays(
+    tmp_path: Path,
+) -> None:
+    """Found by the long fuzz run after the D4 fix: the debt a top-up's split repays counted as
+    still owed until the transaction closed, so a coin arriving while the key was out (a torn
+    write) repaid it a second time."""
+    w = world(tmp_path, share=100, debt=1000)
+    assert w.do(lambda: w.slot.insert(w.keys[0]))
+    w.submit(AmountChosen(None))
+    assert w.do(lambda: w.notes.insert(E(2000)))
+    w.slot.tear = "before"  # the key is pulled as the write begins
+    w.submit(Finish())
+    assert w.state() == "key_missing"
+    assert w.do(lambda: w.coins.insert(E(50), late=True))
+    assert w.records(Kind.PENDING_CREDIT)[-1].amount == E(50)  # the debt is spoken for
+    assert w.do(lambda: w.slot.insert(w.keys[0]))  # the key comes back: the write completes
+    assert w.state() == "done" and w.keys[0].credit == 1000
+    recovered = sum(int(e.data.get("debt", 0)) for e in w.records(Kind.TX_CLOSED))
+    assert recovered == 1000 and w.problems() == []
