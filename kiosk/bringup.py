@@ -36,7 +36,7 @@ from drivers.zvt.client import Result, ZvtClient
 from drivers.zvt.codec import Answer
 from drivers.zvt.sim import TerminalSim
 from drivers.zvt.transport import open_link
-from kiosk.config import DENOMINATIONS
+from kiosk.config import DENOMINATIONS, is_simulated
 from kiosk.money import CURRENCY_EXPONENT, Money
 
 
@@ -45,7 +45,7 @@ def open_device(
 ) -> tuple[_Acceptor, Callable[[], None]]:
     """The driver on `port` ("sim" starts a simulator on a pty); returns it and a closer."""
     sim: BusSimulator | None = None
-    if port == "sim":
+    if is_simulated(port):
         swiss = currency == "CHF"
         sim = BusSimulator(
             [
@@ -184,7 +184,7 @@ def watch(
 def open_terminal(port: str) -> tuple[ZvtClient, Callable[[], None]]:
     """A ZVT client on `port` ("sim" starts a terminal simulator on TCP); and a closer."""
     sim: TerminalSim | None = None
-    if port == "sim":
+    if is_simulated(port):
         sim = TerminalSim("tcp")
         sim.start()
         port = sim.port
@@ -273,7 +273,7 @@ def probe_printer(port: str, test_page: bool) -> dict[str, Any]:
     from kiosk.printer import test_page as page
     from kiosk.receipt import escpos_job
 
-    sim = PrinterSim() if port == "sim" else None
+    sim = PrinterSim() if is_simulated(port) else None
     if sim is not None:
         sim.start()
     printer = ReceiptPrinter(sim.path if sim else port)

@@ -2,8 +2,8 @@
 
 Coin acceptor and note validator may share one bus (one port URL) or use two; each bus has
 one owner thread (`BusWorker`). Driver events are turned into engine events here; engine
-commands become calls on the bus thread. A site port of "sim" means the byte-level simulator,
-which the caller starts on a pty and passes in as `sim_port`.
+commands become calls on the bus thread. A simulated device is the byte-level simulator on a
+pty: its port is the pty's path, like any serial device's.
 """
 
 from __future__ import annotations
@@ -236,27 +236,21 @@ class CcTalkCash:
 def open_cash(
     site: Site,
     *,
-    sim_port: str | None = None,
-    simulate: bool = False,
     period: float = 0.1,
     open_bus: Callable[..., Bus] = Bus.open,
     resume: dict[str, int] | None = None,
 ) -> CcTalkCash:
-    """Buses, devices, workers and ports from the site's [devices.coin] and [devices.notes].
-
-    With `simulate`, every cash device is on the simulator at `sim_port`, whatever the site
-    file names (the demo and `--simulate` runs). `resume`: each device's event counter as the
-    journal last knew it (`Journal.acceptor_counters`); events after it are still owed.
-    """
+    """Buses, devices, workers and ports from the site's [devices.coin] and [devices.notes],
+    on the ports it names (a simulator's too: it runs on a real port). `resume`: each device's
+    event counter as the journal last knew it (`Journal.acceptor_counters`); events after it
+    are still owed."""
     hub = _Hub()
     buses: dict[tuple[str, bool], Bus] = {}
     on_bus: dict[tuple[str, bool], list[_Acceptor]] = {}
     made: dict[str, _Acceptor] = {}
 
     def add(name: str, conf: SerialDevice, make: Callable[[Bus], _Acceptor]) -> None:
-        url = sim_port if simulate or conf.port == "sim" else conf.port
-        if url is None:
-            raise ValueError(f"the simulated {name} device needs the simulator's port")
+        url = conf.port
         key = (url, conf.crc16)
         if key not in buses:
             buses[key] = open_bus(url, crc16_mode=conf.crc16)

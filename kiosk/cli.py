@@ -202,6 +202,7 @@ def _diag_with_devices(args: argparse.Namespace) -> int:
     own program must not be running, it would hold the ports."""
     from contextlib import ExitStack
 
+    from kiosk.app.bootstrap import automat
     from kiosk.clock import utc_now
     from kiosk.diag import (
         Diagnostics,
@@ -212,12 +213,12 @@ def _diag_with_devices(args: argparse.Namespace) -> int:
         report_lines,
     )
     from kiosk.receipt import NoSuchTransaction, to_text, transaction_receipt
-    from kiosk.ui.run import real_kiosk
+    from kiosk.simulate import every_port_simulated
 
     site = load_site(args.site)
     path = Path(args.db) if args.db else journal_path(data_dir(args.data_dir), site.kiosk_id)
     with ExitStack() as stack:
-        if _every_port_sim(site):
+        if every_port_simulated(site):
             from kiosk.rig import simulated_rig
 
             rig = stack.enter_context(simulated_rig(site, path, sys.stderr, utc_now))
@@ -227,7 +228,7 @@ def _diag_with_devices(args: argparse.Namespace) -> int:
             while not rig.devices_ready() and time.monotonic() < deadline:
                 pause.wait(0.05)  # the simulated devices come up on their own threads
         else:
-            kiosk = stack.enter_context(real_kiosk(site, path, utc_now, sys.stderr))
+            kiosk = stack.enter_context(automat(site, path, utc_now, sys.stderr)).kiosk
         guard = PinGuard(
             kiosk.journal, load_pin_hash(site, lambda t: print(f"warning: {t}", file=sys.stderr))
         )
@@ -267,20 +268,13 @@ def _diag_with_devices(args: argparse.Namespace) -> int:
     return 0
 
 
-def _every_port_sim(site: Site) -> bool:
-    d = site.devices
-    return all(
-        dev is None or getattr(dev, "port", getattr(dev, "reader", "sim")) == "sim"
-        for dev in (d.coin, d.notes, d.card, d.reader)
-    )
-
-
 def cmd_run(args: argparse.Namespace) -> int:
+    from kiosk.simulate import every_port_simulated
     from kiosk.ui.run import RunOptions, default_headless, run
 
     site = load_site(args.site)
     base = data_dir(args.data_dir)
-    every_port_sim = _every_port_sim(site)
+    every_port_sim = every_port_simulated(site)
     opts = RunOptions(
         simulate=args.simulate or every_port_sim,
         headless=args.headless or default_headless(),
@@ -295,6 +289,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return 2
     return run(site, journal_path(base, site.kiosk_id), opts, sys.stdout)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from kiosk.simulate import run_simulate
+
+    base = data_dir(args.data_dir)
+    control = Path(args.control) if args.control else base / "simulate.sock"
+    return run_simulate(
+        Path(args.site), Path(args.write_site), base, control, sys.stdout,
+        head_office=args.head_office,
+    )  # fmt: skip
 
 
 def cmd_terminal(args: argparse.Namespace) -> int:
@@ -454,6 +459,20 @@ def build_parser() -> argparse.ArgumentParser:
     runp.add_argument("--panel", action="store_true", help="developer: the simulator panel")
     runp.set_defaults(func=cmd_run)
 
+    simp = sub.add_parser(
+        "simulate",
+        help="the site's simulated devices as their own process, on their real ports",
+        description="Starts the simulator of every device the site names sim (ccTalk bus and "
+        "printer on ptys, ZVT terminal on TCP, keys into pcscd's vpcd reader), writes the site "
+        "with their real ports (and the keys' secrets file beside it) and runs until SIGTERM. "
+        "Control: insert SERIAL | remove | coin 2.00 | note 20.00 | terminal ANSWER | status, "
+        "one per line on the control socket.",
+    )
+    simp.add_argument("--site", required=True, help="the site file with sim ports")
+    simp.add_argument("--write-site", required=True, help="where to write it with real ports")
+    simp.add_argument("--control", help="the control socket (default: DATA_DIR/simulate.sock)")
+    simp.add_argument("--head-office", help="the head office URL to write into the site")
+    simp.set_defaults(func=cmd_simulate)
     demo = sub.add_parser("demo", help="scripted customers on fake devices; prints the journal")
     demo.add_argument("--site", help="site file (default: the embedded demo site)")
     demo.set_defaults(func=cmd_demo)

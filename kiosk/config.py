@@ -166,6 +166,15 @@ class TimeoutsSection(_Section):
     message: Seconds = 20
 
 
+#: The port of a device that is simulated: its simulator is started on a real port (a pty, a
+#: TCP socket) and the automat is pointed at that (kiosk.rig); nothing else reads this value.
+SIM = "sim"
+
+
+def is_simulated(port: str) -> bool:
+    return port == SIM
+
+
 class SerialDevice(_Section):
     port: str = Field(min_length=1, description='"sim", a serial device path or a pyserial URL')
     address: int | None = Field(default=None, ge=1, le=255)
@@ -178,11 +187,11 @@ class CardDevice(_Section):
 
 
 class ReaderDevice(_Section):
-    reader: str = Field(default="sim", min_length=1, description='"sim" or a reader-name pattern')
+    reader: str = Field(default=SIM, min_length=1, description='"sim" or a reader-name pattern')
 
 
 class PrinterDevice(_Section):
-    port: str = Field(default="sim", min_length=1)
+    port: str = Field(default=SIM, min_length=1)
     receipt: Literal["always", "ask"] = Field(
         default="always", description='"ask": the customer chooses on the payment screens'
     )

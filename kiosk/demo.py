@@ -17,9 +17,10 @@ from kiosk.engine import View
 from kiosk.errors import UserFacingError
 from kiosk.events import AmountChosen, Cancel, Event, Method, MethodChosen, Tick
 from kiosk.report import print_transactions
-from kiosk.rig import DEMO_KEYS, DemoKeys, Rig, bill_id, coin_id, simulated_rig
+from kiosk.rig import DemoKeys, Rig, simulated_rig
 from kiosk.service import Kiosk
-from kiosk.syncer import SyncLoop
+from kiosk.simulate import DEMO_KEYS, bill_id, coin_id
+from kiosk.syncer import HeadOfficeLink
 from sync.admin import report
 from sync.local import LocalHeadOffice
 from sync.server import open_db
@@ -141,8 +142,8 @@ def run_demo(site: Site, journal_file: Path, out: TextIO, start: datetime | None
                 f"{opening:%A %d.%m.%Y %H:%M} local time.\n"
             )
         _scenes(s, site, rig.keys, rig.coin_sim, rig.note_sim, rig.bus.path)
-        if rig.loop is not None and rig.ho.local is not None:
-            _head_office_scene(s, rig.loop, rig.ho.local, rig.keys)
+        if rig.link is not None and rig.ho.local is not None:
+            _head_office_scene(s, rig.link, rig.ho.local, rig.keys)
         finish_report(rig, clock, out)
     return 0
 
@@ -154,9 +155,9 @@ def finish_report(rig: Rig, clock: Callable[[], datetime], out: TextIO) -> None:
     print_transactions(journal, site, out, since_seq=rig.first_seq)
     count = journal.verify()
     out.write(f"\njournal verify: ok, {count} entries chained ({journal.path})\n")
-    if rig.loop is not None:
-        rig.loop.stop()
-        status = rig.loop.syncer.round(clock())
+    if rig.link is not None:
+        rig.link.stop()
+        status = rig.link.syncer.round(clock())
         out.write(
             f"head office holds {status.acked} of {journal.last_seq()} entries "
             f"(backlog {status.backlog})"
@@ -170,15 +171,15 @@ def finish_report(rig: Rig, clock: Callable[[], datetime], out: TextIO) -> None:
             engine.dispose()
 
 
-def _synced(s: _Script, loop: SyncLoop) -> None:
+def _synced(s: _Script, link: HeadOfficeLink) -> None:
     """A sync round now, on the background loop, and what it reported."""
-    error = loop.round_now().last_error
+    error = link.round_now().last_error
     s.kiosk.drain()
     s.say(f"synced with head office{f' (error: {error})' if error else ''}")
 
 
 def _head_office_scene(
-    s: _Script, loop: SyncLoop, local: LocalHeadOffice, reader: DemoKeys
+    s: _Script, link: HeadOfficeLink, local: LocalHeadOffice, reader: DemoKeys
 ) -> None:
     m = s.kiosk.site.money
     s.out.write("\n5. Head office steers: K-1003's contract ends, a goodwill credit for K-1001\n")
@@ -187,7 +188,7 @@ def _head_office_scene(
     )
     credit = local.admin("credit", "K-1001", "500", "--currency", s.kiosk.site.currency)
     s.say(f"head office: K-1003 blocked (contract ended); credit {credit} of {m(500)} for K-1001")
-    _synced(s, loop)
+    _synced(s, link)
     s.do("insert key K-1003", partial(reader.insert, "K-1003"), lambda v: v.state == "key_refused")
     s.do("remove key", reader.remove, lambda v: v.state == "idle")
     s.do(

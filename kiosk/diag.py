@@ -355,16 +355,12 @@ class Diagnostics:
         return out
 
     def head_office_check(self) -> CheckResult:
-        syncer = getattr(self.kiosk, "syncer", None)
-        if syncer is None:
-            return CheckResult("head office", False, ("no head office configured",))
+        ho = self.kiosk.head_office
         try:
-            rtt = syncer.client.fork().health()
+            rtt = ho.health()
         except SyncError as err:
             return CheckResult("head office", False, (str(err),))
-        return CheckResult(
-            "head office", True, (f"{syncer.client.base} reachable, {rtt * 1000:.0f} ms",)
-        )
+        return CheckResult("head office", True, (f"{ho.where} reachable, {rtt * 1000:.0f} ms",))
 
     def self_tests(self) -> list[CheckResult]:
         """Each device's own test (printer: a test page), then head office."""
@@ -427,13 +423,7 @@ class Diagnostics:
         return result, printed
 
     def sync_now(self) -> list[str]:
-        loop = getattr(self.kiosk, "sync_loop", None)
-        if loop is None:
-            return ["no head office configured"]
-        try:
-            st = loop.round_now(timeout=20)
-        except TimeoutError:
-            st = loop.syncer.status
+        st = self.kiosk.head_office.round_now(timeout=20)
         self._audit("sync_now", backlog=st.backlog, error=st.last_error)
         when = st.last_success.astimezone(self.site.hours.tz) if st.last_success else None
         return [

@@ -15,6 +15,7 @@ from kiosk.money import Money
 
 if TYPE_CHECKING:
     from kiosk.receipt import Document
+    from kiosk.syncer import SyncStatus
 
 Emit = Callable[[Event], None]
 
@@ -57,6 +58,21 @@ class Printer(Protocol):
     def attach(self, emit: Emit) -> None: ...
     def print_receipt(self, txid: str, doc: Document) -> None: ...  # then ReceiptPrinted
     def print_document(self, doc: Document) -> bool: ...  # now; whether it was printed
+
+
+class HeadOffice(Protocol):
+    """The link to head office: background sync, credit claims, settings for the kiosk."""
+
+    where: str  # its address, for diagnostics
+
+    @property
+    def status(self) -> SyncStatus: ...
+    def attach(self, on_settings: Callable[[dict[str, int]], object]) -> None: ...
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def claim(self, key: str) -> int: ...  # a key's open credits fleet-wide, taken over here
+    def round_now(self, timeout: float = 30.0) -> SyncStatus: ...
+    def health(self) -> float: ...  # seconds for a round trip (raises when unreachable)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from escpos.escpos import Escpos
 
 from drivers.errors import DriverError
 from drivers.printer.device import PaperStatus, PrinterUnavailable, ReceiptPrinter
+from kiosk.config import Site
 from kiosk.events import Device, DeviceFault, DeviceOk, ReceiptPrinted
 from kiosk.ports import CheckResult, DeviceReport, Emit
 from kiosk.receipt import Document, Row, escpos_job
@@ -103,11 +104,12 @@ class EscPosPrinterPort:
                 self.emit(done)
 
     def close(self) -> None:
-        """Let queued receipts finish, then stop the thread."""
+        """Let queued receipts finish, then stop the thread and let go of the printer."""
         if self._thread is not None:
             self._jobs.put(None)
             self._thread.join(timeout=10)
             self._thread = None
+        self.printer.close()
 
     def status(self) -> PaperStatus:
         status = self.printer.status()
@@ -136,3 +138,9 @@ class EscPosPrinterPort:
         except PrinterUnavailable as err:
             return CheckResult("printer: test page", False, (f"not printed: {err}",))
         return CheckResult("printer: test page", True, (f"printed (paper {status})",))
+
+
+def open_printer(site: Site) -> EscPosPrinterPort | None:
+    """The receipt printer on the port the site names, or none where the site has none."""
+    conf = site.devices.printer
+    return None if conf is None else EscPosPrinterPort(ReceiptPrinter(conf.port))

@@ -13,7 +13,6 @@ import queue
 import threading
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 from kiosk.clock import utc_now
 from kiosk.config import Site, with_settings
@@ -44,9 +43,10 @@ from kiosk.events import (
     WriteKey,
 )
 from kiosk.journal import Journal
-from kiosk.ports import Devices, KeyPresented
+from kiosk.ports import Devices, HeadOffice, KeyPresented
 from kiosk.receipt import transaction_receipt
 from kiosk.reconcile import reconcile
+from kiosk.syncer import NoHeadOffice
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ class Kiosk:
         clock: Callable[[], datetime] = utc_now,
         *,
         pin_hash: str | None = None,
+        head_office: HeadOffice | None = None,
     ) -> None:
         self.site = self.base_site = site
         self.journal = journal
@@ -89,11 +90,9 @@ class Kiosk:
         self._pin_hash = pin_hash
         #: head office's site settings, waiting for the engine to be idle before they apply
         self._next_site: Site | None = None
-        #: set by the sync wiring: take over a key's credits fleet-wide when it is inserted
-        self.claim_credits: Callable[[str], int] | None = None
-        #: set by the sync wiring, for diagnostics (head-office check, sync now, backlog)
-        self.syncer: Any = None
-        self.sync_loop: Any = None
+        #: head office: a key's credits are claimed fleet-wide when it is inserted; its site
+        #: settings arrive through `apply_settings`; diagnostics check it and sync now
+        self.head_office: HeadOffice = head_office or NoHeadOffice("no head office configured")
         saved = journal.get_meta(SYNC_SETTINGS)
         if saved:
             self.apply_settings(json.loads(saved))
@@ -101,6 +100,7 @@ class Kiosk:
             self._next_site = None
         self.session = TopUpSession(self.site, now, self._new_txid)
         self._published = self.session.view()
+        self.head_office.attach(self.apply_settings)
         for port in (devices.reader, devices.coin, devices.notes, devices.card, devices.printer):
             if port is not None:
                 port.attach(self.submit)
@@ -184,8 +184,7 @@ class Kiosk:
             event = checked
         if isinstance(event, KeyPresented):
             key = event.key
-            if self.claim_credits is not None:
-                self.claim_credits(key.serial)
+            self.head_office.claim(key.serial)
             account = self.journal.account_for(key.serial, key.contract_account, self.site.currency)
             event = KeyInserted(key, account)
         try:

@@ -235,3 +235,67 @@ class SyncLoop:
                 raise TimeoutError("no sync round ended in time")
             self._stop.wait(0.02)  # the sync thread is talking to head office
         return self.syncer.status
+
+
+class HeadOfficeLink:
+    """The kiosk's head-office port: the sync client, its rounds in the background every
+    `interval` seconds, credit claims when a key is inserted, settings back to the kiosk."""
+
+    def __init__(self, syncer: Syncer, loop: SyncLoop) -> None:
+        self.syncer = syncer
+        self.loop = loop
+        self.where = syncer.client.base
+
+    def attach(self, on_settings: Callable[[dict[str, int]], object]) -> None:
+        self.syncer.on_settings = on_settings
+
+    def start(self) -> None:
+        self.loop.start()
+
+    def stop(self) -> None:
+        self.loop.stop()
+
+    @property
+    def status(self) -> SyncStatus:
+        return self.syncer.status
+
+    def claim(self, key: str) -> int:
+        return self.syncer.claim(key)
+
+    def round_now(self, timeout: float = 30.0) -> SyncStatus:
+        try:
+            return self.loop.round_now(timeout)
+        except TimeoutError:
+            return self.syncer.status
+
+    def health(self) -> float:
+        """Seconds for one round trip to head office's health check (SyncError if none)."""
+        return self.syncer.client.fork().health()
+
+
+class NoHeadOffice:
+    """The head-office port of a kiosk that cannot sync: none configured, or no token. The
+    automat works offline on what it has; diagnostics say why."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        self.where = "-"
+        self.status = SyncStatus(acked=0, backlog=0, last_error=reason)
+
+    def attach(self, on_settings: Callable[[dict[str, int]], object]) -> None:
+        """Nothing will come."""
+
+    def start(self) -> None:
+        """Nothing to run."""
+
+    def stop(self) -> None:
+        """Nothing runs."""
+
+    def claim(self, key: str) -> int:
+        return 0
+
+    def round_now(self, timeout: float = 30.0) -> SyncStatus:
+        return self.status
+
+    def health(self) -> float:
+        raise SyncError(self.reason)

@@ -260,15 +260,16 @@ class ZvtCardPort:
             return not t.is_alive()
         return True
 
+    def close(self) -> None:
+        """Let a payment under way end (briefly), then close the link."""
+        self.wait_idle(5)
+        self.client.link.close()
 
-def open_card(
-    site: Site, *, sim_port: str | None = None, simulate: bool = False
-) -> ZvtCardPort | None:
-    """The card port for a site with card payment; None where the site takes no cards."""
+
+def open_card(site: Site) -> ZvtCardPort | None:
+    """The card port on the terminal the site names (a serial path or tcp://host:port), or
+    None where the site takes no cards."""
     conf = site.devices.card
     if not site.card_enabled or conf is None:
         return None
-    url = sim_port if simulate or conf.port == "sim" else conf.port
-    if url is None:
-        raise ValueError("the simulated card terminal needs the simulator's port")
-    return ZvtCardPort(ZvtClient(open_link(url), currency=site.currency), site.currency)
+    return ZvtCardPort(ZvtClient(open_link(conf.port), currency=site.currency), site.currency)

@@ -25,6 +25,7 @@ from kiosk.journal import Journal
 from kiosk.money import Money
 from kiosk.ports import Devices
 from kiosk.service import Kiosk
+from kiosk.simulate import with_ports
 from tests.conftest import make_site, wait_until
 
 
@@ -70,7 +71,7 @@ class CashRig:
 def rig(tmp_path: Path) -> Iterator[CashRig]:
     site = make_site("demo")
     sim, coin, notes = start_simulator(site)
-    cash = open_cash(site, sim_port=sim.path, period=0.02)
+    cash = open_cash(with_ports(site, coin=sim.path, notes=sim.path), period=0.02)
     journal = Journal(tmp_path / "journal.sqlite", site.kiosk_id)
     journal.set_key("K1", KeyStatus.ACTIVE, "4711")
     reader = FakeKeyReader()
@@ -218,7 +219,7 @@ def test_events_in_the_buffer_before_the_kiosk_started_are_not_credited(tmp_path
     try:
         coin.master, coin.inhibit_mask = True, 0xFFFF  # someone else's session, before start
         coin.insert("EU200A")
-        cash = open_cash(site, sim_port=sim.path, period=0.02)
+        cash = open_cash(with_ports(site, coin=sim.path, notes=sim.path), period=0.02)
         journal = Journal(tmp_path / "journal.sqlite", site.kiosk_id)
         kiosk = Kiosk(
             site,
@@ -312,7 +313,11 @@ def test_a_restart_after_an_acceptor_reset_resumes_where_the_device_is(tmp_path:
         coin.power_cycle()  # the device is where the reset left it ...
         coin.master, coin.inhibit_mask = True, 0xFFFF
         assert coin.insert("EU100A") and coin.counter == 1  # ... with a coin counted since
-        cash = open_cash(site, sim_port=sim.path, period=0.02, resume=journal.acceptor_counters())
+        cash = open_cash(
+            with_ports(site, coin=sim.path, notes=sim.path),
+            period=0.02,
+            resume=journal.acceptor_counters(),
+        )
         seen = journal.last_seq()
         kiosk = Kiosk(site, journal, Devices(reader=FakeKeyReader(), coin=cash.coin), utc_now)
         cash.start()

@@ -359,7 +359,6 @@ def test_no_paper_or_printer_never_holds_up_a_top_up_and_the_receipt_can_be_repr
             stop.set()
             engine.join(5)
             port.close()
-            port.printer.close()
 
 
 def test_a_reprint_of_an_unknown_transaction_is_refused_and_nothing_printed(
@@ -378,18 +377,18 @@ def test_a_reprint_of_an_unknown_transaction_is_refused_and_nothing_printed(
 
 def test_the_automat_opens_the_printer_its_site_file_names(tmp_path: Path) -> None:
     from drivers.printer.device import PaperStatus
-    from kiosk.ui.run import open_printer
+    from kiosk.printer import open_printer
 
     with PrinterSim() as sim:
         site = make_site("demo", devices={"printer": {"port": sim.path, "receipt": "always"}})
-        port, started = open_printer(site)
+        port = open_printer(site)
         try:
-            assert started is None and isinstance(port, EscPosPrinterPort)
+            assert isinstance(port, EscPosPrinterPort)
             assert site.receipt == "always" and port.status() == PaperStatus.OK
             assert port.print_document(transaction_receipt(journal_of(site, tmp_path, CASH),
                                                            site, TXID))  # fmt: skip
             assert "Neues Guthaben                     30,50 €" in sim.wait_jobs(1)[0].lines
         finally:
-            port.printer.close()
+            port.close()
     assert open_printer(dataclasses.replace(site, devices=site.devices.model_copy(
-        update={"printer": None}))) == (None, None)  # fmt: skip
+        update={"printer": None}))) is None  # fmt: skip

@@ -19,7 +19,7 @@ from kiosk.journal import Journal
 from kiosk.money import Money
 from kiosk.ports import Devices
 from kiosk.service import Kiosk
-from kiosk.syncer import Syncer
+from kiosk.syncer import HeadOfficeLink, Syncer, SyncLoop
 from tests.conftest import SATURDAY_MORNING, HeadOffice, make_site
 
 
@@ -40,14 +40,10 @@ class Automat:
             notes=self.notes,
             printer=FakePrinter(),
         )
-        self.kiosk = Kiosk(site, self.journal, devices, ManualClock(SATURDAY_MORNING))
-        self.sync = Syncer(
-            self.journal,
-            office.client(site.kiosk_id),
-            currency=site.currency,
-            on_settings=self.kiosk.apply_settings,
-        )
-        self.kiosk.claim_credits = self.sync.claim
+        clock = ManualClock(SATURDAY_MORNING)
+        self.sync = Syncer(self.journal, office.client(site.kiosk_id), currency=site.currency)
+        link = HeadOfficeLink(self.sync, SyncLoop(self.sync, clock))  # rounds run by the test
+        self.kiosk = Kiosk(site, self.journal, devices, clock, head_office=link)
         self.kiosk.drain()
 
     def round(self) -> None:

@@ -392,7 +392,8 @@ def test_the_technician_goes_through_every_service_screen(ui_window: Any, tmp_pa
 
     from kiosk.clock import utc_now
     from kiosk.diag import cash_box, verify_export
-    from kiosk.rig import bill_id, simulated_rig
+    from kiosk.rig import simulated_rig
+    from kiosk.simulate import bill_id
     from kiosk.ui.app import KioskApp
     from kiosk.ui.driver import ScreenDriver
     from kiosk.ui.script import technician_visit

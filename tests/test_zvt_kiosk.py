@@ -269,7 +269,8 @@ def test_serial_line_faults_do_not_change_the_outcome(tmp_path: Path, fault: str
 
 def test_no_card_port_where_the_site_takes_no_cards() -> None:
     assert open_card(make_site("poessneck-breite-strasse")) is None
-    assert open_card(make_site("jena-saalstrasse"), sim_port="tcp://127.0.0.1:1", simulate=True)
+    site = make_site("jena-saalstrasse", devices={"card": {"port": "tcp://127.0.0.1:1"}})
+    assert isinstance(open_card(site), ZvtCardPort)  # connects when it first talks
 
 
 def test_after_a_crash_the_terminal_is_asked_whether_it_kept_the_payment(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.button import Button
 from kivy.uix.label import Label
 
-from kiosk.rig import DEMO_KEYS, Rig, bill_id, coin_id
+from kiosk.rig import Rig
+from kiosk.simulate import DEMO_KEYS, bill_id, coin_id
 from kiosk.ui.screens.base import load_kv
 
 CARD_OUTCOMES = ("approve", "decline", "wrong_pin", "customer_abort", "timeout")

@@ -1,22 +1,24 @@
-"""`kiosk run`: the automat with its touch screen, the composition root of the running kiosk.
+"""`kiosk run`: the automat with its touch screen.
 
-With real devices as the site file configures them, or (`--simulate`, and always for the
-embedded demo site) every device its simulator on its real transport plus a head office on
-this machine. Without a display it starts Xvfb itself, runs a scripted customer through the
-screens in German and English, saves a screenshot of each, prints the journal and exits.
+The automat is built by the composition root (kiosk.app.bootstrap) on the devices the site
+file names, or (`--simulate`, and always for the embedded demo site) on simulators started on
+their real transports plus a head office on this machine. Without a display it starts Xvfb
+itself, runs a scripted customer through the screens in German and English, saves a screenshot
+of each, prints the journal and exits.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
+from kiosk.app.bootstrap import automat
 from kiosk.clock import ManualClock, utc_now
 from kiosk.config import Site
 from kiosk.ui.setup import configure
@@ -45,7 +47,7 @@ def run(site: Site, journal_file: Path, opts: RunOptions, out: TextIO) -> int:
             kiosk = rig.kiosk
         else:
             rig = None
-            kiosk = stack.enter_context(real_kiosk(site, journal_file, clock, out))
+            kiosk = stack.enter_context(automat(site, journal_file, clock, out)).kiosk
         stop = threading.Event()
         engine = threading.Thread(target=kiosk.run, args=(stop,), name="engine", daemon=True)
         engine.start()
@@ -70,64 +72,6 @@ def run(site: Site, journal_file: Path, opts: RunOptions, out: TextIO) -> int:
 
             finish_report(rig, clock, out)
     return 0
-
-
-@contextmanager
-def real_kiosk(
-    site: Site, journal_file: Path, clock: Callable[[], datetime], out: TextIO
-) -> Iterator[Any]:
-    """The devices the site file names, on their ports."""
-    from kiosk.cctalk import open_cash
-    from kiosk.chipkey import PcscKeyReader
-    from kiosk.diag import load_pin_hash
-    from kiosk.journal import Journal
-    from kiosk.keytool import load_keys
-    from kiosk.ports import Devices
-    from kiosk.service import Kiosk
-    from kiosk.zvt import open_card
-
-    journal = Journal(journal_file, site.kiosk_id)
-
-    def warn(text: str) -> None:
-        out.write(f"warning: {text}\n")
-
-    keys = load_keys(site, warn)
-    reader = PcscKeyReader(site.devices.reader.reader, keys, site.key_credit_limit.minor)
-    cash = open_cash(site, resume=journal.acceptor_counters())
-    card = open_card(site) if site.card_enabled else None
-    printer, printer_sim = open_printer(site)
-    devices = Devices(reader=reader, coin=cash.coin, notes=cash.notes, card=card, printer=printer)
-    kiosk = Kiosk(site, journal, devices, clock, pin_hash=load_pin_hash(site, warn))
-    cash.start()
-    reader.start()
-    if card is not None:
-        card.start()
-    try:
-        yield kiosk
-    finally:
-        reader.stop()
-        cash.stop()
-        if printer is not None:
-            printer.close()
-            printer.printer.close()
-        if printer_sim is not None:
-            printer_sim.stop()
-        journal.close()
-
-
-def open_printer(site: Site) -> tuple[Any, Any]:
-    """The receipt printer the site names (port "sim": the simulated one on a pty), or none."""
-    from drivers.printer.device import ReceiptPrinter
-    from drivers.printer.sim import PrinterSim
-    from kiosk.printer import EscPosPrinterPort
-
-    conf = site.devices.printer
-    if conf is None:
-        return None, None
-    sim = PrinterSim() if conf.port == "sim" else None
-    if sim is not None:
-        sim.start()
-    return EscPosPrinterPort(ReceiptPrinter(sim.path if sim else conf.port)), sim
 
 
 def default_headless() -> bool:

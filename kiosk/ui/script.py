@@ -12,7 +12,8 @@ from typing import Any, TextIO
 
 from kiosk.engine import State
 from kiosk.events import Device, DeviceFault, DeviceOk
-from kiosk.rig import Rig, bill_id, coin_id
+from kiosk.rig import Rig
+from kiosk.simulate import bill_id, coin_id
 from kiosk.ui.i18n import money_text
 
 
@@ -38,7 +39,7 @@ def technician_visit(
     the cash box emptied, end of day, sync, transactions and a reprint of the newest receipt,
     export, configuration; then out."""
     from kiosk.diag import DEMO_PIN
-    from kiosk.rig import TECHNICIAN_KEY
+    from kiosk.simulate import TECHNICIAN_KEY
 
     rig.keys.insert(TECHNICIAN_KEY)
     ui.wait_screen("technician_pin", 10)

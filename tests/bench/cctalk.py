@@ -32,6 +32,7 @@ from kiosk.fakes import FakeCardTerminal, FakeKey, FakeKeyReader, FakePrinter
 from kiosk.journal import Journal
 from kiosk.ports import Devices
 from kiosk.service import Kiosk
+from kiosk.simulate import with_ports
 
 POLL_WIRE_BYTES = 5 + 16
 
@@ -69,7 +70,7 @@ def bench_poll(polls: int) -> None:
 def bench_latency(coins: int, period: float) -> None:
     site = load_site(None)
     sim, coin_sim, _notes = start_simulator(site, byte_time=BYTE_TIME_8N1)
-    cash = open_cash(site, sim_port=sim.path, period=period)
+    cash = open_cash(with_ports(site, coin=sim.path, notes=sim.path), period=period)
     with tempfile.TemporaryDirectory() as tmp:
         journal = Journal(Path(tmp) / "journal.sqlite", site.kiosk_id)
         journal.set_key("K1", KeyStatus.ACTIVE, "4711")

@@ -22,15 +22,16 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
+from kiosk.app.bootstrap import automat
 from kiosk.clock import utc_now
 from kiosk.config import load_site
 from kiosk.engine import View
 from kiosk.events import AmountChosen, Cancel, Finish, Method, MethodChosen
 from kiosk.journal import Journal
 from kiosk.money import Money
-from kiosk.ui.run import real_kiosk
 
 _out = threading.Lock()
 
@@ -84,7 +85,8 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     count_steps(args.crash_after)
     site = load_site(args.site)
-    with real_kiosk(site, args.journal, utc_now, sys.stderr) as kiosk:
+    with automat(site, Path(args.journal), utc_now, sys.stderr) as running:
+        kiosk = running.kiosk
         kiosk.listeners.append(lambda v, e: say(view_line(v, e)))
         stop = threading.Event()
         engine = threading.Thread(target=kiosk.run, args=(stop, 0.05), daemon=True)

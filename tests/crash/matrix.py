@@ -58,7 +58,7 @@ from kiosk.events import KeyStatus, Kind
 from kiosk.journal import Journal, claim_of
 from kiosk.keytool import virtual_uid
 from kiosk.money import Money
-from kiosk.rig import bill_id, coin_id
+from kiosk.simulate import bill_id, coin_id
 
 ROOT = Path(__file__).resolve().parents[2]
 LOST = re.compile(r"(\d+) event\(s\) lost")

@@ -1,0 +1,160 @@
+"""The composition root: the whole automat, built from a site file (and its secrets) through
+constructors, the same way for every caller.
+
+`kiosk run` (real devices or simulated ones), `kiosk demo`, `kiosk diag`, the crash matrix's
+automat and the tests all start the automat here. The site's ports say where each device is; a
+simulated device is one whose simulator runs on a real port (a pty, a TCP socket), so nothing
+here knows whether a device is real. The head office named by `[head_office] url` is synced in
+the background every `sync_interval` seconds with the token from the environment variable
+`[secrets] token_env` (or `[head_office] token` in the secrets file); without a URL or a token
+the automat works offline and says why (a start-up warning, and on the service screen).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TextIO
+
+from kiosk.cctalk import CcTalkCash, open_cash
+from kiosk.chipkey import PcscKeyReader
+from kiosk.config import Site
+from kiosk.diag import load_pin_hash
+from kiosk.errors import ConfigError
+from kiosk.journal import Journal
+from kiosk.keytool import load_keys
+from kiosk.ports import ChipKeyReader, Devices, HeadOffice
+from kiosk.printer import open_printer
+from kiosk.service import Kiosk
+from kiosk.syncer import HeadOfficeLink, NoHeadOffice, Syncer, SyncLoop
+from kiosk.zvt import ZvtCardPort, open_card
+from sync.client import SyncClient
+
+
+@dataclass(frozen=True)
+class HeadOfficeAccess:
+    """Where head office is and how this kiosk proves who it is."""
+
+    url: str
+    token: str
+    interval: float  # seconds between rounds
+    ceiling: float = 300.0  # the longest back-off after errors
+
+
+def head_office_access(site: Site, warn: Callable[[str], None]) -> HeadOfficeAccess | str:
+    """The site's head office and this kiosk's token, or why the automat must work offline."""
+    url = site.head_office.url
+    if not url:
+        return "no head office configured ([head_office] url)"
+    token = os.environ.get(site.secrets.token_env, "") or _secrets_token(site)
+    if not token:
+        reason = (
+            f"head office {url} is configured but no token is set (environment variable "
+            f"{site.secrets.token_env}, or [head_office] token in the secrets file): offline"
+        )
+        warn(reason)
+        return reason
+    return HeadOfficeAccess(url, token, float(site.head_office.sync_interval))
+
+
+def _secrets_token(site: Site) -> str:
+    if site.secrets.file is None:
+        return ""
+    try:
+        data = tomllib.loads(Path(site.secrets.file).read_text("utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(site.secrets.file, [f"unreadable: {err}"]) from None
+    return str(data.get("head_office", {}).get("token", ""))
+
+
+def connect_head_office(
+    site: Site,
+    journal: Journal,
+    clock: Callable[[], datetime],
+    access: HeadOfficeAccess | str,
+) -> HeadOffice:
+    if isinstance(access, str):
+        return NoHeadOffice(access)
+    client = SyncClient(access.url, access.token, site.kiosk_id, timeout=(2.0, 10.0))
+    syncer = Syncer(journal, client, currency=site.currency, clock=clock)
+    return HeadOfficeLink(syncer, SyncLoop(syncer, clock, interval=access.interval,
+                                           ceiling=access.ceiling))  # fmt: skip
+
+
+@dataclass
+class Automat:
+    """A running automat: the kiosk (engine and journal), its devices and head office."""
+
+    site: Site
+    journal: Journal
+    kiosk: Kiosk
+    cash: CcTalkCash
+    card: ZvtCardPort | None
+    head_office: HeadOffice
+
+    def devices_ready(self) -> bool:
+        """The cash devices answer on their bus and the card terminal has registered."""
+        online = all(
+            any(w.online(d.device.name) for w in self.cash.workers)
+            for d in (self.cash.coin, self.cash.notes)
+            if d is not None
+        )
+        return online and (self.card is None or self.card.registered)
+
+
+@contextmanager
+def automat(
+    site: Site,
+    journal_file: Path,
+    clock: Callable[[], datetime],
+    out: TextIO,
+    *,
+    reader: ChipKeyReader | None = None,
+    head_office: HeadOfficeAccess | str | None = None,
+    pin_hash: str | None = None,
+    cash_period: float = 0.1,
+) -> Iterator[Automat]:
+    """Build the automat of `site`, start its devices and head-office sync; stop them all when
+    the block ends. `reader`: a key reader the caller made (the demo's in-process slot);
+    `head_office`: instead of the site's (a head office the demo started); `pin_hash`: instead
+    of the secrets file's."""
+
+    def warn(text: str) -> None:
+        out.write(f"warning: {text}\n")
+
+    with ExitStack() as stack:
+        journal = Journal(journal_file, site.kiosk_id)
+        stack.callback(journal.close)
+        pcsc = None
+        if reader is None:
+            reader = pcsc = PcscKeyReader(site.devices.reader.reader, load_keys(site, warn),
+                                          site.key_credit_limit.minor)  # fmt: skip
+        cash = open_cash(site, period=cash_period, resume=journal.acceptor_counters())
+        card = open_card(site)
+        if card is not None:
+            stack.callback(card.close)
+        printer = open_printer(site)
+        if printer is not None:
+            stack.callback(printer.close)
+        access = head_office if head_office is not None else head_office_access(site, warn)
+        ho = connect_head_office(site, journal, clock, access)
+        devices = Devices(reader=reader, coin=cash.coin, notes=cash.notes, card=card,
+                          printer=printer)  # fmt: skip
+        if pin_hash is None:
+            pin_hash = load_pin_hash(site, warn)
+        kiosk = Kiosk(site, journal, devices, clock, pin_hash=pin_hash, head_office=ho)
+        cash.start()
+        stack.callback(cash.stop)
+        if pcsc is not None:  # a reader the caller made is the caller's to start
+            pcsc.start()
+            stack.callback(pcsc.stop)
+        if card is not None:
+            card.start()
+        ho.start()
+        stack.callback(ho.stop)
+        yield Automat(site, journal, kiosk, cash, card, ho)

@@ -1,0 +1,167 @@
+"""The field rehearsal: the automat as it runs at a customer centre, every part its own process.
+
+Head office (the reference server), `kiosk simulate` (the devices on their real transports: the
+ccTalk bus and the printer on ptys, the card terminal on TCP, the keys in pcscd's vpcd reader)
+and the production `kiosk run --site OUT` on a virtual screen, pointed at the simulators by the
+site file `kiosk simulate` wrote. The customer acts through the simulator's control interface
+only; what happened is read at head office.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import tomlkit
+
+from kiosk.config import is_simulated, load_site
+from kiosk.simulate import VPCD_READER, SimulatorControl
+from kiosk.ui.xvfb import Xvfb
+from sync.local import LocalHeadOffice, sqlite_url
+from sync.server import count_entries, entries, open_db
+from tests.conftest import ROOT
+
+
+def until(pred: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)  # other processes are at work: look again shortly
+
+
+def kiosk_cmd(data: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "kiosk.cli", "--data-dir", str(data), *args]
+
+
+@contextmanager
+def process(
+    cmd: list[str], log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, **(env or {})})  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+@contextmanager
+def simulate(
+    tmp_path: Path, site_in: Path, ho_url: str | None = None
+) -> Iterator[tuple[Path, SimulatorControl, subprocess.Popen[bytes]]]:
+    out, control = tmp_path / "site-out.toml", tmp_path / "sim.sock"
+    args = ["simulate", "--site", str(site_in), "--write-site", str(out), "--control", str(control)]
+    if ho_url:
+        args += ["--head-office", ho_url]
+    with process(kiosk_cmd(tmp_path / "sim-data", *args), tmp_path / "simulate.log") as proc:
+        until(lambda: out.exists() or proc.poll() is not None, "the simulators' site file")
+        assert proc.poll() is None, (tmp_path / "simulate.log").read_text()
+        yield out, SimulatorControl(control), proc
+
+
+def site_in(tmp_path: Path, **sections: dict[str, object]) -> Path:
+    doc = tomlkit.parse((ROOT / "config" / "demo.toml").read_text("utf-8"))
+    for name, fields in sections.items():
+        table = doc.setdefault(name, tomlkit.table())
+        for k, v in fields.items():
+            table[k] = v
+    path = tmp_path / "site-in.toml"
+    path.write_text(tomlkit.dumps(doc), "utf-8")
+    return path
+
+
+def test_kiosk_simulate_writes_the_site_on_real_ports_and_takes_commands(
+    pcscd: str, tmp_path: Path
+) -> None:
+    from drivers.chipkey.reader import card_present
+
+    with simulate(tmp_path, site_in(tmp_path)) as (out, control, proc):
+        site = load_site(out)  # a valid site file
+        d = site.devices
+        ports = [d.coin.port, d.notes.port, d.card.port, d.printer.port]  # type: ignore[union-attr]
+        assert not any(is_simulated(p) for p in ports) and d.reader.reader == VPCD_READER
+        assert ports[0].startswith("/dev/pts/") and ports[2].startswith("tcp://127.0.0.1:")
+        secrets = tomlkit.parse(Path(site.secrets.file or "").read_text())
+        assert set(secrets["chipkey"]) == {"master", "read", "credit", "debit"}  # type: ignore[arg-type]
+        first = (ROOT / "config" / "demo.toml").read_text().splitlines()[0]
+        assert first.startswith("#") and out.read_text().splitlines()[0] == first  # comments kept
+
+        assert control.send("insert K-1001") == "key K-1001 in the reader"
+        until(lambda: card_present(VPCD_READER), "pcscd to see the key", 5)
+        assert "returned" in control.send("coin 2.00")  # nobody enabled the acceptor
+        with pytest.raises(ValueError, match="no simulated key K-9999"):
+            control.send("insert K-9999")
+        with pytest.raises(ValueError, match="unknown command"):
+            control.send("dance")
+        assert control.send("remove") == "key K-1001 removed"
+        until(lambda: not card_present(VPCD_READER), "pcscd to see the key gone", 5)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    assert "simulators stopped" in (tmp_path / "simulate.log").read_text()
+
+
+def test_field_rehearsal_head_office_simulators_and_the_production_kiosk(
+    pcscd: str, tmp_path: Path
+) -> None:
+    """The acceptance of the automat in the field: within sync_interval head office holds the
+    kiosk's entries; a key blocked at head office is refused after the next sync; a top-up
+    done through the simulator's control interface reaches head office's report."""
+    with LocalHeadOffice(sqlite_url(tmp_path / "ho.sqlite")) as ho:
+        token = ho.register("DEMO-01")
+        for serial, account in (("K-1001", "4711001"), ("K-1003", "4711003")):
+            ho.admin("key", serial, "--status", "active", "--account", account)
+        db = open_db(ho.db)
+        held = lambda: count_entries(db, "DEMO-01")  # noqa: E731
+
+        def kinds(kind: str, key: str) -> int:
+            with db.connect() as conn:
+                rows = conn.execute(entries.select().where(
+                    entries.c.kiosk_id == "DEMO-01", entries.c.kind == kind, entries.c.key == key
+                )).all()  # fmt: skip
+            return len(rows)
+
+        source = site_in(tmp_path, head_office={"sync_interval": 1},
+                         timeouts={"payment": 5, "message": 3})  # fmt: skip
+        with simulate(tmp_path, source, ho.url) as (out, control, _sim), Xvfb(1280, 800) as x:
+            env = {"KIOSK_HEAD_OFFICE_TOKEN": token, "DISPLAY": x.display, "KIVY_NO_ARGS": "1",
+                   "KIVY_HOME": str(tmp_path / "kivy"), "KIOSK_DATA_DIR": ""}  # fmt: skip
+            cmd = kiosk_cmd(tmp_path / "kiosk-data", "run", "--site", str(out))
+            with process(cmd, tmp_path / "kiosk.log", env) as kiosk:
+                until(lambda: held() > 0 or kiosk.poll() is not None, "the first upload", 60)
+                assert kiosk.poll() is None, (tmp_path / "kiosk.log").read_text()[-3000:]
+
+                ho.admin("key", "K-1003", "--status", "blocked", "--account", "4711003",
+                         "--reason", "lost")  # fmt: skip
+                deadline = time.monotonic() + 30
+                while not kinds("key_refused", "K-1003"):  # the next sync brings the block
+                    assert time.monotonic() < deadline, "K-1003 was never refused"
+                    control.send("insert K-1003")
+                    time.sleep(1.5)  # the customer looks at the screen, then takes the key
+                    control.send("remove")
+                    time.sleep(1.0)
+
+                control.send("insert K-1001")
+                until(lambda: "taken" in control.send("coin 2.00"), "the acceptor enabled", 20)
+                until(lambda: "in escrow" in control.send("note 20.00"), "the note taken", 20)
+                until(lambda: kinds("key_written", "K-1001") > 0, "the top-up at head office", 40)
+                control.send("remove")
+                report = ho.admin("report", "--tz", "Europe/Berlin")
+                rows = {tuple(line.split()[2:]) for line in report.splitlines()[1:]}
+                assert {("coin", "2.00", "EUR"), ("note", "20.00", "EUR")} <= rows, report
+                assert kiosk.poll() is None
+        db.dispose()
