@@ -14,9 +14,10 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from drivers.chipkey.desfire import AuthenticationError, DesfireError
-from drivers.chipkey.profile import ChipKey, CreditLimit, KeySet, Summary, WrongCard
+from drivers.chipkey.profile import ChipKey, CreditLimit, KeySet, MeterReport, Summary, WrongCard
 from drivers.chipkey.reader import CardEvent, Connection, PcscCard, Watch, list_readers
 from drivers.errors import DriverError, TransportError
 from kiosk.events import (
@@ -27,6 +28,7 @@ from kiosk.events import (
     KeyRemoved,
     KeyWriteFailed,
     KeyWritten,
+    MeterReading,
     Role,
 )
 from kiosk.money import Money
@@ -55,6 +57,17 @@ def key_info(summary: Summary) -> KeyInfo:
         role=Role(ident.role) if ident.role in ("customer", "technician") else Role.CUSTOMER,
         credit=Money(summary.credit, ident.currency),
         recent_txids=summary.txids,
+        meter=meter_reading(summary.meter, ident.currency),
+    )
+
+
+def meter_reading(m: MeterReport, currency: str) -> MeterReading | None:
+    """The meter's report as the kiosk shows and journals it; None if the meter never wrote."""
+    if not (m.at or m.reading or m.emergency_in_use or m.debt or m.status):
+        return None
+    at = datetime.fromtimestamp(m.at, UTC) if m.at else None
+    return MeterReading(
+        m.reading, at, m.emergency_in_use, Money(max(0, m.debt), currency), m.status
     )
 
 

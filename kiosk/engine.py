@@ -444,6 +444,7 @@ class TopUpSession:
                 lang=self.lang,
                 target=c.target.minor if c.target else None,
                 contract_account=c.key.contract_account if c.key else None,
+                **({"meter": c.key.meter.as_data()} if c.key and c.key.meter else {}),
             )
         ]
 

@@ -84,6 +84,33 @@ class Kind(StrEnum):
 
 
 @dataclass(frozen=True)
+class MeterReading:
+    """What the meter last wrote onto the key (its report file): the reading, when, whether
+    emergency credit is in use and the debt the meter recorded for it (repaid first from the
+    credit the meter takes over next), and the meter's status byte."""
+
+    reading_wh: int
+    at: datetime | None
+    emergency_in_use: bool
+    debt: Money
+    status: int = 0
+
+    @property
+    def worth_telling(self) -> bool:
+        """Does the customer need to hear of it (emergency credit used)?"""
+        return self.emergency_in_use or self.debt.minor > 0
+
+    def as_data(self) -> dict[str, Any]:
+        return {
+            "reading_wh": self.reading_wh,
+            "at": self.at.isoformat() if self.at else None,
+            "emergency_in_use": self.emergency_in_use,
+            "debt": self.debt.minor,
+            "status": self.status,
+        }
+
+
+@dataclass(frozen=True)
 class KeyInfo:
     """What was read from a chip key."""
 
@@ -94,6 +121,7 @@ class KeyInfo:
     role: Role
     credit: Money
     recent_txids: tuple[str, ...] = ()
+    meter: MeterReading | None = None  # the meter's report, where the meter has written one
 
 
 @dataclass(frozen=True)

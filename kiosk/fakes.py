@@ -23,6 +23,7 @@ from kiosk.events import (
     KeyRemoved,
     KeyWriteFailed,
     KeyWritten,
+    MeterReading,
     NoteEscrowed,
     NoteReturned,
     NoteStacked,
@@ -186,6 +187,7 @@ class FakeKey:
     currency: str = "EUR"
     limit: int = 100_000
     log: list[str] = field(default_factory=list)
+    meter: MeterReading | None = None  # what the meter last wrote onto the key
 
     def info(self) -> KeyInfo:
         return KeyInfo(
@@ -196,6 +198,7 @@ class FakeKey:
             role=self.role,
             credit=Money(self.credit, self.currency),
             recent_txids=tuple(self.log[-10:]),
+            meter=self.meter,
         )
 
 

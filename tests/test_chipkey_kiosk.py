@@ -16,7 +16,7 @@ from drivers.chipkey.sim import VirtualCard, VirtualSlot
 from kiosk.chipkey import DEMO_KEYS, PcscKeyReader
 from kiosk.clock import utc_now
 from kiosk.engine import Outcome, State
-from kiosk.events import AmountChosen, Finish, KeyStatus
+from kiosk.events import AmountChosen, Finish, KeyStatus, Kind
 from kiosk.fakes import FakeCoinAcceptor, FakeNoteValidator
 from kiosk.journal import Journal
 from kiosk.money import Money
@@ -159,3 +159,38 @@ def test_the_reader_refuses_a_write_of_nothing_and_outlives_any_error(tmp_path: 
         assert isinstance(events.get(timeout=5), KeyWritten)
     finally:
         port.stop()
+
+
+def test_the_meters_report_is_read_shown_and_journaled_with_the_transaction(
+    rig: Rig,
+) -> None:
+    """The meter ran out of credit at home: 2.50 of emergency credit, recorded on the key. At
+    insertion the kiosk reads it, the amount screen's view carries it, and the transaction
+    journals it (and so syncs it to head office)."""
+    from kiosk.keytool import consume
+
+    consume(rig.card, DEMO_KEYS, 750)  # 5.00 on the key, 7.50 used: 2.50 emergency credit
+    rig.insert()
+    rig.wait(lambda: rig.kiosk.view().state == State.CHOOSING_AMOUNT, "the key summary")
+    meter = rig.kiosk.view().key.meter  # type: ignore[union-attr]
+    assert meter is not None and meter.emergency_in_use and meter.debt == Money(250, "EUR")
+    assert meter.worth_telling and meter.reading_wh > 0 and meter.at is not None
+    rig.kiosk.submit(AmountChosen(None))
+    rig.wait(lambda: rig.kiosk.view().state == State.CASH, "cash")
+    (opened,) = rig.kiosk.journal.entries_of_kind(Kind.TX_OPENED)
+    assert opened.data["meter"] == {
+        "reading_wh": meter.reading_wh,
+        "at": meter.at.isoformat(),
+        "emergency_in_use": True,
+        "debt": 250,
+        "status": meter.status,
+    }
+
+
+def test_a_key_whose_meter_never_wrote_has_no_report() -> None:
+    from drivers.chipkey.profile import MeterReport
+    from kiosk.chipkey import meter_reading
+
+    assert meter_reading(MeterReport(), "EUR") is None
+    quiet = meter_reading(MeterReport(reading=1200, at=1_790_000_000), "EUR")
+    assert quiet is not None and not quiet.worth_telling and quiet.debt == Money(0, "EUR")

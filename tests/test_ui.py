@@ -6,13 +6,15 @@ import io
 import re
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kiosk.engine import Outcome
-from kiosk.events import Kind
+from kiosk.events import Kind, MeterReading
 from kiosk.fakes import FakeKey
 from kiosk.money import Money
 from tests.conftest import make_site
@@ -159,6 +161,29 @@ def test_language_switch_mid_flow_and_reset_after(customer: Customer) -> None:
 # ---------------------------------------------------------------- accessibility and languages
 
 
+#: a meter that ran out at home: 2.50 of emergency credit, repaid first from the next credit
+EMERGENCY = MeterReading(48_200, datetime(2026, 11, 28, 18, 5, tzinfo=UTC), True, E(250))
+
+
+def test_the_amount_screen_tells_of_emergency_credit_the_meter_repays_first(
+    customer: Customer,
+) -> None:
+    c = customer
+    c.insert_key(FakeKey("K1", "4711", credit=0, meter=EMERGENCY))
+    c.wait_screen("amount")
+    assert c.shows("Notkredit genutzt: 2,50 €. Der Zähler verrechnet ihn zuerst.")
+    c.tap("lang_en")
+    c.settle()
+    assert c.shows("Emergency credit used: €2.50. The meter repays it first.")
+    c.tap("cancel")
+    c.remove_key()
+    c.insert_key(
+        FakeKey("K1", "4711", credit=0, meter=replace(EMERGENCY, debt=E(0), emergency_in_use=False))
+    )
+    c.wait_screen("amount")
+    assert not any("Notkredit" in t for t in c.texts())  # nothing to tell
+
+
 def every_screen(c: Customer, large: bool = False) -> Iterator[str]:
     """Walk customers through every screen the flows reach; yield each screen's name. With
     `large`, each customer switches large text on (it resets when a session ends)."""
@@ -170,7 +195,7 @@ def every_screen(c: Customer, large: bool = False) -> Iterator[str]:
     yield "refused"
     c.remove_key()
     c.model.set_contrast(large)
-    c.insert_key(FakeKey("K1", "4711", credit=1250))
+    c.insert_key(FakeKey("K1", "4711", credit=1250, meter=EMERGENCY))
     c.wait_screen("amount")
     yield "amount"
     c.tap("preset", "20,00 €")

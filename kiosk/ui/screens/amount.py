@@ -15,6 +15,7 @@ from kiosk.ui.screens.base import KioskScreen, load_kv
 class AmountScreen(KioskScreen):
     credit = StringProperty("")
     debt = StringProperty("")
+    meter = StringProperty("")  # emergency credit the meter recorded, repaid first
     identity = StringProperty("")
     limits = StringProperty("")
     entry = StringProperty("")  # the amount being typed, whole currency units
@@ -36,6 +37,12 @@ class AmountScreen(KioskScreen):
         self.debt = (
             tr("Open debt: {debt}. Part of each top-up repays it.", debt=debt)
             if debt is not None and debt.minor
+            else ""
+        )
+        meter = view.key.meter if view.key else None
+        self.meter = (
+            tr("Emergency credit used: {amount}. The meter repays it first.", amount=meter.debt)
+            if meter is not None and meter.worth_telling
             else ""
         )
         self.identity = (
