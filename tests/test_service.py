@@ -144,3 +144,45 @@ def test_the_engine_thread_takes_events_from_other_threads(site: Site, tmp_path:
         stop.set()
         engine.join(timeout=5)
     assert not engine.is_alive()
+
+
+def test_transaction_ids_never_repeat_on_a_kiosk_not_even_within_one_second(
+    site: Site, tmp_path: Path
+) -> None:
+    """The id was the kiosk, the second and 16 random bits: two top-ups in one second could
+    share it (and the key's log takes an id once). Now a number above the journal's last entry
+    and above the last id given out: unique within a process, and above every journaled one
+    after a restart (an id given out but never journaled was never used: a transaction's first
+    record is journaled before anything else happens with its id). It fits the key's log (48
+    bytes) for the longest kiosk id the schema allows."""
+    from dataclasses import replace as with_fields
+
+    from kiosk.events import CoinAccepted, Kind
+
+    clock = ManualClock(SATURDAY_MORNING)  # the clock stands still: every id in one second
+    db = tmp_path / "j.sqlite"
+    journaled: list[str] = []
+    for _restart in range(3):
+        k = Kiosk(site, Journal(db, site.kiosk_id), Devices(reader=FakeKeyReader()), clock)
+        burst = [k._new_txid() for _ in range(50)]  # more than ever happen in one step
+        assert len(set(burst)) == 50
+        k.journal.set_key("K1", KeyStatus.ACTIVE, "4711")
+        reader = k.devices.reader
+        assert isinstance(reader, FakeKeyReader)
+        reader.insert(FakeKey("K1", "4711"))
+        for _ in range(2):
+            k.submit(CoinAccepted(Money(200, "EUR")))  # late cash: a transaction each
+        k.drain()
+        opened = [e.txid or "" for e in k.journal.entries_of_kind(Kind.TX_OPENED)]
+        new = opened[len(journaled) :]
+        assert len(new) >= 1 and all(int(t.rsplit("-", 1)[1]) > int(j.rsplit("-", 1)[1])
+                                     for t in new for j in journaled)  # fmt: skip
+        journaled = opened
+        k.journal.close()
+    assert len(set(journaled)) == len(journaled) and all(
+        i.startswith("DEMO-01-261121-") for i in journaled
+    )
+    longest = with_fields(site, kiosk_id="K" * 31)
+    k = Kiosk(longest, Journal(tmp_path / "l.sqlite", "K" * 31), Devices(reader=FakeKeyReader()))
+    k._txno = 10**9 - 2  # a billion journal entries on from here
+    assert len(k._new_txid().encode()) <= 48
