@@ -15,7 +15,7 @@ import pytest
 from tests.fuzz_money import run
 
 #: the fixed seed, and how many sequences of at most how many steps each run takes
-FIXED_SEED, FIXED, RANDOM, RANDOM_SEEDS, STEPS = 20261129, 120, 40, 3, 40
+FIXED_SEED, FIXED, RANDOM, RANDOM_SEEDS, STEPS = 20261129, 100, 30, 3, 40
 
 
 def test_money_fuzz_with_a_fixed_seed(capsys: pytest.CaptureFixture[str]) -> None:

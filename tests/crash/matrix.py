@@ -40,6 +40,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,11 @@ ROOT = Path(__file__).resolve().parents[2]
 LOST = re.compile(r"(\d+) event\(s\) lost")
 SERIAL, ACCOUNT = "K-2001", "2000471100"
 START_CREDIT = 350
-READER = "Virtual PCD 00 00"
+#: vpcd's two reader slots (pcscd's name, vpcd's port): two cells run side by side, one each
+SLOTS = (("Virtual PCD 00 00", 35963), ("Virtual PCD 00 01", 35964))
+_free_slots: queue.Queue[tuple[str, int]] = queue.Queue()
+for _slot in SLOTS:
+    _free_slots.put(_slot)
 FLOWS = {"cash": 2000, "card": 3000}  # what the customer tops up
 #: device faults per flow (no head office throughout, in every cell)
 FAULTS = {
@@ -90,6 +95,7 @@ class Bench:
     printer: PrinterSim
     card: VirtualCard
     slot: VpcdCard
+    reader: str  # pcscd's name for the slot the key goes into
     coins_in: int = 0  # coins the acceptor took (the harness put them in)
     at_insert: int = 0  # the key's command count when the customer inserted it
     read_commands: int = 0  # the key's commands from its insertion up to the summary screen
@@ -106,20 +112,31 @@ class Bench:
         self.printer.stop()
 
 
-def site_text(bus: str, terminal: str, printer: str) -> str:
+def site_text(bus: str, terminal: str, printer: str, reader: str) -> str:
     text = (ROOT / "config" / "demo.toml").read_text("utf-8")
     head, _, _devices = text.partition("[devices.coin]")
     return head + (
         f'[devices.coin]\nport = "{bus}"\naddress = 2\n\n'
         f'[devices.notes]\nport = "{bus}"\naddress = 40\n\n'
         f'[devices.card]\nport = "{terminal}"\n\n'
-        f'[devices.reader]\nreader = "{READER}"\n\n'
+        f'[devices.reader]\nreader = "{reader}"\n\n'
         f'[devices.printer]\nport = "{printer}"\nreceipt = "always"\n'
     )
 
 
 @contextlib.contextmanager
 def bench(folder: Path) -> Iterator[Bench]:
+    """A cell's devices, with one of vpcd's reader slots to itself while it runs."""
+    reader, port = _free_slots.get()
+    try:
+        with _bench(folder, reader, port) as b:
+            yield b
+    finally:
+        _free_slots.put((reader, port))
+
+
+@contextlib.contextmanager
+def _bench(folder: Path, reader: str, port: int) -> Iterator[Bench]:
     folder.mkdir(parents=True, exist_ok=True)
     demo = load_site(ROOT / "config" / "demo.toml")
     bus, coins, notes = start_simulator(demo)
@@ -128,7 +145,7 @@ def bench(folder: Path) -> Iterator[Bench]:
     printer = PrinterSim()
     printer.start()
     site_file = folder / "site.toml"
-    site_file.write_text(site_text(bus.path, terminal.port, printer.path), "utf-8")
+    site_file.write_text(site_text(bus.path, terminal.port, printer.path, reader), "utf-8")
     site = load_site(site_file)
     card = VirtualCard(virtual_uid(SERIAL), folder / "key.json")
     ChipKey(card, DEMO_KEYS).personalise(
@@ -141,7 +158,7 @@ def bench(folder: Path) -> Iterator[Bench]:
     j.set_key(SERIAL, KeyStatus.ACTIVE, ACCOUNT)  # what head office said before it went away
     j.close()
     b = Bench(folder, site_file, journal_file, bus, coins, notes, terminal, printer, card,
-              VpcdCard(card))  # fmt: skip
+              VpcdCard(card, port=port), reader)  # fmt: skip
     try:
         yield b
     finally:
@@ -230,7 +247,7 @@ def wait_reader(b: Bench, inserted: bool, timeout: float = 10.0) -> None:
     from drivers.chipkey.reader import card_present
 
     deadline = time.monotonic() + timeout
-    while card_present(READER) != inserted:
+    while card_present(b.reader) != inserted:
         if time.monotonic() > deadline:
             raise TimeoutError("pcscd did not see the key " + ("in" if inserted else "out"))
         threading.Event().wait(0.05)  # pcscd polls vpcd: look again shortly
@@ -577,6 +594,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="kill at every step under every fault (as the test suite does); "
                     "without it: every step without a fault, the first two and the last under "
                     "each fault")  # fmt: skip
+    ap.add_argument("--jobs", type=int, default=len(SLOTS), choices=range(1, len(SLOTS) + 1),
+                    help="cells side by side (one vpcd reader slot each)")  # fmt: skip
     ap.add_argument(
         "--cell",
         metavar="FLOW:FAULT:STEP",
@@ -596,24 +615,8 @@ def main(argv: list[str] | None = None) -> int:
             run_cell(cell, work)
             cells.append(cell)
             print(f"steps of that run: {' | '.join('+'.join(s) for s in cell.steps)}")
-        for flow in args.flows.split(",") if not args.cell else []:
-            for fault in FAULTS[flow]:
-                first, ended = reference_steps(flow, fault, work)
-                steps = first.steps
-                print(f"{flow} with {fault}: {len(steps)} journaled steps: "
-                      + " | ".join("+".join(s) for s in steps), flush=True)  # fmt: skip
-                cells.append(first)
-                for n, kinds in enumerate(steps, start=1):
-                    if fault == "none" or args.exhaustive or n in (1, 2, len(steps)):
-                        cell = Cell(flow, n, kinds, fault)
-                        run_cell(cell, work)
-                        cells.append(cell)
-                if flow == "cash" and fault == "none":  # the key pulled at each write command
-                    used = ended.card.commands - ended.at_insert
-                    for k in range(ended.read_commands + 1, used + 1):
-                        cell = Cell(flow, 0, [f"key torn at command {k}"], f"key_torn@{k}")
-                        run_cell(cell, work)
-                        cells.append(cell)
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            cells += run_matrix(pool, args, work)
         print_matrix(cells)
     finally:
         if not args.keep:
@@ -623,6 +626,36 @@ def main(argv: list[str] | None = None) -> int:
     failed = [c for c in cells if not c.ok]
     print(f"{len(cells)} cells, {len(failed)} failed, {time.monotonic() - started:.0f} s")
     return 1 if failed else 0
+
+
+def run_matrix(pool: ThreadPoolExecutor, args: argparse.Namespace, work: Path) -> list[Cell]:
+    """Every cell, `args.jobs` at a time: the clean runs first (they name the steps), then a
+    cell per step (and fault), and the key torn at each write command."""
+    pairs = [(flow, fault) for flow in args.flows.split(",") for fault in FAULTS[flow]]
+    refs = {pair: pool.submit(reference_steps, *pair, work) for pair in pairs}
+    cells: list[Cell] = []
+    runs: list[Future[None]] = []
+
+    def later(cell: Cell) -> None:
+        cells.append(cell)
+        runs.append(pool.submit(run_cell, cell, work))
+
+    for flow, fault in pairs:
+        first, ended = refs[(flow, fault)].result()
+        steps = first.steps
+        print(f"{flow} with {fault}: {len(steps)} journaled steps: "
+              + " | ".join("+".join(s) for s in steps), flush=True)  # fmt: skip
+        cells.append(first)
+        for n, kinds in enumerate(steps, start=1):
+            if fault == "none" or args.exhaustive or n in (1, 2, len(steps)):
+                later(Cell(flow, n, kinds, fault))
+        if flow == "cash" and fault == "none":  # the key pulled at each write command
+            used = ended.card.commands - ended.at_insert
+            for k in range(ended.read_commands + 1, used + 1):
+                later(Cell(flow, 0, [f"key torn at command {k}"], f"key_torn@{k}"))
+    for run in runs:
+        run.result()
+    return cells
 
 
 def readers() -> list[str]:
