@@ -22,40 +22,20 @@ from drivers.cctalk.devices import (
     UnknownCredit,
     _Acceptor,
 )
-from drivers.cctalk.sim import (
-    BusSimulator,
-    SimBillValidator,
-    SimCoinAcceptor,
-    euro_coins,
-    euro_notes,
-    swiss_coins,
-    swiss_notes,
-)
 from drivers.cctalk.transport import Bus
 from drivers.zvt.client import Result, ZvtClient
 from drivers.zvt.codec import Answer
-from drivers.zvt.sim import TerminalSim
 from drivers.zvt.transport import open_link
-from kiosk.config import DENOMINATIONS, is_simulated
+from kiosk.config import DENOMINATIONS
 from kiosk.money import CURRENCY_EXPONENT, Money
+from kiosk.simulate import resolve_port
 
 
 def open_device(
     kind: str, port: str, currency: str, address: int | None, crc16: bool
 ) -> tuple[_Acceptor, Callable[[], None]]:
-    """The driver on `port` ("sim" starts a simulator on a pty); returns it and a closer."""
-    sim: BusSimulator | None = None
-    if is_simulated(port):
-        swiss = currency == "CHF"
-        sim = BusSimulator(
-            [
-                SimCoinAcceptor(swiss_coins() if swiss else euro_coins()),
-                SimBillValidator(swiss_notes() if swiss else euro_notes()),
-            ],
-            crc16_mode=crc16,
-        )
-        sim.start()
-        port = sim.path
+    """The driver on `port` (or on the simulator `sim` names); returns it and a closer."""
+    port, stop_sim = resolve_port(kind, port, currency=currency, crc16=crc16)
     bus = Bus.open(port, crc16_mode=crc16)
     legal = DENOMINATIONS[currency]
     dev: _Acceptor
@@ -66,8 +46,7 @@ def open_device(
 
     def close() -> None:
         bus.close()
-        if sim is not None:
-            sim.stop()
+        stop_sim()
 
     return dev, close
 
@@ -182,18 +161,13 @@ def watch(
 
 
 def open_terminal(port: str) -> tuple[ZvtClient, Callable[[], None]]:
-    """A ZVT client on `port` ("sim" starts a terminal simulator on TCP); and a closer."""
-    sim: TerminalSim | None = None
-    if is_simulated(port):
-        sim = TerminalSim("tcp")
-        sim.start()
-        port = sim.port
+    """A ZVT client on `port` (or on the simulator `sim` names); and a closer."""
+    port, stop_sim = resolve_port("card", port)
     client = ZvtClient(open_link(port))
 
     def close() -> None:
         client.link.close()
-        if sim is not None:
-            sim.stop()
+        stop_sim()
 
     return client, close
 
@@ -267,16 +241,13 @@ def print_terminal(info: dict[str, Any], out: TextIO, as_json: bool) -> None:
 
 def probe_printer(port: str, test_page: bool) -> dict[str, Any]:
     """The printer's real-time status (online, paper), and a test page if asked for and
-    possible. `port` "sim" starts the simulated printer on a pty."""
+    possible (`sim`: the simulated printer on a pty)."""
     from drivers.printer.device import PrinterUnavailable, ReceiptPrinter
-    from drivers.printer.sim import PrinterSim
     from kiosk.printer import test_page as page
     from kiosk.receipt import escpos_job
 
-    sim = PrinterSim() if is_simulated(port) else None
-    if sim is not None:
-        sim.start()
-    printer = ReceiptPrinter(sim.path if sim else port)
+    where, stop_sim = resolve_port("printer", port)
+    printer = ReceiptPrinter(where)
     try:
         status = printer.status()
         info: dict[str, Any] = {
@@ -295,8 +266,7 @@ def probe_printer(port: str, test_page: bool) -> dict[str, Any]:
         return info
     finally:
         printer.close()
-        if sim is not None:
-            sim.stop()
+        stop_sim()
 
 
 def print_printer(info: dict[str, Any], out: TextIO, as_json: bool) -> None:

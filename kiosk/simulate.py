@@ -25,7 +25,7 @@ import signal
 import socket
 import socketserver
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +33,15 @@ from typing import TextIO
 
 import tomlkit
 
-from drivers.cctalk.sim import BusSimulator, SimBillValidator, SimCoinAcceptor
+from drivers.cctalk.sim import (
+    BusSimulator,
+    SimBillValidator,
+    SimCoinAcceptor,
+    euro_coins,
+    euro_notes,
+    swiss_coins,
+    swiss_notes,
+)
 from drivers.chipkey.profile import ChipKey, Identity
 from drivers.chipkey.sim import VirtualCard
 from drivers.chipkey.vpcd import VpcdCard
@@ -222,6 +230,38 @@ def simulators(
         sims = Simulators(site, bus, coin, notes, terminal, printer, cards, every)
         stack.callback(sims.remove)
         yield sims
+
+
+def resolve_port(
+    kind: str, port: str, *, currency: str = "EUR", crc16: bool = False
+) -> tuple[str, Callable[[], None]]:
+    """The port to open for one device of `kind` (coin, notes, card, printer): `port` itself,
+    or for a simulated one the port of its simulator, started here (the bring-up tools'
+    `--port sim`); and what stops that simulator."""
+    if not is_simulated(port):
+        return port, _nothing
+    if kind in ("coin", "notes"):
+        swiss = currency == "CHF"
+        bus = BusSimulator(
+            [SimCoinAcceptor(swiss_coins() if swiss else euro_coins()),
+             SimBillValidator(swiss_notes() if swiss else euro_notes())],
+            crc16_mode=crc16,
+        )  # fmt: skip
+        bus.start()
+        return bus.path, bus.stop
+    if kind == "card":
+        terminal = TerminalSim("tcp")
+        terminal.start()
+        return terminal.port, terminal.stop
+    if kind == "printer":
+        printer = PrinterSim()
+        printer.start()
+        return printer.path, printer.stop
+    raise ValueError(f"no simulator for {kind!r}")
+
+
+def _nothing() -> None:
+    """A real device's port: nothing was started."""
 
 
 def write_site(source: Path, out: Path, sims: Simulators, head_office: str | None) -> Path:
