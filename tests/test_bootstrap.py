@@ -5,6 +5,7 @@ a refused one) it serves offline and says why."""
 from __future__ import annotations
 
 import io
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -28,13 +29,16 @@ from sync.local import LocalHeadOffice, sqlite_url
 from sync.server import count_entries, open_db
 from tests.conftest import make_site
 
+#: never set: the pause between two looks at other processes, and a customer's dwell time
+PAUSE = threading.Event()
+
 
 def until(pred: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)  # head office and the sync thread are other processes and threads
+        PAUSE.wait(0.05)  # head office and the sync thread are other processes and threads
 
 
 @contextmanager

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,13 +29,16 @@ from sync.local import LocalHeadOffice, sqlite_url
 from sync.server import count_entries, entries, open_db
 from tests.conftest import ROOT
 
+#: never set: the pause between two looks at other processes, and a customer's dwell time
+PAUSE = threading.Event()
+
 
 def until(pred: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)  # other processes are at work: look again shortly
+        PAUSE.wait(0.1)  # other processes are at work: look again shortly
 
 
 def kiosk_cmd(data: Path, *args: str) -> list[str]:
@@ -151,9 +155,9 @@ def test_field_rehearsal_head_office_simulators_and_the_production_kiosk(
                 while not kinds("key_refused", "K-1003"):  # the next sync brings the block
                     assert time.monotonic() < deadline, "K-1003 was never refused"
                     control.send("insert K-1003")
-                    time.sleep(1.5)  # the customer looks at the screen, then takes the key
+                    PAUSE.wait(1.5)  # a customer's look at the screen, then the key is taken
                     control.send("remove")
-                    time.sleep(1.0)
+                    PAUSE.wait(1.0)  # and a moment before trying again
 
                 control.send("insert K-1001")
                 until(lambda: "taken" in control.send("coin 2.00"), "the acceptor enabled", 20)
