@@ -115,6 +115,12 @@ def pcscd() -> Iterator[str]:
         proc.wait(10)
 
 
+def poll_until(pred: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Wait for a condition that other processes bring about (nothing wakes us: look again
+    every 50 ms), with a deadline."""
+    wait_until(pred, what, threading.Event(), timeout)
+
+
 def wait_until(
     pred: Callable[[], bool],
     what: str,

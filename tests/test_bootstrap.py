@@ -5,9 +5,7 @@ a refused one) it serves offline and says why."""
 from __future__ import annotations
 
 import io
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -27,18 +25,7 @@ from kiosk.simulate import with_ports
 from kiosk.syncer import HeadOfficeLink, NoHeadOffice
 from sync.local import LocalHeadOffice, sqlite_url
 from sync.server import count_entries, open_db
-from tests.conftest import make_site
-
-#: never set: the pause between two looks at other processes, and a customer's dwell time
-PAUSE = threading.Event()
-
-
-def until(pred: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        PAUSE.wait(0.05)  # head office and the sync thread are other processes and threads
+from tests.conftest import make_site, poll_until
 
 
 @contextmanager
@@ -85,17 +72,19 @@ def test_the_production_automat_syncs_with_its_head_office(
                 and "head office" not in out.getvalue()
             )
             j = a.journal
-            until(lambda: count_entries(db, "DEMO-01") >= j.last_seq() > 0, "the upload")
-            until(lambda: j.account_for("K1", "4711", "EUR").status == KeyStatus.ACTIVE, "keys")
+            poll_until(lambda: count_entries(db, "DEMO-01") >= j.last_seq() > 0, "the upload")
+            status = lambda: j.account_for("K1", "4711", "EUR").status  # noqa: E731
+            poll_until(lambda: status() == KeyStatus.ACTIVE, "the keys")
 
             ho.admin("key", "K1", "--status", "blocked", "--account", "4711", "--reason", "lost")
-            until(lambda: j.account_for("K1", "4711", "EUR").status == KeyStatus.BLOCKED,
-                  "the block at the next round")  # fmt: skip
+            poll_until(lambda: status() == KeyStatus.BLOCKED, "the block at the next round")
             reader.insert(FakeKey("K1", "4711"))
             a.kiosk.drain()
             assert a.kiosk.view().state == State.KEY_REFUSED
             refused = j.last_seq()
-            until(lambda: count_entries(db, "DEMO-01") >= refused, "the refusal at head office")
+            poll_until(
+                lambda: count_entries(db, "DEMO-01") >= refused, "the refusal at head office"
+            )
             check = Diagnostics(a.kiosk, "key T-9001").head_office_check()
             assert check.ok and ho.url in check.lines[0]
         db.dispose()
@@ -128,8 +117,8 @@ def test_a_refused_token_is_a_sync_error_and_the_automat_serves_on(
         out = io.StringIO()
         with field_site(ho.url) as site, running(site, tmp_path, out) as (a, reader):
             link = a.kiosk.head_office
-            until(lambda: link.status.rounds >= 1 if isinstance(link, HeadOfficeLink) else True,
-                  "a round")  # fmt: skip
+            assert isinstance(link, HeadOfficeLink)
+            poll_until(lambda: link.status.rounds >= 1, "a round")
             assert link.status.last_error is not None and "401" in link.status.last_error
             a.journal.set_key("K1", KeyStatus.ACTIVE, "4711")
             reader.insert(FakeKey("K1", "4711"))

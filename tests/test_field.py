@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,18 +27,10 @@ from kiosk.simulate import VPCD_READER, SimulatorControl
 from kiosk.ui.xvfb import Xvfb
 from sync.local import LocalHeadOffice, sqlite_url
 from sync.server import count_entries, entries, open_db
-from tests.conftest import ROOT
+from tests.conftest import ROOT, poll_until
 
-#: never set: the pause between two looks at other processes, and a customer's dwell time
+#: never set: a customer's dwell time
 PAUSE = threading.Event()
-
-
-def until(pred: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        PAUSE.wait(0.1)  # other processes are at work: look again shortly
 
 
 def kiosk_cmd(data: Path, *args: str) -> list[str]:
@@ -73,7 +65,7 @@ def simulate(
     if ho_url:
         args += ["--head-office", ho_url]
     with process(kiosk_cmd(tmp_path / "sim-data", *args), tmp_path / "simulate.log") as proc:
-        until(lambda: out.exists() or proc.poll() is not None, "the simulators' site file")
+        poll_until(lambda: out.exists() or proc.poll() is not None, "the simulators' site file")
         assert proc.poll() is None, (tmp_path / "simulate.log").read_text()
         yield out, SimulatorControl(control), proc
 
@@ -106,14 +98,14 @@ def test_kiosk_simulate_writes_the_site_on_real_ports_and_takes_commands(
         assert first.startswith("#") and out.read_text().splitlines()[0] == first  # comments kept
 
         assert control.send("insert K-1001") == "key K-1001 in the reader"
-        until(lambda: card_present(VPCD_READER), "pcscd to see the key", 5)
+        poll_until(lambda: card_present(VPCD_READER), "pcscd to see the key", 5)
         assert "returned" in control.send("coin 2.00")  # nobody enabled the acceptor
         with pytest.raises(ValueError, match="no simulated key K-9999"):
             control.send("insert K-9999")
         with pytest.raises(ValueError, match="unknown command"):
             control.send("dance")
         assert control.send("remove") == "key K-1001 removed"
-        until(lambda: not card_present(VPCD_READER), "pcscd to see the key gone", 5)
+        poll_until(lambda: not card_present(VPCD_READER), "pcscd to see the key gone", 5)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
     assert "simulators stopped" in (tmp_path / "simulate.log").read_text()
@@ -146,7 +138,7 @@ def test_field_rehearsal_head_office_simulators_and_the_production_kiosk(
                    "KIVY_HOME": str(tmp_path / "kivy"), "KIOSK_DATA_DIR": ""}  # fmt: skip
             cmd = kiosk_cmd(tmp_path / "kiosk-data", "run", "--site", str(out))
             with process(cmd, tmp_path / "kiosk.log", env) as kiosk:
-                until(lambda: held() > 0 or kiosk.poll() is not None, "the first upload", 60)
+                poll_until(lambda: held() > 0 or kiosk.poll() is not None, "the first upload", 60)
                 assert kiosk.poll() is None, (tmp_path / "kiosk.log").read_text()[-3000:]
 
                 ho.admin("key", "K-1003", "--status", "blocked", "--account", "4711003",
@@ -160,9 +152,11 @@ def test_field_rehearsal_head_office_simulators_and_the_production_kiosk(
                     PAUSE.wait(1.0)  # and a moment before trying again
 
                 control.send("insert K-1001")
-                until(lambda: "taken" in control.send("coin 2.00"), "the acceptor enabled", 20)
-                until(lambda: "in escrow" in control.send("note 20.00"), "the note taken", 20)
-                until(lambda: kinds("key_written", "K-1001") > 0, "the top-up at head office", 40)
+                poll_until(lambda: "taken" in control.send("coin 2.00"), "the acceptor enabled", 20)
+                poll_until(lambda: "in escrow" in control.send("note 20.00"), "the note taken", 20)
+                poll_until(
+                    lambda: kinds("key_written", "K-1001") > 0, "the top-up at head office", 40
+                )
                 control.send("remove")
                 report = ho.admin("report", "--tz", "Europe/Berlin")
                 rows = {tuple(line.split()[2:]) for line in report.splitlines()[1:]}
