@@ -20,8 +20,8 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from kiosk.config import Site, parse_site
-from kiosk.money import Money
+from kiosk.domain.money import Money
+from kiosk.domain.site import Site, parse_site
 from sync.client import SyncClient
 from sync.server import entries, open_db
 from tests.pgcluster import NoPostgres, PgCluster
@@ -230,7 +230,7 @@ def office(office_db: str) -> Iterator[HeadOffice]:
 @pytest.fixture(scope="session")
 def ui_window() -> Iterator[Any]:
     """Kivy's one window, on a virtual X screen of the demo site's size, for the whole run."""
-    from kiosk.config import load_site
+    from kiosk.domain.site import load_site
     from kiosk.ui.setup import configure
     from kiosk.ui.xvfb import Xvfb
 

@@ -38,8 +38,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from kiosk.events import AmountChosen, Cancel, Finish, Method, MethodChosen, MoreTime
-from kiosk.money import Money
+from kiosk.domain.events import AmountChosen, Cancel, Finish, Method, MethodChosen, MoreTime
+from kiosk.domain.money import Money
 from tests.conftest import make_site
 from tests.moneyworld import World
 

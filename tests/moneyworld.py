@@ -27,8 +27,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from kiosk.config import Site
-from kiosk.events import (
+from kiosk.app.ports import Devices, KeyPresented
+from kiosk.app.runner import Kiosk
+from kiosk.domain.events import (
     AcceptorCounter,
     CardApproved,
     CardFailed,
@@ -53,12 +54,11 @@ from kiosk.events import (
     Record,
     Tick,
 )
-from kiosk.fakes import FakePrinter
-from kiosk.journal import Entry, Journal, claim_of
-from kiosk.money import Money
-from kiosk.ports import Devices, KeyPresented
-from kiosk.reconcile import settled
-from kiosk.service import Kiosk
+from kiosk.domain.money import Money
+from kiosk.domain.site import Site
+from kiosk.ledger.journal import Entry, Journal, claim_of
+from kiosk.ledger.reconcile import settled
+from kiosk.sim.fakes import FakePrinter
 
 #: how many transaction ids a key's log shows (the chip key's cyclic record file)
 KEY_LOG = 10
@@ -323,7 +323,7 @@ class Key:
     limit: int = 50_000
 
     def info(self) -> KeyInfo:
-        from kiosk.events import Commodity, Role
+        from kiosk.domain.events import Commodity, Role
 
         return KeyInfo(self.serial, self.account, "1ESY1160000001", Commodity.ELECTRICITY,
                        Role.CUSTOMER, Money(self.credit, "EUR"),

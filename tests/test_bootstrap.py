@@ -13,16 +13,17 @@ import pytest
 
 from drivers.printer.sim import PrinterSim
 from drivers.zvt.sim import TerminalSim
+from kiosk.adapters.cash import start_simulator
+from kiosk.adapters.head_office import HeadOfficeLink
 from kiosk.app.bootstrap import Automat, automat
-from kiosk.cctalk import start_simulator
-from kiosk.clock import utc_now
-from kiosk.config import Site
-from kiosk.diag import Diagnostics
-from kiosk.engine import State
-from kiosk.events import KeyStatus
-from kiosk.fakes import FakeKey, FakeKeyReader
-from kiosk.simulate import with_ports
-from kiosk.syncer import HeadOfficeLink, NoHeadOffice
+from kiosk.app.ports import NoHeadOffice
+from kiosk.domain.clock import utc_now
+from kiosk.domain.engine import State
+from kiosk.domain.events import KeyStatus
+from kiosk.domain.site import Site
+from kiosk.service.diag import Diagnostics
+from kiosk.sim.fakes import FakeKey, FakeKeyReader
+from kiosk.sim.simulate import with_ports
 from sync.local import LocalHeadOffice, sqlite_url
 from sync.server import count_entries, open_db
 from tests.conftest import make_site, poll_until

@@ -15,17 +15,17 @@ from pathlib import Path
 import pytest
 
 from drivers.cctalk.sim import BusSimulator, SimBillValidator, SimCoinAcceptor
-from kiosk.cctalk import CcTalkCash, open_cash, start_simulator
-from kiosk.clock import utc_now
-from kiosk.engine import Outcome, State, View
-from kiosk.errors import UserFacingError
-from kiosk.events import AmountChosen, Device, Finish, KeyStatus, Method, MethodChosen
-from kiosk.fakes import FakeCardTerminal, FakeKey, FakeKeyReader, FakePrinter
-from kiosk.journal import Journal
-from kiosk.money import Money
-from kiosk.ports import Devices
-from kiosk.service import Kiosk
-from kiosk.simulate import with_ports
+from kiosk.adapters.cash import CcTalkCash, open_cash, start_simulator
+from kiosk.app.ports import Devices
+from kiosk.app.runner import Kiosk
+from kiosk.domain.clock import utc_now
+from kiosk.domain.engine import Outcome, State, View
+from kiosk.domain.errors import UserFacingError
+from kiosk.domain.events import AmountChosen, Device, Finish, KeyStatus, Method, MethodChosen
+from kiosk.domain.money import Money
+from kiosk.ledger.journal import Journal
+from kiosk.sim.fakes import FakeCardTerminal, FakeKey, FakeKeyReader, FakePrinter
+from kiosk.sim.simulate import with_ports
 from tests.conftest import make_site, wait_until
 
 
@@ -270,8 +270,8 @@ def test_the_journal_keeps_where_each_acceptor_is_so_a_restart_resumes_there(
     per device is where a restart resumes."""
     from drivers.cctalk.devices import EventsLost
     from drivers.cctalk.worker import DeviceOnline
-    from kiosk.cctalk import translate
-    from kiosk.events import AcceptorCounter, Kind, Record
+    from kiosk.adapters.cash import translate
+    from kiosk.domain.events import AcceptorCounter, Kind, Record
 
     lost = translate(EventsLost("coin", 2, 3))
     assert [(type(e).__name__, getattr(e, "counter", None)) for e in lost] == [
@@ -297,8 +297,8 @@ def test_a_restart_after_an_acceptor_reset_resumes_where_the_device_is(tmp_path:
     resumed from the counter before the reset (2), so the coin after the reset (1) read as old
     and was never credited. The reset is now journaled with the device's new counter."""
     from drivers.cctalk.devices import DeviceReset
-    from kiosk.cctalk import translate
-    from kiosk.events import Kind
+    from kiosk.adapters.cash import translate
+    from kiosk.domain.events import Kind
 
     site = make_site("demo")
     journal = Journal(tmp_path / "journal.sqlite", site.kiosk_id)

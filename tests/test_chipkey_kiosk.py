@@ -13,15 +13,15 @@ import pytest
 from drivers.chipkey.profile import ChipKey, Identity
 from drivers.chipkey.reader import CardEvent
 from drivers.chipkey.sim import VirtualCard, VirtualSlot
-from kiosk.chipkey import DEMO_KEYS, PcscKeyReader
-from kiosk.clock import utc_now
-from kiosk.engine import Outcome, State
-from kiosk.events import AmountChosen, Finish, KeyStatus, Kind
-from kiosk.fakes import FakeCoinAcceptor, FakeNoteValidator
-from kiosk.journal import Journal
-from kiosk.money import Money
-from kiosk.ports import Devices
-from kiosk.service import Kiosk
+from kiosk.adapters.key import DEMO_KEYS, PcscKeyReader
+from kiosk.app.ports import Devices
+from kiosk.app.runner import Kiosk
+from kiosk.domain.clock import utc_now
+from kiosk.domain.engine import Outcome, State
+from kiosk.domain.events import AmountChosen, Finish, KeyStatus, Kind
+from kiosk.domain.money import Money
+from kiosk.ledger.journal import Journal
+from kiosk.sim.fakes import FakeCoinAcceptor, FakeNoteValidator
 from tests.conftest import make_site, wait_until
 
 IDENT = Identity("DEMO", "4711", "1ESY1", "electricity", "K-1", "customer", "EUR")
@@ -124,7 +124,7 @@ def test_the_reader_refuses_a_write_of_nothing_and_outlives_any_error(tmp_path: 
     and the worker goes on."""
     import queue
 
-    from kiosk.events import KeyReadFailed, KeyWriteFailed, KeyWritten
+    from kiosk.domain.events import KeyReadFailed, KeyWriteFailed, KeyWritten
 
     card = VirtualCard(bytes.fromhex("04abcdef012345"))
     ChipKey(card, DEMO_KEYS).personalise(IDENT, upper=50_000, initial=500)
@@ -167,7 +167,7 @@ def test_the_meters_report_is_read_shown_and_journaled_with_the_transaction(
     """The meter ran out of credit at home: 2.50 of emergency credit, recorded on the key. At
     insertion the kiosk reads it, the amount screen's view carries it, and the transaction
     journals it (and so syncs it to head office)."""
-    from kiosk.keytool import consume
+    from kiosk.service.keytool import consume
 
     consume(rig.card, DEMO_KEYS, 750)  # 5.00 on the key, 7.50 used: 2.50 emergency credit
     rig.insert()
@@ -189,7 +189,7 @@ def test_the_meters_report_is_read_shown_and_journaled_with_the_transaction(
 
 def test_a_key_whose_meter_never_wrote_has_no_report() -> None:
     from drivers.chipkey.profile import MeterReport
-    from kiosk.chipkey import meter_reading
+    from kiosk.adapters.key import meter_reading
 
     assert meter_reading(MeterReport(), "EUR") is None
     quiet = meter_reading(MeterReport(reading=1200, at=1_790_000_000), "EUR")

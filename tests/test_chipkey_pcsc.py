@@ -14,15 +14,15 @@ from drivers.chipkey.profile import ChipKey, Identity
 from drivers.chipkey.reader import card_present
 from drivers.chipkey.sim import VirtualCard
 from drivers.chipkey.vpcd import VpcdCard
-from kiosk.chipkey import DEMO_KEYS, PcscKeyReader
-from kiosk.clock import utc_now
-from kiosk.engine import Outcome, State
-from kiosk.events import AmountChosen, Finish, KeyStatus
-from kiosk.fakes import FakeCoinAcceptor, FakeNoteValidator
-from kiosk.journal import Journal
-from kiosk.money import Money
-from kiosk.ports import Devices
-from kiosk.service import Kiosk
+from kiosk.adapters.key import DEMO_KEYS, PcscKeyReader
+from kiosk.app.ports import Devices
+from kiosk.app.runner import Kiosk
+from kiosk.domain.clock import utc_now
+from kiosk.domain.engine import Outcome, State
+from kiosk.domain.events import AmountChosen, Finish, KeyStatus
+from kiosk.domain.money import Money
+from kiosk.ledger.journal import Journal
+from kiosk.sim.fakes import FakeCoinAcceptor, FakeNoteValidator
 from tests.conftest import make_site, wait_until
 
 UID = bytes.fromhex("04c0ffee000001")

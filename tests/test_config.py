@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from kiosk.config import load_site, parse_site
-from kiosk.errors import ConfigError
-from kiosk.money import Money
+from kiosk.domain.errors import ConfigError
+from kiosk.domain.money import Money
+from kiosk.domain.site import load_site, parse_site
 from tests.conftest import CONFIG, edited_data, run_kiosk, site_data
 
 SHIPPED = sorted(CONFIG.glob("*.toml"))

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from kiosk.diag import (
+from kiosk.domain.events import Kind, Record
+from kiosk.domain.money import Money
+from kiosk.ledger.journal import Journal
+from kiosk.service.diag import (
     PinGuard,
     PinRefused,
     cash_box,
@@ -21,9 +24,6 @@ from kiosk.diag import (
     take_test_money,
     verify_export,
 )
-from kiosk.events import Kind, Record
-from kiosk.journal import Journal
-from kiosk.money import Money
 from tests.conftest import CONFIG, ROOT, SATURDAY_MORNING, make_site
 
 T0 = SATURDAY_MORNING
@@ -264,7 +264,7 @@ def test_end_of_day_totals_are_parsed_and_bad_ones_refused() -> None:
     from drivers.errors import FrameError
     from drivers.zvt.client import Outcome, Result
     from drivers.zvt.codec import DayTotals, StatusInformation
-    from kiosk.zvt import EndOfDay
+    from kiosk.adapters.card import EndOfDay
 
     totals = DayTotals(12, 19, (("girocard", 5, 12500), ("Visa", 2, 4000)))
     raw = totals.encode()

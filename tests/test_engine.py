@@ -10,10 +10,16 @@ from datetime import timedelta
 
 import pytest
 
-from kiosk.config import Site
-from kiosk.engine import CARD_RECEIPT_WAIT, TRANSITIONS, Outcome, Receipt, State, TopUpSession
-from kiosk.errors import InvalidTransition, MoneyError, UserFacingError
-from kiosk.events import (
+from kiosk.domain.engine import (
+    CARD_RECEIPT_WAIT,
+    TRANSITIONS,
+    Outcome,
+    Receipt,
+    State,
+    TopUpSession,
+)
+from kiosk.domain.errors import InvalidTransition, MoneyError, UserFacingError
+from kiosk.domain.events import (
     AbortCard,
     AcceptorCounter,
     AcceptorTest,
@@ -69,7 +75,8 @@ from kiosk.events import (
     Tick,
     WriteKey,
 )
-from kiosk.money import Money
+from kiosk.domain.money import Money
+from kiosk.domain.site import Site
 from tests.conftest import SATURDAY_MORNING, make_site
 
 

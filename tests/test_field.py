@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import tomlkit
 
-from kiosk.config import is_simulated, load_site
-from kiosk.simulate import VPCD_READER, SimulatorControl
+from kiosk.domain.site import is_simulated, load_site
+from kiosk.sim.simulate import VPCD_READER, SimulatorControl
 from kiosk.ui.xvfb import Xvfb
 from sync.local import LocalHeadOffice, sqlite_url
 from sync.server import count_entries, entries, open_db
@@ -104,6 +104,10 @@ def test_kiosk_simulate_writes_the_site_on_real_ports_and_takes_commands(
             control.send("insert K-9999")
         with pytest.raises(ValueError, match="unknown command"):
             control.send("dance")
+        with pytest.raises(ValueError, match="ok, near_end or out"):
+            control.send("paper wet")
+        assert control.status()["printed"] == 0 and control.send("paper out") == "paper out"
+        assert control.status()["keys"] == ["K-1001", "K-1002", "K-1003", "T-9001"]
         assert control.send("remove") == "key K-1001 removed"
         poll_until(lambda: not card_present(VPCD_READER), "pcscd to see the key gone", 5)
         proc.send_signal(signal.SIGTERM)

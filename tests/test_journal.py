@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from kiosk.errors import ChainBroken, JournalError
-from kiosk.events import KeyStatus, Kind, Record
-from kiosk.journal import Journal, iter_transactions
-from kiosk.money import Money
+from kiosk.domain.errors import ChainBroken, JournalError
+from kiosk.domain.events import KeyStatus, Kind, Record
+from kiosk.domain.money import Money
+from kiosk.ledger.journal import Journal, iter_transactions
 from tests.conftest import run_kiosk
 
 T0 = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kiosk.money import CURRENCY_EXPONENT
+from kiosk.domain.money import CURRENCY_EXPONENT
 from sync.protocol import EXPONENT
 from tests.conftest import ROOT
 
@@ -45,20 +45,71 @@ def modules(path: Path) -> set[str]:
     return names
 
 
+#: The kiosk's layers, inside out: a module may import its own layer and those before it,
+#: never one after it (function-level imports count too).
+LAYERS = (
+    "kiosk.domain",  # money, events, the site's rules, the top-up session: pure
+    "kiosk.ledger",  # the journal, reconciliation
+    "kiosk.documents",  # receipts, reports, the customer's languages
+    "kiosk.app.ports",  # what the automat needs from its devices and head office
+    "kiosk.app.paths",
+    "kiosk.adapters",  # the ports on their drivers
+    "kiosk.service",  # technician and office functions
+    "kiosk.app.runner",  # the engine's thread, journal first
+    "kiosk.app.bootstrap",  # the composition root
+    "kiosk.ui",  # the touch screen
+    "kiosk.sim",  # simulation and demonstration only
+    "kiosk.cli",  # the `kiosk` command
+)
+
+
+def layer(module: str) -> int | None:
+    """The index of the layer `module` (a full module name) belongs to."""
+    found = [i for i, name in enumerate(LAYERS) if module == name or module.startswith(name + ".")]
+    return found[-1] if found else None
+
+
+def test_every_kiosk_module_has_a_layer() -> None:
+    files = [f for f in (ROOT / "kiosk").rglob("*.py")
+             if f.parent != ROOT / "kiosk" and f.name != "__init__.py"]  # fmt: skip
+    assert len(files) > 50
+    homeless = [str(f.relative_to(ROOT)) for f in files
+                if layer(".".join(f.relative_to(ROOT).with_suffix("").parts)) is None]  # fmt: skip
+    assert homeless == []
+    # the package root holds nothing but its docstring: every module lives in a layer
+    assert sorted(f.name for f in (ROOT / "kiosk").glob("*.py")) == ["__init__.py"]
+
+
+def test_imports_point_inward() -> None:
+    """Documents never import the screen, the engine never a device, nothing a simulator (but
+    the command line), and only the entry points the composition root."""
+    offenders = []
+    for f in sorted((ROOT / "kiosk").rglob("*.py")):
+        me = layer(".".join(f.relative_to(ROOT).with_suffix("").parts))
+        if me is None:
+            continue
+        for m in modules(f):
+            theirs = layer(m)
+            if theirs is not None and theirs > me:
+                offenders.append(f"{f.relative_to(ROOT)} ({LAYERS[me]}) imports {m}")
+    assert offenders == []
+
+
+def test_the_layering_rule_catches_an_outward_import(tmp_path: Path) -> None:
+    """The rule itself: a receipt that imported the screen would be found."""
+    bad = tmp_path / "receipt.py"
+    bad.write_text("def f():\n    from kiosk.ui.model import ScreenModel\n", "utf-8")
+    assert [m for m in modules(bad) if layer(m) > layer("kiosk.documents.receipt")] == [
+        "kiosk.ui.model"
+    ]
+
+
 def test_only_the_entry_points_build_the_automat() -> None:
-    """The composition root (kiosk/app) sits on top: the engine, journal, adapters and
-    documents never import it; the command line, the screen's runner and the simulated rig do."""
-    entry = {"kiosk/cli.py", "kiosk/rig.py", "kiosk/demo.py", "kiosk/ui/run.py"}
-    offenders = {
-        str(f.relative_to(ROOT))
-        for f in (ROOT / "kiosk").rglob("*.py")
-        if f.parent.name != "app"
-        and str(f.relative_to(ROOT)) not in entry
-        and any(m.startswith("kiosk.app") for m in modules(f))
-    }
-    assert offenders == set()
+    """The composition root is built by the command line and the simulated rig, and by the
+    crash matrix's child: nothing else wires devices to the engine."""
     users = {str(f.relative_to(ROOT)) for f in (ROOT / "kiosk").rglob("*.py")
-             if any(m.startswith("kiosk.app") for m in modules(f))}  # fmt: skip
-    assert {"kiosk/cli.py", "kiosk/rig.py", "kiosk/ui/run.py"} <= users
+             if "kiosk.app.bootstrap" in modules(f)}  # fmt: skip
+    assert {"kiosk/cli/main.py", "kiosk/cli/run.py", "kiosk/sim/rig.py"} <= users
+    assert {u.split("/")[1] for u in users} <= {"cli", "sim"}
     child = modules(ROOT / "tests" / "crash" / "child.py")
     assert "kiosk.app.bootstrap" in child  # the crash matrix's automat is the same build

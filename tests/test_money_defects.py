@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kiosk.events import AmountChosen, Finish, Kind, Method, MethodChosen
-from kiosk.money import Money
+from kiosk.domain.events import AmountChosen, Finish, Kind, Method, MethodChosen
+from kiosk.domain.money import Money
 from tests.conftest import make_site
 from tests.moneyworld import World
 

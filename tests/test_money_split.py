@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kiosk.config import FeeRule, RecoveryRule
-from kiosk.engine import split_payment
-from kiosk.errors import MoneyError
-from kiosk.money import Money
+from kiosk.domain.engine import split_payment
+from kiosk.domain.errors import MoneyError
+from kiosk.domain.money import Money
+from kiosk.domain.site import FeeRule, RecoveryRule
 
 
 def E(minor: int) -> Money:

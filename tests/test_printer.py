@@ -16,9 +16,9 @@ from drivers.printer.device import (
     open_escpos,
 )
 from drivers.printer.sim import PrinterSim
-from kiosk.events import Device, DeviceFault, DeviceOk, Event, ReceiptPrinted
-from kiosk.printer import EscPosPrinterPort
-from kiosk.receipt import Document, Row, escpos_job
+from kiosk.adapters.printer import EscPosPrinterPort
+from kiosk.documents.receipt import Document, Row, escpos_job
+from kiosk.domain.events import Device, DeviceFault, DeviceOk, Event, ReceiptPrinted
 
 
 def plain_job(lines: list[str], qr: str | None = None):  # type: ignore[no-untyped-def]

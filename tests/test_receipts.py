@@ -19,11 +19,19 @@ from escpos.printer import Dummy
 
 from drivers.printer.device import ReceiptPrinter
 from drivers.printer.sim import PrinterSim
-from kiosk.clock import utc_now
-from kiosk.config import Site
-from kiosk.diag import Diagnostics, empty_cash_box
-from kiosk.engine import Outcome, Receipt, State, TopUpSession
-from kiosk.events import (
+from kiosk.adapters.printer import EscPosPrinterPort
+from kiosk.app.ports import Devices
+from kiosk.app.runner import Kiosk
+from kiosk.documents.receipt import (
+    NoSuchTransaction,
+    escpos_job,
+    report,
+    to_text,
+    transaction_receipt,
+)
+from kiosk.domain.clock import utc_now
+from kiosk.domain.engine import Outcome, Receipt, State, TopUpSession
+from kiosk.domain.events import (
     Account,
     AmountChosen,
     CardApproved,
@@ -46,19 +54,11 @@ from kiosk.events import (
     Record,
     Role,
 )
-from kiosk.fakes import FakeKey, FakeKeyReader, FakeNoteValidator, FakePrinter
-from kiosk.journal import Journal
-from kiosk.money import Money
-from kiosk.ports import Devices
-from kiosk.printer import EscPosPrinterPort
-from kiosk.receipt import (
-    NoSuchTransaction,
-    escpos_job,
-    report,
-    to_text,
-    transaction_receipt,
-)
-from kiosk.service import Kiosk
+from kiosk.domain.money import Money
+from kiosk.domain.site import Site
+from kiosk.ledger.journal import Journal
+from kiosk.service.diag import Diagnostics, empty_cash_box
+from kiosk.sim.fakes import FakeKey, FakeKeyReader, FakeNoteValidator, FakePrinter
 from tests.conftest import SATURDAY_MORNING, make_site, wait_until
 
 TXID = "DEMO-01-20261121-090000-AB12"
@@ -377,7 +377,7 @@ def test_a_reprint_of_an_unknown_transaction_is_refused_and_nothing_printed(
 
 def test_the_automat_opens_the_printer_its_site_file_names(tmp_path: Path) -> None:
     from drivers.printer.device import PaperStatus
-    from kiosk.printer import open_printer
+    from kiosk.adapters.printer import open_printer
 
     with PrinterSim() as sim:
         site = make_site("demo", devices={"printer": {"port": sim.path, "receipt": "always"}})

@@ -12,25 +12,25 @@ from pathlib import Path
 
 import pytest
 
-from kiosk.clock import utc_now
-from kiosk.config import load_site
-from kiosk.events import KeyStatus, Kind
-from kiosk.fakes import FakeCoinAcceptor, FakeKey, FakeKeyReader, FakeNoteValidator, FakePrinter
-from kiosk.journal import Journal
-from kiosk.money import Money
-from kiosk.ports import Devices
-from kiosk.service import Kiosk
+from kiosk.app.ports import Devices
+from kiosk.app.runner import Kiosk
+from kiosk.domain.clock import utc_now
+from kiosk.domain.events import KeyStatus, Kind
+from kiosk.domain.money import Money
+from kiosk.domain.site import load_site
+from kiosk.ledger.journal import Journal
+from kiosk.sim.fakes import FakeCoinAcceptor, FakeKey, FakeKeyReader, FakeNoteValidator, FakePrinter
 from tests.conftest import ROOT
 
 CHILD = r"""
 import json, os, signal, sys
-from kiosk.config import load_site
-from kiosk.events import AmountChosen, KeyStatus, Method, MethodChosen
-from kiosk.fakes import FakeCoinAcceptor, FakeKey, FakeKeyReader, FakeNoteValidator, FakePrinter
-from kiosk.journal import Journal
-from kiosk.money import Money
-from kiosk.ports import Devices
-from kiosk.service import Kiosk
+from kiosk.domain.site import load_site
+from kiosk.domain.events import AmountChosen, KeyStatus, Method, MethodChosen
+from kiosk.sim.fakes import FakeCoinAcceptor, FakeKey, FakeKeyReader, FakeNoteValidator, FakePrinter
+from kiosk.ledger.journal import Journal
+from kiosk.domain.money import Money
+from kiosk.app.ports import Devices
+from kiosk.app.runner import Kiosk
 
 db, keyfile, mode = sys.argv[1:4]
 site = load_site(None)
@@ -186,8 +186,8 @@ def test_an_interrupted_card_payment_follows_what_the_terminal_says(
     """The key was written, the kiosk died before it told the terminal: kept -> settled;
     given back -> a claim on the contract account (debt), never silent free credit; the
     terminal cannot say -> left as it was (written) and nothing invented."""
-    from kiosk.events import Record
-    from kiosk.reconcile import reconcile
+    from kiosk.domain.events import Record
+    from kiosk.ledger.reconcile import reconcile
 
     site = load_site(ROOT / "config" / "demo.toml")
     j = Journal(tmp_path / "j.sqlite", site.kiosk_id)
@@ -232,8 +232,8 @@ def test_a_closed_card_payment_is_asked_about_until_its_outcome_is_journaled(
     terminal, so the key kept 30.00 nobody paid. A receipt settles a payment only when it says
     the terminal kept it (older receipts say nothing): otherwise the terminal is asked, and a
     payment it gave back becomes a claim for everything the transaction handed out."""
-    from kiosk.events import Record
-    from kiosk.reconcile import reconcile
+    from kiosk.domain.events import Record
+    from kiosk.ledger.reconcile import reconcile
 
     site = load_site(ROOT / "config" / "demo.toml")
     j = Journal(tmp_path / "j.sqlite", site.kiosk_id)

@@ -7,12 +7,16 @@ import threading
 import time
 from pathlib import Path
 
-from kiosk.clock import ManualClock, utc_now
-from kiosk.config import Site
-from kiosk.engine import Outcome, State, View
-from kiosk.errors import UserFacingError
-from kiosk.events import AmountChosen, Device, KeyStatus, Method, MethodChosen
-from kiosk.fakes import (
+from kiosk.app.ports import Devices
+from kiosk.app.runner import Kiosk
+from kiosk.domain.clock import ManualClock, utc_now
+from kiosk.domain.engine import Outcome, State, View
+from kiosk.domain.errors import UserFacingError
+from kiosk.domain.events import AmountChosen, Device, KeyStatus, Method, MethodChosen
+from kiosk.domain.money import Money
+from kiosk.domain.site import Site
+from kiosk.ledger.journal import Journal
+from kiosk.sim.fakes import (
     FakeCardTerminal,
     FakeCoinAcceptor,
     FakeKey,
@@ -20,10 +24,6 @@ from kiosk.fakes import (
     FakeNoteValidator,
     FakePrinter,
 )
-from kiosk.journal import Journal
-from kiosk.money import Money
-from kiosk.ports import Devices
-from kiosk.service import Kiosk
 from tests.conftest import SATURDAY_MORNING
 
 
@@ -157,7 +157,7 @@ def test_transaction_ids_never_repeat_on_a_kiosk_not_even_within_one_second(
     bytes) for the longest kiosk id the schema allows."""
     from dataclasses import replace as with_fields
 
-    from kiosk.events import CoinAccepted, Kind
+    from kiosk.domain.events import CoinAccepted, Kind
 
     clock = ManualClock(SATURDAY_MORNING)  # the clock stands still: every id in one second
     db = tmp_path / "j.sqlite"

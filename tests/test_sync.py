@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from kiosk.events import KeyStatus, Kind, Record
-from kiosk.journal import Journal
-from kiosk.money import Money
-from kiosk.syncer import Syncer, SyncLoop
+from kiosk.adapters.head_office import Syncer, SyncLoop
+from kiosk.domain.events import KeyStatus, Kind, Record
+from kiosk.domain.money import Money
+from kiosk.ledger.journal import Journal
 from sync.client import GZIP_OVER, Permanent, Retryable, SyncClient, backoff
 from tests.conftest import ROOT, HeadOffice, free_port
 from tests.faultproxy import FaultProxy

@@ -9,17 +9,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from kiosk.clock import ManualClock
-from kiosk.config import Site
-from kiosk.engine import Outcome, State
-from kiosk.errors import UserFacingError
-from kiosk.events import AmountChosen, KeyStatus, Kind, Method, MethodChosen
-from kiosk.fakes import FakeCoinAcceptor, FakeKey, FakeKeyReader, FakeNoteValidator, FakePrinter
-from kiosk.journal import Journal
-from kiosk.money import Money
-from kiosk.ports import Devices
-from kiosk.service import Kiosk
-from kiosk.syncer import HeadOfficeLink, Syncer, SyncLoop
+from kiosk.adapters.head_office import HeadOfficeLink, Syncer, SyncLoop
+from kiosk.app.ports import Devices
+from kiosk.app.runner import Kiosk
+from kiosk.domain.clock import ManualClock
+from kiosk.domain.engine import Outcome, State
+from kiosk.domain.errors import UserFacingError
+from kiosk.domain.events import AmountChosen, KeyStatus, Kind, Method, MethodChosen
+from kiosk.domain.money import Money
+from kiosk.domain.site import Site
+from kiosk.ledger.journal import Journal
+from kiosk.sim.fakes import FakeCoinAcceptor, FakeKey, FakeKeyReader, FakeNoteValidator, FakePrinter
 from tests.conftest import SATURDAY_MORNING, HeadOffice, make_site
 
 

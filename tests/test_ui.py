@@ -8,15 +8,16 @@ import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kiosk.engine import Outcome
-from kiosk.events import Kind, MeterReading
-from kiosk.fakes import FakeKey
-from kiosk.money import Money
+from kiosk.domain.engine import Outcome
+from kiosk.domain.events import Kind, MeterReading
+from kiosk.domain.money import Money
+from kiosk.sim.fakes import FakeKey
 from tests.conftest import make_site
 from tests.uiharness import Customer
 
@@ -262,9 +263,9 @@ def test_a_target_is_20_mm_on_a_small_dense_screen() -> None:
 
 
 def test_every_text_of_the_screen_is_translated() -> None:
-    from babel.messages.extract import extract_from_dir, extract_from_file
+    from babel.messages.extract import extract_from_dir
 
-    from kiosk.ui.i18n import LANGUAGES, catalogue
+    from kiosk.documents.i18n import LANGUAGES, catalogue
     from tests.conftest import ROOT
 
     found = {
@@ -276,8 +277,10 @@ def test_every_text_of_the_screen_is_translated() -> None:
         )
     } | {  # the receipts are printed in the screen's language
         msg
-        for _l, msg, _c, _x in extract_from_file(
-            "python", str(ROOT / "kiosk" / "receipt.py"), keywords={"tr": None}
+        for _f, _l, msg, _c, _x in extract_from_dir(
+            str(ROOT / "kiosk" / "documents"),
+            method_map=[("**.py", "python")],
+            keywords={"tr": None, "N_": None},
         )
     }
     assert len(found) > 80
@@ -302,7 +305,7 @@ def test_the_ui_thread_never_waits_for_devices_or_the_journal(
     import statistics
     import time as _time
 
-    from kiosk.journal import Journal
+    from kiosk.ledger.journal import Journal
     from kiosk.ui.app import settle_heap
 
     slow = 0.04
@@ -345,11 +348,13 @@ def test_the_ui_thread_never_waits_for_devices_or_the_journal(
 
 
 def test_the_developer_panel_drives_the_simulated_devices(ui_window: Any, tmp_path: Path) -> None:
-    """`kiosk run --panel`: its buttons put a key into the slot and a coin into the acceptor."""
+    """`kiosk run --panel`: its buttons put a key into the slot, a coin into the acceptor and
+    the printer out of paper, through the simulators' control interface."""
     from kivy.core.window import Window
 
-    from kiosk.clock import ManualClock
-    from kiosk.rig import simulated_rig
+    from kiosk.domain.clock import ManualClock
+    from kiosk.sim.panel import SimulatorPanel
+    from kiosk.sim.rig import simulated_rig
     from kiosk.ui.app import KioskApp
     from kiosk.ui.driver import ScreenDriver
     from tests.conftest import SATURDAY_MORNING
@@ -357,8 +362,7 @@ def test_the_developer_panel_drives_the_simulated_devices(ui_window: Any, tmp_pa
     out = io.StringIO()
     clock = ManualClock(SATURDAY_MORNING)
     with simulated_rig(make_site(), tmp_path / "journal-DEMO-01.sqlite", out, clock) as rig:
-        app = KioskApp(rig.kiosk, clock)
-        app.panel_rig = rig
+        app = KioskApp(rig.kiosk, clock, panel=partial(SimulatorPanel, rig.control, rig.site))
         layer = app.build()
         root, panel = layer.children[1], layer.children[0]
         for child in list(Window.children):
@@ -387,6 +391,9 @@ def test_the_developer_panel_drives_the_simulated_devices(ui_window: Any, tmp_pa
             ui.wait_screen("cash")
             press("coin 2.00 EUR")
             ui.until(lambda: ui.model.view.paid == E(200), "the coin on the screen", 10)
+            ui.until(lambda: panel.answer.text == "coin 2.00 EUR taken", "the answer", 5)
+            press("paper out")
+            ui.until(lambda: rig.printer_sim.paper == "out", "the roll out", 5)
         finally:
             stop.set()
             engine.join(5)
@@ -415,13 +422,13 @@ def test_the_technician_goes_through_every_service_screen(ui_window: Any, tmp_pa
     the export re-verifies. Screenshots of every screen go to tmp_path/shots."""
     from kivy.core.window import Window
 
-    from kiosk.clock import utc_now
-    from kiosk.diag import cash_box, verify_export
-    from kiosk.rig import simulated_rig
-    from kiosk.simulate import bill_id
+    from kiosk.domain.clock import utc_now
+    from kiosk.service.diag import cash_box, verify_export
+    from kiosk.sim.rig import simulated_rig
+    from kiosk.sim.script import technician_visit
+    from kiosk.sim.simulate import bill_id
     from kiosk.ui.app import KioskApp
     from kiosk.ui.driver import ScreenDriver
-    from kiosk.ui.script import technician_visit
 
     out = io.StringIO()
     shots = tmp_path / "shots"

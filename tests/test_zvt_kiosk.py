@@ -22,17 +22,17 @@ from drivers.zvt.client import ZvtClient
 from drivers.zvt.codec import Answer
 from drivers.zvt.sim import TerminalSim
 from drivers.zvt.transport import open_link
-from kiosk.clock import utc_now
-from kiosk.config import Site
-from kiosk.engine import Outcome, State
-from kiosk.events import AmountChosen, Cancel, KeyStatus, Kind, Method, MethodChosen
-from kiosk.fakes import FakeCoinAcceptor, FakeKey, FakeKeyReader, FakeNoteValidator, FakePrinter
-from kiosk.journal import Journal
-from kiosk.money import Money
-from kiosk.ports import Devices
-from kiosk.receipt import to_text
-from kiosk.service import Kiosk
-from kiosk.zvt import ZvtCardPort, open_card
+from kiosk.adapters.card import ZvtCardPort, open_card
+from kiosk.app.ports import Devices
+from kiosk.app.runner import Kiosk
+from kiosk.documents.receipt import to_text
+from kiosk.domain.clock import utc_now
+from kiosk.domain.engine import Outcome, State
+from kiosk.domain.events import AmountChosen, Cancel, KeyStatus, Kind, Method, MethodChosen
+from kiosk.domain.money import Money
+from kiosk.domain.site import Site
+from kiosk.ledger.journal import Journal
+from kiosk.sim.fakes import FakeCoinAcceptor, FakeKey, FakeKeyReader, FakeNoteValidator, FakePrinter
 from tests.conftest import make_site, wait_until
 
 
@@ -277,7 +277,7 @@ def test_after_a_crash_the_terminal_is_asked_whether_it_kept_the_payment(tmp_pat
     """Found by the crash matrix: the kiosk died after the approval was journaled and before
     it answered; the terminal gave the money back, yet the restart owed the key the credit
     (credit without money). Now the restart asks the terminal (repeat receipt) first."""
-    from kiosk.events import Record
+    from kiosk.domain.events import Record
 
     site = make_site("jena-saalstrasse", hours={"always_open": True})
     with TerminalSim("tcp") as sim:

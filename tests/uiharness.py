@@ -11,10 +11,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from kiosk.clock import ManualClock
-from kiosk.config import Site
-from kiosk.events import KeyStatus
-from kiosk.fakes import (
+from kiosk.app.ports import Devices
+from kiosk.app.runner import Kiosk
+from kiosk.domain.clock import ManualClock
+from kiosk.domain.events import KeyStatus
+from kiosk.domain.site import Site
+from kiosk.ledger.journal import Journal
+from kiosk.sim.fakes import (
     FakeCardTerminal,
     FakeCoinAcceptor,
     FakeKey,
@@ -22,9 +25,6 @@ from kiosk.fakes import (
     FakeNoteValidator,
     FakePrinter,
 )
-from kiosk.journal import Journal
-from kiosk.ports import Devices
-from kiosk.service import Kiosk
 from tests.conftest import SATURDAY_MORNING
 
 

@@ -21,18 +21,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
-from kiosk.cctalk import CcTalkCash, open_cash
-from kiosk.chipkey import PcscKeyReader
-from kiosk.config import Site
-from kiosk.diag import load_pin_hash
-from kiosk.errors import ConfigError
-from kiosk.journal import Journal
-from kiosk.keytool import load_keys
-from kiosk.ports import ChipKeyReader, Devices, HeadOffice
-from kiosk.printer import open_printer
-from kiosk.service import Kiosk
-from kiosk.syncer import HeadOfficeLink, NoHeadOffice, Syncer, SyncLoop
-from kiosk.zvt import ZvtCardPort, open_card
+from kiosk.adapters.card import ZvtCardPort, open_card
+from kiosk.adapters.cash import CcTalkCash, open_cash
+from kiosk.adapters.head_office import HeadOfficeLink, Syncer, SyncLoop
+from kiosk.adapters.key import PcscKeyReader
+from kiosk.adapters.printer import open_printer
+from kiosk.app.ports import ChipKeyReader, Devices, HeadOffice, NoHeadOffice
+from kiosk.app.runner import Kiosk
+from kiosk.domain.errors import ConfigError
+from kiosk.domain.site import Site
+from kiosk.ledger.journal import Journal
+from kiosk.service.diag import load_pin_hash
+from kiosk.service.keytool import load_keys
 from sync.client import SyncClient
 
 

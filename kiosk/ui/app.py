@@ -11,9 +11,10 @@ from typing import Any
 from kivy.app import App
 from kivy.lang import Builder
 from kivy.properties import ObjectProperty
+from kivy.uix.widget import Widget
 
-from kiosk.clock import utc_now
-from kiosk.service import Kiosk
+from kiosk.app.runner import Kiosk
+from kiosk.domain.clock import utc_now
 from kiosk.ui.model import ScreenModel
 
 #: each language's name in itself, under its flag
@@ -41,13 +42,22 @@ class KioskApp(App):  # type: ignore[misc]
 
     model = ObjectProperty(None)
 
-    def __init__(self, kiosk: Kiosk, clock: Callable[[], datetime] = utc_now, **kw: Any) -> None:
+    def __init__(
+        self,
+        kiosk: Kiosk,
+        clock: Callable[[], datetime] = utc_now,
+        *,
+        panel: Callable[[], Widget] | None = None,
+        **kw: Any,
+    ) -> None:
+        """`panel`: makes a drawer shown over the screen's right edge (`kiosk run --panel`:
+        the developer's simulator panel); never on a customer's automat."""
         self.model = ScreenModel(kiosk.site, kiosk.submit)
         self.model.clock = clock
-        self.model.kiosk = kiosk  # the service screens call kiosk.diag with it
+        self.model.kiosk = kiosk  # the service screens call kiosk.service.diag with it
         super().__init__(**kw)
         self.kiosk = kiosk
-        self.panel_rig: Any = None  # kiosk run --panel: the simulated devices to drive
+        self.panel = panel
         kiosk.listeners.append(self.model.post)
         self.model.post(kiosk.view(), None)
 
@@ -59,13 +69,11 @@ class KioskApp(App):  # type: ignore[misc]
 
         self.title = "Prepaid top-up"
         root = KioskRoot(model=self.model)
-        if self.panel_rig is None:
+        if self.panel is None:
             return root
         from kivy.uix.floatlayout import FloatLayout
 
-        from kiosk.ui.panel import SimulatorPanel
-
         layer = FloatLayout()
         layer.add_widget(root)
-        layer.add_widget(SimulatorPanel(self.panel_rig))
+        layer.add_widget(self.panel())
         return layer

@@ -14,7 +14,7 @@ from kivy.core.window import Window
 from kivy.tests.common import UnitTestTouch
 from kivy.uix.label import Label
 
-from kiosk.service import Kiosk
+from kiosk.app.runner import Kiosk
 
 
 def plain(text: str) -> str:

@@ -14,10 +14,10 @@ from kivy.clock import Clock
 from kivy.event import EventDispatcher
 from kivy.properties import BooleanProperty, NumericProperty, ObjectProperty, StringProperty
 
-from kiosk.config import Site
-from kiosk.engine import State, View
-from kiosk.errors import UserFacingError
-from kiosk.events import (
+from kiosk.documents.i18n import LANGUAGES, Translator
+from kiosk.domain.engine import State, View
+from kiosk.domain.errors import UserFacingError
+from kiosk.domain.events import (
     AmountChosen,
     Cancel,
     Event,
@@ -28,8 +28,8 @@ from kiosk.events import (
     MoreTime,
     ReceiptAnswer,
 )
-from kiosk.money import Money
-from kiosk.ui.i18n import LANGUAGES, Translator
+from kiosk.domain.money import Money
+from kiosk.domain.site import Site
 from kiosk.ui.style import current as style
 from kiosk.ui.theme import themes
 
@@ -56,7 +56,7 @@ class ScreenModel(EventDispatcher):  # type: ignore[misc]
         style.lang, style.high_contrast = self.lang, False
         self.speak: Any = None  # the hook for spoken prompts: called with each new main text
         self.clock: Any = None  # the kiosk's clock (for "we open again at ...")
-        self.kiosk: Any = None  # the service screens' way to kiosk.diag
+        self.kiosk: Any = None  # the service screens' way to kiosk.service.diag
         self._lock = threading.Lock()
         self._pending: tuple[View, UserFacingError | None] | None = None
 

@@ -9,9 +9,9 @@ from kivy.properties import BooleanProperty, ObjectProperty, StringProperty
 from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.screenmanager import NoTransition, ScreenManager
 
-from kiosk.engine import State, View
-from kiosk.errors import UserFacingError
-from kiosk.ui.i18n import N_, Translator
+from kiosk.documents.i18n import N_, Translator
+from kiosk.domain.engine import State, View
+from kiosk.domain.errors import UserFacingError
 from kiosk.ui.screens.amount import AmountScreen
 from kiosk.ui.screens.base import KioskScreen, load_kv
 from kiosk.ui.screens.busy import BusyScreen

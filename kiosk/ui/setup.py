@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from kiosk.config import UiSection
+from kiosk.domain.site import UiSection
 
 _done = False
 

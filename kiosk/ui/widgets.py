@@ -11,8 +11,8 @@ from kivy.uix.button import Button
 from kivy.uix.label import Label
 from kivy.uix.widget import Widget
 
-from kiosk.engine import View
-from kiosk.ui.i18n import Translator
+from kiosk.documents.i18n import Translator
+from kiosk.domain.engine import View
 
 
 class KLabel(Label):  # type: ignore[misc]

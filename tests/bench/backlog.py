@@ -26,10 +26,10 @@ from pathlib import Path
 
 import requests
 
-from kiosk.events import Kind, Record
-from kiosk.journal import Journal
-from kiosk.money import Money
-from kiosk.syncer import Syncer
+from kiosk.adapters.head_office import Syncer
+from kiosk.domain.events import Kind, Record
+from kiosk.domain.money import Money
+from kiosk.ledger.journal import Journal
 from sync.client import SyncClient
 
 ROOT = Path(__file__).resolve().parents[2]

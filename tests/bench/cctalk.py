@@ -23,16 +23,16 @@ from pathlib import Path
 from drivers.cctalk.devices import CoinAcceptor
 from drivers.cctalk.sim import BYTE_TIME_8N1, BusSimulator, SimCoinAcceptor, euro_coins
 from drivers.cctalk.transport import Bus
-from kiosk.cctalk import open_cash, start_simulator
-from kiosk.clock import utc_now
-from kiosk.config import load_site
-from kiosk.engine import State
-from kiosk.events import AmountChosen, KeyStatus
-from kiosk.fakes import FakeCardTerminal, FakeKey, FakeKeyReader, FakePrinter
-from kiosk.journal import Journal
-from kiosk.ports import Devices
-from kiosk.service import Kiosk
-from kiosk.simulate import with_ports
+from kiosk.adapters.cash import open_cash, start_simulator
+from kiosk.app.ports import Devices
+from kiosk.app.runner import Kiosk
+from kiosk.domain.clock import utc_now
+from kiosk.domain.engine import State
+from kiosk.domain.events import AmountChosen, KeyStatus
+from kiosk.domain.site import load_site
+from kiosk.ledger.journal import Journal
+from kiosk.sim.fakes import FakeCardTerminal, FakeKey, FakeKeyReader, FakePrinter
+from kiosk.sim.simulate import with_ports
 
 POLL_WIRE_BYTES = 5 + 16
 

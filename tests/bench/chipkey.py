@@ -20,7 +20,7 @@ from drivers.chipkey.reader import PcscCard, card_present, list_readers
 from drivers.chipkey.sim import VirtualCard
 from drivers.chipkey.vpcd import VpcdCard
 from drivers.errors import TransportError
-from kiosk.chipkey import DEMO_KEYS
+from kiosk.adapters.key import DEMO_KEYS
 
 READER = "Virtual PCD 00 00"
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert
 
-from kiosk.events import Kind, Record
-from kiosk.journal import Journal, _sqlite_engine
-from kiosk.money import Money
+from kiosk.domain.events import Kind, Record
+from kiosk.domain.money import Money
+from kiosk.ledger.journal import Journal, _sqlite_engine
 
 
 def bench_journal(path: Path, rows: int) -> list[float]:

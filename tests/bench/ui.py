@@ -29,16 +29,16 @@ sys.path.insert(0, str(ROOT))
 STARTUP = """
 import time, sys
 t0 = float(sys.argv[1])
-from kiosk.config import load_site
+from kiosk.domain.site import load_site
 from kiosk.ui.setup import configure
 site = load_site()
 configure(site.ui, windowed=True)
 from kivy.base import EventLoop
-from kiosk.clock import utc_now
-from kiosk.fakes import FakeKeyReader, FakeCoinAcceptor, FakeNoteValidator, FakePrinter
-from kiosk.journal import Journal
-from kiosk.ports import Devices
-from kiosk.service import Kiosk
+from kiosk.domain.clock import utc_now
+from kiosk.sim.fakes import FakeKeyReader, FakeCoinAcceptor, FakeNoteValidator, FakePrinter
+from kiosk.ledger.journal import Journal
+from kiosk.app.ports import Devices
+from kiosk.app.runner import Kiosk
 from kiosk.ui.app import KioskApp
 from kiosk.ui.driver import ScreenDriver
 import tempfile, pathlib
@@ -69,7 +69,7 @@ def main() -> None:
     ap.add_argument("--topups", type=int, default=100)
     args = ap.parse_args()
 
-    from kiosk.config import load_site
+    from kiosk.domain.site import load_site
     from kiosk.ui.xvfb import Xvfb
 
     site = load_site()
@@ -92,13 +92,19 @@ def run_in_process(site, topups: int) -> None:  # type: ignore[no-untyped-def]
     Config.set("graphics", "maxfps", "0")  # a frame's time is its work, not the limiter's sleep
     from kivy.base import EventLoop
 
-    from kiosk.clock import ManualClock, utc_now
-    from kiosk.events import KeyStatus
-    from kiosk.fakes import FakeCoinAcceptor, FakeKey, FakeKeyReader, FakeNoteValidator, FakePrinter
-    from kiosk.journal import Journal
-    from kiosk.money import Money
-    from kiosk.ports import Devices
-    from kiosk.service import Kiosk
+    from kiosk.app.ports import Devices
+    from kiosk.app.runner import Kiosk
+    from kiosk.domain.clock import ManualClock, utc_now
+    from kiosk.domain.events import KeyStatus
+    from kiosk.domain.money import Money
+    from kiosk.ledger.journal import Journal
+    from kiosk.sim.fakes import (
+        FakeCoinAcceptor,
+        FakeKey,
+        FakeKeyReader,
+        FakeNoteValidator,
+        FakePrinter,
+    )
     from kiosk.ui.app import KioskApp, settle_heap
     from kiosk.ui.driver import ScreenDriver
 
@@ -155,7 +161,7 @@ def run_in_process(site, topups: int) -> None:  # type: ignore[no-untyped-def]
     key = FakeKey("K1", "4711")
     reader.insert(key)
     ui.wait_screen("amount")
-    kiosk.submit(__import__("kiosk.events", fromlist=["AmountChosen"]).AmountChosen(None))
+    kiosk.submit(__import__("kiosk.domain.events", fromlist=["AmountChosen"]).AmountChosen(None))
     ui.settle()
     frames: list[float] = []
     flips = [0]

@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from kiosk.app.bootstrap import automat
-from kiosk.clock import utc_now
-from kiosk.config import load_site
-from kiosk.engine import View
-from kiosk.events import AmountChosen, Cancel, Finish, Method, MethodChosen
-from kiosk.journal import Journal
-from kiosk.money import Money
+from kiosk.domain.clock import utc_now
+from kiosk.domain.engine import View
+from kiosk.domain.events import AmountChosen, Cancel, Finish, Method, MethodChosen
+from kiosk.domain.money import Money
+from kiosk.domain.site import load_site
+from kiosk.ledger.journal import Journal
 
 _out = threading.Lock()
 

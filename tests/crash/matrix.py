@@ -52,14 +52,14 @@ from drivers.chipkey.vpcd import VpcdCard
 from drivers.errors import TransportError
 from drivers.printer.sim import PrinterSim
 from drivers.zvt.sim import TerminalSim
-from kiosk.cctalk import start_simulator
-from kiosk.chipkey import DEMO_KEYS
-from kiosk.config import load_site
-from kiosk.events import KeyStatus, Kind
-from kiosk.journal import Journal, claim_of
-from kiosk.keytool import virtual_uid
-from kiosk.money import Money
-from kiosk.simulate import bill_id, coin_id
+from kiosk.adapters.cash import start_simulator
+from kiosk.adapters.key import DEMO_KEYS
+from kiosk.domain.events import KeyStatus, Kind
+from kiosk.domain.money import Money
+from kiosk.domain.site import load_site
+from kiosk.ledger.journal import Journal, claim_of
+from kiosk.service.keytool import virtual_uid
+from kiosk.sim.simulate import bill_id, coin_id
 
 ROOT = Path(__file__).resolve().parents[2]
 LOST = re.compile(r"(\d+) event\(s\) lost")

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from kivy.properties import BooleanProperty, ListProperty, StringProperty
 
-from kiosk.engine import View
-from kiosk.money import CURRENCY_EXPONENT, Money
-from kiosk.receipt import masked
-from kiosk.ui.i18n import Translator, money_text
+from kiosk.documents.i18n import Translator, money_text
+from kiosk.documents.receipt import masked
+from kiosk.domain.engine import View
+from kiosk.domain.money import CURRENCY_EXPONENT, Money
 from kiosk.ui.screens.base import KioskScreen, load_kv
 
 

@@ -8,8 +8,8 @@ from kivy.lang import Builder
 from kivy.properties import ObjectProperty, StringProperty
 from kivy.uix.screenmanager import Screen
 
-from kiosk.engine import View
-from kiosk.ui.i18n import Translator
+from kiosk.documents.i18n import Translator
+from kiosk.domain.engine import View
 
 
 def load_kv(py_file: str) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from kivy.animation import Animation
 from kivy.properties import NumericProperty
 
-from kiosk.engine import State, View
-from kiosk.ui.i18n import N_, Translator
+from kiosk.documents.i18n import N_, Translator
+from kiosk.domain.engine import State, View
 from kiosk.ui.screens.base import KioskScreen, load_kv
 
 TITLES = {

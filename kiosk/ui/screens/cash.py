@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from kivy.properties import BooleanProperty, ListProperty, StringProperty
 
-from kiosk.engine import View
-from kiosk.ui.i18n import Translator, money_text
+from kiosk.documents.i18n import Translator, money_text
+from kiosk.domain.engine import View
 from kiosk.ui.screens.base import KioskScreen, load_kv
 from kiosk.ui.widgets import MoneyPicture
 

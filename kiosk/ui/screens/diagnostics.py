@@ -1,7 +1,7 @@
 """The technician's service screens: a menu of sections on the left, the section's result
-and its actions on the right. The functions are kiosk.diag's (the same as `kiosk diag`); they
-may take seconds (self-tests, end-of-day), so they run on a worker thread and the result is
-drawn when it arrives. Every action is journaled there as an audit entry."""
+and its actions on the right. The functions are kiosk.service.diag's (the same as `kiosk
+diag`); they may take seconds (self-tests, end-of-day), so they run on a worker thread and the
+result is drawn when it arrives. Every action is journaled there as an audit entry."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from typing import Any
 from kivy.clock import Clock
 from kivy.properties import BooleanProperty, ListProperty, StringProperty
 
-from kiosk.diag import Diagnostics, check_lines, report_lines, usb_folder
-from kiosk.engine import View
-from kiosk.events import AcceptorTest, LeaveDiagnostics
-from kiosk.ui.i18n import Translator
+from kiosk.documents.i18n import Translator
+from kiosk.domain.engine import View
+from kiosk.domain.events import AcceptorTest, LeaveDiagnostics
+from kiosk.service.diag import Diagnostics, check_lines, report_lines, usb_folder
 from kiosk.ui.screens.base import KioskScreen, load_kv
 
 #: section id -> menu label

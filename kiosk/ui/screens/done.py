@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from kivy.properties import StringProperty
 
-from kiosk.engine import Outcome, Receipt, View
-from kiosk.ui.i18n import Translator, money_text
+from kiosk.documents.i18n import Translator, money_text
+from kiosk.domain.engine import Outcome, Receipt, View
 from kiosk.ui.screens.base import KioskScreen, load_kv
 
 

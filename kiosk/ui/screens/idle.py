@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from kivy.properties import StringProperty
 
-from kiosk.engine import View
-from kiosk.ui.i18n import Translator
+from kiosk.documents.i18n import Translator
+from kiosk.domain.engine import View
 from kiosk.ui.screens.base import KioskScreen, load_kv
 
 

@@ -7,9 +7,9 @@ from datetime import datetime
 
 from kivy.properties import StringProperty
 
-from kiosk.engine import View
-from kiosk.events import PinEntered
-from kiosk.ui.i18n import Translator
+from kiosk.documents.i18n import Translator
+from kiosk.domain.engine import View
+from kiosk.domain.events import PinEntered
 from kiosk.ui.screens.base import KioskScreen, load_kv
 
 MAX_DIGITS = 12

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from kiosk.engine import State, View
-from kiosk.ui.i18n import Translator
+from kiosk.documents.i18n import Translator
+from kiosk.domain.engine import State, View
 from kiosk.ui.screens.base import KioskScreen, load_kv
 
 

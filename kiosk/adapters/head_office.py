@@ -1,0 +1,261 @@
+"""The kiosk side of head-office sync: upload the journal in bounded batches, advancing the
+watermark only on acknowledgement; store downloaded reference data for offline use."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from kiosk.app.ports import SyncStatus
+from kiosk.domain.events import KeyStatus, Kind, Record
+from kiosk.domain.money import Money
+from kiosk.ledger.journal import Journal
+from sync.client import Retryable, SyncClient, SyncError, backoff
+
+log = logging.getLogger(__name__)
+
+WATERMARK = "sync_watermark"
+REF_ETAG = "sync_reference_etag"
+LAST_SUCCESS = "sync_last_success"
+LAST_ERROR = "sync_last_error"
+SETTINGS = "sync_settings"  # the site settings head office sent last, as JSON (read by Kiosk)
+#: a key waits for head office at most this long (connect, read) when claiming its credits
+CLAIM_TIMEOUT = (1.0, 2.0)
+
+
+class Syncer:
+    """One kiosk's sync state. `currency` is the site's: credits in another are not taken;
+    `on_settings` receives the site settings head office sends (limits and fee)."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        client: SyncClient,
+        *,
+        batch: int = 500,
+        currency: str = "EUR",
+        on_settings: Callable[[dict[str, int]], object] | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.journal = journal
+        self.client = client
+        self.batch = batch
+        self.currency = currency
+        self.on_settings = on_settings
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self._claimer: SyncClient | None = None
+        acked = int(journal.get_meta(WATERMARK) or 0)
+        self.status = SyncStatus(acked=acked, backlog=journal.last_seq() - acked)
+        last = journal.get_meta(LAST_SUCCESS)
+        self.status.last_success = datetime.fromisoformat(last) if last else None
+        self.status.last_error = journal.get_meta(LAST_ERROR) or None
+
+    def upload_round(self, now: datetime) -> int:
+        """Upload until nothing is left or an error stops it; returns entries acknowledged."""
+        start = self.status.acked
+        while True:
+            rows = self.journal.raw_entries(after=self.status.acked, limit=self.batch)
+            if not rows:
+                break
+            acked = self.client.upload(rows)  # raises SyncError; watermark untouched then
+            if acked < self.status.acked:
+                raise SyncError(f"head office acknowledged {acked}, below our watermark")
+            self.journal.set_meta(WATERMARK, str(acked))
+            self.status.acked = acked
+            if acked < rows[-1]["seq"]:
+                break  # it kept fewer than we sent: ask again next round
+        self.status.backlog = self.journal.last_seq() - self.status.acked
+        self.status.last_success = now
+        return self.status.acked - start
+
+    def pull_reference(self) -> bool:
+        """Download key status, debts, this kiosk's credits and site settings if they changed;
+        True if anything was stored."""
+        etag, data = self.client.reference(self.journal.get_meta(REF_ETAG))
+        if data is None:
+            return False
+        for k in data["keys"]:
+            self.journal.set_key(
+                k["serial"], KeyStatus(k["status"]), k["contract_account"], k.get("reason") or ""
+            )
+        for d in data["debts"]:
+            self.journal.set_debt(d["contract_account"], Money(d["amount"], d["currency"]))
+        self._take_credits(data.get("credits", []))
+        self._release_credits({c["credit_id"] for c in data.get("credits", [])})
+        settings = dict(data.get("settings", {}))
+        self.journal.set_meta(SETTINGS, json.dumps(settings, sort_keys=True))
+        if self.on_settings is not None:
+            self.on_settings(settings)
+        if etag:
+            self.journal.set_meta(REF_ETAG, etag)
+        self.status.reference_version = etag
+        return True
+
+    def _take_credits(self, held: list[dict[str, Any]]) -> int:
+        """Journal the credits head office says this kiosk holds and that are new here."""
+        records = []
+        for c in held:
+            if c["currency"] != self.currency:
+                log.warning(
+                    "credit %s is in %s, not %s: left", c["credit_id"], c["currency"], self.currency
+                )
+                continue
+            if not self.journal.credit_known(c["credit_id"]):
+                records.append(
+                    Record(
+                        Kind.PENDING_CREDIT,
+                        c["credit_id"],
+                        c["key"],
+                        Money(c["amount"], c["currency"]),
+                        {"reason": "head_office", "origin": c.get("origin")},
+                    )
+                )
+        self.journal.append(records, self.clock())
+        return len(records)
+
+    def _release_credits(self, held: set[str]) -> None:
+        """A credit of ours that head office has (it was uploaded) but no longer lists as ours
+        went to another kiosk, or was written there: it is not ours to write any more."""
+        gone = [
+            Record(Kind.PENDING_RELEASED, txid, key, None, {"reason": "claimed_elsewhere"})
+            for txid, key in self.journal.open_credits(upto_seq=self.status.acked)
+            if txid not in held
+        ]
+        self.journal.append(gone, self.clock())
+
+    def claim(self, key: str) -> int:
+        """When a key is inserted and head office is reachable: take over its open credits
+        fleet-wide, so that this kiosk writes them (once). Returns how many are new here;
+        offline (or on any sync error) nothing changes and the kiosk writes only its own."""
+        if self.status.last_error is not None and self.status.rounds:
+            return 0  # known to be offline: do not keep the customer waiting
+        if self._claimer is None or self._claimer.base != self.client.base:
+            self._claimer = self.client.fork()  # claims come from the engine's thread
+        try:
+            return self._take_credits(self._claimer.claim(key, timeout=CLAIM_TIMEOUT))
+        except SyncError as err:
+            log.info("credits of %s not claimed: %s", key, err)
+            return 0
+
+    def round(self, now: datetime) -> SyncStatus:
+        """One full round (upload, then reference); errors are recorded, never raised. The
+        outcome is kept in the journal database for `kiosk sync status` and diagnostics."""
+        st = self.status
+        st.started += 1
+        st.retry_after = None
+        try:
+            self.upload_round(now)
+            self.pull_reference()
+            st.last_error = None
+        except SyncError as err:
+            log.warning("sync: %s", err)
+            st.last_error = str(err)
+            st.retry_after = err.retry_after if isinstance(err, Retryable) else None
+            st.backlog = self.journal.last_seq() - st.acked
+        if st.last_success is not None:
+            self.journal.set_meta(LAST_SUCCESS, st.last_success.isoformat())
+        self.journal.set_meta(LAST_ERROR, st.last_error or "")
+        st.rounds += 1
+        return st
+
+
+class SyncLoop:
+    """Background rounds every `interval` seconds (or at once on `sync_now`); after an error,
+    jittered exponential backoff with a ceiling, or the server's Retry-After."""
+
+    def __init__(
+        self,
+        syncer: Syncer,
+        clock: Callable[[], datetime],
+        *,
+        interval: float = 60.0,
+        ceiling: float = 300.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.syncer = syncer
+        self.clock = clock
+        self.interval = interval
+        self.ceiling = ceiling
+        self.rng = rng or random.Random()
+        self.failures = 0
+        self._stop = threading.Event()
+        self._now = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sync", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._now.set()
+        self._thread.join(timeout=10)
+
+    def sync_now(self) -> None:
+        self._now.set()
+
+    def next_delay(self, retry_after: float | None) -> float:
+        if self.syncer.status.last_error is None:
+            self.failures = 0
+            return self.interval
+        self.failures += 1
+        return backoff(self.failures - 1, retry_after, self.rng, ceiling=self.ceiling)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            status = self.syncer.round(self.clock())
+            self._now.wait(self.next_delay(status.retry_after))
+            self._now.clear()
+
+    def round_now(self, timeout: float = 30.0) -> SyncStatus:
+        """Ask for a round and wait until one that began after the asking has ended (a
+        round under way when asked may have read head office before the change awaited)."""
+        target = self.syncer.status.started + 1
+        self.sync_now()
+        deadline = time.monotonic() + timeout
+        while self.syncer.status.rounds < target:
+            if time.monotonic() > deadline:
+                raise TimeoutError("no sync round ended in time")
+            self._stop.wait(0.02)  # the sync thread is talking to head office
+        return self.syncer.status
+
+
+class HeadOfficeLink:
+    """The kiosk's head-office port: the sync client, its rounds in the background every
+    `interval` seconds, credit claims when a key is inserted, settings back to the kiosk."""
+
+    def __init__(self, syncer: Syncer, loop: SyncLoop) -> None:
+        self.syncer = syncer
+        self.loop = loop
+        self.where = syncer.client.base
+
+    def attach(self, on_settings: Callable[[dict[str, int]], object]) -> None:
+        self.syncer.on_settings = on_settings
+
+    def start(self) -> None:
+        self.loop.start()
+
+    def stop(self) -> None:
+        self.loop.stop()
+
+    @property
+    def status(self) -> SyncStatus:
+        return self.syncer.status
+
+    def claim(self, key: str) -> int:
+        return self.syncer.claim(key)
+
+    def round_now(self, timeout: float = 30.0) -> SyncStatus:
+        try:
+            return self.loop.round_now(timeout)
+        except TimeoutError:
+            return self.syncer.status
+
+    def health(self) -> float:
+        """Seconds for one round trip to head office's health check (SyncError if none)."""
+        return self.syncer.client.fork().health()

@@ -1,0 +1,298 @@
+"""The kiosk service: runs the engine on one thread, journal first, then the devices.
+
+Device events arrive on a queue from any thread. For each event the engine returns commands;
+the journal records among them are committed (fsync'd) before any device is told anything and
+before the screen hears of the new state (DESIGN promise 1).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from datetime import datetime
+
+from kiosk.app.ports import Devices, HeadOffice, KeyPresented, NoHeadOffice
+from kiosk.documents.receipt import transaction_receipt
+from kiosk.domain.clock import utc_now
+from kiosk.domain.engine import State, TopUpSession, View
+from kiosk.domain.errors import ConfigError, InvalidTransition, UserFacingError
+from kiosk.domain.events import (
+    AbortCard,
+    AuthoriseCard,
+    Command,
+    CompleteCard,
+    Device,
+    DeviceFault,
+    DisableCash,
+    EnableCash,
+    Event,
+    KeyInserted,
+    Kind,
+    PinChecked,
+    PinEntered,
+    PrintReceipt,
+    ReceiptPrinted,
+    Record,
+    ReturnNote,
+    ReverseCard,
+    StackNote,
+    Tick,
+    WriteKey,
+)
+from kiosk.domain.site import Site, with_settings
+from kiosk.ledger.journal import Journal
+from kiosk.ledger.reconcile import reconcile
+from kiosk.service.diag import PinGuard, PinRefused, load_pin_hash
+
+log = logging.getLogger(__name__)
+
+#: where the site settings head office sent last are kept (see kiosk.adapters.head_office)
+SYNC_SETTINGS = "sync_settings"
+#: no customer is being served: site settings may change
+IDLE_STATES = (State.IDLE, State.CLOSED, State.OUT_OF_SERVICE)
+
+Listener = Callable[[View, UserFacingError | None], None]
+
+
+class Kiosk:
+    """One automat: engine, journal and devices wired together."""
+
+    def __init__(
+        self,
+        site: Site,
+        journal: Journal,
+        devices: Devices,
+        clock: Callable[[], datetime] = utc_now,
+        *,
+        pin_hash: str | None = None,
+        head_office: HeadOffice | None = None,
+    ) -> None:
+        self.site = self.base_site = site
+        self.journal = journal
+        self.devices = devices
+        self.clock = clock
+        self.events: queue.Queue[Event] = queue.Queue()
+        self._txno = 0  # the number in the last transaction id given out
+        self.listeners: list[Listener] = []
+        now = clock()
+        journal.append(
+            [Record(Kind.KIOSK_STARTED, data={"site": site.id, "kiosk": site.kiosk_id})], now
+        )
+        self.reconciled = reconcile(
+            journal, site, now, card_kept=getattr(devices.card, "payment_kept", None)
+        )
+        #: the technician PIN's salted scrypt hash (the wiring loads it from the secrets file;
+        #: without it, the first PIN entry does) and its lockout
+        self._pin_hash = pin_hash
+        #: head office's site settings, waiting for the engine to be idle before they apply
+        self._next_site: Site | None = None
+        #: head office: a key's credits are claimed fleet-wide when it is inserted; its site
+        #: settings arrive through `apply_settings`; diagnostics check it and sync now
+        self.head_office: HeadOffice = head_office or NoHeadOffice("no head office configured")
+        saved = journal.get_meta(SYNC_SETTINGS)
+        if saved:
+            self.apply_settings(json.loads(saved))
+            self.site = self._next_site or site
+            self._next_site = None
+        self.session = TopUpSession(self.site, now, self._new_txid)
+        self._published = self.session.view()
+        self.head_office.attach(self.apply_settings)
+        for port in (devices.reader, devices.coin, devices.notes, devices.card, devices.printer):
+            if port is not None:
+                port.attach(self.submit)
+
+    def apply_settings(self, values: dict[str, int]) -> bool:
+        """Head office's limits and fee on top of the site file, from any thread; they take
+        effect when no customer is being served. False (and nothing changes) if refused."""
+        try:
+            site = with_settings(self.base_site, values)
+        except ConfigError as err:
+            log.warning("head-office settings refused: %s", err)
+            return False
+        self._next_site = site
+        self.submit(Tick(self.clock()))
+        return True
+
+    def _new_txid(self) -> str:
+        """Kiosk, date and a number that never repeats on this kiosk: above the journal's last
+        entry (a transaction's first record is journaled before anything else happens with its
+        id) and above the last id given out in this process. At most 48 bytes, as the key's
+        log takes them, for any kiosk id the site schema allows."""
+        self._txno = max(self._txno + 1, self.journal.last_seq() + 1)
+        return f"{self.site.kiosk_id}-{self.clock():%y%m%d}-{self._txno}"
+
+    # ------------------------------------------------------------------ event loop
+
+    def submit(self, event: Event) -> None:
+        """Queue an event from any thread."""
+        self.events.put(event)
+
+    def drain(self) -> int:
+        """Process queued events until none is left (single-threaded runs and tests)."""
+        n = 0
+        while True:
+            try:
+                ev = self.events.get_nowait()
+            except queue.Empty:
+                return n
+            try:
+                self.process(ev)
+            finally:
+                self.events.task_done()
+            n += 1
+
+    def run(self, stop: threading.Event, tick_seconds: float = 0.5) -> None:
+        """The engine thread: process events, and tick the clock when none arrives."""
+        while not stop.is_set():
+            try:
+                ev = self.events.get(timeout=tick_seconds)
+            except queue.Empty:
+                self.process(Tick(self.clock()))
+                continue
+            try:
+                self.process(ev)
+            finally:
+                self.events.task_done()
+
+    @property
+    def busy(self) -> bool:
+        """Events are queued or one is being handled (for tests and diagnostics)."""
+        return self.events.unfinished_tasks > 0
+
+    def tick(self) -> None:
+        self.submit(Tick(self.clock()))
+
+    def view(self) -> View:
+        """The last published state: taken after the journal commit, safe from any thread."""
+        return self._published
+
+    def process(self, event: Event) -> None:
+        """One engine step: enrich, decide, journal (durably), act, publish."""
+        nxt = self._next_site
+        if nxt is not None and self.session.state in IDLE_STATES:
+            self.site = self.session.site = nxt
+            self._next_site = None
+            log.info("site settings from head office applied")
+        if isinstance(event, PinEntered):
+            checked = self._check_pin(event)
+            if checked is None:
+                return
+            event = checked
+        if isinstance(event, KeyPresented):
+            key = event.key
+            self.head_office.claim(key.serial)
+            account = self.journal.account_for(key.serial, key.contract_account, self.site.currency)
+            event = KeyInserted(key, account)
+        try:
+            commands = self.session.handle(event)
+        except UserFacingError as refusal:
+            log.info("intent refused: %s", refusal)
+            self._publish(refusal)
+            return
+        except InvalidTransition as err:
+            log.warning("ignored: %s", err)
+            return
+        records = [c for c in commands if isinstance(c, Record)]
+        if records:
+            self.journal.append(records, self.clock())
+        for cmd in commands:
+            if not isinstance(cmd, Record):
+                self._execute(cmd)
+        self._publish(None)
+
+    def _check_pin(self, event: PinEntered) -> PinChecked | None:
+        """A PIN only counts on the PIN screen of a technician key; the attempt is journaled."""
+        key = self.session.view().key
+        if self.session.state != State.TECHNICIAN_PIN or key is None:
+            log.warning("a PIN outside the technician's PIN screen is ignored")
+            return None
+        try:
+            if self._pin_hash is None:
+                self._pin_hash = load_pin_hash(self.site, log.warning)
+            PinGuard(self.journal, self._pin_hash).enter(
+                event.pin, f"key {key.serial}", self.clock()
+            )
+        except ConfigError as err:
+            log.error("no technician PIN to check against: %s", err)
+            return PinChecked(False)
+        except PinRefused as refused:
+            return PinChecked(False, refused.until)
+        return PinChecked(True)
+
+    def _publish(self, refusal: UserFacingError | None) -> None:
+        view = self._published = self.session.view()
+        for listener in self.listeners:
+            listener(view, refusal)
+
+    # ------------------------------------------------------------------ commands
+
+    def _execute(self, cmd: Command) -> None:
+        d = self.devices
+        device: Device | None = None
+        try:
+            match cmd:
+                case EnableCash(max_value=limit, devices=healthy):
+                    for dev, acceptor in ((Device.COIN, d.coin), (Device.NOTES, d.notes)):
+                        if acceptor is None:
+                            continue
+                        if dev in healthy:
+                            acceptor.enable(limit)
+                        else:
+                            acceptor.disable()
+                case DisableCash():
+                    for acceptor in (d.coin, d.notes):
+                        if acceptor is not None:
+                            acceptor.disable()
+                case StackNote():
+                    device = Device.NOTES
+                    assert d.notes is not None
+                    d.notes.stack()
+                case ReturnNote():
+                    device = Device.NOTES
+                    assert d.notes is not None
+                    d.notes.return_note()
+                case AuthoriseCard(txid=txid, amount=amount):
+                    device = Device.CARD
+                    assert d.card is not None
+                    d.card.authorise(txid, amount)
+                case AbortCard():
+                    device = Device.CARD
+                    assert d.card is not None
+                    d.card.abort()
+                case CompleteCard(txid=txid):
+                    device = Device.CARD
+                    assert d.card is not None
+                    d.card.complete(txid)
+                case ReverseCard(txid=txid):
+                    device = Device.CARD
+                    assert d.card is not None
+                    d.card.reverse(txid)
+                case WriteKey(txid=txid, amount=amount):
+                    device = Device.READER
+                    d.reader.write_credit(txid, amount)
+                case PrintReceipt(txid=txid, lang=lang):
+                    self._print_receipt(txid, lang)
+                case _:
+                    raise TypeError(f"unknown command {cmd!r}")
+        except (OSError, RuntimeError) as err:
+            # A device that fails to take a command is a fault the engine must hear of.
+            log.error("device %s failed on %s: %s", device, type(cmd).__name__, err)
+            if device is not None:
+                self.submit(DeviceFault(device, text=str(err)))
+
+    def _print_receipt(self, txid: str, lang: str) -> None:
+        """Hand the receipt to the printer; whatever goes wrong, the top-up is not held up and
+        the engine hears that nothing was printed (the receipt stays reprintable)."""
+        printer = self.devices.printer
+        try:
+            if printer is None:
+                raise RuntimeError("no printer")
+            printer.print_receipt(txid, transaction_receipt(self.journal, self.site, txid, lang))
+        except Exception as err:
+            log.exception("receipt %s not handed to the printer", txid)
+            if printer is not None and not isinstance(err, LookupError):
+                self.submit(DeviceFault(Device.PRINTER, text=str(err)))
+            self.submit(ReceiptPrinted(txid, False, str(err)))

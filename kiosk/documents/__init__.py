@@ -1,0 +1,1 @@
+"""What is printed and read: receipts, reports, the customer's languages."""

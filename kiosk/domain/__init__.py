@@ -1,0 +1,1 @@
+"""The automat's rules, pure: money, events, the site, the top-up session."""

@@ -1,0 +1,2 @@
+"""The journal and what is read from it: the hash chain, reference data, reconciliation after a
+crash."""

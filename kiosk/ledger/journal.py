@@ -1,0 +1,547 @@
+"""The durable, append-only, hash-chained journal, and the reference data kept beside it.
+
+SQLite in WAL mode with ``synchronous=FULL``: an append returns only after its commit is on disk.
+Each entry carries the SHA-256 of its content chained to the previous entry's hash; a one-row
+head table holds the last sequence number and hash, updated in the same commit, so removing
+the newest entries is detected as well as editing or removing any other.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    Select,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import SQLAlchemyError
+
+from kiosk.domain.errors import ChainBroken, JournalError
+from kiosk.domain.events import Account, KeyStatus, Kind, PendingCredit, Record
+from kiosk.domain.money import Money
+from sync.chain import GENESIS, entry_hash
+
+log = logging.getLogger(__name__)
+
+metadata = MetaData()
+
+journal_table = Table(
+    "journal",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("ts", String(32), nullable=False),  # UTC, ISO 8601 with microseconds and Z
+    Column("kind", String(32), nullable=False),
+    Column("txid", String(64)),
+    Column("key", String(64)),
+    Column("amount", Integer),
+    Column("currency", String(3)),
+    Column("data", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_journal_txid", "txid"),
+    Index("ix_journal_key", "key"),
+)
+
+head_table = Table(
+    "journal_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+meta_table = Table(
+    "meta",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+# Reference data from head office (replaced by sync; edited by hand only in demos and tests).
+keys_table = Table(
+    "ref_keys",
+    metadata,
+    Column("serial", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("contract_account", String(64)),
+)
+
+debts_table = Table(
+    "ref_debts",
+    metadata,
+    Column("contract_account", String(64), primary_key=True),
+    Column("amount", Integer, nullable=False),
+    Column("currency", String(3), nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One journal row."""
+
+    seq: int
+    ts: datetime
+    kind: str
+    txid: str | None
+    key: str | None
+    amount: Money | None
+    data: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+def format_ts(ts: datetime) -> str:
+    if ts.tzinfo is None:
+        raise ValueError("journal times must be timezone-aware")
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_ts(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def _canonical(data: dict[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _sqlite_engine(path: Path, synchronous: str = "FULL") -> Engine:
+    engine = create_engine(f"sqlite:///{path}")
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute("PRAGMA busy_timeout=5000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # Writers take the write lock up front (no reader-to-writer upgrade can fail
+        # mid-append); readers begin deferred and never block the kiosk's writes.
+        conn.exec_driver_sql(
+            f"BEGIN {conn.get_execution_options().get('sqlite_begin', 'DEFERRED')}"
+        )
+
+    return engine
+
+
+class Journal:
+    """Append-only money journal of one kiosk, with the local reference data."""
+
+    def __init__(self, path: str | Path, kiosk_id: str, *, synchronous: str = "FULL") -> None:
+        self.path = Path(path)
+        self.kiosk_id = kiosk_id
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.engine = _sqlite_engine(self.path, synchronous)
+            self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
+            metadata.create_all(self.engine)
+            with self._writer.begin() as conn:
+                owner = conn.execute(
+                    select(meta_table.c.value).where(meta_table.c.name == "kiosk_id")
+                ).scalar()
+                if owner is None:
+                    conn.execute(insert(meta_table).values(name="kiosk_id", value=kiosk_id))
+                elif owner != kiosk_id:
+                    raise JournalError(
+                        f"{self.path} is the journal of kiosk {owner}, not of {kiosk_id}"
+                    )
+        except SQLAlchemyError as err:
+            raise JournalError(f"cannot open the journal {self.path}: {err}") from err
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ writing
+
+    def append(self, records: Sequence[Record], now: datetime) -> list[Entry]:
+        """Append records in one durable commit; returns the entries as stored."""
+        if not records:
+            return []
+        ts = format_ts(now)
+        out: list[Entry] = []
+        with self._writer.begin() as conn:
+            head = conn.execute(select(head_table.c.seq, head_table.c.hash)).first()
+            seq, prev = (head.seq, head.hash) if head else (0, GENESIS)
+            rows = []
+            for r in records:
+                seq += 1
+                amount = r.amount.minor if r.amount is not None else None
+                currency = r.amount.currency if r.amount is not None else None
+                data = _canonical(r.data)
+                h = entry_hash(prev, seq, ts, str(r.kind), r.txid, r.key, amount, currency, data)
+                rows.append(
+                    {
+                        "seq": seq,
+                        "ts": ts,
+                        "kind": str(r.kind),
+                        "txid": r.txid,
+                        "key": r.key,
+                        "amount": amount,
+                        "currency": currency,
+                        "data": data,
+                        "prev_hash": prev,
+                        "hash": h,
+                    }
+                )
+                out.append(
+                    Entry(seq, parse_ts(ts), str(r.kind), r.txid, r.key, r.amount, r.data, prev, h)
+                )
+                prev = h
+            conn.execute(insert(journal_table), rows)
+            if head:
+                conn.execute(update(head_table).values(seq=seq, hash=prev))
+            else:
+                conn.execute(insert(head_table).values(id=1, seq=seq, hash=prev))
+            for e in out:
+                self._apply_effects(conn, e)
+        for e in out:
+            if e.amount is not None:
+                log.info(
+                    "journal %s seq=%d tx=%s amount=%s",
+                    e.kind,
+                    e.seq,
+                    e.txid,
+                    e.amount,
+                    extra={"event": e.kind, "txid": e.txid, "amount_minor": e.amount.minor},
+                )
+        return out
+
+    def _apply_effects(self, conn: Connection, e: Entry) -> None:
+        """Keep the local debt in step with this kiosk's entries (same commit): recovered
+        debt lowers it; a card payment reversed after its credit was written, or any other claim,
+        raises it."""
+        if e.kind == Kind.TX_CLOSED and e.data.get("debt"):
+            self._add_debt(conn, e.txid, -int(e.data["debt"]))
+        elif (claim := claim_of(e)) is not None:
+            self._add_debt(conn, e.txid, claim.minor, claim.currency)
+
+    def _add_debt(self, conn: Connection, txid: str | None, delta: int, currency: str = "") -> None:
+        account = self._account_of(conn, txid)
+        if not account:
+            return
+        d = debts_table
+        exists = conn.execute(select(d.c.amount).where(d.c.contract_account == account)).first()
+        if exists is None:
+            if delta > 0:
+                conn.execute(
+                    insert(d).values(contract_account=account, amount=delta, currency=currency)
+                )
+            return
+        conn.execute(
+            update(d)
+            .where(d.c.contract_account == account)
+            .values(amount=func.max(0, d.c.amount + delta))
+        )
+
+    @staticmethod
+    def _account_of(conn: Connection, txid: str | None) -> str | None:
+        row = conn.execute(
+            select(journal_table.c.data).where(
+                journal_table.c.txid == txid, journal_table.c.kind == str(Kind.TX_OPENED)
+            )
+        ).first()
+        return json.loads(row.data).get("contract_account") if row else None
+
+    # ------------------------------------------------------------------ reading
+
+    @staticmethod
+    def _entry(row: Any) -> Entry:
+        amount = Money(row.amount, row.currency) if row.amount is not None else None
+        return Entry(
+            row.seq,
+            parse_ts(row.ts),
+            row.kind,
+            row.txid,
+            row.key,
+            amount,
+            json.loads(row.data),
+            row.prev_hash,
+            row.hash,
+        )
+
+    def entries(self, after: int = 0, limit: int | None = None) -> list[Entry]:
+        q = select(journal_table).where(journal_table.c.seq > after).order_by(journal_table.c.seq)
+        if limit is not None:
+            q = q.limit(limit)
+        with self.engine.connect() as conn:
+            return [self._entry(r) for r in conn.execute(q)]
+
+    def entries_of_kind(self, kind: Kind) -> list[Entry]:
+        q = select(journal_table).where(journal_table.c.kind == str(kind))
+        with self.engine.connect() as conn:
+            return [self._entry(r) for r in conn.execute(q.order_by(journal_table.c.seq))]
+
+    def acceptor_counters(self) -> dict[str, int]:
+        """Each cash device's event counter as last journaled (with money it took, a lost-events
+        fault, or when it came online): a restart resumes there, so events the device buffered
+        while the kiosk was down are still credited."""
+        kinds = [str(k) for k in (Kind.CASH_IN, Kind.CASH_UNATTRIBUTED, Kind.TEST_CASH,
+                                  Kind.FAULT, Kind.ACCEPTOR_COUNTER)]  # fmt: skip
+        q = (
+            select(journal_table)
+            .where(journal_table.c.kind.in_(kinds))
+            .order_by(journal_table.c.seq.desc())
+        )
+        out: dict[str, int] = {}
+        with self.engine.connect() as conn:
+            for r in conn.execute(q):
+                e = self._entry(r)
+                if "counter" not in e.data:
+                    continue
+                device = str(e.data.get("device") or ("notes" if e.data.get("medium") == "note"
+                                                      else "coin"))  # fmt: skip
+                out.setdefault(device, int(e.data["counter"]))
+                if len(out) == 2:
+                    break
+        return out
+
+    def raw_entries(self, after: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """Entries exactly as stored (the bytes the hash covers), for upload."""
+        cols = [c for c in journal_table.c]
+        q = select(*cols).where(journal_table.c.seq > after).order_by(journal_table.c.seq)
+        if limit is not None:
+            q = q.limit(limit)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def get_meta(self, name: str) -> str | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(meta_table.c.value).where(meta_table.c.name == name)
+            ).scalar()
+        return None if value is None else str(value)
+
+    def set_meta(self, name: str, value: str) -> None:
+        with self._writer.begin() as conn:
+            conn.execute(meta_table.delete().where(meta_table.c.name == name))
+            conn.execute(insert(meta_table).values(name=name, value=value))
+
+    def last_seq(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(head_table.c.seq)).scalar() or 0
+
+    def by_txid(self, txid: str) -> list[Entry]:
+        q = select(journal_table).where(journal_table.c.txid == txid).order_by(journal_table.c.seq)
+        with self.engine.connect() as conn:
+            return [self._entry(r) for r in conn.execute(q)]
+
+    def open_txids(self) -> list[str]:
+        """Transactions that were opened but never closed (interrupted by a crash)."""
+        j = journal_table
+        closed = select(j.c.txid).where(j.c.kind == str(Kind.TX_CLOSED))
+        q = (
+            select(j.c.txid)
+            .where(j.c.kind == str(Kind.TX_OPENED), j.c.txid.not_in(closed))
+            .order_by(j.c.seq)
+        )
+        with self.engine.connect() as conn:
+            return [r.txid for r in conn.execute(q)]
+
+    def _open_credits(self) -> Select[Any]:
+        j = journal_table
+        closed = select(j.c.txid).where(
+            j.c.kind.in_((str(Kind.PENDING_WRITTEN), str(Kind.PENDING_RELEASED)))
+        )
+        return (
+            select(j.c.seq, j.c.txid, j.c.key, j.c.amount, j.c.currency, j.c.data)
+            .where(j.c.kind == str(Kind.PENDING_CREDIT), j.c.txid.not_in(closed))
+            .order_by(j.c.seq)
+        )
+
+    def pending_credits(self, key_serial: str) -> list[PendingCredit]:
+        """Credits owed to a key that this kiosk may write and has not yet, oldest first."""
+        q = self._open_credits().where(journal_table.c.key == key_serial)
+        out = []
+        with self.engine.connect() as conn:
+            for r in conn.execute(q):
+                on_key = json.loads(r.data).get("on_key")
+                out.append(
+                    PendingCredit(
+                        r.txid,
+                        Money(r.amount, r.currency),
+                        None if on_key is None else Money(int(on_key), r.currency),
+                    )
+                )
+        return out
+
+    def open_credits(self, upto_seq: int | None = None) -> list[tuple[str, str]]:
+        """(txid, key) of every open pending credit, those journaled up to `upto_seq` only; a
+        check of a key for nothing (amount 0: did an interrupted write land?) stays local."""
+        q = self._open_credits().where(journal_table.c.amount > 0)
+        if upto_seq is not None:
+            q = q.where(journal_table.c.seq <= upto_seq)
+        with self.engine.connect() as conn:
+            return [(r.txid, r.key) for r in conn.execute(q)]
+
+    def credit_known(self, txid: str) -> bool:
+        """Has this credit been journaled here before (open, written or released)?"""
+        j = journal_table
+        q = select(j.c.seq).where(j.c.txid == txid, j.c.kind == str(Kind.PENDING_CREDIT))
+        with self.engine.connect() as conn:
+            return conn.execute(q.limit(1)).first() is not None
+
+    def verify(self) -> int:
+        """Check the whole chain and the head; return the number of entries or raise ChainBroken."""
+        prev = GENESIS
+        expected_seq = 0
+        with self.engine.connect() as conn:
+            for row in conn.execute(select(journal_table).order_by(journal_table.c.seq)):
+                expected_seq += 1
+                if row.seq != expected_seq:
+                    raise ChainBroken(expected_seq, f"missing (next stored entry is {row.seq})")
+                if row.prev_hash != prev:
+                    raise ChainBroken(row.seq, "does not link to the entry before it")
+                h = entry_hash(
+                    row.prev_hash,
+                    row.seq,
+                    row.ts,
+                    row.kind,
+                    row.txid,
+                    row.key,
+                    row.amount,
+                    row.currency,
+                    row.data,
+                )
+                if h != row.hash:
+                    raise ChainBroken(row.seq, "content does not match its hash (altered)")
+                prev = row.hash
+            heads = conn.execute(select(head_table)).all()
+        if expected_seq == 0 and not heads:
+            return 0
+        if len(heads) != 1:
+            raise ChainBroken(None, "head record missing or duplicated")
+        head = heads[0]
+        if head.seq != expected_seq:
+            first_missing = expected_seq + 1 if head.seq > expected_seq else head.seq
+            raise ChainBroken(
+                first_missing,
+                f"journal ends at {expected_seq} but its head says {head.seq} (entries removed?)",
+            )
+        if head.hash != prev:
+            raise ChainBroken(head.seq, "head hash does not match the last entry")
+        return expected_seq
+
+    # ------------------------------------------------------------------ reference data
+
+    def account_for(self, serial: str, contract_account: str, currency: str) -> Account:
+        """What head office said about this key, plus the credits owed to it."""
+        with self.engine.connect() as conn:
+            k = conn.execute(select(keys_table).where(keys_table.c.serial == serial)).first()
+            d = conn.execute(
+                select(debts_table).where(debts_table.c.contract_account == contract_account)
+            ).first()
+        status = KeyStatus(k.status) if k else KeyStatus.UNKNOWN
+        debt = Money(d.amount, d.currency) if d and d.currency == currency else Money.zero(currency)
+        return Account(
+            status=status,
+            debt=debt,
+            reason=k.reason if k else "",
+            pending=tuple(self.pending_credits(serial)),
+        )
+
+    def set_key(
+        self, serial: str, status: KeyStatus, contract_account: str | None = None, reason: str = ""
+    ) -> None:
+        with self._writer.begin() as conn:
+            conn.execute(keys_table.delete().where(keys_table.c.serial == serial))
+            conn.execute(
+                insert(keys_table).values(
+                    serial=serial,
+                    status=str(status),
+                    reason=reason,
+                    contract_account=contract_account,
+                )
+            )
+
+    def set_debt(self, contract_account: str, amount: Money) -> None:
+        with self._writer.begin() as conn:
+            conn.execute(
+                debts_table.delete().where(debts_table.c.contract_account == contract_account)
+            )
+            conn.execute(
+                insert(debts_table).values(
+                    contract_account=contract_account,
+                    amount=amount.minor,
+                    currency=amount.currency,
+                )
+            )
+
+
+def claim_of(e: Entry) -> Money | None:
+    """The claim an entry makes on the contract account (credit on a key that no payment backs
+    any more), or None: a `claim`, or a card payment given back after its credit was written."""
+    if e.amount is None or not e.amount:
+        return None
+    if e.kind == Kind.CLAIM or (e.kind == Kind.CARD_REVERSED and e.data.get("after_credit")):
+        return e.amount
+    return None
+
+
+def iter_transactions(entries: Iterable[Entry]) -> Iterator[dict[str, Any]]:
+    """Group entries into one summary per transaction, in order of opening."""
+    txs: dict[str, dict[str, Any]] = {}
+    for e in entries:
+        if e.txid is None:
+            continue
+        t = txs.setdefault(
+            e.txid,
+            {
+                "txid": e.txid,
+                "opened": e.ts,
+                "key": e.key,
+                "method": None,
+                "paid": 0,
+                "fee": 0,
+                "debt": 0,
+                "credit": 0,
+                "currency": None,
+                "outcome": "open",
+            },
+        )
+        if e.kind == Kind.TX_OPENED:
+            t["method"] = e.data.get("method")
+        elif e.kind in (Kind.CASH_IN, Kind.CARD_APPROVED) and e.amount is not None:
+            t["paid"] += e.amount.minor
+            t["currency"] = e.amount.currency
+        elif e.kind == Kind.CARD_REVERSED and e.amount is not None:
+            t["paid"] -= e.amount.minor
+        elif e.kind == Kind.TX_CLOSED:
+            t["outcome"] = e.data.get("outcome")
+            for k in ("fee", "debt", "credit"):
+                t[k] = e.data.get(k, 0)
+        elif e.kind == Kind.PENDING_CREDIT and e.data.get("reason") == "head_office":
+            # a credit head office gave this kiosk to write: no payment here
+            t["method"] = "office"
+            t["outcome"] = "pending"
+            if e.amount is not None:
+                t["credit"], t["currency"] = e.amount.minor, e.amount.currency
+        elif e.kind == Kind.PENDING_WRITTEN:
+            t["outcome"] = "pending_written"
+        elif e.kind == Kind.PENDING_RELEASED:
+            t["outcome"] = "pending_released"
+    yield from txs.values()

@@ -1,0 +1,1 @@
+"""Technician and office functions: diagnostics, key tools, device bring-up."""
