@@ -1,6 +1,7 @@
 """The crash and fault matrix (tests/crash/matrix.py) in CI, exhaustive: every journaled step of
-the cash and card flows killed with SIGKILL under every device fault, the key torn at each of its
-write commands, the invariants checked after each. No cell is skipped."""
+the cash and card flows killed with SIGKILL under every device fault and with a head office
+reachable, the automat killed inside an upload and inside a credit claim, the key torn at each
+of its write commands, the invariants checked after each. No cell is skipped."""
 
 from __future__ import annotations
 
@@ -24,4 +25,18 @@ def test_no_money_lost_and_no_credit_minted_at_any_step_or_fault(pcscd: str) -> 
     killed = len(re.findall(r"killed, recovered", res.stdout))
     torn = len(re.findall(r"torn, put back", res.stdout))
     steps = sum(int(n) for n in re.findall(r": (\d+) journaled steps", res.stdout))
-    assert killed == steps and cells >= 80 and torn >= 5, (cells, killed, steps, torn)
+    in_sync = re.findall(r"^(\w+) +(upload|claim) .* (head_office|ho_credit) +(.*?) {2}",
+                         res.stdout, re.M)  # fmt: skip
+    # every step killed, and the automat inside the sync: cash and card during an upload, cash
+    # also during one with a credit from head office and during that credit's claim
+    assert sorted((flow, where, col) for flow, where, col, _ in in_sync) == [
+        ("card", "upload", "head_office"),
+        ("cash", "claim", "ho_credit"),
+        ("cash", "upload", "head_office"),
+        ("cash", "upload", "ho_credit"),
+    ], in_sync
+    assert all(outcome.startswith("killed, recovered") for *_, outcome in in_sync), in_sync
+    with_ho = sum(int(n) for n in re.findall(r"with (?:head_office|ho_credit): (\d+) journaled",
+                                                 res.stdout))  # fmt: skip
+    assert with_ho >= 15, "the head-office columns kill at every step too"
+    assert killed == steps + len(in_sync) and cells >= 100 and torn >= 5, (cells, killed, steps)

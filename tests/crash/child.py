@@ -9,8 +9,11 @@ commits are the steps the matrix kills at.
 
 `--crash-after N` kills the process with SIGKILL right after the N-th such commit is durable,
 before any device hears of it: the worst moment for the engine, and the one a power cut picks.
+`--crash-in upload` kills it when head office has just stored an upload that carries a
+transaction's entries, before the kiosk learns so; `--crash-in claim` when head office has just
+handed it a key's credits, before the kiosk journals them (the worst moments for the sync).
 
-    python -m tests.crash.child SITE.toml JOURNAL.sqlite [--crash-after N]
+    python -m tests.crash.child SITE.toml JOURNAL.sqlite [--crash-after N] [--crash-in WHERE]
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from kiosk.domain.events import AmountChosen, Cancel, Finish, Method, MethodChos
 from kiosk.domain.money import Money
 from kiosk.domain.site import load_site
 from kiosk.ledger.journal import Journal
+from sync.client import SyncClient
 
 _out = threading.Lock()
 
@@ -70,10 +74,41 @@ def count_steps(crash_after: int) -> None:
             steps += 1
             say({"step": steps, "kinds": [str(e.kind) for e in stored]})
             if steps == crash_after:
-                os.kill(os.getpid(), signal.SIGKILL)
+                die()
         return stored
 
     Journal.append = counted  # type: ignore[method-assign]
+
+
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def crash_in(where: str) -> None:
+    """Die right after head office answered an upload of a transaction's entries, or a claim
+    that handed over credits: it holds what the kiosk has not recorded."""
+    if where == "upload":
+        upload = SyncClient.upload
+
+        def uploaded(self: SyncClient, batch: list[dict[str, Any]]) -> int:
+            acked = upload(self, batch)
+            if any(row.get("txid") for row in batch):
+                say({"killed_in": "upload", "acked": acked})
+                die()
+            return acked
+
+        SyncClient.upload = uploaded  # type: ignore[method-assign]
+    elif where == "claim":
+        claim = SyncClient.claim
+
+        def claimed(self: SyncClient, key: str, timeout: Any = None) -> list[dict[str, Any]]:
+            held = claim(self, key, timeout)
+            if held:
+                say({"killed_in": "claim", "credits": len(held)})
+                die()
+            return held
+
+        SyncClient.claim = claimed  # type: ignore[method-assign]
 
 
 def main() -> int:
@@ -81,9 +116,12 @@ def main() -> int:
     ap.add_argument("site")
     ap.add_argument("journal")
     ap.add_argument("--crash-after", type=int, default=0)
+    ap.add_argument("--crash-in", choices=("upload", "claim"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     count_steps(args.crash_after)
+    if args.crash_in:
+        crash_in(args.crash_in)
     site = load_site(args.site)
     with automat(site, Path(args.journal), utc_now, sys.stderr) as running:
         kiosk = running.kiosk

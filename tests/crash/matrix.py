@@ -4,7 +4,13 @@ The automat runs as its own process (tests/crash/child.py) on the real drivers; 
 are simulators in this process, on their real transports, so they outlive the automat: a
 ccTalk bus with a coin acceptor and a note validator on a pty, a ZVT terminal on TCP, a
 receipt printer on a pty, and the customer's key as a virtual DESFire card in pcscd's vpcd
-reader (its state in a file). No head office: it is unreachable throughout.
+reader (its state in a file). Head office is unreachable throughout, except in the head-office
+columns: there a head office process on 127.0.0.1 (its own SQLite database) is reachable and
+the automat syncs every second (`head_office`), and in `ho_credit` it also holds a 5.00 credit
+for the key that the automat claims when the key is inserted. Besides the journaled steps, those
+columns kill the automat during an upload (head office stored a transaction's entries, the
+kiosk never heard its answer) and during a credit claim (head office handed the credit over,
+the kiosk never journaled it).
 
 For each flow (cash, card) a clean run first lists the steps: the journal commits that carry a
 transaction entry. Then, for every step, a fresh automat is killed with SIGKILL right after
@@ -18,8 +24,13 @@ journal:
   no transaction id on the key twice, none both written and pending
   each printed receipt matches its transaction's journal entries
   the journal's hash chain verifies
+  with a head office, after recovery and one sync (`kiosk sync now`): head office holds every
+  journal entry exactly once (same sequence numbers, same hashes), and its credit book agrees
+  with the kiosk's (a credit open at one is open at the other; one written is on the key)
 
     python -m tests.crash.matrix [--flows cash,card] [--exhaustive] [--cell FLOW:FAULT:STEP]
+
+(STEP: a journaled step's number, or `upload` / `claim` in a head-office column.)
 
 Prints the matrix; exits 1 if any cell fails. Needs pcscd with vsmartcard's vpcd (the README's
 test command installs them).
@@ -45,6 +56,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
 from drivers.chipkey.profile import ChipKey, Identity
 from drivers.chipkey.reader import list_readers
 from drivers.chipkey.sim import VirtualCard
@@ -60,6 +73,10 @@ from kiosk.domain.site import load_site
 from kiosk.ledger.journal import Journal, claim_of
 from kiosk.service.keytool import virtual_uid
 from kiosk.sim.simulate import bill_id, coin_id
+from sync.local import LocalHeadOffice, sqlite_url
+from sync.server import credits as ho_credits
+from sync.server import entries as ho_entries
+from sync.server import open_db
 
 ROOT = Path(__file__).resolve().parents[2]
 LOST = re.compile(r"(\d+) event\(s\) lost")
@@ -71,11 +88,16 @@ _free_slots: queue.Queue[tuple[str, int]] = queue.Queue()
 for _slot in SLOTS:
     _free_slots.put(_slot)
 FLOWS = {"cash": 2000, "card": 3000}  # what the customer tops up
-#: device faults per flow (no head office throughout, in every cell)
+#: device faults per flow (head office unreachable), and the columns with a head office
 FAULTS = {
-    "cash": ["none", "counterfeit", "note_jam", "coin_burst", "coin_reset", "printer_out"],
-    "card": ["none", "card_silent", "card_drop", "printer_out"],
-}
+    "cash": ["none", "counterfeit", "note_jam", "coin_burst", "coin_reset", "printer_out",
+             "head_office", "ho_credit"],
+    "card": ["none", "card_silent", "card_drop", "printer_out", "head_office"],
+}  # fmt: skip
+#: the columns with a head office, and where their automat is also killed (`--crash-in`)
+HEAD_OFFICE = {"head_office": ("upload",), "ho_credit": ("upload", "claim")}
+OFFICE_CREDIT = 500  # what head office holds for the key in `ho_credit` (from its admin)
+TOKEN_ENV = "KIOSK_HEAD_OFFICE_TOKEN"
 
 
 # ---------------------------------------------------------------- the simulators
@@ -96,6 +118,8 @@ class Bench:
     card: VirtualCard
     slot: VpcdCard
     reader: str  # pcscd's name for the slot the key goes into
+    ho: LocalHeadOffice | None = None  # reachable in the head-office columns
+    token: str = ""  # the automat's head-office token
     coins_in: int = 0  # coins the acceptor took (the harness put them in)
     at_insert: int = 0  # the key's command count when the customer inserted it
     read_commands: int = 0  # the key's commands from its insertion up to the summary screen
@@ -110,42 +134,63 @@ class Bench:
         self.bus.stop()
         self.terminal.stop()
         self.printer.stop()
+        if self.ho is not None:
+            self.ho.stop()
 
 
-def site_text(bus: str, terminal: str, printer: str, reader: str) -> str:
+def site_text(bus: str, terminal: str, printer: str, reader: str, ho: str | None = None) -> str:
     text = (ROOT / "config" / "demo.toml").read_text("utf-8")
     head, _, _devices = text.partition("[devices.coin]")
-    return head + (
-        f'[devices.coin]\nport = "{bus}"\naddress = 2\n\n'
-        f'[devices.notes]\nport = "{bus}"\naddress = 40\n\n'
-        f'[devices.card]\nport = "{terminal}"\n\n'
-        f'[devices.reader]\nreader = "{reader}"\n\n'
-        f'[devices.printer]\nport = "{printer}"\nreceipt = "always"\n'
+    return (
+        head
+        + (
+            f'[devices.coin]\nport = "{bus}"\naddress = 2\n\n'
+            f'[devices.notes]\nport = "{bus}"\naddress = 40\n\n'
+            f'[devices.card]\nport = "{terminal}"\n\n'
+            f'[devices.reader]\nreader = "{reader}"\n\n'
+            f'[devices.printer]\nport = "{printer}"\nreceipt = "always"\n'
+        )
+        + (f'\n[head_office]\nurl = "{ho}"\nsync_interval = 1\n' if ho else "")
     )
 
 
 @contextlib.contextmanager
-def bench(folder: Path) -> Iterator[Bench]:
+def bench(folder: Path, fault: str) -> Iterator[Bench]:
     """A cell's devices, with one of vpcd's reader slots to itself while it runs."""
     reader, port = _free_slots.get()
     try:
-        with _bench(folder, reader, port) as b:
+        with _bench(folder, reader, port, fault) as b:
             yield b
     finally:
         _free_slots.put((reader, port))
 
 
+def head_office(folder: Path, credit: int) -> tuple[LocalHeadOffice, str]:
+    """A head office of the cell's own that knows the key (and holds `credit` for it)."""
+    ho = LocalHeadOffice(sqlite_url(folder / "headoffice.sqlite"))
+    token = ho.register("DEMO-01")
+    ho.admin("key", SERIAL, "--status", "active", "--account", ACCOUNT)
+    if credit:
+        ho.admin("credit", SERIAL, str(credit), "--currency", "EUR")
+    ho.start()
+    return ho, token
+
+
 @contextlib.contextmanager
-def _bench(folder: Path, reader: str, port: int) -> Iterator[Bench]:
+def _bench(folder: Path, reader: str, port: int, fault: str) -> Iterator[Bench]:
     folder.mkdir(parents=True, exist_ok=True)
     demo = load_site(ROOT / "config" / "demo.toml")
+    ho, token = None, ""
+    if fault in HEAD_OFFICE:
+        ho, token = head_office(folder, OFFICE_CREDIT if fault == "ho_credit" else 0)
     bus, coins, notes = start_simulator(demo)
     terminal = TerminalSim("tcp")
     terminal.start()
     printer = PrinterSim()
     printer.start()
     site_file = folder / "site.toml"
-    site_file.write_text(site_text(bus.path, terminal.port, printer.path, reader), "utf-8")
+    text = site_text(bus.path, terminal.port, printer.path, reader, ho.url if ho else None)
+    site_file.write_text(text, "utf-8")
     site = load_site(site_file)
     card = VirtualCard(virtual_uid(SERIAL), folder / "key.json")
     ChipKey(card, DEMO_KEYS).personalise(
@@ -158,7 +203,7 @@ def _bench(folder: Path, reader: str, port: int) -> Iterator[Bench]:
     j.set_key(SERIAL, KeyStatus.ACTIVE, ACCOUNT)  # what head office said before it went away
     j.close()
     b = Bench(folder, site_file, journal_file, bus, coins, notes, terminal, printer, card,
-              VpcdCard(card, port=port), reader)  # fmt: skip
+              VpcdCard(card, port=port), reader, ho, token)  # fmt: skip
     try:
         yield b
     finally:
@@ -171,11 +216,12 @@ def _bench(folder: Path, reader: str, port: int) -> Iterator[Bench]:
 class Automat:
     """One run of tests/crash/child.py: its views and steps as they come."""
 
-    def __init__(self, b: Bench, crash_after: int = 0) -> None:
+    def __init__(self, b: Bench, crash_after: int = 0, crash_in: str = "") -> None:
+        where = ["--crash-in", crash_in] if crash_in else []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.crash.child", str(b.site_file), str(b.journal_file),
-             "--crash-after", str(crash_after)],
-            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+             "--crash-after", str(crash_after), *where],
+            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=automat_env(b),
             stderr=open(b.folder / "automat.log", "a"), text=True,  # noqa: SIM115
         )  # fmt: skip
         self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
@@ -234,6 +280,14 @@ class Automat:
     @property
     def killed(self) -> bool:
         return self.proc.poll() is not None and self.proc.returncode < 0
+
+
+def automat_env(b: Bench) -> dict[str, str]:
+    """The automat's environment: its head-office token where there is a head office."""
+    env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+    if b.token:
+        env[TOKEN_ENV] = b.token
+    return env
 
 
 def state_is(*states: str) -> Callable[[dict[str, Any]], bool]:
@@ -415,6 +469,7 @@ class Books:
     fees: int = 0
     unattributed: int = 0
     claims: int = 0  # credit no payment backs any more (card payments given back after it)
+    office: int = 0  # credits head office handed over (its admin's, not paid here)
     lost: int = 0  # coins whose events the acceptor dropped, journaled as lost (2.00 each here)
     problems: list[str] = field(default_factory=list)
 
@@ -444,6 +499,8 @@ def check(b: Bench) -> Books:
                         books.problems.append(f"{e.txid} pending and on the key")
             if e.kind == Kind.CASH_UNATTRIBUTED and e.amount is not None:
                 books.unattributed += e.amount.minor
+            if e.kind == Kind.PENDING_CREDIT and e.data.get("reason") == "head_office":
+                books.office += e.amount.minor if e.amount is not None else 0
             if (claim := claim_of(e)) is not None:
                 books.claims += claim.minor
             if e.kind == Kind.FAULT and (m := LOST.search(str(e.data.get("text", "")))):
@@ -462,14 +519,62 @@ def check(b: Bench) -> Books:
     finally:
         j.close()
     right = (books.credited + books.pending + books.debt + books.fees + books.unattributed
-             + books.lost - books.claims)  # fmt: skip
+             + books.lost - books.claims - books.office)  # fmt: skip
     if books.received != right:
         books.problems.append(
             f"received {books.received} != credited {books.credited} + pending {books.pending}"
             f" + debt {books.debt} + fees {books.fees} + unattributed {books.unattributed}"
-            f" + lost {books.lost} - claims {books.claims}"
+            f" + lost {books.lost} - claims {books.claims} - from head office {books.office}"
         )
+    if b.ho is not None:
+        books.problems += head_office_agrees(b, txids)
     return books
+
+
+def head_office_agrees(b: Bench, on_key: list[str]) -> list[str]:
+    """After one sync by the production command: head office holds every journal entry once,
+    and its credit book agrees with the kiosk's journal and the key."""
+    assert b.ho is not None
+    res = subprocess.run(
+        [sys.executable, "-m", "kiosk.cli", "sync", "now", "--site", str(b.site_file),
+         "--db", str(b.journal_file)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env=automat_env(b),
+    )  # fmt: skip
+    if res.returncode != 0:
+        return [f"kiosk sync now: {res.stderr.strip() or res.stdout.strip()}"]
+    problems = []
+    j = Journal(b.journal_file, "DEMO-01")
+    try:
+        mine = {e.seq: e.hash for e in j.entries()}
+        open_here = {txid for txid, _key in j.open_credits()}
+    finally:
+        j.close()
+    engine = open_db(b.ho.db)
+    try:
+        with engine.connect() as conn:
+            ours = ho_entries.c.kiosk_id == "DEMO-01"
+            held = conn.execute(select(ho_entries.c.seq, ho_entries.c.hash).where(ours)).all()
+            book = conn.execute(select(ho_credits).where(ho_credits.c.key == SERIAL)).all()
+    finally:
+        engine.dispose()
+    theirs = {r.seq: r.hash for r in held}
+    if len(held) != len(theirs) or theirs != mine:
+        missing = sorted(set(mine) - set(theirs))[:5]
+        extra = sorted(set(theirs) - set(mine))[:5]
+        differ = [s for s in set(mine) & set(theirs) if mine[s] != theirs[s]][:5]
+        problems.append(f"head office entries: {len(held)} of {len(mine)}; missing {missing}, "
+                        f"not in the journal {extra}, other hash {differ}")  # fmt: skip
+    for c in book:  # written there = on the key; open and ours there = open here
+        if (c.written_by is not None) != (c.credit_id in on_key):
+            problems.append(f"head office: {c.credit_id} written by {c.written_by}, "
+                            f"{'' if c.credit_id in on_key else 'not '}on the key")  # fmt: skip
+        if c.written_by is None and (c.holder == "DEMO-01") != (c.credit_id in open_here):
+            problems.append(f"head office: {c.credit_id} open, held by {c.holder}; "
+                            f"{'' if c.credit_id in open_here else 'not '}open here")  # fmt: skip
+    open_there = {c.credit_id for c in book if c.written_by is None}
+    for txid in open_here - open_there:
+        problems.append(f"{txid} open in the journal, not open at head office")
+    return problems
 
 
 def stacked_value(b: Bench) -> int:
@@ -514,6 +619,12 @@ class Cell:
     books: Books | None = None
     seconds: float = 0.0
     steps: list[list[str]] = field(default_factory=list)
+    kill: str = ""  # killed in the sync instead of after a step: "upload" or "claim"
+
+    @property
+    def where(self) -> str:
+        """The step column: the journaled step killed after, or where in the sync."""
+        return self.kill or str(self.step)
 
     @property
     def ok(self) -> bool:
@@ -536,15 +647,17 @@ def reference_steps(flow: str, fault: str, work: Path) -> tuple[Cell, Bench]:
 
 def run_cell(cell: Cell, work: Path, keep: list[Any] | None = None) -> None:
     started = time.monotonic()
-    with bench(work / f"{cell.flow}-{cell.fault}-{cell.step:02d}") as b:
-        a = Automat(b, crash_after=cell.step)
+    with bench(work / f"{cell.flow}-{cell.fault}-{cell.where:0>2}", cell.fault) as b:
+        a = Automat(b, crash_after=cell.step, crash_in=cell.kill)
         try:
             finished = top_up(b, a, cell.flow, cell.fault)
+            if finished and cell.kill:  # the sync's next round carries the transaction: it
+                finished = a.until(lambda v: False, 20)  # dies then (TimeoutError if it lives)
             if finished:
                 a.send("cancel")
                 a.quit()
             cell.steps = a.steps
-            if cell.step == 0:
+            if cell.step == 0 and not cell.kill:
                 cell.outcome = "completed" if finished else "died?"
                 if cell.fault.startswith("key_torn@"):
                     cell.outcome = (f"torn, put back {b.put_back}x, completed" if b.put_back
@@ -575,12 +688,12 @@ def run_cell(cell: Cell, work: Path, keep: list[Any] | None = None) -> None:
 
 
 def print_matrix(cells: list[Cell]) -> None:
-    print(f"{'flow':<5} {'step':>4} {'killed after':<42} {'fault':<10} {'outcome':<28} "
+    print(f"{'flow':<5} {'step':>6} {'killed after':<42} {'fault':<11} {'outcome':<28} "
           f"{'received':>8} {'key+':>6} {'pend':>6} {'claim':>6}  check")  # fmt: skip
     for c in cells:
         k = c.books or Books()
         print(
-            f"{c.flow:<5} {c.step:>4} {'+'.join(c.kinds)[:42]:<42} {c.fault:<10} "
+            f"{c.flow:<5} {c.where:>6} {'+'.join(c.kinds)[:42]:<42} {c.fault:<11} "
             f"{c.outcome[:28]:<28} {k.received:>8} {k.credited:>6} {k.pending:>6} {k.claims:>6}  "
             + ("ok" if c.ok else "FAIL: " + "; ".join(k.problems))
         )
@@ -611,12 +724,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cell:
             flow, fault, step = args.cell.split(":")
-            cell = Cell(flow, int(step), ["(one cell)"], fault)
+            kill = step if step in ("upload", "claim") else ""
+            cell = Cell(flow, 0 if kill else int(step), ["(one cell)"], fault, kill=kill)
             run_cell(cell, work)
             cells.append(cell)
             print(f"steps of that run: {' | '.join('+'.join(s) for s in cell.steps)}")
-        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            cells += run_matrix(pool, args, work)
+        else:
+            with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+                cells += run_matrix(pool, args, work)
         print_matrix(cells)
     finally:
         if not args.keep:
@@ -649,6 +764,8 @@ def run_matrix(pool: ThreadPoolExecutor, args: argparse.Namespace, work: Path) -
         for n, kinds in enumerate(steps, start=1):
             if fault == "none" or args.exhaustive or n in (1, 2, len(steps)):
                 later(Cell(flow, n, kinds, fault))
+        for where in HEAD_OFFICE.get(fault, ()):  # killed inside the sync
+            later(Cell(flow, 0, [f"head office answered the {where}"], fault, kill=where))
         if flow == "cash" and fault == "none":  # the key pulled at each write command
             used = ended.card.commands - ended.at_insert
             for k in range(ended.read_commands + 1, used + 1):
