@@ -145,6 +145,9 @@ class Acceptor:
         self.limit = None
         self.points(f"after disable {self.device}")
 
+    def alive(self) -> None:
+        """The world's devices die with the automat (a kill or a power cut)."""
+
     def online(self, resume: int | None) -> None:
         """At the automat's start: what the device holds beyond the journal's counter is owed,
         then (with nothing owed) its counter."""

@@ -53,10 +53,12 @@ LAYERS = (
     "kiosk.documents",  # receipts, reports, the customer's languages
     "kiosk.app.ports",  # what the automat needs from its devices and head office
     "kiosk.app.paths",
+    "kiosk.app.health",  # disk, journal and clock before money
     "kiosk.adapters",  # the ports on their drivers
     "kiosk.service",  # technician and office functions
     "kiosk.app.runner",  # the engine's thread, journal first
     "kiosk.app.bootstrap",  # the composition root
+    "kiosk.app.systemd",  # what systemd hears of the running automat
     "kiosk.ui",  # the touch screen
     "kiosk.sim",  # simulation and demonstration only
     "kiosk.cli",  # the `kiosk` command

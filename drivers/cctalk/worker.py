@@ -37,7 +37,12 @@ class DeviceOffline:
 
 
 class BusWorker:
-    """Polls the devices of one bus every `period` seconds on its own thread."""
+    """Polls the devices of one bus every `period` seconds on its own thread.
+
+    A dead-man switch: with `deadman` set, the devices take money only while their owner says
+    it is `alive()` at least that often; when it has not for longer, this thread inhibits every
+    device by itself (whatever it was told before), and the next `alive()` restores what the
+    owner last asked for."""
 
     def __init__(
         self,
@@ -48,6 +53,7 @@ class BusWorker:
         period: float = 0.1,
         retry_seconds: float = 1.0,
         resume: dict[str, int] | None = None,
+        deadman: float | None = None,
     ) -> None:
         self.bus = bus
         self.devices = devices
@@ -65,6 +71,12 @@ class BusWorker:
         self._pending_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="cctalk-bus", daemon=True)
         self.cycles = 0
+        self.deadman = deadman
+        self._alive_at = time.monotonic()
+        self._tripped = False
+        self.trips = 0  # times the switch inhibited the devices
+        #: per device: the enable mask its owner asked for last (None: inhibited)
+        self._wanted: dict[str, Any] = {}
 
     def start(self) -> None:
         self._thread.start()
@@ -102,6 +114,42 @@ class BusWorker:
         except FutureTimeout:
             raise DeviceTimeout(f"{dev.name}: the bus thread did not get to it") from None
 
+    @property
+    def running(self) -> bool:
+        """Its thread is alive (it polls)."""
+        return self._thread.is_alive()
+
+    def alive(self) -> None:
+        """The owner is alive (from any thread); after a trip, its wishes apply again."""
+        self._alive_at = time.monotonic()
+        if self._tripped:
+            self._tripped = False
+            log.warning("dead-man switch: the owner is back, acceptors as it asked")
+            for dev in self.devices:
+                if self._wanted.get(dev.name) is not None:
+                    self.call(dev, dev.enable, self._wanted[dev.name])
+
+    def enable(self, dev: _Acceptor, value: Any) -> None:
+        """Enable `dev` up to `value` (None: inhibit it), on the bus thread; remembered for
+        after a dead-man trip."""
+        self._wanted[dev.name] = value
+        if value is None or not self._tripped:
+            self.call(dev, dev.enable, value)
+
+    def _deadman_check(self) -> None:
+        if self.deadman is None or self._tripped:
+            return
+        silent = time.monotonic() - self._alive_at
+        if silent <= self.deadman:
+            return
+        self._tripped = True
+        self.trips += 1
+        log.error("dead-man switch: no word from the owner for %.1f s: every acceptor inhibited",
+                  silent)  # fmt: skip
+        for dev in self.devices:
+            if self._online[dev.name]:
+                self._guard(dev, dev.enable, None)
+
     def idle(self) -> bool:
         """True when every call handed over so far has been carried out."""
         with self._pending_lock:
@@ -125,6 +173,7 @@ class BusWorker:
                 with self._pending_lock:
                     self._pending -= 1
                 continue
+            self._deadman_check()
             self.poll_once()
             next_poll = max(next_poll + self.period, time.monotonic())
 

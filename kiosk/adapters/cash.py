@@ -60,6 +60,9 @@ from kiosk.domain.site import SerialDevice, Site
 log = logging.getLogger(__name__)
 
 DEVICE = {"coin": Device.COIN, "notes": Device.NOTES}
+#: the engine says it is alive at least every half second (its tick): three missed, and the
+#: acceptors stop taking money
+DEADMAN_SECONDS = 1.5
 #: Bill status events that make the validator unusable until the matching "OK" event.
 STACKER_DOWN = {11: "stacker removed", 14: "stacker full"}
 STACKER_UP = {10, 12}
@@ -144,10 +147,13 @@ class CashPort:
         self.hub.emit = emit
 
     def enable(self, max_value: Money) -> None:
-        self.worker.call(self.device, self.device.enable, max_value.minor)
+        self.worker.enable(self.device, max_value.minor)
 
     def disable(self) -> None:
-        self.worker.call(self.device, self.device.enable, None)
+        self.worker.enable(self.device, None)
+
+    def alive(self) -> None:
+        self.worker.alive()
 
 
 class NotePort(CashPort):
@@ -239,11 +245,13 @@ def open_cash(
     period: float = 0.1,
     open_bus: Callable[..., Bus] = Bus.open,
     resume: dict[str, int] | None = None,
+    deadman: float = DEADMAN_SECONDS,
 ) -> CcTalkCash:
     """Buses, devices, workers and ports from the site's [devices.coin] and [devices.notes],
     on the ports it names (a simulator's too: it runs on a real port). `resume`: each device's
     event counter as the journal last knew it (`Journal.acceptor_counters`); events after it
-    are still owed."""
+    are still owed. `deadman`: the acceptors are inhibited by their bus thread when the engine
+    has not said it is alive for this long."""
     hub = _Hub()
     buses: dict[tuple[str, bool], Bus] = {}
     on_bus: dict[tuple[str, bool], list[_Acceptor]] = {}
@@ -270,7 +278,7 @@ def open_cash(
         add("notes", d.notes, lambda bus: NoteValidator(bus, cur, notes, notes_address))
     known = resume or {}
     workers = {
-        key: BusWorker(buses[key], devs, hub, period=period,
+        key: BusWorker(buses[key], devs, hub, period=period, deadman=deadman,
                        resume={d.name: known[d.name] for d in devs if d.name in known})
         for key, devs in on_bus.items()
     }  # fmt: skip

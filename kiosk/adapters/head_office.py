@@ -191,6 +191,11 @@ class SyncLoop:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def running(self) -> bool:
+        """Its thread is alive (rounds go on)."""
+        return self._thread.is_alive()
+
     def stop(self) -> None:
         self._stop.set()
         self._now.set()

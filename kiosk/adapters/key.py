@@ -115,6 +115,11 @@ class PcscKeyReader:
         if watch:
             self._watch = Watch(self.pattern, self._jobs.put)
 
+    @property
+    def running(self) -> bool:
+        """Its worker thread is alive (it reads and writes keys)."""
+        return self._thread.is_alive()
+
     def card_event(self, ev: CardEvent) -> None:
         """A card event from elsewhere than the PC/SC watcher (tests, other readers)."""
         self._jobs.put(ev)

@@ -13,6 +13,7 @@ the automat works offline and says why (a start-up warning, and on the service s
 from __future__ import annotations
 
 import os
+import threading
 import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -26,8 +27,10 @@ from kiosk.adapters.cash import CcTalkCash, open_cash
 from kiosk.adapters.head_office import HeadOfficeLink, Syncer, SyncLoop
 from kiosk.adapters.key import PcscKeyReader
 from kiosk.adapters.printer import open_printer
+from kiosk.app.health import HealthGuard
 from kiosk.app.ports import ChipKeyReader, Devices, HeadOffice, NoHeadOffice
 from kiosk.app.runner import Kiosk
+from kiosk.domain.clock import ManualClock
 from kiosk.domain.errors import ConfigError
 from kiosk.domain.site import Site
 from kiosk.ledger.journal import Journal
@@ -106,6 +109,22 @@ class Automat:
         )
         return online and (self.card is None or self.card.registered)
 
+    def dead_parts(self, engine: threading.Thread) -> list[str]:
+        """What money depends on and is not alive: the engine thread, a ccTalk bus thread, the
+        key reader's thread, the head-office sync loop (for the systemd watchdog)."""
+        dead = []
+        if not engine.is_alive() or self.kiosk.failure is not None:
+            dead.append("engine")
+        for w in self.cash.workers:
+            if not w.running:
+                dead.append("ccTalk bus " + "+".join(d.name for d in w.devices))
+        reader = self.kiosk.devices.reader
+        if isinstance(reader, PcscKeyReader) and not reader.running:
+            dead.append("key reader")
+        if isinstance(self.head_office, HeadOfficeLink) and not self.head_office.loop.running:
+            dead.append("head-office sync")
+        return dead
+
 
 @contextmanager
 def automat(
@@ -147,7 +166,10 @@ def automat(
                           printer=printer)  # fmt: skip
         if pin_hash is None:
             pin_hash = load_pin_hash(site, warn)
-        kiosk = Kiosk(site, journal, devices, clock, pin_hash=pin_hash, head_office=ho)
+        # a manual clock is moved by a script, not by time: its jumps are no fault
+        watch = HealthGuard(site.health, journal_file, clock=not isinstance(clock, ManualClock))
+        kiosk = Kiosk(site, journal, devices, clock, pin_hash=pin_hash, head_office=ho,
+                      health=watch)  # fmt: skip
         cash.start()
         stack.callback(cash.stop)
         if pcsc is not None:  # a reader the caller made is the caller's to start

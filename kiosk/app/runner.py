@@ -12,13 +12,15 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 
+from kiosk.app.health import HealthGuard
 from kiosk.app.ports import Devices, HeadOffice, KeyPresented, NoHeadOffice
 from kiosk.documents.receipt import transaction_receipt
 from kiosk.domain.clock import utc_now
 from kiosk.domain.engine import State, TopUpSession, View
-from kiosk.domain.errors import ConfigError, InvalidTransition, UserFacingError
+from kiosk.domain.errors import ConfigError, InvalidTransition, JournalError, UserFacingError
 from kiosk.domain.events import (
     AbortCard,
     AuthoriseCard,
@@ -26,6 +28,7 @@ from kiosk.domain.events import (
     CompleteCard,
     Device,
     DeviceFault,
+    DeviceOk,
     DisableCash,
     EnableCash,
     Event,
@@ -57,6 +60,15 @@ IDLE_STATES = (State.IDLE, State.CLOSED, State.OUT_OF_SERVICE)
 Listener = Callable[[View, UserFacingError | None], None]
 
 
+class StepNotJournaled(Exception):
+    """An engine step's records could not be journaled (nothing of them is): the fail-safe
+    keeps them."""
+
+    def __init__(self, records: list[Record]) -> None:
+        super().__init__(f"{len(records)} record(s) not journaled")
+        self.records = records
+
+
 class Kiosk:
     """One automat: engine, journal and devices wired together."""
 
@@ -69,6 +81,7 @@ class Kiosk:
         *,
         pin_hash: str | None = None,
         head_office: HeadOffice | None = None,
+        health: HealthGuard | None = None,
     ) -> None:
         self.site = self.base_site = site
         self.journal = journal
@@ -77,7 +90,13 @@ class Kiosk:
         self.events: queue.Queue[Event] = queue.Queue()
         self._txno = 0  # the number in the last transaction id given out
         self.listeners: list[Listener] = []
+        #: why the engine stopped (an unexpected error: the automat is out of order)
+        self.failure: str | None = None
+        #: disk, journal and clock, looked at each tick; what it found last
+        self.health = health
+        self._unhealthy = ""
         now = clock()
+        journal.journal_kept(now)  # what a failed write kept, before anything else
         journal.append(
             [Record(Kind.KIOSK_STARTED, data={"site": site.id, "kiosk": site.kiosk_id})], now
         )
@@ -145,17 +164,78 @@ class Kiosk:
             n += 1
 
     def run(self, stop: threading.Event, tick_seconds: float = 0.5) -> None:
-        """The engine thread: process events, and tick the clock when none arrives."""
+        """The engine thread: process events, and tick the clock when none arrives. Each turn
+        it tells the cash devices that it is alive (their dead-man switch inhibits them when
+        it stops saying so). An unexpected error in a step puts the automat out of order
+        (`fail_safe`) and ends the thread; `failure` then says why, and the process is to
+        exit non-zero so that it is restarted and the start-up reconciliation runs."""
         while not stop.is_set():
+            self._alive()
             try:
-                ev = self.events.get(timeout=tick_seconds)
+                ev: Event = self.events.get(timeout=tick_seconds)
+                queued = True
             except queue.Empty:
-                self.process(Tick(self.clock()))
-                continue
+                ev, queued = Tick(self.clock()), False
             try:
                 self.process(ev)
+            except Exception as err:  # noqa: BLE001 - every failure: money safe first
+                self.fail_safe(err, ev)
+                return
             finally:
-                self.events.task_done()
+                if queued:
+                    self.events.task_done()
+
+    def _alive(self) -> None:
+        for acceptor in (self.devices.coin, self.devices.notes):
+            if acceptor is not None:
+                acceptor.alive()
+
+    def fail_safe(self, err: BaseException, event: Event) -> None:
+        """Out of order at once, the money safe first: inhibit every acceptor and abort a
+        card dialogue, journal what the failed step had to journal and the fault (or keep
+        them in the side file when the journal cannot take them), then tell the screen: the
+        automat is out of order, what the customer paid is recorded, where to go."""
+        log.critical("engine step on %s failed: %s", type(event).__name__, err, exc_info=err)
+        view = self.session.view()
+        self._inhibit(card=view.state == State.CARD)
+        records = list(err.records) if isinstance(err, StepNotJournaled) else []
+        cause = err.__cause__ if isinstance(err, StepNotJournaled) and err.__cause__ else err
+        fault = Record(Kind.FAULT, view.txid, view.key.serial if view.key else None, None,
+                       {"device": "engine", "code": 0, "event": type(event).__name__,
+                        "text": f"out of order: {type(cause).__name__}: {cause}"})  # fmt: skip
+        try:
+            self.journal.append([*records, fault], self.clock())
+        except Exception as again:  # noqa: BLE001 - the journal cannot take them: keep them
+            log.critical("journal still failing (%s): records kept in the side file", again)
+            try:
+                self.journal.keep([*records, fault])
+            except OSError as lost:
+                log.critical("records NOT kept (%s): %r", lost, [*records, fault])
+        self.failure = f"{type(cause).__name__}: {cause}"
+        self._published = replace(
+            view, state=State.OUT_OF_SERVICE, notice="failed",
+            notice_params={"paid": view.paid, "txid": view.txid or ""},
+        )  # fmt: skip
+        for listener in self.listeners:
+            try:
+                listener(self._published, None)
+            except Exception:  # noqa: BLE001 - the screen must not undo the fail-safe
+                log.exception("a listener failed on the out-of-order view")
+
+    def _inhibit(self, *, card: bool) -> None:
+        """Every acceptor off, the card dialogue aborted: each on its own, whatever fails."""
+        d = self.devices
+        for acceptor in (d.coin, d.notes):
+            if acceptor is not None:
+                try:
+                    acceptor.disable()
+                except Exception:  # noqa: BLE001 - its dead-man switch inhibits it anyway
+                    log.exception("could not inhibit an acceptor")
+        if card and d.card is not None:
+            try:
+                d.card.abort()
+            except Exception:  # noqa: BLE001
+                log.exception("could not abort the card dialogue")
 
     @property
     def busy(self) -> bool:
@@ -171,6 +251,8 @@ class Kiosk:
 
     def process(self, event: Event) -> None:
         """One engine step: enrich, decide, journal (durably), act, publish."""
+        if isinstance(event, Tick) and self.health is not None:
+            self._look_at_health(event.now)
         nxt = self._next_site
         if nxt is not None and self.session.state in IDLE_STATES:
             self.site = self.session.site = nxt
@@ -197,11 +279,34 @@ class Kiosk:
             return
         records = [c for c in commands if isinstance(c, Record)]
         if records:
-            self.journal.append(records, self.clock())
+            try:
+                self.journal.append(records, self.clock())
+            except JournalError as err:
+                raise StepNotJournaled(records) from err
         for cmd in commands:
             if not isinstance(cmd, Record):
                 self._execute(cmd)
         self._publish(None)
+
+    @property
+    def unhealthy(self) -> str:
+        """What the health guard found wrong at its last look ("" when all is well)."""
+        return self._unhealthy
+
+    def _look_at_health(self, now: datetime) -> None:
+        """A change in the automat's own health is a fault of Device.SYSTEM (or its end):
+        journaled by the engine, and no new customer can pay while it lasts."""
+        assert self.health is not None
+        text = "; ".join(self.health.problems(now))
+        if text == self._unhealthy:
+            return
+        self._unhealthy = text
+        if text:
+            log.error("out of service: %s", text)
+            self.submit(DeviceFault(Device.SYSTEM, text=text))
+        else:
+            log.warning("the automat's health is back")
+            self.submit(DeviceOk(Device.SYSTEM))
 
     def _check_pin(self, event: PinEntered) -> PinChecked | None:
         """A PIN only counts on the PIN screen of a technician key; the attempt is journaled."""

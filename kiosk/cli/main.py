@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import threading
 import time
 from datetime import datetime
 from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from kiosk.app.paths import data_dir, journal_path
 from kiosk.domain.errors import ChainBroken, ConfigError, JournalError, KioskError
@@ -622,6 +625,15 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except (ConfigError, JournalError) as err:
         print(f"kiosk: {err}", file=sys.stderr)
+        return 2
+    except (OSError, SQLAlchemyError) as err:  # the data directory's disk, most often
+        base = data_dir(args.data_dir)
+        try:
+            free = f"{shutil.disk_usage(base).free} bytes free"
+        except OSError:
+            free = "not readable"
+        text = str(getattr(err, "orig", None) or err).splitlines()[0]
+        print(f"kiosk: {text} (data directory {base}: {free})", file=sys.stderr)
         return 2
 
 

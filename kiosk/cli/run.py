@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
-from contextlib import ExitStack
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from kiosk.app.bootstrap import automat
+from kiosk.app.bootstrap import Automat, automat
+from kiosk.app.systemd import Notifier, Watchdog, watchdog_interval
 from kiosk.domain.clock import ManualClock, utc_now
+from kiosk.domain.engine import State, View
 from kiosk.domain.site import Site
 from kiosk.ui.setup import configure
 from kiosk.ui.xvfb import Xvfb
@@ -46,13 +49,15 @@ def run(site: Site, journal_file: Path, opts: RunOptions, out: TextIO) -> int:
             from kiosk.sim.rig import simulated_rig
 
             rig = stack.enter_context(simulated_rig(site, journal_file, out, clock, card_step=0.4))
-            kiosk = rig.kiosk
+            running = rig.automat
         else:
             rig = None
-            kiosk = stack.enter_context(automat(site, journal_file, clock, out)).kiosk
+            running = stack.enter_context(automat(site, journal_file, clock, out))
+        kiosk = running.kiosk
         stop = threading.Event()
         engine = threading.Thread(target=kiosk.run, args=(stop,), name="engine", daemon=True)
         engine.start()
+        stack.enter_context(supervised(running, engine))
         try:
             if opts.headless:
                 from kiosk.sim.script import scripted_customers
@@ -71,15 +76,87 @@ def run(site: Site, journal_file: Path, opts: RunOptions, out: TextIO) -> int:
                         panel = partial(SimulatorPanel, rig.control, site)
                     elif opts.control is not None:
                         panel = partial(SimulatorPanel, SimulatorControl(opts.control), site)
-                KioskApp(kiosk, clock, panel=panel).run()
+                app = KioskApp(kiosk, clock, panel=panel)
+                threading.Thread(target=_stop_when_failed, args=(engine, app), daemon=True,
+                                 name="engine-watch").start()  # fmt: skip
+                app.run()
         finally:
             stop.set()
             engine.join(5)
+        if kiosk.failure is not None:
+            out.write(f"kiosk: out of order: {kiosk.failure}\n")
+            return 1  # a failure status: systemd starts it again, reconciliation runs
         if rig is not None:
             from kiosk.sim.demo import finish_report
 
             finish_report(rig, clock, out)
     return 0
+
+
+#: how long the out-of-order screen stays up before the process exits (to be restarted)
+FAILURE_SCREEN_SECONDS = 30.0
+
+
+def _stop_when_failed(engine: threading.Thread, app: Any) -> None:
+    """When the engine thread ends on a failure, the screen shows it for a while, then the
+    app stops and the process exits non-zero."""
+    engine.join()
+    if app.kiosk.failure is not None:
+        from kivy.clock import Clock
+
+        Clock.schedule_once(lambda _dt: app.stop(), FAILURE_SCREEN_SECONDS)
+
+
+@contextmanager
+def supervised(running: Automat, engine: threading.Thread) -> Iterator[None]:
+    """systemd's view of the automat (when it started it): READY=1 once the devices are up,
+    STATUS= whenever it goes in or out of service, and WATCHDOG=1 pings while the engine and
+    every device and sync thread are alive."""
+    notifier = Notifier()
+    if not notifier.active:
+        yield
+        return
+    kiosk = running.kiosk
+    last: list[str] = []
+
+    def status(view: View, _refusal: object) -> None:
+        if view.state == State.OUT_OF_SERVICE:
+            why = (
+                "out of order"
+                if view.notice == "failed"
+                else ("out of service: " + (", ".join(sorted(view.faults)) or "no payment device"))
+            )
+        else:
+            why = "in service"
+        if [why] != last:
+            last[:] = [why]
+            notifier.notify(STATUS=why)
+
+    def ready() -> None:
+        deadline = time.monotonic() + READY_WITHIN
+        woken = threading.Event()
+        while not running.devices_ready() and time.monotonic() < deadline:
+            woken.wait(0.1)  # the devices come up on their own threads: look again shortly
+        notifier.notify(READY="1", STATUS="in service" if running.devices_ready()
+                        else "out of service: devices not ready")  # fmt: skip
+
+    kiosk.listeners.append(status)
+    threading.Thread(target=ready, name="ready", daemon=True).start()
+    interval = watchdog_interval()
+    watchdog = None
+    if interval is not None:
+        watchdog = Watchdog(notifier, partial(running.dead_parts, engine), interval)
+        watchdog.start()
+    try:
+        yield
+    finally:
+        if watchdog is not None:
+            watchdog.stop()
+        notifier.notify(STOPPING="1")
+
+
+#: systemd hears READY=1 when the devices are up, or after this long in any case
+READY_WITHIN = 60.0
 
 
 def default_headless() -> bool:

@@ -360,7 +360,7 @@ class TopUpSession:
         return self.site.cash_enabled and any(d not in self.faults for d in self._cash_devices())
 
     def _serviceable(self) -> bool:
-        return Device.READER not in self.faults and bool(self.methods())
+        return not {Device.READER, Device.SYSTEM} & self.faults and bool(self.methods())
 
     def _resting_state(self) -> State:
         if not self.site.hours.is_open(self.now):

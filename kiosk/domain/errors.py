@@ -41,6 +41,14 @@ class JournalError(KioskError):
     """The journal cannot be opened or written."""
 
 
+class JournalWriteError(JournalError):
+    """An append did not commit: nothing of it is in the journal."""
+
+
+class JournalFull(JournalWriteError):
+    """An append did not commit because the journal's disk is full."""
+
+
 class ChainBroken(JournalError):
     """The hash chain of the journal does not verify; names the first bad entry."""
 

@@ -40,6 +40,7 @@ class Device(StrEnum):
     CARD = "card"
     READER = "reader"
     PRINTER = "printer"
+    SYSTEM = "system"  # the automat itself: its journal's disk, its clock
 
 
 class CardOutcome(StrEnum):

@@ -166,6 +166,17 @@ class TimeoutsSection(_Section):
     message: Seconds = 20
 
 
+class HealthSection(_Section):
+    """What keeps the automat from taking money when it could not keep it safe: free space on
+    the journal's disk below the floor, or the clock jumping (backwards at all, forwards by
+    more than the span) put it out of service until that clears."""
+
+    disk_floor_mb: int = Field(default=100, ge=1, le=1_000_000)
+    clock_forward_minutes: int = Field(default=120, ge=1, le=100_000)
+    #: how long the automat stays out of service after a clock jump
+    clock_settle_seconds: int = Field(default=60, ge=1, le=86_400)
+
+
 #: The port of a device that is simulated: its simulator is started on a real port (a pty, a
 #: TCP socket) and the automat is pointed at that (kiosk.sim.rig); nothing else reads this value.
 SIM = "sim"
@@ -240,6 +251,7 @@ class SiteFile(_Section):
     head_office: HeadOfficeSection = HeadOfficeSection()
     secrets: SecretsSection = SecretsSection()
     ui: UiSection = UiSection()
+    health: HealthSection = HealthSection()
 
 
 @dataclass(frozen=True)
@@ -302,6 +314,7 @@ class Site:
     ui: UiSection
     #: receipts: "always", "ask" (the customer may decline) or "none" (no printer)
     receipt: str = "none"
+    health: HealthSection = HealthSection()
 
     def money(self, minor: int) -> Money:
         return Money(minor, self.currency)
@@ -474,6 +487,7 @@ def parse_site(data: dict[str, Any], source: str) -> Site:
         ui=f.ui,
         secrets=f.secrets,
         receipt=f.devices.printer.receipt if f.devices.printer is not None else "none",
+        health=f.health,
     )
 
 

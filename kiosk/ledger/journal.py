@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,26 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
-from kiosk.domain.errors import ChainBroken, JournalError
+from kiosk.domain.errors import ChainBroken, JournalError, JournalFull, JournalWriteError
 from kiosk.domain.events import Account, KeyStatus, Kind, PendingCredit, Record
 from kiosk.domain.money import Money
+from kiosk.ledger.kept import BATCH, KeptRecords
 from sync.chain import GENESIS, entry_hash
 
 log = logging.getLogger(__name__)
+
+#: how long an append waits for another writer's lock before it fails (SQLite's busy handler)
+BUSY_TIMEOUT_MS = 15_000
+
+
+def _disk(path: Path, err: object) -> str:
+    """`err`, with the disk `path` is on and its free space named."""
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return f"{err}"
+    return f"{err} (the disk of {path.parent} has {free} bytes free)"
+
 
 metadata = MetaData()
 
@@ -135,7 +150,9 @@ def _sqlite_engine(path: Path, synchronous: str = "FULL") -> Engine:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={synchronous}")
-        cur.execute("PRAGMA busy_timeout=5000")
+        # another writer (a technician's kiosk diag, a backup) holds the lock: SQLite waits
+        # for it this long before an append fails (the acceptors are inhibited meanwhile)
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -170,8 +187,47 @@ class Journal:
                     raise JournalError(
                         f"{self.path} is the journal of kiosk {owner}, not of {kiosk_id}"
                     )
+            #: what a failed write leaves behind, for the next start to journal
+            self.kept = KeptRecords(self.path.with_name(self.path.name + ".kept"))
         except SQLAlchemyError as err:
-            raise JournalError(f"cannot open the journal {self.path}: {err}") from err
+            raise self._write_error(err, "cannot open the journal") from err
+        except OSError as err:
+            raise JournalError(
+                f"cannot open the journal {self.path}: {_disk(self.path, err)}"
+            ) from err
+
+    def _write_error(self, err: SQLAlchemyError, what: str) -> JournalError:
+        """A clear error for a failed write: a full disk is named with its free space."""
+        orig = getattr(err, "orig", None) or err
+        text = str(orig).splitlines()[0]
+        if "full" in text or "No space" in text:
+            return JournalFull(f"{what} {self.path}: {_disk(self.path, orig)}")
+        return JournalWriteError(f"{what} {self.path}: {text}")
+
+    def keep(self, records: Sequence[Record]) -> str:
+        """Keep records the journal could not take in its side file (fsync'd, in space made
+        at start); the next start journals them (`journal_kept`). OSError if even that fails."""
+        return self.kept.keep(list(records))
+
+    def journal_kept(self, now: datetime) -> int:
+        """Journal what a failed write kept in the side file, each batch once (a batch already
+        journaled before a crash is not journaled again); then clear the file. Returns the
+        number of records journaled."""
+        batches = self.kept.batches()
+        if not batches:
+            return 0
+        recent = self.raw_entries(after=max(0, self.last_seq() - 500))
+        done = {json.loads(r["data"]).get(BATCH) for r in recent}
+        n = 0
+        for batch, records in batches:
+            if batch in done:
+                continue
+            self.append([replace(r, data={**r.data, BATCH: batch}) for r in records], now)
+            n += len(records)
+            log.warning("journaled %d record(s) a failed write had kept (batch %s)",
+                        len(records), batch)  # fmt: skip
+        self.kept.clear()
+        return n
 
     def close(self) -> None:
         self.engine.dispose()
@@ -182,6 +238,12 @@ class Journal:
         """Append records in one durable commit; returns the entries as stored."""
         if not records:
             return []
+        try:
+            return self._append(records, now)
+        except SQLAlchemyError as err:
+            raise self._write_error(err, "cannot write the journal") from err
+
+    def _append(self, records: Sequence[Record], now: datetime) -> list[Entry]:
         ts = format_ts(now)
         out: list[Entry] = []
         with self._writer.begin() as conn:

@@ -351,6 +351,9 @@ class Diagnostics:
                     out.append(DeviceReport(name, False, {}, f"no report: {err}"))
             else:
                 out.append(DeviceReport(name, True, {"product": type(port).__name__}))
+        why = self.kiosk.unhealthy  # the automat itself: disk, journal, clock
+        out.append(DeviceReport("system", not why, {"journal": str(self.kiosk.journal.path)},
+                                why or None))  # fmt: skip
         self._audit("device_overview", devices=[r.name for r in out])
         return out
 

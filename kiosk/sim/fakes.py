@@ -57,6 +57,9 @@ class _FakeAcceptor:
     def disable(self) -> None:
         self.limit = None
 
+    def alive(self) -> None:
+        """In-process: the fake is as alive as the engine that calls it."""
+
 
 class FakeCoinAcceptor(_FakeAcceptor):
     """Accepts known coins up to the enabled limit; anything else drops to the return cup."""

@@ -128,15 +128,6 @@ class Bench:
     def key(self) -> Any:
         return ChipKey(VirtualCard(self.card.uid, self.card.path), DEMO_KEYS).read_summary()
 
-    def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            self.slot.remove()
-        self.bus.stop()
-        self.terminal.stop()
-        self.printer.stop()
-        if self.ho is not None:
-            self.ho.stop()
-
 
 def site_text(bus: str, terminal: str, printer: str, reader: str, ho: str | None = None) -> str:
     text = (ROOT / "config" / "demo.toml").read_text("utf-8")
@@ -176,38 +167,47 @@ def head_office(folder: Path, credit: int) -> tuple[LocalHeadOffice, str]:
     return ho, token
 
 
+def take_out(slot: VpcdCard) -> None:
+    """The customer's key out of the reader (if it is in), when the cell ends."""
+    with contextlib.suppress(Exception):
+        slot.remove()
+
+
 @contextlib.contextmanager
 def _bench(folder: Path, reader: str, port: int, fault: str) -> Iterator[Bench]:
     folder.mkdir(parents=True, exist_ok=True)
     demo = load_site(ROOT / "config" / "demo.toml")
-    ho, token = None, ""
-    if fault in HEAD_OFFICE:
-        ho, token = head_office(folder, OFFICE_CREDIT if fault == "ho_credit" else 0)
-    bus, coins, notes = start_simulator(demo)
-    terminal = TerminalSim("tcp")
-    terminal.start()
-    printer = PrinterSim()
-    printer.start()
-    site_file = folder / "site.toml"
-    text = site_text(bus.path, terminal.port, printer.path, reader, ho.url if ho else None)
-    site_file.write_text(text, "utf-8")
-    site = load_site(site_file)
-    card = VirtualCard(virtual_uid(SERIAL), folder / "key.json")
-    ChipKey(card, DEMO_KEYS).personalise(
-        Identity(site.utility_id, ACCOUNT, "1ESY1160012345", "electricity", SERIAL, "customer",
-                 site.currency),
-        upper=site.key_credit_limit.minor, initial=START_CREDIT,
-    )  # fmt: skip
-    journal_file = folder / "journal.sqlite"
-    j = Journal(journal_file, site.kiosk_id)
-    j.set_key(SERIAL, KeyStatus.ACTIVE, ACCOUNT)  # what head office said before it went away
-    j.close()
-    b = Bench(folder, site_file, journal_file, bus, coins, notes, terminal, printer, card,
-              VpcdCard(card, port=port), reader, ho, token)  # fmt: skip
-    try:
-        yield b
-    finally:
-        b.stop()
+    with contextlib.ExitStack() as stack:  # whatever fails on the way, nothing is left running
+        ho, token = None, ""
+        if fault in HEAD_OFFICE:
+            ho, token = head_office(folder, OFFICE_CREDIT if fault == "ho_credit" else 0)
+            stack.callback(ho.stop)
+        bus, coins, notes = start_simulator(demo)
+        stack.callback(bus.stop)
+        terminal = TerminalSim("tcp")
+        terminal.start()
+        stack.callback(terminal.stop)
+        printer = PrinterSim()
+        printer.start()
+        stack.callback(printer.stop)
+        site_file = folder / "site.toml"
+        text = site_text(bus.path, terminal.port, printer.path, reader, ho.url if ho else None)
+        site_file.write_text(text, "utf-8")
+        site = load_site(site_file)
+        card = VirtualCard(virtual_uid(SERIAL), folder / "key.json")
+        ChipKey(card, DEMO_KEYS).personalise(
+            Identity(site.utility_id, ACCOUNT, "1ESY1160012345", "electricity", SERIAL,
+                     "customer", site.currency),
+            upper=site.key_credit_limit.minor, initial=START_CREDIT,
+        )  # fmt: skip
+        journal_file = folder / "journal.sqlite"
+        j = Journal(journal_file, site.kiosk_id)
+        j.set_key(SERIAL, KeyStatus.ACTIVE, ACCOUNT)  # what head office said before it left
+        j.close()
+        slot = VpcdCard(card, port=port)
+        stack.callback(take_out, slot)
+        yield Bench(folder, site_file, journal_file, bus, coins, notes, terminal, printer, card,
+                    slot, reader, ho, token)  # fmt: skip
 
 
 # ---------------------------------------------------------------- the automat's process

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from kiosk.documents.i18n import Translator
 from kiosk.domain.engine import State, View
+from kiosk.domain.money import Money
 from kiosk.ui.screens.base import KioskScreen, load_kv
 
 
@@ -18,6 +19,22 @@ class UnavailableScreen(KioskScreen):
                 if opening
                 else tr("This automat is closed.")
             )
+        elif view.notice == "failed":  # the engine stopped: the fail-safe's screen
+            self.title = tr("Out of order")
+            paid = view.notice_params.get("paid")
+            if isinstance(paid, Money) and paid.minor > 0:
+                self.body = tr(
+                    "Your payment of {amount} is recorded and safe (transaction {txid}). It "
+                    "is put on your key the next time you insert it at one of our automats. "
+                    "Questions: {office}.",
+                    amount=paid, txid=view.notice_params.get("txid", ""),
+                    office=site.utility_office,
+                )  # fmt: skip
+            else:
+                self.body = tr(
+                    "Nothing was charged. Please try again later or go to {office}.",
+                    office=site.utility_office,
+                )
         else:
             self.title = tr("Out of service")
             self.body = tr(

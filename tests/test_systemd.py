@@ -1,0 +1,160 @@
+"""systemd's view of the automat, through a real NOTIFY_SOCKET: READY=1 once it serves,
+WATCHDOG=1 pings while its threads live, STATUS= lines; and the units shipped for it."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from kiosk.app.systemd import Notifier, Watchdog, watchdog_interval
+from kiosk.domain.clock import ManualClock
+from kiosk.sim.rig import simulated_rig
+from tests.conftest import ROOT, SATURDAY_MORNING, make_site
+
+
+@contextmanager
+def notify_socket(address: str) -> Iterator[socket.socket]:
+    """A datagram socket as systemd listens on (a path, or `@name` for an abstract one)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind("\0" + address[1:] if address.startswith("@") else address)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def receive(s: socket.socket, timeout: float) -> str | None:
+    """The next datagram, or None if none comes within `timeout`."""
+    s.settimeout(timeout)
+    try:
+        return s.recv(4096).decode()
+    except TimeoutError:
+        return None
+
+
+def next_with(s: socket.socket, text: str, timeout: float = 10.0) -> list[str]:
+    """Datagrams up to and including the first that contains `text`."""
+    seen: list[str] = []
+    while True:
+        msg = receive(s, timeout)
+        assert msg is not None, f"no {text!r} within {timeout} s; got {seen}"
+        seen.append(msg)
+        if text in msg:
+            return seen
+
+
+@pytest.mark.parametrize("kind", ["path", "abstract"])
+def test_the_notification_is_systemds_datagram(tmp_path: Path, kind: str) -> None:
+    address = str(tmp_path / "notify") if kind == "path" else f"@kiosk-test-{os.getpid()}"
+    with notify_socket(address) as s:
+        assert Notifier(address).notify(READY="1", STATUS="in service")
+        assert receive(s, 5) == "READY=1\nSTATUS=in service"
+    assert Notifier("").notify(READY="1") is False  # not started by systemd: nothing sent
+
+
+def test_the_watchdog_interval_is_half_what_systemd_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WATCHDOG_USEC", "20000000")
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    assert watchdog_interval() == 10.0
+    monkeypatch.setenv("WATCHDOG_PID", "1")  # meant for another process
+    assert watchdog_interval() is None
+    monkeypatch.delenv("WATCHDOG_USEC")
+    assert watchdog_interval() is None
+
+
+def test_the_pings_stop_when_a_device_thread_dies(tmp_path: Path) -> None:
+    """The whole automat (simulators on their real ports, head office on this machine): pings
+    while it lives; a ccTalk bus thread ended (the test hook), and they stop."""
+    clock = ManualClock(SATURDAY_MORNING)
+    journal = tmp_path / "journal-DEMO-01.sqlite"
+    with (
+        notify_socket(str(tmp_path / "notify")) as s,
+        simulated_rig(make_site(), journal, io.StringIO(), clock) as rig,
+    ):
+        stop = threading.Event()
+        engine = threading.Thread(target=rig.kiosk.run, args=(stop, 0.05), daemon=True)
+        engine.start()
+        dog = Watchdog(Notifier(str(tmp_path / "notify")),
+                       partial(rig.automat.dead_parts, engine), 0.05)  # fmt: skip
+        dog.start()
+        try:
+            for _ in range(3):
+                assert receive(s, 5) == "WATCHDOG=1"
+            assert rig.automat.dead_parts(engine) == []
+            rig.cash.workers[0].stop()  # the test hook: the bus thread ends
+            seen = next_with(s, "STATUS=")
+            assert seen[-1] == "STATUS=out of order: ccTalk bus coin+notes not alive"
+            assert receive(s, 0.5) is None  # no more pings: systemd restarts the automat
+            pings = dog.pings
+            stop.set()
+            engine.join(5)
+            assert "engine" in rig.automat.dead_parts(engine) and dog.pings == pings
+        finally:
+            dog.stop()
+            stop.set()
+
+
+def test_kiosk_run_says_ready_and_pings_under_systemd(tmp_path: Path) -> None:
+    """The production command with a real NOTIFY_SOCKET and WATCHDOG_USEC, as systemd starts
+    it (the headless run: the demo's automat, scripted customers on a virtual screen)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env |= {"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "400000"}
+    with notify_socket(str(tmp_path / "notify")) as s:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kiosk.cli", "--data-dir", str(tmp_path / "data"), "run",
+             "--screenshots", str(tmp_path / "shots")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT,
+        )  # fmt: skip
+        try:
+            seen = next_with(s, "READY=1", 120)
+            assert "STATUS=in service" in seen[-1]
+            pings = [m for m in next_with(s, "WATCHDOG=1", 10) if m == "WATCHDOG=1"]
+            pings += [m for m in next_with(s, "WATCHDOG=1", 10) if m == "WATCHDOG=1"]
+            assert len(pings) == 2
+            assert "STOPPING=1" in next_with(s, "STOPPING=1", 600)[-1]
+            assert proc.wait(60) == 0, proc.stderr.read().decode()[-3000:] if proc.stderr else ""
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+UNITS = ROOT / "config" / "systemd"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
+@pytest.mark.parametrize("unit", ["prepaid-kiosk.service", "prepaid-headoffice.service"])
+def test_the_units_verify(unit: str, tmp_path: Path) -> None:
+    """As installed: the program where the unit expects it (here: this checkout's)."""
+    text = (UNITS / unit).read_text()
+    assert "/opt/prepaid-kiosk/.venv/bin/" in text
+    (tmp_path / unit).write_text(text.replace("/opt/prepaid-kiosk", str(ROOT)))
+    res = subprocess.run(["systemd-analyze", "verify", str(tmp_path / unit)],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    # and it does fail where the program is not
+    res = subprocess.run(["systemd-analyze", "verify", str(UNITS / unit)],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert res.returncode != 0 and "not executable" in res.stderr
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
+def test_the_kiosk_unit_is_hardened() -> None:
+    res = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", str(UNITS / "prepaid-kiosk.service")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    score = float(res.stdout.split("Overall exposure level for")[1].split(":")[1].split()[0])
+    print(f"systemd-analyze security: {score}")
+    assert score <= 4.0, res.stdout[-2000:]
