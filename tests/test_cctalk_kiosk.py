@@ -204,6 +204,20 @@ def test_a_silent_acceptor_goes_offline_and_comes_back(rig: CashRig) -> None:
     rig.wait(lambda: rig.cash_in() == [50], "the coin journaled")
 
 
+def test_a_coin_taken_while_the_host_could_not_poll_is_credited_when_it_is_back(
+    rig: CashRig,
+) -> None:
+    """The line is down (no answer to the host), the acceptor still takes a coin: it is in its
+    event buffer, and owed when the host reaches it again."""
+    rig.start_payment(None)
+    rig.sim.inject(*["silence"] * 12)
+    rig.wait(lambda: any("offline" in str(f.get("text")) for f in rig.faults()), "offline")
+    assert rig.coin.insert("EU100A")  # it could not be told to stop: it takes the coin
+    rig.wait(lambda: not rig.view().faults, "back online")
+    rig.wait(lambda: rig.cash_in() == [100], "the coin taken while offline, journaled")
+    assert rig.view().paid == E(100)
+
+
 def test_unknown_and_inhibited_coins_credit_nothing(rig: CashRig) -> None:
     rig.start_payment(E(1000))
     rig.wait(lambda: rig.coin.inhibit_mask == 0b11111, "coins enabled")

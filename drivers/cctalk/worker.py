@@ -186,7 +186,10 @@ class BusWorker:
                     1, round(self.retry_seconds / self.period)
                 ):
                     continue
-                owed = self._guard(dev, dev.initialise, self.resume.pop(dev.name, None))
+                # where to resume: the journal's counter at the first start; after a time
+                # offline, the last counter seen (what it took meanwhile is still owed)
+                resume = self.resume.pop(dev.name, dev.last_counter)
+                owed = self._guard(dev, dev.initialise, resume)
                 if owed is not None and dev.identity is not None:
                     self._online[dev.name] = True
                     self._reported.discard(dev.name)
