@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,8 +70,14 @@ class CashRig:
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[CashRig]:
+    with cash_rig(tmp_path) as r:
+        yield r
+
+
+@contextmanager
+def cash_rig(tmp_path: Path, link: Path | None = None) -> Iterator[CashRig]:
     site = make_site("demo")
-    sim, coin, notes = start_simulator(site)
+    sim, coin, notes = start_simulator(site, link=link)
     cash = open_cash(with_ports(site, coin=sim.path, notes=sim.path), period=0.02)
     journal = Journal(tmp_path / "journal.sqlite", site.kiosk_id)
     journal.set_key("K1", KeyStatus.ACTIVE, "4711")
@@ -216,6 +223,27 @@ def test_a_coin_taken_while_the_host_could_not_poll_is_credited_when_it_is_back(
     rig.wait(lambda: not rig.view().faults, "back online")
     rig.wait(lambda: rig.cash_in() == [100], "the coin taken while offline, journaled")
     assert rig.view().paid == E(100)
+
+
+def test_an_adapter_unplugged_and_plugged_in_again(tmp_path: Path) -> None:
+    """The USB-serial adapter out mid-payment (its stable path gone, the port dead): the cash
+    devices go offline with what was paid safe; back in, the bus opens the path again by
+    itself, the devices come back and take money again."""
+    link = tmp_path / "usb-ccTalk_bus-if00-port0"
+    with cash_rig(tmp_path, link) as rig:
+        assert rig.sim.path == str(link) and link.is_symlink()
+        rig.start_payment(None)
+        assert rig.coin.insert("EU200A")
+        rig.wait(lambda: rig.cash_in() == [200], "the first coin")
+        rig.sim.unplug()
+        rig.wait(lambda: {Device.COIN, Device.NOTES} <= rig.view().faults, "both offline", 10)
+        assert not link.exists() and rig.view().paid == E(200)
+        rig.sim.plug()
+        rig.wait(lambda: not rig.view().faults, "back online by itself", 10)
+        rig.wait(lambda: rig.coin.master, "re-enabled")
+        assert rig.coin.insert("EU100A")
+        rig.wait(lambda: rig.cash_in() == [200, 100], "a coin taken again")
+        assert rig.view().paid == E(300)
 
 
 def test_unknown_and_inhibited_coins_credit_nothing(rig: CashRig) -> None:

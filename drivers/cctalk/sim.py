@@ -15,6 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 
 from drivers.cctalk.codec import HOST, Decoder, Frame, Header, RouteCode, encode, next_counter
 from drivers.ptysim import PtyDevice
@@ -265,12 +266,13 @@ class BusSimulator(PtyDevice):
         echo: bool = True,
         crc16_mode: bool = False,
         byte_time: float = 0.0,
+        link: Path | None = None,
     ) -> None:
         self.devices = {d.address: d for d in devices}
         self.echo = echo
         self.crc16_mode = crc16_mode
         self.byte_time = byte_time  # 0: as fast as the pty; BYTE_TIME_8N1 for a real line
-        super().__init__()
+        super().__init__(link)
         self._decoder = Decoder(crc16_mode=crc16_mode)
         self._faults: deque[str] = deque()
         self.requests: list[Frame] = []

@@ -5,6 +5,7 @@ Not thread-safe by design: one owner thread per bus (`BusWorker`) makes every re
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -39,8 +40,13 @@ class Bus:
         echo: bool = True,
         timeout: float = 0.1,
         retries: int = 2,
+        url: str | None = None,
     ) -> None:
         self.port = port
+        #: where to open the port again when it was lost (an adapter unplugged and plugged in
+        #: again comes back at the same stable path); None: a lost port stays lost
+        self.url = url
+        self._lost = False
         self.crc16_mode = crc16_mode
         self.echo = echo
         self.timeout = timeout
@@ -50,7 +56,15 @@ class Bus:
 
     @classmethod
     def open(cls, url: str, **kwargs: object) -> Bus:
-        return cls(open_port(url), **kwargs)  # type: ignore[arg-type]
+        return cls(open_port(url), url=url, **kwargs)  # type: ignore[arg-type]
+
+    def _reopen(self) -> None:
+        """The port failed before: open it again (TransportError while it is not there)."""
+        if self.url is None:
+            raise TransportError("the port was lost")
+        self.port = open_port(self.url)
+        self._lost = False
+        log.warning("%s: port open again", self.url)
 
     def close(self) -> None:
         self.port.close()
@@ -59,6 +73,8 @@ class Bus:
         self, dest: int, header: int, data: bytes = b"", timeout: float | None = None
     ) -> bytes:
         """Send one command and return the reply's data; retries on silence or bad frames."""
+        if self._lost:
+            self._reopen()
         raw = encode(Frame(dest, HOST, header, data), crc16_mode=self.crc16_mode)
         self.stats["requests"] += 1
         for attempt in range(self.retries + 1):
@@ -108,4 +124,7 @@ class Bus:
                 if salvaged is not None:
                     return salvaged
         except (serial.SerialException, OSError) as err:
+            self._lost = True  # unplugged, most often: closed now, opened again next time
+            with contextlib.suppress(serial.SerialException, OSError):
+                self.port.close()
             raise TransportError(f"port error talking to {dest}: {err}") from err

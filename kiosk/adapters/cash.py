@@ -12,6 +12,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from drivers.cctalk.codec import BillEventKind, RouteCode
 from drivers.cctalk.devices import (
@@ -292,10 +293,11 @@ def open_cash(
 
 
 def start_simulator(
-    site: Site, *, byte_time: float = 0.0
+    site: Site, *, byte_time: float = 0.0, link: Path | None = None
 ) -> tuple[BusSimulator, SimCoinAcceptor, SimBillValidator]:
     """A simulated bus, started, with a coin acceptor and note validator for the site's currency
-    at the addresses its site file names."""
+    at the addresses its site file names (`link`: a stable path to it, as udev makes for a USB
+    adapter, so that it can be unplugged and plugged in again)."""
     swiss = site.currency == "CHF"
     d = site.devices
     coin = SimCoinAcceptor(
@@ -306,6 +308,6 @@ def start_simulator(
         swiss_notes() if swiss else euro_notes(),
         address=(d.notes.address if d.notes else None) or BILL_ADDRESS,
     )
-    sim = BusSimulator([coin, bills], byte_time=byte_time)
+    sim = BusSimulator([coin, bills], byte_time=byte_time, link=link)
     sim.start()
     return sim, coin, bills
