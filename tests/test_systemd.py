@@ -158,3 +158,63 @@ def test_the_kiosk_unit_is_hardened() -> None:
     score = float(res.stdout.split("Overall exposure level for")[1].split(":")[1].split()[0])
     print(f"systemd-analyze security: {score}")
     assert score <= 4.0, res.stdout[-2000:]
+
+
+def test_kiosk_install_boots_the_machine_into_the_automat(tmp_path: Path) -> None:
+    """`kiosk install` into a folder standing for the machine's /: the site, the units pointing
+    at this program, the screen without desktop, cursor, blanking or a way out, udev rules;
+    the units verify as installed; the commands that finish it on the machine are named."""
+    root = tmp_path / "root"
+    res = subprocess.run(
+        [sys.executable, "-m", "kiosk.cli", "install", "--site",
+         str(ROOT / "config" / "jena-saalstrasse.toml"), "--root", str(root)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    etc = root / "etc"
+    site = (etc / "prepaid-kiosk" / "site.toml").read_text()
+    assert site == (ROOT / "config" / "jena-saalstrasse.toml").read_text()
+    assert (etc / "prepaid-kiosk" / "secrets.toml").stat().st_mode & 0o077 == 0
+    units = etc / "systemd" / "system"
+    kiosk = (units / "prepaid-kiosk.service").read_text()
+    assert f"ExecStart={ROOT}/.venv/bin/kiosk " in kiosk
+    assert "Requires=prepaid-kiosk-display.service" in kiosk
+    display = (units / "prepaid-kiosk-display.service").read_text()
+    assert "-nocursor" in display and "-s 0" in display and "-dpms" in display
+    xorg = (etc / "X11" / "xorg.conf.d" / "10-prepaid-kiosk.conf").read_text()
+    assert '"DontVTSwitch" "true"' in xorg and '"DontZap" "true"' in xorg
+    assert "NAutoVTs=0" in (etc / "systemd" / "logind.conf.d" / "10-prepaid-kiosk.conf").read_text()
+    rules = (etc / "udev" / "rules.d" / "70-prepaid-kiosk.rules").read_text()
+    assert 'SUBSYSTEM=="tty", SUBSYSTEMS=="usb", GROUP="dialout"' in rules
+    for line in ("useradd --system --create-home --groups dialout,video,input kiosk",
+                 "systemctl enable pcscd.socket prepaid-kiosk-display.service "
+                 "prepaid-kiosk.service"):  # fmt: skip
+        assert line in res.stdout
+    env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{units}:"}
+    check = ["prepaid-kiosk.service", "prepaid-headoffice.service"]
+    if Path("/usr/bin/Xorg").exists():  # the X server (xserver-xorg) is on kiosks, not here
+        check.append("prepaid-kiosk-display.service")
+    res = subprocess.run(["systemd-analyze", "verify", *check], cwd=units, env=env,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    # a second run keeps the secrets a technician filled in
+    (etc / "prepaid-kiosk" / "secrets.toml").write_text("[technician]\npin_hash = 'x'\n")
+    again = subprocess.run(
+        [sys.executable, "-m", "kiosk.cli", "install", "--site",
+         str(ROOT / "config" / "jena-saalstrasse.toml"), "--root", str(root)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert again.returncode == 0
+    assert "pin_hash = 'x'" in (etc / "prepaid-kiosk" / "secrets.toml").read_text()
+
+
+def test_kiosk_install_refuses_a_bad_site(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[site]\nid = 'x'\n")
+    res = subprocess.run(
+        [sys.executable, "-m", "kiosk.cli", "install", "--site", str(bad), "--root",
+         str(tmp_path / "root")],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert res.returncode == 2 and "kiosk:" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "root").exists()  # nothing written

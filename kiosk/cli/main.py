@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import sys
 import threading
@@ -295,6 +296,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run(site, journal_path(base, site.kiosk_id), opts, sys.stdout)
 
 
+def cmd_install(args: argparse.Namespace) -> int:
+    from kiosk.service.install import install
+
+    site_file = Path(args.site)
+    load_site(site_file)  # a site that does not load is not installed
+    root = Path(args.root)
+    if root.resolve() == Path("/") and os.geteuid() != 0:
+        print("kiosk: installing on this machine needs root (or give --root DIR)", file=sys.stderr)
+        return 2
+    program = Path(args.program).resolve()
+    install(root, site_file, program, program / "config" / "systemd", sys.stdout)
+    return 0
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from kiosk.sim.simulate import run_simulate
 
@@ -492,6 +507,15 @@ def build_parser() -> argparse.ArgumentParser:
     simp.add_argument("--control", help="the control socket (default: DATA_DIR/simulate.sock)")
     simp.add_argument("--head-office", help="the head office URL to write into the site")
     simp.set_defaults(func=cmd_simulate)
+    inst = sub.add_parser(
+        "install",
+        help="make this Debian 12 machine boot straight into the automat (units, screen, udev)",
+    )
+    inst.add_argument("--site", required=True, help="the site file to install")
+    inst.add_argument("--root", default="/", help="install under this folder instead of /")
+    inst.add_argument("--program", default=str(Path(__file__).resolve().parents[2]),
+                      help="where the program is (.venv, config/); default: this one")  # fmt: skip
+    inst.set_defaults(func=cmd_install)
     demo = sub.add_parser("demo", help="scripted customers on fake devices; prints the journal")
     demo.add_argument("--site", help="site file (default: the embedded demo site)")
     demo.set_defaults(func=cmd_demo)
