@@ -97,16 +97,43 @@ def test_demo_again_with_a_new_head_office_sends_the_whole_journal(tmp_path: Pat
 
 
 def test_run_without_a_display_scripts_customers_and_saves_every_screen(tmp_path: Path) -> None:
+    """The production command, started as systemd starts it (a real NOTIFY_SOCKET and a
+    watchdog): READY=1 once its devices are up, pings while it lives, STOPPING=1 at the end."""
+    import contextlib
     import os
+    import socket
+    import threading
 
     shots = tmp_path / "shots"
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    res = subprocess.run(
-        [sys.executable, "-m", "kiosk.cli", "--data-dir", str(tmp_path / "data"), "run",
-         "--screenshots", str(shots)],
-        capture_output=True, text=True, timeout=600, env=env, cwd=ROOT,
-    )  # fmt: skip
+    env |= {"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "400000"}
+    heard: list[str] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind(str(tmp_path / "notify"))
+        systemd.settimeout(0.2)
+        done = threading.Event()
+
+        def listen() -> None:  # as systemd does, while the automat runs
+            while not done.is_set():
+                with contextlib.suppress(TimeoutError):
+                    heard.append(systemd.recv(4096).decode())
+
+        listener = threading.Thread(target=listen, daemon=True)
+        listener.start()
+        res = subprocess.run(
+            [sys.executable, "-m", "kiosk.cli", "--data-dir", str(tmp_path / "data"), "run",
+             "--screenshots", str(shots)],
+            capture_output=True, text=True, timeout=600, env=env, cwd=ROOT,
+        )  # fmt: skip
+        done.set()
+        listener.join(5)
+        systemd.setblocking(False)
+        with contextlib.suppress(BlockingIOError):  # what came after its last look
+            while True:
+                heard.append(systemd.recv(4096).decode())
     assert res.returncode == 0, res.stderr[-3000:]
+    assert heard[0] == "READY=1\nSTATUS=in service", heard[:3]  # from the automat, nobody else
+    assert heard.count("WATCHDOG=1") >= 10 and heard[-1] == "STOPPING=1", heard[-3:]
     assert "No display: started a virtual screen" in res.stdout
     names = sorted(p.name for p in shots.glob("*.png"))
     screens = {"idle", "refused", "amount", "method", "cash", "card", "done", "key-missing"}

@@ -118,6 +118,8 @@ class Kiosk:
             self._next_site = None
         self.session = TopUpSession(self.site, now, self._new_txid)
         self._published = self.session.view()
+        if health is not None:  # a first look before any device can report a customer
+            self._look_at_health(now)
         self.head_office.attach(self.apply_settings)
         for port in (devices.reader, devices.coin, devices.notes, devices.card, devices.printer):
             if port is not None:

@@ -16,6 +16,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +39,31 @@ class Notifier:
         message = "\n".join(f"{k}={v}" for k, v in fields.items()).encode()
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                s.setblocking(False)  # never wait for the listener: the engine sends too
                 s.connect(self.address)
-                s.sendall(message)
-        except OSError as err:
+                s.send(message)
+        except OSError as err:  # BlockingIOError too: its queue is full, this one is dropped
             log.warning("systemd notification not sent: %s", err)
             return False
         return True
+
+
+@dataclass(frozen=True)
+class Supervision:
+    """What systemd gave this process: where to notify, and the watchdog's ping interval."""
+
+    address: str = ""
+    watchdog: float | None = None
+
+
+def take_supervision() -> Supervision:
+    """Read $NOTIFY_SOCKET and the watchdog settings, and remove them from the environment
+    (as sd_notify's unset_environment does): processes the automat starts (the virtual screen,
+    a local head office) must not speak for it."""
+    sup = Supervision(os.environ.get("NOTIFY_SOCKET", ""), watchdog_interval())
+    for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        os.environ.pop(name, None)
+    return sup
 
 
 def watchdog_interval() -> float | None:

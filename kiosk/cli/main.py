@@ -273,7 +273,10 @@ def _diag_with_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from kiosk.app.systemd import take_supervision
     from kiosk.cli.run import RunOptions, default_headless, run
+
+    supervision = take_supervision()  # before any process is started that could inherit it
     from kiosk.sim.simulate import every_port_simulated
 
     site = load_site(args.site)
@@ -285,6 +288,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         shots=Path(args.screenshots) if args.screenshots else base / "screenshots",
         panel=args.panel,
         control=Path(args.control) if args.control else None,
+        supervision=supervision,
     )
     if opts.headless and not opts.simulate:
         print(

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from kiosk.app.bootstrap import Automat, automat
-from kiosk.app.systemd import Notifier, Watchdog, watchdog_interval
+from kiosk.app.systemd import Notifier, Supervision, Watchdog
 from kiosk.domain.clock import ManualClock, utc_now
 from kiosk.domain.engine import State, View
 from kiosk.domain.site import Site
@@ -36,6 +36,7 @@ class RunOptions:
     shots: Path
     panel: bool
     control: Path | None = None  # a running `kiosk simulate`'s control socket, for the panel
+    supervision: Supervision = Supervision()  # systemd's, taken from the environment at start
 
 
 def run(site: Site, journal_file: Path, opts: RunOptions, out: TextIO) -> int:
@@ -57,7 +58,7 @@ def run(site: Site, journal_file: Path, opts: RunOptions, out: TextIO) -> int:
         stop = threading.Event()
         engine = threading.Thread(target=kiosk.run, args=(stop,), name="engine", daemon=True)
         engine.start()
-        stack.enter_context(supervised(running, engine))
+        stack.enter_context(supervised(running, engine, opts.supervision))
         try:
             if opts.headless:
                 from kiosk.sim.script import scripted_customers
@@ -108,11 +109,11 @@ def _stop_when_failed(engine: threading.Thread, app: Any) -> None:
 
 
 @contextmanager
-def supervised(running: Automat, engine: threading.Thread) -> Iterator[None]:
+def supervised(running: Automat, engine: threading.Thread, sup: Supervision) -> Iterator[None]:
     """systemd's view of the automat (when it started it): READY=1 once the devices are up,
     STATUS= whenever it goes in or out of service, and WATCHDOG=1 pings while the engine and
     every device and sync thread are alive."""
-    notifier = Notifier()
+    notifier = Notifier(sup.address)
     if not notifier.active:
         yield
         return
@@ -142,7 +143,7 @@ def supervised(running: Automat, engine: threading.Thread) -> Iterator[None]:
 
     kiosk.listeners.append(status)
     threading.Thread(target=ready, name="ready", daemon=True).start()
-    interval = watchdog_interval()
+    interval = sup.watchdog
     watchdog = None
     if interval is not None:
         watchdog = Watchdog(notifier, partial(running.dead_parts, engine), interval)

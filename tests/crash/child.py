@@ -13,7 +13,14 @@ before any device hears of it: the worst moment for the engine, and the one a po
 transaction's entries, before the kiosk learns so; `--crash-in claim` when head office has just
 handed it a key's credits, before the kiosk journals them (the worst moments for the sync).
 
+`--fault-at N --fault KIND` brings a fault in right after the N-th step instead: `engine_error`
+(the next engine step raises), `disk_full` (the journal's file system is filled: the next write
+fails), `journal_locked` (another process holds the journal's write lock for 10 s),
+`clock_back` / `clock_forward` (the wall clock steps back 2 hours / forward 2 days). An engine
+that stopped on a failure ends the process with status 70, as `kiosk run` does.
+
     python -m tests.crash.child SITE.toml JOURNAL.sqlite [--crash-after N] [--crash-in WHERE]
+        [--fault-at N --fault KIND]
 """
 
 from __future__ import annotations
@@ -23,12 +30,15 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from kiosk.app.bootstrap import automat
+from kiosk.app.runner import Kiosk
 from kiosk.domain.clock import utc_now
 from kiosk.domain.engine import View
 from kiosk.domain.events import AmountChosen, Cancel, Finish, Method, MethodChosen
@@ -62,8 +72,17 @@ def view_line(v: View, refusal: Any) -> dict[str, Any]:
     }
 
 
-def count_steps(crash_after: int) -> None:
-    """Report each commit that carries a transaction entry; die after the chosen one."""
+#: the wall clock's offset (the clock faults move it)
+_offset = [timedelta(0)]
+
+
+def clock() -> datetime:
+    return utc_now() + _offset[0]
+
+
+def count_steps(crash_after: int, fault_at: int = 0, fault: str = "") -> None:
+    """Report each commit that carries a transaction entry; die after the chosen one, or bring
+    the chosen fault in after it."""
     append = Journal.append
     steps = 0
 
@@ -75,9 +94,55 @@ def count_steps(crash_after: int) -> None:
             say({"step": steps, "kinds": [str(e.kind) for e in stored]})
             if steps == crash_after:
                 die()
+            if steps == fault_at:
+                bring_in(fault, self)
         return stored
 
     Journal.append = counted  # type: ignore[method-assign]
+
+
+def bring_in(fault: str, journal: Journal) -> None:
+    """The fault, now (on the engine thread, right after a step's commit)."""
+    say({"fault": fault})
+    if fault == "engine_error":
+        process = Kiosk.process
+
+        def broken(self: Kiosk, event: Any) -> None:
+            Kiosk.process = process  # type: ignore[method-assign]
+            raise RuntimeError("injected: a defect in the engine")
+
+        Kiosk.process = broken  # type: ignore[method-assign]
+    elif fault == "disk_full":
+        with open(journal.path.parent / "filler", "wb") as f:  # noqa: SIM115
+            try:
+                while True:
+                    f.write(bytes(65536))
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError:
+                pass  # full
+    elif fault == "journal_locked":
+        locker = subprocess.Popen(
+            [sys.executable, "-c", LOCKER, str(journal.path)], stdout=subprocess.PIPE, text=True
+        )
+        assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
+    elif fault == "clock_back":
+        _offset[0] -= timedelta(hours=2)
+    elif fault == "clock_forward":
+        _offset[0] += timedelta(days=2)
+    else:
+        raise ValueError(f"unknown fault {fault!r}")
+
+
+#: another writer: holds the journal's write lock for 10 s
+LOCKER = """
+import sqlite3, sys, threading
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+threading.Event().wait(10)
+db.execute("ROLLBACK")
+"""
 
 
 def die() -> None:
@@ -117,18 +182,21 @@ def main() -> int:
     ap.add_argument("journal")
     ap.add_argument("--crash-after", type=int, default=0)
     ap.add_argument("--crash-in", choices=("upload", "claim"))
+    ap.add_argument("--fault-at", type=int, default=0)
+    ap.add_argument("--fault", default="")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    count_steps(args.crash_after)
+    count_steps(args.crash_after, args.fault_at, args.fault)
     if args.crash_in:
         crash_in(args.crash_in)
     site = load_site(args.site)
-    with automat(site, Path(args.journal), utc_now, sys.stderr) as running:
+    with automat(site, Path(args.journal), clock, sys.stderr) as running:
         kiosk = running.kiosk
         kiosk.listeners.append(lambda v, e: say(view_line(v, e)))
         stop = threading.Event()
         engine = threading.Thread(target=kiosk.run, args=(stop, 0.05), daemon=True)
         engine.start()
+        threading.Thread(target=exit_when_failed, args=(engine, kiosk, stop), daemon=True).start()
         say({"started": True, **view_line(kiosk.view(), None)})
         for line in sys.stdin:
             cmd, _, arg = line.strip().partition(" ")
@@ -148,6 +216,15 @@ def main() -> int:
         if card is not None and hasattr(card, "wait_idle"):
             card.wait_idle(5)
     return 0
+
+
+def exit_when_failed(engine: threading.Thread, kiosk: Kiosk, stop: threading.Event) -> None:
+    """An engine that stopped on a failure ends the process with a failure status, as
+    `kiosk run` does (systemd then starts it again)."""
+    engine.join()
+    if kiosk.failure is not None and not stop.is_set():
+        say({"failed": kiosk.failure})
+        os._exit(70)
 
 
 if __name__ == "__main__":

@@ -97,6 +97,16 @@ FAULTS = {
 #: the columns with a head office, and where their automat is also killed (`--crash-in`)
 HEAD_OFFICE = {"head_office": ("upload",), "ho_credit": ("upload", "claim")}
 OFFICE_CREDIT = 500  # what head office holds for the key in `ho_credit` (from its admin)
+#: faults brought in right after a journaled step (tests/crash/child.py --fault): the engine
+#: raises, the journal's disk fills up, another writer locks the journal for 10 s, the clock
+#: steps back 2 hours or forward 2 days
+INJECTED = ("engine_error", "disk_full", "journal_locked", "clock_back", "clock_forward")
+#: the steps each injected fault is brought in after by default (in CI): the first payment step
+#: of each flow, where money is in the automat and not yet on the key. Not every step: five
+#: classes at every step of both flows would add about four minutes (the journal lock alone
+#: holds each of its cells for 10 s) to a CI matrix that must stay under five; `--injected all`
+#: runs every step.
+INJECTED_SAMPLE = {"cash": (2,), "card": (2,)}
 TOKEN_ENV = "KIOSK_HEAD_OFFICE_TOKEN"
 
 
@@ -192,6 +202,8 @@ def _bench(folder: Path, reader: str, port: int, fault: str) -> Iterator[Bench]:
         stack.callback(printer.stop)
         site_file = folder / "site.toml"
         text = site_text(bus.path, terminal.port, printer.path, reader, ho.url if ho else None)
+        if fault == "disk_full":  # its 16 MB are the whole disk: a floor the cell can meet
+            text += "\n[health]\ndisk_floor_mb = 4\n"
         site_file.write_text(text, "utf-8")
         site = load_site(site_file)
         card = VirtualCard(virtual_uid(SERIAL), folder / "key.json")
@@ -201,6 +213,13 @@ def _bench(folder: Path, reader: str, port: int, fault: str) -> Iterator[Bench]:
             upper=site.key_credit_limit.minor, initial=START_CREDIT,
         )  # fmt: skip
         journal_file = folder / "journal.sqlite"
+        if fault == "disk_full":  # the journal on a small file system of its own
+            disk = folder / "disk"
+            disk.mkdir()
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)],
+                           check=True)  # fmt: skip
+            stack.callback(subprocess.run, ["umount", "-l", str(disk)], check=False)
+            journal_file = disk / "journal.sqlite"
         j = Journal(journal_file, site.kiosk_id)
         j.set_key(SERIAL, KeyStatus.ACTIVE, ACCOUNT)  # what head office said before it left
         j.close()
@@ -216,8 +235,12 @@ def _bench(folder: Path, reader: str, port: int, fault: str) -> Iterator[Bench]:
 class Automat:
     """One run of tests/crash/child.py: its views and steps as they come."""
 
-    def __init__(self, b: Bench, crash_after: int = 0, crash_in: str = "") -> None:
+    def __init__(
+        self, b: Bench, crash_after: int = 0, crash_in: str = "", inject: tuple[int, str] = (0, "")
+    ) -> None:
         where = ["--crash-in", crash_in] if crash_in else []
+        if inject[1]:
+            where += ["--fault-at", str(inject[0]), "--fault", inject[1]]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.crash.child", str(b.site_file), str(b.journal_file),
              "--crash-after", str(crash_after), *where],
@@ -279,7 +302,8 @@ class Automat:
 
     @property
     def killed(self) -> bool:
-        return self.proc.poll() is not None and self.proc.returncode < 0
+        """It died: killed by a signal, or ended itself on a failure (status 70)."""
+        return self.proc.poll() is not None and self.proc.returncode != 0
 
 
 def automat_env(b: Bench) -> dict[str, str]:
@@ -620,6 +644,7 @@ class Cell:
     seconds: float = 0.0
     steps: list[list[str]] = field(default_factory=list)
     kill: str = ""  # killed in the sync instead of after a step: "upload" or "claim"
+    inject: str = ""  # a fault brought in after the step instead of a kill (INJECTED)
 
     @property
     def where(self) -> str:
@@ -648,7 +673,10 @@ def reference_steps(flow: str, fault: str, work: Path) -> tuple[Cell, Bench]:
 def run_cell(cell: Cell, work: Path, keep: list[Any] | None = None) -> None:
     started = time.monotonic()
     with bench(work / f"{cell.flow}-{cell.fault}-{cell.where:0>2}", cell.fault) as b:
-        a = Automat(b, crash_after=cell.step, crash_in=cell.kill)
+        if cell.inject:
+            a = Automat(b, inject=(cell.step, cell.inject))
+        else:
+            a = Automat(b, crash_after=cell.step, crash_in=cell.kill)
         try:
             finished = top_up(b, a, cell.flow, cell.fault)
             if finished and cell.kill:  # the sync's next round carries the transaction: it
@@ -662,6 +690,8 @@ def run_cell(cell: Cell, work: Path, keep: list[Any] | None = None) -> None:
                 if cell.fault.startswith("key_torn@"):
                     cell.outcome = (f"torn, put back {b.put_back}x, completed" if b.put_back
                                     else "died? (the key was never torn)")  # fmt: skip
+            elif cell.inject and not a.killed:
+                cell.outcome = "served on" if finished else "died?"
             elif not a.killed:
                 cell.outcome = "not killed (step not reached)"
             else:
@@ -669,12 +699,15 @@ def run_cell(cell: Cell, work: Path, keep: list[Any] | None = None) -> None:
                     b.slot.remove()
                     wait_reader(b, False)
                 b.printer.paper = "ok"
+                (b.journal_file.parent / "filler").unlink(missing_ok=True)  # space again
                 a2 = Automat(b)
                 try:
                     come_back(b, a2)
                 finally:
                     a2.quit()
-                cell.outcome = "killed, recovered" + (" after done" if finished else "")
+                cell.outcome = (
+                    "failed safe, recovered" if cell.inject else "killed, recovered"
+                ) + (" after done" if finished else "")
         except (AssertionError, TimeoutError, TransportError) as err:
             cell.outcome = f"harness: {err}"
             with contextlib.suppress(Exception):
@@ -707,6 +740,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="kill at every step under every fault (as the test suite does); "
                     "without it: every step without a fault, the first two and the last under "
                     "each fault")  # fmt: skip
+    ap.add_argument("--injected", choices=("sample", "all"), default="sample",
+                    help="faults brought in after a step (engine error, disk full, journal "
+                    "locked, clock jumps): after the first payment step of each flow, or after "
+                    "every step")  # fmt: skip
     ap.add_argument("--jobs", type=int, default=len(SLOTS), choices=range(1, len(SLOTS) + 1),
                     help="cells side by side (one vpcd reader slot each)")  # fmt: skip
     ap.add_argument(
@@ -725,7 +762,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.cell:
             flow, fault, step = args.cell.split(":")
             kill = step if step in ("upload", "claim") else ""
-            cell = Cell(flow, 0 if kill else int(step), ["(one cell)"], fault, kill=kill)
+            inject = fault if fault in INJECTED else ""
+            cell = Cell(flow, 0 if kill else int(step), ["(one cell)"], fault, kill=kill,
+                        inject=inject)  # fmt: skip
             run_cell(cell, work)
             cells.append(cell)
             print(f"steps of that run: {' | '.join('+'.join(s) for s in cell.steps)}")
@@ -766,6 +805,14 @@ def run_matrix(pool: ThreadPoolExecutor, args: argparse.Namespace, work: Path) -
                 later(Cell(flow, n, kinds, fault))
         for where in HEAD_OFFICE.get(fault, ()):  # killed inside the sync
             later(Cell(flow, 0, [f"head office answered the {where}"], fault, kill=where))
+        if fault == "none":  # faults brought in after a step (its steps are these)
+            for cls in INJECTED:
+                if cls == "disk_full" and os.geteuid() != 0:
+                    print("disk_full: left out (mounting a small file system needs root)")
+                    continue
+                for n, kinds in enumerate(steps, start=1):
+                    if args.injected == "all" or n in INJECTED_SAMPLE[flow]:
+                        later(Cell(flow, n, kinds, cls, inject=cls))
         if flow == "cash" and fault == "none":  # the key pulled at each write command
             used = ended.card.commands - ended.at_insert
             for k in range(ended.read_commands + 1, used + 1):
