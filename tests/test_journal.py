@@ -195,3 +195,29 @@ def test_a_card_reversal_after_credit_becomes_debt_on_the_account(tmp_path: Path
     )
     j.append([Record(Kind.CARD_REVERSED, "T1", None, E(3000), {"after_credit": True})], T0)
     assert j.account_for("K1", "4711", "EUR").debt == E(3000)
+
+
+def test_a_credit_brought_twice_at_once_is_journaled_once(tmp_path: Path) -> None:
+    """The sync thread (head office's reference data) and the engine (a key's claim) may bring
+    the same credit at the same moment: one pending credit, never two."""
+    import threading
+
+    j = Journal(tmp_path / "j.sqlite", "K")
+    credit = Record(
+        Kind.PENDING_CREDIT, "HO-1", "K-1", Money(500, "EUR"), {"reason": "head_office"}
+    )
+    start = threading.Barrier(8)
+    added: list[int] = []
+
+    def bring() -> None:
+        start.wait()
+        added.append(len(j.add_credits([credit, credit], T0)))
+
+    threads = [threading.Thread(target=bring) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert sorted(added) == [0] * 7 + [1]
+    assert [e.txid for e in j.entries() if e.kind == Kind.PENDING_CREDIT] == ["HO-1"]
+    j.close()

@@ -98,7 +98,8 @@ class Syncer:
         return True
 
     def _take_credits(self, held: list[dict[str, Any]]) -> int:
-        """Journal the credits head office says this kiosk holds and that are new here."""
+        """Journal the credits head office says this kiosk holds and that are new here (once,
+        whether the reference data or a key's claim brings them first)."""
         records = []
         for c in held:
             if c["currency"] != self.currency:
@@ -106,18 +107,16 @@ class Syncer:
                     "credit %s is in %s, not %s: left", c["credit_id"], c["currency"], self.currency
                 )
                 continue
-            if not self.journal.credit_known(c["credit_id"]):
-                records.append(
-                    Record(
-                        Kind.PENDING_CREDIT,
-                        c["credit_id"],
-                        c["key"],
-                        Money(c["amount"], c["currency"]),
-                        {"reason": "head_office", "origin": c.get("origin")},
-                    )
+            records.append(
+                Record(
+                    Kind.PENDING_CREDIT,
+                    c["credit_id"],
+                    c["key"],
+                    Money(c["amount"], c["currency"]),
+                    {"reason": "head_office", "origin": c.get("origin")},
                 )
-        self.journal.append(records, self.clock())
-        return len(records)
+            )
+        return len(self.journal.add_credits(records, self.clock()))
 
     def _release_credits(self, held: set[str]) -> None:
         """A credit of ours that head office has (it was uploaded) but no longer lists as ours

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -187,6 +188,7 @@ class Journal:
                     raise JournalError(
                         f"{self.path} is the journal of kiosk {owner}, not of {kiosk_id}"
                     )
+            self._credits = threading.Lock()  # see add_credits
             #: what a failed write leaves behind, for the next start to journal
             self.kept = KeptRecords(self.path.with_name(self.path.name + ".kept"))
         except SQLAlchemyError as err:
@@ -459,6 +461,19 @@ class Journal:
             q = q.where(journal_table.c.seq <= upto_seq)
         with self.engine.connect() as conn:
             return [(r.txid, r.key) for r in conn.execute(q)]
+
+    def add_credits(self, records: Sequence[Record], now: datetime) -> list[Entry]:
+        """Journal the pending credits among `records` that are not journaled yet (by id), the
+        check and the append as one: head office's reference data (the sync thread) and a key's
+        claim (the engine thread) may bring the same credit at the same moment."""
+        with self._credits:
+            seen: set[str | None] = set()
+            new = []
+            for r in records:
+                if r.txid not in seen and not (r.txid and self.credit_known(r.txid)):
+                    new.append(r)
+                seen.add(r.txid)
+            return self.append(new, now)
 
     def credit_known(self, txid: str) -> bool:
         """Has this credit been journaled here before (open, written or released)?"""
