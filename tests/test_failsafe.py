@@ -117,6 +117,28 @@ def test_an_unexpected_error_in_a_step_puts_the_automat_out_of_order(automat: Au
     a.journal.verify()
 
 
+def test_a_session_broken_through_and_through_still_leaves_the_money_safe(
+    automat: Automat,
+) -> None:
+    """The session raises whatever is asked of it, its view too: the fail-safe works from
+    the last view it published, and nothing escapes the engine thread."""
+    a = automat
+    a.at_cash()
+    assert a.coin.insert(E(200))
+    a.wait(lambda: a.kiosk.view().paid == E(200), "the first coin")
+
+    def broken(*_args: Any) -> Any:
+        raise KeyError("the session's state is gone")
+
+    a.kiosk.session.handle = broken  # type: ignore[method-assign]
+    a.kiosk.session.view = broken  # type: ignore[method-assign]
+    assert a.coin.insert(E(100))
+    a.engine.join(10)
+    assert not a.engine.is_alive() and a.errors == []
+    assert a.coin.limit is None and a.notes.limit is None
+    assert a.kiosk.view().notice == "failed" and a.kiosk.view().notice_params["paid"] == E(200)
+
+
 def test_a_step_the_journal_refuses_is_kept_and_journaled_at_the_next_start(
     automat: Automat, tmp_path: Path
 ) -> None:

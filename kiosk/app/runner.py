@@ -180,7 +180,7 @@ class Kiosk:
                 ev, queued = Tick(self.clock()), False
             try:
                 self.process(ev)
-            except Exception as err:  # noqa: BLE001 - every failure: money safe first
+            except Exception as err:  # every failure: money safe first
                 self.fail_safe(err, ev)
                 return
             finally:
@@ -198,7 +198,8 @@ class Kiosk:
         them in the side file when the journal cannot take them), then tell the screen: the
         automat is out of order, what the customer paid is recorded, where to go."""
         log.critical("engine step on %s failed: %s", type(event).__name__, err, exc_info=err)
-        view = self.session.view()
+        # the last view published (a snapshot): the session itself may be what is broken
+        view = self._published
         self._inhibit(card=view.state == State.CARD)
         records = list(err.records) if isinstance(err, StepNotJournaled) else []
         cause = err.__cause__ if isinstance(err, StepNotJournaled) and err.__cause__ else err
@@ -207,7 +208,7 @@ class Kiosk:
                         "text": f"out of order: {type(cause).__name__}: {cause}"})  # fmt: skip
         try:
             self.journal.append([*records, fault], self.clock())
-        except Exception as again:  # noqa: BLE001 - the journal cannot take them: keep them
+        except Exception as again:  # the journal cannot take them: keep them
             log.critical("journal still failing (%s): records kept in the side file", again)
             try:
                 self.journal.keep([*records, fault])
@@ -221,7 +222,7 @@ class Kiosk:
         for listener in self.listeners:
             try:
                 listener(self._published, None)
-            except Exception:  # noqa: BLE001 - the screen must not undo the fail-safe
+            except Exception:  # the screen must not undo the fail-safe
                 log.exception("a listener failed on the out-of-order view")
 
     def _inhibit(self, *, card: bool) -> None:
@@ -231,12 +232,12 @@ class Kiosk:
             if acceptor is not None:
                 try:
                     acceptor.disable()
-                except Exception:  # noqa: BLE001 - its dead-man switch inhibits it anyway
+                except Exception:  # its dead-man switch inhibits it anyway
                     log.exception("could not inhibit an acceptor")
         if card and d.card is not None:
             try:
                 d.card.abort()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("could not abort the card dialogue")
 
     @property
