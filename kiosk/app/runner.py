@@ -82,11 +82,15 @@ class Kiosk:
         pin_hash: str | None = None,
         head_office: HeadOffice | None = None,
         health: HealthGuard | None = None,
+        monotonic: Callable[[], float] | None = None,
     ) -> None:
         self.site = self.base_site = site
         self.journal = journal
         self.devices = devices
         self.clock = clock
+        #: the clock the engine's timeouts run on (a monotonic one in production; without it,
+        #: the wall clock's steps, as for a scripted clock)
+        self.monotonic = monotonic
         self.events: queue.Queue[Event] = queue.Queue()
         self._txno = 0  # the number in the last transaction id given out
         self.listeners: list[Listener] = []
@@ -134,8 +138,11 @@ class Kiosk:
             log.warning("head-office settings refused: %s", err)
             return False
         self._next_site = site
-        self.submit(Tick(self.clock()))
+        self.submit(self._tick())
         return True
+
+    def _tick(self) -> Tick:
+        return Tick(self.clock(), None if self.monotonic is None else self.monotonic())
 
     def _new_txid(self) -> str:
         """Kiosk, date and a number that never repeats on this kiosk: above the journal's last
@@ -177,7 +184,7 @@ class Kiosk:
                 ev: Event = self.events.get(timeout=tick_seconds)
                 queued = True
             except queue.Empty:
-                ev, queued = Tick(self.clock()), False
+                ev, queued = self._tick(), False
             try:
                 self.process(ev)
             except Exception as err:  # every failure: money safe first
@@ -246,7 +253,7 @@ class Kiosk:
         return self.events.unfinished_tasks > 0
 
     def tick(self) -> None:
-        self.submit(Tick(self.clock()))
+        self.submit(self._tick())
 
     def view(self) -> View:
         """The last published state: taken after the journal commit, safe from any thread."""

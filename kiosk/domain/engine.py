@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -183,7 +183,7 @@ class _Ctx:
     tx: _Tx | None = None
     pending: list[PendingCredit] = field(default_factory=list)
     pending_written: Money | None = None
-    deadline: datetime | None = None
+    deadline: float | None = None  # on the engine's elapsed-time clock (`TopUpSession.elapsed`)
     notice: str | None = None
     notice_params: dict[str, Any] = field(default_factory=dict)
     card_text: str = ""
@@ -208,8 +208,8 @@ class Receipt(StrEnum):
     DECLINED = "declined"
 
 
-#: how long a card payment's receipt waits for the terminal's receipt text
-CARD_RECEIPT_WAIT = timedelta(seconds=15)
+#: how long a card payment's receipt waits for the terminal's receipt text (seconds)
+CARD_RECEIPT_WAIT = 15.0
 
 
 @dataclass(frozen=True)
@@ -267,14 +267,18 @@ class TopUpSession:
             raise ValueError("the engine's clock must be timezone-aware (UTC)")
         self.site = site
         self.now = now
+        #: seconds the engine has seen pass: its timeouts run on this, not on the wall clock,
+        #: so a clock set back or forward neither stretches nor cuts a customer's time
+        self.elapsed = 0.0
+        self._mono: float | None = None  # the last tick's monotonic reading
         self._new_txid = new_txid
         self.faults: set[Device] = set()
         self._ctx = _Ctx()
         self._cash_limit: EnableCash | None = None  # what the acceptors were last told
         #: the customer's language (the screen's); back to the site's default between customers
         self.lang = site.default_language
-        #: card receipts waiting for the terminal's text: txid -> (language, print by then)
-        self._receipts_due: dict[str, tuple[str, datetime]] = {}
+        #: card receipts waiting for the terminal's text: txid -> (language, print by `elapsed`)
+        self._receipts_due: dict[str, tuple[str, float]] = {}
         #: the card terminal's receipts already journaled (the last few transactions)
         self._card_receipts: list[str] = []
         self.state = self._resting_state()
@@ -286,12 +290,14 @@ class TopUpSession:
         handler = TRANSITIONS[self.state].get(type(event))
         if handler is None:
             raise InvalidTransition(f"{type(event).__name__} is not expected in state {self.state}")
-        saved = (self.state, copy.deepcopy(self._ctx), set(self.faults), self.now, self._cash_limit)
+        saved = (self.state, copy.deepcopy(self._ctx), set(self.faults), self.now, self.elapsed,
+                 self._mono, self._cash_limit)  # fmt: skip
         try:
             cmds = handler(self, event)
             cmds += self._sync_acceptors()
         except Exception:
-            self.state, self._ctx, self.faults, self.now, self._cash_limit = saved
+            (self.state, self._ctx, self.faults, self.now, self.elapsed, self._mono,
+             self._cash_limit) = saved  # fmt: skip
             raise
         return [c for c in cmds if isinstance(c, Record)] + [
             c for c in cmds if not isinstance(c, Record)
@@ -303,7 +309,7 @@ class TopUpSession:
         zero = Money.zero(self.site.currency)
         left = None
         if c.deadline is not None:
-            left = max(0, int((c.deadline - self.now).total_seconds() + 0.999))
+            left = max(0, int(c.deadline - self.elapsed + 0.999))
         return View(
             state=self.state,
             key=c.key,
@@ -376,7 +382,7 @@ class TopUpSession:
         return []
 
     def _deadline(self, seconds: int | None) -> None:
-        self._ctx.deadline = None if seconds is None else self.now + timedelta(seconds=seconds)
+        self._ctx.deadline = None if seconds is None else self.elapsed + seconds
 
     def _notice(self, key: str | None, **params: Any) -> None:
         self._ctx.notice = key
@@ -491,12 +497,12 @@ class TopUpSession:
     def _print(self, tx: _Tx) -> list[Command]:
         """A card payment's receipt waits (a while) for the terminal's receipt text."""
         if (tx.card or tx.method == Method.CARD) and tx.txid not in self._card_receipts:
-            self._receipts_due[tx.txid] = (self.lang, self.now + CARD_RECEIPT_WAIT)
+            self._receipts_due[tx.txid] = (self.lang, self.elapsed + CARD_RECEIPT_WAIT)
             return []
         return [PrintReceipt(tx.txid, self.lang)]
 
     def _receipts_overdue(self) -> list[Command]:
-        late = [t for t, (_l, by) in self._receipts_due.items() if self.now >= by]
+        late = [t for t, (_l, by) in self._receipts_due.items() if self.elapsed >= by]
         return [PrintReceipt(t, self._receipts_due.pop(t)[0]) for t in late]
 
     def _allocate(self) -> list[Command]:
@@ -661,13 +667,19 @@ class TopUpSession:
     def on_tick(self, ev: Tick) -> list[Command]:
         if ev.now.tzinfo is None:
             raise ValueError("Tick needs an aware datetime")
+        if ev.mono is None:  # no monotonic reading: the wall clock's step is the time passed
+            step = (ev.now - self.now).total_seconds()
+        else:  # the wall clock may have been set: only the monotonic clock counts
+            step = 0.0 if self._mono is None else ev.mono - self._mono
+            self._mono = ev.mono
+        self.elapsed += max(0.0, step)
         self.now = ev.now
         c = self._ctx
         due = self._receipts_overdue() if self._receipts_due else []
         if self.state in (State.IDLE, State.CLOSED, State.OUT_OF_SERVICE):
             self.state = self._resting_state()
             return due
-        if c.deadline is None or self.now < c.deadline:
+        if c.deadline is None or self.elapsed < c.deadline:
             return due
         if c.tx is not None and c.tx.escrow is not None:
             return due  # a note in escrow pauses the clock until it is stacked or returned

@@ -156,7 +156,11 @@ class Event:
 
 @dataclass(frozen=True)
 class Tick(Event):
+    """Time passes: `now` is the wall clock (UTC: journal, opening hours), `mono` a monotonic
+    reading in seconds (timeouts) when the caller has one."""
+
     now: datetime
+    mono: float | None = None
 
 
 @dataclass(frozen=True)
