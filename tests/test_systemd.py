@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -122,6 +123,40 @@ def test_the_pings_stop_when_a_device_thread_dies(tmp_path: Path) -> None:
         finally:
             dog.stop()
             stop.set()
+
+
+def test_ready_waits_for_the_screens_first_picture(tmp_path: Path) -> None:
+    """Devices up is not enough: systemd hears READY=1 only once the screen shows its first
+    picture (a customer must never meet a black screen on an automat said to be up)."""
+    from kiosk.app.systemd import Supervision
+    from kiosk.cli.run import supervised
+
+    clock = ManualClock(SATURDAY_MORNING)
+    journal = tmp_path / "journal-DEMO-01.sqlite"
+    address = str(tmp_path / "notify")
+    with (
+        notify_socket(address) as s,
+        simulated_rig(make_site(), journal, io.StringIO(), clock) as rig,
+    ):
+        stop = threading.Event()
+        engine = threading.Thread(target=rig.kiosk.run, args=(stop, 0.05), daemon=True)
+        engine.start()
+        shown = threading.Event()
+        try:
+            with supervised(rig.automat, engine, Supervision(address, None), shown):
+                early = []
+                deadline = time.monotonic() + 10
+                while not rig.automat.devices_ready() and time.monotonic() < deadline:
+                    early.append(receive(s, 0.05))
+                assert rig.automat.devices_ready()
+                early.append(receive(s, 0.5))
+                assert [m for m in early if m is not None] == []  # devices up, screen black
+                shown.set()
+                assert receive(s, 5) == "READY=1\nSTATUS=in service"
+            assert receive(s, 5) == "STOPPING=1"
+        finally:
+            stop.set()
+            engine.join(5)
 
 
 UNITS = ROOT / "config" / "systemd"

@@ -58,12 +58,14 @@ def run(site: Site, journal_file: Path, opts: RunOptions, out: TextIO) -> int:
         stop = threading.Event()
         engine = threading.Thread(target=kiosk.run, args=(stop,), name="engine", daemon=True)
         engine.start()
-        stack.enter_context(supervised(running, engine, opts.supervision))
+        shown = threading.Event()  # the screen's first picture is up
+        stack.enter_context(supervised(running, engine, opts.supervision, shown))
         try:
             if opts.headless:
                 from kiosk.sim.script import scripted_customers
 
                 assert rig is not None, "the headless run needs the simulated devices"
+                shown.set()  # its screen is the pictures it saves
                 scripted_customers(rig, clock, opts.shots, out)
             else:
                 from kiosk.ui.app import KioskApp
@@ -77,7 +79,7 @@ def run(site: Site, journal_file: Path, opts: RunOptions, out: TextIO) -> int:
                         panel = partial(SimulatorPanel, rig.control, site)
                     elif opts.control is not None:
                         panel = partial(SimulatorPanel, SimulatorControl(opts.control), site)
-                app = KioskApp(kiosk, clock, panel=panel)
+                app = KioskApp(kiosk, clock, panel=panel, shown=shown)
                 threading.Thread(target=_stop_when_failed, args=(engine, app), daemon=True,
                                  name="engine-watch").start()  # fmt: skip
                 app.run()
@@ -109,38 +111,52 @@ def _stop_when_failed(engine: threading.Thread, app: Any) -> None:
 
 
 @contextmanager
-def supervised(running: Automat, engine: threading.Thread, sup: Supervision) -> Iterator[None]:
-    """systemd's view of the automat (when it started it): READY=1 once the devices are up,
-    STATUS= whenever it goes in or out of service, and WATCHDOG=1 pings while the engine and
-    every device and sync thread are alive."""
+def supervised(
+    running: Automat, engine: threading.Thread, sup: Supervision, shown: threading.Event
+) -> Iterator[None]:
+    """systemd's view of the automat (when it started it): READY=1 once the screen shows its
+    first picture and the devices are up, STATUS= whenever it goes in or out of service, and
+    WATCHDOG=1 pings while the engine and every device and sync thread are alive."""
     notifier = Notifier(sup.address)
     if not notifier.active:
         yield
         return
     kiosk = running.kiosk
-    last: list[str] = []
+    lock = threading.Lock()
+    told: dict[str, str] = {}  # "now": the automat's status; "sent": what systemd heard last
+
+    def status_of(view: View) -> str:
+        if view.state != State.OUT_OF_SERVICE:
+            return "in service"
+        if view.notice == "failed":
+            return "out of order"
+        return "out of service: " + (", ".join(sorted(view.faults)) or "no payment device")
 
     def status(view: View, _refusal: object) -> None:
-        if view.state == State.OUT_OF_SERVICE:
-            why = (
-                "out of order"
-                if view.notice == "failed"
-                else ("out of service: " + (", ".join(sorted(view.faults)) or "no payment device"))
-            )
-        else:
-            why = "in service"
-        if [why] != last:
-            last[:] = [why]
-            notifier.notify(STATUS=why)
+        """STATUS= on every change, once READY=1 is out (it carries the first)."""
+        with lock:
+            told["now"] = status_of(view)
+            if "sent" in told and told["now"] != told["sent"]:
+                told["sent"] = told["now"]
+                notifier.notify(STATUS=told["now"])
 
     def ready() -> None:
         deadline = time.monotonic() + READY_WITHIN
+        on_screen = shown.wait(READY_WITHIN)
         woken = threading.Event()
-        while not running.devices_ready() and time.monotonic() < deadline:
+        while on_screen and not running.devices_ready() and time.monotonic() < deadline:
             woken.wait(0.1)  # the devices come up on their own threads: look again shortly
-        notifier.notify(READY="1", STATUS="in service" if running.devices_ready()
-                        else "out of service: devices not ready")  # fmt: skip
+        with lock:
+            if not on_screen:
+                why = "out of service: no picture on the screen"
+            elif not running.devices_ready():
+                why = "out of service: devices not ready"
+            else:
+                why = told["now"]
+            told["sent"] = why
+            notifier.notify(READY="1", STATUS=why)
 
+    told["now"] = status_of(kiosk.view())
     kiosk.listeners.append(status)
     threading.Thread(target=ready, name="ready", daemon=True).start()
     interval = sup.watchdog
@@ -156,7 +172,8 @@ def supervised(running: Automat, engine: threading.Thread, sup: Supervision) -> 
         notifier.notify(STOPPING="1")
 
 
-#: systemd hears READY=1 when the devices are up, or after this long in any case
+#: systemd hears READY=1 when the screen and the devices are up, or after this long in any case
+#: (with a STATUS= saying what is not up; the watchdog then decides)
 READY_WITHIN = 60.0
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from kivy.app import App
+from kivy.clock import Clock
 from kivy.lang import Builder
 from kivy.properties import ObjectProperty
 from kivy.uix.widget import Widget
@@ -48,21 +50,27 @@ class KioskApp(App):  # type: ignore[misc]
         clock: Callable[[], datetime] = utc_now,
         *,
         panel: Callable[[], Widget] | None = None,
+        shown: threading.Event | None = None,
         **kw: Any,
     ) -> None:
         """`panel`: makes a drawer shown over the screen's right edge (`kiosk run --panel`:
-        the developer's simulator panel); never on a customer's automat."""
+        the developer's simulator panel); never on a customer's automat. `shown` is set once
+        the first picture is on the screen (systemd hears READY=1 only then)."""
         self.model = ScreenModel(kiosk.site, kiosk.submit)
         self.model.clock = clock
         self.model.kiosk = kiosk  # the service screens call kiosk.service.diag with it
         super().__init__(**kw)
         self.kiosk = kiosk
         self.panel = panel
+        self.shown = shown
         kiosk.listeners.append(self.model.post)
         self.model.post(kiosk.view(), None)
 
     def on_start(self) -> None:
         settle_heap()
+        if self.shown is not None:
+            shown = self.shown
+            Clock.schedule_once(lambda _dt: shown.set(), 0)  # after the first frame is drawn
 
     def build(self) -> Any:
         from kiosk.ui.root import KioskRoot  # its kv uses app.model: load after the app exists
