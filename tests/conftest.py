@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -92,27 +93,53 @@ def _readers() -> list[str]:
         return []
 
 
+#: the pcscd processes this run started (the session ends them)
+_PCSCD: list[subprocess.Popen[bytes]] = []
+
+
+def _start_pcscd() -> None:
+    exe = shutil.which("pcscd") or "/usr/sbin/pcscd"
+    if not os.path.exists(exe):
+        pytest.fail("pcscd is not installed: run the README's test command (./dev.sh test)")
+    proc = subprocess.Popen([exe, "-f"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _PCSCD.append(proc)
+    deadline = time.monotonic() + 10
+    while not any(r.startswith("Virtual PCD") for r in _readers()):
+        if proc.poll() is not None:
+            pytest.fail(f"pcscd exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+        if time.monotonic() > deadline:
+            proc.terminate()
+            pytest.fail("pcscd started but no vpcd reader appeared (vsmartcard-vpcd missing?)")
+        threading.Event().wait(0.05)  # pcscd loads its reader drivers: look again shortly
+
+
+def restart_pcscd() -> None:
+    """Stop the machine's pcscd (SIGTERM, as `systemctl restart pcscd` does) and start it
+    again, as an update or a crash does at a customer centre."""
+    pids = subprocess.run(["pgrep", "-x", "pcscd"], capture_output=True, text=True).stdout
+    for pid in map(int, pids.split()):
+        os.kill(pid, signal.SIGTERM)
+        mine = [p for p in _PCSCD if p.pid == pid]
+        if mine:
+            mine[0].wait(10)
+            continue
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{pid}"):
+            assert time.monotonic() < deadline, f"pcscd {pid} did not stop"
+            threading.Event().wait(0.05)  # not our child: nothing to wait on but its pid
+    _start_pcscd()
+
+
 @pytest.fixture(scope="session")
 def pcscd() -> Iterator[str]:
     """The machine's one pcscd with vsmartcard's vpcd readers; started here if none runs."""
-    proc = None
     if not any(r.startswith("Virtual PCD") for r in _readers()):
-        exe = shutil.which("pcscd") or "/usr/sbin/pcscd"
-        if not os.path.exists(exe):
-            pytest.fail("pcscd is not installed: run the README's test command (./dev.sh test)")
-        proc = subprocess.Popen([exe, "-f"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while not any(r.startswith("Virtual PCD") for r in _readers()):
-            if proc.poll() is not None:
-                pytest.fail(f"pcscd exited: {proc.stderr.read().decode() if proc.stderr else ''}")
-            if time.monotonic() > deadline:
-                proc.terminate()
-                pytest.fail("pcscd started but no vpcd reader appeared (vsmartcard-vpcd missing?)")
-            threading.Event().wait(0.05)  # pcscd loads its reader drivers: look again shortly
+        _start_pcscd()
     yield "Virtual PCD 00 00"
-    if proc is not None:
-        proc.terminate()
-        proc.wait(10)
+    for proc in _PCSCD:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)
 
 
 def poll_until(pred: Callable[[], bool], what: str, timeout: float = 30.0) -> None:

@@ -125,6 +125,47 @@ def test_top_up_written_through_pcscd(rig: Rig) -> None:
     rig.wait(lambda: rig.state() == State.IDLE, "idle after removal")
 
 
+def test_pcscd_restarted_the_automat_goes_out_of_service_and_comes_back(rig: Rig) -> None:
+    """pcscd restarted (an update, a crash): idle, the automat is out of service until the
+    reader is back; mid-payment, the key is out for the automat (acceptors off, what was paid
+    kept), and when pcscd is back with the key still in, the payment goes on and is written."""
+    from kiosk.domain.events import Device, Kind
+    from tests.conftest import restart_pcscd
+
+    rig.wait(lambda: rig.state() == State.IDLE, "idle")
+    seen: list[State] = []
+    limits: list[object] = []  # the note validator's limit whenever the key was missing
+
+    def watch(v: object, _e: object) -> None:
+        seen.append(v.state)  # type: ignore[attr-defined]
+        if v.state == State.KEY_MISSING:  # type: ignore[attr-defined]
+            limits.append(rig.notes.limit)
+
+    rig.kiosk.listeners.append(watch)
+    restart_pcscd()
+    rig.wait(lambda: State.OUT_OF_SERVICE in seen, "out of service while pcscd is away")
+    rig.wait(lambda: rig.state() == State.IDLE and not rig.kiosk.view().faults, "back", 15)
+
+    rig.slot.insert()
+    rig.wait(lambda: rig.state() == State.CHOOSING_AMOUNT, "the key summary")
+    rig.kiosk.submit(AmountChosen(None))
+    rig.wait(lambda: rig.state() == State.CASH, "cash")
+    assert rig.notes.insert(E(2000))
+    rig.wait(lambda: rig.kiosk.view().paid == E(2000), "the note")
+    seen.clear()
+    restart_pcscd()
+    rig.wait(lambda: State.KEY_MISSING in seen, "the key out for the automat")
+    rig.wait(lambda: rig.state() == State.CASH, "the payment resumed", 15)
+    assert rig.kiosk.view().paid == E(2000)
+    assert limits and all(x is None for x in limits)  # no money taken while the key was out
+    rig.kiosk.submit(Finish())
+    rig.wait(lambda: rig.state() == State.DONE, "done")
+    assert rig.kiosk.view().outcome == Outcome.COMPLETED and value_of(rig.card) == 2500
+    faults = [e.data for e in rig.kiosk.journal.entries_of_kind(Kind.FAULT)
+              if e.data.get("device") == str(Device.READER)]  # fmt: skip
+    assert [bool(f.get("cleared")) for f in faults] == [False, True, False, True], faults
+
+
 def test_the_write_sequence_length() -> None:
     card = VirtualCard(UID)
     ChipKey(card, DEMO_KEYS).personalise(IDENT, upper=50_000, initial=500)

@@ -111,11 +111,23 @@ class Watch:
     the event state), which counts every insertion and removal: a key pulled and pushed back
     between two looks is still seen as a removal and an insertion. (pyscard's CardMonitor
     compares sets of cards between polls and misses exactly that.) `on_event` only enqueues.
+
+    pcscd restarted, or the reader unplugged: a key that was in is reported removed (its
+    connection is gone), `on_health(False, why)` is called once, and the watch looks again
+    every second with a new PC/SC context until the reader is back (`on_health(True, "")`; a
+    key still in the reader is then reported inserted, as on the first look).
     """
 
-    def __init__(self, pattern: str, on_event: Callable[[CardEvent], None]) -> None:
+    def __init__(
+        self,
+        pattern: str,
+        on_event: Callable[[CardEvent], None],
+        on_health: Callable[[bool, str], None] | None = None,
+    ) -> None:
         self.pattern = pattern
         self.on_event = on_event
+        self.on_health = on_health
+        self._healthy: bool | None = None  # what on_health was told last
         self._stop = threading.Event()
         self._ctx: int | None = None
         self.history: list[
@@ -124,35 +136,56 @@ class Watch:
         self._thread = threading.Thread(target=self._run, name="pcsc-watch", daemon=True)
         self._thread.start()
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
     def stop(self) -> None:
         from smartcard import scard
 
         self._stop.set()
-        if self._ctx is not None:
-            scard.SCardCancel(self._ctx)
+        ctx = self._ctx
+        if ctx is not None:
+            scard.SCardCancel(ctx)
         self._thread.join(timeout=3)
+
+    def _health(self, ok: bool, why: str = "") -> None:
+        if ok != self._healthy and not self._stop.is_set():
+            self._healthy = ok
+            if ok:
+                log.info("reader %s is back", self.pattern)
+            else:
+                log.warning("reader %s unusable: %s", self.pattern, why)
+            if self.on_health is not None:
+                self.on_health(ok, why)
 
     def _run(self) -> None:
         from smartcard import scard
 
-        hresult, ctx = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
-        if hresult != scard.SCARD_S_SUCCESS:
-            log.error("PC/SC not available: %s", scard.SCardGetErrorMessage(hresult))
-            return
-        self._ctx = ctx
-        try:
-            while not self._stop.is_set():
+        while not self._stop.is_set():
+            hresult, ctx = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+            if hresult != scard.SCARD_S_SUCCESS:
+                self._health(False, f"PC/SC not available: {scard.SCardGetErrorMessage(hresult)}")
+                self._stop.wait(1.0)  # pcscd starting or restarting: look again
+                continue
+            self._ctx = ctx
+            try:
                 try:
                     reader = pick_reader(self.pattern)
                 except TransportError as err:
-                    log.warning("%s; looking again", err)
+                    self._health(False, str(err))
                     self._stop.wait(1.0)
                     continue
-                self._watch(scard, ctx, reader)
-        finally:
-            scard.SCardReleaseContext(ctx)
+                why = self._watch(scard, ctx, reader)
+                if why:
+                    self._health(False, why)
+                    self._stop.wait(1.0)
+            finally:
+                self._ctx = None
+                scard.SCardReleaseContext(ctx)
 
-    def _watch(self, scard: Any, ctx: int, reader: str) -> None:
+    def _watch(self, scard: Any, ctx: int, reader: str) -> str:
+        """Events of one reader until it fails (what failed) or the watch stops ("")."""
         state = scard.SCARD_STATE_UNAWARE
         present = False
         count: int | None = None
@@ -160,11 +193,16 @@ class Watch:
             hresult, states = scard.SCardGetStatusChange(ctx, 1000, [(reader, state)])
             if hresult == scard.SCARD_E_TIMEOUT:
                 continue
-            if hresult != scard.SCARD_S_SUCCESS:
-                if hresult != scard.SCARD_E_CANCELLED:
-                    log.warning("reader %s: %s", reader, scard.SCardGetErrorMessage(hresult))
-                    self._stop.wait(0.5)
-                return
+            if hresult != scard.SCARD_S_SUCCESS or states[0][1] & (
+                scard.SCARD_STATE_UNKNOWN | scard.SCARD_STATE_UNAVAILABLE
+            ):
+                if hresult == scard.SCARD_E_CANCELLED and self._stop.is_set():
+                    return ""
+                if present:  # its connection is gone with the reader: the key is out for us
+                    self.on_event(CardEvent(reader, b"", False))
+                why = scard.SCardGetErrorMessage(hresult) if hresult else "reader unavailable"
+                return f"reader {reader}: {why}"
+            self._health(True)
             _name, event, atr = states[0]
             now_present = bool(event & scard.SCARD_STATE_PRESENT)
             now_count = event >> 16
@@ -189,3 +227,4 @@ class Watch:
                     self.on_event(CardEvent(reader, bytes(atr), now_present))
             present, count = now_present, now_count
             state = event & ~scard.SCARD_STATE_CHANGED
+        return ""

@@ -34,6 +34,7 @@ class VpcdCard:
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._held = False  # in the reader (between insert and remove), connected or not
         self.apdus = 0
 
     @property
@@ -41,7 +42,13 @@ class VpcdCard:
         return self._sock is not None
 
     def insert(self, timeout: float = 5.0) -> None:
-        """Connect to the reader (retrying while vpcd starts); the reader then sees a card."""
+        """Connect to the reader (retrying while vpcd starts); the reader then sees a card.
+        While it is in, it connects again whenever the reader drops it (pcscd restarted), as
+        a key left in a real reader is seen again."""
+        self._held = True
+        self._connect(timeout)
+
+    def _connect(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -65,6 +72,7 @@ class VpcdCard:
 
     def remove(self) -> None:
         """Pull the card out of the reader."""
+        self._held = False
         self._stop.set()
         sock, self._sock = self._sock, None
         if sock is not None:
@@ -117,3 +125,15 @@ class VpcdCard:
             if self._sock is sock:
                 self._sock = None
             sock.close()
+        if self._held and not self._stop.is_set():  # the reader went away, the card did not
+            threading.Thread(target=self._come_back, name="vpcd-card-back", daemon=True).start()
+
+    def _come_back(self) -> None:
+        while self._held and not self._stop.is_set():
+            try:
+                self._connect(timeout=1.0)
+            except TransportError:
+                continue  # pcscd not back yet: try again
+            if not self._held:  # pulled out while it connected
+                self.remove()
+            return

@@ -23,6 +23,9 @@ from drivers.errors import DriverError, TransportError
 from kiosk.app.ports import CheckResult, DeviceReport, Emit, KeyPresented
 from kiosk.domain.events import (
     Commodity,
+    Device,
+    DeviceFault,
+    DeviceOk,
     KeyDetected,
     KeyInfo,
     KeyReadFailed,
@@ -113,12 +116,20 @@ class PcscKeyReader:
         """Start the worker; `watch=False` when card events come from `card_event` instead."""
         self._thread.start()
         if watch:
-            self._watch = Watch(self.pattern, self._jobs.put)
+            self._watch = Watch(self.pattern, self._jobs.put, self._reader_health)
 
     @property
     def running(self) -> bool:
-        """Its worker thread is alive (it reads and writes keys)."""
-        return self._thread.is_alive()
+        """Its worker thread is alive (it reads and writes keys), and so is its watch."""
+        return self._thread.is_alive() and (self._watch is None or self._watch.running)
+
+    def _reader_health(self, ok: bool, why: str) -> None:
+        """The watch lost the reader (pcscd restarted, reader unplugged) or has it back: no
+        key can be read meanwhile, so the automat is out of service until it is back."""
+        if not ok:
+            self.last_error = why
+        if self.emit is not None:
+            self.emit(DeviceOk(Device.READER) if ok else DeviceFault(Device.READER, 0, why))
 
     def card_event(self, ev: CardEvent) -> None:
         """A card event from elsewhere than the PC/SC watcher (tests, other readers)."""
