@@ -85,7 +85,8 @@ def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CardRig]:
     site = make_site("jena-saalstrasse", hours={"always_open": True})
     sim = TerminalSim(request.param, step=0.02)
     sim.start()
-    port = ZvtCardPort(ZvtClient(open_link(sim.port), t3=1.0, t4=3.0), "EUR", decision_wait=2.0)
+    port = ZvtCardPort(ZvtClient(open_link(sim.port), t3=1.0, t4=3.0), "EUR", decision_wait=2.0,
+                       probe_interval=0.1)  # fmt: skip
     journal = Journal(tmp_path / "journal.sqlite", site.kiosk_id)
     journal.set_key("K1", KeyStatus.ACTIVE, "4711")
     reader, notes = FakeKeyReader(), FakeNoteValidator(site.notes)
@@ -109,8 +110,34 @@ def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CardRig]:
     stop.set()
     engine.join(5)
     assert port.wait_idle(5)
-    port.client.link.close()
+    port.close()
+    assert not port.running
     sim.stop()
+
+
+@pytest.mark.parametrize("rig", ["tcp"], indirect=True)
+def test_terminal_switched_off_card_is_withdrawn_and_comes_back_by_itself(rig: CardRig) -> None:
+    """The terminal off (its TCP connection dropped, nothing at its address): card payment is
+    withdrawn within a probe or two, cash goes on; back on, it is registered again and takes
+    the next payment, with nobody at the automat."""
+    from kiosk.domain.events import Device
+
+    rig.wait(lambda: Method.CARD in rig.kiosk.view().methods, "card offered")
+    registrations = rig.sim.commands.count(bytes.fromhex("0600"))
+    rig.sim.unplug()
+    rig.wait(lambda: Device.CARD in rig.kiosk.view().faults, "the terminal's fault")
+    view = rig.kiosk.view()
+    assert Method.CARD not in view.methods and Method.CASH in view.methods
+    assert view.state == State.IDLE  # in service for cash
+    rig.sim.plug()
+    rig.wait(lambda: Method.CARD in rig.kiosk.view().methods, "card offered again")
+    assert rig.sim.commands.count(bytes.fromhex("0600")) == registrations + 1
+    rig.pay_by_card(3000)
+    rig.wait(lambda: rig.kiosk.view().state == State.DONE, "done")
+    assert rig.kiosk.view().outcome == Outcome.COMPLETED and rig.key.credit == 3000
+    faults = [e.data for e in rig.kiosk.journal.entries_of_kind(Kind.FAULT)
+              if e.data.get("device") == str(Device.CARD)]  # fmt: skip
+    assert [bool(f.get("cleared")) for f in faults] == [False, True], faults
 
 
 def test_approved_card_top_up(rig: CardRig) -> None:

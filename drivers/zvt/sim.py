@@ -205,6 +205,8 @@ class TerminalSim:
             self._server.bind(("127.0.0.1", 0))
             self._server.listen(1)
             self.port = f"tcp://127.0.0.1:{self._server.getsockname()[1]}"
+        self.plugged = True
+        self._conn: _Conn | None = None
         self._thread = threading.Thread(target=self._run, name="zvt-sim", daemon=True)
 
     def __enter__(self) -> TerminalSim:
@@ -227,6 +229,29 @@ class TerminalSim:
             else:
                 self._server.close()
 
+    def unplug(self) -> None:
+        """The terminal switched off, or its network cable pulled (TCP): the connection
+        drops and nothing answers at its address until `plug()`."""
+        if self.mode != "tcp":
+            raise ValueError("unplug is for a terminal on TCP")
+        self.plugged = False
+        self._server.close()
+        conn = self._conn
+        if conn is not None and conn.sock is not None:
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_RDWR)
+
+    def plug(self) -> None:
+        """Back on the network, at the same address."""
+        if self.plugged:
+            return
+        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", int(self.port.rpartition(":")[2])))
+        server.listen(1)
+        self._server = server
+        self.plugged = True
+
     def next(self, *outcomes: str) -> None:
         self.script.extend(outcomes)
 
@@ -247,12 +272,19 @@ class TerminalSim:
             if self.mode == "serial":
                 conn = _Conn(self, fd=self._master)
             else:
-                r, _, _ = select.select([self._server], [], [], 0.05)
-                if not r:
+                if not self.plugged:
+                    self._stop.wait(0.05)  # switched off: nothing listens
                     continue
-                sock, _ = self._server.accept()
+                try:
+                    r, _, _ = select.select([self._server], [], [], 0.05)
+                    if not r:
+                        continue
+                    sock, _ = self._server.accept()
+                except (OSError, ValueError):  # unplugged under our feet
+                    continue
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 conn = _Conn(self, sock=sock)
+            self._conn = conn
             try:
                 while not self._stop.is_set():
                     apdu = conn.recv(0.1)

@@ -87,7 +87,14 @@ class EndOfDay:
 class ZvtCardPort:
     """CardTerminal port: authorise, abort, complete, reverse."""
 
-    def __init__(self, client: ZvtClient, currency: str, *, decision_wait: float = 20.0) -> None:
+    def __init__(
+        self,
+        client: ZvtClient,
+        currency: str,
+        *,
+        decision_wait: float = 20.0,
+        probe_interval: float = 10.0,
+    ) -> None:
         self.client = client
         self.currency = currency
         self.decision_wait = decision_wait  # below the terminal's BMP 01 goods timeout
@@ -101,6 +108,12 @@ class ZvtCardPort:
         self.software = ""
         self.last_error: str | None = None
         self.counters: dict[str, int] = {}
+        #: how often the link is looked at between payments (a terminal switched off, its
+        #: cable or network gone: card payment is withdrawn until it answers again)
+        self.probe_interval = probe_interval
+        self._closing = threading.Event()
+        self._faulted = False  # a fault was sent since the last registration
+        self._watcher: threading.Thread | None = None
 
     def attach(self, emit: Emit) -> None:
         self.emit = emit
@@ -110,19 +123,59 @@ class ZvtCardPort:
         self.emit(ev)  # type: ignore[arg-type]
 
     def start(self) -> None:
-        """Register with the terminal (06 00) on a thread; a failure is a device fault."""
-        threading.Thread(target=self._register, name="zvt-register", daemon=True).start()
+        """Register with the terminal (06 00) and then watch the link, on a thread of its
+        own: a failure is a device fault, and the terminal is registered again (and the fault
+        cleared) as soon as it answers."""
+        self._watcher = threading.Thread(target=self._watch, name="zvt-watch", daemon=True)
+        self._watcher.start()
+
+    @property
+    def running(self) -> bool:
+        return self._watcher is not None and self._watcher.is_alive()
+
+    def _watch(self) -> None:
+        while not self._closing.is_set():
+            try:
+                if not self.registered:
+                    self._register()
+                else:
+                    self._probe()
+            except Exception as err:  # the watch outlives any one look: a fault, not a death
+                log.exception("card terminal watch")
+                self._lost(f"{type(err).__name__}: {err}")
+            self._closing.wait(self.probe_interval)
 
     def _register(self) -> None:
         with self._lock:
             result = self.client.register()
-        self.registered = result.outcome == Outcome.APPROVED
         if result.outcome == Outcome.APPROVED:
+            self.registered, self._faulted = True, False
             self._send(DeviceOk(Device.CARD))
         else:
-            self._send(
-                DeviceFault(Device.CARD, result.result_code or 0, f"registration: {result.text}")
-            )
+            self._lost(f"registration: {result.text}", result.result_code or 0)
+
+    def _probe(self) -> None:
+        """Between payments: a connection the terminal closed is let go (some close idle ones
+        within seconds: normal) and opened again; one that cannot be opened is a fault. Skipped
+        while a payment or another command holds the link."""
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            self.client.link.refresh()
+            self.client.link.connect()
+        except DriverError as err:
+            self._lost(str(err))
+        finally:
+            self._lock.release()
+
+    def _lost(self, why: str, code: int = 0) -> None:
+        """The terminal cannot take a payment now: a fault once, registered again later."""
+        was = self.registered
+        self.registered = False
+        self.last_error = why
+        if was or not self._faulted:
+            self._faulted = True
+            self._send(DeviceFault(Device.CARD, code, why))
 
     def authorise(self, txid: str, amount: Money) -> None:
         self._decisions = queue.Queue()
@@ -262,7 +315,10 @@ class ZvtCardPort:
 
     def close(self) -> None:
         """Let a payment under way end (briefly), then close the link."""
+        self._closing.set()
         self.wait_idle(5)
+        if self._watcher is not None:
+            self._watcher.join(5)
         self.client.link.close()
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -84,7 +85,8 @@ def connect_head_office(
     if isinstance(access, str):
         return NoHeadOffice(access)
     client = SyncClient(access.url, access.token, site.kiosk_id, timeout=(2.0, 10.0))
-    syncer = Syncer(journal, client, currency=site.currency, clock=clock)
+    syncer = Syncer(journal, client, currency=site.currency, clock=clock,
+                    max_credit=site.key_credit_limit.minor)  # fmt: skip
     return HeadOfficeLink(syncer, SyncLoop(syncer, clock, interval=access.interval,
                                            ceiling=access.ceiling))  # fmt: skip
 
@@ -111,7 +113,8 @@ class Automat:
 
     def dead_parts(self, engine: threading.Thread) -> list[str]:
         """What money depends on and is not alive: the engine thread, a ccTalk bus thread, the
-        key reader's thread, the head-office sync loop (for the systemd watchdog)."""
+        key reader's threads, the card terminal's watch, the head-office sync loop (for the
+        systemd watchdog)."""
         dead = []
         if not engine.is_alive() or self.kiosk.failure is not None:
             dead.append("engine")
@@ -121,6 +124,8 @@ class Automat:
         reader = self.kiosk.devices.reader
         if isinstance(reader, PcscKeyReader) and not reader.running:
             dead.append("key reader")
+        if self.card is not None and not self.card.running:
+            dead.append("card terminal watch")
         if isinstance(self.head_office, HeadOfficeLink) and not self.head_office.loop.running:
             dead.append("head-office sync")
         return dead
@@ -166,10 +171,12 @@ def automat(
                           printer=printer)  # fmt: skip
         if pin_hash is None:
             pin_hash = load_pin_hash(site, warn)
-        # a manual clock is moved by a script, not by time: its jumps are no fault
-        watch = HealthGuard(site.health, journal_file, clock=not isinstance(clock, ManualClock))
+        # a manual clock is moved by a script, not by time: its jumps are no fault, and the
+        # engine's timeouts follow it
+        real = not isinstance(clock, ManualClock)
+        watch = HealthGuard(site.health, journal_file, clock=real)
         kiosk = Kiosk(site, journal, devices, clock, pin_hash=pin_hash, head_office=ho,
-                      health=watch)  # fmt: skip
+                      health=watch, monotonic=time.monotonic if real else None)  # fmt: skip
         cash.start()
         stack.callback(cash.stop)
         if pcsc is not None:  # a reader the caller made is the caller's to start
