@@ -5,6 +5,8 @@ money by themselves when the engine stops saying it is alive."""
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -219,6 +221,68 @@ def test_the_acceptors_stop_taking_money_when_the_engine_falls_silent() -> None:
         sim.stop()
 
 
+def test_a_port_failing_in_termios_is_a_lost_port_not_a_dead_bus_thread() -> None:
+    """An adapter pulled out between two requests: pyserial's flush raises termios.error,
+    which is no OSError. The bus takes it as a lost port (opened again later)."""
+    import termios
+
+    from drivers.cctalk.transport import Bus
+    from drivers.errors import TransportError
+
+    class Unplugged:
+        timeout = 0.1
+        in_waiting = 0
+        closed = False
+
+        def reset_input_buffer(self) -> None:
+            raise termios.error(5, "Input/output error")
+
+        def close(self) -> None:
+            self.closed = True
+
+    port = Unplugged()
+    bus = Bus(port, url="/dev/serial/by-id/gone")  # type: ignore[arg-type]
+    with pytest.raises(TransportError, match="Input/output error"):
+        bus.request(2, 254)
+    assert port.closed and bus._lost
+
+
+def test_an_unexpected_error_in_a_device_call_takes_the_device_offline_not_the_thread() -> None:
+    site = make_site("demo")
+    sim, _coin, _notes = start_simulator(site)
+    from drivers.cctalk.devices import CoinAcceptor
+    from drivers.cctalk.transport import Bus
+    from drivers.cctalk.worker import DeviceOffline
+    from kiosk.domain.site import DENOMINATIONS
+
+    bus = Bus.open(sim.path)
+    dev = CoinAcceptor(bus, "EUR", DENOMINATIONS["EUR"]["coins"], 2)
+    heard: list[object] = []
+    woken = threading.Event()
+
+    def emit(ev: object) -> None:
+        heard.append(ev)
+        woken.set()
+
+    worker = BusWorker(bus, [dev], emit, period=0.02)
+    worker.start()
+    try:
+        wait_until(lambda: worker.online("coin"), "the acceptor online", woken, 5)
+        poll = dev.poll
+
+        def broken() -> object:
+            dev.poll = poll  # type: ignore[method-assign]
+            raise RuntimeError("a defect in the driver")
+
+        dev.poll = broken  # type: ignore[method-assign]
+        wait_until(lambda: any(isinstance(e, DeviceOffline) for e in heard), "offline", woken, 5)
+        assert worker.running  # the thread lives on, and the device comes back by itself
+        wait_until(lambda: worker.online("coin"), "the acceptor online again", woken, 5)
+    finally:
+        worker.stop()
+        sim.stop()
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small file system needs root")
 @pytest.mark.parametrize("command", [["demo"], ["run", "--headless"]])
 def test_the_kiosk_on_a_full_disk_says_so_and_takes_no_money(
@@ -226,9 +290,17 @@ def test_the_kiosk_on_a_full_disk_says_so_and_takes_no_money(
 ) -> None:
     disk = tmp_path / "disk"
     disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(disk)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True)
     try:
-        (disk / "filler").write_bytes(b"x" * (128 * 1024 - 4096))  # all but one block
+        from kiosk.domain.events import Record
+
+        journal = disk / "journal-DEMO-01.sqlite"  # yesterday's, on the disk that then fills
+        j = Journal(journal, "DEMO-01")
+        j.append([Record(Kind.KIOSK_STARTED, data={"site": "demo"})], utc_now())
+        before = j.verify()
+        j.close()
+        free = shutil.disk_usage(disk).free
+        (disk / "filler").write_bytes(b"x" * (free - 4096))  # all but one block
         with pytest.raises(OSError):
             (disk / "more").write_bytes(b"x" * 8192)
         res = subprocess.run(
@@ -240,6 +312,20 @@ def test_the_kiosk_on_a_full_disk_says_so_and_takes_no_money(
         assert "no space" in res.stderr.lower() or "full" in res.stderr.lower(), res.stderr
         assert "insert coin" not in res.stdout and "screenshot" not in res.stdout  # no customer
         assert sorted(p.name for p in disk.iterdir() if p.suffix == ".png") == []
+        (disk / "filler").unlink()  # space again: what it could write is whole, with no money
+        check = subprocess.run(
+            [sys.executable, "-m", "kiosk.cli", "--data-dir", str(disk), "journal", "verify"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        chained = re.search(r"journal verify: ok, (\d+) entries", check.stdout)
+        assert check.returncode == 0 and chained, check.stdout + check.stderr
+        assert int(chained.group(1)) >= before
+        db = sqlite3.connect(journal)
+        try:
+            kinds = {k for (k,) in db.execute("SELECT DISTINCT kind FROM journal")}
+        finally:
+            db.close()
+        assert not kinds & {"cash_in", "card_approved", "key_written", "tx_opened"}, kinds
     finally:
         subprocess.run(["umount", str(disk)], check=True)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import termios
 import time
 
 import serial
@@ -123,8 +124,10 @@ class Bus:
                 salvaged = self.decoder.salvage(is_reply)
                 if salvaged is not None:
                     return salvaged
-        except (serial.SerialException, OSError) as err:
-            self._lost = True  # unplugged, most often: closed now, opened again next time
-            with contextlib.suppress(serial.SerialException, OSError):
+        except (serial.SerialException, OSError, termios.error) as err:
+            # unplugged, most often (a pty or USB adapter gone: tcflush raises termios.error,
+            # which is no OSError): closed now, opened again next time
+            self._lost = True
+            with contextlib.suppress(serial.SerialException, OSError, termios.error):
                 self.port.close()
             raise TransportError(f"port error talking to {dest}: {err}") from err

@@ -205,10 +205,15 @@ class BusWorker:
                 self.emit(ev)
 
     def _guard(self, dev: _Acceptor, fn: Callable[..., Any], *args: Any) -> Any:
+        """A device call; any failure takes the device offline (reported once), never the
+        bus thread down: an unexpected one is logged with its traceback as a defect."""
         try:
             return fn(*args)
-        except DriverError as err:
-            log.error("%s: %s", dev.name, err)
+        except Exception as err:
+            if isinstance(err, DriverError):
+                log.error("%s: %s", dev.name, err)
+            else:
+                log.exception("%s: unexpected failure (a defect): taken offline", dev.name)
             self._online[dev.name] = False
             if dev.name not in self._reported:
                 self._reported.add(dev.name)
