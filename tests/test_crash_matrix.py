@@ -45,9 +45,10 @@ def test_no_money_lost_and_no_credit_minted_at_any_step_or_fault(pcscd: str) -> 
     # all, see INJECTED_SAMPLE for why not in CI): those that stop the engine end in its fail-
     # safe and a recovery, the others are served through
     injected = re.findall(r"^(cash|card) +2 .* (engine_error|disk_full|journal_locked|"
-                          r"clock_back|clock_forward) +(.*?) {2}", res.stdout, re.M)  # fmt: skip
+                          r"clock_back|clock_forward|devices_vanish) +(.*?) {2}", res.stdout,
+                          re.M)  # fmt: skip
     got = {(flow, cls): outcome for flow, cls, outcome in injected}
-    classes = ["engine_error", "journal_locked", "clock_back", "clock_forward"]
+    classes = ["engine_error", "journal_locked", "clock_back", "clock_forward", "devices_vanish"]
     if os.geteuid() == 0:
         classes.append("disk_full")
     assert set(got) == {(f, c) for f in ("cash", "card") for c in classes}, got

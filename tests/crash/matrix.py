@@ -77,6 +77,7 @@ from sync.local import LocalHeadOffice, sqlite_url
 from sync.server import credits as ho_credits
 from sync.server import entries as ho_entries
 from sync.server import open_db
+from tests.crash.forkserver import ForkServer
 
 ROOT = Path(__file__).resolve().parents[2]
 LOST = re.compile(r"(\d+) event\(s\) lost")
@@ -99,8 +100,11 @@ HEAD_OFFICE = {"head_office": ("upload",), "ho_credit": ("upload", "claim")}
 OFFICE_CREDIT = 500  # what head office holds for the key in `ho_credit` (from its admin)
 #: faults brought in right after a journaled step (tests/crash/child.py --fault): the engine
 #: raises, the journal's disk fills up, another writer locks the journal for 10 s, the clock
-#: steps back 2 hours or forward 2 days
-INJECTED = ("engine_error", "disk_full", "journal_locked", "clock_back", "clock_forward")
+#: steps back 2 hours or forward 2 days, the devices vanish and come back (the ccTalk
+#: adapter's cable out and the card terminal off the network, until the automat has seen the
+#: acceptors go; then both back)
+INJECTED = ("engine_error", "disk_full", "journal_locked", "clock_back", "clock_forward",
+            "devices_vanish")  # fmt: skip
 #: the steps each injected fault is brought in after by default (in CI): the first payment step
 #: of each flow, where money is in the automat and not yet on the key. Not every step: five
 #: classes at every step of both flows would add about four minutes (the journal lock alone
@@ -192,7 +196,7 @@ def _bench(folder: Path, reader: str, port: int, fault: str) -> Iterator[Bench]:
         if fault in HEAD_OFFICE:
             ho, token = head_office(folder, OFFICE_CREDIT if fault == "ho_credit" else 0)
             stack.callback(ho.stop)
-        bus, coins, notes = start_simulator(demo)
+        bus, coins, notes = start_simulator(demo, link=folder / "ttyUSB-ccTalk")
         stack.callback(bus.stop)
         terminal = TerminalSim("tcp")
         terminal.start()
@@ -238,17 +242,18 @@ class Automat:
     def __init__(
         self, b: Bench, crash_after: int = 0, crash_in: str = "", inject: tuple[int, str] = (0, "")
     ) -> None:
+        self.bench = b
         where = ["--crash-in", crash_in] if crash_in else []
         if inject[1]:
             where += ["--fault-at", str(inject[0]), "--fault", inject[1]]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.crash.child", str(b.site_file), str(b.journal_file),
-             "--crash-after", str(crash_after), *where],
-            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=automat_env(b),
-            stderr=open(b.folder / "automat.log", "a"), text=True,  # noqa: SIM115
-        )  # fmt: skip
+        with open(b.folder / "automat.log", "a") as log:
+            self.proc = forks().spawn(
+                [str(b.site_file), str(b.journal_file), "--crash-after", str(crash_after),
+                 *where], str(ROOT), automat_env(b), log,
+            )  # fmt: skip
         self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self.view: dict[str, Any] = {}
+        self.view: dict[str, Any] = {}  # the last view the harness read
+        self.latest: dict[str, Any] = {}  # the last view the automat sent
         self.steps: list[list[str]] = []
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -256,7 +261,12 @@ class Automat:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             with contextlib.suppress(ValueError):
-                self.lines.put(json.loads(line))
+                msg = json.loads(line)
+                if "state" in msg:
+                    self.latest = msg
+                if msg.get("fault") == "devices_vanish":
+                    threading.Thread(target=vanish, args=(self,), daemon=True).start()
+                self.lines.put(msg)
         self.lines.put(None)
 
     def send(self, command: str) -> None:
@@ -304,6 +314,35 @@ class Automat:
     def killed(self) -> bool:
         """It died: killed by a signal, or ended itself on a failure (status 70)."""
         return self.proc.poll() is not None and self.proc.returncode != 0
+
+
+def vanish(a: Automat) -> None:
+    """The ccTalk adapter unplugged and the card terminal off the network, until the automat
+    shows the acceptors' faults (or 10 s); then both back, at the same path and address."""
+    b = a.bench
+    b.bus.unplug()
+    b.terminal.unplug()
+    deadline = time.monotonic() + 10
+    try:
+        while not {"coin", "notes"} <= set(a.latest.get("faults", ())):
+            if time.monotonic() > deadline or a.proc.poll() is not None:
+                break
+            threading.Event().wait(0.05)  # the automat's next view: look again shortly
+    finally:
+        b.bus.plug()
+        b.terminal.plug()
+
+
+_forks: list[ForkServer] = []
+_forks_lock = threading.Lock()
+
+
+def forks() -> ForkServer:
+    """The fork server the automats come from (tests/crash/forkserver.py), started once."""
+    with _forks_lock:
+        if not _forks:
+            _forks.append(ForkServer())
+        return _forks[0]
 
 
 def automat_env(b: Bench) -> dict[str, str]:
@@ -773,6 +812,8 @@ def main(argv: list[str] | None = None) -> int:
                 cells += run_matrix(pool, args, work)
         print_matrix(cells)
     finally:
+        for server in _forks:
+            server.close()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
         else:
