@@ -78,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         except (ZoneInfoNotFoundError, ValueError):
             print(f"sync.admin: unknown time zone {args.tz!r}", file=sys.stderr)
             return 2
-        print(report(open_db(args.db), tz), end="")
+        engine = open_db(args.db)
+        try:
+            print(report(engine, tz), end="")
+        finally:
+            engine.dispose()
         return 0
 
     if args.cmd == "serve":
@@ -87,6 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         uvicorn.run(create_app(args.db), host=args.host, port=args.port, log_level="warning")
         return 0
     engine = open_db(args.db)
+    try:
+        return change(engine, args)
+    finally:
+        engine.dispose()
+
+
+def change(engine: Engine, args: argparse.Namespace) -> int:
+    """The admin commands that change head office's data (and `count`)."""
     with engine.begin() as conn:
         if args.cmd == "register":
             token = secrets.token_urlsafe(24)
@@ -130,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                     currency=args.currency,
                     origin="office",
                     holder=args.kiosk,
+                    pinned=args.kiosk is not None,  # given to one kiosk: no claim moves it
                 )
             )
             bump_version(conn)

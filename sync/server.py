@@ -4,12 +4,17 @@ Wire protocol v1, JSON:
   POST /v1/entries    a batch of one kiosk's journal entries; each is stored once (kiosk id +
                       sequence number); the hash chain must continue the stored one: a gap, a fork
                       or an entry whose hash does not match its content is refused (4xx, nothing
-                      stored); the answer acknowledges the highest stored sequence number.
+                      stored), and so is an entry no kiosk journals (unknown kind, an amount
+                      signed as its kind does not allow, an unknown currency, a time that is not
+                      one, `data` that is not a JSON object: 422); a body over 4 MiB, or over
+                      16 MiB unpacked, gets 413. The answer acknowledges the highest stored
+                      sequence number, and lists under `refused` the entries the credit book did
+                      not act on (see `track_credits`).
   GET  /v1/reference  what a kiosk needs offline, with an ETag (unchanged data: 304): key status,
                       open debts, the pending credits this kiosk holds (it may write them
                       offline), and the site settings (limits, fee) for this kiosk.
-  POST /v1/credits/claim  a key is at this kiosk: take over its open credits fleet-wide, so
-                      that exactly one kiosk writes each; answers the credits it now holds.
+  POST /v1/credits/claim  a key is at this kiosk: take over its free open credits under a
+                      lease, so that exactly one kiosk writes each; answers the credits granted.
 Pending credits come from the kiosks' own entries (held by the kiosk that took the money until
 another claims them) and from the admin (`credit`); a `pending_written` entry closes one.
 Kiosks authenticate with a per-kiosk bearer token and can only write as themselves.
@@ -17,14 +22,19 @@ Kiosks authenticate with a per-kiosk bearer token and can only write as themselv
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
+import logging
+import secrets
+import time
+import zlib
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import (
+    Boolean,
     Column,
     Engine,
     Integer,
@@ -38,8 +48,11 @@ from sqlalchemy import (
     select,
     update,
 )
+from starlette.concurrency import run_in_threadpool
 
 from sync.chain import GENESIS, entry_hash
+
+log = logging.getLogger(__name__)
 
 metadata = MetaData()
 kiosks = Table(
@@ -88,6 +101,20 @@ credits = Table(
     Column("origin", String(64), nullable=False),  # the kiosk that took the money, or "office"
     Column("holder", String(64)),  # the one kiosk that may write it; NULL: the first to claim
     Column("written_by", String(64)),
+    # head office's admin gave it to one kiosk: no claim moves it
+    Column("pinned", Boolean, nullable=False, default=False),
+    # a claim's grant: the holder writes it until then (unix seconds); NULL: no lease running
+    Column("lease_until", Integer),
+    Column("claim_id", String(32)),  # the claim that granted it last
+)
+alarms = Table(
+    "alarms",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ts", String(32), nullable=False),
+    Column("kiosk_id", String(64), nullable=False),
+    Column("seq", Integer),
+    Column("text", Text, nullable=False),
 )
 settings = Table(
     "settings",
@@ -105,6 +132,27 @@ ref_version = Table(
 
 MAX_BATCH = 5000
 KEY_STATUSES = ("active", "blocked", "not_activated")
+#: an upload's body as sent and once unpacked (413 beyond): a full batch is about 2 MB of JSON
+MAX_BODY = 4 * 1024 * 1024
+MAX_UNPACKED = 16 * 1024 * 1024
+MAX_DATA = 16 * 1024  # one entry's `data`
+#: the most one entry moves (minor units): far above any top-up, far below overflow anywhere
+MAX_AMOUNT = 100_000_000
+CURRENCIES = ("EUR", "CHF")
+#: how long a claim lets one kiosk write a key's credits before another may claim them
+LEASE_SECONDS = 600
+#: the kinds a kiosk journals (kiosk/domain/events.py `Kind`), and the sign their amount takes
+KINDS = {
+    "kiosk_started": None, "tx_opened": None, "cash_in": "+", "cash_unattributed": "+",
+    "card_approved": "+", "card_failed": None, "card_reversed": "+",
+    "card_reversal_failed": None, "claim": "+", "split": "0+", "key_written": "0+",
+    "write_failed": None, "pending_credit": "0+", "pending_written": "0+",
+    "pending_released": "0+", "audit": None, "test_cash": "+", "cashbox_emptied": "0+",
+    "tx_closed": None, "card_receipt": None, "receipt": None, "acceptor_counter": None,
+    "key_refused": None, "fault": None, "reconciled": None,
+}  # fmt: skip
+#: what a customer paid for a transaction (a pending credit of it must not exceed it)
+PAID_KINDS = ("cash_in", "card_approved")
 
 
 class EntryIn(BaseModel):
@@ -114,11 +162,41 @@ class EntryIn(BaseModel):
     kind: str = Field(min_length=1, max_length=32)
     txid: str | None = Field(default=None, max_length=64)
     key: str | None = Field(default=None, max_length=64)
-    amount: int | None = None
+    amount: int | None = Field(default=None, ge=-MAX_AMOUNT, le=MAX_AMOUNT)
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
-    data: str
+    data: str = Field(max_length=MAX_DATA)
     prev_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
     hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    def meaning(self) -> str | None:
+        """What is wrong with this entry beyond its shape (None: nothing): a kind no kiosk
+        journals, an amount signed as its kind does not allow, a currency no kiosk takes, a
+        time that is not one, `data` that is not a JSON object."""
+        sign = KINDS.get(self.kind, "?")
+        if sign == "?":
+            return f"unknown kind {self.kind!r}"
+        if self.amount is None:
+            if sign in ("+", "0+") and self.kind not in ("split", "pending_released"):
+                return f"a {self.kind} entry carries an amount"
+        elif sign is None:
+            return f"a {self.kind} entry carries no amount"
+        elif self.amount < 0 or (sign == "+" and self.amount == 0):
+            return f"amount {self.amount} is not allowed for {self.kind}"
+        if self.amount is not None and self.currency not in CURRENCIES:
+            return f"currency {self.currency!r} is not one of {', '.join(CURRENCIES)}"
+        if self.amount is None and self.currency is not None:
+            return "a currency without an amount"
+        try:
+            datetime.strptime(self.ts, "%Y-%m-%dT%H:%M:%S.%fZ")
+        except ValueError:
+            return f"time {self.ts!r} is not a real time"
+        try:
+            data = json.loads(self.data)
+        except ValueError:
+            return "data is not JSON"
+        if not isinstance(data, dict):
+            return "data is not a JSON object"
+        return None
 
 
 class ClaimIn(BaseModel):
@@ -184,25 +262,41 @@ def create_app(db_url: str) -> FastAPI:
         request: Request,
         authorization: Annotated[str | None, Header()] = None,
         content_encoding: Annotated[str | None, Header()] = None,
-    ) -> dict[str, int]:
-        kiosk_id = kiosk_of(authorization)
-        raw = await request.body()
+    ) -> dict[str, Any]:
+        kiosk_id = await run_in_threadpool(kiosk_of, authorization)
+        size = request.headers.get("content-length")
+        if size is not None and size.isdigit() and int(size) > MAX_BODY:
+            raise HTTPException(413, f"body over {MAX_BODY} bytes")
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_BODY:
+                raise HTTPException(413, f"body over {MAX_BODY} bytes")
+        # unpacking, checking and storing block: off the event loop
+        return await run_in_threadpool(take_batch, kiosk_id, bytes(raw), content_encoding)
+
+    def take_batch(kiosk_id: str, raw: bytes, encoding: str | None) -> dict[str, Any]:
+        if encoding == "gzip":
+            raw = gunzip_capped(raw, MAX_UNPACKED)
         try:
-            if content_encoding == "gzip":
-                raw = gzip.decompress(raw)
             batch = Batch.model_validate_json(raw)
-        except (OSError, EOFError) as err:
-            raise HTTPException(400, f"body is not valid gzip: {err}") from None
         except ValidationError as err:
             first = err.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             raise HTTPException(400, f"malformed batch: {where}: {first['msg']}") from None
         if batch.kiosk_id != kiosk_id:
             raise HTTPException(403, f"this token writes as {kiosk_id}, not {batch.kiosk_id}")
-        return {"acked": store(kiosk_id, batch.entries)}
+        for e in batch.entries:
+            wrong = e.meaning()
+            if wrong:
+                raise HTTPException(422, f"entry {e.seq}: {wrong}")
+        refused: list[dict[str, Any]] = []
+        acked = store(kiosk_id, batch.entries, refused)
+        return {"acked": acked, "refused": refused} if refused else {"acked": acked}
 
-    def store(kiosk_id: str, batch: list[EntryIn]) -> int:
-        """Check the whole batch against the stored chain, then insert the new part at once."""
+    def store(kiosk_id: str, batch: list[EntryIn], refused: list[dict[str, Any]]) -> int:
+        """Check the whole batch against the stored chain, then insert the new part at once.
+        What the credit book refuses of it (`track_credits`) is listed in `refused`."""
         with engine.begin() as conn:  # all or nothing
             # One upload per kiosk at a time: a second one waits here and then sees the first.
             conn.execute(
@@ -240,28 +334,44 @@ def create_app(db_url: str) -> FastAPI:
                 content = (e.seq, e.ts, e.kind, e.txid, e.key, e.amount, e.currency, e.data)
                 if entry_hash(e.prev_hash, *content) != e.hash:
                     raise HTTPException(400, f"entry {e.seq}: hash does not match its content")
-                try:
-                    json.loads(e.data)
-                except ValueError:
-                    raise HTTPException(400, f"entry {e.seq}: data is not JSON") from None
                 rows.append({"kiosk_id": kiosk_id, **e.model_dump()})
                 seq, prev = e.seq, e.hash
             if rows:
                 conn.execute(insert(entries), rows)
-                if track_credits(conn, kiosk_id, rows):
+                if track_credits(conn, kiosk_id, rows, refused):
                     bump_version(conn)
             return seq
 
     @app.post("/v1/credits/claim")
     def claim(body: ClaimIn, authorization: Annotated[str | None, Header()] = None) -> Any:
-        """Take over every open credit of a key for the calling kiosk, atomically: a credit is
-        then written only by this kiosk (the key's own top-up log guards the rest)."""
+        """Grant the calling kiosk the key's open credits that are free, under a lease: those
+        it holds already, those no lease holds (or whose lease ended), never one pinned to
+        another kiosk. One UPDATE decides it, so two kiosks claiming at the same moment never
+        both get a credit (on SQLite, where writers queue, and on PostgreSQL, which looks at
+        the row again after the first claim's commit). The key's own top-up log guards the
+        rest."""
         kiosk_id = kiosk_of(authorization)
-        with engine.begin() as conn:
-            open_ = (credits.c.key == body.key) & credits.c.written_by.is_(None)
-            rows = conn.execute(select(credits).where(open_).with_for_update()).all()
-            if any(r.holder != kiosk_id for r in rows):
-                conn.execute(update(credits).where(open_).values(holder=kiosk_id))
+        now = int(time.time())
+        claim_id = secrets.token_hex(8)
+        free = (
+            (credits.c.key == body.key)
+            & credits.c.written_by.is_(None)
+            & ((credits.c.pinned.is_(False)) | (credits.c.holder == kiosk_id))
+            & (
+                (credits.c.holder == kiosk_id)
+                | credits.c.holder.is_(None)
+                | credits.c.lease_until.is_(None)
+                | (credits.c.lease_until < now)
+            )
+        )
+        with engine.begin() as conn:  # the write first: SQLite takes its write lock at once
+            moved = conn.execute(
+                update(credits)
+                .where(free)
+                .values(holder=kiosk_id, lease_until=now + LEASE_SECONDS, claim_id=claim_id)
+            )
+            rows = conn.execute(select(credits).where(credits.c.claim_id == claim_id)).all()
+            if moved.rowcount:
                 bump_version(conn)
         return {"credits": [credit_out(r) for r in rows]}
 
@@ -309,16 +419,29 @@ def credit_out(r: Any) -> dict[str, Any]:
     }
 
 
-def track_credits(conn: Any, kiosk_id: str, rows: list[dict[str, Any]]) -> bool:
-    """Keep the fleet's credit book from the entries just stored: a kiosk's pending credit is
-    held by that kiosk until another claims it; a written one is closed. True if it changed."""
+def track_credits(
+    conn: Any, kiosk_id: str, rows: list[dict[str, Any]], refused: list[dict[str, Any]]
+) -> bool:
+    """Keep the fleet's credit book from the entries just stored (in the same transaction):
+    head office is the authority. A kiosk's pending credit opens a credit only when that
+    kiosk's own payments of the same transaction back it (0 < amount <= paid, same currency);
+    it is held by that kiosk until another claims it. Only the credit's holder closes it
+    (`pending_written`); a lease ends when its holder reports the write failed. What is
+    refused stays in the kiosk's journal copy, changes no credit, and raises an alarm
+    (`refused`, and the alarms table). True if the book changed."""
     changed = False
     for r in rows:
-        if r["kind"] == "pending_credit" and r["key"] and r["amount"]:
+        if r["kind"] == "pending_credit" and r["key"] and r["txid"] and r["amount"]:
+            # (0: only a check of the key, for a payment given back; no credit to open)
             known = conn.execute(
                 select(credits.c.credit_id).where(credits.c.credit_id == r["txid"])
             ).first()
             if known is None:
+                why = unbacked(conn, kiosk_id, r)
+                if why:
+                    alarm(conn, kiosk_id, r["seq"], f"pending credit {r['txid']} refused: {why}",
+                          refused)  # fmt: skip
+                    continue
                 conn.execute(
                     insert(credits).values(
                         credit_id=r["txid"],
@@ -331,13 +454,69 @@ def track_credits(conn: Any, kiosk_id: str, rows: list[dict[str, Any]]) -> bool:
                 )
                 changed = True
         elif r["kind"] == "pending_written" and r["txid"]:
-            done = conn.execute(
+            credit = conn.execute(select(credits).where(credits.c.credit_id == r["txid"])).first()
+            if credit is None or credit.written_by is not None:
+                continue  # not a head-office credit, or closed already (found on the key)
+            if credit.holder not in (kiosk_id, None):
+                alarm(conn, kiosk_id, r["seq"], f"credit {r['txid']} is held by "
+                      f"{credit.holder}: only its holder closes it", refused)  # fmt: skip
+                continue
+            conn.execute(
                 update(credits)
                 .where(credits.c.credit_id == r["txid"], credits.c.written_by.is_(None))
-                .values(written_by=kiosk_id, holder=kiosk_id)
+                .values(written_by=kiosk_id, holder=kiosk_id, lease_until=None)
             )
+            changed = True
+        elif r["kind"] == "write_failed" and r["txid"]:  # the holder could not: lease ends
+            done = conn.execute(
+                update(credits)
+                .where(credits.c.credit_id == r["txid"], credits.c.holder == kiosk_id,
+                       credits.c.written_by.is_(None), credits.c.lease_until.is_not(None))
+                .values(lease_until=None)
+            )  # fmt: skip
             changed = changed or done.rowcount > 0
     return changed
+
+
+def unbacked(conn: Any, kiosk_id: str, r: dict[str, Any]) -> str | None:
+    """Why a kiosk's new pending credit is not backed by its own payments (None: it is)."""
+    paid = conn.execute(
+        select(entries.c.currency, func.coalesce(func.sum(entries.c.amount), 0))
+        .where(entries.c.kiosk_id == kiosk_id, entries.c.txid == r["txid"],
+               entries.c.kind.in_(PAID_KINDS))
+        .group_by(entries.c.currency)
+    ).all()  # fmt: skip
+    total = {cur: int(amount) for cur, amount in paid}
+    if not total:
+        return "no payment of this kiosk backs it"
+    if r["currency"] not in total or len(total) > 1:
+        return f"paid in {', '.join(sorted(total))}, credit in {r['currency']}"
+    if not 0 < r["amount"] <= total[r["currency"]]:
+        return f"{r['amount']} is more than the {total[r['currency']]} paid"
+    return None
+
+
+def alarm(conn: Any, kiosk_id: str, seq: int | None, text: str,
+          refused: list[dict[str, Any]]) -> None:  # fmt: skip
+    """Something a kiosk sent that head office refused to act on: for the operator."""
+    log.warning("kiosk %s entry %s: %s", kiosk_id, seq, text)
+    conn.execute(insert(alarms).values(ts=datetime.now(UTC).isoformat(), kiosk_id=kiosk_id,
+                                       seq=seq, text=text))  # fmt: skip
+    refused.append({"seq": seq, "reason": text})
+
+
+def gunzip_capped(raw: bytes, cap: int) -> bytes:
+    """Unpack a gzip body, but never more than `cap` bytes (413 beyond: a zip bomb)."""
+    unpack = zlib.decompressobj(wbits=31)
+    try:
+        out = unpack.decompress(raw, cap + 1)
+        if len(out) > cap or unpack.unconsumed_tail:
+            raise HTTPException(413, f"body unpacks to more than {cap} bytes")
+        if not unpack.eof:
+            raise HTTPException(400, "body is not valid gzip: it ends early")
+    except zlib.error as err:
+        raise HTTPException(400, f"body is not valid gzip: {err}") from None
+    return out
 
 
 def count_entries(engine: Engine, kiosk_id: str) -> int:

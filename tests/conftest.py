@@ -191,15 +191,19 @@ class HeadOffice:
     tokens: dict[str, str]
 
     def admin(self, *args: str) -> str:
-        res = subprocess.run(
-            [sys.executable, "-m", "sync.admin", "--db", self.db, *args],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=60,
-        )
-        assert res.returncode == 0, res.stderr
-        return res.stdout.strip()
+        """One admin command, run in this process (the same code as `python -m sync.admin`,
+        whose command line tests run as a process of its own: without the start-up each
+        time)."""
+        import contextlib
+        import io
+
+        from sync.admin import main as admin_main
+
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = admin_main(["--db", self.db, *args])
+        assert code == 0, err.getvalue()
+        return out.getvalue().strip()
 
     def stored(self, kiosk: str = "DEMO-01") -> list[tuple[int, str]]:
         """(seq, hash) of what head office holds for a kiosk, by sequence number."""

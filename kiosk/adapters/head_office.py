@@ -40,6 +40,7 @@ class Syncer:
         *,
         batch: int = 500,
         currency: str = "EUR",
+        max_credit: int = 100_000,
         on_settings: Callable[[dict[str, int]], object] | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
@@ -47,6 +48,8 @@ class Syncer:
         self.client = client
         self.batch = batch
         self.currency = currency
+        #: the most a credit from head office may be (the key's own limit, minor units)
+        self.max_credit = max_credit
         self.on_settings = on_settings
         self.clock = clock or (lambda: datetime.now(UTC))
         self._claimer: SyncClient | None = None
@@ -66,6 +69,9 @@ class Syncer:
             acked = self.client.upload(rows)  # raises SyncError; watermark untouched then
             if acked < self.status.acked:
                 raise SyncError(f"head office acknowledged {acked}, below our watermark")
+            if acked > rows[-1]["seq"]:  # it cannot hold what was never sent: never skip it
+                raise SyncError(f"head office acknowledged {acked}, above the last entry "
+                                f"sent ({rows[-1]['seq']}): watermark kept")  # fmt: skip
             self.journal.set_meta(WATERMARK, str(acked))
             self.status.acked = acked
             if acked < rows[-1]["seq"]:
@@ -86,8 +92,9 @@ class Syncer:
             )
         for d in data["debts"]:
             self.journal.set_debt(d["contract_account"], Money(d["amount"], d["currency"]))
-        self._take_credits(data.get("credits", []))
-        self._release_credits({c["credit_id"] for c in data.get("credits", [])})
+        credits = [c for c in data.get("credits", []) if not self._wrong_credit(c)]
+        self._take_credits(credits)
+        self._release_credits({c["credit_id"] for c in credits})
         settings = dict(data.get("settings", {}))
         self.journal.set_meta(SETTINGS, json.dumps(settings, sort_keys=True))
         if self.on_settings is not None:
@@ -102,10 +109,9 @@ class Syncer:
         whether the reference data or a key's claim brings them first)."""
         records = []
         for c in held:
-            if c["currency"] != self.currency:
-                log.warning(
-                    "credit %s is in %s, not %s: left", c["credit_id"], c["currency"], self.currency
-                )
+            wrong = self._wrong_credit(c)
+            if wrong:
+                log.warning("credit from head office not taken: %s: %r", wrong, c)
                 continue
             records.append(
                 Record(
@@ -117,6 +123,23 @@ class Syncer:
                 )
             )
         return len(self.journal.add_credits(records, self.clock()))
+
+    def _wrong_credit(self, c: Any) -> str | None:
+        """What is wrong with a credit head office sent (None: nothing). A key takes only a
+        positive credit in the site's currency, within its limit, under an id its top-up log
+        can hold; anything else is left (and logged), never written and never raised."""
+        if not isinstance(c, dict):
+            return "not an object"
+        cid, key, amount, cur = (c.get(k) for k in ("credit_id", "key", "amount", "currency"))
+        if not isinstance(cid, str) or not 0 < len(cid.encode()) <= 48:
+            return "no usable credit id"
+        if not isinstance(key, str) or not key:
+            return "no key"
+        if cur != self.currency:
+            return f"in {cur}, not {self.currency}"
+        if type(amount) is not int or not 0 < amount <= self.max_credit:
+            return f"amount {amount!r} is not between 0 and {self.max_credit}"
+        return None
 
     def _release_credits(self, held: set[str]) -> None:
         """A credit of ours that head office has (it was uploaded) but no longer lists as ours
@@ -141,6 +164,9 @@ class Syncer:
         except SyncError as err:
             log.info("credits of %s not claimed: %s", key, err)
             return 0
+        except (ValueError, KeyError, TypeError, AttributeError):  # what head office sent
+            log.exception("credits of %s: head office's answer not taken", key)
+            return 0
 
     def round(self, now: datetime) -> SyncStatus:
         """One full round (upload, then reference); errors are recorded, never raised. The
@@ -156,6 +182,10 @@ class Syncer:
             log.warning("sync: %s", err)
             st.last_error = str(err)
             st.retry_after = err.retry_after if isinstance(err, Retryable) else None
+            st.backlog = self.journal.last_seq() - st.acked
+        except (ValueError, KeyError, TypeError, AttributeError) as err:  # what it sent
+            log.exception("sync: head office's answer not taken")
+            st.last_error = f"head office's answer not taken: {type(err).__name__}: {err}"
             st.backlog = self.journal.last_seq() - st.acked
         if st.last_success is not None:
             self.journal.set_meta(LAST_SUCCESS, st.last_success.isoformat())

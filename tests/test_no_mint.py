@@ -1,0 +1,299 @@
+"""Fleet-wide no-mint: head office trusts no kiosk. Each attack goes through the v1 wire
+protocol, with a kiosk's own valid token and a hash chain it built itself (the chain is no
+secret), against a head office process on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import select
+
+from kiosk.adapters.head_office import Syncer
+from kiosk.domain.events import Kind, Record
+from kiosk.domain.money import Money
+from kiosk.ledger.journal import Journal
+from sync.client import SyncError
+from sync.server import alarms, credits, open_db
+from tests.conftest import HeadOffice
+
+T0 = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
+
+
+def E(minor: int) -> Money:
+    return Money(minor, "EUR")
+
+
+def journal(tmp_path: Path, kiosk: str, *steps: list[Record]) -> Journal:
+    j = Journal(tmp_path / f"journal-{kiosk}.sqlite", kiosk)
+    for n, records in enumerate(steps):
+        j.append(records, T0 + timedelta(seconds=n))
+    return j
+
+
+def upload(office: HeadOffice, j: Journal, kiosk: str = "DEMO-01") -> requests.Response:
+    body = {"kiosk_id": kiosk, "entries": j.raw_entries()}
+    return requests.post(office.url + "/v1/entries", json=body, timeout=10,
+                         headers={"Authorization": f"Bearer {office.tokens[kiosk]}"})  # fmt: skip
+
+
+def book(office: HeadOffice) -> list[tuple[Any, ...]]:
+    """Head office's credit book: (id, key, amount, holder, written by)."""
+    engine = open_db(office.db)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(credits).order_by(credits.c.credit_id)).all()
+            return [(r.credit_id, r.key, r.amount, r.holder, r.written_by) for r in rows]
+    finally:
+        engine.dispose()
+
+
+def alarm_texts(office: HeadOffice) -> list[str]:
+    engine = open_db(office.db)
+    try:
+        with engine.connect() as conn:
+            return [r.text for r in conn.execute(select(alarms).order_by(alarms.c.id))]
+    finally:
+        engine.dispose()
+
+
+def paid(tx: str, key: str, minor: int) -> list[Record]:
+    return [Record(Kind.TX_OPENED, tx, key, None, {"method": "cash"}),
+            Record(Kind.CASH_IN, tx, key, E(minor), {"medium": "note"})]  # fmt: skip
+
+
+def pending(tx: str, key: str, minor: int) -> list[Record]:
+    return [Record(Kind.PENDING_CREDIT, tx, key, E(minor), {"reason": "key_not_returned"})]
+
+
+# ---------------------------------------------------------------- head office is the authority
+
+
+def test_a_pending_credit_no_payment_backs_is_refused_and_mints_nothing(
+    office: HeadOffice, tmp_path: Path
+) -> None:
+    """Before: 100.00 for any key, no payment behind it, stored and handed to the next kiosk
+    that claimed the key. Now: the entry is kept (it is the kiosk's journal) but opens no
+    credit; the answer and the alarms say why; another kiosk's claim gets nothing."""
+    j = journal(tmp_path, "DEMO-01", pending("DEMO-01-X1", "K-VICTIM", 10_000))
+    res = upload(office, j)
+    assert res.status_code == 200, res.text
+    assert res.json()["acked"] == 1
+    assert res.json()["refused"] == [
+        {"seq": 1, "reason": "pending credit DEMO-01-X1 refused: no payment of this kiosk backs it"}
+    ]
+    assert book(office) == []
+    assert office.client("OTHER-01").claim("K-VICTIM") == []
+    assert alarm_texts(office) == [res.json()["refused"][0]["reason"]]
+
+
+def test_a_pending_credit_above_what_was_paid_is_refused(
+    office: HeadOffice, tmp_path: Path
+) -> None:
+    j = journal(tmp_path, "DEMO-01", paid("T1", "K1", 1000), pending("T1", "K1", 2000),
+                paid("T2", "K2", 2000), pending("T2", "K2", 2000))  # fmt: skip
+    res = upload(office, j)
+    assert res.status_code == 200 and res.json()["acked"] == 6
+    assert [r["seq"] for r in res.json()["refused"]] == [3]
+    assert "2000 is more than the 1000 paid" in res.json()["refused"][0]["reason"]
+    assert book(office) == [("T2", "K2", 2000, "DEMO-01", None)]  # the backed one only
+
+
+#: entries no kiosk journals, and what head office says about each
+MEANINGLESS = [
+    ({"kind": "pending_credit", "amount": -5000}, "amount -5000 is not allowed"),
+    ({"kind": "pending_written", "amount": -1}, "amount -1 is not allowed"),
+    ({"kind": "cash_in", "amount": 0}, "amount 0 is not allowed"),
+    ({"kind": "cash_in", "amount": 2**63}, "less than or equal to 100000000"),
+    ({"kind": "cash_in", "currency": "XXX"}, "currency 'XXX' is not one of EUR, CHF"),
+    ({"kind": "tx_opened"}, "a tx_opened entry carries no amount"),
+    ({"ts": "2024-99-99T10:00:00.000000Z"}, "is not a real time"),
+    ({"data": "[1, 2]"}, "data is not a JSON object"),
+    ({"kind": "minted"}, "unknown kind 'minted'"),
+    ({"data": json.dumps({"x": "y" * 20_000})}, "at most 16384 characters"),
+]
+
+
+def test_an_entry_that_means_nothing_a_kiosk_journals_is_refused_and_nothing_is_stored(
+    office: HeadOffice, tmp_path: Path
+) -> None:
+    """Before: each of these was stored, and each alone made `sync.admin report` crash. Now
+    the batch that carries it is refused whole, saying why."""
+    from sync.chain import entry_hash
+
+    j = journal(tmp_path, "DEMO-01", paid("T1", "K1", 1000))
+    rows = j.raw_entries()
+    auth = {"Authorization": f"Bearer {office.tokens['DEMO-01']}"}
+    for entry, says in MEANINGLESS:
+        bad = {**rows[-1], "seq": 3, "prev_hash": rows[-1]["hash"], "txid": "T1", "key": "K1",
+               "amount": 500, "currency": "EUR", **entry}  # fmt: skip
+        fields = ("seq", "ts", "kind", "txid", "key", "amount", "currency", "data")
+        bad["hash"] = entry_hash(bad["prev_hash"], *[bad[k] for k in fields])
+        body = {"kiosk_id": "DEMO-01", "entries": [*rows, bad]}
+        res = requests.post(office.url + "/v1/entries", json=body, timeout=10, headers=auth)
+        assert res.status_code in (400, 422) and says in res.text, (entry, res.text)
+        assert office.stored() == []  # the whole batch: nothing
+    assert "DEMO-01" not in office.admin("report")  # and the report still runs
+    assert upload(office, j).json() == {"acked": 2}  # the kiosk's real entries go through
+
+
+def test_a_credit_pinned_to_one_kiosk_never_moves(office: HeadOffice) -> None:
+    credit = office.admin("credit", "K1", "500", "--kiosk", "DEMO-01")
+    assert office.client("OTHER-01").claim("K1") == []
+    assert book(office) == [(credit, "K1", 500, "DEMO-01", None)]
+    assert [c["credit_id"] for c in office.client("DEMO-01").claim("K1")] == [credit]
+
+
+def test_only_the_holder_closes_a_credit(office: HeadOffice, tmp_path: Path) -> None:
+    """Before: another kiosk's `pending_written` closed a credit it never wrote (the
+    customer's credit gone). Now the entry is kept, the credit stays open with its holder."""
+    ours = journal(tmp_path, "DEMO-01", paid("T1", "K1", 2000), pending("T1", "K1", 2000))
+    assert upload(office, ours).status_code == 200
+    theirs = journal(tmp_path, "OTHER-01", [
+        Record(Kind.PENDING_WRITTEN, "T1", "K1", E(2000), {"credit_after": 2000})])  # fmt: skip
+    res = upload(office, theirs, "OTHER-01")
+    assert res.status_code == 200 and res.json()["acked"] == 1
+    assert "held by DEMO-01: only its holder closes it" in res.json()["refused"][0]["reason"]
+    assert book(office) == [("T1", "K1", 2000, "DEMO-01", None)]
+    # the holder's own report closes it
+    ours.append([Record(Kind.PENDING_WRITTEN, "T1", "K1", E(2000), {"credit_after": 2000})], T0)
+    assert upload(office, ours).status_code == 200
+    assert book(office) == [("T1", "K1", 2000, "DEMO-01", "DEMO-01")]
+
+
+def test_a_claimed_credit_is_leased_to_one_kiosk_until_it_reports(
+    office: HeadOffice, tmp_path: Path
+) -> None:
+    """A claim grants a lease: while it runs, another kiosk's claim gets nothing; the holder
+    reporting the write failed ends it, and the next claim may take the credit."""
+    credit = office.admin("credit", "K1", "700")
+    assert [c["credit_id"] for c in office.client("DEMO-01").claim("K1")] == [credit]
+    assert office.client("OTHER-01").claim("K1") == []  # leased to DEMO-01
+    j = journal(tmp_path, "DEMO-01", [
+        Record(Kind.PENDING_CREDIT, credit, "K1", E(700), {"reason": "head_office"}),
+        Record(Kind.WRITE_FAILED, credit, "K1", None, {"reason": "key pulled"})])  # fmt: skip
+    assert upload(office, j).status_code == 200
+    assert [c["credit_id"] for c in office.client("OTHER-01").claim("K1")] == [credit]
+
+
+@pytest.mark.slow
+def test_kiosks_claiming_the_same_keys_at_once_each_credit_goes_to_exactly_one(
+    office: HeadOffice,
+) -> None:
+    """Before: two kiosks claiming one key at the same moment both received its credit (15 of
+    15 tries). Now, N kiosks in parallel rounds: every credit to exactly one of them."""
+    kiosks = [f"RACE-{n:02}" for n in range(8)]
+    for k in kiosks:
+        office.tokens[k] = office.admin("register", k)
+    clients = {k: office.client(k) for k in kiosks}
+    for round_ in range(6):
+        keys = [f"K{round_}-{n}" for n in range(2)]
+        made = {office.admin("credit", key, "100") for key in keys}
+        got, errors = claim_at_once(clients, keys)
+        assert errors == []
+        granted = [c for cs in got.values() for c in cs]
+        assert sorted(granted) == sorted(made), (round_, got)  # each once, none twice
+
+
+def claim_at_once(
+    clients: dict[str, Any], keys: list[str]
+) -> tuple[dict[str, list[str]], list[BaseException]]:
+    """Every kiosk claims every key, all starting at the same moment."""
+    start = threading.Barrier(len(clients))
+    got: dict[str, list[str]] = {}
+    errors: list[BaseException] = []
+
+    def claim(kiosk: str) -> None:
+        start.wait()
+        try:
+            got[kiosk] = [c["credit_id"] for key in keys for c in clients[kiosk].claim(key)]
+        except SyncError as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=claim, args=(k,)) for k in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return got, errors
+
+
+# ---------------------------------------------------------------- bodies
+
+
+def test_a_zip_bomb_is_refused_before_it_is_unpacked(office: HeadOffice) -> None:
+    """Before: 1 MiB of gzip unpacking to 512 MiB was unpacked whole (over 1 GB of memory)."""
+    bomb = gzip.compress(b" " * (64 * 1024 * 1024), compresslevel=9)
+    res = requests.post(office.url + "/v1/entries", data=bomb, timeout=30,
+                        headers={"Authorization": f"Bearer {office.tokens['DEMO-01']}",
+                                 "Content-Encoding": "gzip",
+                                 "Content-Type": "application/json"})  # fmt: skip
+    assert res.status_code == 413 and "unpacks to more than" in res.text
+    big = b"x" * (5 * 1024 * 1024)
+    res = requests.post(
+        office.url + "/v1/entries",
+        data=big,
+        timeout=30,
+        headers={"Authorization": f"Bearer {office.tokens['DEMO-01']}"},
+    )
+    assert res.status_code == 413
+    assert office.stored() == [] and requests.get(office.url + "/v1/health").ok
+
+
+# ---------------------------------------------------------------- the kiosk checks what it gets
+
+
+class Answers:
+    """A head office's answers, as a client would return them (in-process, for the kiosk's
+    checks; the wire is tested above)."""
+
+    base = "http://head-office.invalid"
+
+    def __init__(self, claim: list[Any], acked: int = 0) -> None:
+        self.claimed, self.acked = claim, acked
+
+    def fork(self) -> Answers:
+        return self
+
+    def claim(self, key: str, timeout: object = None) -> list[Any]:
+        return self.claimed
+
+    def upload(self, rows: list[dict[str, Any]]) -> int:
+        return self.acked
+
+
+def test_the_kiosk_takes_no_credit_it_cannot_write(tmp_path: Path) -> None:
+    """Before: a negative credit was taken, and its ValueError killed the key reader's thread.
+    Now only a positive credit in the site's currency within the key's limit is journaled."""
+    j = journal(tmp_path, "DEMO-01")
+    sent = [
+        {"credit_id": "HO-NEG", "key": "K1", "amount": -500, "currency": "EUR"},
+        {"credit_id": "HO-ZERO", "key": "K1", "amount": 0, "currency": "EUR"},
+        {"credit_id": "HO-BIG", "key": "K1", "amount": 10**12, "currency": "EUR"},
+        {"credit_id": "HO-CHF", "key": "K1", "amount": 500, "currency": "CHF"},
+        {"credit_id": "HO-STR", "key": "K1", "amount": "500", "currency": "EUR"},
+        {"credit_id": "X" * 49, "key": "K1", "amount": 500, "currency": "EUR"},
+        "not even an object",
+        {"credit_id": "HO-OK", "key": "K1", "amount": 500, "currency": "EUR"},
+    ]
+    sync = Syncer(j, Answers(sent), currency="EUR", max_credit=50_000)  # type: ignore[arg-type]
+    assert sync.claim("K1") == 1
+    assert [(e.txid, e.amount) for e in j.entries_of_kind(Kind.PENDING_CREDIT)] == [
+        ("HO-OK", E(500))
+    ]
+
+
+def test_an_ack_above_the_last_entry_sent_is_an_alarm_not_a_jump(tmp_path: Path) -> None:
+    """Before: the syncer took an acknowledgement above its own last entry and never uploaded
+    the entries behind it. Now the watermark stays and the round reports the error."""
+    j = journal(tmp_path, "DEMO-01", paid("T1", "K1", 1000))
+    sync = Syncer(j, Answers([], acked=99))  # type: ignore[arg-type]
+    status = sync.round(T0)
+    assert status.acked == 0 and status.backlog == 2
+    assert status.last_error is not None and "above the last entry sent (2)" in status.last_error
