@@ -202,3 +202,32 @@ def test_llvar_and_result_texts() -> None:
     assert result_text(0x05) == "declined by the card issuer"
     assert result_text(0x37) == "declined by the host (55)"
     assert result_text(0x6C) == "abort via timeout or abort key"
+
+
+# ---------------------------------------------------------------- card numbers (#17 item 7)
+
+
+def test_a_card_number_sent_in_clear_is_masked_before_anyone_keeps_it() -> None:
+    """A terminal set up to send the PAN in clear (BMP 22) or to print it: the journal, the
+    receipts and the logs get the first six and last four digits at most."""
+    from drivers.zvt.codec import mask_pan
+
+    pan = llvar(bytes.fromhex("4111111111111111"))
+    info = parse_status_information(bytes([0x27, 0x00, 0x22]) + pan)
+    assert info.pan == "411111******1111" and info.receipt_fields()["pan"] == "411111******1111"
+    masked_by_terminal = llvar(bytes.fromhex("672600EEEEEE1234FF"))
+    info = parse_status_information(bytes([0x27, 0x00, 0x22]) + masked_by_terminal)
+    assert info.pan == "672600******1234"  # as it came: already no more than 6 + 4
+    assert mask_pan("123456789") == "*****6789"  # short: the last four only
+
+
+def test_card_numbers_in_receipt_lines_are_masked_and_other_numbers_kept() -> None:
+    from drivers.zvt.codec import mask_card_numbers
+
+    assert mask_card_numbers("Karte 4111 1111 1111 1111") == "Karte 4111 11** **** 1111"
+    assert mask_card_numbers("PAN 5413330089010434") == "PAN 541333******0434"
+    assert mask_card_numbers("VU-Nr. 4567890123456") == "VU-Nr. 4567890123456"  # no check digit
+    assert mask_card_numbers("############1234") == "############1234"
+    assert mask_card_numbers("Betrag EUR 20,00") == "Betrag EUR 20,00"
+    line = parse_print_line(b"\x00Karte 4111111111111111")
+    assert line.text == "Karte 411111******1111"

@@ -6,6 +6,7 @@ and PA00P016 (serial transport: DLE STX ... DLE ETX, CRC, ACK/NAK).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -407,8 +408,45 @@ def parse_bmps(data: bytes) -> dict[int, Any]:
 
 
 def _pan(data: bytes) -> str:
-    """BCD PAN: digits as they are, E for a masked digit shown as '*', F padding dropped."""
-    return "".join({"e": "*", "f": ""}.get(c, c) for c in data.hex())
+    """BCD PAN: digits as they are, E for a masked digit shown as '*', F padding dropped;
+    then masked on our side too (`mask_pan`): a terminal set up to send it in clear must not
+    put a card number into the journal, the receipts or the logs."""
+    return mask_pan("".join({"e": "*", "f": ""}.get(c, c) for c in data.hex()))
+
+
+def mask_pan(pan: str) -> str:
+    """A card number as PCI DSS lets it be shown: the first six and the last four digits at
+    most, the rest '*' (a short number keeps only its last four)."""
+    keep_head = 6 if len(pan) > 10 else 0
+    return pan[:keep_head] + "*" * max(0, len(pan) - keep_head - 4) + pan[-4:]
+
+
+def luhn_valid(number: str) -> bool:
+    """The check digit every card number carries (ISO/IEC 7812)."""
+    total = 0
+    for i, c in enumerate(reversed(number)):
+        d = int(c) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
+
+
+#: a card number in a receipt line: 13 to 19 digits, maybe grouped by spaces or dashes
+_CARD_NUMBER = re.compile(r"(?<![\d*])(?:[\d*][ -]?){12,18}[\d*](?![\d*])")
+
+
+def mask_card_numbers(line: str) -> str:
+    """A receipt line with any card number in it masked (`mask_pan`), its grouping kept."""
+
+    def masked(m: re.Match[str]) -> str:
+        digits = [c for c in m.group() if c not in " -"]
+        if sum(c.isdigit() for c in digits) <= 10:
+            return m.group()  # masked already (or too short to be one)
+        if "*" not in digits and not luhn_valid("".join(digits)):
+            return m.group()  # a long number, but no card's (a merchant or batch number)
+        hidden = iter(mask_pan("".join(digits)))
+        return "".join(c if c in " -" else next(hidden) for c in m.group())
+
+    return _CARD_NUMBER.sub(masked, line)
 
 
 #: the card groups of BMP 60 (individual totals of an end-of-day), in their order
@@ -473,7 +511,7 @@ class StatusInformation:
         return self.result_code == 0
 
     def receipt_fields(self) -> dict[str, Any]:
-        """What a receipt and the journal keep (card data already masked by the terminal)."""
+        """What a receipt and the journal keep (the card number masked, `_pan`)."""
         return {
             k: v
             for k, v in (
@@ -572,7 +610,7 @@ def parse_print_line(data: bytes) -> PrintLine:
     """06 D1: ``<attribute><text>``."""
     if not data:
         raise FrameError("print line without an attribute")
-    return PrintLine(data[0], data[1:].decode(TEXT_ENCODING, errors="replace"))
+    return PrintLine(data[0], mask_card_numbers(data[1:].decode(TEXT_ENCODING, errors="replace")))
 
 
 RECEIPT_TYPES = {1: "merchant", 2: "customer", 3: "admin"}
@@ -593,7 +631,7 @@ def parse_print_text_block(data: bytes) -> TextBlock:
         raise FrameError("print text block length does not match")
     items = parse_tlv(data[pos:])
     kind = find_tlv(items, 0x1F07)
-    lines = tuple(text(t.value) for t in find_all(items, 0x07))
+    lines = tuple(mask_card_numbers(text(t.value)) for t in find_all(items, 0x07))
     rtype = (
         RECEIPT_TYPES.get(kind.value[0], "unknown")
         if kind is not None and kind.value
