@@ -61,7 +61,7 @@ def test_three_wrong_pins_lock_for_five_minutes_and_every_try_is_audited(journal
         with pytest.raises(PinRefused, match="wrong PIN") as err:
             guard.enter("0000", "T-7", T0 + timedelta(seconds=i))
         assert err.value.until is None
-    with pytest.raises(PinRefused, match="locked for five minutes") as err:
+    with pytest.raises(PinRefused, match="locked for 5 minutes") as err:
         guard.enter("0000", "T-7", T0 + timedelta(seconds=2))
     assert err.value.until == T0 + timedelta(seconds=2, minutes=5)
     with pytest.raises(PinRefused, match="locked"):  # even the right PIN, while locked
@@ -87,6 +87,56 @@ def test_after_a_good_entry_the_failures_count_again_from_zero(journal: Journal)
     for i in range(2):
         with pytest.raises(PinRefused, match="^wrong PIN$"):
             guard.enter("1111", "T-7", T0 + timedelta(seconds=10 + i))
+
+
+def test_each_lockout_in_a_row_lasts_twice_as_long_up_to_a_day(journal: Journal) -> None:
+    """Before: a fixed five minutes (a four-digit PIN fell in under twelve days)."""
+    guard = PinGuard(journal, hash_pin("4711"))
+    now = T0
+    for minutes in (5, 10, 20, 40, 80, 160, 320, 640, 1280, 1440, 1440):
+        for _ in range(3):
+            now += timedelta(seconds=1)
+            with pytest.raises(PinRefused) as err:
+                guard.enter("0000", "T-7", now)
+        assert err.value.until == now + timedelta(minutes=minutes), minutes
+        assert f"locked for {minutes} minutes" in str(err.value)
+        now = err.value.until
+    guard.enter("4711", "T-7", now + timedelta(seconds=1))  # the right PIN: back to the start
+    for _ in range(3):
+        with pytest.raises(PinRefused) as err:
+            guard.enter("0000", "T-7", now + timedelta(seconds=2))
+    assert err.value.until == now + timedelta(seconds=2, minutes=5)
+
+
+def test_pins_tried_at_the_same_moment_from_many_places_lock_after_three(
+    journal: Journal,
+) -> None:
+    """Before: sixteen parallel `kiosk diag` runs checked fifteen wrong PINs before the lock
+    held. Now the check, its record and the lock are one transaction under the journal's write
+    lock: sixteen tries at once (each on a connection of its own) check three PINs."""
+    import threading
+
+    stored = hash_pin("4711")
+    start = threading.Barrier(16)
+    said: list[str] = []
+
+    def try_one(n: int) -> None:
+        guard = PinGuard(Journal(journal.path, "DEMO-01"), stored)
+        start.wait()
+        try:
+            guard.enter(f"{1000 + n}", f"diag-{n}", T0)
+        except PinRefused as refused:
+            said.append(str(refused))
+
+    threads = [threading.Thread(target=try_one, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(said) == 16
+    assert audits(journal).count("pin_failed") == 3
+    assert sum(s.startswith("wrong PIN") for s in said) == 3
+    assert sum(s.startswith("diagnostics are locked") for s in said) == 13
 
 
 def test_test_money_is_in_the_box_but_never_credited(journal: Journal) -> None:
@@ -178,7 +228,7 @@ def test_the_console_path_asks_for_the_pin_and_locks_after_three(tmp_path: Path)
         wrong = diag(tmp_path, "cashbox", pin="1234", secrets=secrets)
         assert wrong.returncode == 1 and "wrong PIN" in wrong.stderr and "coin" not in wrong.stdout
     locked = diag(tmp_path, "cashbox", pin="1234", secrets=secrets)
-    assert locked.returncode == 1 and "locked for five minutes (until" in locked.stderr
+    assert locked.returncode == 1 and "locked for 5 minutes (until" in locked.stderr
     still = diag(tmp_path, "empty", "--confirm", pin="4711", secrets=secrets)
     assert still.returncode == 1 and "locked" in still.stderr  # the right PIN, while locked
     actions = [

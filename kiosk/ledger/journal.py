@@ -12,11 +12,11 @@ import json
 import logging
 import shutil
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Column,
@@ -45,6 +45,7 @@ from kiosk.ledger.kept import BATCH, KeptRecords
 from sync.chain import GENESIS, entry_hash
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: how long an append waits for another writer's lock before it fails (SQLite's busy handler)
 BUSY_TIMEOUT_MS = 15_000
@@ -245,44 +246,31 @@ class Journal:
         except SQLAlchemyError as err:
             raise self._write_error(err, "cannot write the journal") from err
 
+    def append_decided(
+        self, decide: Callable[[Callable[[Kind], list[Entry]]], tuple[Sequence[Record], T]],
+        now: datetime,
+    ) -> T:  # fmt: skip
+        """Read, decide and append as one transaction under the journal's write lock: another
+        writer (thread or process) doing the same waits, then sees what this one appended.
+        `decide` gets a reader of entries by kind and returns the records to append and what
+        to give back."""
+        try:
+            with self._writer.begin() as conn:
+
+                def of_kind(kind: Kind) -> list[Entry]:
+                    q = select(journal_table).where(journal_table.c.kind == str(kind))
+                    return [self._entry(r) for r in conn.execute(q.order_by(journal_table.c.seq))]
+
+                records, result = decide(of_kind)
+                if records:
+                    self._append_in(conn, records, now)
+        except SQLAlchemyError as err:
+            raise self._write_error(err, "cannot write the journal") from err
+        return result
+
     def _append(self, records: Sequence[Record], now: datetime) -> list[Entry]:
-        ts = format_ts(now)
-        out: list[Entry] = []
         with self._writer.begin() as conn:
-            head = conn.execute(select(head_table.c.seq, head_table.c.hash)).first()
-            seq, prev = (head.seq, head.hash) if head else (0, GENESIS)
-            rows = []
-            for r in records:
-                seq += 1
-                amount = r.amount.minor if r.amount is not None else None
-                currency = r.amount.currency if r.amount is not None else None
-                data = _canonical(r.data)
-                h = entry_hash(prev, seq, ts, str(r.kind), r.txid, r.key, amount, currency, data)
-                rows.append(
-                    {
-                        "seq": seq,
-                        "ts": ts,
-                        "kind": str(r.kind),
-                        "txid": r.txid,
-                        "key": r.key,
-                        "amount": amount,
-                        "currency": currency,
-                        "data": data,
-                        "prev_hash": prev,
-                        "hash": h,
-                    }
-                )
-                out.append(
-                    Entry(seq, parse_ts(ts), str(r.kind), r.txid, r.key, r.amount, r.data, prev, h)
-                )
-                prev = h
-            conn.execute(insert(journal_table), rows)
-            if head:
-                conn.execute(update(head_table).values(seq=seq, hash=prev))
-            else:
-                conn.execute(insert(head_table).values(id=1, seq=seq, hash=prev))
-            for e in out:
-                self._apply_effects(conn, e)
+            out = self._append_in(conn, records, now)
         for e in out:
             if e.amount is not None:
                 log.info(
@@ -293,6 +281,45 @@ class Journal:
                     e.amount,
                     extra={"event": e.kind, "txid": e.txid, "amount_minor": e.amount.minor},
                 )
+        return out
+
+    def _append_in(self, conn: Connection, records: Sequence[Record], now: datetime) -> list[Entry]:
+        ts = format_ts(now)
+        out: list[Entry] = []
+        head = conn.execute(select(head_table.c.seq, head_table.c.hash)).first()
+        seq, prev = (head.seq, head.hash) if head else (0, GENESIS)
+        rows = []
+        for r in records:
+            seq += 1
+            amount = r.amount.minor if r.amount is not None else None
+            currency = r.amount.currency if r.amount is not None else None
+            data = _canonical(r.data)
+            h = entry_hash(prev, seq, ts, str(r.kind), r.txid, r.key, amount, currency, data)
+            rows.append(
+                {
+                    "seq": seq,
+                    "ts": ts,
+                    "kind": str(r.kind),
+                    "txid": r.txid,
+                    "key": r.key,
+                    "amount": amount,
+                    "currency": currency,
+                    "data": data,
+                    "prev_hash": prev,
+                    "hash": h,
+                }
+            )
+            out.append(
+                Entry(seq, parse_ts(ts), str(r.kind), r.txid, r.key, r.amount, r.data, prev, h)
+            )
+            prev = h
+        conn.execute(insert(journal_table), rows)
+        if head:
+            conn.execute(update(head_table).values(seq=seq, hash=prev))
+        else:
+            conn.execute(insert(head_table).values(id=1, seq=seq, hash=prev))
+        for e in out:
+            self._apply_effects(conn, e)
         return out
 
     def _apply_effects(self, conn: Connection, e: Entry) -> None:

@@ -32,7 +32,10 @@ from sync.client import SyncError
 #: scrypt cost: about 50 ms per check here, and 16 MiB of memory per guess
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 MAX_FAILURES = 3
+#: the first lockout; each next one without a right PIN in between lasts twice as long, up to
+#: a day: a four-digit PIN would take years to guess, not days
 LOCKOUT = timedelta(minutes=5)
+MAX_LOCKOUT = timedelta(days=1)
 #: the demo's PIN, for sites without a secrets file only (like the demo master keys)
 DEMO_PIN = "0000"
 #: cash kinds that put money into the cash box
@@ -92,42 +95,70 @@ def audit(journal: Journal, now: datetime, action: str, who: str, **data: Any) -
 
 
 class PinGuard:
-    """Three wrong PINs lock the mode for five minutes; the count lives in the journal, so a
-    restart does not reset it."""
+    """Three wrong PINs lock the mode: for five minutes, and each lockout after another
+    without a right PIN in between twice as long (up to a day). The count lives in the
+    journal, so a restart does not reset it, and a check reads it, checks the PIN and records
+    the outcome as one transaction under the journal's write lock: PINs tried at the same
+    moment from several places (two `kiosk diag` and the screen) are checked one after the
+    other, each seeing the failures before it."""
 
     def __init__(self, journal: Journal, pin_hash: str) -> None:
         self.journal = journal
         self.pin_hash = pin_hash
 
     def locked_until(self, now: datetime) -> datetime | None:
-        failures: list[datetime] = []
-        for e in self.journal.entries_of_kind(Kind.AUDIT):
-            action = e.data.get("action")
-            if action == "pin_failed":
-                failures.append(e.ts)
-            elif action == "entered":
-                failures.clear()
-            if len(failures) >= MAX_FAILURES:
-                until = failures[-1] + LOCKOUT
-                failures.clear()
-                if until > now:
-                    return until
-        return None
+        return lock_in(self.journal.entries_of_kind(Kind.AUDIT), now)
 
     def enter(self, pin: str, who: str, now: datetime) -> None:
         """Let the technician in, or raise PinRefused; either way it is journaled."""
-        until = self.locked_until(now)
-        if until is not None:
-            audit(self.journal, now, "refused_locked", who, until=format_ts(until))
-            raise PinRefused("diagnostics are locked after three wrong PINs", until)
-        if not pin_matches(pin, self.pin_hash):
-            audit(self.journal, now, "pin_failed", who)
-            until = self.locked_until(now)
+
+        Outcome = tuple[list[Record], PinRefused | None]
+
+        def decide(of_kind: Callable[[Kind], list[Entry]]) -> Outcome:
+            audits = of_kind(Kind.AUDIT)
+            until = lock_in(audits, now)
             if until is not None:
-                audit(self.journal, now, "locked", who, until=format_ts(until))
-                raise PinRefused("wrong PIN: diagnostics are locked for five minutes", until)
-            raise PinRefused("wrong PIN")
-        audit(self.journal, now, "entered", who)
+                return [audit_record("refused_locked", who, until=format_ts(until))], PinRefused(
+                    "diagnostics are locked after three wrong PINs", until
+                )
+            if pin_matches(pin, self.pin_hash):
+                return [audit_record("entered", who)], None
+            failed = audit_record("pin_failed", who)
+            as_if = Entry(0, now, str(Kind.AUDIT), None, None, None, failed.data, "", "")
+            until = lock_in([*audits, as_if], now)
+            if until is None:
+                return [failed], PinRefused("wrong PIN")
+            minutes = round((until - now).total_seconds() / 60)
+            locked = audit_record("locked", who, until=format_ts(until))
+            return [failed, locked], PinRefused(
+                f"wrong PIN: diagnostics are locked for {minutes} minutes", until
+            )
+
+        refused = self.journal.append_decided(decide, now)
+        if refused is not None:
+            raise refused
+
+
+def audit_record(action: str, who: str, **data: Any) -> Record:
+    return Record(Kind.AUDIT, data={"action": action, "who": who, **data})
+
+
+def lock_in(audits: list[Entry], now: datetime) -> datetime | None:
+    """Until when the audit trail says the mode is locked (None: it is not)."""
+    failures = 0
+    lockouts = 0
+    until: datetime | None = None
+    for e in audits:
+        action = e.data.get("action")
+        if action == "entered":
+            failures = lockouts = 0
+        elif action == "pin_failed":
+            failures += 1
+            if failures >= MAX_FAILURES:
+                failures = 0
+                lockouts += 1
+                until = e.ts + min(LOCKOUT * 2 ** (lockouts - 1), MAX_LOCKOUT)
+    return until if until is not None and until > now else None
 
 
 # ---------------------------------------------------------------- the cash box
