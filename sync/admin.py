@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("serve", help="run the head-office server")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8765)
+    s.add_argument("--docs", action="store_true", help="serve /docs and /openapi.json")
+    s.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM, with its chain)")
+    s.add_argument("--tls-key", help="the certificate's private key (PEM)")
     r = sub.add_parser("register", help="register a kiosk; prints its token once")
     r.add_argument("kiosk_id")
     k = sub.add_parser("key", help="activate or block a key")
@@ -88,7 +91,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "serve":
         import uvicorn
 
-        uvicorn.run(create_app(args.db), host=args.host, port=args.port, log_level="warning")
+        if bool(args.tls_cert) != bool(args.tls_key):
+            print("sync.admin: --tls-cert and --tls-key go together", file=sys.stderr)
+            return 2
+        if not args.tls_cert and args.host not in ("127.0.0.1", "::1", "localhost"):
+            print("sync.admin: serving beyond this machine needs TLS: give --tls-cert and "
+                  "--tls-key, or listen on 127.0.0.1 behind a TLS proxy (README)",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        app = create_app(args.db, docs=args.docs)
+        tls = {"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key}
+        # a stop waits at most 5 s for clients (a half-done TLS handshake held it for good)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
+                    timeout_graceful_shutdown=5, **tls)  # fmt: skip
         return 0
     engine = open_db(args.db)
     try:

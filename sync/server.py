@@ -26,8 +26,10 @@ import hashlib
 import json
 import logging
 import secrets
+import threading
 import time
 import zlib
+from collections import deque
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -227,12 +229,53 @@ def bump_version(conn: Any) -> None:
     conn.execute(update(ref_version).values(version=ref_version.c.version + 1))
 
 
-def create_app(db_url: str) -> FastAPI:
-    engine = open_db(db_url)
-    app = FastAPI(title="Prepaid kiosk head office", version="1")
+class Doorman:
+    """Failed tokens, per address: after `limit` within `window` seconds, that address gets
+    429 (with Retry-After) until the window has passed, right or wrong token alike."""
 
-    def kiosk_of(authorization: str | None) -> str:
+    def __init__(self, limit: int = 10, window: float = 60.0) -> None:
+        self.limit, self.window = limit, window
+        self._failed: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, who: str, now: float) -> deque[float]:
+        seen = self._failed.setdefault(who, deque())
+        while seen and seen[0] <= now - self.window:
+            seen.popleft()
+        return seen
+
+    def check(self, who: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            seen = self._recent(who, now)
+            if len(seen) >= self.limit:
+                wait = max(1, int(seen[0] + self.window - now + 1))
+                raise HTTPException(429, "too many failed tokens from this address",
+                                    headers={"Retry-After": str(wait)})  # fmt: skip
+
+    def failed(self, who: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._recent(who, now).append(now)
+            if len(self._failed) > 10_000:  # addresses that stopped trying: let them go
+                for gone in [k for k, v in self._failed.items() if not v][:5000]:
+                    del self._failed[gone]
+
+
+def create_app(db_url: str, *, docs: bool = False) -> FastAPI:
+    """The head-office app. `docs`: serve /docs and /openapi.json (off unless asked for:
+    the protocol is published in sync/openapi.json)."""
+    engine = open_db(db_url)
+    app = FastAPI(title="Prepaid kiosk head office", version="1",
+                  docs_url="/docs" if docs else None, redoc_url=None,
+                  openapi_url="/openapi.json" if docs else None)  # fmt: skip
+    doorman = Doorman()
+
+    def kiosk_of(authorization: str | None, request: Request) -> str:
+        who = request.client.host if request.client else "?"
+        doorman.check(who)
         if not authorization or not authorization.startswith("Bearer "):
+            doorman.failed(who)
             raise HTTPException(401, "a bearer token is required")
         with engine.connect() as conn:
             row = conn.execute(
@@ -241,6 +284,7 @@ def create_app(db_url: str) -> FastAPI:
                 )
             ).first()
         if row is None:
+            doorman.failed(who)
             raise HTTPException(401, "unknown token")
         return str(row.kiosk_id)
 
@@ -263,7 +307,7 @@ def create_app(db_url: str) -> FastAPI:
         authorization: Annotated[str | None, Header()] = None,
         content_encoding: Annotated[str | None, Header()] = None,
     ) -> dict[str, Any]:
-        kiosk_id = await run_in_threadpool(kiosk_of, authorization)
+        kiosk_id = await run_in_threadpool(kiosk_of, authorization, request)
         size = request.headers.get("content-length")
         if size is not None and size.isdigit() and int(size) > MAX_BODY:
             raise HTTPException(413, f"body over {MAX_BODY} bytes")
@@ -343,14 +387,16 @@ def create_app(db_url: str) -> FastAPI:
             return seq
 
     @app.post("/v1/credits/claim")
-    def claim(body: ClaimIn, authorization: Annotated[str | None, Header()] = None) -> Any:
+    def claim(
+        body: ClaimIn, request: Request, authorization: Annotated[str | None, Header()] = None
+    ) -> Any:
         """Grant the calling kiosk the key's open credits that are free, under a lease: those
         it holds already, those no lease holds (or whose lease ended), never one pinned to
         another kiosk. One UPDATE decides it, so two kiosks claiming at the same moment never
         both get a credit (on SQLite, where writers queue, and on PostgreSQL, which looks at
         the row again after the first claim's commit). The key's own top-up log guards the
         rest."""
-        kiosk_id = kiosk_of(authorization)
+        kiosk_id = kiosk_of(authorization, request)
         now = int(time.time())
         claim_id = secrets.token_hex(8)
         free = (
@@ -377,11 +423,12 @@ def create_app(db_url: str) -> FastAPI:
 
     @app.get("/v1/reference")
     def reference(
+        request: Request,
         response: Response,
         authorization: Annotated[str | None, Header()] = None,
         if_none_match: Annotated[str | None, Header()] = None,
     ) -> Any:
-        kiosk_id = kiosk_of(authorization)
+        kiosk_id = kiosk_of(authorization, request)
         with engine.connect() as conn:
             version = conn.execute(select(ref_version.c.version)).scalar()
             etag = f'"{version}-{kiosk_id}"'

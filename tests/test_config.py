@@ -191,3 +191,16 @@ def test_config_check_command(tmp_path: Path) -> None:
     assert f"{bad}: 1 problem(s)" in res.stderr or f"{bad}: " in res.stderr
     assert "money.min_topup: write amounts as text" in res.stderr
     assert bad.read_bytes() == before  # checking changes nothing
+
+
+def test_plain_http_to_head_office_only_on_this_machine() -> None:
+    """#17 item 8: the token and the journal never cross a network in clear."""
+    said = problems(edited("head_office", url="http://10.20.30.40:8765"))
+    assert said == [
+        "head_office.url: http://10.20.30.40:8765 is plain HTTP to another machine: "
+        "the token and the journal would cross the network in clear; use https://"
+    ]
+    for fine in ("http://127.0.0.1:8765", "http://localhost/", "http://[::1]:80",
+                 "https://head-office.example.net"):  # fmt: skip
+        assert parse_site(edited("head_office", url=fine), "ok.toml").head_office.url == fine
+    assert problems(edited("head_office", url="http://127.0.0.1.example.net/")) != []

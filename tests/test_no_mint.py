@@ -297,3 +297,69 @@ def test_an_ack_above_the_last_entry_sent_is_an_alarm_not_a_jump(tmp_path: Path)
     status = sync.round(T0)
     assert status.acked == 0 and status.backlog == 2
     assert status.last_error is not None and "above the last entry sent (2)" in status.last_error
+
+
+# ---------------------------------------------------------------- the channel
+
+
+def test_the_docs_are_off_unless_asked_for(office: HeadOffice) -> None:
+    for path in ("/docs", "/openapi.json", "/redoc"):
+        assert requests.get(office.url + path, timeout=5).status_code == 404
+
+
+def test_failed_tokens_are_rate_limited_per_address(office: HeadOffice) -> None:
+    """Before: any number of guesses. Now ten wrong tokens in a minute, and that address gets
+    429 with Retry-After for the rest of the minute, whatever token it sends."""
+    url = office.url + "/v1/reference"
+    for n in range(10):
+        res = requests.get(url, headers={"Authorization": f"Bearer guess-{n}"}, timeout=5)
+        assert res.status_code == 401, (n, res.text)
+    res = requests.get(url, headers={"Authorization": "Bearer guess-10"}, timeout=5)
+    assert res.status_code == 429 and 1 <= int(res.headers["Retry-After"]) <= 61
+    right = {"Authorization": f"Bearer {office.tokens['DEMO-01']}"}
+    assert requests.get(url, headers=right, timeout=5).status_code == 429
+
+
+def test_head_office_serves_tls_and_the_kiosk_checks_its_certificate(tmp_path: Path) -> None:
+    """`sync.admin serve --tls-cert --tls-key`: the kiosk talks to it over https, trusting
+    the site's CA file; without it, the certificate is refused. Plain HTTP beyond this
+    machine is refused at start."""
+    import subprocess
+    import sys
+
+    from sync.client import Retryable, SyncClient
+    from sync.local import LocalHeadOffice
+    from tests.conftest import ROOT, free_port
+
+    cert, key = tmp_path / "ho.pem", tmp_path / "ho.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)  # fmt: skip
+    db = f"sqlite:///{tmp_path / 'ho.sqlite'}"
+    token = LocalHeadOffice(db).register("DEMO-01")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "sync.admin", "--db", db, "serve", "--port", str(port),
+         "--tls-cert", str(cert), "--tls-key", str(key)], cwd=ROOT, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        trusted = SyncClient(f"https://127.0.0.1:{port}", token, "DEMO-01", verify=str(cert))
+        deadline = threading.Event()
+        for _ in range(200):  # the server process is starting: ask again shortly
+            try:
+                trusted.health()
+                break
+            except Retryable:
+                deadline.wait(0.05)
+        assert trusted.reference()[1] is not None  # the token went over TLS
+        with pytest.raises(Retryable, match="CERTIFICATE_VERIFY_FAILED|certificate verify"):
+            SyncClient(f"https://127.0.0.1:{port}", token, "DEMO-01").health()
+    finally:
+        server.kill()
+        server.wait(10)
+    refused = subprocess.run(
+        [sys.executable, "-m", "sync.admin", "--db", db, "serve", "--host", "0.0.0.0",
+         "--port", str(free_port())], cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "needs TLS" in refused.stderr

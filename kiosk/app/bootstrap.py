@@ -84,7 +84,8 @@ def connect_head_office(
 ) -> HeadOffice:
     if isinstance(access, str):
         return NoHeadOffice(access)
-    client = SyncClient(access.url, access.token, site.kiosk_id, timeout=(2.0, 10.0))
+    client = SyncClient(access.url, access.token, site.kiosk_id, timeout=(2.0, 10.0),
+                        verify=site.head_office.ca_file or True)  # fmt: skip
     syncer = Syncer(journal, client, currency=site.currency, clock=clock,
                     max_credit=site.key_credit_limit.minor)  # fmt: skip
     return HeadOfficeLink(syncer, SyncLoop(syncer, clock, interval=access.interval,

@@ -105,7 +105,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    status = Syncer(journal, SyncClient(url, token, site.kiosk_id)).round(utc_now())
+    client = SyncClient(url, token, site.kiosk_id, verify=site.head_office.ca_file or True)
+    status = Syncer(journal, client).round(utc_now())
     print(
         f"head office has {status.acked} entries; backlog {status.backlog}; "
         f"reference version {status.reference_version or 'unchanged'}"

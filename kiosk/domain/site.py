@@ -219,6 +219,13 @@ class DevicesSection(_Section):
 class HeadOfficeSection(_Section):
     url: str | None = Field(default=None, pattern=r"^https?://\S+$")
     sync_interval: Seconds = 60
+    #: the CA certificate(s) head office's TLS certificate is checked against, when it is not
+    #: signed by a public CA (a PEM file); leave out for the system's CAs
+    ca_file: str | None = None
+
+
+#: where plain HTTP to head office is allowed: this machine only (a TLS proxy beside it)
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
 class SecretsSection(_Section):
@@ -409,6 +416,13 @@ def _cross_checks(f: SiteFile) -> list[str]:
         p.append(f"site.default_language: {s.default_language!r} is not in site.languages")
     if len(set(s.languages)) != len(s.languages):
         p.append("site.languages: a language is listed twice")
+
+    url = f.head_office.url
+    if url and url.startswith("http://"):
+        host = url.removeprefix("http://").split("/")[0].rsplit(":", 1)[0]
+        if host not in LOOPBACK:
+            p.append(f"head_office.url: {url} is plain HTTP to another machine: the token and "
+                     "the journal would cross the network in clear; use https://")  # fmt: skip
 
     h = f.hours
     if not h.always_open and not any(getattr(h, d) for d in WEEKDAYS):
