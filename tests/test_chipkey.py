@@ -289,3 +289,39 @@ def test_enciphered_files_and_abort_transaction() -> None:
     df.credit(1, 250, Comm.ENC)
     assert df.commit() and df.get_value(1, Comm.ENC) == 350
     assert df.commit() is False  # nothing left to commit: "no changes"
+
+
+# ---------------------------------------------------------------- #17 item 6
+
+
+def test_personalisation_leaves_no_factory_key_on_the_card() -> None:
+    """Before: the card's own master key stayed at its factory value (anyone could format
+    the key or put an application of their own on it)."""
+    card = new_key()
+    df = Desfire(card)
+    df.select_application(0)
+    with pytest.raises(AuthenticationError):
+        df.authenticate(0, bytes(16))
+    df.authenticate(0, KEYS.picc_key(UID))  # the utility's, diversified per card
+    other = bytes.fromhex("04ffeeddccbbaa")
+    assert KEYS.picc_key(other) != KEYS.picc_key(UID)
+
+
+def test_the_kiosks_credit_key_cannot_rewrite_the_identity() -> None:
+    """Before: a kiosk's credit key could rewrite serial, account and role. Now only the
+    application's master key (issuing, never at a kiosk) writes the identity file."""
+    from drivers.chipkey.profile import AID, F_IDENTITY, IDENTITY_SIZE, K_MASTER
+
+    card = new_key()
+    df = Desfire(card)
+    df.select_application(AID)
+    df.authenticate(K_CREDIT, KEYS.card_key(K_CREDIT, UID))
+    before = df.read_data(F_IDENTITY, 0, IDENTITY_SIZE)  # it reads it
+    forged = Identity("SWEJP", "9999999", "1ESY1160000001", "electricity", "K-1001",
+                      "technician", "EUR").pack()  # fmt: skip
+    with pytest.raises(PermissionDenied):
+        df.write_data(F_IDENTITY, 0, forged)
+    assert ChipKey(card, KEYS).read_summary().identity == IDENT  # nothing changed
+    df.select_application(AID)
+    df.authenticate(K_MASTER, KEYS.card_key(K_MASTER, UID))
+    df.write_data(F_IDENTITY, 0, before)  # the issuer's key may

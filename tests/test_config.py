@@ -204,3 +204,17 @@ def test_plain_http_to_head_office_only_on_this_machine() -> None:
                  "https://head-office.example.net"):  # fmt: skip
         assert parse_site(edited("head_office", url=fine), "ok.toml").head_office.url == fine
     assert problems(edited("head_office", url="http://127.0.0.1.example.net/")) != []
+
+
+def test_real_devices_without_a_secrets_file_are_refused() -> None:
+    """#17 item 6. Before: a site with real ports but no [secrets] ran on the demo master keys
+    and PIN 0000 with only a warning."""
+    data = edited_data("demo", devices={"coin": {"port": "/dev/ttyUSB0", "address": 2}})
+    said = problems(data)
+    assert len(said) == 1 and said[0].startswith(
+        "secrets.file: the site names real devices (coin) but no secrets file: it would run on "
+        "the demo master keys and PIN 0000"
+    ), said
+    data["secrets"] = {"file": "/etc/prepaid-kiosk/secrets.toml"}
+    assert parse_site(data, "ok.toml").devices.coin is not None
+    assert parse_site(site_data("demo"), "demo.toml").secrets.file is None  # all simulated

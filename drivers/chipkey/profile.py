@@ -28,7 +28,9 @@ NEVER = 0xF
 # shows and is the only one that can Credit; the meter's debit key can only GetValue, Debit and
 # write its report; the read key sees identity and log (for staff tools).
 RIGHTS = {
-    F_IDENTITY: access_rights(K_READ, K_MASTER, K_CREDIT, K_MASTER),
+    # the identity (serial, account, role) is read under the kiosk's credit key and written
+    # only with the application's master key: a kiosk's keys cannot turn a key into another
+    F_IDENTITY: access_rights(K_CREDIT, K_MASTER, K_MASTER, K_MASTER),
     F_CREDIT: access_rights(K_DEBIT, NEVER, K_CREDIT, K_MASTER),
     F_METER: access_rights(K_CREDIT, K_DEBIT, NEVER, K_MASTER),
     F_LOG: access_rights(K_READ, NEVER, K_CREDIT, K_MASTER),
@@ -168,6 +170,11 @@ class KeySet:
         base = (self.master, self.read, self.credit, self.debit)[no]
         return diversify_key(base, uid, AID.to_bytes(3, "little"), SYSTEM_ID)
 
+    def picc_key(self, uid: bytes) -> bytes:
+        """The card's own master key (the PICC's, application 0), diversified from the master
+        key: without it no one can format the card or create applications on it."""
+        return diversify_key(self.master, uid, bytes(3), SYSTEM_ID)
+
 
 def _s(raw: bytes) -> str:
     return raw.split(b"\x00", 1)[0].decode("ascii", errors="replace")
@@ -267,3 +274,7 @@ class ChipKey:
         self._open(K_CREDIT)
         self.df.write_record(F_LOG, 0, TopUp("", 0, int(time.time())).pack())
         self.df.commit()
+        # last, the card's own master key: from its factory value to the utility's, diversified
+        df.select_application(0)
+        df.authenticate(0, picc_key)
+        df.change_key(0, self.keys.picc_key(self.uid))

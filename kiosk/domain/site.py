@@ -417,6 +417,18 @@ def _cross_checks(f: SiteFile) -> list[str]:
     if len(set(s.languages)) != len(s.languages):
         p.append("site.languages: a language is listed twice")
 
+    d = f.devices
+    real = [name for name, port in (
+        ("coin", d.coin.port if d.coin else SIM), ("notes", d.notes.port if d.notes else SIM),
+        ("card", d.card.port if d.card else SIM), ("printer", d.printer.port if d.printer else SIM),
+        ("reader", d.reader.reader)) if not is_simulated(port)]  # fmt: skip
+    if real and f.secrets.file is None:
+        p.append(
+            f"secrets.file: the site names real devices ({', '.join(real)}) but no secrets "
+            "file: it would run on the demo master keys and PIN 0000. Write one with the "
+            "utility's keys and the technician PIN (kiosk diag pin-hash) and name it here"
+        )
+
     url = f.head_office.url
     if url and url.startswith("http://"):
         host = url.removeprefix("http://").split("/")[0].rsplit(":", 1)[0]

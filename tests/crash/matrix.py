@@ -71,6 +71,7 @@ from kiosk.domain.events import KeyStatus, Kind
 from kiosk.domain.money import Money
 from kiosk.domain.site import load_site
 from kiosk.ledger.journal import Journal, claim_of
+from kiosk.service.diag import demo_pin_hash
 from kiosk.service.keytool import virtual_uid
 from kiosk.sim.simulate import bill_id, coin_id
 from sync.local import LocalHeadOffice, sqlite_url
@@ -159,6 +160,16 @@ def site_text(bus: str, terminal: str, printer: str, reader: str, ho: str | None
     )
 
 
+def demo_secrets(path: Path) -> Path:
+    """A secrets file with the demo keys and PIN: the matrix's devices are real ports (ptys,
+    TCP, pcscd), and a site with real ports must name its secrets."""
+    keys = {k: getattr(DEMO_KEYS, k).hex() for k in ("master", "read", "credit", "debit")}
+    lines = ["[chipkey]", *(f'{k} = "{v}"' for k, v in keys.items()),
+             "[technician]", f'pin_hash = "{demo_pin_hash()}"']  # fmt: skip
+    path.write_text("\n".join(lines) + "\n", "utf-8")
+    return path
+
+
 @contextlib.contextmanager
 def bench(folder: Path, fault: str) -> Iterator[Bench]:
     """A cell's devices, with one of vpcd's reader slots to itself while it runs."""
@@ -206,6 +217,8 @@ def _bench(folder: Path, reader: str, port: int, fault: str) -> Iterator[Bench]:
         stack.callback(printer.stop)
         site_file = folder / "site.toml"
         text = site_text(bus.path, terminal.port, printer.path, reader, ho.url if ho else None)
+        text += f'\n[secrets]\nfile = "{demo_secrets(folder / "secrets.toml")}"\n'
+
         if fault == "disk_full":  # its 16 MB are the whole disk: a floor the cell can meet
             text += "\n[health]\ndisk_floor_mb = 4\n"
         site_file.write_text(text, "utf-8")
