@@ -330,7 +330,8 @@ class Key:
 
         return KeyInfo(self.serial, self.account, "1ESY1160000001", Commodity.ELECTRICITY,
                        Role.CUSTOMER, Money(self.credit, "EUR"),
-                       tuple(self.log[-KEY_LOG:]))  # fmt: skip
+                       tuple(self.log[-KEY_LOG:]), written=len(self.log),
+                       log_from=max(0, len(self.log) - KEY_LOG + 1))  # fmt: skip
 
 
 class Slot:

@@ -325,3 +325,16 @@ def test_the_kiosks_credit_key_cannot_rewrite_the_identity() -> None:
     df.select_application(AID)
     df.authenticate(K_MASTER, KEYS.card_key(K_MASTER, UID))
     df.write_data(F_IDENTITY, 0, before)  # the issuer's key may
+
+
+def test_every_write_is_numbered_and_the_log_says_how_far_back_it_reaches() -> None:
+    """#17 item 4: the key counts its writes for ever; its log of ten shows which."""
+    card = new_key()
+    key = ChipKey(card, KEYS)
+    fresh = key.read_summary()
+    assert (fresh.written, fresh.log_from) == (0, 0)
+    for n in range(1, 13):
+        key.credit(f"T{n}", 100, LIMIT)
+        s = key.read_summary()
+        assert s.written == n and s.log_from == max(0, n - 9), (n, s.written, s.log_from)
+    assert s.txids == tuple(f"T{n}" for n in range(3, 13))

@@ -283,7 +283,7 @@ def test_the_kiosk_takes_no_credit_it_cannot_write(tmp_path: Path) -> None:
         {"credit_id": "HO-OK", "key": "K1", "amount": 500, "currency": "EUR"},
     ]
     sync = Syncer(j, Answers(sent), currency="EUR", max_credit=50_000)  # type: ignore[arg-type]
-    assert sync.claim("K1") == 1
+    assert sync.claim("K1") == ["HO-OK"]
     assert [(e.txid, e.amount) for e in j.entries_of_kind(Kind.PENDING_CREDIT)] == [
         ("HO-OK", E(500))
     ]
@@ -363,3 +363,75 @@ def test_head_office_serves_tls_and_the_kiosk_checks_its_certificate(tmp_path: P
          "--port", str(free_port())], cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert refused.returncode == 2 and "needs TLS" in refused.stderr
+
+
+# ---------------------------------------------------------------- a credit once per key, for ever
+
+
+def test_a_stale_offline_kiosk_does_not_write_a_credit_written_elsewhere(tmp_path: Path) -> None:
+    """Before: the key's guard was its last ten top-ups. A kiosk offline while the key had a
+    credit it owed written elsewhere, and ten more top-ups, wrote the credit again. Now a
+    pending credit carries the key's write number from when it became owed; a key whose log no
+    longer reaches back that far gets nothing written offline: head office decides."""
+    from kiosk.app.ports import Devices
+    from kiosk.app.runner import Kiosk
+    from kiosk.domain.clock import ManualClock
+    from kiosk.domain.engine import State
+    from kiosk.domain.events import AmountChosen, KeyStatus, Method, MethodChosen, Tick
+    from kiosk.sim.fakes import FakeCoinAcceptor, FakeKey, FakeKeyReader, FakeNoteValidator
+    from tests.conftest import make_site
+
+    site = make_site("demo")
+    clock = ManualClock(T0)
+    j = Journal(tmp_path / "journal-A.sqlite", site.kiosk_id)
+    j.set_key("K1", KeyStatus.ACTIVE, "4711")
+    reader, notes = FakeKeyReader(), FakeNoteValidator(site.notes)
+    a = Kiosk(site, j, Devices(reader=reader, coin=FakeCoinAcceptor(site.coins), notes=notes),
+              clock)  # fmt: skip
+    key = FakeKey("K1", "4711", credit=1000, log=["OLD-1", "OLD-2"])
+    reader.insert(key)
+    a.drain()
+    a.submit(AmountChosen(E(5000)))  # 20.00 of 50.00 paid when the key is pulled
+    a.submit(MethodChosen(Method.CASH))
+    a.drain()
+    assert notes.insert(E(2000))
+    a.drain()  # the engine stacks it
+    assert notes.stacked == [E(2000)] and a.view().paid == E(2000)
+    reader.remove()  # pulled before the write: the money is owed to the key
+    a.drain()
+    clock.advance(site.timeouts.key_missing + 1)
+    a.submit(Tick(clock()))
+    a.drain()
+    [owed] = j.pending_credits("K1")
+    assert owed.amount == E(2000) and owed.key_written == 2
+    # another kiosk, online, claimed it and wrote it; then ten more top-ups there
+    key.log.append(owed.txid)
+    key.credit += 2000
+    for n in range(10):
+        key.log.append(f"B-{n}")
+        key.credit += 100
+    credit = key.credit
+    reader.insert(key)  # back at the stale kiosk, still offline
+    a.drain()
+    assert a.view().state == State.CHOOSING_AMOUNT
+    assert key.credit == credit and key.log.count(owed.txid) == 1  # not written again
+    assert [p.txid for p in j.pending_credits("K1")] == [owed.txid]  # head office decides
+
+
+def test_a_credit_owed_is_written_while_the_keys_log_reaches_back(tmp_path: Path) -> None:
+    """The other side: with fewer writes since than the log shows, the credit is written."""
+    from kiosk.domain.engine import State, TopUpSession
+    from kiosk.domain.events import Account, KeyInserted, KeyStatus, PendingCredit, WriteKey
+    from tests.conftest import make_site
+    from tests.test_engine import key as key_info
+
+    site = make_site("demo")
+    session = TopUpSession(site, T0, lambda: "T9")
+    owed = PendingCredit("A-7", E(2000), key_written=2)
+    seen = key_info(log=tuple(f"B-{n}" for n in range(10)), written=12, log_from=3)
+    out = session.handle(KeyInserted(seen, Account(KeyStatus.ACTIVE, E(0), "", (owed,))))
+    assert session.state == State.WRITING_PENDING and WriteKey("A-7", E(2000)) in out
+    session = TopUpSession(site, T0, lambda: "T9")
+    gone = key_info(log=tuple(f"B-{n}" for n in range(10)), written=13, log_from=4)
+    out = session.handle(KeyInserted(gone, Account(KeyStatus.ACTIVE, E(0), "", (owed,))))
+    assert session.state == State.CHOOSING_AMOUNT and not any(isinstance(c, WriteKey) for c in out)

@@ -101,19 +101,22 @@ class TopUp:
     txid: str
     amount: int
     at: int  # unix seconds
+    #: the write's number on this key: 1, 2, 3, ... for ever (0: the personalisation record,
+    #: or a record written before keys counted their writes)
+    no: int = 0
 
     def pack(self) -> bytes:
         tx = self.txid.encode()
         if len(tx) > 48:
             raise ValueError(f"transaction id longer than 48 bytes: {self.txid}")
-        return (tx.ljust(48, b"\x00") + struct.pack("<iI", self.amount, self.at)).ljust(
+        return (tx.ljust(48, b"\x00") + struct.pack("<iII", self.amount, self.at, self.no)).ljust(
             RECORD_SIZE, b"\x00"
         )
 
     @classmethod
     def unpack(cls, raw: bytes) -> TopUp:
-        amount, at = struct.unpack_from("<iI", raw, 48)
-        return cls(_s(raw[:48]), amount, at)
+        amount, at, no = struct.unpack_from("<iII", raw, 48)
+        return cls(_s(raw[:48]), amount, at, no)
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,17 @@ class Summary:
     @property
     def txids(self) -> tuple[str, ...]:
         return tuple(t.txid for t in self.log if t.txid)
+
+    @property
+    def written(self) -> int:
+        """How many credits were ever written to this key (the newest write's number)."""
+        return max((t.no for t in self.log), default=0)
+
+    @property
+    def log_from(self) -> int:
+        """The oldest write's number the log still shows: every write numbered above it is in
+        the log (0: the log still reaches back to the key's first write)."""
+        return min((t.no for t in self.log), default=0)
 
 
 def require_role(summary: Summary, role: str) -> Summary:
@@ -231,8 +245,9 @@ class ChipKey:
             return value
         if value + amount > upper:
             raise CreditLimit(f"the key holds {value}; {amount} more would pass its limit {upper}")
+        no = max((t.no for t in log), default=0) + 1
         self.df.credit(F_CREDIT, amount)
-        self.df.write_record(F_LOG, 0, TopUp(txid, amount, int(now or time.time())).pack())
+        self.df.write_record(F_LOG, 0, TopUp(txid, amount, int(now or time.time()), no).pack())
         self.df.commit()
         after = self.df.get_value(F_CREDIT)
         last = TopUp.unpack(self.df.read_records(F_LOG, RECORD_SIZE)[-1])

@@ -151,22 +151,26 @@ class Syncer:
         ]
         self.journal.append(gone, self.clock())
 
-    def claim(self, key: str) -> int:
+    def claim(self, key: str) -> list[str]:
         """When a key is inserted and head office is reachable: take over its open credits
-        fleet-wide, so that this kiosk writes them (once). Returns how many are new here;
-        offline (or on any sync error) nothing changes and the kiosk writes only its own."""
+        fleet-wide under a lease, so that this kiosk writes them (once); they are journaled
+        here if new. Returns the ids granted; offline (or on any sync error) nothing changes
+        and the kiosk writes only what it holds."""
         if self.status.last_error is not None and self.status.rounds:
-            return 0  # known to be offline: do not keep the customer waiting
+            return []  # known to be offline: do not keep the customer waiting
         if self._claimer is None or self._claimer.base != self.client.base:
             self._claimer = self.client.fork()  # claims come from the engine's thread
         try:
-            return self._take_credits(self._claimer.claim(key, timeout=CLAIM_TIMEOUT))
+            granted = [c for c in self._claimer.claim(key, timeout=CLAIM_TIMEOUT)
+                       if not self._wrong_credit(c)]  # fmt: skip
+            self._take_credits(granted)
+            return [c["credit_id"] for c in granted]
         except SyncError as err:
             log.info("credits of %s not claimed: %s", key, err)
-            return 0
+            return []
         except (ValueError, KeyError, TypeError, AttributeError):  # what head office sent
             log.exception("credits of %s: head office's answer not taken", key)
-            return 0
+            return []
 
     def round(self, now: datetime) -> SyncStatus:
         """One full round (upload, then reference); errors are recorded, never raised. The
@@ -281,7 +285,7 @@ class HeadOfficeLink:
     def status(self) -> SyncStatus:
         return self.syncer.status
 
-    def claim(self, key: str) -> int:
+    def claim(self, key: str) -> list[str]:
         return self.syncer.claim(key)
 
     def round_now(self, timeout: float = 30.0) -> SyncStatus:

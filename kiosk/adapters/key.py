@@ -60,6 +60,8 @@ def key_info(summary: Summary) -> KeyInfo:
         role=Role(ident.role) if ident.role in ("customer", "technician") else Role.CUSTOMER,
         credit=Money(summary.credit, ident.currency),
         recent_txids=summary.txids,
+        written=summary.written,
+        log_from=summary.log_from,
         meter=meter_reading(summary.meter, ident.currency),
     )
 

@@ -90,7 +90,8 @@ class HeadOffice(Protocol):
     def attach(self, on_settings: Callable[[dict[str, int]], object]) -> None: ...
     def start(self) -> None: ...
     def stop(self) -> None: ...
-    def claim(self, key: str) -> int: ...  # a key's open credits fleet-wide, taken over here
+    # a key's open credits fleet-wide, granted here under a lease: their ids
+    def claim(self, key: str) -> list[str]: ...
     def round_now(self, timeout: float = 30.0) -> SyncStatus: ...
     def health(self) -> float: ...  # seconds for a round trip (raises when unreachable)
 
@@ -158,8 +159,8 @@ class NoHeadOffice:
     def stop(self) -> None:
         """Nothing runs."""
 
-    def claim(self, key: str) -> int:
-        return 0
+    def claim(self, key: str) -> list[str]:
+        return []
 
     def round_now(self, timeout: float = 30.0) -> SyncStatus:
         return self.status

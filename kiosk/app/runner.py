@@ -275,8 +275,12 @@ class Kiosk:
             event = checked
         if isinstance(event, KeyPresented):
             key = event.key
-            self.head_office.claim(key.serial)
+            leased = set(self.head_office.claim(key.serial))
             account = self.journal.account_for(key.serial, key.contract_account, self.site.currency)
+            if leased:  # head office just granted these to this kiosk: no bound to check
+                pending = tuple(replace(p, key_written=None) if p.txid in leased else p
+                                for p in account.pending)  # fmt: skip
+                account = replace(account, pending=pending)
             event = KeyInserted(key, account)
         try:
             commands = self.session.handle(event)

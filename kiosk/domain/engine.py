@@ -451,6 +451,9 @@ class TopUpSession:
                 target=c.target.minor if c.target else None,
                 contract_account=c.key.contract_account if c.key else None,
                 **({"meter": c.key.meter.as_data()} if c.key and c.key.meter else {}),
+                # the key's write number now: a credit this transaction comes to owe is not
+                # on the key above it (reconciliation after a crash reads it from here)
+                **({"key_written": c.key.written} if c.key else {}),
             )
         ]
 
@@ -549,7 +552,9 @@ class TopUpSession:
         cmds: list[Command] = [] if tx.split else self._allocate()
         assert tx.split is not None
         if tx.split.credit.minor > 0:
-            cmds.append(self._rec(Kind.PENDING_CREDIT, tx.split.credit, reason=reason))
+            key = self._ctx.key
+            bound = {"key_written": key.written} if key else {}
+            cmds.append(self._rec(Kind.PENDING_CREDIT, tx.split.credit, reason=reason, **bound))
         if tx.card:
             cmds.append(CompleteCard(tx.txid))
         # everything went to fee and debt: nothing is owed to the key, the top-up is complete
@@ -559,7 +564,8 @@ class TopUpSession:
         c = self._ctx
         tx = c.tx
         assert tx is not None and tx.split is not None and c.key is not None
-        c.key = replace(c.key, credit=credit_after, recent_txids=(*c.key.recent_txids, tx.txid))
+        c.key = replace(c.key, credit=credit_after, recent_txids=(*c.key.recent_txids, tx.txid),
+                        written=c.key.written + 1)  # fmt: skip
         cmds: list[Command] = [
             self._rec(Kind.KEY_WRITTEN, tx.split.credit, credit_after=credit_after.minor, **data)
         ]
@@ -745,6 +751,15 @@ class TopUpSession:
             return self._refuse_key(str(acc.status), detail=acc.reason)
         cmds: list[Command] = []
         for p in acc.pending:
+            if (
+                p.key_written is not None
+                and key.log_from > p.key_written + 1
+                and (p.txid not in key.recent_txids)
+            ):
+                # More writes since it became owed than the key's log still shows: it may have
+                # been written elsewhere (a kiosk that claimed it while this one was offline).
+                # Not written here: head office decides (a claim grants it when it is open).
+                continue
             if p.txid in key.recent_txids:  # a torn write that did land: settle, do not rewrite
                 cmds.append(
                     self._rec(Kind.PENDING_WRITTEN, p.amount, txid=p.txid, found_on_key=True)
@@ -772,7 +787,8 @@ class TopUpSession:
         if ev.txid != p.txid:
             raise ValueError(f"key written for {ev.txid}, expected {p.txid}")
         c.pending.pop(0)
-        c.key = replace(c.key, credit=ev.credit_after, recent_txids=(*c.key.recent_txids, p.txid))
+        c.key = replace(c.key, credit=ev.credit_after, recent_txids=(*c.key.recent_txids, p.txid),
+                        written=c.key.written + 1)  # fmt: skip
         c.pending_written = (c.pending_written or Money.zero(self.site.currency)) + p.amount
         cmds: list[Command] = [
             self._rec(

@@ -123,6 +123,11 @@ class KeyInfo:
     credit: Money
     recent_txids: tuple[str, ...] = ()
     meter: MeterReading | None = None  # the meter's report, where the meter has written one
+    #: credits ever written to the key (its newest write's number), and the oldest write's
+    #: number its log still shows: a credit owed since write `n` can be checked against the log
+    #: only while `log_from <= n + 1`
+    written: int = 0
+    log_from: int = 0
 
 
 @dataclass(frozen=True)
@@ -134,6 +139,11 @@ class PendingCredit:
     #: the credit this transaction put on the key if its id is in the key's log (a write whose
     #: fate a crash hid): more than `amount` when the payment behind it was given back since
     on_key: Money | None = None
+    #: the key's write number when this credit became owed (it was not on the key then):
+    #: whether it was written since can be told from the key's log while the log reaches back
+    #: that far. None: no such bound (a credit head office gave this kiosk alone, or granted
+    #: it a lease for just now)
+    key_written: int | None = None
 
 
 @dataclass(frozen=True)

@@ -470,12 +470,14 @@ class Journal:
         out = []
         with self.engine.connect() as conn:
             for r in conn.execute(q):
-                on_key = json.loads(r.data).get("on_key")
+                data = json.loads(r.data)
+                on_key, bound = data.get("on_key"), data.get("key_written")
                 out.append(
                     PendingCredit(
                         r.txid,
                         Money(r.amount, r.currency),
                         None if on_key is None else Money(int(on_key), r.currency),
+                        bound if isinstance(bound, int) else None,
                     )
                 )
         return out

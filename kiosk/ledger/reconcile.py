@@ -95,6 +95,9 @@ def plan(journal: Journal, site: Site) -> list[Record]:
         written = next((e for e in entries if e.kind == Kind.KEY_WRITTEN), None)
         on_key = written.amount if written is not None else _may_be_on_key(entries)
         rec = partial(_record, txid, key)
+        opened = next((e for e in entries if e.kind == Kind.TX_OPENED), None)
+        bound = {"key_written": opened.data["key_written"]} if opened and isinstance(
+            opened.data.get("key_written"), int) else {}  # fmt: skip
         if not paid:
             given_back = any(e.kind == Kind.CARD_REVERSED for e in entries)
             outcome = Outcome.REVERSED if given_back else Outcome.CANCELLED
@@ -104,7 +107,7 @@ def plan(journal: Journal, site: Site) -> list[Record]:
                 zero = Money.zero(site.currency)
                 records.append(
                     rec(Kind.PENDING_CREDIT, zero, reason="interrupted", verify_on_key=True,
-                        on_key=on_key.minor)
+                        on_key=on_key.minor, **bound)
                 )  # fmt: skip
             records.append(rec(Kind.TX_CLOSED, outcome=str(outcome), interrupted=True))
             continue
@@ -132,7 +135,14 @@ def plan(journal: Journal, site: Site) -> list[Record]:
             extra["on_key"] = on_key.minor
         if credit or on_key:  # owed, or (0.00) only the key's log to look at
             records.append(
-                rec(Kind.PENDING_CREDIT, credit, reason="interrupted", verify_on_key=True, **extra)
+                rec(
+                    Kind.PENDING_CREDIT,
+                    credit,
+                    reason="interrupted",
+                    verify_on_key=True,
+                    **extra,
+                    **bound,
+                )
             )
         outcome = Outcome.PENDING if credit else Outcome.COMPLETED
         records.append(rec(Kind.TX_CLOSED, outcome=str(outcome), **split_data, interrupted=True))

@@ -202,6 +202,8 @@ class FakeKey:
             credit=Money(self.credit, self.currency),
             recent_txids=tuple(self.log[-10:]),
             meter=self.meter,
+            written=len(self.log),
+            log_from=max(0, len(self.log) - 9),  # as a real key's log of ten (see profile.py)
         )
 
 
@@ -232,7 +234,7 @@ class FakeKeyReader:
         if key is None:
             self.emit(KeyWriteFailed(txid, "no key", uncertain=False))
             return
-        if txid in key.log:  # the card's own log makes a repeated write a no-op
+        if txid in key.log[-10:]:  # the card's own log (its last ten) makes a repeat a no-op
             self.emit(KeyWritten(txid, Money(key.credit, key.currency)))
             return
         if fail == "refuse" or key.credit + amount.minor > key.limit:
