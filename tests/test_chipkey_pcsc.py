@@ -73,7 +73,7 @@ def rig(pcscd: str, tmp_path: Path) -> Iterator[Rig]:
     site = make_site("demo")
     card = VirtualCard(UID)
     ChipKey(card, DEMO_KEYS).personalise(IDENT, upper=50_000, initial=500)
-    slot = VpcdCard(card)
+    slot = VpcdCard(card, stays=True)  # in the reader across a pcscd restart
     reader = PcscKeyReader("^" + pcscd, DEMO_KEYS, 50_000)
     journal = Journal(tmp_path / "journal.sqlite", site.kiosk_id)
     journal.set_key("K-1", KeyStatus.ACTIVE, "4711")

@@ -81,9 +81,10 @@ class PcscCard:
         self.connection = match[0].createConnection()
         try:
             self.connection.connect()
+            # (a key pulled between the two: "card was removed", a transport error too)
+            self.atr = bytes(self.connection.getATR())
         except SmartcardException as err:
             raise TransportError(f"no card in {reader}: {err}") from err
-        self.atr = bytes(self.connection.getATR())
 
     def transmit(self, apdu: bytes) -> bytes:
         from smartcard.Exceptions import SmartcardException

@@ -27,14 +27,23 @@ class VpcdCard:
     """A `VirtualCard` in a vpcd reader slot."""
 
     def __init__(
-        self, card: VirtualCard, *, host: str = "127.0.0.1", port: int = VPCD_PORT
+        self,
+        card: VirtualCard,
+        *,
+        host: str = "127.0.0.1",
+        port: int = VPCD_PORT,
+        stays: bool = False,
     ) -> None:
+        """`stays`: while inserted, connect again whenever the reader drops the card (pcscd
+        restarted), as a key left in a real reader is seen again once pcscd is back."""
         self.card = card
         self.host, self.port = host, port
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self.stays = stays
         self._held = False  # in the reader (between insert and remove), connected or not
+        self._lock = threading.Lock()  # one connection at a time: insert and coming back
         self.apdus = 0
 
     @property
@@ -42,11 +51,11 @@ class VpcdCard:
         return self._sock is not None
 
     def insert(self, timeout: float = 5.0) -> None:
-        """Connect to the reader (retrying while vpcd starts); the reader then sees a card.
-        While it is in, it connects again whenever the reader drops it (pcscd restarted), as
-        a key left in a real reader is seen again."""
-        self._held = True
-        self._connect(timeout)
+        """Connect to the reader (retrying while vpcd starts); the reader then sees a card."""
+        with self._lock:
+            self._held = True
+            if self._sock is None:
+                self._connect(timeout)
 
     def _connect(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -72,6 +81,10 @@ class VpcdCard:
 
     def remove(self) -> None:
         """Pull the card out of the reader."""
+        with self._lock:
+            self._remove()
+
+    def _remove(self) -> None:
         self._held = False
         self._stop.set()
         sock, self._sock = self._sock, None
@@ -125,15 +138,17 @@ class VpcdCard:
             if self._sock is sock:
                 self._sock = None
             sock.close()
-        if self._held and not self._stop.is_set():  # the reader went away, the card did not
+        if self.stays and self._held and not self._stop.is_set():  # the reader went away
             threading.Thread(target=self._come_back, name="vpcd-card-back", daemon=True).start()
 
     def _come_back(self) -> None:
-        while self._held and not self._stop.is_set():
-            try:
-                self._connect(timeout=1.0)
-            except TransportError:
-                continue  # pcscd not back yet: try again
-            if not self._held:  # pulled out while it connected
-                self.remove()
-            return
+        while True:
+            with self._lock:
+                if not self._held or self._stop.is_set() or self._sock is not None:
+                    return  # pulled out, or put back in by hand, meanwhile
+                try:
+                    self._connect(timeout=0.2)
+                    return
+                except TransportError:
+                    pass  # pcscd not back yet
+            self._stop.wait(0.2)  # (outside the lock: a remove() can come in) try again

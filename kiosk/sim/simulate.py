@@ -104,7 +104,7 @@ class VpcdSlot:
 
     def insert(self, serial: str) -> None:
         self.remove()
-        self.card = VpcdCard(self.cards[serial])
+        self.card = VpcdCard(self.cards[serial], stays=True)  # (pcscd may be restarted)
         self.card.insert()
 
     def remove(self) -> None:
