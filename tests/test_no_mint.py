@@ -184,21 +184,30 @@ def test_a_claimed_credit_is_leased_to_one_kiosk_until_it_reports(
 
 @pytest.mark.slow
 def test_kiosks_claiming_the_same_keys_at_once_each_credit_goes_to_exactly_one(
-    office: HeadOffice,
+    office: HeadOffice, tmp_path: Path
 ) -> None:
     """Before: two kiosks claiming one key at the same moment both received its credit (15 of
-    15 tries). Now, N kiosks in parallel rounds: every credit to exactly one of them."""
+    15 tries). Now, N kiosks in parallel rounds: every credit is granted to exactly one of
+    them, and written once: every kiosk then reports it written (as a kiosk that wrote it
+    would), and only the one it was granted to closes it."""
     kiosks = [f"RACE-{n:02}" for n in range(8)]
     for k in kiosks:
         office.tokens[k] = office.admin("register", k)
     clients = {k: office.client(k) for k in kiosks}
+    journals = {k: journal(tmp_path, k) for k in kiosks}
     for round_ in range(6):
         keys = [f"K{round_}-{n}" for n in range(2)]
-        made = {office.admin("credit", key, "100") for key in keys}
+        made = {office.admin("credit", key, "100"): key for key in keys}
         got, errors = claim_at_once(clients, keys)
         assert errors == []
         granted = [c for cs in got.values() for c in cs]
         assert sorted(granted) == sorted(made), (round_, got)  # each once, none twice
+        for k in kiosks:  # all of them say they wrote every credit of the round
+            written = [Record(Kind.PENDING_WRITTEN, c, key, E(100), {}) for c, key in made.items()]
+            journals[k].append(written, T0)
+            assert upload(office, journals[k], k).status_code == 200
+        closed = {row[0]: row[4] for row in book(office) if row[0] in made}
+        assert closed == {c: k for k, cs in got.items() for c in cs}, (closed, got)
 
 
 def claim_at_once(
@@ -435,3 +444,35 @@ def test_a_credit_owed_is_written_while_the_keys_log_reaches_back(tmp_path: Path
     gone = key_info(log=tuple(f"B-{n}" for n in range(10)), written=13, log_from=4)
     out = session.handle(KeyInserted(gone, Account(KeyStatus.ACTIVE, E(0), "", (owed,))))
     assert session.state == State.CHOOSING_AMOUNT and not any(isinstance(c, WriteKey) for c in out)
+
+
+def test_a_large_upload_does_not_hold_up_other_requests(office: HeadOffice, tmp_path: Path) -> None:
+    """Before: the upload handler was `async` but checked and stored on the event loop, so
+    every other kiosk waited for it. Now that work runs on worker threads: health answers
+    while a batch of 5000 entries is being stored."""
+    import time
+
+    from sync.client import SyncClient
+
+    j = journal(tmp_path, "DEMO-01", *[paid(f"T{n}", "K1", 100) for n in range(2500)])
+    rows = j.raw_entries()
+    done = threading.Event()
+    took: list[float] = []
+
+    def send() -> None:
+        start = time.perf_counter()
+        SyncClient(office.url, office.tokens["DEMO-01"], "DEMO-01", timeout=(2, 120)).upload(rows)
+        took.append(time.perf_counter() - start)
+        done.set()
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    waits = []
+    while not done.is_set():
+        start = time.perf_counter()
+        assert requests.get(office.url + "/v1/health", timeout=30).ok
+        waits.append(time.perf_counter() - start)
+    sender.join(120)
+    assert office.stored()[-1][0] == 5000
+    assert len(waits) >= 3 and took, (waits, took)
+    assert max(waits) < took[0] / 2, (max(waits), took[0])
