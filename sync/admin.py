@@ -11,10 +11,13 @@ from collections import defaultdict
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import Engine, create_engine, delete, insert, select
 
+from sync import schema
 from sync.protocol import SETTINGS, amount_text
+from sync.schema import OutdatedSchema
 from sync.server import (
+    HISTORY,
     KEY_STATUSES,
     bump_version,
     count_entries,
@@ -67,7 +70,25 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("count", help="how many entries a kiosk has delivered")
     c.add_argument("kiosk_id")
     sub.add_parser("openapi", help="print the wire protocol as OpenAPI JSON")
+    sub.add_parser("upgrade", help="bring the database to this release's schema (migrations)")
     args = p.parse_args(argv)
+    try:
+        return run(args)
+    except OutdatedSchema as err:
+        print(f"sync.admin: {err}: run  python -m sync.admin --db URL upgrade", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.cmd == "upgrade":
+        engine = create_engine(args.db)
+        try:
+            was, now = schema.upgrade(engine, HISTORY)
+        finally:
+            engine.dispose()
+        before = "no revision (the release before schema versions)" if was is None else was
+        print(f"head office's database: {before} -> {now}")
+        return 0
 
     if args.cmd == "openapi":
         import json

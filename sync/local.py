@@ -17,9 +17,10 @@ from pathlib import Path
 from types import TracebackType
 
 import requests
-from sqlalchemy import delete, insert
+from sqlalchemy import create_engine, delete, insert
 
-from sync.server import kiosks, open_db, token_digest
+from sync import schema
+from sync.server import HISTORY, kiosks, open_db, token_digest
 
 
 class LocalHeadOffice:
@@ -34,8 +35,18 @@ class LocalHeadOffice:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def upgrade(self) -> None:
+        """This machine's own head office follows the release (a fleet's head office is
+        upgraded by hand: `sync.admin --db URL upgrade`)."""
+        engine = create_engine(self.db)
+        try:
+            schema.upgrade(engine, HISTORY)
+        finally:
+            engine.dispose()
+
     def register(self, kiosk_id: str) -> str:
         """Register (or re-register) a kiosk; its new token."""
+        self.upgrade()
         token = secrets.token_urlsafe(24)
         engine = open_db(self.db)
         with engine.begin() as conn:
@@ -57,6 +68,7 @@ class LocalHeadOffice:
         return res.stdout.strip()
 
     def start(self) -> LocalHeadOffice:
+        self.upgrade()
         open_db(self.db).dispose()  # tables exist before the first request
         self.proc = subprocess.Popen(
             [

@@ -31,6 +31,7 @@ import time
 import zlib
 from collections import deque
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, HTTPException, Request, Response
@@ -45,6 +46,7 @@ from sqlalchemy import (
     Table,
     Text,
     create_engine,
+    false,
     func,
     insert,
     select,
@@ -52,7 +54,9 @@ from sqlalchemy import (
 )
 from starlette.concurrency import run_in_threadpool
 
+from sync import schema
 from sync.chain import GENESIS, entry_hash
+from sync.schema import History
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +108,7 @@ credits = Table(
     Column("holder", String(64)),  # the one kiosk that may write it; NULL: the first to claim
     Column("written_by", String(64)),
     # head office's admin gave it to one kiosk: no claim moves it
-    Column("pinned", Boolean, nullable=False, default=False),
+    Column("pinned", Boolean, nullable=False, default=False, server_default=false()),
     # a claim's grant: the holder writes it until then (unix seconds); NULL: no lease running
     Column("lease_until", Integer),
     Column("claim_id", String(32)),  # the claim that granted it last
@@ -216,9 +220,22 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+#: head office's migrations (sync/migrations); a database of the release before schema
+#: versions is told by its `entries` table
+HISTORY = History(Path(__file__).parent / "migrations", "entries", "0001")
+
+
 def open_db(url: str) -> Engine:
+    """The database, at this release's schema: a new (empty) one is made so; one at an older
+    revision raises OutdatedSchema (`sync.admin --db URL upgrade` brings it up to date)."""
     engine = create_engine(url)
-    metadata.create_all(engine)
+    try:
+        if schema.state(engine, HISTORY) == "empty":
+            schema.upgrade(engine, HISTORY)  # a new head office
+        schema.check(engine, HISTORY, f"head office's database {engine.url!r}")
+    except BaseException:
+        engine.dispose()
+        raise
     with engine.begin() as conn:
         if conn.execute(select(ref_version.c.version)).first() is None:
             conn.execute(insert(ref_version).values(id=1, version=1))

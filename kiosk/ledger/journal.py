@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,7 +44,9 @@ from kiosk.domain.errors import ChainBroken, JournalError, JournalFull, JournalW
 from kiosk.domain.events import Account, KeyStatus, Kind, PendingCredit, Record
 from kiosk.domain.money import Money
 from kiosk.ledger.kept import BATCH, KeptRecords
+from sync import schema
 from sync.chain import GENESIS, entry_hash
+from sync.schema import History
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -77,6 +81,7 @@ journal_table = Table(
     Column("hash", String(64), nullable=False),
     Index("ix_journal_txid", "txid"),
     Index("ix_journal_key", "key"),
+    Index("ix_journal_kind", "kind"),
 )
 
 head_table = Table(
@@ -103,6 +108,10 @@ keys_table = Table(
     Column("reason", Text, nullable=False, default=""),
     Column("contract_account", String(64)),
 )
+
+#: the journal's migrations (kiosk/ledger/migrations); a journal of the release before schema
+#: versions is told by its `journal` table
+HISTORY = History(Path(__file__).parent / "migrations", "journal", "0001")
 
 debts_table = Table(
     "ref_debts",
@@ -178,7 +187,7 @@ class Journal:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.engine = _sqlite_engine(self.path, synchronous)
             self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
-            metadata.create_all(self.engine)
+            self._migrate()
             with self._writer.begin() as conn:
                 owner = conn.execute(
                     select(meta_table.c.value).where(meta_table.c.name == "kiosk_id")
@@ -198,6 +207,37 @@ class Journal:
             raise JournalError(
                 f"cannot open the journal {self.path}: {_disk(self.path, err)}"
             ) from err
+
+    def _migrate(self) -> None:
+        """Bring the journal to this release's schema before anything else: a new one is made
+        so; an older one is first copied to a backup beside it (SQLite's online backup) whose
+        chain must verify, then upgraded, and its chain must still verify after."""
+        was = schema.state(self.engine, HISTORY)
+        if was == HISTORY.head:
+            return
+        if was == "empty":
+            schema.upgrade(self._writer, HISTORY)
+            return
+        backup = self.path.with_name(f"{self.path.name}.before-{HISTORY.head}")
+        try:
+            with (
+                closing(sqlite3.connect(self.path)) as src,
+                closing(sqlite3.connect(backup)) as dst,
+            ):
+                src.backup(dst)
+        except sqlite3.Error as err:
+            raise JournalError(f"{self.path}: no backup before the upgrade: {err}") from err
+        copy = create_engine(f"sqlite:///{backup}")
+        try:
+            entries = verify_chain(copy)
+        finally:
+            copy.dispose()
+        schema.upgrade(self._writer, HISTORY)
+        if verify_chain(self.engine) != entries:
+            raise JournalError(f"{self.path}: the chain changed in the upgrade (backup {backup})")
+        log.warning("journal %s upgraded from %s to %s (%d entries verify; backup %s)",
+                    self.path, was or "the release before versions", HISTORY.head, entries,
+                    backup)  # fmt: skip
 
     def _write_error(self, err: SQLAlchemyError, what: str) -> JournalError:
         """A clear error for a failed write: a full disk is named with its free space."""
@@ -513,44 +553,7 @@ class Journal:
 
     def verify(self) -> int:
         """Check the whole chain and the head; return the number of entries or raise ChainBroken."""
-        prev = GENESIS
-        expected_seq = 0
-        with self.engine.connect() as conn:
-            for row in conn.execute(select(journal_table).order_by(journal_table.c.seq)):
-                expected_seq += 1
-                if row.seq != expected_seq:
-                    raise ChainBroken(expected_seq, f"missing (next stored entry is {row.seq})")
-                if row.prev_hash != prev:
-                    raise ChainBroken(row.seq, "does not link to the entry before it")
-                h = entry_hash(
-                    row.prev_hash,
-                    row.seq,
-                    row.ts,
-                    row.kind,
-                    row.txid,
-                    row.key,
-                    row.amount,
-                    row.currency,
-                    row.data,
-                )
-                if h != row.hash:
-                    raise ChainBroken(row.seq, "content does not match its hash (altered)")
-                prev = row.hash
-            heads = conn.execute(select(head_table)).all()
-        if expected_seq == 0 and not heads:
-            return 0
-        if len(heads) != 1:
-            raise ChainBroken(None, "head record missing or duplicated")
-        head = heads[0]
-        if head.seq != expected_seq:
-            first_missing = expected_seq + 1 if head.seq > expected_seq else head.seq
-            raise ChainBroken(
-                first_missing,
-                f"journal ends at {expected_seq} but its head says {head.seq} (entries removed?)",
-            )
-        if head.hash != prev:
-            raise ChainBroken(head.seq, "head hash does not match the last entry")
-        return expected_seq
+        return verify_chain(self.engine)
 
     # ------------------------------------------------------------------ reference data
 
@@ -596,6 +599,48 @@ class Journal:
                     currency=amount.currency,
                 )
             )
+
+
+def verify_chain(engine: Engine) -> int:
+    """Check the whole chain and the head; return the number of entries or raise ChainBroken."""
+    prev = GENESIS
+    expected_seq = 0
+    with engine.connect() as conn:
+        for row in conn.execute(select(journal_table).order_by(journal_table.c.seq)):
+            expected_seq += 1
+            if row.seq != expected_seq:
+                raise ChainBroken(expected_seq, f"missing (next stored entry is {row.seq})")
+            if row.prev_hash != prev:
+                raise ChainBroken(row.seq, "does not link to the entry before it")
+            h = entry_hash(
+                row.prev_hash,
+                row.seq,
+                row.ts,
+                row.kind,
+                row.txid,
+                row.key,
+                row.amount,
+                row.currency,
+                row.data,
+            )
+            if h != row.hash:
+                raise ChainBroken(row.seq, "content does not match its hash (altered)")
+            prev = row.hash
+        heads = conn.execute(select(head_table)).all()
+    if expected_seq == 0 and not heads:
+        return 0
+    if len(heads) != 1:
+        raise ChainBroken(None, "head record missing or duplicated")
+    head = heads[0]
+    if head.seq != expected_seq:
+        first_missing = expected_seq + 1 if head.seq > expected_seq else head.seq
+        raise ChainBroken(
+            first_missing,
+            f"journal ends at {expected_seq} but its head says {head.seq} (entries removed?)",
+        )
+    if head.hash != prev:
+        raise ChainBroken(head.seq, "head hash does not match the last entry")
+    return expected_seq
 
 
 def claim_of(e: Entry) -> Money | None:

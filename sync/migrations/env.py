@@ -1,0 +1,10 @@
+"""Alembic's entry for head office's database (run from sync/schema.py, not alembic.ini)."""
+
+from alembic import context
+
+from sync.server import metadata
+
+engine = context.config.attributes["engine"]
+with engine.begin() as connection:
+    context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+    context.run_migrations()

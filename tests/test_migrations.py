@@ -1,0 +1,161 @@
+"""Schema versions (#18 item 1): a journal and a head-office database written by the release
+before schema versions (tests/fixtures/release-d0ff24d, made by that release's `kiosk demo`)
+upgrade and keep working; new databases are made at the newest revision; the migrations and
+the models never drift apart."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import sqlite3
+from contextlib import closing, redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, select
+
+from kiosk.adapters.head_office import Syncer
+from kiosk.app.ports import Devices
+from kiosk.app.runner import Kiosk
+from kiosk.domain.clock import utc_now
+from kiosk.domain.engine import Outcome, State
+from kiosk.domain.events import AmountChosen, Kind, Method, MethodChosen
+from kiosk.domain.money import Money
+from kiosk.ledger import journal as journal_module
+from kiosk.ledger.journal import Journal, verify_chain
+from kiosk.sim.fakes import FakeCoinAcceptor, FakeKey, FakeKeyReader, FakeNoteValidator
+from sync import schema, server
+from sync.admin import main as admin
+from sync.client import SyncClient
+from sync.local import LocalHeadOffice, sqlite_url
+from sync.schema import OutdatedSchema
+from tests.conftest import ROOT, make_site
+
+RELEASE = ROOT / "tests" / "fixtures" / "release-d0ff24d"
+
+
+def admin_says(db: str, *args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = admin(["--db", db, *args])
+    return code, out.getvalue(), err.getvalue()
+
+
+def copy_of(name: str, tmp_path: Path) -> Path:
+    return Path(shutil.copy(RELEASE / name, tmp_path / name))
+
+
+def test_head_office_of_the_release_before_is_refused_until_upgraded(tmp_path: Path) -> None:
+    db = sqlite_url(copy_of("headoffice.sqlite", tmp_path))
+    with pytest.raises(OutdatedSchema, match="this release needs 0002"):
+        server.open_db(db)
+    code, _out, err = admin_says(db, "report")
+    assert code == 2 and "sync.admin --db URL upgrade" in err
+    code, out, _err = admin_says(db, "upgrade")
+    assert code == 0 and "-> 0002" in out
+    code, out, _err = admin_says(db, "report")
+    lines = [line.split() for line in out.splitlines()[1:]]
+    assert [(m, a) for _k, _d, m, a, _c in lines] == [
+        ("card", "30.00"), ("coin", "10.00"), ("note", "20.00")
+    ]  # fmt: skip
+    engine = server.open_db(db)
+    try:
+        with engine.connect() as conn:
+            book = conn.execute(select(server.credits).order_by(server.credits.c.credit_id)).all()
+            entries = conn.execute(select(server.entries)).all()
+    finally:
+        engine.dispose()
+    assert len(entries) == 32
+    assert [(c.credit_id[:3], c.written_by, c.pinned, c.lease_until) for c in book] == [
+        ("DEM", "DEMO-01", False, None), ("HO-", "DEMO-01", False, None)
+    ]  # fmt: skip
+    assert admin_says(db, "upgrade")[1].strip() == "head office's database: 0002 -> 0002"
+
+
+def test_the_journal_of_the_release_before_upgrades_with_a_verified_backup_and_works(
+    tmp_path: Path,
+) -> None:
+    """Upgraded at its first opening, a backup first; then a top-up, the chain, and a sync
+    with the upgraded head office of the same release, which holds the old entries already."""
+    path = copy_of("journal-DEMO-01.sqlite", tmp_path)
+    with closing(sqlite3.connect(path)) as db:
+        old = db.execute("SELECT seq, hash FROM journal ORDER BY seq").fetchall()
+    j = Journal(path, "DEMO-01")
+    backup = path.with_name(path.name + ".before-0002")
+    copy = create_engine(f"sqlite:///{backup}")
+    try:
+        assert verify_chain(copy) == len(old) == 32  # the backup is the journal as it was
+    finally:
+        copy.dispose()
+    assert schema.state(j.engine, journal_module.HISTORY) == "0002"
+    assert "ix_journal_kind" in {i["name"] for i in inspect(j.engine).get_indexes("journal")}
+    assert [(e.seq, e.hash) for e in j.entries()] == old
+    # a top-up on it
+    site = make_site("demo")
+    reader, notes = FakeKeyReader(), FakeNoteValidator(site.notes)
+    kiosk = Kiosk(site, j, Devices(reader=reader, coin=FakeCoinAcceptor(site.coins), notes=notes),
+                  utc_now)  # fmt: skip
+    key = FakeKey("K-1001", "4711001", credit=0)
+    reader.insert(key)
+    kiosk.drain()
+    kiosk.submit(AmountChosen(Money(2000, "EUR")))
+    kiosk.submit(MethodChosen(Method.CASH))
+    kiosk.drain()
+    assert notes.insert(Money(2000, "EUR"))
+    kiosk.drain()
+    assert kiosk.view().state == State.DONE and kiosk.view().outcome == Outcome.COMPLETED
+    written = j.entries_of_kind(Kind.KEY_WRITTEN)[-1]  # (the account's debt took its share)
+    assert written.amount is not None and key.credit == written.amount.minor > 0
+    assert j.verify() == j.last_seq() > 32
+    # and a sync with the head office of that release, upgraded
+    ho = LocalHeadOffice(sqlite_url(copy_of("headoffice.sqlite", tmp_path)))
+    token = ho.register("DEMO-01")
+    with ho:
+        client = SyncClient(ho.url, token, "DEMO-01")
+        status = Syncer(j, client).round(utc_now())
+    assert status.last_error is None and status.acked == j.last_seq() and status.backlog == 0
+
+
+def test_a_head_office_at_the_first_revision_upgrades_on_postgresql(
+    office_db: str,
+) -> None:
+    """The same migration on both databases: the first revision made, a credit in it, then
+    `upgrade`; the credit is kept, unpinned, and can be claimed."""
+    from alembic import command
+
+    engine = create_engine(office_db)
+    try:
+        command.upgrade(server.HISTORY.config(engine), "0001")
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO credits (credit_id, key, amount, currency, origin, holder) "
+                "VALUES ('HO-1', 'K1', 500, 'EUR', 'office', NULL)"
+            )
+        with pytest.raises(OutdatedSchema, match="is at 0001"):
+            server.open_db(office_db)
+        assert admin_says(office_db, "upgrade")[0] == 0
+        with engine.connect() as conn:
+            row = conn.execute(select(server.credits)).one()
+        assert (row.credit_id, row.pinned, row.lease_until) == ("HO-1", False, None)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("history", ["journal", "head office"])
+def test_the_migrations_make_exactly_the_models(history: str, tmp_path: Path) -> None:
+    """A new database made by the migrations has the tables, columns and indexes the code's
+    models describe: a model changed without its migration fails here."""
+    engine = create_engine(sqlite_url(tmp_path / "new.sqlite"))
+    try:
+        if history == "journal":
+            hist, models = journal_module.HISTORY, journal_module.metadata
+        else:
+            hist, models = server.HISTORY, server.metadata
+        schema.upgrade(engine, hist)
+        with engine.connect() as conn:
+            drift = compare_metadata(MigrationContext.configure(conn), models)
+        assert drift == []
+    finally:
+        engine.dispose()
