@@ -521,7 +521,7 @@ def track_credits(
             credit = conn.execute(select(credits).where(credits.c.credit_id == r["txid"])).first()
             if credit is None or credit.written_by is not None:
                 continue  # not a head-office credit, or closed already (found on the key)
-            if credit.holder not in (kiosk_id, None):
+            if credit.holder != kiosk_id:  # (no one holds it: no kiosk was given it to write)
                 alarm(conn, kiosk_id, r["seq"], f"credit {r['txid']} is held by "
                       f"{credit.holder}: only its holder closes it", refused)  # fmt: skip
                 continue
@@ -545,12 +545,14 @@ def track_credits(
 def unbacked(conn: Any, kiosk_id: str, r: dict[str, Any]) -> str | None:
     """Why a kiosk's new pending credit is not backed by its own payments (None: it is)."""
     paid = conn.execute(
-        select(entries.c.currency, func.coalesce(func.sum(entries.c.amount), 0))
+        select(entries.c.kind, entries.c.currency, func.coalesce(func.sum(entries.c.amount), 0))
         .where(entries.c.kiosk_id == kiosk_id, entries.c.txid == r["txid"],
-               entries.c.kind.in_(PAID_KINDS))
-        .group_by(entries.c.currency)
+               entries.c.kind.in_((*PAID_KINDS, "card_reversed")))
+        .group_by(entries.c.kind, entries.c.currency)
     ).all()  # fmt: skip
-    total = {cur: int(amount) for cur, amount in paid}
+    total: dict[str, int] = {}
+    for kind, cur, amount in paid:  # what was paid, less what went back to the card
+        total[cur] = total.get(cur, 0) + (-1 if kind == "card_reversed" else 1) * int(amount)
     if not total:
         return "no payment of this kiosk backs it"
     if r["currency"] not in total or len(total) > 1:

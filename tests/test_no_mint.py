@@ -167,6 +167,24 @@ def test_only_the_holder_closes_a_credit(office: HeadOffice, tmp_path: Path) -> 
     assert book(office) == [("T1", "K1", 2000, "DEMO-01", "DEMO-01")]
 
 
+def test_a_credit_no_kiosk_was_given_is_closed_by_none(office: HeadOffice, tmp_path: Path) -> None:
+    credit = office.admin("credit", "K1", "700")  # for the first kiosk that claims the key
+    j = journal(tmp_path, "DEMO-01", [Record(Kind.PENDING_WRITTEN, credit, "K1", E(700), {})])
+    res = upload(office, j)
+    assert res.status_code == 200 and "held by None" in res.json()["refused"][0]["reason"]
+    assert book(office) == [(credit, "K1", 700, None, None)]
+
+
+def test_a_card_payment_given_back_backs_no_credit(office: HeadOffice, tmp_path: Path) -> None:
+    card = [Record(Kind.TX_OPENED, "T1", "K1", None, {"method": "card"}),
+            Record(Kind.CARD_APPROVED, "T1", "K1", E(3000), {}),
+            Record(Kind.CARD_REVERSED, "T1", "K1", E(3000), {})]  # fmt: skip
+    j = journal(tmp_path, "DEMO-01", card, pending("T1", "K1", 3000))
+    res = upload(office, j)
+    assert "3000 is more than the 0 paid" in res.json()["refused"][0]["reason"]
+    assert book(office) == []
+
+
 def test_a_claimed_credit_is_leased_to_one_kiosk_until_it_reports(
     office: HeadOffice, tmp_path: Path
 ) -> None:
