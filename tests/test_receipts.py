@@ -380,8 +380,11 @@ def test_the_automat_opens_the_printer_its_site_file_names(tmp_path: Path) -> No
     from kiosk.adapters.printer import open_printer
 
     with PrinterSim() as sim:
-        site = make_site("demo", devices={"printer": {"port": sim.path, "receipt": "always"}},
-                         secrets={"file": str(tmp_path / "secrets.toml")})  # (a real port)
+        site = make_site(
+            "demo",
+            devices={"printer": {"port": sim.path, "receipt": "always"}},
+            secrets={"file": str(tmp_path / "secrets.toml")},
+        )  # (a real port)
         port = open_printer(site)
         try:
             assert isinstance(port, EscPosPrinterPort)
