@@ -83,15 +83,24 @@ def test_the_journal_of_the_release_before_upgrades_with_a_verified_backup_and_w
     with closing(sqlite3.connect(path)) as db:
         old = db.execute("SELECT seq, hash FROM journal ORDER BY seq").fetchall()
     j = Journal(path, "DEMO-01")
-    backup = path.with_name(path.name + ".before-0002")
+    backup = path.with_name(path.name + ".before-0003")
     copy = create_engine(f"sqlite:///{backup}")
     try:
         assert verify_chain(copy) == len(old) == 32  # the backup is the journal as it was
     finally:
         copy.dispose()
-    assert schema.state(j.engine, journal_module.HISTORY) == "0002"
+    assert schema.state(j.engine, journal_module.HISTORY) == "0003"
     assert "ix_journal_kind" in {i["name"] for i in inspect(j.engine).get_indexes("journal")}
     assert [(e.seq, e.hash) for e in j.entries()] == old
+    # what is open was filled from the history: the same as reading all of it
+    with closing(sqlite3.connect(path)) as db:
+        opened = db.execute("SELECT txid FROM journal WHERE kind = 'tx_opened' AND txid NOT IN "
+                            "(SELECT txid FROM journal WHERE kind = 'tx_closed')").fetchall()
+        owed = db.execute("SELECT txid FROM journal WHERE kind = 'pending_credit' AND txid NOT "
+                          "IN (SELECT txid FROM journal WHERE kind IN ('pending_written', "
+                          "'pending_released'))").fetchall()  # fmt: skip
+    assert j.open_txids() == [t for (t,) in opened]
+    assert sorted(t for t, _k in j.open_credits()) == sorted(t for (t,) in owed)
     # a top-up on it
     site = make_site("demo")
     reader, notes = FakeKeyReader(), FakeNoteValidator(site.notes)
@@ -116,6 +125,40 @@ def test_the_journal_of_the_release_before_upgrades_with_a_verified_backup_and_w
         client = SyncClient(ho.url, token, "DEMO-01")
         status = Syncer(j, client).round(utc_now())
     assert status.last_error is None and status.acked == j.last_seq() and status.backlog == 0
+
+
+def test_what_is_open_is_filled_from_the_history_when_a_journal_upgrades(tmp_path: Path) -> None:
+    """A journal at revision 0002 (before the open-state tables) with transactions and
+    pending credits open and closed: after the upgrade, the same are open as the history says,
+    and what follows keeps them in step."""
+    from alembic import command
+
+    from kiosk.domain.events import Record
+
+    path = tmp_path / "journal.sqlite"
+    j = Journal(path, "DEMO-01")
+    t0 = utc_now()
+    eur = Money(500, "EUR")
+    j.append([Record(Kind.TX_OPENED, "T1", "K1", None, {}), Record(Kind.TX_OPENED, "T2", "K1",
+              None, {}), Record(Kind.TX_CLOSED, "T1", "K1", None, {}),
+              Record(Kind.PENDING_CREDIT, "T2", "K1", eur, {}),
+              Record(Kind.PENDING_CREDIT, "P1", "K2", eur, {}),
+              Record(Kind.PENDING_WRITTEN, "P1", "K2", eur, {}),
+              Record(Kind.PENDING_CREDIT, "P2", "K2", eur, {})], t0)  # fmt: skip
+    j.close()
+    engine = create_engine(sqlite_url(path))
+    try:
+        command.downgrade(journal_module.HISTORY.config(engine), "0002")
+        assert not inspect(engine).has_table("open_tx")
+    finally:
+        engine.dispose()
+    j = Journal(path, "DEMO-01")
+    assert j.open_txids() == ["T2"]
+    assert sorted(j.open_credits()) == [("P2", "K2"), ("T2", "K1")]
+    j.append([Record(Kind.TX_CLOSED, "T2", "K1", None, {}),
+              Record(Kind.PENDING_WRITTEN, "T2", "K1", eur, {})], t0)  # fmt: skip
+    assert j.open_txids() == [] and j.open_credits() == [("P2", "K2")]
+    assert [p.txid for p in j.pending_credits("K2")] == ["P2"]
 
 
 def test_a_head_office_at_the_first_revision_upgrades_on_postgresql(

@@ -50,6 +50,8 @@ from sync.schema import History
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: entries of a kind, newest back to the first one found (see Journal.back_to)
+BackTo = Callable[["Kind", Callable[["Entry"], bool]], list["Entry"]]
 
 #: how long an append waits for another writer's lock before it fails (SQLite's busy handler)
 BUSY_TIMEOUT_MS = 15_000
@@ -107,6 +109,22 @@ keys_table = Table(
     Column("status", String(16), nullable=False),
     Column("reason", Text, nullable=False, default=""),
     Column("contract_account", String(64)),
+)
+
+# What is still open, kept in step with the journal in the same commit (_apply_effects): the
+# start-up reconciliation and a key's pending credits read these few rows, not the history.
+open_tx_table = Table(
+    "open_tx",
+    metadata,
+    Column("txid", String(64), primary_key=True),
+    Column("seq", Integer, nullable=False),  # its tx_opened entry
+)
+open_credits_table = Table(
+    "open_credits",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),  # its pending_credit entry
+    Column("txid", String(64), nullable=False, index=True),
+    Column("key", String(64), index=True),
 )
 
 #: the journal's migrations (kiosk/ledger/migrations); a journal of the release before schema
@@ -287,21 +305,19 @@ class Journal:
             raise self._write_error(err, "cannot write the journal") from err
 
     def append_decided(
-        self, decide: Callable[[Callable[[Kind], list[Entry]]], tuple[Sequence[Record], T]],
-        now: datetime,
+        self, decide: Callable[[BackTo], tuple[Sequence[Record], T]], now: datetime,
     ) -> T:  # fmt: skip
         """Read, decide and append as one transaction under the journal's write lock: another
         writer (thread or process) doing the same waits, then sees what this one appended.
-        `decide` gets a reader of entries by kind and returns the records to append and what
-        to give back."""
+        `decide` gets a reader like `back_to` and returns the records to append and what to
+        give back."""
         try:
             with self._writer.begin() as conn:
 
-                def of_kind(kind: Kind) -> list[Entry]:
-                    q = select(journal_table).where(journal_table.c.kind == str(kind))
-                    return [self._entry(r) for r in conn.execute(q.order_by(journal_table.c.seq))]
+                def back_to(kind: Kind, found: Callable[[Entry], bool]) -> list[Entry]:
+                    return self._back_to(conn, kind, found)
 
-                records, result = decide(of_kind)
+                records, result = decide(back_to)
                 if records:
                     self._append_in(conn, records, now)
         except SQLAlchemyError as err:
@@ -370,6 +386,28 @@ class Journal:
             self._add_debt(conn, e.txid, -int(e.data["debt"]))
         elif (claim := claim_of(e)) is not None:
             self._add_debt(conn, e.txid, claim.minor, claim.currency)
+        self._keep_open(conn, e)
+
+    @staticmethod
+    def _keep_open(conn: Connection, e: Entry) -> None:
+        """The open transactions and open pending credits, in step with this entry."""
+        if e.txid is None:
+            return
+        if e.kind == Kind.TX_OPENED:
+            conn.execute(insert(open_tx_table).prefix_with("OR IGNORE").values(
+                txid=e.txid, seq=e.seq))  # fmt: skip
+        elif e.kind == Kind.TX_CLOSED:
+            conn.execute(open_tx_table.delete().where(open_tx_table.c.txid == e.txid))
+        elif e.kind == Kind.PENDING_CREDIT:
+            j = journal_table
+            closed = conn.execute(
+                select(j.c.seq).where(j.c.txid == e.txid, j.c.seq < e.seq, j.c.kind.in_(
+                    (str(Kind.PENDING_WRITTEN), str(Kind.PENDING_RELEASED)))).limit(1)
+            ).first()  # fmt: skip
+            if closed is None:
+                conn.execute(insert(open_credits_table).values(seq=e.seq, txid=e.txid, key=e.key))
+        elif e.kind in (Kind.PENDING_WRITTEN, Kind.PENDING_RELEASED):
+            conn.execute(open_credits_table.delete().where(open_credits_table.c.txid == e.txid))
 
     def _add_debt(self, conn: Connection, txid: str | None, delta: int, currency: str = "") -> None:
         account = self._account_of(conn, txid)
@@ -422,10 +460,36 @@ class Journal:
         with self.engine.connect() as conn:
             return [self._entry(r) for r in conn.execute(q)]
 
-    def entries_of_kind(self, kind: Kind) -> list[Entry]:
+    def entries_of_kind(self, kind: Kind | tuple[Kind, ...], after: int = 0) -> list[Entry]:
+        """Entries of a kind (or kinds), after sequence number `after`, oldest first."""
+        kinds = [str(k) for k in (kind if isinstance(kind, tuple) else (kind,))]
+        j = journal_table
+        q = select(j).where(j.c.kind.in_(kinds), j.c.seq > after).order_by(j.c.seq)
+        with self.engine.connect() as conn:
+            return [self._entry(r) for r in conn.execute(q)]
+
+    def last_of_kind(self, kind: Kind) -> Entry | None:
+        """The newest entry of a kind (the kind's index: no scan of the history)."""
         q = select(journal_table).where(journal_table.c.kind == str(kind))
         with self.engine.connect() as conn:
-            return [self._entry(r) for r in conn.execute(q.order_by(journal_table.c.seq))]
+            row = conn.execute(q.order_by(journal_table.c.seq.desc()).limit(1)).first()
+        return None if row is None else self._entry(row)
+
+    def back_to(self, kind: Kind, found: Callable[[Entry], bool]) -> list[Entry]:
+        """Entries of a kind from the newest back to the first for which `found` is true
+        (included), oldest first: what happened since the last such entry, not all history."""
+        with self.engine.connect() as conn:
+            return self._back_to(conn, kind, found)
+
+    def _back_to(self, conn: Connection, kind: Kind, found: Callable[[Entry], bool]) -> list[Entry]:
+        q = select(journal_table).where(journal_table.c.kind == str(kind))
+        out = []
+        for row in conn.execute(q.order_by(journal_table.c.seq.desc())):
+            e = self._entry(row)
+            out.append(e)
+            if found(e):
+                break
+        return out[::-1]
 
     def acceptor_counters(self) -> dict[str, int]:
         """Each cash device's event counter as last journaled (with money it took, a lost-events
@@ -483,24 +547,15 @@ class Journal:
 
     def open_txids(self) -> list[str]:
         """Transactions that were opened but never closed (interrupted by a crash)."""
-        j = journal_table
-        closed = select(j.c.txid).where(j.c.kind == str(Kind.TX_CLOSED))
-        q = (
-            select(j.c.txid)
-            .where(j.c.kind == str(Kind.TX_OPENED), j.c.txid.not_in(closed))
-            .order_by(j.c.seq)
-        )
+        q = select(open_tx_table.c.txid).order_by(open_tx_table.c.seq)
         with self.engine.connect() as conn:
             return [r.txid for r in conn.execute(q)]
 
     def _open_credits(self) -> Select[Any]:
         j = journal_table
-        closed = select(j.c.txid).where(
-            j.c.kind.in_((str(Kind.PENDING_WRITTEN), str(Kind.PENDING_RELEASED)))
-        )
         return (
             select(j.c.seq, j.c.txid, j.c.key, j.c.amount, j.c.currency, j.c.data)
-            .where(j.c.kind == str(Kind.PENDING_CREDIT), j.c.txid.not_in(closed))
+            .where(j.c.seq.in_(select(open_credits_table.c.seq)))
             .order_by(j.c.seq)
         )
 

@@ -152,10 +152,9 @@ def plan(journal: Journal, site: Site) -> list[Record]:
 def card_plan(journal: Journal, card_kept: CardKept | None) -> list[Record]:
     """What the terminal says of the last card approval if its outcome is not in the journal
     (a crash cut the dialogue off), and the claim for what a payment given back had bought."""
-    approvals = journal.entries_of_kind(Kind.CARD_APPROVED)
-    if not approvals or card_kept is None:
+    last = journal.last_of_kind(Kind.CARD_APPROVED)
+    if last is None or card_kept is None:
         return []
-    last = approvals[-1]
     assert last.txid is not None and last.amount is not None
     entries = journal.by_txid(last.txid)
     if settled(entries):

@@ -25,7 +25,7 @@ from kiosk.domain.errors import ConfigError, KioskError
 from kiosk.domain.events import Kind, Record
 from kiosk.domain.money import Money
 from kiosk.domain.site import Site
-from kiosk.ledger.journal import Entry, Journal, format_ts
+from kiosk.ledger.journal import BackTo, Entry, Journal, format_ts
 from sync.chain import GENESIS, entry_hash
 from sync.client import SyncError
 
@@ -107,15 +107,15 @@ class PinGuard:
         self.pin_hash = pin_hash
 
     def locked_until(self, now: datetime) -> datetime | None:
-        return lock_in(self.journal.entries_of_kind(Kind.AUDIT), now)
+        return lock_in(self.journal.back_to(Kind.AUDIT, entered), now)
 
     def enter(self, pin: str, who: str, now: datetime) -> None:
         """Let the technician in, or raise PinRefused; either way it is journaled."""
 
         Outcome = tuple[list[Record], PinRefused | None]
 
-        def decide(of_kind: Callable[[Kind], list[Entry]]) -> Outcome:
-            audits = of_kind(Kind.AUDIT)
+        def decide(back_to: BackTo) -> Outcome:
+            audits = back_to(Kind.AUDIT, entered)  # since the last right PIN: all that counts
             until = lock_in(audits, now)
             if until is not None:
                 return [audit_record("refused_locked", who, until=format_ts(until))], PinRefused(
@@ -141,6 +141,11 @@ class PinGuard:
 
 def audit_record(action: str, who: str, **data: Any) -> Record:
     return Record(Kind.AUDIT, data={"action": action, "who": who, **data})
+
+
+def entered(e: Entry) -> bool:
+    """A right PIN: failures and lockouts count again from zero after it."""
+    return e.data.get("action") == "entered"
 
 
 def lock_in(audits: list[Entry], now: datetime) -> datetime | None:
@@ -191,14 +196,13 @@ class CashBox:
 
 
 def cash_box(journal: Journal, currency: str) -> CashBox:
+    """What went in since the box was last emptied (read from there on, not all history)."""
     counts: Counter[tuple[str, int]] = Counter()
-    since = None
+    emptied = journal.last_of_kind(Kind.CASHBOX_EMPTIED)
+    since = emptied.ts if emptied else None
     test = 0
-    for e in journal.entries():
-        if e.kind == Kind.CASHBOX_EMPTIED:
-            counts.clear()
-            since, test = e.ts, 0
-        elif e.kind in INTO_THE_BOX and e.amount is not None:
+    for e in journal.entries_of_kind(INTO_THE_BOX, after=emptied.seq if emptied else 0):
+        if e.amount is not None:
             counts[(str(e.data.get("medium", "coin")), e.amount.minor)] += 1
             if e.kind == Kind.TEST_CASH:
                 test += e.amount.minor
