@@ -94,8 +94,10 @@ def test_the_journal_of_the_release_before_upgrades_with_a_verified_backup_and_w
     assert [(e.seq, e.hash) for e in j.entries()] == old
     # what is open was filled from the history: the same as reading all of it
     with closing(sqlite3.connect(path)) as db:
-        opened = db.execute("SELECT txid FROM journal WHERE kind = 'tx_opened' AND txid NOT IN "
-                            "(SELECT txid FROM journal WHERE kind = 'tx_closed')").fetchall()
+        opened = db.execute(
+            "SELECT txid FROM journal WHERE kind = 'tx_opened' AND txid NOT IN "
+            "(SELECT txid FROM journal WHERE kind = 'tx_closed')"
+        ).fetchall()
         owed = db.execute("SELECT txid FROM journal WHERE kind = 'pending_credit' AND txid NOT "
                           "IN (SELECT txid FROM journal WHERE kind IN ('pending_written', "
                           "'pending_released'))").fetchall()  # fmt: skip
