@@ -26,10 +26,10 @@ from pathlib import Path
 
 from kiosk.domain.events import Kind, Record
 from kiosk.domain.money import Money
+from kiosk.domain.site import load_site
 from kiosk.ledger.journal import Journal
 from kiosk.ledger.reconcile import reconcile
 from kiosk.service.diag import PinGuard, cash_box, hash_pin
-from tests.conftest import make_site
 
 START = datetime(2021, 11, 29, 8, 0, tzinfo=UTC)
 PIN = "4711"
@@ -76,7 +76,7 @@ def median(fn: Callable[[], object], runs: int) -> float:
 
 
 def measures(path: Path, runs: int) -> dict[str, float]:
-    site = make_site("demo")
+    site = load_site()  # the demo site
     j = Journal(path, "DEMO-01")
     stored = hash_pin(PIN)
     now = START + timedelta(days=10_000)
