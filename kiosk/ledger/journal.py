@@ -8,6 +8,7 @@ the newest entries is detected as well as editing or removing any other.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import shutil
@@ -229,7 +230,15 @@ class Journal:
     def _migrate(self) -> None:
         """Bring the journal to this release's schema before anything else: a new one is made
         so; an older one is first copied to a backup beside it (SQLite's online backup) whose
-        chain must verify, then upgraded, and its chain must still verify after."""
+        chain must verify, then upgraded, and its chain must still verify after. One process
+        at a time (a lock file beside it): the automat and a `kiosk diag` started together."""
+        if schema.state(self.engine, HISTORY) == HISTORY.head:
+            return
+        with open(self.path.with_name(self.path.name + ".upgrade-lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._upgrade()
+
+    def _upgrade(self) -> None:
         was = schema.state(self.engine, HISTORY)
         if was == HISTORY.head:
             return
