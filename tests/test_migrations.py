@@ -83,13 +83,13 @@ def test_the_journal_of_the_release_before_upgrades_with_a_verified_backup_and_w
     with closing(sqlite3.connect(path)) as db:
         old = db.execute("SELECT seq, hash FROM journal ORDER BY seq").fetchall()
     j = Journal(path, "DEMO-01")
-    backup = path.with_name(path.name + ".before-0003")
+    backup = path.with_name(path.name + ".before-0004")
     copy = create_engine(f"sqlite:///{backup}")
     try:
         assert verify_chain(copy) == len(old) == 32  # the backup is the journal as it was
     finally:
         copy.dispose()
-    assert schema.state(j.engine, journal_module.HISTORY) == "0003"
+    assert schema.state(j.engine, journal_module.HISTORY) == "0004"
     assert "ix_journal_kind" in {i["name"] for i in inspect(j.engine).get_indexes("journal")}
     assert [(e.seq, e.hash) for e in j.entries()] == old
     # what is open was filled from the history: the same as reading all of it
@@ -103,6 +103,17 @@ def test_the_journal_of_the_release_before_upgrades_with_a_verified_backup_and_w
                           "'pending_released'))").fetchall()  # fmt: skip
     assert j.open_txids() == [t for (t,) in opened]
     assert sorted(t for t, _k in j.open_credits()) == sorted(t for (t,) in owed)
+    # and the cash box's count equals counting the entries since the last emptying
+    box: dict[tuple[str, int], int] = {}
+    with closing(sqlite3.connect(path)) as db:
+        emptied = db.execute("SELECT COALESCE(MAX(seq), 0) FROM journal "
+                             "WHERE kind = 'cashbox_emptied'").fetchone()[0]  # fmt: skip
+        for medium, minor in db.execute(
+            "SELECT json_extract(data, '$.medium'), amount FROM journal WHERE seq > ? AND "
+            "kind IN ('cash_in', 'cash_unattributed', 'test_cash')", (emptied,)
+        ):
+            box[(medium or "coin", minor)] = box.get((medium or "coin", minor), 0) + 1
+    assert j.cash_box()[0] == box and sum(box.values()) > 0
     # a top-up on it
     site = make_site("demo")
     reader, notes = FakeKeyReader(), FakeNoteValidator(site.notes)

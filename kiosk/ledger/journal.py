@@ -39,6 +39,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from kiosk.domain.errors import ChainBroken, JournalError, JournalFull, JournalWriteError
@@ -127,6 +128,19 @@ open_credits_table = Table(
     Column("txid", String(64), nullable=False, index=True),
     Column("key", String(64), index=True),
 )
+
+# What is in the cash box since it was last emptied, by medium and denomination: a running
+# count kept in the same commit as the money's entry (the emptying clears it).
+cash_box_table = Table(
+    "cash_box",
+    metadata,
+    Column("medium", String(8), primary_key=True),
+    Column("minor", Integer, primary_key=True, autoincrement=False),
+    Column("pieces", Integer, nullable=False),
+    Column("test_minor", Integer, nullable=False),  # of it from acceptor tests
+)
+#: the kinds that put money into the cash box
+INTO_THE_BOX = (Kind.CASH_IN, Kind.CASH_UNATTRIBUTED, Kind.TEST_CASH)
 
 #: the journal's migrations (kiosk/ledger/migrations); a journal of the release before schema
 #: versions is told by its `journal` table
@@ -396,6 +410,28 @@ class Journal:
         elif (claim := claim_of(e)) is not None:
             self._add_debt(conn, e.txid, claim.minor, claim.currency)
         self._keep_open(conn, e)
+        self._count_cash(conn, e)
+
+    @staticmethod
+    def _count_cash(conn: Connection, e: Entry) -> None:
+        if e.kind == Kind.CASHBOX_EMPTIED:
+            conn.execute(cash_box_table.delete())
+        elif e.kind in INTO_THE_BOX and e.amount is not None:
+            test = e.amount.minor if e.kind == Kind.TEST_CASH else 0
+            c = cash_box_table.c
+            add = sqlite_insert(cash_box_table).values(
+                medium=str(e.data.get("medium", "coin")), minor=e.amount.minor, pieces=1,
+                test_minor=test)  # fmt: skip
+            conn.execute(add.on_conflict_do_update(
+                index_elements=[c.medium, c.minor],
+                set_={"pieces": c.pieces + 1, "test_minor": c.test_minor + test}))  # fmt: skip
+
+    def cash_box(self) -> tuple[dict[tuple[str, int], int], int]:
+        """What is in the cash box since its last emptying: pieces by (medium, minor), and the
+        test money in it (minor units)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(cash_box_table)).all()
+        return {(r.medium, r.minor): r.pieces for r in rows}, sum(r.test_minor for r in rows)
 
     @staticmethod
     def _keep_open(conn: Connection, e: Entry) -> None:

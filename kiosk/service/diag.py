@@ -12,7 +12,6 @@ import json
 import os
 import secrets
 import tomllib
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,8 +37,6 @@ LOCKOUT = timedelta(minutes=5)
 MAX_LOCKOUT = timedelta(days=1)
 #: the demo's PIN, for sites without a secrets file only (like the demo master keys)
 DEMO_PIN = "0000"
-#: cash kinds that put money into the cash box
-INTO_THE_BOX = (Kind.CASH_IN, Kind.CASH_UNATTRIBUTED, Kind.TEST_CASH)
 
 
 class PinRefused(KioskError):
@@ -196,17 +193,10 @@ class CashBox:
 
 
 def cash_box(journal: Journal, currency: str) -> CashBox:
-    """What went in since the box was last emptied (read from there on, not all history)."""
-    counts: Counter[tuple[str, int]] = Counter()
+    """What went in since the box was last emptied (the journal's running count)."""
+    counts, test = journal.cash_box()
     emptied = journal.last_of_kind(Kind.CASHBOX_EMPTIED)
-    since = emptied.ts if emptied else None
-    test = 0
-    for e in journal.entries_of_kind(INTO_THE_BOX, after=emptied.seq if emptied else 0):
-        if e.amount is not None:
-            counts[(str(e.data.get("medium", "coin")), e.amount.minor)] += 1
-            if e.kind == Kind.TEST_CASH:
-                test += e.amount.minor
-    return CashBox(dict(counts), currency, since, test)
+    return CashBox(counts, currency, emptied.ts if emptied else None, test)
 
 
 def empty_cash_box(journal: Journal, site: Site, who: str, now: datetime) -> list[str]:
