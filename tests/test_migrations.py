@@ -110,7 +110,8 @@ def test_the_journal_of_the_release_before_upgrades_with_a_verified_backup_and_w
                              "WHERE kind = 'cashbox_emptied'").fetchone()[0]  # fmt: skip
         for medium, minor in db.execute(
             "SELECT json_extract(data, '$.medium'), amount FROM journal WHERE seq > ? AND "
-            "kind IN ('cash_in', 'cash_unattributed', 'test_cash')", (emptied,)
+            "kind IN ('cash_in', 'cash_unattributed', 'test_cash')",
+            (emptied,),
         ):
             box[(medium or "coin", minor)] = box.get((medium or "coin", minor), 0) + 1
     assert j.cash_box()[0] == box and sum(box.values()) > 0
