@@ -32,6 +32,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     event,
     func,
@@ -141,6 +142,15 @@ cash_box_table = Table(
 )
 #: the kinds that put money into the cash box
 INTO_THE_BOX = (Kind.CASH_IN, Kind.CASH_UNATTRIBUTED, Kind.TEST_CASH)
+_counted = sqlite_insert(cash_box_table).values(
+    medium=bindparam("medium"), minor=bindparam("minor"), pieces=1, test_minor=bindparam("test")
+)
+#: one more piece of a denomination in the box (built once: an append is on the money path)
+COUNT_CASH = _counted.on_conflict_do_update(
+    index_elements=[cash_box_table.c.medium, cash_box_table.c.minor],
+    set_={"pieces": cash_box_table.c.pieces + 1,
+          "test_minor": cash_box_table.c.test_minor + _counted.excluded.test_minor},
+)  # fmt: skip
 
 #: the journal's migrations (kiosk/ledger/migrations); a journal of the release before schema
 #: versions is told by its `journal` table
@@ -418,13 +428,8 @@ class Journal:
             conn.execute(cash_box_table.delete())
         elif e.kind in INTO_THE_BOX and e.amount is not None:
             test = e.amount.minor if e.kind == Kind.TEST_CASH else 0
-            c = cash_box_table.c
-            add = sqlite_insert(cash_box_table).values(
-                medium=str(e.data.get("medium", "coin")), minor=e.amount.minor, pieces=1,
-                test_minor=test)  # fmt: skip
-            conn.execute(add.on_conflict_do_update(
-                index_elements=[c.medium, c.minor],
-                set_={"pieces": c.pieces + 1, "test_minor": c.test_minor + test}))  # fmt: skip
+            conn.execute(COUNT_CASH, {"medium": str(e.data.get("medium", "coin")),
+                                      "minor": e.amount.minor, "test": test})  # fmt: skip
 
     def cash_box(self) -> tuple[dict[tuple[str, int], int], int]:
         """What is in the cash box since its last emptying: pieces by (medium, minor), and the
