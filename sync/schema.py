@@ -12,6 +12,7 @@ with the first revision before the rest are applied.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -57,13 +58,19 @@ def state(engine: Engine, history: History) -> str | None:
         return None if inspect(conn).has_table(history.marker_table) else "empty"
 
 
+#: Alembic runs a command through a module-wide context: one command at a time in a process
+#: (the crash matrix opens two journals at once on its threads)
+_one_at_a_time = threading.Lock()
+
+
 def upgrade(engine: Engine, history: History) -> tuple[str | None, str]:
     """Bring the database to the newest revision; (where it was, where it is now)."""
-    was = state(engine, history)
-    cfg = history.config(engine)
-    if was is None:  # the release before migrations: its schema is the first revision
-        command.stamp(cfg, history.baseline)
-    command.upgrade(cfg, "head")
+    with _one_at_a_time:
+        was = state(engine, history)
+        cfg = history.config(engine)
+        if was is None:  # the release before migrations: its schema is the first revision
+            command.stamp(cfg, history.baseline)
+        command.upgrade(cfg, "head")
     return was, history.head
 
 

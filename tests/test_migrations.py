@@ -216,3 +216,29 @@ def test_the_migrations_make_exactly_the_models(history: str, tmp_path: Path) ->
         assert drift == []
     finally:
         engine.dispose()
+
+
+def test_journals_made_on_several_threads_at_once(tmp_path: Path) -> None:
+    """Alembic runs through a module-wide context: two journals made at the same moment (the
+    crash matrix's cells) must not trip over each other."""
+    import threading
+
+    start = threading.Barrier(6)
+    made: list[str] = []
+    errors: list[BaseException] = []
+
+    def make(n: int) -> None:
+        start.wait()
+        try:
+            j = Journal(tmp_path / f"journal-{n}.sqlite", f"K-{n}")
+            made.append(schema.state(j.engine, journal_module.HISTORY) or "")
+            j.close()
+        except BaseException as err:  # noqa: BLE001 (reported below)
+            errors.append(err)
+
+    threads = [threading.Thread(target=make, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and made == [journal_module.HISTORY.head] * 6
