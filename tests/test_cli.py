@@ -144,3 +144,39 @@ def test_run_without_a_display_scripts_customers_and_saves_every_screen(tmp_path
     assert all((shots / n).stat().st_size > 10_000 for n in names)  # real pictures
     assert re.search(r"journal verify: ok, \d+ entries", res.stdout)
     assert re.search(r"DEMO-01 +\d{4}-\d\d-\d\d card +60\.00 EUR", res.stdout)  # 2 x 30.00
+
+
+def test_the_demo_script_keeps_the_acceptors_dead_man_switch_fed(tmp_path: Path) -> None:
+    """The demo's script is the engine's loop: on a busy machine a pause between two scenes
+    passed the 1.5 s dead-man switch and the acceptors stayed inhibited (seen once in CI). A
+    heartbeat says the script is alive while it runs, and stops with it."""
+    import threading
+    import time
+
+    from kiosk.sim.demo import _heartbeat
+
+    beats: list[float] = []
+    woken = threading.Event()
+
+    class Acceptor:
+        def alive(self) -> None:
+            beats.append(time.monotonic())
+            woken.set()
+
+    class Devices:
+        coin, notes = Acceptor(), None
+
+    class Kiosk:
+        devices = Devices()
+
+        def alive(self) -> None:
+            self.devices.coin.alive()
+
+    with _heartbeat(Kiosk()):  # type: ignore[arg-type]
+        deadline = time.monotonic() + 10
+        while len(beats) < 4 and time.monotonic() < deadline:
+            woken.wait(0.1)
+            woken.clear()
+    assert len(beats) >= 4 and max(b - a for a, b in zip(beats, beats[1:], strict=False)) < 1.5
+    after = len(beats)
+    assert not woken.wait(1.2) and len(beats) == after  # stopped with the script

@@ -179,7 +179,7 @@ class Kiosk:
         (`fail_safe`) and ends the thread; `failure` then says why, and the process is to
         exit non-zero so that it is restarted and the start-up reconciliation runs."""
         while not stop.is_set():
-            self._alive()
+            self.alive()
             try:
                 ev: Event = self.events.get(timeout=tick_seconds)
                 queued = True
@@ -194,7 +194,9 @@ class Kiosk:
                 if queued:
                     self.events.task_done()
 
-    def _alive(self) -> None:
+    def alive(self) -> None:
+        """Tell the cash devices that the engine is alive (their dead-man switch inhibits them
+        when it stops saying so): each turn of whatever processes the events."""
         for acceptor in (self.devices.coin, self.devices.notes):
             if acceptor is not None:
                 acceptor.alive()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -124,6 +126,27 @@ def _pay(site: Site, amount: int) -> list[tuple[int, bool]]:
     return plan
 
 
+@contextmanager
+def _heartbeat(kiosk: Kiosk) -> Iterator[None]:
+    """The script is the engine's loop here, and it is alive while it runs: it tells the cash
+    devices so every half second (their dead-man switch inhibits them after 1.5 s of silence,
+    which a busy machine reached between two scenes)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(0.5):
+            kiosk.alive()
+
+    kiosk.alive()
+    beater = threading.Thread(target=beat, name="demo-heartbeat", daemon=True)
+    beater.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beater.join(2)
+
+
 def run_demo(site: Site, journal_file: Path, out: TextIO, start: datetime | None = None) -> int:
     """Run the scripted customers; print what happened and the resulting journal.
 
@@ -133,7 +156,7 @@ def run_demo(site: Site, journal_file: Path, out: TextIO, start: datetime | None
     now = start or utc_now()
     opening = None if site.hours.is_open(now) else site.hours.next_opening(now)
     clock = ManualClock(opening or now)
-    with simulated_rig(site, journal_file, out, clock) as rig:
+    with simulated_rig(site, journal_file, out, clock) as rig, _heartbeat(rig.kiosk):
         s = _Script(rig.kiosk, clock, out, lambda _v: all(w.idle() for w in rig.cash.workers))
         s.settle(lambda _v: rig.devices_ready(), "the cash devices and the card terminal")
         if opening is not None:
