@@ -84,6 +84,7 @@ class PcscCard:
             # (a key pulled between the two: "card was removed", a transport error too)
             self.atr = bytes(self.connection.getATR())
         except SmartcardException as err:
+            self.close()  # now, not when the collector gets to it (pcscd may be gone then)
             raise TransportError(f"no card in {reader}: {err}") from err
 
     def transmit(self, apdu: bytes) -> bytes:
@@ -96,13 +97,16 @@ class PcscCard:
         return bytes(data) + bytes((sw1, sw2))
 
     def close(self) -> None:
+        """Disconnect, and release its PC/SC context now, not at garbage collection (each
+        step even when the other fails: after a pcscd restart both may)."""
         from smartcard.Exceptions import SmartcardException
+        from smartcard.pcsc.PCSCExceptions import BaseSCardException
 
-        try:
-            self.connection.disconnect()
-            self.connection.release()  # its PC/SC context too, not at garbage collection
-        except SmartcardException as err:
-            log.debug("disconnect: %s", err)
+        for step in (self.connection.disconnect, self.connection.release):
+            try:
+                step()
+            except (SmartcardException, BaseSCardException) as err:
+                log.debug("%s: %s", step.__name__, err)
 
 
 class Watch:
