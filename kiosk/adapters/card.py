@@ -170,10 +170,9 @@ class ZvtCardPort:
 
     def _lost(self, why: str, code: int = 0) -> None:
         """The terminal cannot take a payment now: a fault once, registered again later."""
-        was = self.registered
         self.registered = False
         self.last_error = why
-        if was or not self._faulted:
+        if not self._faulted:  # (registering clears it)
             self._faulted = True
             self._send(DeviceFault(Device.CARD, code, why))
 

@@ -92,7 +92,7 @@ class Syncer:
             )
         for d in data["debts"]:
             self.journal.set_debt(d["contract_account"], Money(d["amount"], d["currency"]))
-        credits = [c for c in data.get("credits", []) if not self._wrong_credit(c)]
+        credits = self._usable(data.get("credits", []))
         self._take_credits(credits)
         self._release_credits({c["credit_id"] for c in credits})
         settings = dict(data.get("settings", {}))
@@ -104,15 +104,23 @@ class Syncer:
         self.status.reference_version = etag
         return True
 
-    def _take_credits(self, held: list[dict[str, Any]]) -> int:
-        """Journal the credits head office says this kiosk holds and that are new here (once,
-        whether the reference data or a key's claim brings them first)."""
-        records = []
-        for c in held:
+    def _usable(self, sent: list[Any]) -> list[dict[str, Any]]:
+        """The credits head office sent that a key can take (`_wrong_credit`); the others
+        are logged and left."""
+        usable = []
+        for c in sent:
             wrong = self._wrong_credit(c)
             if wrong:
                 log.warning("credit from head office not taken: %s: %r", wrong, c)
-                continue
+            else:
+                usable.append(c)
+        return usable
+
+    def _take_credits(self, held: list[dict[str, Any]]) -> int:
+        """Journal the usable credits head office says this kiosk holds and that are new here
+        (once, whether the reference data or a key's claim brings them first)."""
+        records = []
+        for c in held:
             records.append(
                 Record(
                     Kind.PENDING_CREDIT,
@@ -161,8 +169,7 @@ class Syncer:
         if self._claimer is None or self._claimer.base != self.client.base:
             self._claimer = self.client.fork()  # claims come from the engine's thread
         try:
-            granted = [c for c in self._claimer.claim(key, timeout=CLAIM_TIMEOUT)
-                       if not self._wrong_credit(c)]  # fmt: skip
+            granted = self._usable(self._claimer.claim(key, timeout=CLAIM_TIMEOUT))
             self._take_credits(granted)
             return [c["credit_id"] for c in granted]
         except SyncError as err:
