@@ -227,8 +227,15 @@ class Watch:
                 changes = (now_count - count) & 0xFFFF
                 if changes >= 2 or (changes and now_present == present):
                     # Out and in (or in and out) between two looks: report both.
+                    was, now = ("out", "in") if now_present else ("in", "out")
+                    fields = {"event": "key_bounce", "device": "reader"}
+                    log.info("key %s and %s again (reader events %d to %d)", was, now, count,
+                             now_count, extra=fields)  # fmt: skip
                     self.on_event(CardEvent(reader, b"", not now_present))
                 if changes or now_present != present:
+                    log.info("key %s", "in" if now_present else "out",
+                             extra={"event": "key_in" if now_present else "key_out",
+                                    "device": "reader"})  # fmt: skip
                     self.on_event(CardEvent(reader, bytes(atr), now_present))
             present, count = now_present, now_count
             state = event & ~scard.SCARD_STATE_CHANGED

@@ -45,7 +45,7 @@ from kiosk.domain.events import AmountChosen, Cancel, Finish, Method, MethodChos
 from kiosk.domain.money import Money
 from kiosk.domain.site import load_site
 from kiosk.ledger.journal import Journal
-from sync.client import SyncClient
+from sync.client import Ack, SyncClient
 
 _out = threading.Lock()
 
@@ -155,16 +155,16 @@ def crash_in(where: str) -> None:
     """Die right after head office answered an upload of a transaction's entries, or a claim
     that handed over credits: it holds what the kiosk has not recorded."""
     if where == "upload":
-        upload = SyncClient.upload
+        upload = SyncClient.upload_ack
 
-        def uploaded(self: SyncClient, batch: list[dict[str, Any]]) -> int:
-            acked = upload(self, batch)
+        def uploaded(self: SyncClient, batch: list[dict[str, Any]]) -> Ack:
+            ack = upload(self, batch)
             if any(row.get("txid") for row in batch):
-                say({"killed_in": "upload", "acked": acked})
+                say({"killed_in": "upload", "acked": ack.seq})
                 die()
-            return acked
+            return ack
 
-        SyncClient.upload = uploaded  # type: ignore[method-assign]
+        SyncClient.upload_ack = uploaded  # type: ignore[method-assign]
     elif where == "claim":
         claim = SyncClient.claim
 
@@ -187,7 +187,9 @@ def main() -> int:
     ap.add_argument("--fault-at", type=int, default=0)
     ap.add_argument("--fault", default="")
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # force: a child of the fork server inherits the server's logging, whatever it set up
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
+                        force=True)  # fmt: skip
     count_steps(args.crash_after, args.fault_at, args.fault)
     if args.crash_in:
         crash_in(args.crash_in)
