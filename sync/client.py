@@ -12,7 +12,7 @@ import gzip
 import json
 import random
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import requests
 
@@ -47,6 +47,14 @@ def backoff(
     if retry_after is not None:
         return min(max(0.0, retry_after), ceiling)
     return rng.uniform(0, min(ceiling, base * 2**attempt))
+
+
+class Ack(NamedTuple):
+    """Head office's answer to an upload: the highest entry it holds of this kiosk, and that
+    entry's hash as it stored it."""
+
+    seq: int
+    hash: str | None
 
 
 class SyncClient:
@@ -105,6 +113,12 @@ class SyncClient:
 
     def upload(self, batch: list[dict[str, Any]]) -> int:
         """Send entries (as stored); returns the highest sequence number head office holds."""
+        return self.upload_ack(batch).seq
+
+    def upload_ack(self, batch: list[dict[str, Any]]) -> Ack:
+        """Send entries (as stored); returns the highest sequence number head office holds,
+        with that entry's hash as head office stored it (None from a head office that does
+        not say)."""
         body = json.dumps({"kiosk_id": self.kiosk_id, "entries": batch}).encode()
         headers = {"Content-Type": "application/json"}
         if len(body) > GZIP_OVER:
@@ -112,8 +126,10 @@ class SyncClient:
             headers["Content-Encoding"] = "gzip"
         resp = self._request("POST", "/v1/entries", data=body, headers=headers)
         try:
-            return int(resp.json()["acked"])
-        except (ValueError, KeyError, TypeError) as err:
+            answer = resp.json()
+            hash_ = answer.get("hash")
+            return Ack(int(answer["acked"]), str(hash_) if hash_ is not None else None)
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise Retryable(f"unexpected answer from head office: {resp.text[:200]}") from err
 
     def claim(self, key: str, timeout: tuple[float, float] | None = None) -> list[dict[str, Any]]:

@@ -8,8 +8,8 @@ Wire protocol v1, JSON:
                       signed as its kind does not allow, an unknown currency, a time that is not
                       one, `data` that is not a JSON object: 422); a body over 4 MiB, or over
                       16 MiB unpacked, gets 413. The answer acknowledges the highest stored
-                      sequence number, and lists under `refused` the entries the credit book did
-                      not act on (see `track_credits`).
+                      sequence number with its hash (the kiosk's anchor), and lists under
+                      `refused` the entries the credit book did not act on (`track_credits`).
   GET  /v1/reference  what a kiosk needs offline, with an ETag (unchanged data: 304): key status,
                       open debts, the pending credits this kiosk holds (it may write them
                       offline), and the site settings (limits, fee) for this kiosk.
@@ -352,10 +352,13 @@ def create_app(db_url: str, *, docs: bool = False) -> FastAPI:
             if wrong:
                 raise HTTPException(422, f"entry {e.seq}: {wrong}")
         refused: list[dict[str, Any]] = []
-        acked = store(kiosk_id, batch.entries, refused)
-        return {"acked": acked, "refused": refused} if refused else {"acked": acked}
+        acked, last_hash = store(kiosk_id, batch.entries, refused)
+        answer: dict[str, Any] = {"acked": acked, "hash": last_hash}
+        return {**answer, "refused": refused} if refused else answer
 
-    def store(kiosk_id: str, batch: list[EntryIn], refused: list[dict[str, Any]]) -> int:
+    def store(
+        kiosk_id: str, batch: list[EntryIn], refused: list[dict[str, Any]]
+    ) -> tuple[int, str]:
         """Check the whole batch against the stored chain, then insert the new part at once.
         What the credit book refuses of it (`track_credits`) is listed in `refused`."""
         with engine.begin() as conn:  # all or nothing
@@ -401,7 +404,7 @@ def create_app(db_url: str, *, docs: bool = False) -> FastAPI:
                 conn.execute(insert(entries), rows)
                 if track_credits(conn, kiosk_id, rows, refused):
                     bump_version(conn)
-            return seq
+            return seq, prev
 
     @app.post("/v1/credits/claim")
     def claim(

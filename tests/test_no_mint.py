@@ -19,7 +19,7 @@ from kiosk.adapters.head_office import Syncer
 from kiosk.domain.events import Kind, Record
 from kiosk.domain.money import Money
 from kiosk.ledger.journal import Journal
-from sync.client import SyncError
+from sync.client import Ack, SyncError
 from sync.server import alarms, credits, open_db
 from tests.conftest import HeadOffice
 
@@ -140,7 +140,8 @@ def test_an_entry_that_means_nothing_a_kiosk_journals_is_refused_and_nothing_is_
         assert res.status_code in (400, 422) and says in res.text, (entry, res.text)
         assert office.stored() == []  # the whole batch: nothing
     assert "DEMO-01" not in office.admin("report")  # and the report still runs
-    assert upload(office, j).json() == {"acked": 2}  # the kiosk's real entries go through
+    # the kiosk's real entries go through, acknowledged with the hash of the last
+    assert upload(office, j).json() == {"acked": 2, "hash": j.raw_entries()[-1]["hash"]}
 
 
 def test_a_credit_pinned_to_one_kiosk_never_moves(office: HeadOffice) -> None:
@@ -291,8 +292,8 @@ class Answers:
     def claim(self, key: str, timeout: object = None) -> list[Any]:
         return self.claimed
 
-    def upload(self, rows: list[dict[str, Any]]) -> int:
-        return self.acked
+    def upload_ack(self, rows: list[dict[str, Any]]) -> Ack:
+        return Ack(self.acked, None)
 
 
 def test_the_kiosk_takes_no_credit_it_cannot_write(tmp_path: Path) -> None:

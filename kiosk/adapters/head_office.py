@@ -15,12 +15,11 @@ from typing import Any
 from kiosk.app.ports import SyncStatus
 from kiosk.domain.events import KeyStatus, Kind, Record
 from kiosk.domain.money import Money
-from kiosk.ledger.journal import Journal
+from kiosk.ledger.journal import ANCHOR, WATERMARK, Journal
 from sync.client import Retryable, SyncClient, SyncError, backoff
 
 log = logging.getLogger(__name__)
 
-WATERMARK = "sync_watermark"
 REF_ETAG = "sync_reference_etag"
 LAST_SUCCESS = "sync_last_success"
 LAST_ERROR = "sync_last_error"
@@ -66,13 +65,22 @@ class Syncer:
             rows = self.journal.raw_entries(after=self.status.acked, limit=self.batch)
             if not rows:
                 break
-            acked = self.client.upload(rows)  # raises SyncError; watermark untouched then
+            ack = self.client.upload_ack(rows)  # raises SyncError; watermark untouched then
+            acked = ack.seq
             if acked < self.status.acked:
                 raise SyncError(f"head office acknowledged {acked}, below our watermark")
             if acked > rows[-1]["seq"]:  # it cannot hold what was never sent: never skip it
                 raise SyncError(f"head office acknowledged {acked}, above the last entry "
                                 f"sent ({rows[-1]['seq']}): watermark kept")  # fmt: skip
-            self.journal.set_meta(WATERMARK, str(acked))
+            ours = next((r["hash"] for r in rows if r["seq"] == acked), None)
+            if ack.hash is not None and ours is not None and ack.hash != ours:
+                raise SyncError(f"head office holds another entry {acked} than this journal "
+                                "(a fork): watermark kept")  # fmt: skip
+            if ack.hash is not None and ours is not None:
+                # the hash head office holds anchors the chain (kiosk journal verify)
+                self.journal.set_meta(WATERMARK, str(acked), **{ANCHOR: f"{acked} {ack.hash}"})
+            else:
+                self.journal.set_meta(WATERMARK, str(acked))
             self.status.acked = acked
             if acked < rows[-1]["seq"]:
                 break  # it kept fewer than we sent: ask again next round
@@ -217,9 +225,13 @@ class SyncLoop:
         interval: float = 60.0,
         ceiling: float = 300.0,
         rng: random.Random | None = None,
+        after_round: Callable[[datetime], object] | None = None,
     ) -> None:
         self.syncer = syncer
         self.clock = clock
+        #: called on the sync thread after each round that ended without an error (the
+        #: journal's housekeeping: it moves only what head office acknowledged)
+        self.after_round = after_round
         self.interval = interval
         self.ceiling = ceiling
         self.rng = rng or random.Random()
@@ -254,6 +266,8 @@ class SyncLoop:
     def _run(self) -> None:
         while not self._stop.is_set():
             status = self.syncer.round(self.clock())
+            if self.after_round is not None and status.last_error is None:
+                self.after_round(self.clock())
             self._now.wait(self.next_delay(status.retry_after))
             self._now.clear()
 

@@ -12,7 +12,9 @@ the automat works offline and says why (a start-up warning, and on the service s
 
 from __future__ import annotations
 
+import logging
 import os
+import sqlite3
 import threading
 import time
 import tomllib
@@ -23,6 +25,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from kiosk.adapters.card import ZvtCardPort, open_card
 from kiosk.adapters.cash import CcTalkCash, open_cash
 from kiosk.adapters.head_office import HeadOfficeLink, Syncer, SyncLoop
@@ -32,12 +36,15 @@ from kiosk.app.health import HealthGuard
 from kiosk.app.ports import ChipKeyReader, Devices, HeadOffice, NoHeadOffice
 from kiosk.app.runner import Kiosk
 from kiosk.domain.clock import ManualClock
-from kiosk.domain.errors import ConfigError
+from kiosk.domain.errors import ConfigError, JournalError
 from kiosk.domain.site import Site
+from kiosk.ledger.archive import Housekeeper, Policy, housekeep, policy_of
 from kiosk.ledger.journal import Journal
 from kiosk.service.diag import load_pin_hash
 from kiosk.service.keytool import load_keys
 from sync.client import SyncClient
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,7 @@ def connect_head_office(
     journal: Journal,
     clock: Callable[[], datetime],
     access: HeadOfficeAccess | str,
+    after_round: Callable[[datetime], object] | None = None,
 ) -> HeadOffice:
     if isinstance(access, str):
         return NoHeadOffice(access)
@@ -88,8 +96,9 @@ def connect_head_office(
                         verify=site.head_office.ca_file or True)  # fmt: skip
     syncer = Syncer(journal, client, currency=site.currency, clock=clock,
                     max_credit=site.key_credit_limit.minor)  # fmt: skip
-    return HeadOfficeLink(syncer, SyncLoop(syncer, clock, interval=access.interval,
-                                           ceiling=access.ceiling))  # fmt: skip
+    loop = SyncLoop(syncer, clock, interval=access.interval, ceiling=access.ceiling,
+                    after_round=after_round)  # fmt: skip
+    return HeadOfficeLink(syncer, loop)
 
 
 @dataclass
@@ -132,6 +141,18 @@ class Automat:
         return dead
 
 
+def tidy_up(journal: Journal, now: datetime, policy: Policy) -> None:
+    """Before the automat opens: finish a housekeeping move a kill interrupted, delete segments
+    past their retention, give freed pages back (the moves themselves run later, on the sync
+    thread, while nobody is at the automat). A failure is logged; the automat opens anyway:
+    its live journal is whole, and what is archived stays where it is."""
+    try:
+        housekeep(journal, now, policy, idle=lambda: False, vacuum=True)
+    except (JournalError, OSError, SQLAlchemyError, sqlite3.Error) as err:
+        log.error("journal housekeeping at start failed: %s", err,
+                  extra={"event": "housekeeping_failed"})  # fmt: skip
+
+
 @contextmanager
 def automat(
     site: Site,
@@ -155,6 +176,8 @@ def automat(
     with ExitStack() as stack:
         journal = Journal(journal_file, site.kiosk_id)
         stack.callback(journal.close)
+        policy = policy_of(**site.journal.model_dump())
+        tidy_up(journal, clock(), policy)
         pcsc = None
         if reader is None:
             reader = pcsc = PcscKeyReader(site.devices.reader.reader, load_keys(site, warn),
@@ -167,7 +190,9 @@ def automat(
         if printer is not None:
             stack.callback(printer.close)
         access = head_office if head_office is not None else head_office_access(site, warn)
-        ho = connect_head_office(site, journal, clock, access)
+        kiosk_box: list[Kiosk] = []  # the housekeeper asks the kiosk, made below, if idle
+        keeper = Housekeeper(journal, policy, lambda: bool(kiosk_box) and kiosk_box[0].idle())
+        ho = connect_head_office(site, journal, clock, access, after_round=keeper)
         devices = Devices(reader=reader, coin=cash.coin, notes=cash.notes, card=card,
                           printer=printer)  # fmt: skip
         if pin_hash is None:
@@ -178,6 +203,7 @@ def automat(
         watch = HealthGuard(site.health, journal_file, clock=real)
         kiosk = Kiosk(site, journal, devices, clock, pin_hash=pin_hash, head_office=ho,
                       health=watch, monotonic=time.monotonic if real else None)  # fmt: skip
+        kiosk_box.append(kiosk)
         cash.start()
         stack.callback(cash.stop)
         if pcsc is not None:  # a reader the caller made is the caller's to start

@@ -249,6 +249,11 @@ class Kiosk:
             except Exception:
                 log.exception("could not abort the card dialogue")
 
+    def idle(self) -> bool:
+        """Nobody at the automat: it shows an idle, closed or out-of-service screen and has
+        no event waiting (housekeeping runs only then)."""
+        return self._published.state in IDLE_STATES and not self.busy
+
     @property
     def busy(self) -> bool:
         """Events are queued or one is being handled (for tests and diagnostics)."""

@@ -60,13 +60,36 @@ def cmd_journal_show(args: argparse.Namespace) -> int:
 
 
 def cmd_journal_verify(args: argparse.Namespace) -> int:
+    from kiosk.ledger.archive import archive_dir, verify_all
+
     journal, _site = _open_journal(args)
     try:
-        n = journal.verify()
+        if args.live:
+            n = journal.verify()
+            print(f"journal verify: ok, {n} live entries chained ({journal.path})")
+            return 0
+        v = verify_all(journal)
     except ChainBroken as err:
         print(f"journal verify: FAILED at {err} ({journal.path})", file=sys.stderr)
         return 1
-    print(f"journal verify: ok, {n} entries chained ({journal.path})")
+    anchored = (f"; head office's hash of entry {v.anchor[0]} found at its place" if v.anchor
+                else "; no hash from head office to anchor it yet")  # fmt: skip
+    print(f"journal verify: ok, {v.archived + v.live} entries chained from entry {v.first}: "
+          f"{v.archived} in {v.segments} archive segments ({archive_dir(journal)}), {v.live} "
+          f"live ({journal.path}){anchored}")  # fmt: skip
+    return 0
+
+
+def cmd_journal_housekeep(args: argparse.Namespace) -> int:
+    from kiosk.domain.clock import utc_now
+    from kiosk.ledger.archive import housekeep, policy_of
+
+    journal, site = _open_journal(args)
+    r = housekeep(journal, utc_now(), policy_of(**site.journal.model_dump()), vacuum=True)
+    print(f"journal housekeeping: {r.archived} entries archived in {len(r.segments)} segments"
+          f"{f', {r.finished} of an interrupted run' if r.finished else ''}, "
+          f"{len(r.deleted)} segments deleted after their retention; journal "
+          f"{r.bytes_before} -> {r.bytes_after} bytes")  # fmt: skip
     return 0
 
 
@@ -298,6 +321,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from kiosk.app.logs import setup_logging
+
+    print(f"log: {setup_logging(site.logs, base)}")
     return run(site, journal_path(base, site.kiosk_id), opts, sys.stdout)
 
 
@@ -537,7 +563,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for name, func, text in (
         ("show", cmd_journal_show, "list transactions"),
-        ("verify", cmd_journal_verify, "check the hash chain; exit 1 naming the first bad entry"),
+        (
+            "verify",
+            cmd_journal_verify,
+            "check the hash chain, archive segments and live "
+            "journal as one; exit 1 naming the first bad entry",
+        ),
+        (
+            "housekeep",
+            cmd_journal_housekeep,
+            "move entries head office holds and that are old "
+            "enough into archive segments now (the automat does so daily by itself)",
+        ),
     ):
         sp = journal.add_parser(name, help=text)
         sp.add_argument("--site", help="site file (default: the embedded demo site)")
@@ -545,6 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "show":
             sp.add_argument("--entries", action="store_true", help="every entry, not transactions")
             sp.add_argument("--limit", type=int, help="only the newest N entries")
+        if name == "verify":
+            sp.add_argument("--live", action="store_true", help="the live journal only")
         sp.set_defaults(func=func)
     devices = sub.add_parser("devices", help="bring-up tools for installers").add_subparsers(
         dest="devices_command", required=True

@@ -14,7 +14,7 @@ import logging
 import shutil
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -37,6 +37,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
     update,
 )
@@ -151,6 +152,28 @@ COUNT_CASH = _counted.on_conflict_do_update(
     set_={"pieces": cash_box_table.c.pieces + 1,
           "test_minor": cash_box_table.c.test_minor + _counted.excluded.test_minor},
 )  # fmt: skip
+
+# Where the live journal begins once housekeeping moved older entries into archive segments
+# (kiosk/ledger/archive.py): the last archived entry, which the first live one links to.
+base_table = Table(
+    "journal_base",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+# The pending credits among the archived entries: a credit head office sends again is known.
+archived_credits_table = Table(
+    "archived_credits",
+    metadata,
+    Column("txid", String(64), primary_key=True),
+)
+
+#: meta: the highest entry head office acknowledged, and "seq hash" of it as head office has it
+WATERMARK = "sync_watermark"
+ANCHOR = "sync_anchor"
+#: meta: each cash device's last event counter among archived entries (JSON)
+ARCHIVED_COUNTERS = "archived_counters"
 
 #: the journal's migrations (kiosk/ledger/migrations); a journal of the release before schema
 #: versions is told by its `journal` table
@@ -360,16 +383,14 @@ class Journal:
     def _append(self, records: Sequence[Record], now: datetime) -> list[Entry]:
         with self._writer.begin() as conn:
             out = self._append_in(conn, records, now)
-        for e in out:
-            if e.amount is not None:
-                log.info(
-                    "journal %s seq=%d tx=%s amount=%s",
-                    e.kind,
-                    e.seq,
-                    e.txid,
-                    e.amount,
-                    extra={"event": e.kind, "txid": e.txid, "amount_minor": e.amount.minor},
-                )
+        if log.isEnabledFor(logging.INFO):
+            for e in out:  # structured fields for journald (kiosk/app/logs.py)
+                device = e.data.get("device") or e.data.get("medium")
+                fields = {"event": str(e.kind), "txid": e.txid, "device": device}
+                if e.amount is not None:
+                    fields |= {"amount_minor": e.amount.minor, "currency": e.amount.currency}
+                log.info("journal %s seq=%d tx=%s amount=%s", e.kind, e.seq, e.txid,
+                         e.amount, extra=fields)  # fmt: skip
         return out
 
     def _append_in(self, conn: Connection, records: Sequence[Record], now: datetime) -> list[Entry]:
@@ -562,6 +583,9 @@ class Journal:
                 out.setdefault(device, int(e.data["counter"]))
                 if len(out) == 2:
                     break
+        if len(out) < 2:  # a device quiet since its last counter went into the archive
+            for device, counter in json.loads(self.get_meta(ARCHIVED_COUNTERS) or "{}").items():
+                out.setdefault(device, int(counter))
         return out
 
     def raw_entries(self, after: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
@@ -580,10 +604,40 @@ class Journal:
             ).scalar()
         return None if value is None else str(value)
 
-    def set_meta(self, name: str, value: str) -> None:
+    def set_meta(self, name: str, value: str, **more: str) -> None:
+        """Set `name` (and the names in `more`) to their values, in one commit."""
+        values = {name: value, **more}
         with self._writer.begin() as conn:
-            conn.execute(meta_table.delete().where(meta_table.c.name == name))
-            conn.execute(insert(meta_table).values(name=name, value=value))
+            conn.execute(meta_table.delete().where(meta_table.c.name.in_(list(values))))
+            conn.execute(insert(meta_table), [{"name": k, "value": v} for k, v in values.items()])
+
+    def forget_archived(
+        self, first: int, last: int, last_hash: str, credits: set[str], counters: dict[str, int]
+    ) -> None:
+        """Entries `first`..`last` are in an archive segment now (kiosk/ledger/archive.py):
+        delete them here, with the new base, the pending credits that went with them and the
+        cash devices' last counters among them, in one commit."""
+        with self._writer.begin() as conn:
+            base, _ = _base(conn)
+            if base != first - 1:
+                raise JournalError(f"{self.path} begins after {base}, not before {first}")
+            conn.execute(journal_table.delete().where(journal_table.c.seq <= last))
+            conn.execute(base_table.delete())
+            conn.execute(insert(base_table).values(id=1, seq=last, hash=last_hash))
+            known = set(conn.execute(select(archived_credits_table.c.txid).where(
+                archived_credits_table.c.txid.in_(sorted(credits)))).scalars())  # fmt: skip
+            if credits - known:
+                conn.execute(insert(archived_credits_table),
+                             [{"txid": t} for t in sorted(credits - known)])  # fmt: skip
+            conn.execute(meta_table.delete().where(meta_table.c.name == ARCHIVED_COUNTERS))
+            value = json.dumps(counters, sort_keys=True)
+            conn.execute(insert(meta_table).values(name=ARCHIVED_COUNTERS, value=value))
+
+    def base(self) -> tuple[int, str]:
+        """Where the live journal begins: the number and hash of the last archived entry
+        ((0, GENESIS) in a journal that was never archived)."""
+        with self.engine.connect() as conn:
+            return _base(conn)
 
     def last_seq(self) -> int:
         with self.engine.connect() as conn:
@@ -652,8 +706,14 @@ class Journal:
         """Has this credit been journaled here before (open, written or released)?"""
         j = journal_table
         q = select(j.c.seq).where(j.c.txid == txid, j.c.kind == str(Kind.PENDING_CREDIT))
+        archived = select(archived_credits_table.c.txid).where(
+            archived_credits_table.c.txid == txid
+        )
         with self.engine.connect() as conn:
-            return conn.execute(q.limit(1)).first() is not None
+            return (
+                conn.execute(q.limit(1)).first() is not None
+                or conn.execute(archived).first() is not None
+            )
 
     def verify(self) -> int:
         """Check the whole chain and the head; return the number of entries or raise ChainBroken."""
@@ -705,31 +765,35 @@ class Journal:
             )
 
 
+def _base(conn: Connection) -> tuple[int, str]:
+    if not inspect(conn).has_table(base_table.name):  # a journal before housekeeping (0005)
+        return 0, GENESIS
+    row = conn.execute(select(base_table.c.seq, base_table.c.hash)).first()
+    return (row.seq, row.hash) if row else (0, GENESIS)
+
+
+def check_entry(row: Mapping[str, Any], seq: int, prev: str) -> str:
+    """One stored entry (its columns by name) where the chain expects entry `seq` after the
+    hash `prev`: its hash, or ChainBroken."""
+    if row["seq"] != seq:
+        raise ChainBroken(seq, f"missing (next stored entry is {row['seq']})")
+    if row["prev_hash"] != prev:
+        raise ChainBroken(seq, "does not link to the entry before it")
+    content = (row["ts"], row["kind"], row["txid"], row["key"], row["amount"], row["currency"])
+    if entry_hash(prev, seq, *content, row["data"]) != row["hash"]:
+        raise ChainBroken(seq, "content does not match its hash (altered)")
+    return str(row["hash"])
+
+
 def verify_chain(engine: Engine) -> int:
-    """Check the whole chain and the head; return the number of entries or raise ChainBroken."""
-    prev = GENESIS
-    expected_seq = 0
+    """Check the live chain (from where housekeeping left it, see `Journal.base`) and the
+    head; return the number of live entries or raise ChainBroken."""
     with engine.connect() as conn:
+        base, prev = _base(conn)
+        expected_seq = base
         for row in conn.execute(select(journal_table).order_by(journal_table.c.seq)):
             expected_seq += 1
-            if row.seq != expected_seq:
-                raise ChainBroken(expected_seq, f"missing (next stored entry is {row.seq})")
-            if row.prev_hash != prev:
-                raise ChainBroken(row.seq, "does not link to the entry before it")
-            h = entry_hash(
-                row.prev_hash,
-                row.seq,
-                row.ts,
-                row.kind,
-                row.txid,
-                row.key,
-                row.amount,
-                row.currency,
-                row.data,
-            )
-            if h != row.hash:
-                raise ChainBroken(row.seq, "content does not match its hash (altered)")
-            prev = row.hash
+            prev = check_entry(row._mapping, expected_seq, prev)
         heads = conn.execute(select(head_table)).all()
     if expected_seq == 0 and not heads:
         return 0
@@ -744,7 +808,7 @@ def verify_chain(engine: Engine) -> int:
         )
     if head.hash != prev:
         raise ChainBroken(head.seq, "head hash does not match the last entry")
-    return expected_seq
+    return expected_seq - base
 
 
 def claim_of(e: Entry) -> Money | None:
