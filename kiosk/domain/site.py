@@ -177,6 +177,36 @@ class HealthSection(_Section):
     clock_settle_seconds: int = Field(default=60, ge=1, le=86_400)
 
 
+class JournalSection(_Section):
+    """Housekeeping of the journal (kiosk/ledger/archive.py): entries head office has
+    acknowledged move into compressed archive segments beside the journal once they are
+    `archive_after_days` old; a segment stays on the kiosk `keep_archive_days` after its
+    newest entry."""
+
+    archive_after_days: int = Field(default=90, ge=1, le=3650)
+    keep_archive_days: int = Field(default=730, ge=1, le=36_500)
+    segment_entries: int = Field(default=50_000, ge=100, le=1_000_000)
+
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class LogsSection(_Section):
+    """Where the automat's log goes and how much of it: to journald under systemd (structured
+    fields), else to a rotated file (`file`, or logs/kiosk.log in the data directory); a level
+    for all, and one per logger where a technician needs more (`levels = {"drivers.cctalk" =
+    "debug"}`)."""
+
+    level: LogLevel = "info"
+    levels: dict[str, LogLevel] = {}
+    target: Literal["auto", "journald", "file"] = Field(
+        default="auto", description='"auto": journald when systemd started the automat'
+    )
+    file: str | None = None
+    file_max_mb: int = Field(default=10, ge=1, le=10_000)
+    file_backups: int = Field(default=5, ge=1, le=100)
+
+
 #: The port of a device that is simulated: its simulator is started on a real port (a pty, a
 #: TCP socket) and the automat is pointed at that (kiosk.sim.rig); nothing else reads this value.
 SIM = "sim"
@@ -259,6 +289,8 @@ class SiteFile(_Section):
     secrets: SecretsSection = SecretsSection()
     ui: UiSection = UiSection()
     health: HealthSection = HealthSection()
+    journal: JournalSection = JournalSection()
+    logs: LogsSection = LogsSection()
 
 
 @dataclass(frozen=True)
@@ -322,6 +354,8 @@ class Site:
     #: receipts: "always", "ask" (the customer may decline) or "none" (no printer)
     receipt: str = "none"
     health: HealthSection = HealthSection()
+    journal: JournalSection = JournalSection()
+    logs: LogsSection = LogsSection()
 
     def money(self, minor: int) -> Money:
         return Money(minor, self.currency)
@@ -514,6 +548,8 @@ def parse_site(data: dict[str, Any], source: str) -> Site:
         secrets=f.secrets,
         receipt=f.devices.printer.receipt if f.devices.printer is not None else "none",
         health=f.health,
+        journal=f.journal,
+        logs=f.logs,
     )
 
 
