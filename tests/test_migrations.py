@@ -24,7 +24,7 @@ from kiosk.domain.engine import Outcome, State
 from kiosk.domain.events import AmountChosen, Kind, Method, MethodChosen
 from kiosk.domain.money import Money
 from kiosk.ledger import journal as journal_module
-from kiosk.ledger.journal import Journal, verify_chain
+from kiosk.ledger.journal import Journal, counter_of, verify_chain
 from kiosk.sim.fakes import FakeCoinAcceptor, FakeKey, FakeKeyReader, FakeNoteValidator
 from sync import schema, server
 from sync.admin import main as admin
@@ -115,6 +115,12 @@ def test_the_journal_of_the_release_before_upgrades_with_a_verified_backup_and_w
         ):
             box[(medium or "coin", minor)] = box.get((medium or "coin", minor), 0) + 1
     assert j.cash_box()[0] == box and sum(box.values()) > 0
+    # the acceptors' counters: the newest each device journaled, as reading back found them
+    counters: dict[str, int] = {}
+    for e in reversed(j.entries()):
+        if (counted := counter_of(e.kind, e.data)) is not None:
+            counters.setdefault(*counted)
+    assert j.acceptor_counters() == counters and counters
     # a top-up on it
     site = make_site("demo")
     reader, notes = FakeKeyReader(), FakeNoteValidator(site.notes)

@@ -46,7 +46,6 @@ from kiosk.domain.errors import ChainBroken, JournalError
 from kiosk.domain.events import Kind
 from kiosk.ledger.journal import (
     ANCHOR,
-    ARCHIVED_COUNTERS,
     BUSY_TIMEOUT_MS,
     WATERMARK,
     Journal,
@@ -65,9 +64,6 @@ log = logging.getLogger(__name__)
 ARCHIVE_FLOOR = "archive_floor"
 FORMAT = "kiosk-journal-segment/1"
 COLUMNS = ("seq", "ts", "kind", "txid", "key", "amount", "currency", "data", "prev_hash", "hash")
-#: the kinds that carry a cash device's event counter (Journal.acceptor_counters)
-_COUNTED = {str(k) for k in (Kind.CASH_IN, Kind.CASH_UNATTRIBUTED, Kind.TEST_CASH, Kind.FAULT,
-                             Kind.ACCEPTOR_COUNTER)}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -333,20 +329,11 @@ def _archive(
 
 
 def _drop(journal: Journal, seg: Segment, rows: list[dict[str, Any]]) -> None:
-    """Delete a segment's entries from the live journal, with the new base, the pending
-    credits that went and the cash devices' last counters, in one commit."""
-    counters = json.loads(journal.get_meta(ARCHIVED_COUNTERS) or "{}")
-    credits = set()
-    for row in rows:
-        if row["kind"] == str(Kind.PENDING_CREDIT) and row["txid"]:
-            credits.add(row["txid"])
-        if row["kind"] in _COUNTED:
-            data = json.loads(row["data"])
-            if "counter" in data:
-                device = str(data.get("device") or ("notes" if data.get("medium") == "note"
-                                                    else "coin"))  # fmt: skip
-                counters[device] = int(data["counter"])
-    journal.forget_archived(seg.first, seg.last, seg.last_hash, credits, counters)
+    """Delete a segment's entries from the live journal, with the new base and the pending
+    credits that went, in one commit."""
+    credits = {row["txid"] for row in rows
+               if row["kind"] == str(Kind.PENDING_CREDIT) and row["txid"]}  # fmt: skip
+    journal.forget_archived(seg.first, seg.last, seg.last_hash, credits)
 
 
 def _finish_interrupted(journal: Journal, folder: Path, report: Report) -> None:

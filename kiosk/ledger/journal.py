@@ -169,11 +169,37 @@ archived_credits_table = Table(
     Column("txid", String(64), primary_key=True),
 )
 
+# Each cash device's event counter as last journaled, kept in the same commit: a restart
+# resumes there (see Journal.acceptor_counters) without reading back through the history.
+counters_table = Table(
+    "acceptor_counters",
+    metadata,
+    Column("device", String(16), primary_key=True),
+    Column("counter", Integer, nullable=False),
+)
+#: the kinds whose entries may carry a cash device's event counter
+COUNTED = (Kind.CASH_IN, Kind.CASH_UNATTRIBUTED, Kind.TEST_CASH, Kind.FAULT,
+           Kind.ACCEPTOR_COUNTER)  # fmt: skip
+_counter = sqlite_insert(counters_table).values(
+    device=bindparam("device"), counter=bindparam("counter")
+)
+#: a device's counter, set (built once: an append is on the money path)
+SET_COUNTER = _counter.on_conflict_do_update(
+    index_elements=[counters_table.c.device], set_={"counter": _counter.excluded.counter}
+)
+
+
+def counter_of(kind: str, data: dict[str, Any]) -> tuple[str, int] | None:
+    """(device, counter) an entry carries, or None."""
+    if kind not in COUNTED or "counter" not in data:
+        return None
+    device = data.get("device") or ("notes" if data.get("medium") == "note" else "coin")
+    return str(device), int(data["counter"])
+
+
 #: meta: the highest entry head office acknowledged, and "seq hash" of it as head office has it
 WATERMARK = "sync_watermark"
 ANCHOR = "sync_anchor"
-#: meta: each cash device's last event counter among archived entries (JSON)
-ARCHIVED_COUNTERS = "archived_counters"
 
 #: the journal's migrations (kiosk/ledger/migrations); a journal of the release before schema
 #: versions is told by its `journal` table
@@ -442,6 +468,8 @@ class Journal:
             self._add_debt(conn, e.txid, claim.minor, claim.currency)
         self._keep_open(conn, e)
         self._count_cash(conn, e)
+        if (counted := counter_of(e.kind, e.data)) is not None:
+            conn.execute(SET_COUNTER, {"device": counted[0], "counter": counted[1]})
 
     @staticmethod
     def _count_cash(conn: Connection, e: Entry) -> None:
@@ -565,28 +593,8 @@ class Journal:
         """Each cash device's event counter as last journaled (with money it took, a lost-events
         fault, or when it came online): a restart resumes there, so events the device buffered
         while the kiosk was down are still credited."""
-        kinds = [str(k) for k in (Kind.CASH_IN, Kind.CASH_UNATTRIBUTED, Kind.TEST_CASH,
-                                  Kind.FAULT, Kind.ACCEPTOR_COUNTER)]  # fmt: skip
-        q = (
-            select(journal_table)
-            .where(journal_table.c.kind.in_(kinds))
-            .order_by(journal_table.c.seq.desc())
-        )
-        out: dict[str, int] = {}
         with self.engine.connect() as conn:
-            for r in conn.execute(q):
-                e = self._entry(r)
-                if "counter" not in e.data:
-                    continue
-                device = str(e.data.get("device") or ("notes" if e.data.get("medium") == "note"
-                                                      else "coin"))  # fmt: skip
-                out.setdefault(device, int(e.data["counter"]))
-                if len(out) == 2:
-                    break
-        if len(out) < 2:  # a device quiet since its last counter went into the archive
-            for device, counter in json.loads(self.get_meta(ARCHIVED_COUNTERS) or "{}").items():
-                out.setdefault(device, int(counter))
-        return out
+            return {r.device: r.counter for r in conn.execute(select(counters_table))}
 
     def raw_entries(self, after: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
         """Entries exactly as stored (the bytes the hash covers), for upload."""
@@ -611,12 +619,10 @@ class Journal:
             conn.execute(meta_table.delete().where(meta_table.c.name.in_(list(values))))
             conn.execute(insert(meta_table), [{"name": k, "value": v} for k, v in values.items()])
 
-    def forget_archived(
-        self, first: int, last: int, last_hash: str, credits: set[str], counters: dict[str, int]
-    ) -> None:
+    def forget_archived(self, first: int, last: int, last_hash: str, credits: set[str]) -> None:
         """Entries `first`..`last` are in an archive segment now (kiosk/ledger/archive.py):
-        delete them here, with the new base, the pending credits that went with them and the
-        cash devices' last counters among them, in one commit."""
+        delete them here, with the new base and the pending credits that went with them, in
+        one commit."""
         with self._writer.begin() as conn:
             base, _ = _base(conn)
             if base != first - 1:
@@ -629,9 +635,6 @@ class Journal:
             if credits - known:
                 conn.execute(insert(archived_credits_table),
                              [{"txid": t} for t in sorted(credits - known)])  # fmt: skip
-            conn.execute(meta_table.delete().where(meta_table.c.name == ARCHIVED_COUNTERS))
-            value = json.dumps(counters, sort_keys=True)
-            conn.execute(insert(meta_table).values(name=ARCHIVED_COUNTERS, value=value))
 
     def base(self) -> tuple[int, str]:
         """Where the live journal begins: the number and hash of the last archived entry
