@@ -15,7 +15,7 @@ class FrameError(DriverError, ValueError):
     """Bytes that are not a valid frame: checksum, CRC, length or shape."""
 
 
-class DeviceFault(DriverError):
+class DeviceError(DriverError):
     """The device answered, but with a refusal or a fault (NAK, error reply, fault code)."""
 
 

@@ -16,11 +16,13 @@ from typing import Any, NamedTuple
 
 import requests
 
+from sync.errors import HeadOfficeError
+
 GZIP_OVER = 16 * 1024
 
 
-class SyncError(Exception):
-    """Root of the sync client's errors."""
+class SyncError(HeadOfficeError):
+    """A sync with head office failed: root of the client's errors."""
 
 
 class Retryable(SyncError):

@@ -21,8 +21,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect
 
+from sync.errors import HeadOfficeError
 
-class OutdatedSchema(Exception):
+
+class OutdatedSchema(HeadOfficeError):
     """The database is at an older revision than this release needs (or at none)."""
 
 

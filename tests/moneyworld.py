@@ -33,7 +33,7 @@ from kiosk.domain.events import (
     AcceptorCounter,
     CardApproved,
     CardFailed,
-    CardOutcome,
+    CardFailure,
     CardReceipt,
     CardReversed,
     CardReversedAfterCredit,
@@ -261,7 +261,7 @@ class Terminal:
         outcome = self.script.pop(0) if self.script else "approve"
         self.emit(CardStatus("Karte bitte"))
         if outcome == "decline":
-            self.emit(CardFailed(CardOutcome.DECLINED, "abgelehnt"))
+            self.emit(CardFailed(CardFailure.DECLINED, "abgelehnt"))
         else:
             p = Payment(txid, amount, len(self.payments) + 1, lose_after_ok=outcome != "approve")
             self.payments.append(p)

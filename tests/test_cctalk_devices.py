@@ -8,7 +8,7 @@ import pytest
 
 from drivers.cctalk.codec import RouteCode
 from drivers.cctalk.devices import (
-    AcceptorError,
+    AcceptorIncident,
     BillEscrowed,
     BillReturned,
     BillStacked,
@@ -95,7 +95,7 @@ def test_inhibits_follow_the_limit(rig: Rig) -> None:
     assert rig.coin_sim.insert("EU200A") is False
     events = rig.coin.poll()
     assert credits(events) == []
-    assert isinstance(events[0], AcceptorError) and events[0].text == "inhibited coin"
+    assert isinstance(events[0], AcceptorIncident) and events[0].text == "inhibited coin"
     rig.coin.enable(None)
     assert rig.coin_sim.inhibit_mask == 0 and not rig.coin_sim.master
 
@@ -110,7 +110,7 @@ def test_a_coin_is_credited_once(rig: Rig) -> None:
 def test_unknown_and_counterfeit_coins_are_rejects(rig: Rig) -> None:
     assert rig.coin_sim.insert("XX999A") is False
     (ev,) = rig.coin.poll()
-    assert isinstance(ev, AcceptorError) and (ev.code, ev.kind) == (1, "reject")
+    assert isinstance(ev, AcceptorIncident) and (ev.code, ev.kind) == (1, "reject")
 
 
 def test_counter_wraps_from_255_to_1(rig: Rig) -> None:
@@ -242,7 +242,7 @@ def test_note_escrow_then_return(rig: Rig) -> None:
 def test_counterfeit_note_is_a_reject(rig: Rig) -> None:
     rig.note_sim.insert("EU0020A", counterfeit=True)
     (ev,) = rig.notes.poll()
-    assert isinstance(ev, AcceptorError) and ev.kind == "reject" and ev.code == 2
+    assert isinstance(ev, AcceptorIncident) and ev.kind == "reject" and ev.code == 2
 
 
 def test_jam_while_stacking_is_fatal_and_credits_nothing(rig: Rig) -> None:
@@ -251,7 +251,7 @@ def test_jam_while_stacking_is_fatal_and_credits_nothing(rig: Rig) -> None:
     rig.note_sim.jam_next_stack = True
     rig.notes.route(RouteCode.STACK)
     (ev,) = rig.notes.poll()
-    assert isinstance(ev, AcceptorError) and (ev.kind, ev.text) == (
+    assert isinstance(ev, AcceptorIncident) and (ev.kind, ev.text) == (
         "fatal",
         "bill jammed in stacker",
     )
@@ -263,13 +263,13 @@ def test_jam_while_stacking_is_fatal_and_credits_nothing(rig: Rig) -> None:
 def test_stacker_events(rig: Rig, code: int, text: str) -> None:
     rig.note_sim.status(code)
     (ev,) = rig.notes.poll()
-    assert isinstance(ev, AcceptorError) and ev.text == text
+    assert isinstance(ev, AcceptorIncident) and ev.text == text
 
 
 def test_validator_re_enabled_after_it_self_inhibits(rig: Rig) -> None:
     rig.clock.t += 6  # polling stalled longer than the validator's 5 s
     (ev,) = rig.notes.poll()
-    assert isinstance(ev, AcceptorError) and ev.text == "master inhibit active"
+    assert isinstance(ev, AcceptorIncident) and ev.text == "master inhibit active"
     assert rig.note_sim.master  # the driver sent master inhibit = accept again
     assert rig.note_sim.insert("EU0005A")
 
@@ -278,7 +278,7 @@ def test_unknown_note_in_escrow_goes_back(rig: Rig) -> None:
     rig.note_sim.master, rig.note_sim.inhibit_mask = True, 0xFFFF
     assert rig.note_sim.insert("EU0100A")  # not a note this site takes (channel disabled)
     (ev,) = rig.notes.poll()
-    assert isinstance(ev, AcceptorError) and "returned" in ev.text
+    assert isinstance(ev, AcceptorIncident) and "returned" in ev.text
     assert rig.note_sim.returned == [5]
 
 

@@ -29,7 +29,7 @@ from kiosk.domain.events import (
     Cancel,
     CardApproved,
     CardFailed,
-    CardOutcome,
+    CardFailure,
     CardReceipt,
     CardReversed,
     CardReversedAfterCredit,
@@ -270,7 +270,7 @@ SAMPLES: list[Event] = [
     NoteReturned(E(500)),
     CardStatus("PIN eingeben"),
     CardApproved(E(2000)),
-    CardFailed(CardOutcome.DECLINED, "05"),
+    CardFailed(CardFailure.DECLINED, "05"),
     CardReversed(True),
     CardReversedAfterCredit("T0", E(2000), "connection lost"),
     KeyWritten("T1", E(2350)),
@@ -631,7 +631,7 @@ def test_card_top_up_completes_after_the_key_is_written() -> None:
 
 def test_card_declined_then_cash() -> None:
     r = reach(State.CARD)
-    r(CardFailed(CardOutcome.DECLINED, "Zahlung abgelehnt (05)"))
+    r(CardFailed(CardFailure.DECLINED, "Zahlung abgelehnt (05)"))
     v = r.s.view()
     assert v.state == State.CHOOSING_METHOD and v.notice == "card_declined"
     assert r.records(Kind.CARD_FAILED)[0].data["outcome"] == "declined"
@@ -696,21 +696,21 @@ def test_key_pulled_during_card_payment_aborts_and_reverses_a_late_approval() ->
 
     r = reach(State.CARD)
     r(KeyRemoved())
-    r(CardFailed(CardOutcome.ABORTED))
+    r(CardFailed(CardFailure.ABORTED))
     assert r.state == State.IDLE and r.records(Kind.TX_CLOSED)[0].data["outcome"] == "cancelled"
 
 
 def test_customer_cancel_during_card_payment_aborts_at_the_terminal() -> None:
     r = reach(State.CARD)
     assert r(Cancel()) == [AbortCard()]
-    r(CardFailed(CardOutcome.ABORTED, "abgebrochen"))
+    r(CardFailed(CardFailure.ABORTED, "abgebrochen"))
     assert r.state == State.CHOOSING_METHOD and r.s.view().notice == "card_aborted"
 
 
 def test_coins_that_slip_in_during_a_card_payment_are_kept() -> None:
     r = reach(State.CARD)
     r(CoinAccepted(E(200)))
-    r(CardFailed(CardOutcome.DECLINED))
+    r(CardFailed(CardFailure.DECLINED))
     assert r.state == State.CASH and r.s.view().paid == E(200)
 
 
@@ -899,7 +899,7 @@ def test_key_pulled_during_card_payment_with_coins_taken_still_aborts_the_card()
     r = reach(State.CARD)
     r(CoinAccepted(E(200)))  # slipped in while the terminal was busy
     assert r(KeyRemoved()) == [AbortCard()]
-    r(CardFailed(CardOutcome.ABORTED))
+    r(CardFailed(CardFailure.ABORTED))
     assert r.state == State.KEY_MISSING  # the 2.00 is owed to this key
     r.tick(r.site.timeouts.key_missing + 1)
     assert [p.amount for p in r.records(Kind.PENDING_CREDIT)] == [E(200)]

@@ -59,6 +59,7 @@ LAYERS = (
     "kiosk.app.runner",  # the engine's thread, journal first
     "kiosk.app.bootstrap",  # the composition root
     "kiosk.app.systemd",  # what systemd hears of the running automat
+    "kiosk.app.logs",  # where its log goes: journald, a rotated file
     "kiosk.ui",  # the touch screen
     "kiosk.sim",  # simulation and demonstration only
     "kiosk.cli",  # the `kiosk` command

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from drivers.errors import DeviceTimeout
-from drivers.zvt.client import Outcome, ZvtClient
+from drivers.zvt.client import Verdict, ZvtClient
 from drivers.zvt.codec import Answer, Cmd, StatusInformation, encode_apdu, frame
 from drivers.zvt.sim import TerminalSim
 from drivers.zvt.transport import SerialLink, open_link
@@ -32,7 +32,7 @@ def ok(_info: StatusInformation) -> Answer:
 
 def test_registration_asks_for_status_and_receipts(term: tuple[TerminalSim, ZvtClient]) -> None:
     sim, client = term
-    assert client.register().outcome == Outcome.APPROVED
+    assert client.register().outcome == Verdict.APPROVED
     assert sim.config_byte == 0xBE and sim.text_blocks  # status wanted, ECR prints, 06 D3 allowed
 
 
@@ -52,7 +52,7 @@ def test_approved_payment(term: tuple[TerminalSim, ZvtClient], card: str, name: 
         return Answer.OK
 
     r = client.authorise(2000, decide=decide, on_status=lambda s: texts.append(s.text))
-    assert r.outcome == Outcome.APPROVED and r.answered == Answer.OK
+    assert r.outcome == Verdict.APPROVED and r.answered == Answer.OK
     assert texts == ["insert card", "please watch PIN pad", "please wait"]
     info = r.status
     assert info is not None and info.amount == 2000 and info.card_name == name
@@ -67,7 +67,7 @@ def test_approved_payment(term: tuple[TerminalSim, ZvtClient], card: str, name: 
 def test_receipts_as_print_lines_without_text_blocks(term: tuple[TerminalSim, ZvtClient]) -> None:
     sim, client = term  # not registered: the simulator falls back to 06 D1 lines
     r = client.authorise(500, decide=ok)
-    assert r.outcome == Outcome.APPROVED
+    assert r.outcome == Verdict.APPROVED
     assert (
         list(r.receipts) == ["receipt1", "receipt2"]
         and r.receipts["receipt2"][-1] == "Zahlung erfolgt"
@@ -77,16 +77,16 @@ def test_receipts_as_print_lines_without_text_blocks(term: tuple[TerminalSim, Zv
 @pytest.mark.parametrize(
     "script,outcome,code,text",
     [
-        ("decline", Outcome.DECLINED, 0x05, "declined by the card issuer"),
-        ("wrong_pin", Outcome.DECLINED, 0x37, "declined by the host (55)"),
-        ("unreadable", Outcome.DECLINED, 0x64, "card not readable"),
-        ("customer_abort", Outcome.ABORTED, 0x6C, "abort via timeout or abort key"),
-        ("busy", Outcome.ERROR, 0xA0, "receiver not ready"),
-        ("timeout", Outcome.TIMEOUT, 0x6C, "no answer from the terminal (T4)"),
+        ("decline", Verdict.DECLINED, 0x05, "declined by the card issuer"),
+        ("wrong_pin", Verdict.DECLINED, 0x37, "declined by the host (55)"),
+        ("unreadable", Verdict.DECLINED, 0x64, "card not readable"),
+        ("customer_abort", Verdict.ABORTED, 0x6C, "abort via timeout or abort key"),
+        ("busy", Verdict.ERROR, 0xA0, "receiver not ready"),
+        ("timeout", Verdict.TIMEOUT, 0x6C, "no answer from the terminal (T4)"),
     ],
 )
 def test_failed_payments(
-    term: tuple[TerminalSim, ZvtClient], script: str, outcome: Outcome, code: int, text: str
+    term: tuple[TerminalSim, ZvtClient], script: str, outcome: Verdict, code: int, text: str
 ) -> None:
     sim, client = term
     sim.next(script)
@@ -94,13 +94,13 @@ def test_failed_payments(
     assert (r.outcome, r.result_code, r.text) == (outcome, code, text)
     assert not any(p.kept for p in sim.payments)
     # and the line is clean for the next payment
-    assert client.authorise(1000, decide=ok).outcome == Outcome.APPROVED
+    assert client.authorise(1000, decide=ok).outcome == Verdict.APPROVED
 
 
 def test_failure_answer_makes_the_terminal_reverse(term: tuple[TerminalSim, ZvtClient]) -> None:
     sim, client = term
     r = client.authorise(1500, decide=lambda _i: Answer.FAILED)
-    assert r.outcome == Outcome.REVERSED and r.answered == Answer.FAILED
+    assert r.outcome == Verdict.REVERSED and r.answered == Answer.FAILED
     assert sim.payments[-1].reversed and not sim.payments[-1].kept
 
 
@@ -108,7 +108,7 @@ def test_not_yet_then_ok(term: tuple[TerminalSim, ZvtClient]) -> None:
     sim, client = term
     answers = iter([Answer.NOT_YET, Answer.NOT_YET, Answer.OK])
     r = client.authorise(1500, decide=lambda _i: next(answers))
-    assert r.outcome == Outcome.APPROVED and sim.payments[-1].kept
+    assert r.outcome == Verdict.APPROVED and sim.payments[-1].kept
 
 
 def test_abort_from_another_thread_while_at_the_pin_pad(
@@ -118,15 +118,15 @@ def test_abort_from_another_thread_while_at_the_pin_pad(
     sim.next("hold")
     threading.Timer(0.2, client.request_abort).start()
     r = client.authorise(1000, decide=ok)
-    assert r.outcome == Outcome.ABORTED and not sim.payments
+    assert r.outcome == Verdict.ABORTED and not sim.payments
 
 
 def test_silent_terminal(term: tuple[TerminalSim, ZvtClient]) -> None:
     sim, client = term
     sim.inject("silence")
     r = client.authorise(1000, decide=ok)
-    assert r.outcome == Outcome.ERROR and "T3" in r.text
-    assert client.authorise(1000, decide=ok).outcome == Outcome.APPROVED
+    assert r.outcome == Verdict.ERROR and "T3" in r.text
+    assert client.authorise(1000, decide=ok).outcome == Verdict.APPROVED
 
 
 def test_reversal_by_receipt_number_end_of_day_and_enquiries(
@@ -137,19 +137,19 @@ def test_reversal_by_receipt_number_end_of_day_and_enquiries(
     client.authorise(2500, decide=ok)
     assert first.status is not None and first.status.receipt_number is not None
     rev = client.reversal(first.status.receipt_number)
-    assert rev.outcome == Outcome.APPROVED and rev.status is not None
+    assert rev.outcome == Verdict.APPROVED and rev.status is not None
     assert rev.status.original_trace == first.status.trace_number and sim.payments[0].reversed
     again = client.reversal(first.status.receipt_number)
-    assert again.outcome == Outcome.DECLINED and again.text == "already reversed"
+    assert again.outcome == Verdict.DECLINED and again.text == "already reversed"
     eod = client.end_of_day()
-    assert eod.outcome == Outcome.APPROVED and eod.status is not None and eod.status.amount == 2500
+    assert eod.outcome == Verdict.APPROVED and eod.status is not None and eod.status.amount == 2500
     assert "Summe EUR 25.00  (1 Zahlungen)" in eod.receipts["receipt1"]
     totals = eod.status.totals  # BMP 60, individual totals per card group
     assert totals is not None and totals.last_receipt == first.status.receipt_number + 1
     assert totals.groups[0] == ("girocard", 1, 2500) and all(
         n == 0 for _g, n, _t in totals.groups[1:]
     )
-    assert client.diagnosis().outcome == Outcome.APPROVED
+    assert client.diagnosis().outcome == Verdict.APPROVED
     assert client.status_enquiry() == (0, "ready", "SIM 2.14.15")
     last = client.repeat_receipt()
     assert last.status is not None and last.status.amount == 1000  # the reversal's record
@@ -159,9 +159,9 @@ def test_serial_line_faults_are_repeated() -> None:
     with TerminalSim("serial") as sim:
         client = ZvtClient(open_link(sim.port), t3=1.0, t4=2.0)
         sim.inject("nak")
-        assert client.authorise(1000, decide=ok).outcome == Outcome.APPROVED
+        assert client.authorise(1000, decide=ok).outcome == Verdict.APPROVED
         sim.inject("bad_crc")
-        assert client.authorise(1000, decide=ok).outcome == Outcome.APPROVED
+        assert client.authorise(1000, decide=ok).outcome == Verdict.APPROVED
         assert client.link.stats == {"naks_sent": 1, "repeats": 1}  # type: ignore[attr-defined]
         client.link.close()
 
@@ -201,25 +201,25 @@ def test_connection_drop_after_approval_is_found_out() -> None:
             return Answer.OK
 
         r = client.authorise(1000, decide=decide)
-        assert r.recovered and r.outcome == Outcome.REVERSED and answered == [Answer.OK]
+        assert r.recovered and r.outcome == Verdict.REVERSED and answered == [Answer.OK]
         assert not sim.payments[-1].kept  # the terminal never got our answer: nothing kept
-        assert client.authorise(1000, decide=ok).outcome == Outcome.APPROVED  # fresh connection
+        assert client.authorise(1000, decide=ok).outcome == Verdict.APPROVED  # fresh connection
         client.link.close()
 
 
 def test_unreachable_terminal_is_an_error_value() -> None:
     client = ZvtClient(open_link("tcp://127.0.0.1:9"), t3=0.5)
     r = client.authorise(1000, decide=ok)
-    assert r.outcome == Outcome.ERROR and "not reachable" in r.text
+    assert r.outcome == Verdict.ERROR and "not reachable" in r.text
 
 
 def test_a_connection_the_terminal_dropped_while_idle_is_renewed() -> None:
     with TerminalSim("tcp") as sim:
         client = ZvtClient(open_link(sim.port), t3=1.0, t4=2.0)
         sim.inject("close_idle")
-        assert client.authorise(1000, decide=ok).outcome == Outcome.APPROVED
+        assert client.authorise(1000, decide=ok).outcome == Verdict.APPROVED
         # the terminal has closed the socket since; the next command must not be lost on it
-        assert client.authorise(1000, decide=ok).outcome == Outcome.APPROVED
+        assert client.authorise(1000, decide=ok).outcome == Verdict.APPROVED
         assert [p.kept for p in sim.payments] == [True, True]
         client.link.close()
 

@@ -25,7 +25,7 @@ from drivers.cctalk.codec import (
     parse_coin_id,
 )
 from drivers.cctalk.transport import Bus
-from drivers.errors import DeviceFault, FrameError
+from drivers.errors import DeviceError, FrameError
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class BillReturned(CashEvent):
 
 
 @dataclass(frozen=True)
-class AcceptorError:
+class AcceptorIncident:
     """An error or status event; `kind` is reject, fraud, fatal or status."""
 
     device: str
@@ -140,7 +140,7 @@ AcceptorEvent = (
     | BillEscrowed
     | BillStacked
     | BillReturned
-    | AcceptorError
+    | AcceptorIncident
     | DeviceReset
     | EventsLost
     | UnknownCredit
@@ -299,7 +299,7 @@ class _Acceptor:
         counter = data[0]
         last = self.last_counter
         if last is None:
-            raise DeviceFault(f"{self.name} polled before it was initialised")
+            raise DeviceError(f"{self.name} polled before it was initialised")
         if counter == 0:
             if last == 0:
                 return []
@@ -359,7 +359,7 @@ class CoinAcceptor(_Acceptor):
             if b == 0:
                 return None
             kind = "reject" if b in COIN_REJECTED else ("fraud" if b in (20, 40) else "status")
-            return AcceptorError(self.name, b, COIN_ERRORS.get(b, f"error {b}"), kind, counter)
+            return AcceptorIncident(self.name, b, COIN_ERRORS.get(b, f"error {b}"), kind, counter)
         ch = self.channels.get(a)
         if ch is None or not ch.usable:
             log.error("coin credited on unknown position %d", a)
@@ -413,9 +413,9 @@ class NoteValidator(_Acceptor):
         """Stack, return or hold the bill in escrow (header 154)."""
         data = self.req(Header.ROUTE_BILL, bytes((code,)))
         if data and data[0] == 254:
-            raise DeviceFault("route bill: escrow is empty")
+            raise DeviceError("route bill: escrow is empty")
         if data and data[0] == 255:
-            raise DeviceFault("route bill: failed to route")
+            raise DeviceError("route bill: failed to route")
 
     def _event(self, a: int, b: int, counter: int) -> AcceptorEvent | None:
         if a == 0:
@@ -429,13 +429,14 @@ class NoteValidator(_Acceptor):
             text, kind = BILL_EVENTS.get(b, (f"event {b}", BillEventKind.STATUS))
             if kind in (BillEventKind.FATAL, BillEventKind.FRAUD):
                 self.escrow = None  # the note's fate is unknown; it is no longer ours to route
-            return AcceptorError(self.name, b, text, kind.name.lower(), counter)
+            return AcceptorIncident(self.name, b, text, kind.name.lower(), counter)
         ch = self.channels.get(a)
         if ch is None or not ch.usable:
             if b == 0:
                 return UnknownCredit(self.name, a, counter)
             self.route(RouteCode.RETURN)  # a note we cannot value goes straight back
-            return AcceptorError(self.name, 0, f"unknown bill type {a} returned", "reject", counter)
+            text = f"unknown bill type {a} returned"
+            return AcceptorIncident(self.name, 0, text, "reject", counter)
         if b == 1:
             self.escrow = ch
             return BillEscrowed(self.name, a, ch.value, self.currency, counter)

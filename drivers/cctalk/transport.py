@@ -13,7 +13,7 @@ import time
 import serial
 
 from drivers.cctalk.codec import HOST, Decoder, Frame, Header, encode
-from drivers.errors import DeviceFault, DeviceTimeout, TransportError
+from drivers.errors import DeviceError, DeviceTimeout, TransportError
 
 log = logging.getLogger(__name__)
 TRACE = 5  # raw bytes; below DEBUG, off by default
@@ -89,9 +89,9 @@ class Bus:
             if reply.header == Header.BUSY:
                 continue
             if reply.header == Header.NAK:
-                raise DeviceFault(f"device {dest} answered NAK to header {header}")
+                raise DeviceError(f"device {dest} answered NAK to header {header}")
             if reply.header != Header.REPLY:
-                raise DeviceFault(f"device {dest} answered header {reply.header} to {header}")
+                raise DeviceError(f"device {dest} answered header {reply.header} to {header}")
             return reply.data
         self.stats["timeouts"] += 1
         raise DeviceTimeout(f"no valid reply from address {dest} to header {header}")

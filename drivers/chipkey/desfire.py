@@ -24,7 +24,7 @@ from drivers.chipkey.crypto import (
     rotate_left,
     session_key,
 )
-from drivers.errors import DeviceFault, FrameError
+from drivers.errors import DeviceError, FrameError
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ STATUS_TEXT = {
 }
 
 
-class DesfireError(DeviceFault):
+class DesfireError(DeviceError):
     """The card answered with an error status (91 xx)."""
 
     def __init__(self, status: int, command: int) -> None:
@@ -137,7 +137,7 @@ ERROR_TYPES: dict[int, type[DesfireError]] = {
 }
 
 
-class ResponseMacError(DeviceFault):
+class ResponseMacError(DeviceError):
     """The card's answer did not carry the MAC our session expects (tampered or replayed)."""
 
 
@@ -418,7 +418,7 @@ class Desfire:
         """ChangeKey (C4), enciphered; a different key than the one authenticated with needs
         the old key XOR'd in and a CRC32 of the new key."""
         if self.session is None or self.key_no is None:
-            raise DeviceFault("ChangeKey needs an authenticated session")
+            raise DeviceError("ChangeKey needs an authenticated session")
         own = key_no == self.key_no
         header = bytes((Ins.CHANGE_KEY, key_no))
         if own:

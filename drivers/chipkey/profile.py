@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from drivers.chipkey.crypto import diversify_key
 from drivers.chipkey.desfire import Card, Comm, Desfire, NotFound, access_rights
-from drivers.errors import DeviceFault
+from drivers.errors import DeviceError
 
 AID = 0xF05E01
 SYSTEM_ID = b"PREPAID"
@@ -40,15 +40,15 @@ COMMODITIES = {1: "electricity", 2: "gas"}
 ROLES = {1: "customer", 2: "technician"}
 
 
-class WrongCard(DeviceFault):
+class WrongCard(DeviceError):
     """A card without our application (a bank card, another utility's key, a blank card)."""
 
 
-class CreditLimit(DeviceFault):
+class CreditLimit(DeviceError):
     """The key cannot hold that much credit (the value file's upper limit)."""
 
 
-class WrongRole(DeviceFault):
+class WrongRole(DeviceError):
     """A key whose role does not open this function (a customer key at the technician door)."""
 
 
@@ -252,7 +252,7 @@ class ChipKey:
         after = self.df.get_value(F_CREDIT)
         last = TopUp.unpack(self.df.read_records(F_LOG, RECORD_SIZE)[-1])
         if last.txid != txid or after != value + amount:
-            raise DeviceFault(f"read-back after the write does not match ({after}, {last.txid})")
+            raise DeviceError(f"read-back after the write does not match ({after}, {last.txid})")
         return after
 
     def debit(self, amount: int, report: MeterReport) -> int:

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 CONFIG_BYTE = 0xBE
 
 
-class Outcome(StrEnum):
+class Verdict(StrEnum):
     APPROVED = "approved"
     DECLINED = "declined"
     ABORTED = "aborted"
@@ -57,7 +57,7 @@ class Outcome(StrEnum):
 
 @dataclass
 class Result:
-    outcome: Outcome
+    outcome: Verdict
     result_code: int | None = None
     text: str = ""
     status: StatusInformation | None = None
@@ -67,7 +67,7 @@ class Result:
 
     @property
     def ok(self) -> bool:
-        return self.outcome == Outcome.APPROVED
+        return self.outcome == Verdict.APPROVED
 
 
 Decide = Callable[[StatusInformation], Answer]
@@ -214,19 +214,19 @@ class ZvtClient:
                 first = self._send_command(command, data)
                 self._check_ack(first)
             except _Negative as neg:
-                return Result(Outcome.ERROR, neg.code, result_text(neg.code))
+                return Result(Verdict.ERROR, neg.code, result_text(neg.code))
             except DeviceTimeout:
-                return Result(Outcome.ERROR, None, "the terminal did not answer the command (T3)")
+                return Result(Verdict.ERROR, None, "the terminal did not answer the command (T3)")
             return self._master_loop(state, decide, on_status)
         except TransportError as err:
             if command != Cmd.AUTHORIZATION or not state.started:
-                return Result(Outcome.ERROR, None, f"terminal not reachable: {err}")
+                return Result(Verdict.ERROR, None, f"terminal not reachable: {err}")
             return self._recover(state, str(err))
         except DriverError as err:  # no ACK after the repeats, or a malformed message
             log.error("terminal error during %s: %s", command.hex(" "), err)
             if command == Cmd.AUTHORIZATION and state.answered == Answer.OK:
                 return self._recover(state, str(err))
-            return state.result(Outcome.ERROR, None, f"terminal error: {err}")
+            return state.result(Verdict.ERROR, None, f"terminal error: {err}")
 
     def _master_loop(
         self, st: _Exchange, decide: Decide | None, on_status: OnStatus | None
@@ -241,7 +241,7 @@ class ZvtClient:
             left = deadline - time.monotonic()
             if left <= 0:
                 if timed_out:  # not even the abort was answered
-                    return st.result(Outcome.TIMEOUT, 0x6C, "no answer from the terminal (T4)")
+                    return st.result(Verdict.TIMEOUT, 0x6C, "no answer from the terminal (T4)")
                 # T4 ran out: abort, and give the terminal T3 to close the command properly.
                 timed_out = True
                 if not abort_sent:
@@ -290,18 +290,18 @@ class ZvtClient:
             elif c == Cmd.COMPLETION:
                 self._ack()
                 if st.answered is not None and st.answered != Answer.OK:
-                    return st.result(Outcome.REVERSED, 0, "reversed by the terminal")
+                    return st.result(Verdict.REVERSED, 0, "reversed by the terminal")
                 if st.status is not None and not st.status.approved:
                     code = st.status.result_code or 0
                     return st.result(_failure(code), code, result_text(code))
-                return st.result(Outcome.APPROVED, 0, "approved")
+                return st.result(Verdict.APPROVED, 0, "approved")
             elif c == Cmd.ABORT_TERMINAL:
                 self._ack()
                 code = apdu.data[0] if apdu.data else 0xFF
                 if timed_out:
-                    return st.result(Outcome.TIMEOUT, code, "no answer from the terminal (T4)")
+                    return st.result(Verdict.TIMEOUT, code, "no answer from the terminal (T4)")
                 if st.answered is not None and st.answered != Answer.OK:
-                    return st.result(Outcome.REVERSED, code, "reversed by the terminal")
+                    return st.result(Verdict.REVERSED, code, "reversed by the terminal")
                 return st.result(_failure(code), code, result_text(code))
             else:
                 log.warning("unexpected APDU from the terminal: %s", c.hex(" "))
@@ -315,7 +315,7 @@ class ZvtClient:
             last = self.repeat_receipt()
         except DriverError as err:
             return st.result(
-                Outcome.ERROR,
+                Verdict.ERROR,
                 None,
                 f"connection lost and terminal unreachable: {err}",
                 recovered=True,
@@ -328,18 +328,18 @@ class ZvtClient:
         )
         if st.answered == Answer.OK and ours and info is not None and info.approved:
             return st.result(
-                Outcome.APPROVED, 0, "approved (confirmed after reconnect)", recovered=True
+                Verdict.APPROVED, 0, "approved (confirmed after reconnect)", recovered=True
             )
         if st.answered == Answer.OK:
             # We delivered the credit but the terminal did not keep the payment.
             return st.result(
-                Outcome.REVERSED,
+                Verdict.REVERSED,
                 info.result_code if info else None,
                 "the terminal reversed the payment after the connection dropped",
                 recovered=True,
             )
         return st.result(
-            Outcome.ERROR,
+            Verdict.ERROR,
             info.result_code if info else None,
             "connection lost; the payment did not go through",
             recovered=True,
@@ -361,12 +361,12 @@ class _Exchange:
     receipts: dict[str, list[str]] = field(default_factory=dict)
 
     def result(
-        self, outcome: Outcome, code: int | None, msg: str, recovered: bool = False
+        self, outcome: Verdict, code: int | None, msg: str, recovered: bool = False
     ) -> Result:
         if self.lines:
             self.receipts[f"receipt{len(self.receipts) + 1}"] = self.lines
         return Result(outcome, code, msg, self.status, self.receipts, self.answered, recovered)
 
 
-def _failure(code: int) -> Outcome:
-    return Outcome.ABORTED if code == 0x6C else Outcome.DECLINED
+def _failure(code: int) -> Verdict:
+    return Verdict.ABORTED if code == 0x6C else Verdict.DECLINED

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from drivers.errors import DriverError
-from drivers.zvt.client import Outcome, Result, ZvtClient
+from drivers.zvt.client import Result, Verdict, ZvtClient
 from drivers.zvt.codec import Answer, IntermediateStatus, StatusInformation
 from drivers.zvt.transport import open_link
 from kiosk.app.ports import CheckResult, DeviceReport, Emit
 from kiosk.domain.events import (
     CardApproved,
     CardFailed,
-    CardOutcome,
+    CardFailure,
     CardReceipt,
     CardReversed,
     CardReversedAfterCredit,
@@ -38,10 +38,10 @@ from kiosk.domain.site import Site
 log = logging.getLogger(__name__)
 
 FAILURES = {
-    Outcome.DECLINED: CardOutcome.DECLINED,
-    Outcome.ABORTED: CardOutcome.ABORTED,
-    Outcome.TIMEOUT: CardOutcome.TIMEOUT,
-    Outcome.ERROR: CardOutcome.ERROR,
+    Verdict.DECLINED: CardFailure.DECLINED,
+    Verdict.ABORTED: CardFailure.ABORTED,
+    Verdict.TIMEOUT: CardFailure.TIMEOUT,
+    Verdict.ERROR: CardFailure.ERROR,
 }
 
 
@@ -148,7 +148,7 @@ class ZvtCardPort:
     def _register(self) -> None:
         with self._lock:
             result = self.client.register()
-        if result.outcome == Outcome.APPROVED:
+        if result.outcome == Verdict.APPROVED:
             self.registered, self._faulted = True, False
             self._send(DeviceOk(Device.CARD))
         else:
@@ -206,15 +206,15 @@ class ZvtCardPort:
             try:
                 result = self.client.authorise(amount.minor, decide=decide, on_status=on_status)
             except DriverError as err:
-                result = Result(Outcome.ERROR, None, str(err))
+                result = Result(Verdict.ERROR, None, str(err))
         self.last_result = result
         self._counted(result)
         self.receipts[txid] = result.receipts
         log.info("card payment %s: %s (%s)", txid, result.outcome, result.text)
         if not reported:
-            self._send(CardFailed(FAILURES.get(result.outcome, CardOutcome.ERROR), result.text))
+            self._send(CardFailed(FAILURES.get(result.outcome, CardFailure.ERROR), result.text))
             return
-        kept = result.outcome == Outcome.APPROVED
+        kept = result.outcome == Verdict.APPROVED
         if not kept:  # the approval was reported but the payment was not kept
             answered = result.answered
             if answered is None:  # lost before we answered: learn what the engine decided
@@ -246,7 +246,7 @@ class ZvtCardPort:
         st = result.status
         if number is None or st is None or st.receipt_number != number:
             return None
-        return result.outcome == Outcome.APPROVED
+        return result.outcome == Verdict.APPROVED
 
     def abort(self) -> None:
         self.client.request_abort()
@@ -261,7 +261,7 @@ class ZvtCardPort:
 
     def _counted(self, result: Result) -> None:
         self.counters[str(result.outcome)] = self.counters.get(str(result.outcome), 0) + 1
-        if result.outcome not in (Outcome.APPROVED,):
+        if result.outcome not in (Verdict.APPROVED,):
             self.last_error = f"{result.outcome}: {result.text}"
 
     def report(self) -> DeviceReport:
@@ -301,7 +301,7 @@ class ZvtCardPort:
             with self._lock:
                 result = self.client.end_of_day()
         except DriverError as err:
-            result = Result(Outcome.ERROR, None, str(err))
+            result = Result(Verdict.ERROR, None, str(err))
         self._counted(result)
         return EndOfDay.of(result, self.currency)
 

@@ -19,7 +19,7 @@ from drivers.cctalk.devices import (
     BILL_ADDRESS,
     BUFFER_DEPTH,
     COIN_ADDRESS,
-    AcceptorError,
+    AcceptorIncident,
     BillEscrowed,
     BillReturned,
     BillStacked,
@@ -80,7 +80,7 @@ def translate(ev: object) -> list[Event]:
             return [NoteStacked(Money(v, cur), ch, n)]
         case BillReturned(channel=ch, value=v, currency=cur):
             return [NoteReturned(Money(v, cur), ch)]
-        case AcceptorError(device=d, code=code, text=text, kind=kind):
+        case AcceptorIncident(device=d, code=code, text=text, kind=kind):
             if kind in (BillEventKind.FATAL.name.lower(), BillEventKind.FRAUD.name.lower()):
                 return [DeviceFault(DEVICE[d], code, text)]
             if d == "notes" and code in STACKER_DOWN:
@@ -171,7 +171,7 @@ _COUNTED: dict[type, str] = {
     CoinCredited: "accepted",
     BillStacked: "stacked",
     BillReturned: "returned",
-    AcceptorError: "errors",
+    AcceptorIncident: "errors",
     DeviceReset: "resets",
     EventsLost: "events_lost",
     DeviceOffline: "offline",
@@ -180,7 +180,7 @@ _COUNTED: dict[type, str] = {
 
 def _error_text(ev: object) -> str:
     match ev:
-        case AcceptorError(code=code, text=text):
+        case AcceptorIncident(code=code, text=text):
             return f"{text} ({code})"
         case DeviceOffline(reason=reason):
             return f"offline: {reason}"
@@ -208,7 +208,7 @@ class _Hub:
         kind = _COUNTED.get(type(ev))
         if kind is not None:
             self.counters.setdefault(name, Counter())[kind] += 1
-        if isinstance(ev, AcceptorError | DeviceOffline | EventsLost | UnknownCredit):
+        if isinstance(ev, AcceptorIncident | DeviceOffline | EventsLost | UnknownCredit):
             self.last_error[name] = _error_text(ev)
 
     def __call__(self, driver_event: object) -> None:

@@ -20,7 +20,13 @@ from kiosk.app.ports import Devices, HeadOffice, KeyPresented, NoHeadOffice
 from kiosk.documents.receipt import transaction_receipt
 from kiosk.domain.clock import utc_now
 from kiosk.domain.engine import State, TopUpSession, View
-from kiosk.domain.errors import ConfigError, InvalidTransition, JournalError, UserFacingError
+from kiosk.domain.errors import (
+    ConfigError,
+    InvalidTransition,
+    JournalError,
+    KioskError,
+    UserFacingError,
+)
 from kiosk.domain.events import (
     AbortCard,
     AuthoriseCard,
@@ -60,7 +66,7 @@ IDLE_STATES = (State.IDLE, State.CLOSED, State.OUT_OF_SERVICE)
 Listener = Callable[[View, UserFacingError | None], None]
 
 
-class StepNotJournaled(Exception):
+class StepNotJournaled(KioskError):
     """An engine step's records could not be journaled (nothing of them is): the fail-safe
     keeps them."""
 

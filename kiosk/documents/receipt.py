@@ -22,6 +22,7 @@ from babel.dates import format_date
 from escpos.escpos import Escpos
 
 from kiosk.documents.i18n import LOCALES, Translator, money_text
+from kiosk.domain.errors import KioskError
 from kiosk.domain.events import Kind
 from kiosk.domain.money import Money
 from kiosk.domain.site import Site
@@ -125,7 +126,7 @@ def _style(p: Escpos, style: Style) -> None:
 # ---------------------------------------------------------------- a transaction's receipt
 
 
-class NoSuchTransaction(LookupError):
+class NoSuchTransaction(KioskError, LookupError):
     """No closed transaction with this id in the journal."""
 
 

@@ -43,7 +43,7 @@ class Device(StrEnum):
     SYSTEM = "system"  # the automat itself: its journal's disk, its clock
 
 
-class CardOutcome(StrEnum):
+class CardFailure(StrEnum):
     DECLINED = "declined"
     ABORTED = "aborted"
     TIMEOUT = "timeout"
@@ -306,7 +306,7 @@ class CardApproved(Event):
 
 @dataclass(frozen=True)
 class CardFailed(Event):
-    outcome: CardOutcome
+    outcome: CardFailure
     reason: str = ""
 
 

@@ -806,8 +806,10 @@ def verify_chain(engine: Engine) -> int:
             for row in cursor:
                 expected_seq += 1
                 seq, ts, kind, txid, key, amount, currency, data, prev_hash, hash_ = row
-                if seq != expected_seq or prev_hash != prev or hash_ != entry_hash(
-                    prev, seq, ts, kind, txid, key, amount, currency, data
+                if (
+                    seq != expected_seq
+                    or prev_hash != prev
+                    or hash_ != entry_hash(prev, seq, ts, kind, txid, key, amount, currency, data)
                 ):
                     check_entry(dict(zip(_COLUMNS, row, strict=True)), expected_seq, prev)
                 prev = hash_

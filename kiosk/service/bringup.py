@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 from drivers.cctalk.codec import RouteCode
 from drivers.cctalk.devices import (
-    AcceptorError,
+    AcceptorIncident,
     BillEscrowed,
     BillReturned,
     BillStacked,
@@ -114,7 +114,7 @@ def event_record(ev: object) -> dict[str, Any]:
                 "currency": ev.currency,
                 "channel": ev.channel,
             }
-        case AcceptorError():
+        case AcceptorIncident():
             return {"event": "error", "code": ev.code, "text": ev.text, "kind": ev.kind}
         case DeviceReset():
             return {"event": "reset", "text": "event counter back to 0"}

@@ -14,7 +14,7 @@ from kiosk.documents.receipt import Document
 from kiosk.domain.events import (
     CardApproved,
     CardFailed,
-    CardOutcome,
+    CardFailure,
     CardReceipt,
     CardReversed,
     CardStatus,
@@ -154,11 +154,11 @@ class FakeCardTerminal:
                 )
             )
         elif outcome == "decline":
-            self.emit(CardFailed(CardOutcome.DECLINED, "Zahlung abgelehnt (05)"))
+            self.emit(CardFailed(CardFailure.DECLINED, "Zahlung abgelehnt (05)"))
         elif outcome == "abort":
-            self.emit(CardFailed(CardOutcome.ABORTED, "Abbruch am Terminal"))
+            self.emit(CardFailed(CardFailure.ABORTED, "Abbruch am Terminal"))
         else:
-            self.emit(CardFailed(CardOutcome.TIMEOUT, "Zeitüberschreitung"))
+            self.emit(CardFailed(CardFailure.TIMEOUT, "Zeitüberschreitung"))
 
     def abort(self) -> None:
         if self.held is not None:

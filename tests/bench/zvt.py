@@ -15,7 +15,7 @@ import argparse
 import statistics
 import time
 
-from drivers.zvt.client import Outcome, ZvtClient
+from drivers.zvt.client import Verdict, ZvtClient
 from drivers.zvt.codec import Answer
 from drivers.zvt.sim import TerminalSim
 from drivers.zvt.transport import SerialLink, open_link
@@ -35,7 +35,7 @@ def run(mode: str, rounds: int) -> None:
             t0 = time.perf_counter()
             r = client.authorise(2000, decide=lambda _i: Answer.OK)
             times.append(time.perf_counter() - t0)
-            assert r.outcome == Outcome.APPROVED, r.text
+            assert r.outcome == Verdict.APPROVED, r.text
             if isinstance(link, SerialLink):
                 wire_bytes = sum(link.bytes.values()) - before
         client.link.close()
