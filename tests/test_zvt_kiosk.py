@@ -25,7 +25,9 @@ from drivers.zvt.transport import open_link
 from kiosk.adapters.card import ZvtCardPort, open_card
 from kiosk.app.ports import Devices
 from kiosk.app.runner import Kiosk
+from kiosk.documents.i18n import Translator
 from kiosk.documents.receipt import to_text
+from kiosk.documents.terminal import terminal_prompt
 from kiosk.domain.clock import utc_now
 from kiosk.domain.engine import Outcome, State
 from kiosk.domain.events import AmountChosen, Cancel, KeyStatus, Kind, Method, MethodChosen
@@ -141,8 +143,10 @@ def test_terminal_switched_off_card_is_withdrawn_and_comes_back_by_itself(rig: C
 
 
 def test_approved_card_top_up(rig: CardRig) -> None:
-    statuses: list[str] = []
-    rig.kiosk.listeners.append(lambda v, _e: statuses.append(v.card_text) if v.card_text else None)
+    statuses: list[tuple[int | None, str]] = []
+    rig.kiosk.listeners.append(
+        lambda v, _e: statuses.append((v.card_status, v.card_text)) if v.card_text else None
+    )
     rig.pay_by_card(3000)
     rig.wait(lambda: rig.kiosk.view().state == State.DONE, "done")
     rig.wait(lambda: rig.sim.payments and rig.sim.payments[-1].kept, "the terminal keeps it")
@@ -153,7 +157,15 @@ def test_approved_card_top_up(rig: CardRig) -> None:
     assert (
         approved.data["receipt_no"] == rig.sim.payments[-1].receipt and "*" in approved.data["pan"]
     )
-    assert "insert card" in statuses and "please watch PIN pad" in statuses  # shown to the customer
+    # the terminal's status codes reached the screen, which says them in the customer's words
+    assert (0x0A, "insert card") in statuses and (0x01, "please watch PIN pad") in statuses
+    shown = {lang: [terminal_prompt(code, text, Translator(lang)) for code, text in statuses]
+             for lang in ("de", "en", "fr", "nl")}  # fmt: skip
+    assert "Bitte geben Sie Ihre PIN am Kartenterminal ein." in shown["de"]
+    assert "Please enter your PIN on the card terminal." in shown["en"]
+    assert "Veuillez saisir votre code PIN sur le terminal de paiement." in shown["fr"]
+    assert "Voer uw pincode in op de betaalautomaat." in shown["nl"]
+    assert not any(text in shown["de"] for _code, text in statuses)  # never the terminal's own
     rig.wait(lambda: rig.port.wait_idle(0.01), "the card thread")
     assert set(rig.port.receipts[approved.txid]) == {"merchant", "customer"}
     rig.wait(lambda: "receipt" in rig.kinds(receipts=True), "the receipt printed")
@@ -164,6 +176,12 @@ def test_approved_card_top_up(rig: CardRig) -> None:
     for line in rig.port.receipts[approved.txid]["customer"]:  # the terminal's customer copy
         assert line.strip() in paper
     assert "Paid by card" in paper or "Kartenzahlung" in paper
+
+
+def test_a_status_we_have_no_text_for_shows_the_terminal_s_own() -> None:
+    assert terminal_prompt(0x77, "Bitte Karte drehen", Translator("fr")) == "Bitte Karte drehen"
+    assert terminal_prompt(None, "", Translator("de")) == ""
+    assert terminal_prompt(0x0A, "insert card", Translator("nl")).startswith("Steek uw kaart in")
 
 
 def test_declined_then_cash(rig: CardRig) -> None:

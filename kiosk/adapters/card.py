@@ -187,7 +187,8 @@ class ZvtCardPort:
         reported = False
 
         def on_status(st: IntermediateStatus) -> None:
-            self._send(CardStatus(st.text))
+            log.info("card terminal: status %02X %s", st.code, st.text)
+            self._send(CardStatus(st.text, st.code))
 
         def decide(info: StatusInformation) -> Answer:
             nonlocal reported

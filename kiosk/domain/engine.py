@@ -187,6 +187,7 @@ class _Ctx:
     notice: str | None = None
     notice_params: dict[str, Any] = field(default_factory=dict)
     card_text: str = ""
+    card_status: int | None = None  # the terminal's last status code
     outcome: Outcome | None = None
     refusal: str | None = None
     resume: State | None = None
@@ -233,6 +234,7 @@ class View:
     notice_params: dict[str, Any]
     refusal: str | None
     card_text: str
+    card_status: int | None
     pending_total: Money
     pending_written: Money | None
     methods: tuple[Method, ...]
@@ -332,6 +334,7 @@ class TopUpSession:
             notice_params=dict(c.notice_params),
             refusal=c.refusal,
             card_text=c.card_text,
+            card_status=c.card_status,
             pending_total=sum((p.amount for p in c.pending), zero),
             pending_written=c.pending_written,
             methods=self.methods(),
@@ -883,6 +886,7 @@ class TopUpSession:
         self.state = State.CARD
         self._deadline(None)
         c.card_text = ""
+        c.card_status = None
         tx.card_busy = True
         return [*cmds, AuthoriseCard(tx.txid, c.target - tx.paid)]
 
@@ -965,6 +969,7 @@ class TopUpSession:
 
     def on_card_status(self, ev: CardStatus) -> list[Command]:
         self._ctx.card_text = ev.text
+        self._ctx.card_status = ev.code
         return []
 
     def on_card_approved(self, ev: CardApproved) -> list[Command]:

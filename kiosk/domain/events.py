@@ -295,7 +295,11 @@ class NoteReturned(Event):
 
 @dataclass(frozen=True)
 class CardStatus(Event):
+    """The terminal's intermediate status: its own display `text`, and its status `code`
+    (ZVT 04 FF), which the screen shows in the customer's language."""
+
     text: str
+    code: int | None = None
 
 
 @dataclass(frozen=True)

@@ -126,11 +126,11 @@ class FakeCardTerminal:
 
     def authorise(self, txid: str, amount: Money) -> None:
         outcome = self.script.pop(0) if self.script else "approve"
-        self.emit(CardStatus("Bitte Karte einstecken"))
+        self.emit(CardStatus("Bitte Karte einstecken", 0x0A))
         if outcome == "hold":  # the customer is still at the PIN pad
             self.held = (txid, amount)
             return
-        self.emit(CardStatus("Bitte PIN eingeben"))
+        self.emit(CardStatus("Bitte PIN eingeben", 0x01))
         self._finish(outcome, txid, amount)
 
     def release(self, outcome: str) -> None:

@@ -1,10 +1,12 @@
-"""Card payment: the amount, and the terminal's own prompts (insert card, PIN, result)."""
+"""Card payment: the amount, and the terminal's prompts (insert card, PIN, result) in the
+customer's language."""
 
 from __future__ import annotations
 
 from kivy.properties import StringProperty
 
 from kiosk.documents.i18n import Translator
+from kiosk.documents.terminal import terminal_prompt
 from kiosk.domain.engine import View
 from kiosk.ui.screens.base import KioskScreen, load_kv
 
@@ -16,7 +18,9 @@ class CardScreen(KioskScreen):
     def refresh(self, view: View, tr: Translator) -> None:
         self.title = tr("Card payment: {amount}", amount=view.target) if view.target else ""
         self.body = tr("Please follow the instructions on the card terminal.")
-        self.terminal = view.card_text  # the terminal's own words, as it shows them
+        # the terminal's status in the customer's language (its own words for a code we
+        # have no text for)
+        self.terminal = terminal_prompt(view.card_status, view.card_text, tr)
         self.label_cancel = tr("Cancel")
 
 
