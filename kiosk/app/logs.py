@@ -79,6 +79,14 @@ def _journald_handler(socket_path: Path) -> logging.Handler:
     return handler
 
 
+class LogFile(logging.handlers.RotatingFileHandler):
+    """The rotated log file; a line it cannot write (the disk filled) goes to stderr, one line,
+    not a traceback."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        sys.stderr.write(f"kiosk (log file not writable): {record.getMessage()}\n")
+
+
 class FieldsFormatter(logging.Formatter):
     """A file's line: time, level, logger, message, and the structured fields as key=value."""
 
@@ -118,13 +126,15 @@ def setup_logging(
         where = f"journald ({socket_path})"
     else:
         path = Path(logs.file) if logs.file else data_dir / "logs" / "kiosk.log"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.handlers.RotatingFileHandler(
-            path, maxBytes=logs.file_max_mb * 1_000_000, backupCount=logs.file_backups,
-            encoding="utf-8",
-        )  # fmt: skip
-        handler.setFormatter(FieldsFormatter())
-        where = f"{path} (rotated at {logs.file_max_mb} MB, {logs.file_backups} kept)"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handler = LogFile(path, maxBytes=logs.file_max_mb * 1_000_000,
+                              backupCount=logs.file_backups, encoding="utf-8")  # fmt: skip
+            handler.setFormatter(FieldsFormatter())
+            where = f"{path} (rotated at {logs.file_max_mb} MB, {logs.file_backups} kept)"
+        except OSError as err:  # a full disk, a read-only one: the log goes to stderr alone
+            handler = logging.NullHandler()
+            where = f"stderr only (the log file {path} cannot be written: {err})"
     handlers = [handler]
     if target == "file":  # a technician at a terminal still sees what goes wrong
         console = logging.StreamHandler()

@@ -19,7 +19,7 @@ from kiosk.app.health import HealthGuard
 from kiosk.app.ports import Devices, HeadOffice, KeyPresented, NoHeadOffice
 from kiosk.documents.receipt import transaction_receipt
 from kiosk.domain.clock import utc_now
-from kiosk.domain.engine import State, TopUpSession, View
+from kiosk.domain.engine import RESTING, State, TopUpSession, View
 from kiosk.domain.errors import (
     ConfigError,
     InvalidTransition,
@@ -61,7 +61,6 @@ log = logging.getLogger(__name__)
 #: where the site settings head office sent last are kept (see kiosk.adapters.head_office)
 SYNC_SETTINGS = "sync_settings"
 #: no customer is being served: site settings may change
-IDLE_STATES = (State.IDLE, State.CLOSED, State.OUT_OF_SERVICE)
 
 Listener = Callable[[View, UserFacingError | None], None]
 
@@ -258,7 +257,7 @@ class Kiosk:
     def idle(self) -> bool:
         """Nobody at the automat: it shows an idle, closed or out-of-service screen and has
         no event waiting (housekeeping runs only then)."""
-        return self._published.state in IDLE_STATES and not self.busy
+        return self._published.state in RESTING and not self.busy
 
     @property
     def busy(self) -> bool:
@@ -277,7 +276,7 @@ class Kiosk:
         if isinstance(event, Tick) and self.health is not None:
             self._look_at_health(event.now)
         nxt = self._next_site
-        if nxt is not None and self.session.state in IDLE_STATES:
+        if nxt is not None and self.session.state in RESTING:
             self.site = self.session.site = nxt
             self._next_site = None
             log.info("site settings from head office applied")

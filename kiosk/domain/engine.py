@@ -292,10 +292,14 @@ class TopUpSession:
         handler = TRANSITIONS[self.state].get(type(event))
         if handler is None:
             raise InvalidTransition(f"{type(event).__name__} is not expected in state {self.state}")
+        before = self.state
         saved = (self.state, copy.deepcopy(self._ctx), set(self.faults), self.now, self.elapsed,
                  self._mono, self._cash_limit)  # fmt: skip
         try:
             cmds = handler(self, event)
+            if self.state != before and self.state not in GOES_TO[handler]:
+                raise InvalidTransition(f"{handler.__name__} took {before} to {self.state}: "
+                                        "not in the table (GOES_TO)")  # fmt: skip
             cmds += self._sync_acceptors()
         except Exception:
             (self.state, self._ctx, self.faults, self.now, self.elapsed, self._mono,
@@ -372,6 +376,8 @@ class TopUpSession:
         return not {Device.READER, Device.SYSTEM} & self.faults and bool(self.methods())
 
     def _resting_state(self) -> State:
+        """One of RESTING: closed outside the opening hours, out of service without a way
+        to pay or a reader, else idle."""
         if not self.site.hours.is_open(self.now):
             return State.CLOSED
         if not self._serviceable():
@@ -685,7 +691,7 @@ class TopUpSession:
         self.now = ev.now
         c = self._ctx
         due = self._receipts_overdue() if self._receipts_due else []
-        if self.state in (State.IDLE, State.CLOSED, State.OUT_OF_SERVICE):
+        if self.state in RESTING:
             self.state = self._resting_state()
             return due
         if c.deadline is None or self.elapsed < c.deadline:
@@ -1320,3 +1326,68 @@ TRANSITIONS: dict[State, dict[type[Event], _Handler]] = {
         KeyRemoved: H.on_leave_diagnostics,
     },
 }
+
+_S = State
+#: Where each handler may take the automat from the state it handles an event in (it may also
+#: leave it where it is). This is the table's other half: TRANSITIONS says which events a state
+#: takes and who handles them, GOES_TO where that handler may go. `handle` refuses a step that
+#: goes elsewhere (the session unchanged), tests/test_engine_table.py reads every assignment to
+#: the state in the code and every helper a handler calls and finds exactly these, and
+#: kiosk/domain/diagram.py draws the README's state diagram from the two.
+GOES_TO: dict[_Handler, frozenset[State]] = {
+    H.ignore: frozenset(),
+    H.on_acceptor_counter: frozenset(),
+    H.on_acceptor_test: frozenset(),
+    H.on_amount: frozenset({_S.CHOOSING_METHOD, _S.CASH, _S.CARD}),
+    H.on_cancel: frozenset({_S.CHOOSING_AMOUNT, _S.WRITING, _S.DONE, _S.IDLE, _S.CLOSED,
+                            _S.OUT_OF_SERVICE}),
+    H.on_card_approved: frozenset({_S.WRITING, _S.REVERSING, _S.DONE}),
+    H.on_card_failed: frozenset({_S.CHOOSING_METHOD, _S.CASH, _S.KEY_MISSING, _S.IDLE,
+                                 _S.CLOSED, _S.OUT_OF_SERVICE}),
+    H.on_card_receipt: frozenset(),
+    H.on_card_reversed: frozenset({_S.DONE}),
+    H.on_card_status: frozenset(),
+    H.on_coin: frozenset({_S.CHOOSING_AMOUNT, _S.CASH, _S.WRITING, _S.DONE}),
+    H.on_device_ok: frozenset({_S.IDLE, _S.CLOSED, _S.OUT_OF_SERVICE}),
+    H.on_fault: frozenset({_S.CHOOSING_AMOUNT, _S.WRITING, _S.DONE, _S.IDLE, _S.CLOSED,
+                           _S.OUT_OF_SERVICE}),
+    H.on_finish: frozenset({_S.CHOOSING_AMOUNT, _S.WRITING, _S.DONE, _S.IDLE, _S.CLOSED,
+                            _S.OUT_OF_SERVICE}),
+    H.on_key_back: frozenset({_S.CASH, _S.WRITING, _S.DONE}),
+    H.on_key_detected: frozenset({_S.READING}),
+    H.on_key_inserted: frozenset({_S.CHOOSING_AMOUNT, _S.KEY_REFUSED, _S.TECHNICIAN_PIN,
+                                  _S.WRITING_PENDING}),
+    H.on_key_read_failed: frozenset({_S.KEY_REFUSED}),
+    H.on_key_removed: frozenset({_S.KEY_MISSING, _S.IDLE, _S.CLOSED, _S.OUT_OF_SERVICE}),
+    H.on_key_write_failed: frozenset({_S.KEY_MISSING, _S.REVERSING, _S.DONE}),
+    H.on_key_written: frozenset({_S.DONE}),
+    H.on_language: frozenset(),
+    H.on_leave_diagnostics: frozenset({_S.IDLE, _S.CLOSED, _S.OUT_OF_SERVICE}),
+    H.on_method: frozenset({_S.CASH, _S.CARD}),
+    H.on_more_time: frozenset(),
+    H.on_note_escrowed: frozenset({_S.CASH}),
+    H.on_note_returned: frozenset({_S.CHOOSING_AMOUNT, _S.WRITING, _S.DONE}),
+    H.on_note_stacked: frozenset({_S.CHOOSING_AMOUNT, _S.CASH, _S.WRITING, _S.DONE}),
+    H.on_pending_failed: frozenset({_S.DONE}),
+    H.on_pending_written: frozenset({_S.CHOOSING_AMOUNT}),
+    H.on_pin_checked: frozenset({_S.DIAGNOSTICS}),
+    H.on_receipt_answer: frozenset(),
+    H.on_receipt_printed: frozenset(),
+    H.on_reversed_after_credit: frozenset(),
+    H.on_tick: frozenset({_S.CHOOSING_AMOUNT, _S.WRITING, _S.DONE, _S.IDLE, _S.CLOSED,
+                          _S.OUT_OF_SERVICE}),
+}  # fmt: skip
+
+#: events every state takes (time, device health, money): drawn once, not from each state
+EVERYWHERE = frozenset(_ALWAYS)
+#: where the automat rests between customers (what `_resting_state` chooses from)
+RESTING = frozenset({State.IDLE, State.CLOSED, State.OUT_OF_SERVICE})
+#: where a customer may ask for more time (the states that take MoreTime)
+TAKES_MORE_TIME = frozenset(s for s, events in TRANSITIONS.items() if MoreTime in events)
+
+
+def next_states(state: State, event: type[Event]) -> frozenset[State]:
+    """Where `event` may take the automat from `state` (itself included); empty if the state
+    does not take the event."""
+    handler = TRANSITIONS[state].get(event)
+    return frozenset() if handler is None else GOES_TO[handler] | {state}

@@ -15,7 +15,7 @@ from kivy.event import EventDispatcher
 from kivy.properties import BooleanProperty, NumericProperty, ObjectProperty, StringProperty
 
 from kiosk.documents.i18n import LANGUAGES, Translator
-from kiosk.domain.engine import State, View
+from kiosk.domain.engine import RESTING, View
 from kiosk.domain.errors import UserFacingError
 from kiosk.domain.events import (
     AmountChosen,
@@ -34,7 +34,6 @@ from kiosk.ui.style import current as style
 from kiosk.ui.theme import themes
 
 #: states in which no customer is being served: the language and text size reset there
-RESTING = (State.IDLE, State.CLOSED, State.OUT_OF_SERVICE)
 
 
 class ScreenModel(EventDispatcher):  # type: ignore[misc]

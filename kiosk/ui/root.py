@@ -10,7 +10,7 @@ from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.screenmanager import NoTransition, ScreenManager
 
 from kiosk.documents.i18n import N_, Translator
-from kiosk.domain.engine import State, View
+from kiosk.domain.engine import TAKES_MORE_TIME, State, View
 from kiosk.domain.errors import UserFacingError
 from kiosk.ui.screens.amount import AmountScreen
 from kiosk.ui.screens.base import KioskScreen, load_kv
@@ -61,7 +61,6 @@ SCREENS: dict[str, type[KioskScreen]] = {
 }
 
 #: where the customer may ask for more time (elsewhere the screen ends by itself)
-MORE_TIME = (State.CHOOSING_AMOUNT, State.CHOOSING_METHOD, State.CASH)
 
 #: engine notice -> text ({…} from the notice's parameters)
 NOTICES = {
@@ -133,7 +132,7 @@ class KioskRoot(BoxLayout):  # type: ignore[misc]
             if self.model.speak is not None:
                 self.model.speak(screen.title)
         self.notice = self.notice_text(view, self.model.refusal, tr)
-        self.warning = bool(view.warning and view.seconds_left and view.state in MORE_TIME)
+        self.warning = bool(view.warning and view.seconds_left and view.state in TAKES_MORE_TIME)
         self.warning_text = (
             tr("Do you need more time? {seconds} s left.", seconds=view.seconds_left)
             if self.warning
