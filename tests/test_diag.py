@@ -312,7 +312,7 @@ def test_printer_probe_for_installers(tmp_path: Path) -> None:
 
 def test_end_of_day_totals_are_parsed_and_bad_ones_refused() -> None:
     from drivers.errors import FrameError
-    from drivers.zvt.client import Outcome, Result
+    from drivers.zvt.client import Result, Verdict
     from drivers.zvt.codec import DayTotals, StatusInformation
     from kiosk.adapters.card import EndOfDay
 
@@ -322,12 +322,12 @@ def test_end_of_day_totals_are_parsed_and_bad_ones_refused() -> None:
     with pytest.raises(FrameError, match="BMP 60 has 52 bytes"):
         DayTotals.parse(raw[:-1])
     status = StatusInformation(result_code=0, amount=16500, receipt_number=20, totals=totals)
-    eod = EndOfDay.of(Result(Outcome.APPROVED, 0, "", status, {"r": ["Kassenschnitt"]}), "EUR")
+    eod = EndOfDay.of(Result(Verdict.APPROVED, 0, "", status, {"r": ["Kassenschnitt"]}), "EUR")
     assert eod.total == E(16500) and eod.receipts == (12, 19)
     assert eod.groups == (("girocard", 5, E(12500)), ("Visa", 2, E(4000)))
     assert eod.summary()[2:] == [
         "girocard: 5 payment(s), 125.00 EUR",
         "Visa: 2 payment(s), 40.00 EUR",
     ]
-    failed = EndOfDay.of(Result(Outcome.ERROR, None, "no answer (T3)"), "EUR")
+    failed = EndOfDay.of(Result(Verdict.ERROR, None, "no answer (T3)"), "EUR")
     assert not failed.ok and failed.summary() == ["end-of-day failed: no answer (T3)"]

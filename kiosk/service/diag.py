@@ -109,9 +109,9 @@ class PinGuard:
     def enter(self, pin: str, who: str, now: datetime) -> None:
         """Let the technician in, or raise PinRefused; either way it is journaled."""
 
-        Outcome = tuple[list[Record], PinRefused | None]
+        Decision = tuple[list[Record], PinRefused | None]
 
-        def decide(back_to: BackTo) -> Outcome:
+        def decide(back_to: BackTo) -> Decision:
             audits = back_to(Kind.AUDIT, entered)  # since the last right PIN: all that counts
             until = lock_in(audits, now)
             if until is not None:
