@@ -1,0 +1,103 @@
+"""The engine's table: where each handler may take the automat (GOES_TO) is what its code can
+do, found by reading the code, and a step that goes elsewhere is refused (#19, first part)."""
+
+from __future__ import annotations
+
+import ast
+import copy
+import inspect
+from collections.abc import Iterator
+
+import pytest
+
+from kiosk.app import runner
+from kiosk.domain import engine
+from kiosk.domain.engine import GOES_TO, RESTING, TAKES_MORE_TIME, TRANSITIONS, State
+from kiosk.domain.errors import InvalidTransition
+from kiosk.domain.events import AmountChosen, Cancel, MoreTime
+from kiosk.ui import model, root
+from tests.test_engine import E, reach
+
+
+def _state_constants(value: ast.expr) -> Iterator[str]:
+    """The states an assignment to self.state can set: State.X, or _resting_state()'s."""
+    if (isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name)
+            and value.value.id == "State"):  # fmt: skip
+        yield value.attr
+        return
+    if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+            and value.func.attr == "_resting_state"):  # fmt: skip
+        yield from (s.name for s in RESTING)
+        return
+    # anything else must be a state saved earlier in the same step (late cash restores it)
+    assert isinstance(value, ast.Name) and value.id.startswith("saved"), ast.unparse(value)
+
+
+def code_targets() -> dict[str, set[str]]:
+    """For each method of TopUpSession: the states it and the helpers it calls may set."""
+    tree = ast.parse(inspect.getsource(engine))
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "TopUpSession")
+    methods = {f.name: f for f in cls.body if isinstance(f, ast.FunctionDef)}
+    direct: dict[str, set[str]] = {}
+    calls: dict[str, set[str]] = {}
+    for name, f in methods.items():
+        direct[name], calls[name] = set(), set()
+        for node in ast.walk(f):
+            if isinstance(node, ast.Assign):
+                for target in node.targets:
+                    pairs = (zip(target.elts, node.value.elts, strict=True)
+                             if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple)
+                             else [(target, node.value)])  # fmt: skip
+                    for t, v in pairs:
+                        if isinstance(t, ast.Attribute) and t.attr == "state":
+                            direct[name] |= set(_state_constants(v))
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in methods):  # fmt: skip
+                calls[name].add(node.func.attr)
+
+    def reach_of(name: str, seen: set[str]) -> set[str]:
+        if name in seen:
+            return set()
+        seen.add(name)
+        out = set(direct[name])
+        for callee in calls[name]:
+            out |= reach_of(callee, seen)
+        return out
+
+    return {name: reach_of(name, set()) for name in methods}
+
+
+def test_the_table_says_exactly_where_the_code_can_go() -> None:
+    found = code_targets()
+    handlers = {h for row in TRANSITIONS.values() for h in row.values()}
+    assert handlers <= set(GOES_TO)  # every handler in the table has its targets
+    for handler in handlers:
+        declared = {s.name for s in GOES_TO[handler]}
+        assert declared == found[handler.__name__], handler.__name__
+
+
+def test_a_step_the_table_does_not_allow_is_refused_and_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    r = reach(State.CHOOSING_AMOUNT)
+    on_amount = engine.TopUpSession.on_amount
+
+    def astray(self: engine.TopUpSession, ev: AmountChosen) -> list[object]:
+        on_amount(self, ev)
+        self.state = State.DIAGNOSTICS  # a defect: no customer step goes there
+        return []
+
+    monkeypatch.setitem(TRANSITIONS[State.CHOOSING_AMOUNT], AmountChosen, astray)
+    monkeypatch.setitem(GOES_TO, astray, GOES_TO[on_amount])
+    before = (r.s.state, copy.deepcopy(r.s._ctx), r.s.view())
+    with pytest.raises(InvalidTransition, match="not in the table"):
+        r(AmountChosen(E(2000)))
+    assert (r.s.state, r.s._ctx, r.s.view()) == before
+    r(Cancel())  # and the session goes on
+
+
+def test_the_screen_and_the_runner_ask_the_engine_which_states_rest_and_take_more_time() -> None:
+    assert model.RESTING is RESTING and runner.RESTING is RESTING
+    assert root.TAKES_MORE_TIME is TAKES_MORE_TIME
+    assert {s for s, row in TRANSITIONS.items() if MoreTime in row} == TAKES_MORE_TIME
+    assert {State.IDLE, State.CLOSED, State.OUT_OF_SERVICE} == RESTING
