@@ -56,6 +56,7 @@ from kiosk.ledger.journal import (
     open_credits_table,
     open_tx_table,
 )
+from kiosk.ledger.kept import fsync_dir
 from sync.chain import GENESIS
 
 log = logging.getLogger(__name__)
@@ -322,7 +323,7 @@ def _archive(
     seg = read_header(tmp)
     verify_segment(seg)  # what is on disk, read back, before anything leaves the journal
     os.replace(tmp, folder / name)
-    _sync_dir(folder)
+    fsync_dir(folder)
     _drop(journal, read_header(folder / name), rows)
     report.archived += len(rows)
     report.segments.append(name)
@@ -368,7 +369,7 @@ def _expire(journal: Journal, folder: Path, now: datetime, policy: Policy, repor
             break
         journal.set_meta(ARCHIVE_FLOOR, f"{seg.last} {seg.last_hash}")
         seg.path.unlink()
-        _sync_dir(folder)
+        fsync_dir(folder)
         report.deleted.append(seg.path.name)
 
 
@@ -384,14 +385,6 @@ def _vacuum(journal: Journal) -> bool:
         db.execute("VACUUM")
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return True
-
-
-def _sync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def policy_of(archive_after_days: int, keep_archive_days: int, segment_entries: int) -> Policy:

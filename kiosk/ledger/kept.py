@@ -42,7 +42,7 @@ class KeptRecords:
             finally:
                 os.close(fd)
             os.replace(tmp, path)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
 
     def keep(self, records: list[Record]) -> str:
         """Write a batch durably into the file's free space; its id. OSError if it does not
@@ -105,7 +105,8 @@ def _load(d: dict[str, Any]) -> Record:
     return Record(Kind(d["kind"]), d["txid"], d["key"], amount, dict(d["data"]))
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or a new file in `folder` durable (the directory's own entry)."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
