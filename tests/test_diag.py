@@ -313,7 +313,7 @@ def test_printer_probe_for_installers(tmp_path: Path) -> None:
 def test_end_of_day_totals_are_parsed_and_bad_ones_refused() -> None:
     from drivers.errors import FrameError
     from drivers.zvt.client import Result, Verdict
-    from drivers.zvt.codec import DayTotals, StatusInformation
+    from drivers.zvt.messages import DayTotals, StatusInformation
     from kiosk.adapters.card import EndOfDay
 
     totals = DayTotals(12, 19, (("girocard", 5, 12500), ("Visa", 2, 4000)))

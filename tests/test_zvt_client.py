@@ -10,8 +10,10 @@ from collections.abc import Iterator
 import pytest
 
 from drivers.errors import DeviceTimeout
+from drivers.zvt.apdu import Answer, Cmd, encode_apdu
 from drivers.zvt.client import Verdict, ZvtClient
-from drivers.zvt.codec import Answer, Cmd, StatusInformation, encode_apdu, frame
+from drivers.zvt.framing import frame
+from drivers.zvt.messages import StatusInformation
 from drivers.zvt.sim import TerminalSim
 from drivers.zvt.transport import SerialLink, open_link
 

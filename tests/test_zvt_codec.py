@@ -7,24 +7,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.errors import FrameError
-from drivers.zvt.codec import (
-    ApduReassembler,
-    Cmd,
-    SerialDecoder,
-    crc_kermit,
-    decode_apdu,
-    encode_apdu,
-    encode_tlv,
-    frame,
-    llvar,
-    parse_bmps,
+from drivers.zvt.apdu import ApduReassembler, Cmd, decode_apdu, encode_apdu
+from drivers.zvt.codes import result_text
+from drivers.zvt.fields import encode_tlv, llvar, parse_bmps, parse_tlv
+from drivers.zvt.framing import SerialDecoder, crc_kermit, frame, unframe
+from drivers.zvt.messages import (
     parse_intermediate_status,
     parse_print_line,
     parse_print_text_block,
     parse_status_information,
-    parse_tlv,
-    result_text,
-    unframe,
 )
 
 # Serial frames recorded in public: a log to a P400 Plus, and ecrterm's test vector.
@@ -210,7 +201,7 @@ def test_llvar_and_result_texts() -> None:
 def test_a_card_number_sent_in_clear_is_masked_before_anyone_keeps_it() -> None:
     """A terminal set up to send the PAN in clear (BMP 22) or to print it: the journal, the
     receipts and the logs get the first six and last four digits at most."""
-    from drivers.zvt.codec import mask_pan
+    from drivers.zvt.fields import mask_pan
 
     pan = llvar(bytes.fromhex("4111111111111111"))
     info = parse_status_information(bytes([0x27, 0x00, 0x22]) + pan)
@@ -222,7 +213,7 @@ def test_a_card_number_sent_in_clear_is_masked_before_anyone_keeps_it() -> None:
 
 
 def test_card_numbers_in_receipt_lines_are_masked_and_other_numbers_kept() -> None:
-    from drivers.zvt.codec import mask_card_numbers
+    from drivers.zvt.fields import mask_card_numbers
 
     assert mask_card_numbers("Karte 4111 1111 1111 1111") == "Karte 4111 11** **** 1111"
     assert mask_card_numbers("PAN 5413330089010434") == "PAN 541333******0434"

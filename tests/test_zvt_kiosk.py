@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from drivers.zvt.apdu import Answer
 from drivers.zvt.client import ZvtClient
-from drivers.zvt.codec import Answer
 from drivers.zvt.sim import TerminalSim
 from drivers.zvt.transport import open_link
 from kiosk.adapters.card import ZvtCardPort, open_card

@@ -17,24 +17,16 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from drivers.errors import DeviceTimeout, DriverError, FrameError, TransportError
-from drivers.zvt.codec import (
-    CURRENCY_ISO,
-    TERMINAL_STATUS,
-    Answer,
-    Apdu,
-    Cmd,
+from drivers.zvt.apdu import Answer, Apdu, Cmd, encode_apdu
+from drivers.zvt.codes import TERMINAL_STATUS, result_text
+from drivers.zvt.fields import CURRENCY_ISO, _llvar, bcd, encode_tlv, text
+from drivers.zvt.messages import (
     IntermediateStatus,
     StatusInformation,
-    _llvar,
-    bcd,
-    encode_apdu,
-    encode_tlv,
     parse_intermediate_status,
     parse_print_line,
     parse_print_text_block,
     parse_status_information,
-    result_text,
-    text,
 )
 from drivers.zvt.transport import Link
 

@@ -27,23 +27,10 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from drivers.errors import FrameError
-from drivers.zvt.codec import (
-    ACK,
-    NAK,
-    Apdu,
-    ApduReassembler,
-    Cmd,
-    DayTotals,
-    SerialDecoder,
-    bcd,
-    decode_apdu,
-    encode_apdu,
-    encode_tlv,
-    frame,
-    from_bcd,
-    llvar,
-    parse_bmps,
-)
+from drivers.zvt.apdu import Apdu, ApduReassembler, Cmd, decode_apdu, encode_apdu
+from drivers.zvt.fields import bcd, encode_tlv, from_bcd, llvar, parse_bmps
+from drivers.zvt.framing import ACK, NAK, SerialDecoder, frame
+from drivers.zvt.messages import DayTotals
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ from typing import Protocol
 import serial
 
 from drivers.errors import DeviceTimeout, FrameError, TransportError
-from drivers.zvt.codec import ACK, NAK, Apdu, ApduReassembler, SerialDecoder, decode_apdu, frame
+from drivers.zvt.apdu import Apdu, ApduReassembler, decode_apdu
+from drivers.zvt.framing import ACK, NAK, SerialDecoder, frame
 
 log = logging.getLogger(__name__)
 TRACE = 5

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from drivers.errors import DriverError
+from drivers.zvt.apdu import Answer
 from drivers.zvt.client import Result, Verdict, ZvtClient
-from drivers.zvt.codec import Answer, IntermediateStatus, StatusInformation
+from drivers.zvt.messages import IntermediateStatus, StatusInformation
 from drivers.zvt.transport import open_link
 from kiosk.app.ports import CheckResult, DeviceReport, Emit
 from kiosk.domain.events import (

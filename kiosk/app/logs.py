@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from drivers.zvt.codec import mask_card_numbers
+from drivers.zvt.fields import mask_card_numbers
 from kiosk.domain.site import LogsSection
 
 #: the structured fields a record may carry (`extra=`), and their journald names

@@ -23,8 +23,8 @@ from drivers.cctalk.devices import (
     _Acceptor,
 )
 from drivers.cctalk.transport import Bus
+from drivers.zvt.apdu import Answer
 from drivers.zvt.client import Result, ZvtClient
-from drivers.zvt.codec import Answer
 from drivers.zvt.transport import open_link
 from kiosk.domain.money import CURRENCY_EXPONENT, Money
 from kiosk.domain.site import DENOMINATIONS

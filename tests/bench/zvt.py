@@ -15,8 +15,8 @@ import argparse
 import statistics
 import time
 
+from drivers.zvt.apdu import Answer
 from drivers.zvt.client import Verdict, ZvtClient
-from drivers.zvt.codec import Answer
 from drivers.zvt.sim import TerminalSim
 from drivers.zvt.transport import SerialLink, open_link
 
