@@ -11,11 +11,19 @@ from collections.abc import Iterator
 import pytest
 
 from kiosk.app import runner
-from kiosk.domain import engine
-from kiosk.domain.engine import GOES_TO, RESTING, TAKES_MORE_TIME, TRANSITIONS, State
+from kiosk.domain import diagram, engine
+from kiosk.domain.engine import (
+    GOES_TO,
+    RESTING,
+    TAKES_MORE_TIME,
+    TRANSITIONS,
+    State,
+    next_states,
+)
 from kiosk.domain.errors import InvalidTransition
 from kiosk.domain.events import AmountChosen, Cancel, MoreTime
 from kiosk.ui import model, root
+from tests.conftest import ROOT
 from tests.test_engine import E, reach
 
 
@@ -101,3 +109,18 @@ def test_the_screen_and_the_runner_ask_the_engine_which_states_rest_and_take_mor
     assert root.TAKES_MORE_TIME is TAKES_MORE_TIME
     assert {s for s, row in TRANSITIONS.items() if MoreTime in row} == TAKES_MORE_TIME
     assert {State.IDLE, State.CLOSED, State.OUT_OF_SERVICE} == RESTING
+
+
+def test_the_readme_shows_the_engine_as_it_runs() -> None:
+    readme = (ROOT / "README.md").read_text("utf-8")
+    assert diagram.readme_block() in readme, "run: python -m kiosk.domain.diagram"
+
+
+def test_every_step_the_engine_took_is_in_the_table() -> None:
+    steps = diagram.explore()
+    assert len(steps) > 60  # the exploration reached the whole customer flow
+    reached = {s for s, _e, _d in steps} | {d for _s, _e, d in steps}
+    assert reached == set(State)
+    by_name = {e.__name__: e for row in TRANSITIONS.values() for e in row}
+    for src, event, dst in steps:
+        assert dst in next_states(src, by_name[event]), (src, event, dst)
