@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import SQLAlchemyError
 
 from kiosk.domain.errors import ChainBroken, JournalError
 from kiosk.domain.events import Kind
@@ -426,9 +425,12 @@ class Housekeeper:
         try:
             self.last_report = housekeep(self.journal, now, self.policy, idle=self.idle)
             self.last_error = None
-        except (JournalError, OSError, SQLAlchemyError) as err:
-            self.last_error = str(err)
-            log.error("journal housekeeping failed (the live journal is as it was): %s", err,
+        except Exception as err:  # noqa: BLE001 (the sync thread's top: it must go on)
+            # Each step of a move leaves a state the next run finishes (see the module's
+            # doc), whatever failed; the sync thread goes on syncing.
+            self.last_error = f"{type(err).__name__}: {err}"
+            log.error("journal housekeeping failed (the live journal is whole): %s",
+                      self.last_error, exc_info=not isinstance(err, JournalError | OSError),
                       extra={"event": "housekeeping_failed"})  # fmt: skip
             return None
         return self.last_report
