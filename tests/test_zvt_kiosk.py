@@ -20,6 +20,7 @@ import pytest
 
 from drivers.zvt.apdu import Answer
 from drivers.zvt.client import ZvtClient
+from drivers.zvt.codes import Intermediate
 from drivers.zvt.sim import TerminalSim
 from drivers.zvt.transport import open_link
 from kiosk.adapters.card import ZvtCardPort, open_card
@@ -27,7 +28,7 @@ from kiosk.app.ports import Devices
 from kiosk.app.runner import Kiosk
 from kiosk.documents.i18n import Translator
 from kiosk.documents.receipt import to_text
-from kiosk.documents.terminal import terminal_prompt
+from kiosk.documents.terminal import PROMPTS, terminal_prompt
 from kiosk.domain.clock import utc_now
 from kiosk.domain.engine import Outcome, State
 from kiosk.domain.events import AmountChosen, Cancel, KeyStatus, Kind, Method, MethodChosen
@@ -179,6 +180,7 @@ def test_approved_card_top_up(rig: CardRig) -> None:
 
 
 def test_a_status_we_have_no_text_for_shows_the_terminal_s_own() -> None:
+    assert set(PROMPTS) == set(Intermediate)  # every code of the specification has our text
     assert terminal_prompt(0x77, "Bitte Karte drehen", Translator("fr")) == "Bitte Karte drehen"
     assert terminal_prompt(None, "", Translator("de")) == ""
     assert terminal_prompt(0x0A, "insert card", Translator("nl")).startswith("Steek uw kaart in")

@@ -1,5 +1,9 @@
 """ZVT client (ECR side): commands and their outcomes as values (PA00P015 ch. 2-3).
 
+The protocol of a command's master phase is `Dialogue`, which does no I/O (fed APDUs and
+timer expiries, it says what to send and when it is done); `ZvtClient` is the thin loop that
+drives it over a link, and the one-shot commands around it.
+
 After the terminal's `80 00` it is master: the client acknowledges every APDU it sends
 (04 FF, 04 0F, 06 D1, 06 D3) until `06 0F` (completion) or `06 1E` (abort) ends the command.
 For an authorisation the approval (04 0F with result 00) is answered only when the caller's
@@ -223,81 +227,38 @@ class ZvtClient:
     def _master_loop(
         self, st: _Exchange, decide: Decide | None, on_status: OnStatus | None
     ) -> Result:
-        st.started = True
-        deadline = time.monotonic() + self.t4
-        abort_sent = timed_out = False
-        while True:
-            if self._abort.is_set() and not abort_sent and st.answered is None:
-                self.link.send(encode_apdu(Cmd.ABORT))
-                abort_sent = True
-            left = deadline - time.monotonic()
-            if left <= 0:
-                if timed_out:  # not even the abort was answered
-                    return st.result(Verdict.TIMEOUT, 0x6C, "no answer from the terminal (T4)")
-                # T4 ran out: abort, and give the terminal T3 to close the command properly.
-                timed_out = True
-                if not abort_sent:
-                    self.link.send(encode_apdu(Cmd.ABORT))
-                    abort_sent = True
-                deadline = time.monotonic() + self.t3
+        """The thin I/O loop around `Dialogue`: it sends what the dialogue says, feeds it the
+        terminal's APDUs and the clock, and asks the caller what the dialogue asks."""
+        d = Dialogue(st, self.t3, self.t4, time.monotonic(), decides=decide is not None)
+        while d.result is None:
+            if self._abort.is_set():
+                d.abort()
+            self._send_all(d)
+            now = time.monotonic()
+            if now >= d.deadline:
+                d.expired(now)
                 continue
             try:
-                apdu = self.link.receive(min(left, 0.2))
+                apdu = self.link.receive(min(d.deadline - now, 0.2))
             except DeviceTimeout:
                 continue
-            c = apdu.command
-            if c == Cmd.INTERMEDIATE_STATUS:
-                status = parse_intermediate_status(apdu.data)
-                self._ack()
-                deadline = time.monotonic() + (
-                    status.timeout_minutes * 60 if status.timeout_minutes else self.t4
-                )
+            d.receive(apdu, time.monotonic())
+            if st.status is not None and st.status.receipt_number is not None:
+                self.last_receipt_number = st.status.receipt_number
+            self._send_all(d)  # the acknowledgement first, then the caller hears of it
+            for status in d.take_statuses():
                 if on_status is not None:
                     on_status(status)
-            elif c == Cmd.PRINT_LINE:
-                line = parse_print_line(apdu.data)
-                self._ack()
-                st.lines.append(line.text)
-                if line.last:
-                    st.receipts[f"receipt{len(st.receipts) + 1}"] = st.lines
-                    st.lines = []
-            elif c == Cmd.PRINT_TEXT_BLOCK:
-                block = parse_print_text_block(apdu.data)
-                self._ack()
-                st.receipts[block.receipt_type] = list(block.lines)
-            elif c == Cmd.STATUS_INFORMATION:
-                info = parse_status_information(apdu.data)
-                st.status = info
-                deadline = time.monotonic() + self.t4
-                if info.receipt_number is not None:
-                    self.last_receipt_number = info.receipt_number
-                if info.approved and decide is not None and st.answered != Answer.OK:
-                    answer = decide(info)
-                    st.answered = answer
-                    self.link.send(
-                        encode_apdu(bytes((Cmd.NEG, answer)) if answer != Answer.OK else Cmd.ACK)
-                    )
-                else:
-                    self._ack()
-            elif c == Cmd.COMPLETION:
-                self._ack()
-                if st.answered is not None and st.answered != Answer.OK:
-                    return st.result(Verdict.REVERSED, 0, "reversed by the terminal")
-                if st.status is not None and not st.status.approved:
-                    code = st.status.result_code or 0
-                    return st.result(_failure(code), code, result_text(code))
-                return st.result(Verdict.APPROVED, 0, "approved")
-            elif c == Cmd.ABORT_TERMINAL:
-                self._ack()
-                code = apdu.data[0] if apdu.data else 0xFF
-                if timed_out:
-                    return st.result(Verdict.TIMEOUT, code, "no answer from the terminal (T4)")
-                if st.answered is not None and st.answered != Answer.OK:
-                    return st.result(Verdict.REVERSED, code, "reversed by the terminal")
-                return st.result(_failure(code), code, result_text(code))
-            else:
-                log.warning("unexpected APDU from the terminal: %s", c.hex(" "))
-                self._ack()
+            if d.wants_decision is not None:
+                assert decide is not None
+                d.decided(decide(d.wants_decision))
+        self._send_all(d)
+        assert d.result is not None
+        return d.result
+
+    def _send_all(self, d: Dialogue) -> None:
+        for apdu in d.take_output():
+            self.link.send(apdu)
 
     def _recover(self, st: _Exchange, reason: str) -> Result:
         """The link dropped while the terminal was master: ask what became of the payment."""
@@ -342,6 +303,107 @@ class _Negative(DriverError):
     def __init__(self, code: int) -> None:
         super().__init__(f"terminal answered 84 {code:02X}: {result_text(code)}")
         self.code = code
+
+
+class Dialogue:
+    """The part of a command where the terminal is master (PA00P015 ch. 2.2), sans I/O: it is
+    fed the terminal's APDUs (`receive`) and the clock's expiries (`expired`, when `deadline`
+    has passed), and says what to send (`take_output`), what to show (`take_statuses`), when
+    it needs the caller's decision on an approval (`wants_decision`, answered by `decided`),
+    and how it ended (`result`). T4 runs from each message; an intermediate status may set
+    its own; when it runs out the dialogue aborts and gives the terminal T3 to close."""
+
+    def __init__(self, st: _Exchange, t3: float, t4: float, now: float, decides: bool) -> None:
+        self.st = st
+        st.started = True
+        self.t3, self.t4 = t3, t4
+        self.deadline = now + t4
+        self.decides = decides
+        self.abort_sent = False
+        self.timed_out = False
+        self.result: Result | None = None
+        self.wants_decision: StatusInformation | None = None
+        self._out: list[bytes] = []
+        self._statuses: list[IntermediateStatus] = []
+
+    def take_output(self) -> list[bytes]:
+        out, self._out = self._out, []
+        return out
+
+    def take_statuses(self) -> list[IntermediateStatus]:
+        out, self._statuses = self._statuses, []
+        return out
+
+    def abort(self) -> None:
+        """The caller wants out (06 B0), unless an approval was already answered."""
+        if not self.abort_sent and self.st.answered is None:
+            self._out.append(encode_apdu(Cmd.ABORT))
+            self.abort_sent = True
+
+    def expired(self, now: float) -> None:
+        if self.timed_out:  # not even the abort was answered
+            self.result = self.st.result(Verdict.TIMEOUT, 0x6C, "no answer from the terminal (T4)")
+            return
+        self.timed_out = True
+        if not self.abort_sent:
+            self._out.append(encode_apdu(Cmd.ABORT))
+            self.abort_sent = True
+        self.deadline = now + self.t3
+
+    def decided(self, answer: Answer) -> None:
+        self.wants_decision = None
+        self.st.answered = answer
+        self._out.append(encode_apdu(bytes((Cmd.NEG, answer)) if answer != Answer.OK else Cmd.ACK))
+
+    def receive(self, apdu: Apdu, now: float) -> None:
+        st, c = self.st, apdu.command
+        ack = encode_apdu(Cmd.ACK)
+        if c == Cmd.INTERMEDIATE_STATUS:
+            status = parse_intermediate_status(apdu.data)
+            self._out.append(ack)
+            minutes = status.timeout_minutes
+            self.deadline = now + (minutes * 60 if minutes else self.t4)
+            self._statuses.append(status)
+        elif c == Cmd.PRINT_LINE:
+            line = parse_print_line(apdu.data)
+            self._out.append(ack)
+            st.lines.append(line.text)
+            if line.last:
+                st.receipts[f"receipt{len(st.receipts) + 1}"] = st.lines
+                st.lines = []
+        elif c == Cmd.PRINT_TEXT_BLOCK:
+            block = parse_print_text_block(apdu.data)
+            self._out.append(ack)
+            st.receipts[block.receipt_type] = list(block.lines)
+        elif c == Cmd.STATUS_INFORMATION:
+            info = parse_status_information(apdu.data)
+            st.status = info
+            self.deadline = now + self.t4
+            if info.approved and self.decides and st.answered != Answer.OK:
+                self.wants_decision = info  # answered when the caller has decided
+            else:
+                self._out.append(ack)
+        elif c == Cmd.COMPLETION:
+            self._out.append(ack)
+            if st.answered is not None and st.answered != Answer.OK:
+                self.result = st.result(Verdict.REVERSED, 0, "reversed by the terminal")
+            elif st.status is not None and not st.status.approved:
+                code = st.status.result_code or 0
+                self.result = st.result(_failure(code), code, result_text(code))
+            else:
+                self.result = st.result(Verdict.APPROVED, 0, "approved")
+        elif c == Cmd.ABORT_TERMINAL:
+            self._out.append(ack)
+            code = apdu.data[0] if apdu.data else 0xFF
+            if self.timed_out:
+                self.result = st.result(Verdict.TIMEOUT, code, "no answer from the terminal (T4)")
+            elif st.answered is not None and st.answered != Answer.OK:
+                self.result = st.result(Verdict.REVERSED, code, "reversed by the terminal")
+            else:
+                self.result = st.result(_failure(code), code, result_text(code))
+        else:
+            log.warning("unexpected APDU from the terminal: %s", c.hex(" "))
+            self._out.append(ack)
 
 
 @dataclass

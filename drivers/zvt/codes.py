@@ -3,6 +3,8 @@ status and card types."""
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 RESULT_CODES: dict[int, str] = {
     0x00: "no error",
     0x05: "declined by the card issuer",
@@ -96,42 +98,84 @@ def result_text(code: int) -> str:
     return f"result code {code:02X}"
 
 
-INTERMEDIATE_TEXTS: dict[int, str] = {
-    0x00: "waiting for amount confirmation",
-    0x01: "please watch PIN pad",
-    0x02: "please watch PIN pad",
-    0x03: "not accepted",
-    0x04: "waiting for response from FEP",
-    0x05: "sending auto-reversal",
-    0x06: "sending post-bookings",
-    0x07: "card not admitted",
-    0x08: "card unknown / undefined",
-    0x09: "expired card",
-    0x0A: "insert card",
-    0x0B: "please remove card",
-    0x0C: "card not readable",
-    0x0D: "processing error",
-    0x0E: "please wait",
-    0x0F: "terminal running automatic end-of-day",
-    0x10: "invalid card",
-    0x11: "balance display",
-    0x12: "system malfunction",
-    0x13: "payment not possible",
-    0x14: "credit not sufficient",
-    0x15: "incorrect PIN",
-    0x16: "limit not sufficient",
-    0x17: "please wait",
-    0x18: "PIN try limit exceeded",
-    0x19: "card data incorrect",
-    0x1A: "service mode",
-    0x1B: "approved, please fill up",
-    0x1C: "approved, please take goods",
-    0x1D: "declined",
-    0x68: "card insertion detected",
-    0xC8: "waiting for cashier",
-    0xF1: "offline",
-    0xF2: "online",
-    0xF3: "offline transaction",
+class Intermediate(IntEnum):
+    """Intermediate status codes (04 FF), PA00P015 ch. 10.3."""
+
+    CONFIRM_AMOUNT = 0x00
+    WATCH_PIN_PAD = 0x01
+    WATCH_PIN_PAD_AGAIN = 0x02
+    NOT_ACCEPTED = 0x03
+    WAITING_FOR_HOST = 0x04
+    SENDING_AUTO_REVERSAL = 0x05
+    SENDING_POST_BOOKINGS = 0x06
+    CARD_NOT_ADMITTED = 0x07
+    CARD_UNKNOWN = 0x08
+    CARD_EXPIRED = 0x09
+    INSERT_CARD = 0x0A
+    REMOVE_CARD = 0x0B
+    CARD_NOT_READABLE = 0x0C
+    PROCESSING_ERROR = 0x0D
+    PLEASE_WAIT = 0x0E
+    AUTOMATIC_END_OF_DAY = 0x0F
+    INVALID_CARD = 0x10
+    BALANCE_DISPLAY = 0x11
+    SYSTEM_MALFUNCTION = 0x12
+    PAYMENT_NOT_POSSIBLE = 0x13
+    CREDIT_NOT_SUFFICIENT = 0x14
+    INCORRECT_PIN = 0x15
+    LIMIT_NOT_SUFFICIENT = 0x16
+    PLEASE_WAIT_AGAIN = 0x17
+    PIN_TRY_LIMIT_EXCEEDED = 0x18
+    CARD_DATA_INCORRECT = 0x19
+    SERVICE_MODE = 0x1A
+    APPROVED_FILL_UP = 0x1B
+    APPROVED_TAKE_GOODS = 0x1C
+    DECLINED = 0x1D
+    CARD_INSERTION_DETECTED = 0x68
+    WAITING_FOR_CASHIER = 0xC8
+    OFFLINE = 0xF1
+    ONLINE = 0xF2
+    OFFLINE_TRANSACTION = 0xF3
+
+
+#: the specification's text for each (the log's words; a customer reads ours, in
+#: kiosk/documents/terminal.py)
+INTERMEDIATE_TEXTS: dict[Intermediate, str] = {
+    Intermediate.CONFIRM_AMOUNT: "waiting for amount confirmation",
+    Intermediate.WATCH_PIN_PAD: "please watch PIN pad",
+    Intermediate.WATCH_PIN_PAD_AGAIN: "please watch PIN pad",
+    Intermediate.NOT_ACCEPTED: "not accepted",
+    Intermediate.WAITING_FOR_HOST: "waiting for response from FEP",
+    Intermediate.SENDING_AUTO_REVERSAL: "sending auto-reversal",
+    Intermediate.SENDING_POST_BOOKINGS: "sending post-bookings",
+    Intermediate.CARD_NOT_ADMITTED: "card not admitted",
+    Intermediate.CARD_UNKNOWN: "card unknown / undefined",
+    Intermediate.CARD_EXPIRED: "expired card",
+    Intermediate.INSERT_CARD: "insert card",
+    Intermediate.REMOVE_CARD: "please remove card",
+    Intermediate.CARD_NOT_READABLE: "card not readable",
+    Intermediate.PROCESSING_ERROR: "processing error",
+    Intermediate.PLEASE_WAIT: "please wait",
+    Intermediate.AUTOMATIC_END_OF_DAY: "terminal running automatic end-of-day",
+    Intermediate.INVALID_CARD: "invalid card",
+    Intermediate.BALANCE_DISPLAY: "balance display",
+    Intermediate.SYSTEM_MALFUNCTION: "system malfunction",
+    Intermediate.PAYMENT_NOT_POSSIBLE: "payment not possible",
+    Intermediate.CREDIT_NOT_SUFFICIENT: "credit not sufficient",
+    Intermediate.INCORRECT_PIN: "incorrect PIN",
+    Intermediate.LIMIT_NOT_SUFFICIENT: "limit not sufficient",
+    Intermediate.PLEASE_WAIT_AGAIN: "please wait",
+    Intermediate.PIN_TRY_LIMIT_EXCEEDED: "PIN try limit exceeded",
+    Intermediate.CARD_DATA_INCORRECT: "card data incorrect",
+    Intermediate.SERVICE_MODE: "service mode",
+    Intermediate.APPROVED_FILL_UP: "approved, please fill up",
+    Intermediate.APPROVED_TAKE_GOODS: "approved, please take goods",
+    Intermediate.DECLINED: "declined",
+    Intermediate.CARD_INSERTION_DETECTED: "card insertion detected",
+    Intermediate.WAITING_FOR_CASHIER: "waiting for cashier",
+    Intermediate.OFFLINE: "offline",
+    Intermediate.ONLINE: "online",
+    Intermediate.OFFLINE_TRANSACTION: "offline transaction",
 }
 
 TERMINAL_STATUS: dict[int, str] = {

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from drivers.errors import FrameError
 from drivers.zvt.apdu import Apdu, ApduReassembler, Cmd, decode_apdu, encode_apdu
+from drivers.zvt.codes import Intermediate
 from drivers.zvt.fields import bcd, encode_tlv, from_bcd, llvar, parse_bmps
 from drivers.zvt.framing import ACK, NAK, SerialDecoder, frame
 from drivers.zvt.messages import DayTotals
@@ -401,9 +402,9 @@ class TerminalSim:
             self.last_status = self._status(result, amount, None)
             c.send_wait(encode_apdu(Cmd.ABORT_TERMINAL, bytes((result,))))
 
-        status(0x0A)  # insert card
+        status(Intermediate.INSERT_CARD)
         if outcome == "unreadable":
-            status(0x0C)
+            status(Intermediate.CARD_NOT_READABLE)
             return end(0x64)
         if outcome == "customer_abort":
             return end(0x6C)
@@ -412,13 +413,13 @@ class TerminalSim:
             if abort is not None and abort.is_(Cmd.ABORT):
                 end(0x6C)
             return None
-        status(0x01)  # please watch PIN pad
+        status(Intermediate.WATCH_PIN_PAD)
         if outcome == "hold":
             abort = c.recv(self.hold_seconds)
             if abort is not None and abort.is_(Cmd.ABORT):
                 return end(0x6C)
         if outcome == "wrong_pin":
-            status(0x15)
+            status(Intermediate.INCORRECT_PIN)
             self.last_status = self._status(0x37, amount, None)
             c.send_wait(encode_apdu(Cmd.STATUS_INFORMATION, self.last_status))
             return end(0x37)
@@ -426,7 +427,7 @@ class TerminalSim:
             self.last_status = self._status(0x05, amount, None)
             c.send_wait(encode_apdu(Cmd.STATUS_INFORMATION, self.last_status))
             return end(0x05)
-        status(0x0E)  # please wait (online)
+        status(Intermediate.PLEASE_WAIT)  # online
         self.receipt_no += 1
         self.trace_no += 1
         p = Payment(self.receipt_no, self.trace_no, amount, self.card)
@@ -482,7 +483,8 @@ class TerminalSim:
         kept = [p for p in self.payments if p.kept and not p.reversed]
         total = sum(p.amount for p in kept)
         c.send(encode_apdu(Cmd.ACK))
-        c.send_wait(encode_apdu(Cmd.INTERMEDIATE_STATUS, b"\x0f"))
+        running = bytes((Intermediate.AUTOMATIC_END_OF_DAY,))
+        c.send_wait(encode_apdu(Cmd.INTERMEDIATE_STATUS, running))
         numbers = [p.receipt for p in kept] or [self.receipt_no]
         totals = DayTotals(min(numbers), max(numbers), (("girocard", len(kept), total),))
         info = (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from drivers.zvt.codes import Intermediate
 from kiosk.documents.i18n import N_
 
 WAIT = N_("Please wait.")
@@ -18,42 +19,42 @@ UNREADABLE = N_("The card could not be read. Please try again.")
 NOT_PROCESSED = N_("The payment could not be processed.")
 
 #: intermediate status code -> our text (English msgid, translated from the catalogues)
-PROMPTS: dict[int, str] = {
-    0x00: N_("Please confirm the amount on the card terminal."),
-    0x01: N_("Please enter your PIN on the card terminal."),
-    0x02: N_("Please enter your PIN on the card terminal."),
-    0x03: N_("The card was not accepted."),
-    0x04: N_("Connecting to the bank. Please wait."),
-    0x05: WAIT,
-    0x06: WAIT,
-    0x07: NOT_HERE,
-    0x08: NOT_HERE,
-    0x09: N_("The card has expired."),
-    0x0A: N_("Please insert your card or hold it to the card terminal."),
-    0x0B: N_("Please take your card."),
-    0x0C: UNREADABLE,
-    0x0D: NOT_PROCESSED,
-    0x0E: WAIT,
-    0x0F: WAIT,
-    0x10: NOT_HERE,
-    0x11: N_("Please look at the card terminal."),
-    0x12: NOT_PROCESSED,
-    0x13: N_("Payment by card is not possible at the moment."),
-    0x14: N_("There is not enough money on the card's account."),
-    0x15: N_("Wrong PIN. Please try again."),
-    0x16: N_("The card's limit is not sufficient."),
-    0x17: WAIT,
-    0x18: N_("Too many wrong PINs: the card cannot be used now."),
-    0x19: UNREADABLE,
-    0x1A: N_("Payment by card is not possible at the moment."),
-    0x1B: N_("Payment approved."),
-    0x1C: N_("Payment approved."),
-    0x1D: N_("The payment was declined."),
-    0x68: N_("Card detected. Please wait."),
-    0xC8: WAIT,
-    0xF1: WAIT,
-    0xF2: WAIT,
-    0xF3: WAIT,
+PROMPTS: dict[Intermediate, str] = {
+    Intermediate.CONFIRM_AMOUNT: N_("Please confirm the amount on the card terminal."),
+    Intermediate.WATCH_PIN_PAD: N_("Please enter your PIN on the card terminal."),
+    Intermediate.WATCH_PIN_PAD_AGAIN: N_("Please enter your PIN on the card terminal."),
+    Intermediate.NOT_ACCEPTED: N_("The card was not accepted."),
+    Intermediate.WAITING_FOR_HOST: N_("Connecting to the bank. Please wait."),
+    Intermediate.SENDING_AUTO_REVERSAL: WAIT,
+    Intermediate.SENDING_POST_BOOKINGS: WAIT,
+    Intermediate.CARD_NOT_ADMITTED: NOT_HERE,
+    Intermediate.CARD_UNKNOWN: NOT_HERE,
+    Intermediate.CARD_EXPIRED: N_("The card has expired."),
+    Intermediate.INSERT_CARD: N_("Please insert your card or hold it to the card terminal."),
+    Intermediate.REMOVE_CARD: N_("Please take your card."),
+    Intermediate.CARD_NOT_READABLE: UNREADABLE,
+    Intermediate.PROCESSING_ERROR: NOT_PROCESSED,
+    Intermediate.PLEASE_WAIT: WAIT,
+    Intermediate.AUTOMATIC_END_OF_DAY: WAIT,
+    Intermediate.INVALID_CARD: NOT_HERE,
+    Intermediate.BALANCE_DISPLAY: N_("Please look at the card terminal."),
+    Intermediate.SYSTEM_MALFUNCTION: NOT_PROCESSED,
+    Intermediate.PAYMENT_NOT_POSSIBLE: N_("Payment by card is not possible at the moment."),
+    Intermediate.CREDIT_NOT_SUFFICIENT: N_("There is not enough money on the card's account."),
+    Intermediate.INCORRECT_PIN: N_("Wrong PIN. Please try again."),
+    Intermediate.LIMIT_NOT_SUFFICIENT: N_("The card's limit is not sufficient."),
+    Intermediate.PLEASE_WAIT_AGAIN: WAIT,
+    Intermediate.PIN_TRY_LIMIT_EXCEEDED: N_("Too many wrong PINs: the card cannot be used now."),
+    Intermediate.CARD_DATA_INCORRECT: UNREADABLE,
+    Intermediate.SERVICE_MODE: N_("Payment by card is not possible at the moment."),
+    Intermediate.APPROVED_FILL_UP: N_("Payment approved."),
+    Intermediate.APPROVED_TAKE_GOODS: N_("Payment approved."),
+    Intermediate.DECLINED: N_("The payment was declined."),
+    Intermediate.CARD_INSERTION_DETECTED: N_("Card detected. Please wait."),
+    Intermediate.WAITING_FOR_CASHIER: WAIT,
+    Intermediate.OFFLINE: WAIT,
+    Intermediate.ONLINE: WAIT,
+    Intermediate.OFFLINE_TRANSACTION: WAIT,
 }
 
 
