@@ -56,6 +56,7 @@ from starlette.concurrency import run_in_threadpool
 
 from sync import schema
 from sync.chain import GENESIS, entry_hash
+from sync.protocol import EXPONENT, SIGNS
 from sync.schema import History
 
 log = logging.getLogger(__name__)
@@ -144,19 +145,11 @@ MAX_UNPACKED = 16 * 1024 * 1024
 MAX_DATA = 16 * 1024  # one entry's `data`
 #: the most one entry moves (minor units): far above any top-up, far below overflow anywhere
 MAX_AMOUNT = 100_000_000
-CURRENCIES = ("EUR", "CHF")
+CURRENCIES = tuple(EXPONENT)
 #: how long a claim lets one kiosk write a key's credits before another may claim them
 LEASE_SECONDS = 600
-#: the kinds a kiosk journals (kiosk/domain/events.py `Kind`), and the sign their amount takes
-KINDS = {
-    "kiosk_started": None, "tx_opened": None, "cash_in": "+", "cash_unattributed": "+",
-    "card_approved": "+", "card_failed": None, "card_reversed": "+",
-    "card_reversal_failed": None, "claim": "+", "split": "0+", "key_written": "0+",
-    "write_failed": None, "pending_credit": "0+", "pending_written": "0+",
-    "pending_released": "0+", "audit": None, "test_cash": "+", "cashbox_emptied": "0+",
-    "tx_closed": None, "card_receipt": None, "receipt": None, "acceptor_counter": None,
-    "key_refused": None, "fault": None, "reconciled": None,
-}  # fmt: skip
+#: the kinds a kiosk journals, and the sign their amount takes (sync/protocol.py)
+KINDS: dict[str, str | None] = {str(kind): sign for kind, sign in SIGNS.items()}
 #: what a customer paid for a transaction (a pending credit of it must not exceed it)
 PAID_KINDS = ("cash_in", "card_approved")
 

@@ -495,3 +495,16 @@ def test_a_large_upload_does_not_hold_up_other_requests(office: HeadOffice, tmp_
     assert office.stored()[-1][0] == 5000
     assert len(waits) >= 3 and took, (waits, took)
     assert max(waits) < took[0] / 2, (max(waits), took[0])
+
+
+def test_the_kiosk_and_head_office_share_the_kinds_and_the_amount_format() -> None:
+    """One module (sync/protocol.py) holds the kinds, the sign of their amounts and how an
+    amount is written: every kind a kiosk journals has its rule at head office, and both
+    write 12.50 EUR the same way."""
+    from kiosk.domain import events, money
+    from sync import protocol, server
+
+    assert events.Kind is protocol.Kind and set(protocol.SIGNS) == set(protocol.Kind)
+    assert {str(k): s for k, s in protocol.SIGNS.items()} == server.KINDS
+    assert money.CURRENCY_EXPONENT is protocol.EXPONENT
+    assert str(Money(-1250, "EUR")) == protocol.amount_text(-1250, "EUR") == "-12.50 EUR"

@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from kiosk.domain.money import Money
+from sync.protocol import Kind
 
 
 class Commodity(StrEnum):
@@ -48,40 +49,6 @@ class CardFailure(StrEnum):
     ABORTED = "aborted"
     TIMEOUT = "timeout"
     ERROR = "error"
-
-
-class Kind(StrEnum):
-    """Journal entry kinds. Money moves only through the ones marked (money)."""
-
-    KIOSK_STARTED = "kiosk_started"
-    TX_OPENED = "tx_opened"
-    CASH_IN = "cash_in"  # (money) coin accepted or note stacked, for a transaction
-    CASH_UNATTRIBUTED = "cash_unattributed"  # (money) cash taken with no key present
-    CARD_APPROVED = "card_approved"  # (money)
-    CARD_FAILED = "card_failed"
-    CARD_REVERSED = "card_reversed"  # (money, back to the customer)
-    CARD_REVERSAL_FAILED = "card_reversal_failed"
-    #: credit a key got that no payment backs (a card payment the terminal gave back after the
-    #: credit, or the debt a payment repaid, was handed out): owed by the contract account
-    CLAIM = "claim"
-    SPLIT = "split"  # allocation of the money paid: fee, debt repaid, credit for the key
-    KEY_WRITTEN = "key_written"
-    WRITE_FAILED = "write_failed"
-    PENDING_CREDIT = "pending_credit"  # credit owed to a key, written at its next insertion
-    PENDING_WRITTEN = "pending_written"
-    PENDING_RELEASED = "pending_released"  # head office gave the credit to another kiosk
-    AUDIT = "audit"  # a technician's entry, failed PIN, lockout or action
-    TEST_CASH = (
-        "test_cash"  # (money) a coin or note in the acceptor test: in the box, never credited
-    )
-    CASHBOX_EMPTIED = "cashbox_emptied"  # (money: the total taken out) counters restart after it
-    TX_CLOSED = "tx_closed"
-    CARD_RECEIPT = "card_receipt"  # the card terminal's receipt text of a transaction
-    RECEIPT = "receipt"  # whether a transaction's receipt was printed (and why not)
-    ACCEPTOR_COUNTER = "acceptor_counter"  # a cash device's event counter when it came online
-    KEY_REFUSED = "key_refused"
-    FAULT = "fault"
-    RECONCILED = "reconciled"
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from kiosk.domain.errors import MoneyError
+from sync.protocol import EXPONENT, decimals
 
-#: ISO 4217 currencies the kiosk handles, with their number of minor-unit digits.
-CURRENCY_EXPONENT: dict[str, int] = {"EUR": 2, "CHF": 2}
+#: ISO 4217 currencies the kiosk handles, with their number of minor-unit digits (the wire
+#: protocol's: head office takes the same)
+CURRENCY_EXPONENT: dict[str, int] = EXPONENT
 
 _AMOUNT = re.compile(r"^(\d{1,9})(?:\.(\d{1,2}))?$")
 
@@ -96,10 +98,7 @@ class Money:
 
     def amount_text(self) -> str:
         """The amount with its decimals and no currency, e.g. ``-12.50``."""
-        exp = CURRENCY_EXPONENT[self.currency]
-        sign = "-" if self.minor < 0 else ""
-        whole, frac = divmod(abs(self.minor), 10**exp)
-        return f"{sign}{whole}.{frac:0{exp}d}" if exp else f"{sign}{whole}"
+        return decimals(self.minor, self.currency)
 
     def __str__(self) -> str:
         return f"{self.amount_text()} {self.currency}"
