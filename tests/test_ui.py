@@ -298,17 +298,19 @@ def test_every_text_of_the_screen_is_translated() -> None:
 def test_the_ui_thread_never_waits_for_devices_or_the_journal(
     ui_window: Any, tmp_path: Path
 ) -> None:
-    """Bursts of 20 coins from the device thread, each journaled on storage made slow (40 ms
-    per commit, like a worn SD card): the screen keeps drawing, no frame takes 50 ms. A screen
-    that waited for the journal would take 40 ms more on every frame of every burst; on this
-    shared machine one burst's longest frame can catch noise, so the median of three counts."""
+    """Bursts of 20 coins from the device thread, each journaled on storage made very slow
+    (120 ms per commit, a worn SD card on a bad day): the screen keeps drawing, no frame takes
+    80 ms. A screen that waited for the journal would take 120 ms more on every frame of every
+    burst, far beyond what a loaded machine adds to a frame (a 40 ms commit against a 50 ms
+    bound could not tell the two apart: a clean-clone run once drew 55 ms frames without
+    waiting); one burst's longest frame can catch noise, so the median of three counts."""
     import statistics
     import time as _time
 
     from kiosk.ledger.journal import Journal
     from kiosk.ui.app import settle_heap
 
-    slow = 0.04
+    slow = 0.12
     original = Journal.append
 
     def slow_append(self: Journal, records: Any, now: Any) -> Any:
@@ -344,7 +346,7 @@ def test_the_ui_thread_never_waits_for_devices_or_the_journal(
         Journal.append = original  # type: ignore[method-assign]
         c.close()
     assert len(frames) > 3 * 20
-    assert statistics.median(longest) < 0.050, [round(x * 1000) for x in longest]  # ...the UI not
+    assert statistics.median(longest) < 0.080, [round(x * 1000) for x in longest]  # ...the UI not
 
 
 def test_the_developer_panel_drives_the_simulated_devices(ui_window: Any, tmp_path: Path) -> None:
