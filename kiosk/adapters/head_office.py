@@ -76,11 +76,9 @@ class Syncer:
             if ack.hash is not None and ours is not None and ack.hash != ours:
                 raise SyncError(f"head office holds another entry {acked} than this journal "
                                 "(a fork): watermark kept")  # fmt: skip
-            if ack.hash is not None and ours is not None:
-                # the hash head office holds anchors the chain (kiosk journal verify)
-                self.journal.set_meta(WATERMARK, str(acked), **{ANCHOR: f"{acked} {ack.hash}"})
-            else:
-                self.journal.set_meta(WATERMARK, str(acked))
+            # the hash head office holds anchors the chain (kiosk journal verify)
+            anchor = {ANCHOR: f"{acked} {ack.hash}"} if ack.hash and ours else {}
+            self.journal.set_meta(WATERMARK, str(acked), **anchor)
             self.status.acked = acked
             if acked < rows[-1]["seq"]:
                 break  # it kept fewer than we sent: ask again next round

@@ -34,7 +34,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,6 @@ from kiosk.ledger.journal import (
     BUSY_TIMEOUT_MS,
     WATERMARK,
     Journal,
-    _base,
     check_entry,
     format_ts,
     journal_table,
@@ -164,13 +163,18 @@ def verify_segment(seg: Segment, anchor: tuple[int, str] | None = None) -> int:
     return seg.entries
 
 
-def anchor_of(journal: Journal) -> tuple[int, str] | None:
-    """The entry head office acknowledged last, as (seq, hash), if it said its hash."""
-    value = journal.get_meta(ANCHOR)
+def _entry_meta(journal: Journal, name: str) -> tuple[int, str] | None:
+    """A meta value "seq hash" (the anchor, the floor) as (seq, hash), or None if unset."""
+    value = journal.get_meta(name)
     if not value:
         return None
     seq, _, hash_ = value.partition(" ")
     return int(seq), hash_
+
+
+def anchor_of(journal: Journal) -> tuple[int, str] | None:
+    """The entry head office acknowledged last, as (seq, hash), if it said its hash."""
+    return _entry_meta(journal, ANCHOR)
 
 
 @dataclass(frozen=True)
@@ -188,11 +192,7 @@ def verify_all(journal: Journal, folder: Path | None = None) -> Verified:
     ChainBroken."""
     folder = folder or archive_dir(journal)
     anchor = anchor_of(journal)
-    floor_value = journal.get_meta(ARCHIVE_FLOOR)
-    seq, prev = (0, GENESIS)
-    if floor_value:
-        s, _, h = floor_value.partition(" ")
-        seq, prev = int(s), h
+    seq, prev = _entry_meta(journal, ARCHIVE_FLOOR) or (0, GENESIS)
     first = seq + 1
     archived = count = 0
     for seg in segments(folder, journal.kiosk_id) if folder.exists() else []:
@@ -277,8 +277,8 @@ def _due(journal: Journal, now: datetime, policy: Policy) -> tuple[int, int] | N
     office, older than `archive_after`, before anything still open."""
     acked = int(journal.get_meta(WATERMARK) or 0)
     cutoff = format_ts(now - policy.archive_after)
+    base, _ = journal.base()
     with journal.engine.connect() as conn:
-        base, _ = _base(conn)
         upper = min(acked, base + policy.segment_entries)
         for table in (open_tx_table, open_credits_table):
             oldest = conn.execute(select(func.min(table.c.seq))).scalar()
@@ -323,7 +323,7 @@ def _archive(
     verify_segment(seg)  # what is on disk, read back, before anything leaves the journal
     os.replace(tmp, folder / name)
     fsync_dir(folder)
-    _drop(journal, read_header(folder / name), rows)
+    _drop(journal, replace(seg, path=folder / name), rows)
     report.archived += len(rows)
     report.segments.append(name)
 
