@@ -165,6 +165,38 @@ def test_a_reset_is_recognised_even_when_the_inhibits_were_set_again_before_the_
     assert events[0] == DeviceReset("coin") and not any(isinstance(e, EventsLost) for e in events)
 
 
+@pytest.mark.parametrize("refused", [2, 3, 5])
+def test_a_reset_whose_refusals_carried_the_counter_past_the_last_one_is_seen(
+    rig: Rig, refused: int
+) -> None:
+    """Found by the crash matrix under load (cash:coin_reset:10): after a restart the customer
+    tried the coin again and again while the acceptor was inhibited, and its refusals carried
+    the counter from 0 to the last one the host had seen (2) or a little past it before the next
+    poll. The counter alone reads "nothing new" or "one refusal"; the buffer, which a restart
+    cleared, does not continue the one the host read last, and that tells the restart."""
+    rig.coin_sim.insert("EU200A")
+    rig.coin_sim.insert("EU200A")
+    assert credits(rig.coin.poll()) == [200, 200]
+    rig.coin_sim.power_cycle()
+    for _ in range(refused):
+        assert rig.coin_sim.insert("EU200A") is False
+    events = rig.coin.poll()
+    assert events and events[0] == DeviceReset("coin")
+    assert not any(isinstance(e, EventsLost) for e in events) and credits(events) == []
+    assert rig.coin_sim.master and rig.coin_sim.inhibit_mask == 0b11111  # taking coins again
+    rig.coin_sim.insert("EU100A")
+    assert credits(rig.coin.poll()) == [100]
+
+
+def test_a_buffer_that_continues_the_last_one_is_no_reset(rig: Rig) -> None:
+    """The check above must not see restarts where there are none: refusals and credits
+    interleaved over many polls, the counter wrapping, every poll continues the last."""
+    for i in range(300):
+        rig.coin_sim.insert("EU200A" if i % 3 else "XX000A")  # every third one unknown: refused
+        events = rig.coin.poll()
+        assert not any(isinstance(e, DeviceReset | EventsLost) for e in events), i
+
+
 def test_events_buffered_since_a_counter_of_0_are_owed_after_a_restart() -> None:
     """Found by the crash matrix: seven coins in one burst from a freshly started acceptor,
     the kiosk journaled "2 lost" and died before the five credits; the restart resumed from

@@ -169,6 +169,9 @@ class _Acceptor:
         self.channels: dict[int, Channel] = {}
         self.identity: Identity | None = None
         self.last_counter: int | None = None
+        #: the event buffer's results as last read: a buffer that does not continue it means
+        #: the device restarted (its buffer cleared) even where the counter cannot tell
+        self.last_results = b""
         self.limit: int | None = None  # enabled up to this value; None = disabled
         self.applied_mask = 0  # the inhibit mask last set on the device
 
@@ -248,7 +251,7 @@ class _Acceptor:
                     EventsLost(self.name, n - BUFFER_DEPTH, counter),
                     *self._events(data, BUFFER_DEPTH),
                 ]
-        self.last_counter = counter
+        self.last_counter, self.last_results = counter, data[1:]
         return owed
 
     def _configure(self) -> None:
@@ -304,11 +307,18 @@ class _Acceptor:
             if last == 0:
                 return []
             log.warning("%s event counter back to 0: device reset", self.name)
-            self.last_counter = 0
+            self.last_counter, self.last_results = 0, data[1:]
             self._after_reset()
             return [DeviceReset(self.name)]
         n = new_event_count(last, counter)
-        self.last_counter = counter
+        continues = self._continues(data[1:], n)
+        self.last_counter, self.last_results = counter, data[1:]
+        if not continues and counter <= BUFFER_DEPTH:
+            # Restarted, and the events since (refusals: it is inhibited after a restart)
+            # carried the counter back to or a little past the last one the host read.
+            log.warning("%s restarted: its buffer does not continue the last one", self.name)
+            self._after_reset()
+            return [DeviceReset(self.name), *self._events(data, counter)]
         if n == 0:
             return []
         if (
@@ -329,6 +339,13 @@ class _Acceptor:
                 *self._events(data, BUFFER_DEPTH),
             ]
         return self._events(data, n)
+
+    def _continues(self, results: bytes, n: int) -> bool:
+        """Does the buffer read now continue the last one, `n` events on? The buffer is a queue
+        (result 1 the newest): the last read's first 5 - n results are now results n + 1 on."""
+        if not self.last_results or n >= BUFFER_DEPTH:
+            return True  # nothing to compare: the counter decides
+        return results[2 * n :] == self.last_results[: 2 * (BUFFER_DEPTH - n)]
 
     def _events(self, data: bytes, n: int) -> list[AcceptorEvent]:
         counter = data[0]
