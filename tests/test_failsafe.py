@@ -23,9 +23,16 @@ from kiosk.adapters.cash import start_simulator
 from kiosk.app.ports import Devices
 from kiosk.app.runner import Kiosk
 from kiosk.domain.clock import utc_now
-from kiosk.domain.engine import State
+from kiosk.domain.engine import TABLE, State
 from kiosk.domain.errors import JournalFull
-from kiosk.domain.events import AmountChosen, KeyStatus, Kind, Method, MethodChosen
+from kiosk.domain.events import (
+    AmountChosen,
+    CoinAccepted,
+    KeyStatus,
+    Kind,
+    Method,
+    MethodChosen,
+)
 from kiosk.domain.money import Money
 from kiosk.ledger.journal import Journal
 from kiosk.ledger.kept import BATCH
@@ -415,3 +422,20 @@ def test_an_unhealthy_automat_takes_no_new_customer_and_recovers_by_itself(
     assert faults[0]["device"] == "system" and "10 MB free" in faults[0]["text"]
     assert faults[1] == {"device": "system", "cleared": True}
     journal.close()
+
+
+def test_a_coin_the_table_refuses_is_journaled_not_dropped(
+    automat: Automat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Money is never refused: if a defect in the transition table refuses a coin the acceptor
+    took, the kiosk journals it as unattributed cash (staff settle it) instead of ignoring it."""
+    a = automat
+    a.at_cash()
+    row = {e: to for e, to in TABLE[State.CASH].items() if e is not CoinAccepted}
+    monkeypatch.setitem(TABLE, State.CASH, row)  # the defect: the cash screen takes no coin
+    assert a.coin.insert(E(200))
+    a.wait(lambda: any(e.kind == Kind.CASH_UNATTRIBUTED for e in a.journal.entries()), "journaled")
+    (entry,) = [e for e in a.journal.entries() if e.kind == Kind.CASH_UNATTRIBUTED]
+    assert entry.amount == E(200) and "not expected in state cash" in entry.data["refused"]
+    assert a.engine.is_alive()
+    a.journal.verify()

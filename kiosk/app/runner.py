@@ -30,6 +30,7 @@ from kiosk.domain.errors import (
 from kiosk.domain.events import (
     AbortCard,
     AuthoriseCard,
+    CoinAccepted,
     Command,
     CompleteCard,
     Device,
@@ -40,6 +41,7 @@ from kiosk.domain.events import (
     Event,
     KeyInserted,
     Kind,
+    NoteStacked,
     PinChecked,
     PinEntered,
     PrintReceipt,
@@ -301,8 +303,17 @@ class Kiosk:
             self._publish(refusal)
             return
         except InvalidTransition as err:
-            log.warning("ignored: %s", err)
-            return
+            if not isinstance(event, CoinAccepted | NoteStacked):
+                log.warning("ignored: %s", err)
+                return
+            # Money is never refused: a defect in the table must not drop a coin taken.
+            log.error("money the engine refused is journaled as unattributed: %s", err)
+            medium = "coin" if isinstance(event, CoinAccepted) else "note"
+            data = {"medium": medium, "channel": event.channel, "refused": str(err)}
+            if event.counter is not None:
+                data["counter"] = event.counter
+            commands = [Record(Kind.CASH_UNATTRIBUTED, txid=None, key=None, amount=event.value,
+                               data=data)]  # fmt: skip
         records = [c for c in commands if isinstance(c, Record)]
         if records:
             try:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
 from kiosk.domain.errors import InvalidTransition, UserFacingError
 from kiosk.domain.events import (
@@ -74,27 +74,11 @@ from kiosk.domain.events import (
     Tick,
     WriteKey,
 )
-from kiosk.domain.money import Money
+from kiosk.domain.money import Money, immutable
 from kiosk.domain.site import FeeRule, RecoveryRule, Site
+from kiosk.domain.table import EVERYWHERE, RESTING, TABLE, TAKES_MORE_TIME, State, next_states
 
-
-class State(StrEnum):
-    IDLE = "idle"
-    CLOSED = "closed"
-    OUT_OF_SERVICE = "out_of_service"
-    READING = "reading"
-    KEY_REFUSED = "key_refused"
-    WRITING_PENDING = "writing_pending"
-    CHOOSING_AMOUNT = "choosing_amount"
-    CHOOSING_METHOD = "choosing_method"
-    CASH = "cash"
-    CARD = "card"
-    WRITING = "writing"
-    REVERSING = "reversing"
-    KEY_MISSING = "key_missing"
-    DONE = "done"
-    TECHNICIAN_PIN = "technician_pin"  # a technician key: waiting for the PIN
-    DIAGNOSTICS = "diagnostics"  # the technician is in; the key's removal ends it
+__all__ = ["EVERYWHERE", "RESTING", "TABLE", "TAKES_MORE_TIME", "State", "next_states"]
 
 
 class Outcome(StrEnum):
@@ -104,6 +88,7 @@ class Outcome(StrEnum):
     CANCELLED = "cancelled"  # nothing was paid
 
 
+@immutable
 @dataclass(frozen=True)
 class Split:
     """How a payment is allocated: fee (gross, with its net and VAT), debt repaid, key credit."""
@@ -200,6 +185,51 @@ class _Ctx:
     receipt: str | None = None  # the last transaction's receipt: printing, printed, ...
 
 
+T = TypeVar("T")
+
+
+@dataclass
+class _Moving:
+    """Everything a step may change, in one object: `handle` gives the handler a copy and keeps
+    it only if the step succeeds, so a failed step leaves nothing half-changed (no hand-kept
+    list of fields to save and restore)."""
+
+    state: State
+    ctx: _Ctx
+    faults: set[Device]
+    now: datetime
+    #: seconds the engine has seen pass: its timeouts run on this, not on the wall clock, so a
+    #: clock set back or forward neither stretches nor cuts a customer's time
+    elapsed: float = 0.0
+    mono: float | None = None  # the last tick's monotonic reading
+    cash_limit: EnableCash | None = None  # what the acceptors were last told
+    #: the customer's language (the screen's); back to the site's default between customers
+    lang: str = "de"
+    #: card receipts waiting for the terminal's text: txid -> (language, print by `elapsed`)
+    receipts_due: dict[str, tuple[str, float]] = field(default_factory=dict)
+    #: the card terminal's receipts already journaled (the last few transactions)
+    card_receipts: list[str] = field(default_factory=list)
+
+
+class _Through(Generic[T]):
+    """A session attribute that lives in its `_Moving`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, session: None, owner: type) -> _Through[T]: ...
+    @overload
+    def __get__(self, session: TopUpSession, owner: type | None = None) -> T: ...
+    def __get__(self, session: TopUpSession | None, owner: type | None = None) -> Any:
+        if session is None:
+            return self
+        return getattr(session._m, self.name)  # type: ignore[no-any-return]
+
+    def __set__(self, session: TopUpSession, value: T) -> None:
+        setattr(session._m, self.name, value)
+
+
 class Receipt(StrEnum):
     """What became of a transaction's receipt, for the done screen."""
 
@@ -268,42 +298,50 @@ class TopUpSession:
         if now.tzinfo is None:
             raise ValueError("the engine's clock must be timezone-aware (UTC)")
         self.site = site
-        self.now = now
-        #: seconds the engine has seen pass: its timeouts run on this, not on the wall clock,
-        #: so a clock set back or forward neither stretches nor cuts a customer's time
-        self.elapsed = 0.0
-        self._mono: float | None = None  # the last tick's monotonic reading
         self._new_txid = new_txid
-        self.faults: set[Device] = set()
-        self._ctx = _Ctx()
-        self._cash_limit: EnableCash | None = None  # what the acceptors were last told
-        #: the customer's language (the screen's); back to the site's default between customers
-        self.lang = site.default_language
-        #: card receipts waiting for the terminal's text: txid -> (language, print by `elapsed`)
-        self._receipts_due: dict[str, tuple[str, float]] = {}
-        #: the card terminal's receipts already journaled (the last few transactions)
-        self._card_receipts: list[str] = []
+        self._m = _Moving(State.IDLE, _Ctx(), set(), now, lang=site.default_language)
         self.state = self._resting_state()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Everything a step changes lives in `_m` (copied for each step, swapped in whole):
+        a new attribute outside it would escape the step's all-or-nothing."""
+        kept = getattr(type(self), name, None)
+        if name not in ("_m", "site", "_new_txid") and not (
+            isinstance(kept, _Through) or callable(kept)  # through to _m; a test's stand-in
+        ):
+            raise AttributeError(f"TopUpSession.{name}: a step's state belongs in _Moving")
+        object.__setattr__(self, name, value)
+
+    state = _Through[State]("state")
+    _ctx = _Through[_Ctx]("ctx")
+    faults = _Through[set[Device]]("faults")
+    now = _Through[datetime]("now")
+    elapsed = _Through[float]("elapsed")
+    _mono = _Through[float | None]("mono")
+    _cash_limit = _Through["EnableCash | None"]("cash_limit")
+    lang = _Through[str]("lang")
+    _receipts_due = _Through[dict[str, tuple[str, float]]]("receipts_due")
+    _card_receipts = _Through[list[str]]("card_receipts")
 
     # ------------------------------------------------------------------ public
 
     def handle(self, event: Event) -> list[Command]:
         """Apply one event; return the commands, journal records first."""
+        allowed = TABLE[self.state].get(type(event))
         handler = TRANSITIONS[self.state].get(type(event))
-        if handler is None:
+        if allowed is None or handler is None:
             raise InvalidTransition(f"{type(event).__name__} is not expected in state {self.state}")
         before = self.state
-        saved = (self.state, copy.deepcopy(self._ctx), set(self.faults), self.now, self.elapsed,
-                 self._mono, self._cash_limit)  # fmt: skip
+        saved = self._m
+        self._m = copy.deepcopy(saved)  # the step works on a copy: all or nothing
         try:
             cmds = handler(self, event)
-            if self.state != before and self.state not in GOES_TO[handler]:
-                raise InvalidTransition(f"{handler.__name__} took {before} to {self.state}: "
-                                        "not in the table (GOES_TO)")  # fmt: skip
+            if self.state != before and self.state not in allowed:
+                raise InvalidTransition(f"{type(event).__name__} took {before} to {self.state}: "
+                                        "not in the table")  # fmt: skip
             cmds += self._sync_acceptors()
         except Exception:
-            (self.state, self._ctx, self.faults, self.now, self.elapsed, self._mono,
-             self._cash_limit) = saved  # fmt: skip
+            self._m = saved
             raise
         return [c for c in cmds if isinstance(c, Record)] + [
             c for c in cmds if not isinstance(c, Record)
@@ -652,19 +690,26 @@ class TopUpSession:
 
     def _finish(self) -> list[Command]:
         """Stop taking cash and credit what was paid (after an escrowed note is stacked)."""
-        c = self._ctx
-        tx = c.tx
+        tx = self._ctx.tx
         assert tx is not None
         tx.finishing = True
         if tx.escrow is not None:
             return []  # the note is being stacked: it counts, the write follows its result
-        if not tx.paid:
-            self.state = State.CHOOSING_AMOUNT
-            self._deadline(self.site.timeouts.choose)
-            cmds: list[Command] = [self._rec(Kind.TX_CLOSED, outcome=str(Outcome.CANCELLED))]
-            c.tx = None
-            return cmds
+        assert tx.paid, "a payment with nothing paid ends in _finish_or_choose_again"
         return self._start_write()
+
+    def _finish_or_choose_again(self) -> list[Command]:
+        """As `_finish`; with nothing paid (a held note given back or stuck), the transaction
+        closes and the customer chooses again."""
+        c = self._ctx
+        tx = c.tx
+        assert tx is not None
+        if tx.paid or tx.escrow is not None:
+            return self._finish()
+        self.state = State.CHOOSING_AMOUNT
+        self._deadline(self.site.timeouts.choose)
+        c.tx = None
+        return [self._rec(Kind.TX_CLOSED, txid=tx.txid, outcome=str(Outcome.CANCELLED))]
 
     def _refuse_key(self, reason: str, **data: Any) -> list[Command]:
         self._ctx.refusal = reason
@@ -910,7 +955,7 @@ class TopUpSession:
             c.target = None
             return cmds + self._begin_choice()
         if s == State.CASH:
-            return self._finish()  # paid money is credited, never refunded as lost
+            return self._finish_or_choose_again()  # paid money is credited, never refunded as lost
         if s == State.CARD:
             return [AbortCard()]
         if s == State.DONE:
@@ -970,7 +1015,7 @@ class TopUpSession:
             return []
         tx.escrow = None
         if tx.finishing and self.state == State.CASH:
-            return self._finish()
+            return self._finish_or_choose_again()
         return []
 
     def on_card_status(self, ev: CardStatus) -> list[Command]:
@@ -1098,7 +1143,7 @@ class TopUpSession:
                           escrow=note.minor, **_ctr(ev.counter))
             ]  # fmt: skip
             if tx.finishing and self.state == State.CASH:
-                cmds += self._finish()
+                cmds += self._finish_or_choose_again()
             return cmds
         return [
             self._rec(Kind.FAULT, txid=None, device=str(ev.device), code=ev.code, text=ev.text,
@@ -1327,67 +1372,13 @@ TRANSITIONS: dict[State, dict[type[Event], _Handler]] = {
     },
 }
 
-_S = State
-#: Where each handler may take the automat from the state it handles an event in (it may also
-#: leave it where it is). This is the table's other half: TRANSITIONS says which events a state
-#: takes and who handles them, GOES_TO where that handler may go. `handle` refuses a step that
-#: goes elsewhere (the session unchanged), tests/test_engine_table.py reads every assignment to
-#: the state in the code and every helper a handler calls and finds exactly these, and
-#: kiosk/domain/diagram.py draws the README's state diagram from the two.
-GOES_TO: dict[_Handler, frozenset[State]] = {
-    H.ignore: frozenset(),
-    H.on_acceptor_counter: frozenset(),
-    H.on_acceptor_test: frozenset(),
-    H.on_amount: frozenset({_S.CHOOSING_METHOD, _S.CASH, _S.CARD}),
-    H.on_cancel: frozenset({_S.CHOOSING_AMOUNT, _S.WRITING, _S.DONE, _S.IDLE, _S.CLOSED,
-                            _S.OUT_OF_SERVICE}),
-    H.on_card_approved: frozenset({_S.WRITING, _S.REVERSING, _S.DONE}),
-    H.on_card_failed: frozenset({_S.CHOOSING_METHOD, _S.CASH, _S.KEY_MISSING, _S.IDLE,
-                                 _S.CLOSED, _S.OUT_OF_SERVICE}),
-    H.on_card_receipt: frozenset(),
-    H.on_card_reversed: frozenset({_S.DONE}),
-    H.on_card_status: frozenset(),
-    H.on_coin: frozenset({_S.CHOOSING_AMOUNT, _S.CASH, _S.WRITING, _S.DONE}),
-    H.on_device_ok: frozenset({_S.IDLE, _S.CLOSED, _S.OUT_OF_SERVICE}),
-    H.on_fault: frozenset({_S.CHOOSING_AMOUNT, _S.WRITING, _S.DONE, _S.IDLE, _S.CLOSED,
-                           _S.OUT_OF_SERVICE}),
-    H.on_finish: frozenset({_S.CHOOSING_AMOUNT, _S.WRITING, _S.DONE, _S.IDLE, _S.CLOSED,
-                            _S.OUT_OF_SERVICE}),
-    H.on_key_back: frozenset({_S.CASH, _S.WRITING, _S.DONE}),
-    H.on_key_detected: frozenset({_S.READING}),
-    H.on_key_inserted: frozenset({_S.CHOOSING_AMOUNT, _S.KEY_REFUSED, _S.TECHNICIAN_PIN,
-                                  _S.WRITING_PENDING}),
-    H.on_key_read_failed: frozenset({_S.KEY_REFUSED}),
-    H.on_key_removed: frozenset({_S.KEY_MISSING, _S.IDLE, _S.CLOSED, _S.OUT_OF_SERVICE}),
-    H.on_key_write_failed: frozenset({_S.KEY_MISSING, _S.REVERSING, _S.DONE}),
-    H.on_key_written: frozenset({_S.DONE}),
-    H.on_language: frozenset(),
-    H.on_leave_diagnostics: frozenset({_S.IDLE, _S.CLOSED, _S.OUT_OF_SERVICE}),
-    H.on_method: frozenset({_S.CASH, _S.CARD}),
-    H.on_more_time: frozenset(),
-    H.on_note_escrowed: frozenset({_S.CASH}),
-    H.on_note_returned: frozenset({_S.CHOOSING_AMOUNT, _S.WRITING, _S.DONE}),
-    H.on_note_stacked: frozenset({_S.CHOOSING_AMOUNT, _S.CASH, _S.WRITING, _S.DONE}),
-    H.on_pending_failed: frozenset({_S.DONE}),
-    H.on_pending_written: frozenset({_S.CHOOSING_AMOUNT}),
-    H.on_pin_checked: frozenset({_S.DIAGNOSTICS}),
-    H.on_receipt_answer: frozenset(),
-    H.on_receipt_printed: frozenset(),
-    H.on_reversed_after_credit: frozenset(),
-    H.on_tick: frozenset({_S.CHOOSING_AMOUNT, _S.WRITING, _S.DONE, _S.IDLE, _S.CLOSED,
-                          _S.OUT_OF_SERVICE}),
-}  # fmt: skip
+if {s: set(row) for s, row in TRANSITIONS.items()} != {s: set(row) for s, row in TABLE.items()}:
+    raise ImportError("the engine's handlers and kiosk/domain/table.py list different events")
 
-#: events every state takes (time, device health, money): drawn once, not from each state
-EVERYWHERE = frozenset(_ALWAYS)
-#: where the automat rests between customers (what `_resting_state` chooses from)
-RESTING = frozenset({State.IDLE, State.CLOSED, State.OUT_OF_SERVICE})
-#: where a customer may ask for more time (the states that take MoreTime)
-TAKES_MORE_TIME = frozenset(s for s, events in TRANSITIONS.items() if MoreTime in events)
-
-
-def next_states(state: State, event: type[Event]) -> frozenset[State]:
-    """Where `event` may take the automat from `state` (itself included); empty if the state
-    does not take the event."""
-    handler = TRANSITIONS[state].get(event)
-    return frozenset() if handler is None else GOES_TO[handler] | {state}
+#: Where each handler may take the automat, from the table: the union of the rows it handles.
+#: tests/test_engine_table.py reads every assignment to the state in the handler and the
+#: helpers it calls and finds exactly these.
+GOES_TO: dict[_Handler, frozenset[State]] = {}
+for _state, _row in TRANSITIONS.items():
+    for _event, _handler in _row.items():
+        GOES_TO[_handler] = GOES_TO.get(_handler, frozenset()) | TABLE[_state][_event]

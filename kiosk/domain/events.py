@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from kiosk.domain.money import Money
+from kiosk.domain.money import Money, immutable
 from sync.protocol import Kind
 
 
@@ -51,6 +51,7 @@ class CardFailure(StrEnum):
     ERROR = "error"
 
 
+@immutable
 @dataclass(frozen=True)
 class MeterReading:
     """What the meter last wrote onto the key (its report file): the reading, when, whether
@@ -78,6 +79,7 @@ class MeterReading:
         }
 
 
+@immutable
 @dataclass(frozen=True)
 class KeyInfo:
     """What was read from a chip key."""
@@ -97,6 +99,7 @@ class KeyInfo:
     log_from: int = 0
 
 
+@immutable
 @dataclass(frozen=True)
 class PendingCredit:
     """Money paid earlier that has not yet reached the key, identified by its transaction."""
@@ -113,6 +116,7 @@ class PendingCredit:
     key_written: int | None = None
 
 
+@immutable
 @dataclass(frozen=True)
 class Account:
     """Head office's view of a key and its contract account."""

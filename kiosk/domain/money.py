@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TypeVar
 
 from kiosk.domain.errors import MoneyError
 from sync.protocol import EXPONENT, decimals
@@ -23,6 +24,17 @@ def check_currency(currency: object) -> str:
     return currency
 
 
+_T = TypeVar("_T")
+
+
+def immutable(cls: type[_T]) -> type[_T]:
+    """A frozen value made of frozen values: a deep copy is the value itself (the engine
+    copies its state for every step; this keeps that copy to what can change)."""
+    cls.__deepcopy__ = lambda self, memo: self  # type: ignore[attr-defined]
+    return cls
+
+
+@immutable
 @dataclass(frozen=True, slots=True)
 class Money:
     """An amount in minor units (cents, Rappen); arithmetic only within one currency."""
