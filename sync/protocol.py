@@ -1,10 +1,20 @@
 """Facts of the wire protocol shared by the kiosk and head office (no I/O, nothing of either
-imported): the journal's entry kinds and the sign their amounts take, the currencies and how an
-amount is written, the settings head office may change."""
+imported): the journal's entry kinds, the sign their amounts take and the payload each carries
+(one frozen type per kind, checked when an entry is written and when one is read), the hash
+chain over the entries, the currencies and how an amount is written, the settings head office
+may change. The wire format is v1: an entry's `data` is the JSON object of its payload."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, ClassVar
 
 #: Site settings head office may change, all integers: limits in minor units, the fee's net in
 #: minor units and its VAT in basis points (the kiosk derives the gross).
@@ -73,3 +83,312 @@ SIGNS: dict[Kind, str | None] = {
     Kind.CARD_RECEIPT: None, Kind.RECEIPT: None, Kind.ACCEPTOR_COUNTER: None,
     Kind.KEY_REFUSED: None, Kind.FAULT: None, Kind.RECONCILED: None,
 }  # fmt: skip
+
+
+# ---------------------------------------------------------------- the hash chain
+
+GENESIS = "0" * 64
+
+
+def entry_hash(
+    prev_hash: str,
+    seq: int,
+    ts: str,
+    kind: str,
+    txid: str | None,
+    key: str | None,
+    amount: int | None,
+    currency: str | None,
+    data: str,
+) -> str:
+    """SHA-256 over the previous hash and the canonical form of every column of the entry."""
+    body = _canonical([prev_hash, seq, ts, kind, txid, key, amount, currency, data])
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+#: json.dumps(..., separators=(",", ":"), ensure_ascii=False), with its encoder made once
+#: (json.dumps builds a new one for every call with arguments: most of a verify's time)
+_canonical = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+# ---------------------------------------------------------------- payloads
+
+
+class PayloadError(ValueError):
+    """An entry's data is not the payload its kind carries."""
+
+
+@dataclass(frozen=True)
+class Payload:
+    """What an entry of one kind carries in `data`. Written strictly (a field its kind does not
+    have is a defect of the writer); read tolerantly (an older kiosk may have written a field
+    since dropped), but every field that is there has its type and the required ones are."""
+
+    #: kinds that also carry fields from outside the automat (the terminal's receipt fields,
+    #: an audited action's details): any JSON value under any other name
+    OPEN: ClassVar[bool] = False
+    #: the kept-records batch an entry was appended from after a failed write (kiosk/ledger)
+    kept_batch: str | None = None
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any], *, strict: bool = False) -> Payload:
+        spec = _SPECS[cls]
+        extra = set(data) - set(spec)
+        if extra and strict and not cls.OPEN:
+            raise PayloadError(f"{cls.__name__} has no field {', '.join(sorted(extra))}")
+        for name, (kinds, required) in spec.items():
+            if name not in data:
+                if required:
+                    raise PayloadError(f"{cls.__name__} needs {name}")
+                continue
+            value = data[name]
+            if not _is(value, kinds):
+                raise PayloadError(f"{cls.__name__}.{name} is {value!r}, not "
+                                   f"{' or '.join(k.__name__ for k in kinds)}")  # fmt: skip
+        known = {k: v for k, v in data.items() if k in spec}
+        return cls(**known)
+
+
+def _is(value: Any, kinds: tuple[type, ...]) -> bool:
+    if value is None:
+        return type(None) in kinds
+    if isinstance(value, bool):  # not an int here
+        return bool in kinds
+    return isinstance(value, tuple(k for k in kinds if k is not bool))
+
+
+Str, Int, Flag = str | None, int | None, bool | None
+
+
+@dataclass(frozen=True)
+class KioskStarted(Payload):
+    site: str = ""
+    kiosk: Str = None
+
+
+@dataclass(frozen=True)
+class TxOpened(Payload):
+    method: str = ""
+    lang: Str = None
+    target: Int = None
+    contract_account: Str = None
+    meter: dict[str, Any] | None = None
+    key_written: Int = None  # the key's write number when the transaction opened
+
+
+@dataclass(frozen=True)
+class CashIn(Payload):
+    medium: str = ""  # coin or note
+    channel: Int = None
+    counter: Int = None  # the acceptor's event counter: a restart resumes after it
+    late: Flag = None  # arrived after the payment ended: owed to the key as a pending credit
+
+
+@dataclass(frozen=True)
+class CashUnattributed(Payload):
+    medium: str = ""
+    channel: Int = None
+    counter: Int = None
+    refused: Str = None  # why the engine did not take it (a defect: staff settle it)
+
+
+@dataclass(frozen=True)
+class CardApproved(Payload):
+    OPEN = True  # the terminal's receipt fields
+    card: Str = None
+    pan: Str = None  # masked
+    receipt_no: Int = None
+    trace: Int = None
+    terminal_id: Str = None
+    turnover_no: Int = None
+    payment_type: Int = None
+
+
+@dataclass(frozen=True)
+class CardFailed(Payload):
+    outcome: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class CardReversed(Payload):
+    after_credit: Flag = None
+    found_at_start: Flag = None
+    reason: Str = None
+
+
+@dataclass(frozen=True)
+class CardReversalFailed(Payload):
+    reason: Str = None
+
+
+@dataclass(frozen=True)
+class Claim(Payload):
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Split(Payload):
+    paid: int = 0
+    fee: int = 0
+    debt: int = 0
+    credit: int = 0
+    fee_net: Int = None
+    fee_vat: Int = None
+    vat_bp: Int = None
+    reconciled: Flag = None
+
+
+@dataclass(frozen=True)
+class KeyWritten(Payload):
+    credit_after: int = 0
+    found_on_key: Flag = None
+
+
+@dataclass(frozen=True)
+class WriteFailed(Payload):
+    reason: str = ""
+    uncertain: Flag = None
+
+
+@dataclass(frozen=True)
+class PendingCredit(Payload):
+    reason: str = ""
+    key_written: Int = None
+    on_key: Int = None
+    origin: Str = None
+    verify_on_key: Flag = None
+    card_unverified: Flag = None  # the card's fate not known: the customer has the benefit
+
+
+@dataclass(frozen=True)
+class PendingWritten(Payload):
+    credit_after: Int = None
+    found_on_key: Flag = None
+    not_on_key: Flag = None
+
+
+@dataclass(frozen=True)
+class PendingReleased(Payload):
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Audit(Payload):
+    OPEN = True  # each action's details
+    action: str = ""
+    who: str = ""
+
+
+@dataclass(frozen=True)
+class TestCash(Payload):
+    medium: str = ""
+    who: str = ""
+    channel: Int = None
+    counter: Int = None
+
+
+@dataclass(frozen=True)
+class CashboxEmptied(Payload):
+    counts: dict[str, Any] | None = None
+    test_money: int = 0
+    who: str = ""
+
+
+@dataclass(frozen=True)
+class TxClosed(Payload):
+    outcome: str = ""
+    lang: Str = None
+    receipt: Str = None  # wanted or declined
+    interrupted: Flag = None
+    key_removed: Flag = None
+    timeout: Flag = None
+    paid: Int = None
+    fee: Int = None
+    fee_net: Int = None
+    fee_vat: Int = None
+    vat_bp: Int = None
+    debt: Int = None
+    credit: Int = None
+
+
+@dataclass(frozen=True)
+class CardReceipt(Payload):
+    blocks: dict[str, Any] | None = None
+    kept: Flag = None
+    found_at_start: Flag = None
+
+
+@dataclass(frozen=True)
+class Receipt(Payload):
+    printed: bool = False
+    reason: Str = None
+
+
+@dataclass(frozen=True)
+class AcceptorCounter(Payload):
+    device: str = ""
+    counter: int = 0
+
+
+@dataclass(frozen=True)
+class KeyRefused(Payload):
+    reason: str = ""
+    detail: Str = None
+    currency: Str = None
+
+
+@dataclass(frozen=True)
+class Fault(Payload):
+    device: str = ""
+    code: Int = None
+    text: Str = None
+    counter: Int = None
+    escrow: Int = None  # a note's value whose fate the fault left unknown
+    cleared: Flag = None
+    event: Str = None
+
+
+@dataclass(frozen=True)
+class Reconciled(Payload):
+    transactions: list[str] | None = None
+
+
+PAYLOADS: dict[Kind, type[Payload]] = {
+    Kind.KIOSK_STARTED: KioskStarted, Kind.TX_OPENED: TxOpened, Kind.CASH_IN: CashIn,
+    Kind.CASH_UNATTRIBUTED: CashUnattributed, Kind.CARD_APPROVED: CardApproved,
+    Kind.CARD_FAILED: CardFailed, Kind.CARD_REVERSED: CardReversed,
+    Kind.CARD_REVERSAL_FAILED: CardReversalFailed, Kind.CLAIM: Claim, Kind.SPLIT: Split,
+    Kind.KEY_WRITTEN: KeyWritten, Kind.WRITE_FAILED: WriteFailed,
+    Kind.PENDING_CREDIT: PendingCredit, Kind.PENDING_WRITTEN: PendingWritten,
+    Kind.PENDING_RELEASED: PendingReleased, Kind.AUDIT: Audit, Kind.TEST_CASH: TestCash,
+    Kind.CASHBOX_EMPTIED: CashboxEmptied, Kind.TX_CLOSED: TxClosed,
+    Kind.CARD_RECEIPT: CardReceipt, Kind.RECEIPT: Receipt,
+    Kind.ACCEPTOR_COUNTER: AcceptorCounter, Kind.KEY_REFUSED: KeyRefused, Kind.FAULT: Fault,
+    Kind.RECONCILED: Reconciled,
+}  # fmt: skip
+
+
+def _spec(cls: type[Payload]) -> dict[str, tuple[tuple[type, ...], bool]]:
+    """Each field's accepted types, and whether it is required (a field whose type does not
+    admit None is)."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        kinds = tuple(typing.get_origin(a) or a for a in args)
+        out[f.name] = (kinds, type(None) not in kinds)
+    return out
+
+
+_SPECS = {cls: _spec(cls) for cls in PAYLOADS.values()}
+
+
+def payload(kind: Kind | str, data: Mapping[str, Any], *, strict: bool = False) -> Payload:
+    """The typed payload of an entry of `kind` (PayloadError if `data` is not one)."""
+    try:
+        cls = PAYLOADS[Kind(kind)]
+    except ValueError:
+        raise PayloadError(f"unknown kind {kind!r}") from None
+    return cls.parse(data, strict=strict)

@@ -55,8 +55,7 @@ from sqlalchemy import (
 from starlette.concurrency import run_in_threadpool
 
 from sync import schema
-from sync.chain import GENESIS, entry_hash
-from sync.protocol import EXPONENT, SIGNS
+from sync.protocol import EXPONENT, GENESIS, SIGNS, PayloadError, entry_hash, payload
 from sync.schema import History
 
 log = logging.getLogger(__name__)
@@ -195,6 +194,10 @@ class EntryIn(BaseModel):
             return "data is not JSON"
         if not isinstance(data, dict):
             return "data is not a JSON object"
+        try:
+            payload(self.kind, data)  # read as written by any kiosk version: extra fields kept
+        except PayloadError as err:
+            return str(err)
         return None
 
 

@@ -33,7 +33,13 @@ def fill(j: Journal, n_tx: int = 4) -> None:
         j.append([Record(Kind.CASH_IN, tx, "K1", E(200), {"medium": "coin", "channel": 5})], t)
         j.append(
             [
-                Record(Kind.SPLIT, tx, "K1", E(1200), {"paid": 1200, "debt": 0, "credit": 1200}),
+                Record(
+                    Kind.SPLIT,
+                    tx,
+                    "K1",
+                    E(1200),
+                    {"paid": 1200, "fee": 0, "debt": 0, "credit": 1200},
+                ),
                 Record(Kind.KEY_WRITTEN, tx, "K1", E(1200), {"credit_after": 5000}),
                 Record(Kind.TX_CLOSED, tx, "K1", None, {"outcome": "completed", "credit": 1200}),
             ],
@@ -165,8 +171,10 @@ def test_local_debt_follows_what_was_recovered(tmp_path: Path) -> None:
     j.set_debt("4711", E(700))
     j.append(
         [
-            Record(Kind.TX_OPENED, "T1", "K1", None, {"contract_account": "4711"}),
-            Record(Kind.CASH_IN, "T1", "K1", E(2000), {}),
+            Record(
+                Kind.TX_OPENED, "T1", "K1", None, {"method": "cash", "contract_account": "4711"}
+            ),
+            Record(Kind.CASH_IN, "T1", "K1", E(2000), {"medium": "note"}),
             Record(Kind.TX_CLOSED, "T1", "K1", None, {"outcome": "completed", "debt": 500}),
         ],
         T0,
@@ -174,7 +182,9 @@ def test_local_debt_follows_what_was_recovered(tmp_path: Path) -> None:
     assert j.account_for("K1", "4711", "EUR").debt == E(200)
     j.append(
         [
-            Record(Kind.TX_OPENED, "T2", "K1", None, {"contract_account": "4711"}),
+            Record(
+                Kind.TX_OPENED, "T2", "K1", None, {"method": "cash", "contract_account": "4711"}
+            ),
             Record(Kind.TX_CLOSED, "T2", "K1", None, {"outcome": "completed", "debt": 900}),
         ],
         T0,
@@ -187,7 +197,9 @@ def test_a_card_reversal_after_credit_becomes_debt_on_the_account(tmp_path: Path
     j = Journal(tmp_path / "j.sqlite", "DEMO-01")
     j.append(
         [
-            Record(Kind.TX_OPENED, "T1", "K1", None, {"contract_account": "4711"}),
+            Record(
+                Kind.TX_OPENED, "T1", "K1", None, {"method": "cash", "contract_account": "4711"}
+            ),
             Record(Kind.CARD_APPROVED, "T1", "K1", E(3000), {}),
             Record(Kind.TX_CLOSED, "T1", "K1", None, {"outcome": "completed", "credit": 3000}),
         ],

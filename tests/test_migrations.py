@@ -159,12 +159,14 @@ def test_what_is_open_is_filled_from_the_history_when_a_journal_upgrades(tmp_pat
     j = Journal(path, "DEMO-01")
     t0 = utc_now()
     eur = Money(500, "EUR")
-    j.append([Record(Kind.TX_OPENED, "T1", "K1", None, {}), Record(Kind.TX_OPENED, "T2", "K1",
-              None, {}), Record(Kind.TX_CLOSED, "T1", "K1", None, {}),
-              Record(Kind.PENDING_CREDIT, "T2", "K1", eur, {}),
-              Record(Kind.PENDING_CREDIT, "P1", "K2", eur, {}),
+    opened, closed, owed = {"method": "cash"}, {"outcome": "completed"}, {"reason": "write_failed"}
+    j.append([Record(Kind.TX_OPENED, "T1", "K1", None, opened),
+              Record(Kind.TX_OPENED, "T2", "K1", None, opened),
+              Record(Kind.TX_CLOSED, "T1", "K1", None, closed),
+              Record(Kind.PENDING_CREDIT, "T2", "K1", eur, owed),
+              Record(Kind.PENDING_CREDIT, "P1", "K2", eur, owed),
               Record(Kind.PENDING_WRITTEN, "P1", "K2", eur, {}),
-              Record(Kind.PENDING_CREDIT, "P2", "K2", eur, {})], t0)  # fmt: skip
+              Record(Kind.PENDING_CREDIT, "P2", "K2", eur, owed)], t0)  # fmt: skip
     j.close()
     engine = create_engine(sqlite_url(path))
     try:
@@ -175,7 +177,7 @@ def test_what_is_open_is_filled_from_the_history_when_a_journal_upgrades(tmp_pat
     j = Journal(path, "DEMO-01")
     assert j.open_txids() == ["T2"]
     assert sorted(j.open_credits()) == [("P2", "K2"), ("T2", "K1")]
-    j.append([Record(Kind.TX_CLOSED, "T2", "K1", None, {}),
+    j.append([Record(Kind.TX_CLOSED, "T2", "K1", None, closed),
               Record(Kind.PENDING_WRITTEN, "T2", "K1", eur, {})], t0)  # fmt: skip
     assert j.open_txids() == [] and j.open_credits() == [("P2", "K2")]
     assert [p.txid for p in j.pending_credits("K2")] == ["P2"]

@@ -125,7 +125,7 @@ def test_an_entry_that_means_nothing_a_kiosk_journals_is_refused_and_nothing_is_
 ) -> None:
     """Before: each of these was stored, and each alone made `sync.admin report` crash. Now
     the batch that carries it is refused whole, saying why."""
-    from sync.chain import entry_hash
+    from sync.protocol import entry_hash
 
     j = journal(tmp_path, "DEMO-01", paid("T1", "K1", 1000))
     rows = j.raw_entries()

@@ -80,7 +80,7 @@ class CashEvent:
     channel: int
     value: int
     currency: str
-    counter: int
+    counter: int | None  # ccTalk's event counter (eSSP has none)
 
 
 class CoinCredited(CashEvent):
@@ -107,7 +107,7 @@ class AcceptorIncident:
     code: int
     text: str
     kind: str
-    counter: int
+    counter: int | None  # ccTalk's event counter (eSSP has none)
 
 
 @dataclass(frozen=True)

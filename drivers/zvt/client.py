@@ -22,7 +22,7 @@ from enum import StrEnum
 
 from drivers.errors import DeviceTimeout, DriverError, FrameError, TransportError
 from drivers.zvt.apdu import Answer, Apdu, Cmd, encode_apdu
-from drivers.zvt.codes import TERMINAL_STATUS, result_text
+from drivers.zvt.codes import TERMINAL_STATUS, ResultCode, result_text
 from drivers.zvt.fields import CURRENCY_ISO, _llvar, bcd, encode_tlv, text
 from drivers.zvt.messages import (
     IntermediateStatus,
@@ -342,7 +342,9 @@ class Dialogue:
 
     def expired(self, now: float) -> None:
         if self.timed_out:  # not even the abort was answered
-            self.result = self.st.result(Verdict.TIMEOUT, 0x6C, "no answer from the terminal (T4)")
+            self.result = self.st.result(
+                Verdict.TIMEOUT, ResultCode.ABORTED, "no answer from the terminal (T4)"
+            )
             return
         self.timed_out = True
         if not self.abort_sent:
@@ -423,4 +425,4 @@ class _Exchange:
 
 
 def _failure(code: int) -> Verdict:
-    return Verdict.ABORTED if code == 0x6C else Verdict.DECLINED
+    return Verdict.ABORTED if code == ResultCode.ABORTED else Verdict.DECLINED

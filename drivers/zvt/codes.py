@@ -5,6 +5,22 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+
+class ResultCode(IntEnum):
+    """The result codes (BMP 27) the automat acts on by meaning; every code's text is in
+    RESULT_CODES, 01-63 are the card issuer's own."""
+
+    OK = 0x00
+    DECLINED = 0x05  # by the card issuer
+    CARD_NOT_READABLE = 0x64
+    ABORTED = 0x6C  # by timeout or the abort key (the customer, or our 06 B0)
+    NOT_POSSIBLE = 0x83
+    PLEASE_WAIT = 0x9C
+    ALREADY_REVERSED = 0xB4
+    REVERSAL_NOT_POSSIBLE = 0xB5
+    SYSTEM_ERROR = 0xFF
+
+
 RESULT_CODES: dict[int, str] = {
     0x00: "no error",
     0x05: "declined by the card issuer",

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from drivers.errors import FrameError
-from drivers.zvt.codes import INTERMEDIATE_TEXTS
+from drivers.zvt.codes import INTERMEDIATE_TEXTS, ResultCode
 from drivers.zvt.fields import (
     ISO_CURRENCY,
     TEXT_ENCODING,
@@ -82,7 +82,7 @@ class StatusInformation:
 
     @property
     def approved(self) -> bool:
-        return self.result_code == 0
+        return self.result_code == ResultCode.OK
 
     def receipt_fields(self) -> dict[str, Any]:
         """What a receipt and the journal keep (the card number masked, `pan_of`)."""

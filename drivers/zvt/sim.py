@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from drivers.errors import FrameError
 from drivers.zvt.apdu import Apdu, ApduReassembler, Cmd, decode_apdu, encode_apdu
-from drivers.zvt.codes import Intermediate
+from drivers.zvt.codes import Intermediate, ResultCode
 from drivers.zvt.fields import bcd, encode_tlv, from_bcd, llvar, parse_bmps
 from drivers.zvt.framing import ACK, NAK, SerialDecoder, frame
 from drivers.zvt.messages import DayTotals
@@ -405,35 +405,35 @@ class TerminalSim:
         status(Intermediate.INSERT_CARD)
         if outcome == "unreadable":
             status(Intermediate.CARD_NOT_READABLE)
-            return end(0x64)
+            return end(ResultCode.CARD_NOT_READABLE)
         if outcome == "customer_abort":
-            return end(0x6C)
+            return end(ResultCode.ABORTED)
         if outcome == "timeout":
             abort = c.recv(600)  # hangs until the ECR gives up and aborts
             if abort is not None and abort.is_(Cmd.ABORT):
-                end(0x6C)
+                end(ResultCode.ABORTED)
             return None
         status(Intermediate.WATCH_PIN_PAD)
         if outcome == "hold":
             abort = c.recv(self.hold_seconds)
             if abort is not None and abort.is_(Cmd.ABORT):
-                return end(0x6C)
+                return end(ResultCode.ABORTED)
         if outcome == "wrong_pin":
             status(Intermediate.INCORRECT_PIN)
             self.last_status = self._status(0x37, amount, None)
             c.send_wait(encode_apdu(Cmd.STATUS_INFORMATION, self.last_status))
             return end(0x37)
         if outcome == "decline":
-            self.last_status = self._status(0x05, amount, None)
+            self.last_status = self._status(ResultCode.DECLINED, amount, None)
             c.send_wait(encode_apdu(Cmd.STATUS_INFORMATION, self.last_status))
-            return end(0x05)
+            return end(ResultCode.DECLINED)
         status(Intermediate.PLEASE_WAIT)  # online
         self.receipt_no += 1
         self.trace_no += 1
         p = Payment(self.receipt_no, self.trace_no, amount, self.card)
         self.payments.append(p)
         approved = self._status(0x00, amount, p)
-        reversed_status = self._status(0x6C, amount, p)
+        reversed_status = self._status(ResultCode.ABORTED, amount, p)
         self.last_status = reversed_status  # kept only once the ECR says the goods are out
         deadline = time.monotonic() + goods_timeout
         while True:

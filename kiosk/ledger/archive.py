@@ -55,7 +55,7 @@ from kiosk.ledger.journal import (
     open_tx_table,
 )
 from kiosk.ledger.kept import fsync_dir
-from sync.chain import GENESIS
+from sync.protocol import GENESIS
 
 log = logging.getLogger(__name__)
 

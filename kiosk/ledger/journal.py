@@ -49,7 +49,7 @@ from kiosk.domain.events import Account, KeyStatus, Kind, PendingCredit, Record
 from kiosk.domain.money import Money
 from kiosk.ledger.kept import BATCH, KeptRecords
 from sync import schema
-from sync.chain import GENESIS, entry_hash
+from sync.protocol import GENESIS, entry_hash, payload
 from sync.schema import History
 
 log = logging.getLogger(__name__)
@@ -426,6 +426,7 @@ class Journal:
         seq, prev = (head.seq, head.hash) if head else (0, GENESIS)
         rows = []
         for r in records:
+            payload(r.kind, r.data, strict=True)  # a field its kind does not have: a defect
             seq += 1
             amount = r.amount.minor if r.amount is not None else None
             currency = r.amount.currency if r.amount is not None else None
@@ -812,6 +813,10 @@ def verify_chain(engine: Engine) -> int:
                     or hash_ != entry_hash(prev, seq, ts, kind, txid, key, amount, currency, data)
                 ):
                     check_entry(dict(zip(_COLUMNS, row, strict=True)), expected_seq, prev)
+                try:
+                    payload(kind, json.loads(data))
+                except ValueError as err:  # PayloadError, or data that is not JSON
+                    raise ChainBroken(seq, f"its {kind} payload: {err}") from None
                 prev = hash_
         finally:
             cursor.close()

@@ -78,6 +78,10 @@ def _may_be_on_key(entries: list[Entry]) -> Money | None:
     return None if refused else last.amount
 
 
+#: a split's allocation, as its transaction's close repeats it
+_ALLOCATION = ("paid", "fee", "fee_net", "fee_vat", "debt", "credit", "vat_bp")
+
+
 def _record(
     txid: str, key: str | None, kind: Kind, amount: Money | None = None, **data: object
 ) -> Record:
@@ -112,7 +116,9 @@ def plan(journal: Journal, site: Site) -> list[Record]:
             records.append(rec(Kind.TX_CLOSED, outcome=str(outcome), interrupted=True))
             continue
         split_data = (
-            splits[-1].data if splits and splits[-1].data.get("paid") == paid.minor else None
+            {k: v for k, v in splits[-1].data.items() if k in _ALLOCATION}
+            if splits and splits[-1].data.get("paid") == paid.minor
+            else None
         )
         if split_data is None:
             # No allocation was fixed before the crash: the whole amount is owed to the key,

@@ -25,8 +25,8 @@ from kiosk.domain.events import Kind, Record
 from kiosk.domain.money import Money
 from kiosk.domain.site import Site
 from kiosk.ledger.journal import BackTo, Entry, Journal, format_ts
-from sync.chain import GENESIS, entry_hash
 from sync.client import SyncError
+from sync.protocol import GENESIS, entry_hash
 
 #: scrypt cost: about 50 ms per check here, and 16 MiB of memory per guess
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
