@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,27 @@ def test_demo_at_a_cash_only_site_offers_no_card(tmp_path: Path) -> None:
     assert "Card payment is not offered at this site" in res.stdout
     assert "choose card" not in res.stdout
     assert (tmp_path / "journal-POESS-BR11-01.sqlite").exists()
+
+
+def test_demo_with_an_essp_note_validator(tmp_path: Path) -> None:
+    """The demo at a site whose notes speak eSSP: its notes go through the eSSP driver to the
+    simulated ITL validator, and the journal has them as for ccTalk."""
+    site = tmp_path / "essp.toml"
+    text = (CONFIG / "demo.toml").read_text("utf-8")
+    site.write_text(
+        text.replace(
+            '[devices.notes]\nport = "sim"\naddress = 40',
+            '[devices.notes]\nport = "sim"\nprotocol = "essp"',
+        ),
+        "utf-8",
+    )
+    res = run_kiosk("demo", "--site", str(site), data_dir=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "coins over ccTalk, notes over eSSP" in res.stdout
+    with sqlite3.connect(tmp_path / "journal-DEMO-01.sqlite") as db:
+        notes = db.execute("SELECT count(*) FROM journal WHERE kind = 'cash_in' "
+                           "AND data LIKE '%\"medium\":\"note\"%'").fetchone()[0]  # fmt: skip
+    assert notes >= 2 and "journal verify: ok" in res.stdout
 
 
 def test_data_dir_option_wins_over_the_environment(tmp_path: Path) -> None:

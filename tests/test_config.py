@@ -218,3 +218,26 @@ def test_real_devices_without_a_secrets_file_are_refused() -> None:
     data["secrets"] = {"file": "/etc/prepaid-kiosk/secrets.toml"}
     assert parse_site(data, "ok.toml").devices.coin is not None
     assert parse_site(site_data("demo"), "demo.toml").secrets.file is None  # all simulated
+
+
+@pytest.mark.parametrize(
+    ("device", "fields", "expected"),
+    [
+        ("coin", {"port": "sim", "protocol": "essp"}, "devices.coin.protocol: coin acceptors"),
+        ("notes", {"port": "sim", "protocol": "essp", "address": 40}, "devices.notes: address"),
+        ("notes", {"port": "sim", "encryption": True}, "devices.notes.encryption: only an eSSP"),
+        ("notes", {"port": "sim", "protocol": "mdb"}, "devices.notes.protocol"),
+    ],
+)
+def test_the_note_protocol_is_checked(device: str, fields: dict[str, Any], expected: str) -> None:
+    data = copy.deepcopy(site_data("demo"))
+    data.setdefault("devices", {})[device] = fields
+    assert any(p.startswith(expected) for p in problems(data)), problems(data)
+
+
+def test_an_essp_note_validator_is_a_valid_site() -> None:
+    data = copy.deepcopy(site_data("demo"))
+    data.setdefault("devices", {})["notes"] = {"port": "sim", "protocol": "essp",
+                                               "encryption": True}  # fmt: skip
+    site = parse_site(data, "essp.toml")
+    assert site.devices.notes is not None and site.devices.notes.protocol == "essp"

@@ -55,3 +55,25 @@ def test_no_money_lost_and_no_credit_minted_at_any_step_or_fault(pcscd: str) -> 
     for (_flow, cls), outcome in got.items():
         dies = cls in ("engine_error", "disk_full")
         assert outcome.startswith("failed safe, recovered" if dies else "served on"), got
+
+
+def test_the_note_cells_pass_with_an_essp_validator(pcscd: str) -> None:
+    """The note cells with an ITL validator over eSSP on its own port: every step of the cash
+    flow killed with a refused note and with a jam. The whole matrix with eSSP notes (every
+    column, the devices vanishing with the validator's adapter too) is the slow run
+    `python -m tests.crash.matrix --notes essp --exhaustive`."""
+    res = subprocess.run(
+        [sys.executable, "-m", "tests.crash.matrix", "--notes", "essp", "--flows", "cash",
+         "--faults", "counterfeit,note_jam", "--exhaustive"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    print(res.stdout)
+    summary = re.search(r"(\d+) cells, (\d+) failed, \d+ s \(notes over essp\)", res.stdout)
+    assert summary is not None, res.stdout[-3000:] + res.stderr[-3000:]
+    cells, failed = int(summary.group(1)), int(summary.group(2))
+    steps = sum(int(n) for n in re.findall(r": (\d+) journaled steps", res.stdout))
+    killed = len(re.findall(r"killed, recovered", res.stdout))
+    assert failed == 0 and res.returncode == 0, res.stdout[-6000:]
+    assert cells >= 12 and killed == steps, (cells, killed, steps)
+    jam = re.search(r"^cash +0 +note_jam +completed +(\d+) +(\d+)", res.stdout, re.M)
+    assert jam is not None and jam.groups() == ("1000", "1000")  # the jammed note: not credited

@@ -277,6 +277,14 @@ class BusSimulator(PtyDevice):
         self._faults: deque[str] = deque()
         self.requests: list[Frame] = []
         self.reply_hook: Callable[[Frame], None] | None = None
+        #: simulated devices on ports of their own started with this bus (an eSSP note
+        #: validator beside a ccTalk coin acceptor): stopped with it
+        self.companions: list[PtyDevice] = []
+
+    def stop(self) -> None:
+        for other in self.companions:
+            other.stop()
+        super().stop()
 
     def inject(self, *faults: str) -> None:
         """Faults for the next replies, one each: silence, bad_checksum, garbage, drop_byte."""

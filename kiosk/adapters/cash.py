@@ -43,6 +43,9 @@ from drivers.cctalk.sim import (
 from drivers.cctalk.transport import Bus
 from drivers.cctalk.worker import BusWorker, DeviceOffline, DeviceOnline
 from drivers.errors import DriverError
+from drivers.essp.device import Link
+from drivers.essp.device import NoteValidator as EsspValidator
+from drivers.essp.sim import SimNoteValidator
 from kiosk.app.ports import CheckResult, DeviceReport, Emit
 from kiosk.domain.events import (
     AcceptorCounter,
@@ -158,13 +161,15 @@ class CashPort:
 
 
 class NotePort(CashPort):
+    """The note validator: ccTalk's, or an ITL validator over eSSP (the same events)."""
+
+    device: NoteValidator | EsspValidator  # type: ignore[assignment]
+
     def stack(self) -> None:
-        assert isinstance(self.device, NoteValidator)
-        self.worker.call(self.device, self.device.route, RouteCode.STACK)
+        self.worker.call(self.device, self.device.route, RouteCode.STACK)  # type: ignore[arg-type]
 
     def return_note(self) -> None:
-        assert isinstance(self.device, NoteValidator)
-        self.worker.call(self.device, self.device.route, RouteCode.RETURN)
+        self.worker.call(self.device, self.device.route, RouteCode.RETURN)  # type: ignore[arg-type]
 
 
 _COUNTED: dict[type, str] = {
@@ -274,7 +279,10 @@ def open_cash(
     if site.cash_enabled and d.coin is not None:
         coin_address = d.coin.address
         add("coin", d.coin, lambda bus: CoinAcceptor(bus, cur, coins, coin_address))
-    if site.cash_enabled and d.notes is not None:
+    essp: EsspValidator | None = None
+    if site.cash_enabled and d.notes is not None and d.notes.protocol == "essp":
+        essp = EsspValidator(Link.open(d.notes.port), cur, notes, encrypt=d.notes.encryption)
+    elif site.cash_enabled and d.notes is not None:
         notes_address = d.notes.address
         add("notes", d.notes, lambda bus: NoteValidator(bus, cur, notes, notes_address))
     known = resume or {}
@@ -284,30 +292,52 @@ def open_cash(
         for key, devs in on_bus.items()
     }  # fmt: skip
     worker_of = {dev.name: workers[key] for key, devs in on_bus.items() for dev in devs}
+    if essp is not None:  # its own port and its own thread, polled as the ccTalk devices are
+        workers[("essp", False)] = worker_of["notes"] = BusWorker(
+            essp.link,
+            [essp],
+            hub,
+            period=period,
+            deadman=deadman,  # type: ignore[list-item]
+        )
+        made["notes"] = essp  # type: ignore[assignment]
     coin_port = CashPort(worker_of["coin"], made["coin"], hub) if "coin" in made else None
     notes_dev = made.get("notes")
     note_port = None
-    if isinstance(notes_dev, NoteValidator):
-        note_port = NotePort(worker_of["notes"], notes_dev, hub)
+    if isinstance(notes_dev, NoteValidator | EsspValidator):
+        note_port = NotePort(worker_of["notes"], notes_dev, hub)  # type: ignore[arg-type]
     return CcTalkCash(coin_port, note_port, list(workers.values()))
 
 
 def start_simulator(
-    site: Site, *, byte_time: float = 0.0, link: Path | None = None
-) -> tuple[BusSimulator, SimCoinAcceptor, SimBillValidator]:
+    site: Site, *, byte_time: float = 0.0, link: Path | None = None,
+    notes_link: Path | None = None,
+) -> tuple[BusSimulator, SimCoinAcceptor, SimBillValidator | SimNoteValidator]:  # fmt: skip
     """A simulated bus, started, with a coin acceptor and note validator for the site's currency
     at the addresses its site file names (`link`: a stable path to it, as udev makes for a USB
-    adapter, so that it can be unplugged and plugged in again)."""
+    adapter, so that it can be unplugged and plugged in again). A site whose notes speak eSSP
+    gets a simulated ITL validator on a port of its own (`notes_port`; `notes_link` a stable
+    path to it), started too: the bus's `stop` stops it."""
     swiss = site.currency == "CHF"
     d = site.devices
     coin = SimCoinAcceptor(
         swiss_coins() if swiss else euro_coins(),
         address=(d.coin.address if d.coin else None) or COIN_ADDRESS,
     )
-    bills = SimBillValidator(
-        swiss_notes() if swiss else euro_notes(),
-        address=(d.notes.address if d.notes else None) or BILL_ADDRESS,
-    )
+    ids = swiss_notes() if swiss else euro_notes()
+    if d.notes is not None and d.notes.protocol == "essp":
+        validator = SimNoteValidator(ids, byte_time=byte_time, link=notes_link)
+        validator.start()
+        sim = BusSimulator([coin], byte_time=byte_time, link=link)
+        sim.start()
+        sim.companions.append(validator)
+        return sim, coin, validator
+    bills = SimBillValidator(ids, address=(d.notes.address if d.notes else None) or BILL_ADDRESS)
     sim = BusSimulator([coin, bills], byte_time=byte_time, link=link)
     sim.start()
     return sim, coin, bills
+
+
+def notes_port(bus: BusSimulator, notes: SimBillValidator | SimNoteValidator) -> str:
+    """Where the kiosk finds the simulated note validator: on the ccTalk bus, or its own."""
+    return notes.path if isinstance(notes, SimNoteValidator) else bus.path

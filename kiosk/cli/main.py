@@ -481,9 +481,14 @@ def cmd_devices(args: argparse.Namespace) -> int:
             return 1
         return 0
 
-    port, stop_sim = resolve_port(args.kind, args.port, currency=args.currency, crc16=args.crc16)
+    if args.protocol == "essp" and args.kind != "notes":
+        print("kiosk: --protocol essp is for note validators (notes)", file=sys.stderr)
+        return 2
+    port, stop_sim = resolve_port(args.kind, args.port, currency=args.currency, crc16=args.crc16,
+                                  protocol=args.protocol)  # fmt: skip
     try:
-        dev, close = open_device(args.kind, port, args.currency, args.address, args.crc16)
+        dev, close = open_device(args.kind, port, args.currency, args.address, args.crc16,
+                                 args.protocol, args.encryption)  # fmt: skip
     except DriverError as err:
         stop_sim()
         print(f"kiosk: {err}", file=sys.stderr)
@@ -608,6 +613,13 @@ def build_parser() -> argparse.ArgumentParser:
         dp.add_argument("--port", help='serial path, pyserial URL, or "sim" (not for reader)')
         dp.add_argument("--address", type=int, help="ccTalk address (default 2 coin, 40 notes)")
         dp.add_argument("--crc16", action="store_true", help="CRC16 instead of the simple checksum")
+        dp.add_argument(
+            "--protocol",
+            choices=["cctalk", "essp"],
+            default="cctalk",
+            help="notes: ccTalk or eSSP (ITL NV9, NV10, NV200)",
+        )
+        dp.add_argument("--encryption", action="store_true", help="eSSP: encrypt (key exchange)")
         dp.add_argument("--currency", default="EUR", choices=["EUR", "CHF"])
         dp.add_argument("--json", action="store_true", help="JSON output")
         if name == "probe":

@@ -220,6 +220,10 @@ class SerialDevice(_Section):
     port: str = Field(min_length=1, description='"sim", a serial device path or a pyserial URL')
     address: int | None = Field(default=None, ge=1, le=255)
     crc16: bool = False
+    #: ccTalk (coins and notes), or eSSP (ITL note validators: NV9, NV10, NV200)
+    protocol: Literal["cctalk", "essp"] = "cctalk"
+    #: eSSP: negotiate a key and encrypt every command (a validator that asks for it gets it)
+    encryption: bool = False
 
 
 class CardDevice(_Section):
@@ -406,6 +410,14 @@ def _cross_checks(f: SiteFile) -> list[str]:
         p.append("money.coins: cash payment needs at least one coin or note denomination")
     if not (f.payment.cash or f.payment.card):
         p.append("payment: at least one of cash or card must be enabled")
+    if f.devices.coin is not None and f.devices.coin.protocol != "cctalk":
+        p.append("devices.coin.protocol: coin acceptors speak ccTalk (eSSP is for notes)")
+    n = f.devices.notes
+    if n is not None and n.protocol == "essp" and (n.address is not None or n.crc16):
+        p.append("devices.notes: address and crc16 are ccTalk settings; an eSSP validator "
+                 "is at address 0 with its own CRC")  # fmt: skip
+    if n is not None and n.protocol == "cctalk" and n.encryption:
+        p.append("devices.notes.encryption: only an eSSP validator encrypts")
     if f.payment.cash and not (f.devices.coin or f.devices.notes):
         p.append("devices.coin: cash payment needs a coin acceptor or note validator configured")
     if f.payment.card and not f.devices.card:

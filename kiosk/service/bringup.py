@@ -1,4 +1,5 @@
-"""Installer tools for ccTalk acceptors: probe identity and channels; watch events as JSON."""
+"""Installer tools for the acceptors (ccTalk coins and notes, eSSP note validators): probe
+identity and channels; watch events as JSON."""
 
 from __future__ import annotations
 
@@ -23,20 +24,30 @@ from drivers.cctalk.devices import (
     _Acceptor,
 )
 from drivers.cctalk.transport import Bus
+from drivers.essp.device import Link
+from drivers.essp.device import NoteValidator as EsspValidator
 from drivers.zvt.apdu import Answer
 from drivers.zvt.client import Result, ZvtClient
 from drivers.zvt.transport import open_link
 from kiosk.domain.money import CURRENCY_EXPONENT, Money
 from kiosk.domain.site import DENOMINATIONS
 
+Acceptor = _Acceptor | EsspValidator
+
 
 def open_device(
-    kind: str, port: str, currency: str, address: int | None, crc16: bool
-) -> tuple[_Acceptor, Callable[[], None]]:
+    kind: str, port: str, currency: str, address: int | None, crc16: bool,
+    protocol: str = "cctalk", encryption: bool = False,
+) -> tuple[Acceptor, Callable[[], None]]:  # fmt: skip
     """The driver on `port` (a real port: the command line starts a simulator for `sim`);
     returns it and a closer."""
-    bus = Bus.open(port, crc16_mode=crc16)
     legal = DENOMINATIONS[currency]
+    if protocol == "essp":
+        if kind != "notes":
+            raise ValueError("eSSP is spoken by note validators only")
+        link = Link.open(port)
+        return EsspValidator(link, currency, legal["notes"], encrypt=encryption), link.close
+    bus = Bus.open(port, crc16_mode=crc16)
     dev: _Acceptor
     if kind == "coin":
         dev = CoinAcceptor(bus, currency, legal["coins"], address)
@@ -49,22 +60,38 @@ def open_device(
     return dev, close
 
 
-def probe(dev: _Acceptor) -> dict[str, Any]:
+def probe(dev: Acceptor) -> dict[str, Any]:
     """Identity, channel table and self-check of an acceptor."""
     dev.initialise()
     code, text = dev.self_check()
     assert dev.identity is not None
     return {
         "device": dev.name,
-        "address": dev.address,
+        "address": dev.link.address if isinstance(dev, EsspValidator) else dev.address,
+        "protocol": "essp" if isinstance(dev, EsspValidator) else "cctalk",
         "identity": dev.identity.as_dict(),
         "self_check": {"code": code, "text": text},
-        "channels": [
-            {"channel": c.number, "id": c.id_text, "value": c.value, "usable": c.usable}
-            for c in sorted(dev.channels.values(), key=lambda c: c.number)
-        ],
+        "channels": _channels(dev),
         "currency": dev.currency,
     }
+
+
+def _channels(dev: Acceptor) -> list[dict[str, Any]]:
+    if isinstance(dev, EsspValidator):
+        assert dev.setup is not None
+        return [{"channel": i + 1, "id": f"{dev.setup.country} {v // 100}" if v else "", "value": v,
+                 "usable": bool(v) and v in dev.accepted}
+                for i, v in enumerate(dev.setup.values)]  # fmt: skip
+    return [
+        {"channel": c.number, "id": c.id_text, "value": c.value, "usable": c.usable}
+        for c in sorted(dev.channels.values(), key=lambda c: c.number)
+    ]
+
+
+def _most(dev: Acceptor) -> int | None:
+    """The value of its biggest channel: enabling up to it enables them all."""
+    values = [c["value"] for c in _channels(dev) if c["usable"]]
+    return max(values) if values else None
 
 
 def print_probe(info: dict[str, Any], out: TextIO, as_json: bool) -> None:
@@ -73,7 +100,8 @@ def print_probe(info: dict[str, Any], out: TextIO, as_json: bool) -> None:
         return
     ident = info["identity"]
     out.write(
-        f"{info['device']} at address {info['address']}: {ident['category']}, "
+        f"{info['device']} ({info.get('protocol', 'cctalk')}) at address {info['address']}: "
+        f"{ident['category']}, "
         f"{ident['manufacturer']} {ident['product_code']}, serial {ident['serial_number']}, "
         f"software {ident['software_revision']}\n"
     )
@@ -117,7 +145,7 @@ def event_record(ev: object) -> dict[str, Any]:
         case AcceptorIncident():
             return {"event": "error", "code": ev.code, "text": ev.text, "kind": ev.kind}
         case DeviceReset():
-            return {"event": "reset", "text": "event counter back to 0"}
+            return {"event": "reset", "text": "the device restarted"}
         case EventsLost():
             return {"event": "events_lost", "code": ev.lost, "text": f"{ev.lost} event(s) lost"}
         case UnknownCredit():
@@ -126,7 +154,7 @@ def event_record(ev: object) -> dict[str, Any]:
 
 
 def watch(
-    dev: _Acceptor,
+    dev: Acceptor,
     out: TextIO,
     seconds: float,
     period: float = 0.1,
@@ -134,7 +162,7 @@ def watch(
 ) -> int:
     """Enable every channel, poll, print one JSON object per event, stack escrowed notes."""
     dev.initialise()
-    dev.enable(max(c.value for c in dev.channels.values()) if dev.channels else None)
+    dev.enable(_most(dev))
     out.write(json.dumps({"event": "ready", "device": dev.name}) + "\n")
     out.flush()
     count = 0
@@ -146,7 +174,7 @@ def watch(
             out.write(json.dumps(event_record(ev)) + "\n")
             out.flush()
             count += 1
-            if isinstance(ev, BillEscrowed) and isinstance(dev, NoteValidator):
+            if isinstance(ev, BillEscrowed) and isinstance(dev, NoteValidator | EsspValidator):
                 dev.route(RouteCode.STACK)
         next_poll += period
         if stop.wait(max(0.0, next_poll - time.monotonic())):

@@ -240,9 +240,11 @@ def _scenes(
 ) -> None:
     m, cur = site.money, site.currency
     out = s.out
+    essp = site.devices.notes is not None and site.devices.notes.protocol == "essp"
+    cash = "coins over ccTalk, notes over eSSP" if essp else "coins and notes over ccTalk"
     out.write(
         f"Demo at {site.name} ({site.kiosk_id}), {cur}, card payment "
-        f"{'on (ZVT)' if site.card_enabled else 'off'}; coins and notes over ccTalk on {port}\n"
+        f"{'on (ZVT)' if site.card_enabled else 'off'}; {cash} on {port}\n"
     )
     on_summary = ("choosing_amount", "key_refused")
 

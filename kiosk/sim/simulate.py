@@ -49,9 +49,10 @@ from drivers.chipkey.profile import ChipKey, Identity
 from drivers.chipkey.sim import VirtualCard
 from drivers.chipkey.vpcd import VpcdCard
 from drivers.errors import DriverError
+from drivers.essp.sim import SimNoteValidator
 from drivers.printer.sim import PrinterSim
 from drivers.zvt.sim import TerminalSim
-from kiosk.adapters.cash import start_simulator
+from kiosk.adapters.cash import notes_port, start_simulator
 from kiosk.adapters.key import DEMO_KEYS as DEMO_MASTER_KEYS
 from kiosk.domain.events import KeyStatus
 from kiosk.domain.money import Money
@@ -120,7 +121,7 @@ class Simulators:
     site: Site
     bus: BusSimulator
     coin: SimCoinAcceptor
-    notes: SimBillValidator
+    notes: SimBillValidator | SimNoteValidator  # ccTalk's, or an ITL validator over eSSP
     terminal: TerminalSim | None
     printer: PrinterSim | None
     cards: dict[str, VirtualCard]
@@ -134,7 +135,7 @@ class Simulators:
         out: dict[str, str] = {}
         for name, conf in (("coin", d.coin), ("notes", d.notes)):
             if conf is not None and (self.every or is_simulated(conf.port)):
-                out[name] = self.bus.path
+                out[name] = self.bus.path if name == "coin" else notes_port(self.bus, self.notes)
         if self.terminal is not None:
             out["card"] = self.terminal.port
         if self.printer is not None:
@@ -278,13 +279,17 @@ def simulators(
 
 
 def resolve_port(
-    kind: str, port: str, *, currency: str = "EUR", crc16: bool = False
+    kind: str, port: str, *, currency: str = "EUR", crc16: bool = False, protocol: str = "cctalk"
 ) -> tuple[str, Callable[[], None]]:
     """The port to open for one device of `kind` (coin, notes, card, printer): `port` itself,
     or for a simulated one the port of its simulator, started here (the bring-up tools'
     `--port sim`); and what stops that simulator."""
     if not is_simulated(port):
         return port, _nothing
+    if kind == "notes" and protocol == "essp":
+        validator = SimNoteValidator(swiss_notes() if currency == "CHF" else euro_notes())
+        validator.start()
+        return validator.path, validator.stop
     if kind in ("coin", "notes"):
         swiss = currency == "CHF"
         bus = BusSimulator(

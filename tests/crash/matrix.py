@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import queue
@@ -145,15 +146,26 @@ class Bench:
         return ChipKey(VirtualCard(self.card.uid, self.card.path), DEMO_KEYS).read_summary()
 
 
-def site_text(bus: str, terminal: str, printer: str, reader: str, ho: str | None = None) -> str:
+#: the note validator's protocol in every cell (`--notes`): ccTalk on the coin acceptor's bus,
+#: or an ITL validator over eSSP on a port of its own
+NOTES = {"protocol": "cctalk"}
+
+
+def site_text(bus: str, terminal: str, printer: str, reader: str, ho: str | None = None,
+              notes: str | None = None) -> str:  # fmt: skip
     text = (ROOT / "config" / "demo.toml").read_text("utf-8")
     head, _, _devices = text.partition("[devices.coin]")
+    notes_section = (
+        f'[devices.notes]\nport = "{notes}"\nprotocol = "essp"\n\n'
+        if notes
+        else f'[devices.notes]\nport = "{bus}"\naddress = 40\n\n'
+    )
     return (
         head
         + (
             f'[devices.coin]\nport = "{bus}"\naddress = 2\n\n'
-            f'[devices.notes]\nport = "{bus}"\naddress = 40\n\n'
-            f'[devices.card]\nport = "{terminal}"\n\n'
+            + notes_section
+            + f'[devices.card]\nport = "{terminal}"\n\n'
             f'[devices.reader]\nreader = "{reader}"\n\n'
             f'[devices.printer]\nport = "{printer}"\nreceipt = "always"\n'
         )
@@ -208,7 +220,14 @@ def _bench(folder: Path, reader: str, port: int, fault: str) -> Iterator[Bench]:
         if fault in HEAD_OFFICE:
             ho, token = head_office(folder, OFFICE_CREDIT if fault == "ho_credit" else 0)
             stack.callback(ho.stop)
-        bus, coins, notes = start_simulator(demo, link=folder / "ttyUSB-ccTalk")
+        essp = NOTES["protocol"] == "essp"
+        if essp:
+            d = demo.devices
+            assert d.notes is not None
+            essp_notes = d.notes.model_copy(update={"protocol": "essp", "address": None})
+            demo = dataclasses.replace(demo, devices=d.model_copy(update={"notes": essp_notes}))
+        bus, coins, notes = start_simulator(demo, link=folder / "ttyUSB-ccTalk",
+                                            notes_link=folder / "ttyUSB-eSSP")  # fmt: skip
         stack.callback(bus.stop)
         terminal = TerminalSim("tcp")
         terminal.start()
@@ -217,7 +236,8 @@ def _bench(folder: Path, reader: str, port: int, fault: str) -> Iterator[Bench]:
         printer.start()
         stack.callback(printer.stop)
         site_file = folder / "site.toml"
-        text = site_text(bus.path, terminal.port, printer.path, reader, ho.url if ho else None)
+        text = site_text(bus.path, terminal.port, printer.path, reader, ho.url if ho else None,
+                         notes.path if essp else None)  # fmt: skip
         text += f'\n[secrets]\nfile = "{demo_secrets(folder / "secrets.toml")}"\n'
 
         if fault == "disk_full":  # its 16 MB are the whole disk: a floor the cell can meet
@@ -335,6 +355,8 @@ def vanish(a: Automat) -> None:
     shows the acceptors' faults (or 10 s); then both back, at the same path and address."""
     b = a.bench
     b.bus.unplug()
+    for other in b.bus.companions:  # an eSSP note validator's own adapter
+        other.unplug()
     b.terminal.unplug()
     deadline = time.monotonic() + 10
     try:
@@ -344,6 +366,8 @@ def vanish(a: Automat) -> None:
             threading.Event().wait(0.05)  # the automat's next view: look again shortly
     finally:
         b.bus.plug()
+        for other in b.bus.companions:
+            other.plug()
         b.terminal.plug()
 
 
@@ -812,6 +836,9 @@ def print_matrix(cells: list[Cell]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--flows", default="cash,card")
+    ap.add_argument("--faults", help="only these faults (comma-separated), e.g. note_jam")
+    ap.add_argument("--notes", choices=("cctalk", "essp"), default="cctalk",
+                    help="the note validator's protocol")  # fmt: skip
     ap.add_argument("--keep", action="store_true", help="keep the work folder (logs, journals)")
     ap.add_argument("--exhaustive", action="store_true",
                     help="kill at every step under every fault (as the test suite does); "
@@ -829,6 +856,7 @@ def main(argv: list[str] | None = None) -> int:
         help="run one cell only, e.g. cash:coin_reset:5 (to look into a failure)",
     )
     args = ap.parse_args(argv)
+    NOTES["protocol"] = args.notes
     if not any(r.startswith("Virtual PCD") for r in readers()):
         print("crash matrix: no vpcd reader in pcscd (run the README's test command)")
         return 2
@@ -857,14 +885,19 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"work folder kept: {work}")
     failed = [c for c in cells if not c.ok]
-    print(f"{len(cells)} cells, {len(failed)} failed, {time.monotonic() - started:.0f} s")
+    print(
+        f"{len(cells)} cells, {len(failed)} failed, {time.monotonic() - started:.0f} s "
+        f"(notes over {args.notes})"
+    )
     return 1 if failed else 0
 
 
 def run_matrix(pool: ThreadPoolExecutor, args: argparse.Namespace, work: Path) -> list[Cell]:
     """Every cell, `args.jobs` at a time: the clean runs first (they name the steps), then a
     cell per step (and fault), and the key torn at each write command."""
-    pairs = [(flow, fault) for flow in args.flows.split(",") for fault in FAULTS[flow]]
+    only = set(args.faults.split(",")) if args.faults else None
+    pairs = [(flow, fault) for flow in args.flows.split(",") for fault in FAULTS[flow]
+             if only is None or fault in only]  # fmt: skip
     refs = {pair: pool.submit(reference_steps, *pair, work) for pair in pairs}
     cells: list[Cell] = []
     runs: list[Future[None]] = []

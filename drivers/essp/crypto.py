@@ -1,0 +1,132 @@
+"""eSSP encryption, pure: the key exchange and the encrypted packet.
+
+Key exchange (Diffie-Hellman over 64-bit numbers, all sent little-endian in 8 bytes): the host
+sets a prime generator (0x4A) and a prime modulus (0x4B), then sends its intermediate key
+g^a mod n (0x4C); the device answers with its own, g^b mod n. Both then hold the negotiated key
+g^ab mod n. The AES-128 key is the 64-bit fixed key (set in the device, 0123456701234567 from
+the factory) in its low eight bytes and the negotiated key in its high eight.
+
+The encrypted packet travels as the data of an ordinary frame: 0x7E, then AES-128-ECB over
+`eLEN eCOUNT(4) DATA PACKING eCRC(2)`, padded with random bytes to whole 16-byte blocks; eLEN
+is the length of DATA, eCOUNT the packet count and eCRC the frame CRC over everything before it.
+The count: the host's command carries the count both sides expect; the device answers with the
+same count; both then count one on. A packet with another count is refused (a replay).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from drivers.errors import FrameError
+from drivers.essp.codec import crc16
+
+STEX = 0x7E
+DEFAULT_FIXED_KEY = 0x0123456701234567
+
+
+def is_prime(n: int) -> bool:
+    """Miller-Rabin, deterministic below 3.3e24 with these bases (enough for 64 bits)."""
+    if n < 2:
+        return False
+    small = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41)
+    for p in small:
+        if n % p == 0:
+            return n == p
+    d, r = n - 1, 0
+    while d % 2 == 0:
+        d, r = d // 2, r + 1
+    for a in small:
+        x = pow(a, d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(r - 1):
+            x = pow(x, 2, n)
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
+
+
+def random_prime(bits: int = 63) -> int:
+    """A random prime below 2**bits (the device's arithmetic is 64-bit)."""
+    while True:
+        n = secrets.randbits(bits) | 1 << (bits - 1) | 1
+        if is_prime(n):
+            return n
+
+
+def u64(n: int) -> bytes:
+    return n.to_bytes(8, "little")
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One side of the key exchange: its secret and the public numbers."""
+
+    generator: int
+    modulus: int
+    secret: int
+
+    @classmethod
+    def start(cls, generator: int | None = None, modulus: int | None = None) -> Exchange:
+        g = generator or random_prime()
+        n = modulus or random_prime()
+        if g == n:
+            n = random_prime()
+        return cls(g, n, secrets.randbelow(2**62) + 2)
+
+    @property
+    def intermediate(self) -> int:
+        return pow(self.generator, self.secret, self.modulus)
+
+    def key(self, other_intermediate: int) -> int:
+        return pow(other_intermediate, self.secret, self.modulus)
+
+
+def aes_key(fixed: int, negotiated: int) -> bytes:
+    return u64(fixed) + u64(negotiated)
+
+
+class Session:
+    """Encrypts and decrypts packets with one negotiated key and the packet count."""
+
+    def __init__(self, key: bytes, *, random: bool = True) -> None:
+        if len(key) != 16:
+            raise ValueError("an eSSP key is 16 bytes")
+        self._cipher = Cipher(algorithms.AES(key), modes.ECB())  # noqa: S305 (the protocol's)
+        self.count = 0
+        self._random = random
+
+    def wrap(self, data: bytes) -> bytes:
+        """DATA as the frame data of an encrypted packet with the current count."""
+        body = bytes((len(data),)) + self.count.to_bytes(4, "little") + data
+        pad = -(len(body) + 2) % 16
+        body += secrets.token_bytes(pad) if self._random else bytes(pad)
+        crc = crc16(body)
+        body += bytes((crc & 0xFF, crc >> 8))
+        enc = self._cipher.encryptor()
+        return bytes((STEX,)) + enc.update(body) + enc.finalize()
+
+    def unwrap(self, packet: bytes) -> bytes:
+        """The DATA of an encrypted packet with the current count; FrameError if it is not
+        one (bad CRC, another count, not whole blocks)."""
+        if not packet or packet[0] != STEX or (len(packet) - 1) % 16 or len(packet) < 17:
+            raise FrameError(f"not an encrypted packet: {packet[:4].hex(' ')}")
+        dec = self._cipher.decryptor()
+        body = dec.update(packet[1:]) + dec.finalize()
+        if crc16(body[:-2]) != body[-2] | body[-1] << 8:
+            raise FrameError("encrypted packet: CRC does not match (wrong key?)")
+        n, count = body[0], int.from_bytes(body[1:5], "little")
+        if count != self.count:
+            raise FrameError(f"encrypted packet count {count}, expected {self.count}")
+        if 5 + n > len(body) - 2:
+            raise FrameError("encrypted packet: length beyond its blocks")
+        return body[5 : 5 + n]
+
+    def next(self) -> None:
+        """One command and its answer done: count on."""
+        self.count = (self.count + 1) & 0xFFFFFFFF

@@ -1,0 +1,303 @@
+"""eSSP: the codec (published frames, any fragments, resync), the encryption (each step), and
+the driver against the simulated validator on a real pty: escrow, return, jam, fraud, stacker
+full, a reset with a note in escrow, a lost answer retried without a second credit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from drivers.cctalk.codec import RouteCode
+from drivers.cctalk.devices import (
+    AcceptorIncident,
+    BillEscrowed,
+    BillReturned,
+    BillStacked,
+    DeviceReset,
+)
+from drivers.cctalk.sim import euro_notes
+from drivers.errors import DeviceError, FrameError
+from drivers.essp import protocol as P
+from drivers.essp.codec import Decoder, Frame, crc16, decode, encode
+from drivers.essp.crypto import Exchange, Session, aes_key, is_prime, random_prime
+from drivers.essp.device import Link, NoteValidator, parse_setup
+from drivers.essp.sim import SimNoteValidator
+from tests.conftest import ROOT, run_kiosk
+
+NOTES = frozenset({500, 1000, 2000, 5000})
+
+# ---------------------------------------------------------------- codec
+
+
+def test_crc_and_the_published_sync_frame() -> None:
+    assert crc16(b"123456789") == 0xAEE7  # CRC-16/CMS check value
+    assert encode(1, 0, b"\x11") == bytes.fromhex("7f 80 01 11 65 82")  # SYNC, seq 1
+    assert decode(bytes.fromhex("7f 80 01 11 65 82")) == Frame(1, 0, b"\x11")
+    assert encode(0, 0, b"\xf0") == bytes.fromhex("7f 00 01 f0 20 0a")  # OK, seq 0
+
+
+def test_every_7f_after_the_stx_is_doubled() -> None:
+    raw = encode(0, 0, b"\x7f\x01\x7f")
+    assert raw[0] == 0x7F and raw[1:].count(b"\x7f\x7f") >= 2
+    assert decode(raw).data == b"\x7f\x01\x7f"
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        (bytes.fromhex("7f 80 01 11 65 83"), "bad frame"),  # CRC
+        (bytes.fromhex("7f 80 02 11 65 82"), "incomplete"),  # length beyond the bytes
+        (bytes.fromhex("7f 80 01 7f 65 82"), "bad frame"),  # a lone 7F inside
+    ],
+)
+def test_a_bad_frame_is_a_clear_error(raw: bytes, says: str) -> None:
+    with pytest.raises(FrameError, match=says):
+        decode(raw)
+
+
+@given(
+    seq=st.integers(0, 1),
+    address=st.integers(0, 0x7E),
+    data=st.binary(max_size=255),
+    garbage=st.binary(max_size=20).filter(lambda b: 0x7F not in b),
+    cuts=st.lists(st.integers(1, 40), max_size=12),
+)
+def test_round_trip_in_any_fragments_after_garbage(
+    seq: int, address: int, data: bytes, garbage: bytes, cuts: list[int]
+) -> None:
+    raw = garbage + encode(seq, address, data) + encode(seq ^ 1, address, data[:3])
+    d = Decoder()
+    frames: list[Frame] = []
+    at = 0
+    for n in cuts:
+        frames += d.feed(raw[at : at + n])
+        at += n
+    frames += d.feed(raw[at:])
+    assert frames == [Frame(seq, address, data), Frame(seq ^ 1, address, data[:3])]
+    assert d.dropped == len(garbage)
+
+
+def test_the_decoder_resyncs_after_a_dropped_byte() -> None:
+    good = encode(0, 0, b"\xf0\xef\x02")
+    broken = good[:3] + good[4:]  # one byte lost on the line
+    assert Decoder().feed(broken + good) == [Frame(0, 0, b"\xf0\xef\x02")]
+
+
+# ---------------------------------------------------------------- encryption
+
+
+def test_key_exchange_both_sides_agree() -> None:
+    assert is_prime(2**61 - 1) and not is_prime(2**61 + 1) and is_prime(random_prime())
+    host = Exchange(982451653, 1000000007, 123456789)
+    device = Exchange(982451653, 1000000007, 987654321)
+    assert host.intermediate == pow(982451653, 123456789, 1000000007)
+    assert host.key(device.intermediate) == device.key(host.intermediate)
+    key = aes_key(0x0123456701234567, 0x1122334455667788)
+    assert key == bytes.fromhex("6745230167452301 8877665544332211")
+
+
+def test_encrypted_packet_layout_count_and_replay() -> None:
+    key = aes_key(0x0123456701234567, 42)
+    host, device = Session(key, random=False), Session(key, random=False)
+    packet = host.wrap(b"\x07")
+    assert packet[0] == 0x7E and (len(packet) - 1) % 16 == 0
+    assert device.unwrap(packet) == b"\x07"
+    host.next(), device.next()
+    with pytest.raises(FrameError, match="count 0, expected 1"):
+        device.unwrap(packet)  # the same packet again: a replay
+    with pytest.raises(FrameError, match="CRC"):
+        Session(aes_key(1, 2)).unwrap(host.wrap(b"\x07"))  # the wrong key
+
+
+# ---------------------------------------------------------------- the driver on a pty
+
+
+class Rig:
+    def __init__(self, **sim: object) -> None:
+        self.sim = SimNoteValidator(euro_notes(), **sim)  # type: ignore[arg-type]
+        self.sim.start()
+        self.link = Link.open(self.sim.path)
+        self.dev = NoteValidator(self.link, "EUR", NOTES)
+
+    def up(self) -> None:
+        assert self.dev.initialise() == []
+        self.dev.enable(5000)
+
+    def polls(self, n: int = 4) -> list[object]:
+        out: list[object] = []
+        for _ in range(n):
+            out += self.dev.poll()
+        return out
+
+    def close(self) -> None:
+        self.link.close()
+        self.sim.stop()
+
+
+@pytest.fixture
+def rig() -> Iterator[Rig]:
+    r = Rig()
+    yield r
+    r.close()
+
+
+def test_set_up_reads_the_channels_identity_and_sets_the_inhibits(rig: Rig) -> None:
+    rig.up()
+    assert rig.dev.setup is not None and rig.dev.setup.values[:5] == (500, 1000, 2000, 5000,
+                                                                     10000)  # fmt: skip
+    assert rig.dev.identity is not None and rig.dev.identity.serial_number == 0x01234567
+    assert rig.sim.master and rig.sim.inhibit_mask == 0b1111  # 100 EUR is not taken here
+    rig.dev.enable(1000)
+    assert rig.sim.inhibit_mask == 0b11
+    rig.dev.enable(None)
+    assert not rig.sim.master and rig.sim.inhibit_mask == 0
+
+
+def test_a_note_held_while_the_kiosk_decides_then_stacked(rig: Rig) -> None:
+    rig.up()
+    assert rig.sim.insert("EU0020A")
+    first = rig.polls(3)
+    assert first == [BillEscrowed("notes", 3, 2000, "EUR", None)]
+    assert rig.sim.escrow == 3 and P.Cmd.HOLD in rig.sim.commands  # held, not accepted
+    rig.dev.route(RouteCode.STACK)
+    assert rig.polls(2) == [BillStacked("notes", 3, 2000, "EUR", None)]
+    assert rig.sim.stacked == [3]
+
+
+def test_a_returned_note_is_given_back_and_never_credited(rig: Rig) -> None:
+    rig.up()
+    rig.sim.insert("EU0050A")
+    assert rig.polls(2) == [BillEscrowed("notes", 4, 5000, "EUR", None)]
+    rig.dev.route(RouteCode.RETURN)
+    events = rig.polls(2)
+    assert BillReturned("notes", 4, 5000, "EUR", None) in events
+    assert not any(isinstance(e, BillStacked) for e in events) and rig.sim.returned == [4]
+
+
+def test_jam_fraud_and_stacker_full_are_incidents_the_kiosk_knows(rig: Rig) -> None:
+    rig.up()
+    rig.sim.jam_next_stack = "unsafe"
+    rig.sim.insert("EU0010A")
+    rig.polls(2)
+    rig.dev.route(RouteCode.STACK)
+    events = rig.polls(2)
+    assert [e for e in events if isinstance(e, AcceptorIncident)] == [
+        AcceptorIncident("notes", 6, "note jammed (unsafe)", "fatal", None)
+    ]
+    assert not any(isinstance(e, BillStacked) for e in events)  # its fate is not known
+    rig.sim.fraud(2)
+    rig.sim.full_after_next_stack = True
+    rig.sim.insert("EU0005A")
+    events = rig.polls(2)
+    rig.dev.route(RouteCode.STACK)
+    events += rig.polls(3)
+    kinds = [(e.code, e.kind) for e in events if isinstance(e, AcceptorIncident)]
+    assert (17, "fraud") in kinds and (14, "status") in kinds
+
+
+def test_a_reset_with_a_note_in_escrow_reports_the_reset_then_where_the_note_went(
+    rig: Rig,
+) -> None:
+    rig.up()
+    rig.sim.insert("EU0020A")
+    rig.polls(2)
+    rig.sim.power_cycle(note_to="cashbox")
+    events = rig.polls(2)
+    assert events[0] == DeviceReset("notes")
+    assert BillStacked("notes", 3, 2000, "EUR", None) in events  # in the box: money
+    assert rig.sim.master and rig.sim.inhibit_mask == 0b1111  # set up again after the reset
+    rig.sim.insert("EU0010A")
+    rig.polls(2)
+    rig.sim.power_cycle(note_to="front")
+    assert BillReturned("notes", 2, 1000, "EUR", None) in rig.polls(2)
+
+
+@pytest.mark.parametrize("fault", ["garbage", "drop", "silence"])
+def test_a_lost_answer_is_asked_again_and_a_credit_counted_once(rig: Rig, fault: str) -> None:
+    rig.up()
+    rig.sim.insert("EU0020A")
+    rig.polls(2)
+    rig.dev.route(RouteCode.STACK)
+    if fault == "garbage":
+        rig.sim.garbage_next = b"\x00\x13\x37"
+    elif fault == "drop":
+        rig.sim.drop_next = True
+    else:
+        rig.sim.silent_for = 1
+    polls_run = rig.sim.commands.count(P.Cmd.POLL)
+    events = rig.polls(3)
+    assert [e for e in events if isinstance(e, BillStacked)] == [
+        BillStacked("notes", 3, 2000, "EUR", None)
+    ]
+    if fault != "garbage":  # a garbled start is skipped by the decoder: no retry needed
+        assert rig.link.retries >= 1
+    assert rig.sim.commands.count(P.Cmd.POLL) == polls_run + 3  # the retry did not run twice
+
+
+def test_a_validator_that_wants_encryption_gets_a_key_and_is_spoken_to_encrypted() -> None:
+    r = Rig(needs_encryption=True)
+    try:
+        r.sim.session = None
+        r.dev.initialise()
+        assert r.dev.encrypt and r.link.session is not None and r.sim.session is not None
+        r.dev.enable(5000)
+        r.sim.insert("EU0005A")
+        assert r.polls(2) == [BillEscrowed("notes", 1, 500, "EUR", None)]
+        assert r.link.session.count == r.sim.session.count > 5
+    finally:
+        r.close()
+
+
+def test_a_validator_of_another_currency_is_refused(rig: Rig) -> None:
+    dev = NoteValidator(rig.link, "CHF", frozenset({1000}))
+    with pytest.raises(DeviceError, match="takes EUR, the site CHF"):
+        dev.initialise()
+
+
+def test_setup_answer_too_short_is_a_clear_error() -> None:
+    with pytest.raises(FrameError, match="too short"):
+        parse_setup(b"\x00045")
+
+
+# ---------------------------------------------------------------- the bring-up tools
+
+
+def test_probe_prints_the_validators_identity_and_channels() -> None:
+    done = run_kiosk("devices", "probe", "notes", "--port", "sim", "--protocol", "essp", "--json")
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    assert info["protocol"] == "essp" and info["identity"]["manufacturer"] == "ITL"
+    assert [c["value"] for c in info["channels"] if c["usable"]] == [500, 1000, 2000, 5000, 10000]
+
+
+def test_essp_for_a_coin_acceptor_is_refused_clearly() -> None:
+    done = run_kiosk("devices", "probe", "coin", "--port", "sim", "--protocol", "essp")
+    assert done.returncode == 2 and "essp is for note validators" in done.stderr
+    assert done.stdout == ""
+
+
+def test_watch_prints_a_note_held_and_stacked() -> None:
+    with SimNoteValidator(euro_notes()) as sim:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kiosk.cli", "devices", "watch", "notes", "--port", sim.path,
+             "--protocol", "essp", "--seconds", "4"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        assert json.loads(proc.stdout.readline())["event"] == "ready"
+        deadline = time.monotonic() + 5
+        while not sim.insert("EU0020A"):  # until the watcher has enabled it
+            assert time.monotonic() < deadline, "the watcher never enabled the validator"
+            threading.Event().wait(0.05)
+        out, err = proc.communicate(timeout=15)
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [e["event"] for e in events] == ["note_escrow", "note_stacked"], err
+    assert events[1]["value"] == 2000 and sim.stacked == [3]
