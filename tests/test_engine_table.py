@@ -47,9 +47,13 @@ def _state_constants(value: ast.expr) -> Iterator[str]:
 
 def code_targets() -> dict[str, set[str]]:
     """For each method of TopUpSession: the states it and the helpers it calls may set."""
-    tree = ast.parse(inspect.getsource(engine))
-    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "TopUpSession")
-    methods = {f.name: f for f in cls.body if isinstance(f, ast.FunctionDef)}
+    methods: dict[str, ast.FunctionDef] = {}
+    for part in engine.TopUpSession.__mro__[:-1]:  # the session, its sub-machines, its core
+        tree = ast.parse(inspect.getsource(inspect.getmodule(part)))  # type: ignore[arg-type]
+        cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == part.__name__)
+        for f in cls.body:
+            if isinstance(f, ast.FunctionDef):
+                methods.setdefault(f.name, f)  # the one the session uses (first in the MRO)
     direct: dict[str, set[str]] = {}
     calls: dict[str, set[str]] = {}
     for name, f in methods.items():
