@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -24,7 +25,7 @@ from drivers.cctalk.devices import (
     DeviceReset,
 )
 from drivers.cctalk.sim import euro_notes
-from drivers.errors import DeviceError, FrameError
+from drivers.errors import DeviceError, DeviceTimeout, FrameError, TransportError
 from drivers.essp import protocol as P
 from drivers.essp.codec import Decoder, Frame, crc16, decode, encode
 from drivers.essp.crypto import Exchange, Session, aes_key, is_prime, random_prime
@@ -301,3 +302,21 @@ def test_watch_prints_a_note_held_and_stacked() -> None:
     events = [json.loads(line) for line in out.splitlines()]
     assert [e["event"] for e in events] == ["note_escrow", "note_stacked"], err
     assert events[1]["value"] == 2000 and sim.stacked == [3]
+
+
+def test_an_adapter_unplugged_and_plugged_in_again_is_opened_again(tmp_path: Path) -> None:
+    """Found by the crash matrix with eSSP notes (devices_vanish): the validator's USB adapter
+    out and back at the same stable path; the link opens the port again by itself."""
+    with SimNoteValidator(euro_notes(), link=tmp_path / "ttyUSB-eSSP") as sim:
+        link = Link.open(str(tmp_path / "ttyUSB-eSSP"))
+        dev = NoteValidator(link, "EUR", NOTES)
+        dev.initialise()
+        sim.unplug()
+        with pytest.raises((TransportError, DeviceTimeout)):
+            dev.poll()
+        sim.plug()
+        assert dev.initialise() == []  # the worker sets an offline device up again
+        dev.enable(5000)
+        sim.insert("EU0010A")
+        assert dev.poll() + dev.poll() == [BillEscrowed("notes", 2, 1000, "EUR", None)]
+        link.close()

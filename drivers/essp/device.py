@@ -15,6 +15,7 @@ accept it, `route(RETURN)` sends REJECT. Credit is the CREDIT event only.
 from __future__ import annotations
 
 import logging
+import termios
 import time
 from dataclasses import dataclass
 
@@ -55,6 +56,17 @@ INCIDENTS: dict[int, tuple[int, str, BillEventKind]] = {
 }
 
 
+def _open_port(url: str) -> serial.SerialBase:
+    kwargs: dict[str, object] = {"baudrate": BAUD, "bytesize": 8, "parity": "N", "stopbits": 2,
+                                 "timeout": 0.02}  # fmt: skip
+    if "://" not in url:
+        kwargs["exclusive"] = True  # a second process on the port would corrupt the exchange
+    try:
+        return serial.serial_for_url(url, **kwargs)
+    except (serial.SerialException, OSError, ValueError) as err:
+        raise TransportError(f"cannot open {url}: {err}") from err
+
+
 class KeyNotSet(DeviceError):
     """The device answered KEY_NOT_SET: it takes this command only encrypted."""
 
@@ -62,8 +74,14 @@ class KeyNotSet(DeviceError):
 class Link:
     """One eSSP device on a serial port: frames with the sequence bit, retries, encryption."""
 
-    def __init__(self, port: serial.SerialBase, address: int = VALIDATOR) -> None:
+    def __init__(
+        self, port: serial.SerialBase, address: int = VALIDATOR, url: str | None = None
+    ) -> None:
         self.port = port
+        #: where to open the port again when it was lost (an adapter unplugged and plugged in
+        #: again comes back at the same stable path); None: a lost port stays lost
+        self.url = url
+        self._lost = False
         self.address = address
         self.seq = 1
         self.session: Session | None = None
@@ -72,12 +90,14 @@ class Link:
 
     @classmethod
     def open(cls, url: str, address: int = VALIDATOR) -> Link:
-        try:
-            port = serial.serial_for_url(url, baudrate=BAUD, bytesize=8, parity="N",
-                                         stopbits=2, timeout=0.02)  # fmt: skip
-        except (serial.SerialException, OSError) as err:
-            raise TransportError(f"cannot open {url}: {err}") from err
-        return cls(port, address)
+        return cls(_open_port(url), address, url)
+
+    def _reopen(self) -> None:
+        if self.url is None:
+            raise TransportError("the eSSP port was lost")
+        self.port = _open_port(self.url)
+        self._lost = False
+        log.warning("%s: port open again", self.url)
 
     def close(self) -> None:
         self.port.close()
@@ -99,6 +119,8 @@ class Link:
         return answer
 
     def exchange(self, data: bytes, *, plain: bool = False) -> bytes:
+        if self._lost:
+            self._reopen()
         session = None if plain else self.session
         payload = session.wrap(data) if session is not None else data
         raw = encode(self.seq, self.address, payload)
@@ -109,7 +131,8 @@ class Link:
             try:
                 self.port.reset_input_buffer()
                 self.port.write(raw)
-            except (serial.SerialException, OSError) as err:
+            except (serial.SerialException, OSError, termios.error) as err:  # the pty is gone
+                self._lost = True
                 raise TransportError(f"eSSP port: {err}") from err
             frame = self._read()
             if frame is None or frame.address != self.address:
@@ -133,6 +156,7 @@ class Link:
             try:
                 chunk = self.port.read(max(1, self.port.in_waiting))
             except (serial.SerialException, OSError) as err:
+                self._lost = True
                 raise TransportError(f"eSSP port: {err}") from err
             if chunk:
                 frames = self._decoder.feed(chunk)
