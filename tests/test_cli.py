@@ -57,27 +57,6 @@ def test_demo_at_a_cash_only_site_offers_no_card(tmp_path: Path) -> None:
     assert (tmp_path / "journal-POESS-BR11-01.sqlite").exists()
 
 
-def test_demo_with_an_essp_note_validator(tmp_path: Path) -> None:
-    """The demo at a site whose notes speak eSSP: its notes go through the eSSP driver to the
-    simulated ITL validator, and the journal has them as for ccTalk."""
-    site = tmp_path / "essp.toml"
-    text = (CONFIG / "demo.toml").read_text("utf-8")
-    site.write_text(
-        text.replace(
-            '[devices.notes]\nport = "sim"\naddress = 40',
-            '[devices.notes]\nport = "sim"\nprotocol = "essp"',
-        ),
-        "utf-8",
-    )
-    res = run_kiosk("demo", "--site", str(site), data_dir=tmp_path)
-    assert res.returncode == 0, res.stderr
-    assert "coins over ccTalk, notes over eSSP" in res.stdout
-    with sqlite3.connect(tmp_path / "journal-DEMO-01.sqlite") as db:
-        notes = db.execute("SELECT count(*) FROM journal WHERE kind = 'cash_in' "
-                           "AND data LIKE '%\"medium\":\"note\"%'").fetchone()[0]  # fmt: skip
-    assert notes >= 2 and "journal verify: ok" in res.stdout
-
-
 def test_data_dir_option_wins_over_the_environment(tmp_path: Path) -> None:
     env_dir, opt_dir = tmp_path / "env", tmp_path / "opt"
     res = run_kiosk("--data-dir", str(opt_dir), "demo", data_dir=env_dir)
@@ -101,12 +80,27 @@ def test_bad_site_file_stops_the_demo_with_the_reason(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists() or not list((tmp_path / "data").iterdir())
 
 
-def test_demo_at_the_swiss_site_pays_in_francs(tmp_path: Path) -> None:
-    res = run_kiosk("demo", "--site", str(CONFIG / "thal-elektra.toml"), data_dir=tmp_path)
+def test_demo_at_the_swiss_site_pays_in_francs_and_its_notes_over_essp(tmp_path: Path) -> None:
+    """The Swiss site, here with an ITL note validator over eSSP (`protocol = "essp"`): francs
+    through both protocols, its notes through the eSSP driver to the simulated validator."""
+    site = tmp_path / "thal-essp.toml"
+    text = (CONFIG / "thal-elektra.toml").read_text("utf-8")
+    head, notes, rest = text.partition("[devices.notes]\n")
+    assert notes, "the Swiss site names its note validator"
+    port, _, rest = rest.partition("\n")
+    rest = "\n".join(ln for ln in rest.split("\n") if not ln.startswith("address"))
+    site.write_text(f'{head}{notes}{port}\nprotocol = "essp"\n{rest}', "utf-8")
+    res = run_kiosk("demo", "--site", str(site), data_dir=tmp_path)
     assert res.returncode == 0, res.stderr
+    assert "coins over ccTalk, notes over eSSP" in res.stdout
     assert "insert coin 5.00 CHF" in res.stdout
     assert "paid 20.00 CHF = fee 0.00 CHF + debt 0.00 CHF + credit 20.00 CHF" in res.stdout
     assert "journal verify: ok" in res.stdout
+    journal = next(tmp_path.glob("journal-*.sqlite"))
+    with sqlite3.connect(journal) as db:
+        notes_in = db.execute("SELECT count(*) FROM journal WHERE kind = 'cash_in' "
+                              "AND data LIKE '%\"medium\":\"note\"%'").fetchone()[0]  # fmt: skip
+    assert notes_in >= 2
 
 
 def test_demo_again_with_a_new_head_office_sends_the_whole_journal(tmp_path: Path) -> None:
