@@ -7,13 +7,14 @@ import argparse
 import json
 import secrets
 import sys
+import time
 from collections import defaultdict
-from datetime import datetime
+from datetime import date, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Engine, create_engine, delete, insert, select
 
-from sync import schema
+from sync import billing, schema
 from sync.protocol import SETTINGS, amount_text
 from sync.schema import OutdatedSchema
 from sync.server import (
@@ -69,6 +70,23 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("--tz", default="Europe/Berlin", help="time zone of the days")
     c = sub.add_parser("count", help="how many entries a kiosk has delivered")
     c.add_argument("kiosk_id")
+    im = sub.add_parser("import", help="take a billing file whole (keys, debts or credits)")
+    im.add_argument("what", choices=("keys", "debts", "credits"))
+    im.add_argument("file", help="CSV with the header row (README: billing files)")
+    ex = sub.add_parser("export", help="every payment of some days, for the billing system")
+    ex.add_argument("what", choices=("payments",))
+    ex.add_argument("--since", required=True, type=date.fromisoformat, help="first day")
+    ex.add_argument("--until", type=date.fromisoformat, help="last day (default: --since)")
+    ex.add_argument("--format", choices=("csv", "json"), default="csv")
+    ex.add_argument(
+        "--amounts",
+        choices=("minor", "text"),
+        default="minor",
+        help="minor units (columns *_minor) or text with decimals (*_text)",
+    )
+    ex.add_argument("--tz", default="Europe/Berlin", help="time zone of the days")
+    vf = sub.add_parser("verify", help="check every kiosk's stored hash chain (or one's)")
+    vf.add_argument("kiosk_id", nargs="?")
     sub.add_parser("openapi", help="print the wire protocol as OpenAPI JSON")
     sub.add_parser("upgrade", help="bring the database to this release's schema (migrations)")
     args = p.parse_args(argv)
@@ -108,6 +126,9 @@ def run(args: argparse.Namespace) -> int:
         finally:
             engine.dispose()
         return 0
+
+    if args.cmd in ("import", "export", "verify"):
+        return billing_command(args)
 
     if args.cmd == "serve":
         import uvicorn
@@ -198,6 +219,42 @@ def change(engine: Engine, args: argparse.Namespace) -> int:
     if args.cmd == "count":
         print(count_entries(engine, args.kiosk_id))
     return 0
+
+
+def billing_command(args: argparse.Namespace) -> int:
+    engine = open_db(args.db)
+    try:
+        if args.cmd == "import":
+            started = time.monotonic()
+            try:
+                n = billing.import_file(engine, args.what, args.file)
+            except billing.BadImport as err:
+                print(f"sync.admin: nothing imported: {err}", file=sys.stderr)
+                return 2
+            print(f"{args.what}: {n} rows taken in {time.monotonic() - started:.1f} s")
+            return 0
+        if args.cmd == "export":
+            if args.until is not None and args.until < args.since:
+                print("sync.admin: --until is before --since", file=sys.stderr)
+                return 2
+            try:
+                tz = ZoneInfo(args.tz)
+            except (ZoneInfoNotFoundError, ValueError):
+                print(f"sync.admin: unknown time zone {args.tz!r}", file=sys.stderr)
+                return 2
+            rows = billing.payments(engine, args.since, args.until, tz)
+            billing.write_payments(rows, sys.stdout, fmt=args.format, amounts=args.amounts)
+            return 0
+        bad = 0
+        for kiosk, n, verdict in billing.verify(engine, args.kiosk_id):
+            print(f"{kiosk:<16} {n:>8} entries  {verdict}")
+            bad += verdict != "ok"
+        if args.kiosk_id and not count_entries(engine, args.kiosk_id):
+            print(f"sync.admin: no entries of kiosk {args.kiosk_id}", file=sys.stderr)
+            return 2
+        return 1 if bad else 0
+    finally:
+        engine.dispose()
 
 
 #: entry kind -> sign of its amount in the takings (a reversal gives card money back)

@@ -1,0 +1,340 @@
+"""Head office and the utility's billing system: its nightly files in, every payment out, and
+a check of every kiosk's stored chain.
+
+In: `keys` (serial, status, reason, contract_account), `debts` (contract_account, amount,
+currency) and `credits` (key, amount, currency, kiosk) as CSV with that header row. Amounts are
+text with the currency's decimals ("12.50"), never floats. A file is taken whole or not at all:
+every row is checked first, and the first bad one is named with its line number and reason; a
+key or account already known is replaced by the file's row (the file is the billing system's
+word), one not in the file is left as it was.
+
+Out: one row per transaction that took money (completed, pending, reversed, or still open) and
+one per unattributed payment, with what was paid, the fee and its VAT, the debt repaid and the
+credit for the key; their sum is the money report's for the same days.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Engine, delete, insert, select, tuple_
+
+from sync.errors import HeadOfficeError
+from sync.protocol import EXPONENT, GENESIS, decimals, entry_hash
+
+#: the columns of each import file, in order
+COLUMNS = {
+    "keys": ("serial", "status", "reason", "contract_account"),
+    "debts": ("contract_account", "amount", "currency"),
+    "credits": ("key", "amount", "currency", "kiosk"),
+}
+CHUNK = 500  # rows per statement when replacing what is known
+
+
+class BadImport(HeadOfficeError):
+    """An import file that is not taken: names the first bad line and why."""
+
+
+def _amount(text: str, currency: str, where: str) -> int:
+    exp = EXPONENT.get(currency)
+    if exp is None:
+        raise BadImport(f"{where}: currency {currency!r} is not one of {', '.join(EXPONENT)}")
+    if not re.fullmatch(rf"\d{{1,9}}\.\d{{{exp}}}", text):
+        raise BadImport(f"{where}: amount {text!r} is not written as {'0.' + '0' * exp}")
+    whole, frac = text.split(".")
+    return int(whole) * 10**exp + int(frac)
+
+
+def read_rows(source: TextIO, kind: str, name: str) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number, row) of an import file, its header checked."""
+    reader = csv.reader(source)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise BadImport(f"{name}: empty file (a header row is needed)") from None
+    except csv.Error as err:
+        raise BadImport(f"{name} line 1: {err}") from None
+    want = COLUMNS[kind]
+    if tuple(h.strip() for h in header) != want:
+        raise BadImport(f"{name} line 1: the header must be {','.join(want)}, not "
+                        f"{','.join(header)}")  # fmt: skip
+    try:
+        for row in reader:
+            line = reader.line_num
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(want):
+                raise BadImport(f"{name} line {line}: {len(row)} fields, {len(want)} expected")
+            yield line, dict(zip(want, (c.strip() for c in row), strict=True))
+    except csv.Error as err:
+        raise BadImport(f"{name} line {reader.line_num}: {err}") from None
+
+
+def _text(value: str, where: str, field: str, *, required: bool = True, most: int = 64) -> str:
+    if required and not value:
+        raise BadImport(f"{where}: {field} is empty")
+    if len(value) > most:
+        raise BadImport(f"{where}: {field} is longer than {most} characters")
+    return value
+
+
+def parse(kind: str, rows: Iterable[tuple[int, dict[str, str]]], name: str) -> list[dict[str, Any]]:
+    """The rows as head office stores them; BadImport at the first bad one."""
+    from sync.server import KEY_STATUSES  # (the server's tables import this module's callers)
+
+    out: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for line, r in rows:
+        where = f"{name} line {line}"
+        if kind == "keys":
+            serial = _text(r["serial"], where, "serial")
+            if r["status"] not in KEY_STATUSES:
+                raise BadImport(f"{where}: status {r['status']!r} is not one of "
+                                f"{', '.join(KEY_STATUSES)}")  # fmt: skip
+            row = {"serial": serial, "status": r["status"],
+                   "reason": _text(r["reason"], where, "reason", required=False, most=200),
+                   "contract_account": _text(r["contract_account"], where, "contract_account",
+                                             required=False) or None}  # fmt: skip
+            ident = serial
+        elif kind == "debts":
+            account = _text(r["contract_account"], where, "contract_account")
+            row = {"contract_account": account, "currency": r["currency"],
+                   "amount": _amount(r["amount"], r["currency"], where)}  # fmt: skip
+            ident = account
+        else:
+            key = _text(r["key"], where, "key")
+            amount = _amount(r["amount"], r["currency"], where)
+            if amount <= 0:
+                raise BadImport(f"{where}: a credit is more than zero")
+            row = {"key": key, "amount": amount, "currency": r["currency"],
+                   "kiosk": _text(r["kiosk"], where, "kiosk", required=False) or None}  # fmt: skip
+            ident = f"{line}"  # every line is a credit of its own
+        if ident in seen:
+            raise BadImport(f"{where}: {ident} is in the file twice (line {seen[ident]} too)")
+        seen[ident] = line
+        out.append(row)
+    return out
+
+
+def import_file(engine: Engine, kind: str, path: Path | str, source: TextIO | None = None) -> int:
+    """Take a billing file whole, in one transaction; the number of rows taken."""
+    from sync.server import bump_version, credits, ref_debts, ref_keys
+
+    name = str(path)
+    if source is None:
+        try:
+            with open(path, encoding="utf-8", newline="") as f:
+                rows = parse(kind, read_rows(f, kind, name), name)
+        except UnicodeDecodeError as err:
+            raise BadImport(f"{name}: not UTF-8 ({err.reason} at byte {err.start})") from None
+        except OSError as err:
+            raise BadImport(f"{name}: cannot read it: {err.strerror}") from None
+    else:
+        rows = parse(kind, read_rows(source, kind, name), name)
+    with engine.begin() as conn:
+        if kind == "keys":
+            _replace(conn, ref_keys, ref_keys.c.serial, [r["serial"] for r in rows], rows)
+        elif kind == "debts":
+            ids = [r["contract_account"] for r in rows]
+            _replace(conn, ref_debts, ref_debts.c.contract_account, ids, rows)
+        else:
+            import secrets
+
+            made = [
+                {"credit_id": f"HO-{secrets.token_hex(6).upper()}", "key": r["key"],
+                 "amount": r["amount"], "currency": r["currency"], "origin": "office",
+                 "holder": r["kiosk"], "pinned": r["kiosk"] is not None}
+                for r in rows
+            ]  # fmt: skip
+            for i in range(0, len(made), CHUNK):
+                conn.execute(insert(credits), made[i : i + CHUNK])
+        if rows:
+            bump_version(conn)
+    return len(rows)
+
+
+def _replace(
+    conn: Any, table: Any, column: Any, ids: list[str], rows: list[dict[str, Any]]
+) -> None:
+    for i in range(0, len(ids), CHUNK):
+        conn.execute(delete(table).where(column.in_(ids[i : i + CHUNK])))
+    for i in range(0, len(rows), CHUNK):
+        conn.execute(insert(table), rows[i : i + CHUNK])
+
+
+# ---------------------------------------------------------------- payments out
+
+
+@dataclass
+class Payment:
+    txid: str
+    kiosk: str
+    local_time: str
+    contract_account: str | None
+    key: str | None
+    method: str
+    currency: str
+    paid: int
+    fee: int
+    fee_net: int
+    fee_vat: int
+    debt: int
+    credit: int
+    state: str  # completed, pending, reversed, open, unattributed
+
+
+AMOUNTS = ("paid", "fee", "fee_net", "fee_vat", "debt", "credit")
+#: the money kinds and their sign, as the money report takes them
+PAID = {"cash_in": 1, "cash_unattributed": 1, "card_approved": 1, "card_reversed": -1}
+
+
+def _day_bounds(since: date, until: date | None, tz: ZoneInfo) -> tuple[str, str]:
+    """The UTC journal times of local midnight at `since` and after `until` (inclusive)."""
+    end = (until or since) + timedelta(days=1)
+    lo = datetime.combine(since, time(), tz).astimezone(ZoneInfo("UTC"))
+    hi = datetime.combine(end, time(), tz).astimezone(ZoneInfo("UTC"))
+    return lo.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), hi.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def payments(engine: Engine, since: date, until: date | None, tz: ZoneInfo) -> list[Payment]:
+    """Every transaction whose money came in those local days (by the time of its first money
+    entry), and every unattributed payment."""
+    from sync.server import entries
+
+    lo, hi = _day_bounds(since, until, tz)
+    with engine.connect() as conn:
+        money = conn.execute(
+            select(entries.c.kiosk_id, entries.c.txid, entries.c.seq, entries.c.ts,
+                   entries.c.kind, entries.c.key, entries.c.amount, entries.c.currency,
+                   entries.c.data)
+            .where(entries.c.kind.in_(PAID), entries.c.ts >= lo, entries.c.ts < hi)
+            .order_by(entries.c.kiosk_id, entries.c.seq)
+        ).all()  # fmt: skip
+        txs = sorted({(m.kiosk_id, m.txid) for m in money if m.txid})
+        rows: list[Any] = []
+        for i in range(0, len(txs), CHUNK):
+            part = txs[i : i + CHUNK]
+            rows += conn.execute(
+                select(entries.c.kiosk_id, entries.c.txid, entries.c.seq, entries.c.ts,
+                       entries.c.kind, entries.c.key, entries.c.amount, entries.c.currency,
+                       entries.c.data)
+                .where(tuple_(entries.c.kiosk_id, entries.c.txid).in_(part))
+                .order_by(entries.c.kiosk_id, entries.c.seq)
+            ).all()  # fmt: skip
+    by_tx: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    for r in rows:
+        by_tx[(r.kiosk_id, r.txid)].append(r)
+    out: list[Payment] = []
+    first_money = {}
+    for m in money:
+        if m.txid:
+            first_money.setdefault((m.kiosk_id, m.txid), m)
+    for (kiosk, txid), es in by_tx.items():
+        first = first_money[(kiosk, txid)]
+        out.append(_payment(kiosk, txid, es, first, lo, hi, tz))
+    for m in money:
+        if m.kind == "cash_unattributed" and not m.txid:
+            out.append(Payment(f"{m.kiosk_id}#{m.seq}", m.kiosk_id, _local(m.ts, tz), None, m.key,
+                               json.loads(m.data).get("medium", "cash"), m.currency, m.amount,
+                               0, 0, 0, 0, 0, "unattributed"))  # fmt: skip
+    out.sort(key=lambda p: (p.local_time, p.kiosk, p.txid))
+    return out
+
+
+def _local(ts: str, tz: ZoneInfo) -> str:
+    return datetime.fromisoformat(ts).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _payment(kiosk: str, txid: str, es: list[Any], first: Any, lo: str, hi: str,
+             tz: ZoneInfo) -> Payment:  # fmt: skip
+    data = [(e, json.loads(e.data)) for e in es]
+    opened = next((d for e, d in data if e.kind == "tx_opened"), {})
+    splits = [d for e, d in data if e.kind == "split"]
+    split = splits[-1] if splits else {}
+    closed = [d for e, d in data if e.kind == "tx_closed"]
+    paid = sum(PAID[e.kind] * e.amount for e in es
+               if e.kind in PAID and e.amount is not None and lo <= e.ts < hi)  # fmt: skip
+    methods = sorted({"card" if e.kind.startswith("card") else d.get("medium", "cash")
+                      for e, d in data if e.kind in PAID})  # fmt: skip
+    state = str(closed[-1].get("outcome")) if closed else "open"
+    return Payment(
+        txid, kiosk, _local(first.ts, tz), opened.get("contract_account"),
+        next((e.key for e in es if e.key), None), "+".join(methods), first.currency, paid,
+        int(split.get("fee", 0)), int(split.get("fee_net", 0)), int(split.get("fee_vat", 0)),
+        int(split.get("debt", 0)), int(split.get("credit", 0)), state,
+    )  # fmt: skip
+
+
+def write_payments(rows: list[Payment], out: TextIO, *, fmt: str = "csv",
+                   amounts: str = "minor") -> None:  # fmt: skip
+    """CSV or JSON; amounts in minor units (columns `paid_minor`, ...) or as text with the
+    currency's decimals (`paid_text`, ...)."""
+    suffix = "_minor" if amounts == "minor" else "_text"
+
+    def record(p: Payment) -> dict[str, Any]:
+        d = asdict(p)
+        for a in AMOUNTS:
+            v = d.pop(a)
+            d[a + suffix] = v if amounts == "minor" else decimals(v, p.currency)
+        return d
+
+    records = [record(p) for p in rows]
+    if fmt == "json":
+        json.dump(records, out, indent=1)
+        out.write("\n")
+        return
+    names = [f for f in Payment.__dataclass_fields__ if f not in AMOUNTS]
+    names[names.index("currency") + 1 : names.index("currency") + 1] = [a + suffix for a in AMOUNTS]
+    w = csv.DictWriter(out, fieldnames=names, lineterminator="\n")
+    w.writeheader()
+    w.writerows(records)
+
+
+def payments_text(engine: Engine, since: date, until: date | None, tz: ZoneInfo, fmt: str,
+                  amounts: str) -> str:  # fmt: skip
+    buf = io.StringIO()
+    write_payments(payments(engine, since, until, tz), buf, fmt=fmt, amounts=amounts)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- the stored chains
+
+
+def verify(engine: Engine, kiosk: str | None = None) -> list[tuple[str, int, str]]:
+    """Every stored chain (or one kiosk's): (kiosk, entries, "ok" or the first fault)."""
+    from sync.server import entries, kiosks
+
+    with engine.connect() as conn:
+        ids = [kiosk] if kiosk else list(conn.execute(select(kiosks.c.kiosk_id)).scalars())
+        out = []
+        for k in sorted(ids):
+            rows = conn.execute(
+                select(entries).where(entries.c.kiosk_id == k).order_by(entries.c.seq)
+            )  # fmt: skip
+            n, verdict, prev, expected = 0, "ok", None, None
+            for r in rows:
+                n += 1
+                if verdict != "ok":
+                    continue
+                if expected is not None and r.seq != expected:
+                    verdict = f"entry {expected} is missing (next stored: {r.seq})"
+                elif prev is not None and r.prev_hash != prev:
+                    verdict = f"entry {r.seq} does not follow entry {r.seq - 1}"
+                elif prev is None and r.seq == 1 and r.prev_hash != GENESIS:
+                    verdict = "entry 1 does not start a chain"
+                elif r.hash != entry_hash(r.prev_hash, r.seq, r.ts, r.kind, r.txid, r.key,
+                                          r.amount, r.currency, r.data):  # fmt: skip
+                    verdict = f"entry {r.seq}: its content does not match its hash"
+                prev, expected = r.hash, r.seq + 1
+            out.append((k, n, verdict))
+    return out
