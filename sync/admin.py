@@ -20,6 +20,7 @@ from sync.schema import OutdatedSchema
 from sync.server import (
     HISTORY,
     KEY_STATUSES,
+    api_tokens,
     bump_version,
     count_entries,
     create_app,
@@ -46,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--tls-key", help="the certificate's private key (PEM)")
     r = sub.add_parser("register", help="register a kiosk; prints its token once")
     r.add_argument("kiosk_id")
+    tk = sub.add_parser("token", help="a token for one of the utility's systems; printed once")
+    tk.add_argument("name", help="e.g. billing")
+    tk.add_argument("--role", choices=("billing",), required=True)
     k = sub.add_parser("key", help="activate or block a key")
     k.add_argument("serial")
     k.add_argument("--status", choices=KEY_STATUSES, required=True)
@@ -163,6 +167,12 @@ def change(engine: Engine, args: argparse.Namespace) -> int:
             conn.execute(
                 insert(kiosks).values(kiosk_id=args.kiosk_id, token_sha256=token_digest(token))
             )
+            print(token)
+        elif args.cmd == "token":
+            token = secrets.token_urlsafe(24)
+            conn.execute(delete(api_tokens).where(api_tokens.c.name == args.name))
+            conn.execute(insert(api_tokens).values(name=args.name, role=args.role,
+                                                   token_sha256=token_digest(token)))  # fmt: skip
             print(token)
         elif args.cmd == "key":
             conn.execute(delete(ref_keys).where(ref_keys.c.serial == args.serial))

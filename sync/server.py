@@ -30,9 +30,10 @@ import threading
 import time
 import zlib
 from collections import deque
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import FastAPI, Header, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -54,7 +55,7 @@ from sqlalchemy import (
 )
 from starlette.concurrency import run_in_threadpool
 
-from sync import schema
+from sync import billing, schema
 from sync.protocol import EXPONENT, GENESIS, SIGNS, PayloadError, entry_hash, payload
 from sync.schema import History
 
@@ -128,6 +129,14 @@ settings = Table(
     Column("scope", String(64), primary_key=True),  # "*" for the fleet, or a kiosk id
     Column("name", String(32), primary_key=True),
     Column("value", Integer, nullable=False),
+)
+#: the utility's systems that read from head office, each with its own token (not a kiosk's)
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("token_sha256", String(64), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),  # "billing": payments out
 )
 ref_version = Table(
     "ref_version",
@@ -300,6 +309,45 @@ def create_app(db_url: str, *, docs: bool = False) -> FastAPI:
             doorman.failed(who)
             raise HTTPException(401, "unknown token")
         return str(row.kiosk_id)
+
+    def system_of(authorization: str | None, request: Request, role: str) -> str:
+        """The name of the utility's system behind a bearer token of `role`."""
+        who = request.client.host if request.client else "?"
+        doorman.check(who)
+        digest = token_digest((authorization or "").removeprefix("Bearer "))
+        with engine.connect() as conn:
+            row = conn.execute(select(api_tokens.c.name, api_tokens.c.role)
+                               .where(api_tokens.c.token_sha256 == digest)).first()  # fmt: skip
+        if not authorization or not authorization.startswith("Bearer ") or row is None:
+            doorman.failed(who)
+            raise HTTPException(401, "a billing system's bearer token is required")
+        if row.role != role:
+            raise HTTPException(403, f"this token is for {row.role}, not {role}")
+        return str(row.name)
+
+    @app.get("/v1/billing/payments")
+    def billing_payments(
+        request: Request,
+        since: date,
+        until: date | None = None,
+        format: Literal["csv", "json"] = "csv",  # noqa: A002 (the query parameter's name)
+        amounts: Literal["minor", "text"] = "minor",
+        tz: str = "Europe/Berlin",
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        """Every payment of those local days for the billing system (as `sync.admin export
+        payments`)."""
+        system = system_of(authorization, request, "billing")
+        if until is not None and until < since:
+            raise HTTPException(422, "until is before since")
+        try:
+            zone = ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise HTTPException(422, f"unknown time zone {tz!r}") from None
+        body = billing.payments_text(engine, since, until, zone, format, amounts)
+        log.info("billing: %s fetched payments %s..%s", system, since, until or since)
+        media = "text/csv; charset=utf-8" if format == "csv" else "application/json"
+        return Response(body, media_type=media)
 
     @app.get("/v1/health")
     def health() -> dict[str, bool]:

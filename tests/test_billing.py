@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import requests
 from sqlalchemy import func, select
 
 from kiosk.adapters.head_office import Syncer
@@ -242,3 +243,27 @@ def test_verify_checks_every_stored_chain_and_names_the_bad_entry(
     assert done.returncode == 1 and "entry 3: its content does not match its hash" in done.stdout
     done = admin(office.db, "verify", "NOBODY")
     assert done.returncode == 2 and "no entries of kiosk NOBODY" in done.stderr
+
+
+def test_the_billing_system_fetches_payments_over_http_with_its_own_token(
+    office: HeadOffice, tmp_path: Path
+) -> None:
+    j = _journal(tmp_path)
+    Syncer(j, office.client()).round(T0)
+    token = office.admin("token", "billing", "--role", "billing")
+    url = f"{office.url}/v1/billing/payments"
+    days = {"since": "2026-11-21", "until": "2026-11-22"}
+    got = requests.get(url, params=days, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert got.status_code == 200 and got.headers["content-type"].startswith("text/csv")
+    cli = admin(office.db, "export", "payments", "--since", "2026-11-21", "--until", "2026-11-22")
+    assert got.text == cli.stdout  # the same rows as the night job's export
+    for headers, status in (
+        ({}, 401),
+        ({"Authorization": "Bearer nope"}, 401),
+        ({"Authorization": f"Bearer {office.tokens['DEMO-01']}"}, 401),
+    ):
+        refused = requests.get(url, params=days, headers=headers, timeout=10)
+        assert refused.status_code == status and "billing system" in refused.text  # fmt: skip
+    bad = requests.get(url, params={"since": "2026-11-22", "until": "2026-11-21"},
+                       headers={"Authorization": f"Bearer {token}"}, timeout=10)  # fmt: skip
+    assert bad.status_code == 422 and "until is before since" in bad.text
