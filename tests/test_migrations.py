@@ -49,12 +49,12 @@ def copy_of(name: str, tmp_path: Path) -> Path:
 
 def test_head_office_of_the_release_before_is_refused_until_upgraded(tmp_path: Path) -> None:
     db = sqlite_url(copy_of("headoffice.sqlite", tmp_path))
-    with pytest.raises(OutdatedSchema, match="this release needs 0002"):
+    with pytest.raises(OutdatedSchema, match=f"this release needs {server.HISTORY.head}"):
         server.open_db(db)
     code, _out, err = admin_says(db, "report")
     assert code == 2 and "sync.admin --db URL upgrade" in err
     code, out, _err = admin_says(db, "upgrade")
-    assert code == 0 and "-> 0002" in out
+    assert code == 0 and f"-> {server.HISTORY.head}" in out
     code, out, _err = admin_says(db, "report")
     lines = [line.split() for line in out.splitlines()[1:]]
     assert [(m, a) for _k, _d, m, a, _c in lines] == [
@@ -71,7 +71,8 @@ def test_head_office_of_the_release_before_is_refused_until_upgraded(tmp_path: P
     assert [(c.credit_id[:3], c.written_by, c.pinned, c.lease_until) for c in book] == [
         ("DEM", "DEMO-01", False, None), ("HO-", "DEMO-01", False, None)
     ]  # fmt: skip
-    assert admin_says(db, "upgrade")[1].strip() == "head office's database: 0002 -> 0002"
+    head = server.HISTORY.head
+    assert admin_says(db, "upgrade")[1].strip() == f"head office's database: {head} -> {head}"
 
 
 def test_the_journal_of_the_release_before_upgrades_with_a_verified_backup_and_works(

@@ -141,3 +141,30 @@ def test_a_reconciled_split_interrupted_again_closes_with_its_allocation_only(
     (closed,) = [r for r in done if r.kind == Kind.TX_CLOSED]
     assert closed.data["credit"] == 2000 and "reconciled" not in closed.data
     assert j.open_txids() == [] and j.verify() == len(j.raw_entries())
+
+
+def test_receipts_print_from_a_journal_written_before_the_typed_payloads(tmp_path: Path) -> None:
+    """The release's journal, upgraded: every closed transaction's receipt still renders, with
+    the amount its payload says."""
+    import shutil
+
+    from kiosk.documents.receipt import to_text, transaction_receipt
+    from kiosk.domain.site import load_site
+
+    release = ROOT / "tests" / "fixtures" / "release-d0ff24d" / "journal-DEMO-01.sqlite"
+    path = Path(shutil.copy(release, tmp_path / release.name))
+    j = Journal(path, "DEMO-01")
+    site = load_site(ROOT / "config" / "demo.toml")
+    closed = [e for e in j.raw_entries() if e["kind"] == "tx_closed"]
+    assert len(closed) >= 3
+    checked = 0
+    for e in closed:
+        text = to_text(transaction_receipt(j, site, e["txid"]))
+        closing = payload(Kind.TX_CLOSED, json.loads(e["data"]))
+        paid = getattr(closing, "paid", None)
+        if paid:
+            whole, cents = divmod(paid, 100)
+            assert f"{whole},{cents:02d}" in text or f"{whole}.{cents:02d}" in text, text
+            checked += 1
+    assert checked >= 3
+    assert j.verify() == len(j.raw_entries())
