@@ -11,9 +11,10 @@ cd "$(dirname "$0")"
 # (pyscard is built from source on Linux), the PC/SC headers it builds against, and the PC/SC
 # daemon with vsmartcard's virtual reader, into which the virtual chip key is inserted, and
 # the PostgreSQL server the head-office tests start a throwaway cluster of, and for the
-# touch screen: an X server without a display (Xvfb), and the GL and input libraries Kivy needs.
+# touch screen: an X server without a display (Xvfb), and the GL and input libraries Kivy needs;
+# for head office's staff console, a real headless browser and its driver.
 APT_PACKAGES=(python3 python3-venv python3-dev gcc libpcsclite-dev pcscd vsmartcard-vpcd postgresql
-    xvfb libmtdev1 libgl1-mesa-dri libegl1 libegl-mesa0)
+    xvfb libmtdev1 libgl1-mesa-dri libegl1 libegl-mesa0 chromium chromium-driver)
 
 say() { printf '[dev.sh] %s\n' "$*" >&2; }
 

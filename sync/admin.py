@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--tls-key", help="the certificate's private key (PEM)")
     r = sub.add_parser("register", help="register a kiosk; prints its token once")
     r.add_argument("kiosk_id")
+    sf = sub.add_parser("staff", help="a person of the staff console (password from stdin)")
+    sf.add_argument("action", choices=("add",))
+    sf.add_argument("name")
+    sf.add_argument("--role", choices=("operator", "auditor", "admin"), required=True)
     tk = sub.add_parser("token", help="a token for one of the utility's systems; printed once")
     tk.add_argument("name", help="e.g. billing")
     tk.add_argument("--role", choices=("billing",), required=True)
@@ -133,6 +137,24 @@ def run(args: argparse.Namespace) -> int:
 
     if args.cmd in ("import", "export", "verify"):
         return billing_command(args)
+
+    if args.cmd == "staff":
+        import getpass
+
+        from sync import console
+
+        password = (getpass.getpass(f"password for {args.name}: ") if sys.stdin.isatty()
+                    else sys.stdin.readline().rstrip("\n"))  # fmt: skip
+        engine = open_db(args.db)
+        try:
+            console.add_staff(engine, args.name, args.role, password)
+        except ValueError as err:
+            print(f"sync.admin: {err}", file=sys.stderr)
+            return 2
+        finally:
+            engine.dispose()
+        print(f"{args.name}: {args.role}")
+        return 0
 
     if args.cmd == "serve":
         import uvicorn

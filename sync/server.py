@@ -67,6 +67,7 @@ kiosks = Table(
     metadata,
     Column("kiosk_id", String(64), primary_key=True),
     Column("token_sha256", String(64), nullable=False, unique=True),
+    Column("last_contact", String(32)),  # head office's clock, UTC, at its last request
 )
 entries = Table(
     "entries",
@@ -137,6 +138,32 @@ api_tokens = Table(
     Column("name", String(64), primary_key=True),
     Column("token_sha256", String(64), nullable=False, unique=True),
     Column("role", String(16), nullable=False),  # "billing": payments out
+)
+#: the staff console's people (sync/console.py): Argon2id password hashes, roles
+staff = Table(
+    "staff",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("password_hash", Text, nullable=False),
+    Column("role", String(16), nullable=False),  # operator, auditor, admin
+)
+staff_sessions = Table(
+    "staff_sessions",
+    metadata,
+    Column("token_sha256", String(64), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("expires", Integer, nullable=False),  # unix seconds
+)
+#: every change made in the console, every refusal and every login
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ts", String(32), nullable=False),
+    Column("who", String(64), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("detail", Text, nullable=False),
 )
 ref_version = Table(
     "ref_version",
@@ -308,6 +335,9 @@ def create_app(db_url: str, *, docs: bool = False) -> FastAPI:
         if row is None:
             doorman.failed(who)
             raise HTTPException(401, "unknown token")
+        with engine.begin() as conn:  # the fleet page's "last contact"
+            conn.execute(update(kiosks).where(kiosks.c.kiosk_id == row.kiosk_id)
+                         .values(last_contact=datetime.now(UTC).isoformat()))  # fmt: skip
         return str(row.kiosk_id)
 
     def system_of(authorization: str | None, request: Request, role: str) -> str:
@@ -517,6 +547,9 @@ def create_app(db_url: str, *, docs: bool = False) -> FastAPI:
         }
 
     app.state.engine = engine
+    from sync import console  # the staff console's pages on the same app
+
+    console.mount(app, engine)
     return app
 
 

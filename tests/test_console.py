@@ -1,0 +1,211 @@
+"""Head office's staff console in a real headless browser (Debian's chromium and its driver)
+against the real server process: login, the fleet, an alarm when a kiosk's note validator
+jams, a transaction looked up by its id, the reports; and the refusals: a wrong password, a
+form without its CSRF token, an operator doing an admin's change: each clear, nothing changed,
+audited. Screenshots go to $CONSOLE_SHOTS (or the test's folder)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import requests
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.support.wait import WebDriverWait
+from sqlalchemy import select
+
+from kiosk.adapters.head_office import Syncer
+from kiosk.domain.events import Kind, Record
+from kiosk.domain.money import Money
+from kiosk.ledger.journal import Journal
+from sync.server import audit, open_db, ref_debts, ref_keys
+from tests.conftest import ROOT, HeadOffice
+
+NOW = datetime.now(UTC)
+PASSWORDS = {"anna": "anna-operator-pw", "ada": "ada-admin-password", "otto": "otto-auditor-pw"}
+ROLES = {"anna": "operator", "ada": "admin", "otto": "auditor"}
+pytestmark = pytest.mark.skipif(
+    not Path("/usr/bin/chromedriver").exists(),
+    reason="chromium-driver is installed by the README's command",
+)
+
+
+@pytest.fixture
+def browser() -> Iterator[webdriver.Chrome]:
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--window-size=1280,900",
+        "--disable-dev-shm-usage",
+    ):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(options=opts, service=Service("/usr/bin/chromedriver"))
+    driver.implicitly_wait(2)
+    yield driver
+    driver.quit()
+
+
+def staff_add(db: str, name: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "sync.admin", "--db", db, "staff", "add", name,
+                           "--role", ROLES[name]], input=PASSWORDS[name] + "\n",
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)  # fmt: skip
+    assert done.returncode == 0 and f"{name}: {ROLES[name]}" in done.stdout, done.stderr
+
+
+def fleet_with_a_jam(office: HeadOffice, tmp_path: Path) -> str:
+    """A kiosk's day: two top-ups, then its note validator jams (the fault entry the kiosk
+    journals for it); synced. Returns the first top-up's id."""
+    j = Journal(tmp_path / "journal.sqlite", "DEMO-01")
+    eur = Money(2000, "EUR")
+    t = NOW - timedelta(minutes=30)
+    for i in range(2):
+        tx = f"DEMO-01-T{i}"
+        split = {"paid": 2000, "fee": 0, "fee_net": 0, "fee_vat": 0, "debt": 0, "credit": 2000}
+        j.append([Record(Kind.TX_OPENED, tx, "K-1", None, {"method": "cash",
+                                                           "contract_account": "4711"}),
+                  Record(Kind.CASH_IN, tx, "K-1", eur, {"medium": "note", "channel": 3}),
+                  Record(Kind.SPLIT, tx, "K-1", eur, split),
+                  Record(Kind.KEY_WRITTEN, tx, "K-1", eur, {"credit_after": 5000}),
+                  Record(Kind.TX_CLOSED, tx, "K-1", None, {"outcome": "completed", **split})],
+                 t + timedelta(minutes=i))  # fmt: skip
+    j.append([Record(Kind.FAULT, None, None, None, {"device": "notes", "code": 6,
+                                                   "text": "note jammed (unsafe)"})],
+             NOW - timedelta(minutes=20))  # fmt: skip
+    assert Syncer(j, office.client()).round(NOW).backlog == 0
+    return "DEMO-01-T0"
+
+
+def login(browser: webdriver.Chrome, office: HeadOffice, name: str, password: str) -> None:
+    browser.get(f"{office.url}/console/login")
+    browser.find_element(By.ID, "name").send_keys(name)
+    browser.find_element(By.ID, "password").send_keys(password)
+    submit(browser, By.ID, "login")
+
+
+def submit(browser: webdriver.Chrome, by: str, what: str) -> None:
+    """Click a form's button and wait for the page the post leads to (the old one gone)."""
+    old = browser.find_element(By.TAG_NAME, "html")
+    browser.find_element(by, what).click()
+    WebDriverWait(browser, 10).until(staleness_of(old))
+
+
+def shot(browser: webdriver.Chrome, tmp_path: Path, name: str) -> Path:
+    folder = Path(os.environ.get("CONSOLE_SHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    assert browser.save_screenshot(str(path)) and path.stat().st_size > 10_000
+    return path
+
+
+def audited(db: str) -> list[tuple[str, str, str]]:
+    engine = open_db(db)
+    try:
+        with engine.connect() as conn:
+            return [(r.who, r.action, r.detail) for r in conn.execute(
+                select(audit).order_by(audit.c.id))]  # fmt: skip
+    finally:
+        engine.dispose()
+
+
+def key_and_debt(db: str) -> tuple[str, int | None]:
+    engine = open_db(db)
+    try:
+        with engine.connect() as conn:
+            status = conn.execute(select(ref_keys.c.status)
+                                  .where(ref_keys.c.serial == "K-1")).scalar_one()  # fmt: skip
+            debt = conn.execute(select(ref_debts.c.amount)).scalar()
+            return status, debt
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("office_db", ["sqlite"], indirect=True)
+def test_the_console_in_a_browser(
+    office: HeadOffice, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    for name in PASSWORDS:
+        staff_add(office.db, name)
+    office.admin("key", "K-1", "--status", "active", "--account", "4711")
+    txid = fleet_with_a_jam(office, tmp_path)
+
+    login(browser, office, "anna", "not her password")
+    assert "Name or password is wrong." in browser.find_element(By.ID, "error").text
+    assert ("anna", "login_failed") in [(w, a) for w, a, _ in audited(office.db)]
+
+    login(browser, office, "anna", PASSWORDS["anna"])
+    row = browser.find_element(By.ID, "kiosk-DEMO-01").text
+    assert "needs a technician" in row and "note jammed (unsafe)" in row and "40.00 EUR" in row
+    shot(browser, tmp_path, "fleet")
+
+    browser.get(f"{office.url}/console/alarms")
+    alarms = browser.find_element(By.ID, "alarms").text
+    assert "notes fault" in alarms and "note jammed (unsafe)" in alarms
+    shot(browser, tmp_path, "alarms")
+
+    browser.get(f"{office.url}/console/tx?id={txid}")
+    entries = browser.find_element(By.ID, "entries").text
+    for kind in ("tx_opened", "cash_in", "split", "key_written", "tx_closed"):
+        assert kind in entries
+    shot(browser, tmp_path, "transaction")
+
+    browser.get(f"{office.url}/console/reports")
+    assert browser.find_elements(By.CSS_SELECTOR, "#per-day rect")
+    assert "40.00 EUR" in browser.find_element(By.ID, "money").text
+    shot(browser, tmp_path, "reports")
+
+    # the operator blocks the key: changed and audited
+    browser.get(f"{office.url}/console/key?q=K-1")
+    browser.find_element(By.CSS_SELECTOR, "#keys select[name=status]").send_keys("blocked")
+    browser.find_element(By.CSS_SELECTOR, "#keys input[name=reason]").send_keys("lost")
+    submit(browser, By.CSS_SELECTOR, "#keys button")
+    assert key_and_debt(office.db) == ("blocked", None)
+    assert any(w == "anna" and a == "key" and "active -> blocked" in d
+               for w, a, d in audited(office.db))  # fmt: skip
+    # ... but may not set a debt: refused, nothing changed, audited
+    browser.find_element(By.CSS_SELECTOR, "input[name=amount]").send_keys("12.50")
+    submit(browser, By.XPATH, "//button[text()='Set the debt']")
+    assert "admin only" in browser.page_source
+    assert key_and_debt(office.db) == ("blocked", None)
+    assert any(w == "anna" and a == "refused" and "debt" in d for w, a, d in audited(office.db))
+
+    # a form posted without the session's CSRF token (another site's page posting it)
+    cookie = browser.get_cookie("ho_session")
+    assert cookie is not None and cookie["httpOnly"] and cookie.get("sameSite") == "Strict"
+    forged = requests.post(f"{office.url}/console/key", timeout=10,
+                           data={"serial": "K-1", "status": "active", "reason": ""},
+                           cookies={"ho_session": cookie["value"]})  # fmt: skip
+    assert forged.status_code == 403 and "security token" in forged.text
+    assert key_and_debt(office.db) == ("blocked", None)
+    assert any(a == "refused" and "CSRF" in d for _w, a, d in audited(office.db))
+
+    # the admin sets the debt
+    browser.delete_all_cookies()
+    login(browser, office, "ada", PASSWORDS["ada"])
+    browser.get(f"{office.url}/console/key?q=4711")
+    browser.find_element(By.CSS_SELECTOR, "input[name=amount]").send_keys("12.50")
+    submit(browser, By.XPATH, "//button[text()='Set the debt']")
+    assert browser.find_element(By.ID, "debt").text == "12.50 EUR"
+    assert key_and_debt(office.db) == ("blocked", 1250)
+    browser.get(f"{office.url}/console/audit")
+    shot(browser, tmp_path, "audit")
+
+
+@pytest.mark.parametrize("office_db", ["sqlite"], indirect=True)
+def test_pages_without_a_session_send_to_the_login(office: HeadOffice) -> None:
+    for path in ("/console/", "/console/alarms", "/console/tx?id=X", "/console/reports.csv"):
+        got = requests.get(f"{office.url}{path}", allow_redirects=False, timeout=10)
+        assert got.status_code == 303 and got.headers["location"] == "/console/login", path
+    refused = requests.post(f"{office.url}/console/debt", timeout=10,
+                            data={"account": "1", "amount": "1.00", "csrf": "x"})  # fmt: skip
+    assert refused.status_code == 401
