@@ -144,10 +144,15 @@ class SyncClient:
         except (ValueError, KeyError, TypeError) as err:
             raise Retryable(f"unexpected answer from head office: {resp.text[:200]}") from err
 
-    def reference(self, etag: str | None = None) -> tuple[str | None, dict[str, Any] | None]:
-        """(ETag, data); data is None when unchanged since `etag`."""
+    def reference(
+        self, etag: str | None = None, since: int | None = None
+    ) -> tuple[str | None, dict[str, Any] | None]:
+        """(ETag, data); data is None when unchanged since `etag`. `since`: the reference
+        version held here: only the keys and debts changed after it come (data["since"] says
+        whether head office sent a change list or, None, the whole list)."""
         headers = {"If-None-Match": etag} if etag else {}
-        resp = self._request("GET", "/v1/reference", headers=headers)
+        path = "/v1/reference" if since is None else f"/v1/reference?since={int(since)}"
+        resp = self._request("GET", path, headers=headers)
         if resp.status_code == 304:
             return etag, None
         try:

@@ -339,7 +339,7 @@ def mount(app: FastAPI, engine: Engine) -> None:  # noqa: C901 (one route each)
             if row is None:
                 raise HTTPException(404, f"no key {serial}")
             conn.execute(ref_keys.update().where(ref_keys.c.serial == serial)
-                         .values(status=status, reason=reason))  # fmt: skip
+                         .values(status=status, reason=reason, changed=None))  # fmt: skip
             bump_version(conn)
             _audit(conn, who["name"], "key", f"{serial}: {row.status} -> {status} ({reason})")
         return RedirectResponse(f"/console/key?q={serial}", status_code=303)

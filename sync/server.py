@@ -91,6 +91,8 @@ ref_keys = Table(
     Column("status", String(16), nullable=False),
     Column("reason", Text, nullable=False, default=""),
     Column("contract_account", String(64)),
+    # the reference version that last changed it (NULL until `bump_version` stamps it)
+    Column("changed", Integer, index=True),
 )
 ref_debts = Table(
     "ref_debts",
@@ -98,6 +100,7 @@ ref_debts = Table(
     Column("contract_account", String(64), primary_key=True),
     Column("amount", Integer, nullable=False),
     Column("currency", String(3), nullable=False),
+    Column("changed", Integer, index=True),
 )
 credits = Table(
     "credits",
@@ -274,8 +277,14 @@ def open_db(url: str) -> Engine:
     return engine
 
 
-def bump_version(conn: Any) -> None:
+def bump_version(conn: Any) -> int:
+    """A new reference version, and every key or debt row written since the last one (its
+    `changed` still NULL) stamped with it: kiosks download only what changed after theirs."""
     conn.execute(update(ref_version).values(version=ref_version.c.version + 1))
+    version = int(conn.execute(select(ref_version.c.version)).scalar_one())
+    for table in (ref_keys, ref_debts):
+        conn.execute(update(table).where(table.c.changed.is_(None)).values(changed=version))
+    return version
 
 
 class Doorman:
@@ -521,6 +530,7 @@ def create_app(db_url: str, *, docs: bool = False) -> FastAPI:
         response: Response,
         authorization: Annotated[str | None, Header()] = None,
         if_none_match: Annotated[str | None, Header()] = None,
+        since: int | None = None,
     ) -> Any:
         kiosk_id = kiosk_of(authorization, request)
         with engine.connect() as conn:
@@ -528,8 +538,18 @@ def create_app(db_url: str, *, docs: bool = False) -> FastAPI:
             etag = f'"{version}-{kiosk_id}"'
             if if_none_match == etag:
                 return Response(status_code=304, headers={"ETag": etag})
-            keys = [dict(r._mapping) for r in conn.execute(select(ref_keys))]
-            debts = [dict(r._mapping) for r in conn.execute(select(ref_debts))]
+            # `since`: the version the kiosk holds; only the keys and debts changed after it
+            # (credits and settings are few and always whole). A version head office never
+            # had (a database restored from an older backup) gets everything.
+            delta = since is not None and 0 <= since <= (version or 0)
+            q_keys, q_debts = select(ref_keys), select(ref_debts)
+            if delta:
+                q_keys = q_keys.where(ref_keys.c.changed > since)
+                q_debts = q_debts.where(ref_debts.c.changed > since)
+            cols = ("serial", "status", "reason", "contract_account")
+            keys = [{c: r._mapping[c] for c in cols} for r in conn.execute(q_keys)]
+            debts = [{c: r._mapping[c] for c in ("contract_account", "amount", "currency")}
+                     for r in conn.execute(q_debts)]  # fmt: skip
             held = conn.execute(
                 select(credits).where(credits.c.holder == kiosk_id, credits.c.written_by.is_(None))
             ).all()
@@ -540,6 +560,7 @@ def create_app(db_url: str, *, docs: bool = False) -> FastAPI:
         response.headers["ETag"] = etag
         return {
             "version": version,
+            "since": since if delta else None,  # None: the whole list
             "keys": keys,
             "debts": debts,
             "credits": [credit_out(r) for r in held],

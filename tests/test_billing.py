@@ -267,3 +267,30 @@ def test_the_billing_system_fetches_payments_over_http_with_its_own_token(
     bad = requests.get(url, params={"since": "2026-11-22", "until": "2026-11-21"},
                        headers={"Authorization": f"Bearer {token}"}, timeout=10)  # fmt: skip
     assert bad.status_code == 422 and "until is before since" in bad.text
+
+
+def test_a_kiosk_downloads_only_the_keys_and_debts_changed_since_its_version(
+    office: HeadOffice, tmp_path: Path
+) -> None:
+    """Reference data by change: after the night's import of 20,000 keys, a kiosk that has
+    them fetches the one key blocked since, not the whole list again."""
+    n = 20_000
+    rows = "".join(f"K-{i:06d},active,,{4_000_000 + i}\n" for i in range(n))
+    keys = write(tmp_path / "keys.csv", "serial,status,reason,contract_account\n" + rows)
+    assert admin(office.db, "import", "keys", str(keys)).returncode == 0
+    j = Journal(tmp_path / "journal.sqlite", "DEMO-01")
+    sync = Syncer(j, office.client())
+    assert sync.pull_reference()  # the whole list, the first time
+    held = int(j.get_meta("sync_reference_version") or 0)
+    assert j.account_for("K-000007", "4000007", "EUR").status == "active"
+    write(keys, "serial,status,reason,contract_account\nK-000007,blocked,lost,4000007\n")
+    assert admin(office.db, "import", "keys", str(keys)).returncode == 0
+    _etag, delta = office.client().reference(None, since=held)
+    assert delta is not None and delta["since"] == held
+    assert [k["serial"] for k in delta["keys"]] == ["K-000007"] and delta["debts"] == []
+    assert sync.pull_reference()
+    assert j.account_for("K-000007", "4000007", "EUR").status == "blocked"
+    assert int(j.get_meta("sync_reference_version") or 0) == delta["version"] > held
+    assert not sync.pull_reference()  # nothing new: 304
+    _etag, whole = office.client().reference(None, since=held + 1000)  # a version never had
+    assert whole is not None and whole["since"] is None and len(whole["keys"]) == n

@@ -21,6 +21,8 @@ from sync.client import Retryable, SyncClient, SyncError, backoff
 log = logging.getLogger(__name__)
 
 REF_ETAG = "sync_reference_etag"
+#: the reference version held here: the next download brings only what changed after it
+REF_VERSION = "sync_reference_version"
 LAST_SUCCESS = "sync_last_success"
 LAST_ERROR = "sync_last_error"
 SETTINGS = "sync_settings"  # the site settings head office sent last, as JSON (read by Kiosk)
@@ -89,15 +91,16 @@ class Syncer:
     def pull_reference(self) -> bool:
         """Download key status, debts, this kiosk's credits and site settings if they changed;
         True if anything was stored."""
-        etag, data = self.client.reference(self.journal.get_meta(REF_ETAG))
+        held = self.journal.get_meta(REF_VERSION)
+        since = int(held) if held and held.isdigit() else None
+        etag, data = self.client.reference(self.journal.get_meta(REF_ETAG), since)
         if data is None:
             return False
-        for k in data["keys"]:
-            self.journal.set_key(
-                k["serial"], KeyStatus(k["status"]), k["contract_account"], k.get("reason") or ""
-            )
-        for d in data["debts"]:
-            self.journal.set_debt(d["contract_account"], Money(d["amount"], d["currency"]))
+        self.journal.set_reference(
+            [(k["serial"], KeyStatus(k["status"]), k["contract_account"], k.get("reason") or "")
+             for k in data["keys"]],
+            [(d["contract_account"], Money(d["amount"], d["currency"])) for d in data["debts"]],
+        )  # fmt: skip
         credits = self._usable(data.get("credits", []))
         self._take_credits(credits)
         self._release_credits({c["credit_id"] for c in credits})
@@ -107,6 +110,8 @@ class Syncer:
             self.on_settings(settings)
         if etag:
             self.journal.set_meta(REF_ETAG, etag)
+        if isinstance(data.get("version"), int):
+            self.journal.set_meta(REF_VERSION, str(data["version"]))
         self.status.reference_version = etag
         return True
 

@@ -755,6 +755,30 @@ class Journal:
                 )
             )
 
+    def set_reference(
+        self,
+        keys: Sequence[tuple[str, KeyStatus, str | None, str]],
+        debts: Sequence[tuple[str, Money]],
+    ) -> None:
+        """Keys (serial, status, contract account, reason) and debts as head office sent them,
+        in one transaction (a night's 20,000 keys: one commit, not 20,000)."""
+        chunk = 500
+        with self._writer.begin() as conn:
+            for i in range(0, len(keys), chunk):
+                part = keys[i : i + chunk]
+                conn.execute(keys_table.delete().where(keys_table.c.serial.in_(
+                    [k[0] for k in part])))  # fmt: skip
+                conn.execute(insert(keys_table), [
+                    {"serial": k[0], "status": str(k[1]), "contract_account": k[2],
+                     "reason": k[3]} for k in part])  # fmt: skip
+            for i in range(0, len(debts), chunk):
+                part_d = debts[i : i + chunk]
+                conn.execute(debts_table.delete().where(debts_table.c.contract_account.in_(
+                    [d[0] for d in part_d])))  # fmt: skip
+                conn.execute(insert(debts_table), [
+                    {"contract_account": d[0], "amount": d[1].minor, "currency": d[1].currency}
+                    for d in part_d])  # fmt: skip
+
     def set_debt(self, contract_account: str, amount: Money) -> None:
         with self._writer.begin() as conn:
             conn.execute(
