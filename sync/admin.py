@@ -18,6 +18,8 @@ from sync import billing, schema
 from sync.protocol import SETTINGS, amount_text
 from sync.schema import OutdatedSchema
 from sync.server import (
+    DB_ENV,
+    DOCS_ENV,
     HISTORY,
     KEY_STATUSES,
     api_tokens,
@@ -43,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8765)
     s.add_argument("--docs", action="store_true", help="serve /docs and /openapi.json")
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes (stateless: they share only the database)",
+    )
     s.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM, with its chain)")
     s.add_argument("--tls-key", help="the certificate's private key (PEM)")
     r = sub.add_parser("register", help="register a kiosk; prints its token once")
@@ -167,8 +175,21 @@ def run(args: argparse.Namespace) -> int:
                   "--tls-key, or listen on 127.0.0.1 behind a TLS proxy (README)",
                   file=sys.stderr)  # fmt: skip
             return 2
-        app = create_app(args.db, docs=args.docs)
         tls = {"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key}
+        if args.workers < 1:
+            print("sync.admin: --workers is 1 or more", file=sys.stderr)
+            return 2
+        if args.workers > 1:  # each worker process builds the app from the environment
+            import os
+
+            open_db(args.db).dispose()  # the schema checked (or made) once, before they start
+            os.environ[DB_ENV] = args.db
+            os.environ[DOCS_ENV] = "1" if args.docs else ""
+            uvicorn.run("sync.server:app_from_env", factory=True, workers=args.workers,
+                        host=args.host, port=args.port, log_level="warning",
+                        timeout_graceful_shutdown=5, **tls)  # fmt: skip
+            return 0
+        app = create_app(args.db, docs=args.docs)
         # a stop waits at most 5 s for clients (a half-done TLS handshake held it for good)
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
                     timeout_graceful_shutdown=5, **tls)  # fmt: skip

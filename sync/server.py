@@ -574,6 +574,19 @@ def create_app(db_url: str, *, docs: bool = False) -> FastAPI:
     return app
 
 
+#: what `app_from_env` builds from: `sync.admin serve --workers N` sets them for its workers
+DB_ENV, DOCS_ENV = "HEAD_OFFICE_DB", "HEAD_OFFICE_DOCS"
+
+
+def app_from_env() -> FastAPI:
+    """The app of one of several server processes (uvicorn's factory). Head office keeps no
+    state of its own in a process: the database is the whole of it, except the failed-token
+    counts, which each process keeps for the clients it serves."""
+    import os
+
+    return create_app(os.environ[DB_ENV], docs=bool(os.environ.get(DOCS_ENV)))
+
+
 def credit_out(r: Any) -> dict[str, Any]:
     return {
         "credit_id": r.credit_id,
