@@ -278,12 +278,16 @@ def billing_command(args: argparse.Namespace) -> int:
     engine = open_db(args.db)
     try:
         if args.cmd == "import":
+            from sync.console import audit_entry
+
             started = time.monotonic()
             try:
                 n = billing.import_file(engine, args.what, args.file)
             except billing.BadImport as err:
+                audit_entry(engine, "sync.admin", "import_refused", str(err))
                 print(f"sync.admin: nothing imported: {err}", file=sys.stderr)
                 return 2
+            audit_entry(engine, "sync.admin", "import", f"{args.what}: {n} rows from {args.file}")
             print(f"{args.what}: {n} rows taken in {time.monotonic() - started:.1f} s")
             return 0
         if args.cmd == "export":

@@ -95,6 +95,12 @@ def _audit(conn: Any, who: str, action: str, detail: str) -> None:
     conn.execute(insert(audit).values(ts=_now(), who=who, action=action, detail=detail))
 
 
+def audit_entry(engine: Engine, who: str, action: str, detail: str) -> None:
+    """One line of the audit, in a transaction of its own (the admin tools' imports)."""
+    with engine.begin() as conn:
+        _audit(conn, who, action, detail)
+
+
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 

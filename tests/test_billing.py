@@ -23,7 +23,7 @@ from kiosk.domain.events import Kind, Record
 from kiosk.domain.money import Money
 from kiosk.ledger.journal import Journal
 from sync.admin import main as admin_main
-from sync.server import credits, open_db, ref_debts, ref_keys, ref_version
+from sync.server import audit, credits, open_db, ref_debts, ref_keys, ref_version
 from tests.conftest import ROOT, HeadOffice
 
 T0 = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)  # 10:00 in Jena
@@ -127,6 +127,13 @@ def test_a_bad_billing_file_names_its_line_and_changes_nothing(
     assert done.returncode == 2 and f"nothing imported: {tmp_path / what}.csv" in done.stderr
     assert says in done.stderr, done.stderr
     assert counts(db) == before and done.stdout == ""
+    engine = open_db(db)
+    try:
+        with engine.connect() as conn:
+            last = conn.execute(select(audit).order_by(audit.c.id.desc())).first()
+    finally:
+        engine.dispose()
+    assert last is not None and last.action == "import_refused" and says in last.detail
 
 
 def test_a_file_that_is_not_utf8_or_not_there_is_named(tmp_path: Path) -> None:
