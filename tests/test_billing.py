@@ -62,9 +62,8 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def test_billing_files_are_taken_and_replace_what_was_known(
-    office: HeadOffice, tmp_path: Path
-) -> None:
+def test_billing_files_are_taken_and_replace_what_was_known(office_db: str, tmp_path: Path) -> None:
+    office = HeadOffice("", office_db, {})  # no server needed: the night job and the database
     keys = write(tmp_path / "keys.csv", "serial,status,reason,contract_account\n"
                  "K-1,active,,4711\nK-2,blocked,lost,4712\n")  # fmt: skip
     debts = write(tmp_path / "debts.csv", "contract_account,amount,currency\n4711,12.50,EUR\n")
@@ -147,7 +146,8 @@ def test_a_file_that_is_not_utf8_or_not_there_is_named(tmp_path: Path) -> None:
     assert done.returncode == 2 and "cannot read it" in done.stderr
 
 
-def test_twenty_thousand_rows_are_taken_quickly(office: HeadOffice, tmp_path: Path) -> None:
+def test_twenty_thousand_rows_are_taken_quickly(office_db: str, tmp_path: Path) -> None:
+    office = HeadOffice("", office_db, {})
     n = 20_000
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
