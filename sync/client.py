@@ -87,6 +87,12 @@ class SyncClient:
         other.session.headers.update(self.session.headers)
         return other
 
+    def tell(self, backlog: int, oldest: str | None) -> None:
+        """What this kiosk has not delivered yet (and the journal time of the oldest), sent
+        with every request for head office's fleet page."""
+        self.session.headers["X-Kiosk-Backlog"] = str(max(0, backlog))
+        self.session.headers["X-Kiosk-Backlog-Since"] = oldest or ""
+
     def _request(self, method: str, path: str, **kw: Any) -> requests.Response:
         kw.setdefault("timeout", self.timeout)
         try:

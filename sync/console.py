@@ -205,7 +205,8 @@ def mount(app: FastAPI, engine: Engine) -> None:  # noqa: C901 (one route each)
 
     def fleet() -> list[dict[str, Any]]:
         with engine.connect() as conn:
-            ks = conn.execute(select(kiosks.c.kiosk_id, kiosks.c.last_contact)
+            ks = conn.execute(select(kiosks.c.kiosk_id, kiosks.c.last_contact,
+                                     kiosks.c.backlog, kiosks.c.backlog_since)
                               .order_by(kiosks.c.kiosk_id)).all()  # fmt: skip
             newest = dict(conn.execute(select(entries.c.kiosk_id, func.max(entries.c.ts))
                                        .group_by(entries.c.kiosk_id)).all())  # fmt: skip
@@ -244,6 +245,7 @@ def mount(app: FastAPI, engine: Engine) -> None:  # noqa: C901 (one route each)
             rec = last_paper.get(k.kiosk_id, {})
             out.append({
                 "id": k.kiosk_id, "contact": k.last_contact, "newest": newest.get(k.kiosk_id),
+                "backlog": k.backlog, "backlog_since": k.backlog_since,
                 "faults": sorted((dev, ts, text) for dev, (ts, text) in opened.items()),
                 "box": box.get(k.kiosk_id, (0, "EUR")),
                 "paper": "out or low" if rec.get("printed") is False else "ok",

@@ -68,6 +68,9 @@ kiosks = Table(
     Column("kiosk_id", String(64), primary_key=True),
     Column("token_sha256", String(64), nullable=False, unique=True),
     Column("last_contact", String(32)),  # head office's clock, UTC, at its last request
+    # what it had not delivered when it asked (X-Kiosk-Backlog), and the time of the oldest
+    Column("backlog", Integer),
+    Column("backlog_since", String(32)),
 )
 entries = Table(
     "entries",
@@ -344,9 +347,14 @@ def create_app(db_url: str, *, docs: bool = False) -> FastAPI:
         if row is None:
             doorman.failed(who)
             raise HTTPException(401, "unknown token")
-        with engine.begin() as conn:  # the fleet page's "last contact"
-            conn.execute(update(kiosks).where(kiosks.c.kiosk_id == row.kiosk_id)
-                         .values(last_contact=datetime.now(UTC).isoformat()))  # fmt: skip
+        seen: dict[str, Any] = {"last_contact": datetime.now(UTC).isoformat()}
+        said = request.headers.get("x-kiosk-backlog", "")
+        if said.isdigit():  # the fleet page's backlog and its age, as the kiosk says them
+            since = request.headers.get("x-kiosk-backlog-since", "")
+            seen |= {"backlog": min(int(said), 2**31 - 1),
+                     "backlog_since": since[:32] if since and int(said) else None}  # fmt: skip
+        with engine.begin() as conn:
+            conn.execute(update(kiosks).where(kiosks.c.kiosk_id == row.kiosk_id).values(**seen))
         return str(row.kiosk_id)
 
     def system_of(authorization: str | None, request: Request, role: str) -> str:

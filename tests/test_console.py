@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -137,9 +137,14 @@ def test_the_console_in_a_browser(
     assert "Name or password is wrong." in browser.find_element(By.ID, "error").text
     assert ("anna", "login_failed") in [(w, a) for w, a, _ in audited(office.db)]
 
+    other = office.client("OTHER-01")  # a kiosk whose uploads fail: it says what it holds
+    other.tell(5, (NOW - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    other.reference()
     login(browser, office, "anna", PASSWORDS["anna"])
     row = browser.find_element(By.ID, "kiosk-DEMO-01").text
     assert "needs a technician" in row and "jammed" in row and "20.00 EUR" in row
+    assert "nothing" in row  # all delivered
+    assert "5 entries since" in browser.find_element(By.ID, "kiosk-OTHER-01").text
     shot(browser, tmp_path, "fleet")
 
     browser.get(f"{office.url}/console/alarms")

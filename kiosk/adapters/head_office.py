@@ -190,6 +190,15 @@ class Syncer:
             log.exception("credits of %s: head office's answer not taken", key)
             return []
 
+    def _tell(self) -> None:
+        """Head office's fleet page shows what each kiosk still holds back, and since when."""
+        tell = getattr(self.client, "tell", None)
+        if tell is None:
+            return
+        waiting = self.journal.raw_entries(after=self.status.acked, limit=1)
+        tell(self.journal.last_seq() - self.status.acked,
+             str(waiting[0]["ts"]) if waiting else None)  # fmt: skip
+
     def round(self, now: datetime) -> SyncStatus:
         """One full round (upload, then reference); errors are recorded, never raised. The
         outcome is kept in the journal database for `kiosk sync status` and diagnostics."""
@@ -197,7 +206,9 @@ class Syncer:
         st.started += 1
         st.retry_after = None
         try:
+            self._tell()
             self.upload_round(now)
+            self._tell()
             self.pull_reference()
             st.last_error = None
         except SyncError as err:
