@@ -332,21 +332,26 @@ def create_app(db_url: str, *, docs: bool = False) -> FastAPI:
                   openapi_url="/openapi.json" if docs else None)  # fmt: skip
     doorman = Doorman()
 
-    def kiosk_of(authorization: str | None, request: Request) -> str:
+    def bearer(authorization: str | None, request: Request, table: Table, *cols: Any,
+               required: str) -> Any:  # fmt: skip
+        """The row of `table` whose token the request bears (`cols` of it); 401 with
+        `required` otherwise, counted against the client's address (429 after too many)."""
         who = request.client.host if request.client else "?"
         doorman.check(who)
         if not authorization or not authorization.startswith("Bearer "):
             doorman.failed(who)
-            raise HTTPException(401, "a bearer token is required")
+            raise HTTPException(401, required)
+        digest = token_digest(authorization.removeprefix("Bearer "))
         with engine.connect() as conn:
-            row = conn.execute(
-                select(kiosks.c.kiosk_id).where(
-                    kiosks.c.token_sha256 == token_digest(authorization.removeprefix("Bearer "))
-                )
-            ).first()
+            row = conn.execute(select(*cols).where(table.c.token_sha256 == digest)).first()
         if row is None:
             doorman.failed(who)
-            raise HTTPException(401, "unknown token")
+            raise HTTPException(401, f"unknown token: {required}")
+        return row
+
+    def kiosk_of(authorization: str | None, request: Request) -> str:
+        row = bearer(authorization, request, kiosks, kiosks.c.kiosk_id,
+                     required="a kiosk's bearer token is required")  # fmt: skip
         seen: dict[str, Any] = {"last_contact": datetime.now(UTC).isoformat()}
         said = request.headers.get("x-kiosk-backlog", "")
         if said.isdigit():  # the fleet page's backlog and its age, as the kiosk says them
@@ -359,15 +364,8 @@ def create_app(db_url: str, *, docs: bool = False) -> FastAPI:
 
     def system_of(authorization: str | None, request: Request, role: str) -> str:
         """The name of the utility's system behind a bearer token of `role`."""
-        who = request.client.host if request.client else "?"
-        doorman.check(who)
-        digest = token_digest((authorization or "").removeprefix("Bearer "))
-        with engine.connect() as conn:
-            row = conn.execute(select(api_tokens.c.name, api_tokens.c.role)
-                               .where(api_tokens.c.token_sha256 == digest)).first()  # fmt: skip
-        if not authorization or not authorization.startswith("Bearer ") or row is None:
-            doorman.failed(who)
-            raise HTTPException(401, "a billing system's bearer token is required")
+        row = bearer(authorization, request, api_tokens, api_tokens.c.name, api_tokens.c.role,
+                     required="a billing system's bearer token is required")  # fmt: skip
         if row.role != role:
             raise HTTPException(403, f"this token is for {row.role}, not {role}")
         return str(row.name)
