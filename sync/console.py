@@ -105,7 +105,9 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def mount(app: FastAPI, engine: Engine) -> None:  # noqa: C901 (one route each)
+def mount(app: FastAPI, engine: Engine, doorman: Any) -> None:  # noqa: C901 (one route each)
+    """The console's routes on `app`; `doorman` counts failed logins per address as it counts
+    failed tokens (ten in a minute and that address waits)."""
     from sync.server import (
         alarms,
         audit,
@@ -162,6 +164,8 @@ def mount(app: FastAPI, engine: Engine) -> None:  # noqa: C901 (one route each)
 
     @router.post("/console/login")
     def login(request: Request, name: str = Form(""), password: str = Form("")) -> Response:
+        where = request.client.host if request.client else "?"
+        doorman.check(where)
         with engine.begin() as conn:
             row = conn.execute(select(staff).where(staff.c.name == name)).first()
             ok = False
@@ -171,8 +175,8 @@ def mount(app: FastAPI, engine: Engine) -> None:  # noqa: C901 (one route each)
                 except (VerificationError, InvalidHashError):
                     ok = False
             if not ok:
-                _audit(conn, name or "?", "login_failed", request.client.host if request.client
-                       else "?")  # fmt: skip
+                doorman.failed(where)
+                _audit(conn, name or "?", "login_failed", where)
                 return templates.TemplateResponse(
                     request, "login.html",
                     {"who": None, "error": "Name or password is wrong."}, status_code=401,

@@ -576,7 +576,7 @@ def create_app(db_url: str, *, docs: bool = False) -> FastAPI:
     app.state.engine = engine
     from sync import console  # the staff console's pages on the same app
 
-    console.mount(app, engine)
+    console.mount(app, engine, doorman)
     return app
 
 

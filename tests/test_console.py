@@ -208,3 +208,15 @@ def test_pages_without_a_session_send_to_the_login(office: HeadOffice) -> None:
     refused = requests.post(f"{office.url}/console/debt", timeout=10,
                             data={"account": "1", "amount": "1.00", "csrf": "x"})  # fmt: skip
     assert refused.status_code == 401
+
+
+@pytest.mark.parametrize("office_db", ["sqlite"], indirect=True)
+def test_guessing_passwords_is_slowed_down_and_audited(office: HeadOffice) -> None:
+    staff_add(office.db, "otto")
+    url = f"{office.url}/console/login"
+    for _ in range(10):
+        wrong = requests.post(url, data={"name": "otto", "password": "guess"}, timeout=10)
+        assert wrong.status_code == 401 and "Name or password is wrong." in wrong.text
+    stopped = requests.post(url, data={"name": "otto", "password": PASSWORDS["otto"]}, timeout=10)
+    assert stopped.status_code == 429 and int(stopped.headers["Retry-After"]) > 0
+    assert [a for _w, a, _d in audited(office.db)].count("login_failed") == 10

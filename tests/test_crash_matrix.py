@@ -58,13 +58,14 @@ def test_no_money_lost_and_no_credit_minted_at_any_step_or_fault(pcscd: str) -> 
 
 
 def test_the_note_cells_pass_with_an_essp_validator(pcscd: str) -> None:
-    """The note cells with an ITL validator over eSSP on its own port: every step of the cash
-    flow killed with a refused note and with a jam. The whole matrix with eSSP notes (every
-    column, the devices vanishing with the validator's adapter too) is the slow run
-    `python -m tests.crash.matrix --notes essp --exhaustive`."""
+    """The note cells with an ITL validator over eSSP on its own port: the cash flow with a
+    refused note and with a jam, killed after its first two steps and its last. The whole
+    matrix with eSSP notes (every step, every column, the devices vanishing with the
+    validator's adapter too) is the slow run `python -m tests.crash.matrix --notes essp
+    --exhaustive`."""
     res = subprocess.run(
         [sys.executable, "-m", "tests.crash.matrix", "--notes", "essp", "--flows", "cash",
-         "--faults", "counterfeit,note_jam", "--exhaustive"],
+         "--faults", "counterfeit,note_jam"],
         capture_output=True, text=True, cwd=ROOT, timeout=600,
     )  # fmt: skip
     print(res.stdout)
@@ -74,6 +75,6 @@ def test_the_note_cells_pass_with_an_essp_validator(pcscd: str) -> None:
     steps = sum(int(n) for n in re.findall(r": (\d+) journaled steps", res.stdout))
     killed = len(re.findall(r"killed, recovered", res.stdout))
     assert failed == 0 and res.returncode == 0, res.stdout[-6000:]
-    assert cells >= 12 and killed == steps, (cells, killed, steps)
+    assert cells >= 8 and killed == cells - 2, (cells, killed, steps)  # all but the clean runs
     jam = re.search(r"^cash +0 +note_jam +completed +(\d+) +(\d+)", res.stdout, re.M)
     assert jam is not None and jam.groups() == ("1000", "1000")  # the jammed note: not credited
