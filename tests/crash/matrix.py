@@ -398,7 +398,10 @@ def state_is(*states: str) -> Callable[[dict[str, Any]], bool]:
 # ---------------------------------------------------------------- a customer
 
 
-def wait_reader(b: Bench, inserted: bool, timeout: float = 10.0) -> None:
+def wait_reader(b: Bench, inserted: bool, timeout: float = 30.0) -> None:
+    """Until pcscd reports the key in (or out). 30 s: pcscd polls vpcd, and on a loaded
+    machine (two matrix cells, the suite beside them) it once took over 10 s to see a removal
+    (the cell failed as "pcscd did not see the key out", nothing to do with the automat)."""
     from drivers.chipkey.reader import card_present
 
     deadline = time.monotonic() + timeout
