@@ -4,15 +4,13 @@ credit, setting, report, count, openapi)."""
 from __future__ import annotations
 
 import argparse
-import json
 import secrets
 import sys
 import time
-from collections import defaultdict
-from datetime import date, datetime
+from datetime import date
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Engine, create_engine, delete, insert, select
+from sqlalchemy import Engine, create_engine, delete, insert
 
 from sync import billing, schema
 from sync.protocol import SETTINGS, amount_text
@@ -27,7 +25,6 @@ from sync.server import (
     count_entries,
     create_app,
     credits,
-    entries,
     kiosks,
     open_db,
     ref_debts,
@@ -314,28 +311,10 @@ def billing_command(args: argparse.Namespace) -> int:
         engine.dispose()
 
 
-#: entry kind -> sign of its amount in the takings (a reversal gives card money back)
-MONEY_KINDS = {"cash_in": 1, "cash_unattributed": 1, "card_approved": 1, "card_reversed": -1}
-
-
 def report(engine: Engine, tz: ZoneInfo) -> str:
     """Money taken per kiosk, local day and method (coin, note, card), as a plain table."""
-    totals: dict[tuple[str, str, str, str], int] = defaultdict(int)
-    q = (
-        select(entries.c.kiosk_id, entries.c.ts, entries.c.kind, entries.c.amount)
-        .add_columns(entries.c.currency, entries.c.data)
-        .where(entries.c.kind.in_(MONEY_KINDS), entries.c.amount.is_not(None))
-    )
-    with engine.connect() as conn:
-        for r in conn.execute(q):
-            day = datetime.fromisoformat(r.ts).astimezone(tz).date().isoformat()
-            if r.kind.startswith("card"):
-                method = "card"
-            else:
-                method = str(json.loads(r.data).get("medium", "cash"))
-            totals[(r.kiosk_id, day, method, r.currency)] += MONEY_KINDS[r.kind] * r.amount
     lines = [f"{'kiosk':<16} {'day':<10} {'method':<6} {'amount':>8}"]
-    for (kiosk, day, method, cur), minor in sorted(totals.items()):
+    for (kiosk, day, method, cur), minor in sorted(billing.money_taken(engine, tz).items()):
         lines.append(f"{kiosk:<16} {day:<10} {method:<6} {amount_text(minor, cur):>12}")
     return "\n".join(lines) + "\n"
 

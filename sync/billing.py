@@ -45,7 +45,7 @@ class BadImport(HeadOfficeError):
     """An import file that is not taken: names the first bad line and why."""
 
 
-def _amount(text: str, currency: str, where: str) -> int:
+def parse_amount(text: str, currency: str, where: str) -> int:
     exp = EXPONENT.get(currency)
     if exp is None:
         raise BadImport(f"{where}: currency {currency!r} is not one of {', '.join(EXPONENT)}")
@@ -109,11 +109,11 @@ def parse(kind: str, rows: Iterable[tuple[int, dict[str, str]]], name: str) -> l
         elif kind == "debts":
             account = _text(r["contract_account"], where, "contract_account")
             row = {"contract_account": account, "currency": r["currency"],
-                   "amount": _amount(r["amount"], r["currency"], where)}  # fmt: skip
+                   "amount": parse_amount(r["amount"], r["currency"], where)}  # fmt: skip
             ident = account
         else:
             key = _text(r["key"], where, "key")
-            amount = _amount(r["amount"], r["currency"], where)
+            amount = parse_amount(r["amount"], r["currency"], where)
             if amount <= 0:
                 raise BadImport(f"{where}: a credit is more than zero")
             row = {"key": key, "amount": amount, "currency": r["currency"],
@@ -196,6 +196,24 @@ class Payment:
 AMOUNTS = ("paid", "fee", "fee_net", "fee_vat", "debt", "credit")
 #: the money kinds and their sign, as the money report takes them
 PAID = {"cash_in": 1, "cash_unattributed": 1, "card_approved": 1, "card_reversed": -1}
+
+
+def money_taken(engine: Engine, tz: ZoneInfo) -> dict[tuple[str, str, str, str], int]:
+    """Money taken, in minor units, per (kiosk, local day, method: coin, note or card,
+    currency): the money report's figures (`sync.admin report`, the console's reports)."""
+    from sync.server import entries
+
+    totals: dict[tuple[str, str, str, str], int] = defaultdict(int)
+    q = select(entries.c.kiosk_id, entries.c.ts, entries.c.kind, entries.c.amount,
+               entries.c.currency, entries.c.data
+               ).where(entries.c.kind.in_(PAID), entries.c.amount.is_not(None))  # fmt: skip
+    with engine.connect() as conn:
+        for r in conn.execute(q):
+            day = datetime.fromisoformat(r.ts).astimezone(tz).date().isoformat()
+            card = r.kind.startswith("card")
+            method = "card" if card else json.loads(r.data).get("medium", "cash")
+            totals[(r.kiosk_id, day, str(method), r.currency)] += PAID[r.kind] * r.amount
+    return dict(totals)
 
 
 def _day_bounds(since: date, until: date | None, tz: ZoneInfo) -> tuple[str, str]:

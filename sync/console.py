@@ -218,18 +218,27 @@ def mount(app: FastAPI, engine: Engine, doorman: Any) -> None:  # noqa: C901 (on
                 select(entries.c.kiosk_id, entries.c.ts, entries.c.data)
                 .where(entries.c.kind == "fault").order_by(entries.c.kiosk_id, entries.c.seq)
             ).all()  # fmt: skip
-            emptied = dict(conn.execute(
-                select(entries.c.kiosk_id, func.max(entries.c.seq))
-                .where(entries.c.kind == "cashbox_emptied").group_by(entries.c.kiosk_id)
-            ).all())  # fmt: skip
-            cash = conn.execute(
-                select(entries.c.kiosk_id, entries.c.seq, entries.c.amount, entries.c.currency)
-                .where(entries.c.kind.in_(("cash_in", "cash_unattributed", "test_cash")))
-            ).all()  # fmt: skip
-            paper = conn.execute(
-                select(entries.c.kiosk_id, entries.c.data).where(entries.c.kind == "receipt")
-                .order_by(entries.c.kiosk_id, entries.c.seq)
-            ).all()  # fmt: skip
+            # the money in each box since it was last emptied, and each kiosk's last receipt:
+            # summed and picked by the database, not read entry by entry
+            emptied = (select(entries.c.kiosk_id, func.max(entries.c.seq).label("seq"))
+                       .where(entries.c.kind == "cashbox_emptied")
+                       .group_by(entries.c.kiosk_id).subquery())  # fmt: skip
+            box = {r.kiosk_id: (int(r.total), r.currency) for r in conn.execute(
+                select(entries.c.kiosk_id, entries.c.currency,
+                       func.sum(entries.c.amount).label("total"))
+                .outerjoin(emptied, emptied.c.kiosk_id == entries.c.kiosk_id)
+                .where(entries.c.kind.in_(("cash_in", "cash_unattributed", "test_cash")),
+                       entries.c.seq > func.coalesce(emptied.c.seq, 0))
+                .group_by(entries.c.kiosk_id, entries.c.currency))}  # fmt: skip
+            last = (
+                select(entries.c.kiosk_id, func.max(entries.c.seq).label("seq"))
+                .where(entries.c.kind == "receipt")
+                .group_by(entries.c.kiosk_id)
+                .subquery()
+            )
+            newest_receipt = (last.c.kiosk_id == entries.c.kiosk_id) & (last.c.seq == entries.c.seq)
+            last_paper = {r.kiosk_id: json.loads(r.data) for r in conn.execute(
+                select(entries.c.kiosk_id, entries.c.data).join(last, newest_receipt))}  # fmt: skip
         open_faults: dict[str, dict[str, tuple[str, str]]] = defaultdict(dict)
         for f in faults:
             d = json.loads(f.data)
@@ -237,12 +246,6 @@ def mount(app: FastAPI, engine: Engine, doorman: Any) -> None:  # noqa: C901 (on
                 open_faults[f.kiosk_id].pop(d.get("device", "?"), None)
             else:
                 open_faults[f.kiosk_id][d.get("device", "?")] = (f.ts, str(d.get("text", "")))
-        box: dict[str, tuple[int, str]] = {}
-        for c in cash:
-            if c.amount is not None and c.seq > emptied.get(c.kiosk_id, 0):
-                total, _ = box.get(c.kiosk_id, (0, c.currency))
-                box[c.kiosk_id] = (total + c.amount, c.currency)
-        last_paper = {p.kiosk_id: json.loads(p.data) for p in paper}
         out = []
         for k in ks:
             opened = open_faults.get(k.kiosk_id, {})
@@ -359,12 +362,12 @@ def mount(app: FastAPI, engine: Engine, doorman: Any) -> None:  # noqa: C901 (on
     @router.post("/console/debt")
     def set_debt(request: Request, account: str = Form(...), amount: str = Form(...),
                  currency: str = Form("EUR"), csrf: str = Form("")) -> Response:  # fmt: skip
-        from sync.billing import BadImport, _amount
+        from sync.billing import BadImport, parse_amount
         from sync.server import bump_version
 
         who = checked(request, csrf, "debt")
         try:
-            minor = _amount(amount.strip(), currency, "debt")
+            minor = parse_amount(amount.strip(), currency, "debt")
         except BadImport as err:
             raise HTTPException(422, str(err)) from None
         with engine.begin() as conn:
@@ -381,23 +384,13 @@ def mount(app: FastAPI, engine: Engine, doorman: Any) -> None:  # noqa: C901 (on
     # ---------------------------------------------------------------- reports
 
     def money_rows() -> list[tuple[str, str, str, str, int]]:
-        from sync.billing import PAID
+        """(day, kiosk, method, currency, minor units): the money report's figures."""
+        from sync.billing import money_taken
 
-        totals: dict[tuple[str, str, str, str], int] = defaultdict(int)
-        with engine.connect() as conn:
-            for r in conn.execute(
-                select(entries.c.kiosk_id, entries.c.ts, entries.c.kind, entries.c.amount,
-                       entries.c.currency, entries.c.data)
-                .where(entries.c.kind.in_(PAID), entries.c.amount.is_not(None))
-            ):  # fmt: skip
-                day = _local(r.ts)[:10]
-                method = (
-                    "card"
-                    if r.kind.startswith("card")
-                    else json.loads(r.data).get("medium", "cash")
-                )
-                totals[(day, r.kiosk_id, method, r.currency)] += PAID[r.kind] * r.amount
-        return sorted((*k, v) for k, v in totals.items())
+        taken = money_taken(engine, TZ).items()
+        return sorted(
+            (day, kiosk, method, cur, minor) for (kiosk, day, method, cur), minor in taken
+        )
 
     def per_hour() -> list[int]:
         hours = [0] * 24

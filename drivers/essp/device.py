@@ -85,7 +85,6 @@ class Link:
         self.address = address
         self.seq = 1
         self.session: Session | None = None
-        self._decoder = Decoder()
         self.retries = 0  # commands asked again (lost or bad answers)
 
     @classmethod
@@ -150,7 +149,7 @@ class Link:
         raise DeviceTimeout(f"eSSP: no answer to {data[:1].hex()} after {RETRIES} retries")
 
     def _read(self) -> Frame | None:
-        self._decoder = Decoder()
+        decoder = Decoder()  # an answer starts afresh: what a lost one left is dropped
         deadline = time.monotonic() + ANSWER_SECONDS
         while time.monotonic() < deadline:
             try:
@@ -159,7 +158,7 @@ class Link:
                 self._lost = True
                 raise TransportError(f"eSSP port: {err}") from err
             if chunk:
-                frames = self._decoder.feed(chunk)
+                frames = decoder.feed(chunk)
                 if frames:
                     return frames[0]
         return None

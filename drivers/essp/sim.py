@@ -187,7 +187,8 @@ class SimNoteValidator(PtyDevice):
             except FrameError:
                 self.last_answer = bytes((P.Reply.FAIL,))
                 return self.last_answer
-        elif self.needs_encryption and self.session is not None and data[:1] not in _PLAIN:
+        elif self.needs_encryption and data and data[0] not in _PLAIN_CMDS:
+            # it takes only the set-up and the key exchange in clear
             self.last_answer = bytes((P.Reply.KEY_NOT_SET,))
             return self.last_answer
         answer = self._execute(data)
@@ -204,8 +205,6 @@ class SimNoteValidator(PtyDevice):
         self.commands.append(cmd)
         ok = bytes((P.Reply.OK,))
         self._escrow_timeout()
-        if self.needs_encryption and self.session is None and cmd not in _PLAIN_CMDS:
-            return bytes((P.Reply.KEY_NOT_SET,))
         match cmd:
             case P.Cmd.HOST_PROTOCOL_VERSION:
                 if not args or args[0] > 7:
@@ -320,7 +319,6 @@ class SimNoteValidator(PtyDevice):
 _PLAIN_CMDS = {P.Cmd.SYNC, P.Cmd.HOST_PROTOCOL_VERSION, P.Cmd.SET_GENERATOR,
                P.Cmd.SET_MODULUS, P.Cmd.REQUEST_KEY_EXCHANGE, P.Cmd.SERIAL_NUMBER,
                P.Cmd.SETUP_REQUEST}  # fmt: skip
-_PLAIN = {bytes((c,)) for c in _PLAIN_CMDS}
 
 
 def _value(bill_id: str) -> int:
