@@ -13,7 +13,7 @@ cd "$(dirname "$0")"
 # the PostgreSQL server the head-office tests start a throwaway cluster of, and for the
 # touch screen: an X server without a display (Xvfb), and the GL and input libraries Kivy needs;
 # for head office's staff console, a real headless browser and its driver.
-APT_PACKAGES=(python3 python3-venv python3-dev gcc libpcsclite-dev pcscd vsmartcard-vpcd postgresql
+APT_PACKAGES=(python3 python3-venv python3-dev gcc libpcsclite-dev pcscd vsmartcard-vpcd postgresql espeak-ng
     xvfb libmtdev1 libgl1-mesa-dri libegl1 libegl-mesa0 chromium chromium-driver)
 
 say() { printf '[dev.sh] %s\n' "$*" >&2; }

@@ -164,6 +164,27 @@ def test_run_without_a_display_scripts_customers_and_saves_every_screen(tmp_path
     assert all((shots / n).stat().st_size > 10_000 for n in names)  # real pictures
     assert re.search(r"journal verify: ok, \d+ entries", res.stdout)
     assert re.search(r"DEMO-01 +\d{4}-\d\d-\d\d card +60\.00 EUR", res.stdout)  # 2 x 30.00
+    said_as_heard(shots, [n for n in names if n[:3] in ("de-", "en-")])
+
+
+def said_as_heard(shots: Path, customer_shots: list[str]) -> None:
+    """Beside each customer screen, what it said: text in the screen's language, and sound."""
+    from kiosk.domain.site import load_site
+    from tests.test_speech import level
+    from tests.vocabulary import foreign
+
+    site = load_site()
+    assert len(customer_shots) >= 24
+    for name in customer_shots:
+        png = shots / name
+        lang = name[:2]
+        text = png.with_suffix(".txt").read_text("utf-8")
+        assert len(text) > 20 and foreign(text, lang, site) == set(), (name, text)
+        seconds, rms = level(png.with_suffix(".wav"))
+        assert seconds > 1.0 and rms > 300, (name, seconds, rms)
+    card = [n for n in customer_shots if n.startswith("de-") and n.endswith("-card.png")]
+    said = (shots / card[0]).with_suffix(".txt").read_text("utf-8")  # the terminal's status
+    assert "Bitte stecken Sie Ihre Karte ein oder halten Sie sie an das Kartenterminal." in said
 
 
 def test_the_demo_script_keeps_the_acceptors_dead_man_switch_fed(tmp_path: Path) -> None:

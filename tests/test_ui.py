@@ -402,21 +402,6 @@ def test_the_developer_panel_drives_the_simulated_devices(ui_window: Any, tmp_pa
             Window.remove_widget(layer)
 
 
-def test_each_new_screen_is_offered_to_the_spoken_prompt_hook(customer: Customer) -> None:
-    c = customer
-    spoken: list[str] = []
-    c.model.speak = spoken.append  # where a speech engine would be plugged in
-    c.insert_key(FakeKey("K2", "4712"))
-    c.wait_screen("refused")
-    c.remove_key()
-    c.wait_screen("idle")
-    c.tap("lang_en")
-    c.insert_key(FakeKey("K1", "4711"))
-    c.wait_screen("amount")
-    assert "Dieser Schlüssel ist gesperrt" in spoken and "Bitte Schlüssel einstecken" in spoken
-    assert spoken[-1] == "Credit on your key"  # in the language chosen
-
-
 def test_the_technician_goes_through_every_service_screen(ui_window: Any, tmp_path: Path) -> None:
     """With the real drivers on their simulators: the technician key, a wrong PIN, then every
     service section; each action leaves its audit entry, the test coin is never credited,

@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -79,7 +79,10 @@ def run(site: Site, journal_file: Path, opts: RunOptions, out: TextIO) -> int:
                         panel = partial(SimulatorPanel, rig.control, site)
                     elif opts.control is not None:
                         panel = partial(SimulatorPanel, SimulatorControl(opts.control), site)
-                app = KioskApp(kiosk, clock, panel=panel, shown=shown)
+                from kiosk.adapters.voice import Voice
+
+                voice = stack.enter_context(closing(Voice()))
+                app = KioskApp(kiosk, clock, panel=panel, shown=shown, voice=voice)
                 threading.Thread(target=_stop_when_failed, args=(engine, app), daemon=True,
                                  name="engine-watch").start()  # fmt: skip
                 app.run()

@@ -275,6 +275,10 @@ class UiSection(_Section):
     rotation: Literal[0, 90, 180, 270] = 0
     fullscreen: bool = True
     diagonal_inch: float = Field(default=15.6, gt=5, lt=100, description="for sizes in mm")
+    speech: Literal["off", "on_request", "always"] = Field(
+        default="on_request",
+        description="spoken prompts: off; on_request (the speaker button or its corner); always",
+    )
 
 
 class SiteFile(_Section):

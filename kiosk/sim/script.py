@@ -114,6 +114,7 @@ def scripted_customers(
     from kivy.base import EventLoop
     from kivy.core.window import Window
 
+    from kiosk.adapters.voice import NoVoice, record
     from kiosk.ui.app import KioskApp, settle_heap
     from kiosk.ui.driver import ScreenDriver
 
@@ -132,12 +133,25 @@ def scripted_customers(
     taken: list[Path] = []
     site = rig.site
     counter = iter(range(1, 100))
+    silent: list[Path] = []  # screens whose sound could not be made (no espeak-ng)
 
     def shot(lang: str, name: str) -> None:
         ui.settle()
         path = ui.screenshot(shots / f"{lang}-{next(counter):02d}-{name}.png")
         taken.append(path)
+        said(path)
         out.write(f"  {path.name}: {ui.texts().splitlines()[0] if ui.texts() else ''}\n")
+
+    def said(png: Path) -> None:
+        """Beside the picture, what the screen says: its text and its sound."""
+        prompt = root.spoken()[0]
+        png.with_suffix(".txt").write_text(prompt + "\n", "utf-8")
+        try:
+            record(prompt, ui.model.lang, png.with_suffix(".wav"))
+        except NoVoice as e:
+            if not silent:
+                out.write(f"  ({e})\n")
+            silent.append(png)
 
     def shown(state: State) -> bool:
         return bool(ui.model.view.state == state)
@@ -218,6 +232,8 @@ def scripted_customers(
         ui.wait_screen("idle")
         # Two screens that pass too quickly to catch in a run: shown from the current view
         # with the state they have (reading a key; outside the opening hours).
+        # (The engine's own views are held back meanwhile: its next one would replace these.)
+        rig.kiosk.listeners.remove(ui.model.post)
         for state, name in ((State.READING, "reading"), (State.CLOSED, "closed")):
             ui.model.post(replace(rig.kiosk.view(), state=state), None)
             ui.until(partial(shown, state), f"the {name} screen")
@@ -225,11 +241,13 @@ def scripted_customers(
             ui.pump(0.05)
             path = ui.screenshot(shots / f"{lang}-{next(counter):02d}-{name}.png")
             taken.append(path)
+            said(path)
             out.write(f"  {path.name}: {ui.texts().splitlines()[0]}\n")
+        rig.kiosk.listeners.append(ui.model.post)
         ui.model.post(rig.kiosk.view(), None)
         ui.settle()
     out.write("Technician:\n")
     technician_visit(rig, ui, partial(shot, "service"), shots / "usb-stick")
     Window.remove_widget(root)
-    out.write(f"{len(taken)} screenshots in {shots}\n")
+    out.write(f"{len(taken)} screenshots in {shots}, each with what it said (.txt, .wav)\n")
     return taken

@@ -18,6 +18,7 @@ from kivy.uix.widget import Widget
 from kiosk.app.runner import Kiosk
 from kiosk.domain.clock import utc_now
 from kiosk.ui.model import ScreenModel
+from kiosk.ui.speech import Voice
 
 #: each language's name in itself, under its flag
 LANGUAGE_NAMES = {"de": "Deutsch", "en": "English", "fr": "Français", "nl": "Nederlands"}
@@ -51,12 +52,15 @@ class KioskApp(App):  # type: ignore[misc]
         *,
         panel: Callable[[], Widget] | None = None,
         shown: threading.Event | None = None,
+        voice: Voice | None = None,
         **kw: Any,
     ) -> None:
         """`panel`: makes a drawer shown over the screen's right edge (`kiosk run --panel`:
         the developer's simulator panel); never on a customer's automat. `shown` is set once
-        the first picture is on the screen (systemd hears READY=1 only then)."""
+        the first picture is on the screen (systemd hears READY=1 only then). `voice`: what
+        speaks the prompts (none: silent, as in the headless run, which records them)."""
         self.model = ScreenModel(kiosk.site, kiosk.submit)
+        self.model.speaker.voice = voice
         self.model.clock = clock
         self.model.kiosk = kiosk  # the service screens call kiosk.service.diag with it
         super().__init__(**kw)
@@ -67,10 +71,16 @@ class KioskApp(App):  # type: ignore[misc]
         self.model.post(kiosk.view(), None)
 
     def on_start(self) -> None:
+        from kivy.core.window import Window
+
+        Window.bind(on_key_down=self._key)  # the tactile keypad
         settle_heap()
         if self.shown is not None:
             shown = self.shown
             Clock.schedule_once(lambda _dt: shown.set(), 0)  # after the first frame is drawn
+
+    def _key(self, _window: Any, keycode: int, *_rest: Any) -> bool:
+        return bool(self.model.speaker.key(keycode))
 
     def build(self) -> Any:
         from kiosk.ui.root import KioskRoot  # its kv uses app.model: load after the app exists

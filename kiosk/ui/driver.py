@@ -63,7 +63,7 @@ class ScreenDriver:
         """The visible, enabled widgets with this action, on screen or in the bars."""
         ids = self.root.ids
         found = []
-        for area in (ids.sm.current_screen, ids.warning_bar, ids.footer):
+        for area in (ids.speech_bar, ids.sm.current_screen, ids.warning_bar, ids.footer):
             for w in area.walk(restrict=True):
                 if getattr(w, "action", None) == action and not w.disabled and self.visible(w):
                     found.append(w)

@@ -30,6 +30,7 @@ from kiosk.domain.events import (
 )
 from kiosk.domain.money import Money
 from kiosk.domain.site import Site
+from kiosk.ui.speech import Speaker
 from kiosk.ui.style import current as style
 from kiosk.ui.theme import themes
 
@@ -53,7 +54,9 @@ class ScreenModel(EventDispatcher):  # type: ignore[misc]
         self.normal, self.contrast = themes(site.ui.width, site.ui.height, site.ui.diagonal_inch)
         self.theme = style.theme = self.normal
         style.lang, style.high_contrast = self.lang, False
-        self.speak: Any = None  # the hook for spoken prompts: called with each new main text
+        self.speaker = Speaker(site.ui.speech, None, self.tr)  # its voice: KioskApp's
+        self.speaker.bind(on=lambda _s, on: setattr(style, "speech", on))
+        style.speech, style.speech_offered = self.speaker.on, self.speaker.offered
         self.clock: Any = None  # the kiosk's clock (for "we open again at ...")
         self.kiosk: Any = None  # the service screens' way to kiosk.service.diag
         self._lock = threading.Lock()
@@ -87,6 +90,7 @@ class ScreenModel(EventDispatcher):  # type: ignore[misc]
     def _reset_choices(self) -> None:
         self.set_language(self.site.default_language)
         self.set_contrast(False)
+        self.speaker.reset()
 
     # ------------------------------------------------------------- screen -> engine
 

@@ -25,6 +25,7 @@ from kiosk.ui.screens.method import MethodScreen
 from kiosk.ui.screens.refused import RefusedScreen
 from kiosk.ui.screens.technician_pin import TechnicianPinScreen
 from kiosk.ui.screens.unavailable import UnavailableScreen
+from kiosk.ui.speech import choices_of, sentence, texts_of
 
 #: engine state -> screen name
 SCREEN_OF = {
@@ -101,6 +102,9 @@ class KioskRoot(BoxLayout):  # type: ignore[misc]
     label_more_time = StringProperty("")
     label_large = StringProperty("")
     site_name = StringProperty("")
+    label_speaker = StringProperty("")
+    label_next = StringProperty("")
+    label_take = StringProperty("")
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
@@ -108,6 +112,14 @@ class KioskRoot(BoxLayout):  # type: ignore[misc]
         sm.transition = NoTransition()
         for name, cls in SCREENS.items():
             sm.add_widget(cls(name=name, model=self.model))
+        self._heard: tuple[str, str, list[str], bool] = (
+            "",
+            "",
+            [],
+            False,
+        )  # screen, lang, texts, warned
+        self.ids.speaker_button.speaker = self.model.speaker
+        self.model.speaker.compose = self.spoken
         self.model.bind(changes=lambda *_a: self.refresh())
         self.refresh()
 
@@ -122,6 +134,9 @@ class KioskRoot(BoxLayout):  # type: ignore[misc]
         self.site_name = self.model.site.name
         self.label_large = tr("Large text")
         self.label_more_time = tr("More time")
+        self.label_speaker = tr("Read aloud")
+        self.label_next = tr("Next choice")
+        self.label_take = tr("Take it")
         if view is None:
             return
         name = SCREEN_OF[view.state]
@@ -129,8 +144,6 @@ class KioskRoot(BoxLayout):  # type: ignore[misc]
         screen.refresh(view, tr)
         if self.ids.sm.current != name:
             self.ids.sm.current = name
-            if self.model.speak is not None:
-                self.model.speak(screen.title)
         self.notice = self.notice_text(view, self.model.refusal, tr)
         self.warning = bool(view.warning and view.seconds_left and view.state in TAKES_MORE_TIME)
         self.warning_text = (
@@ -138,6 +151,42 @@ class KioskRoot(BoxLayout):  # type: ignore[misc]
             if self.warning
             else ""
         )
+        self.speak(name, tr.lang)
+
+    # ------------------------------------------------------------- spoken
+
+    def spoken(self) -> tuple[str, list[str], list[tuple[str, Any]]]:
+        """What the screen says in full now, the texts it is made of, and its choices."""
+        ids = self.ids
+        texts = texts_of(ids.notice_bar) + texts_of(ids.sm.current_screen)
+        warning = texts_of(ids.warning_bar)
+        choices = [
+            *choices_of(ids.sm.current_screen),
+            *choices_of(ids.warning_bar),
+            *choices_of(ids.footer),
+        ]
+        said = [sentence(t) for t in texts + warning]
+        said.append(self.model.speaker.how_to_choose(len(choices)))
+        return " ".join(t for t in said if t), texts, choices
+
+    def speak(self, name: str, lang: str) -> None:
+        """A new screen (or language) said in full; on the same screen, what is new on it.
+        The countdown of the "more time" warning is said once, when the warning comes up."""
+        speaker = self.model.speaker
+        screen, heard_lang, heard, warned = self._heard
+        new = (name, lang) != (screen, heard_lang)
+        if not new and not speaker.on:
+            self._heard = (name, lang, heard, self.warning)
+            return  # (the prompt is composed again when the speaker button asks for it)
+        prompt, texts, choices = self.spoken()
+        speaker.screen(prompt, choices, new=new)
+        if not new:
+            fresh = [sentence(t) for t in texts if t not in heard]
+            if self.warning and not warned:
+                fresh.append(sentence(self.warning_text))
+                speaker.point_at("more_time")  # the top right corner gives more time
+            speaker.change(" ".join(fresh))
+        self._heard = (name, lang, texts, self.warning)
 
     @staticmethod
     def notice_text(view: View, refusal: UserFacingError | None, tr: Translator) -> str:

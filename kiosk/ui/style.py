@@ -17,6 +17,8 @@ class Style(EventDispatcher):  # type: ignore[misc]
     theme = ObjectProperty(None, rebind=True)  # rules bind through it to its fields
     lang = StringProperty("de")
     high_contrast = BooleanProperty(False)
+    speech = BooleanProperty(False)  # spoken prompts on: the speech bar is shown
+    speech_offered = BooleanProperty(True)  # the site offers them: the speaker button is shown
 
 
 current = Style(theme=themes(1280, 800, 15.6)[0])  # until a screen model sets its own
