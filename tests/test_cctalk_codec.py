@@ -173,3 +173,20 @@ def test_code_tables_have_texts() -> None:
     assert COIN_ERRORS[1] == "reject coin" and COIN_ERRORS[128] == "inhibited coin type 1"
     assert BILL_EVENTS[7][0] == "bill jammed in stacker"
     assert FAULT_CODES[45] == "stacker full"
+
+
+def test_the_decoder_says_how_many_bytes_must_still_come_and_when_a_salvage_is_worth_it() -> None:
+    """What the bus waits for at the line rate instead of waking for each byte: the echo's
+    rest and the frame begun; and a salvage only for a head that cannot be the reply."""
+    d = Decoder()
+    request = encode(Frame(2, 1, Header.SIMPLE_POLL))
+    d.expect_echo(request)
+    assert d.awaited() == len(request) + 5  # the echo, then at least a frame without data
+    reply = encode(Frame(1, 2, 0, bytes(11)))
+    assert d.feed(request + reply[:2]) == []
+    assert d.awaited() == len(reply) - 2  # its length byte is in: the rest of it
+    assert not d.stuck(1, 2)  # (fewer than 5 bytes yet)
+    assert d.feed(reply[2:6]) == [] and not d.stuck(1, 2)  # the reply's head, completing
+    assert d.feed(reply[6:]) == [Frame(1, 2, 0, bytes(11))] and d.awaited() == 5
+    d.feed(b"\x07\xf0\x13\x00\x00")  # a head that is not from 2 to the host, claiming more
+    assert d.stuck(1, 2)

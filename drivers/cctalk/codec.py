@@ -190,6 +190,20 @@ class Decoder:
             out.append(frame)
         return out
 
+    def awaited(self) -> int:
+        """How many bytes must still come at least: the echo's rest, then the frame begun
+        (its length once its head is in, else a frame's smallest)."""
+        buf = self._buf
+        frame = buf[1] + 5 if len(buf) >= 2 and buf[1] <= MAX_DATA else 5
+        return len(self._echo) + max(0, frame - len(buf))
+
+    def stuck(self, dest: int, src: int) -> bool:
+        """Bytes are held whose head cannot be the frame from `src` to `dest` that is awaited
+        (a corrupt head claiming more than will come): worth a salvage. A head that can be it
+        is still completing (a corrupt length in such a head costs a retry)."""
+        buf = self._buf
+        return len(buf) >= 5 and not (buf[0] == dest and buf[2] == src and buf[1] <= MAX_DATA)
+
     def salvage(self, wanted: Callable[[Frame], bool]) -> Frame | None:
         """A valid frame the caller expects, found past a corrupt head that claims more bytes.
 

@@ -6,7 +6,10 @@ Not thread-safe by design: one owner thread per bus (`BusWorker`) makes every re
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
+import os
+import select
 import termios
 import time
 
@@ -53,6 +56,9 @@ class Bus:
         self.timeout = timeout
         self.retries = retries
         self.decoder = Decoder(crc16_mode=crc16_mode)
+        self.bit_time = 1.0 / (getattr(port, "baudrate", None) or 9600)
+        self._fd_of: tuple[object, int | None] | None = None
+        self._paused = 0.0  # the last pause for bytes on the wire, not yet fed
         self.stats = {"requests": 0, "retries": 0, "timeouts": 0}
 
     @classmethod
@@ -69,6 +75,45 @@ class Bus:
 
     def close(self) -> None:
         self.port.close()
+
+    def _pace(self, deadline: float) -> None:
+        """Bytes came, and more are awaited: wait while they are on the wire (10 bits each)
+        instead of waking for each byte, so that a poll is read in three or four pieces, not
+        twenty (a device that answers at once has sent them all already: no wait). Not on a
+        URL port (no line rate), and never past the deadline."""
+        if self._fd() is None:
+            return
+        pause = min(self.decoder.awaited() * self.bit_time * 10, deadline - time.monotonic())
+        if pause > 0.0005:
+            time.sleep(pause)  # the line rate, not a condition: the bytes cannot come sooner
+            self._paused = pause
+
+    def _fd(self) -> int | None:
+        """The port's descriptor (a serial device), or None (a URL port); kept per port."""
+        if self._fd_of is None or self._fd_of[0] is not self.port:
+            try:
+                fd: int | None = int(self.port.fileno())
+            except (AttributeError, OSError, io.UnsupportedOperation, ValueError):
+                fd = None
+            self._fd_of = (self.port, fd)
+        return self._fd_of[1]
+
+    def _read(self, wait: float) -> bytes:
+        """What has arrived, waiting up to `wait` s for the first byte. The port stays
+        non-blocking (timeout 0, set once): a serial device is waited on with select, since
+        setting pyserial's timeout applies every port setting again; a URL port (socket://,
+        loop://) without a descriptor gets its timeout set as before."""
+        fd = self._fd()
+        if fd is None:
+            self.port.timeout = wait
+            return bytes(self.port.read(max(1, self.port.in_waiting)))
+        ready, _, _ = select.select([fd], [], [], wait)
+        if not ready:
+            return b""
+        try:
+            return os.read(fd, 512)  # non-blocking (pyserial opens it so): what is there
+        except BlockingIOError:
+            return b""
 
     def request(
         self, dest: int, header: int, data: bytes = b"", timeout: float | None = None
@@ -100,30 +145,36 @@ class Bus:
         try:
             self.port.reset_input_buffer()
             self.decoder.reset()
+            self._paused = 0.0
             if self.echo:
                 self.decoder.expect_echo(raw)
-            log.log(TRACE, "tx %s", raw.hex(" "))
+            if log.isEnabledFor(TRACE):
+                log.log(TRACE, "tx %s", raw.hex(" "))
             self.port.write(raw)
             deadline = time.monotonic() + timeout + len(raw) * 0.00115
+
+            def is_reply(frame: Frame) -> bool:
+                return frame.dest == HOST and frame.src in (None, dest)
+
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise DeviceTimeout(f"address {dest}: no reply within {timeout:.3f} s")
-                self.port.timeout = left
-                chunk = self.port.read(max(1, self.port.in_waiting))
+                chunk = self._read(left)
                 if not chunk:
                     continue
-                log.log(TRACE, "rx %s", chunk.hex(" "))
-
-                def is_reply(frame: Frame) -> bool:
-                    return frame.dest == HOST and frame.src in (None, dest)
-
-                for frame in self.decoder.feed(chunk, time.monotonic()):
+                if log.isEnabledFor(TRACE):
+                    log.log(TRACE, "rx %s", chunk.hex(" "))
+                # (the pause this side took is not a gap on the line: those bytes came in it)
+                arrived, self._paused = time.monotonic() - self._paused, 0.0
+                for frame in self.decoder.feed(chunk, arrived):
                     if is_reply(frame):
                         return frame
-                salvaged = self.decoder.salvage(is_reply)
-                if salvaged is not None:
-                    return salvaged
+                if self.decoder.stuck(HOST, dest):  # a corrupt head claims more: a reply past it?
+                    salvaged = self.decoder.salvage(is_reply)
+                    if salvaged is not None:
+                        return salvaged
+                self._pace(deadline)
         except (serial.SerialException, OSError, termios.error) as err:
             # unplugged, most often (a pty or USB adapter gone: tcflush raises termios.error,
             # which is no OSError): closed now, opened again next time
