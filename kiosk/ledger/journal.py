@@ -32,7 +32,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    bindparam,
     create_engine,
     event,
     func,
@@ -41,8 +40,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from kiosk.domain.errors import ChainBroken, JournalError, JournalFull, JournalWriteError
 from kiosk.domain.events import Account, KeyStatus, Kind, PendingCredit, Record
@@ -141,18 +139,6 @@ cash_box_table = Table(
     Column("pieces", Integer, nullable=False),
     Column("test_minor", Integer, nullable=False),  # of it from acceptor tests
 )
-#: the kinds that put money into the cash box
-INTO_THE_BOX = (Kind.CASH_IN, Kind.CASH_UNATTRIBUTED, Kind.TEST_CASH)
-_counted = sqlite_insert(cash_box_table).values(
-    medium=bindparam("medium"), minor=bindparam("minor"), pieces=1, test_minor=bindparam("test")
-)
-#: one more piece of a denomination in the box (built once: an append is on the money path)
-COUNT_CASH = _counted.on_conflict_do_update(
-    index_elements=[cash_box_table.c.medium, cash_box_table.c.minor],
-    set_={"pieces": cash_box_table.c.pieces + 1,
-          "test_minor": cash_box_table.c.test_minor + _counted.excluded.test_minor},
-)  # fmt: skip
-
 # Where the live journal begins once housekeeping moved older entries into archive segments
 # (kiosk/ledger/archive.py): the last archived entry, which the first live one links to.
 base_table = Table(
@@ -180,13 +166,6 @@ counters_table = Table(
 #: the kinds whose entries may carry a cash device's event counter
 COUNTED = (Kind.CASH_IN, Kind.CASH_UNATTRIBUTED, Kind.TEST_CASH, Kind.FAULT,
            Kind.ACCEPTOR_COUNTER)  # fmt: skip
-_counter = sqlite_insert(counters_table).values(
-    device=bindparam("device"), counter=bindparam("counter")
-)
-#: a device's counter, set (built once: an append is on the money path)
-SET_COUNTER = _counter.on_conflict_do_update(
-    index_elements=[counters_table.c.device], set_={"counter": _counter.excluded.counter}
-)
 
 
 def counter_of(kind: str, data: dict[str, Any]) -> tuple[str, int] | None:
@@ -275,6 +254,9 @@ class Journal:
     def __init__(self, path: str | Path, kiosk_id: str, *, synchronous: str = "FULL") -> None:
         self.path = Path(path)
         self.kiosk_id = kiosk_id
+        #: (seq, hash) of the newest entry this object committed; None: read it in the next
+        #: append (another writer's entry since is found by the insert that collides with it)
+        self._head: tuple[int, str] | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.engine = _sqlite_engine(self.path, synchronous)
@@ -399,16 +381,31 @@ class Journal:
                 def back_to(kind: Kind, found: Callable[[Entry], bool]) -> list[Entry]:
                     return self._back_to(conn, kind, found)
 
+                self._head = None  # (it reads the journal: the head is read in it too)
                 records, result = decide(back_to)
-                if records:
-                    self._append_in(conn, records, now)
+                out = self._append_in(conn, records, now) if records else []
         except SQLAlchemyError as err:
+            self._head = None
             raise self._write_error(err, "cannot write the journal") from err
+        except BaseException:
+            self._head = None
+            raise
+        if out:
+            self._head = (out[-1].seq, out[-1].hash)
         return result
 
     def _append(self, records: Sequence[Record], now: datetime) -> list[Entry]:
-        with self._writer.begin() as conn:
-            out = self._append_in(conn, records, now)
+        try:
+            with self._writer.begin() as conn:
+                out = self._append_in(conn, records, now)
+        except IntegrityError:  # another writer appended since: its entry holds our number
+            self._head = None
+            with self._writer.begin() as conn:
+                out = self._append_in(conn, records, now)
+        except BaseException:
+            self._head = None  # not committed: the head is read again next time
+            raise
+        self._head = (out[-1].seq, out[-1].hash)  # committed
         if log.isEnabledFor(logging.INFO):
             for e in out:  # structured fields for journald (kiosk/app/logs.py)
                 device = e.data.get("device") or e.data.get("medium")
@@ -422,8 +419,10 @@ class Journal:
     def _append_in(self, conn: Connection, records: Sequence[Record], now: datetime) -> list[Entry]:
         ts = format_ts(now)
         out: list[Entry] = []
-        head = conn.execute(select(head_table.c.seq, head_table.c.hash)).first()
-        seq, prev = (head.seq, head.hash) if head else (0, GENESIS)
+        if self._head is None:  # (the first append, or after another writer or an error)
+            head = conn.execute(select(head_table.c.seq, head_table.c.hash)).first()
+            self._head = (head.seq, head.hash) if head else (0, GENESIS)
+        seq, prev = self._head
         rows = []
         for r in records:
             payload(r.kind, r.data, strict=True)  # a field its kind does not have: a defect
@@ -450,11 +449,10 @@ class Journal:
                 Entry(seq, parse_ts(ts), str(r.kind), r.txid, r.key, r.amount, r.data, prev, h)
             )
             prev = h
+        # One statement: the head follows in SQLite (trigger journal_head_follows). An entry
+        # another writer appended since our last holds the number we used: the insert fails
+        # as a whole (primary key) and the caller reads the head again.
         conn.execute(insert(journal_table), rows)
-        if head:
-            conn.execute(update(head_table).values(seq=seq, hash=prev))
-        else:
-            conn.execute(insert(head_table).values(id=1, seq=seq, hash=prev))
         for e in out:
             self._apply_effects(conn, e)
         return out
@@ -468,18 +466,7 @@ class Journal:
         elif (claim := claim_of(e)) is not None:
             self._add_debt(conn, e.txid, claim.minor, claim.currency)
         self._keep_open(conn, e)
-        self._count_cash(conn, e)
-        if (counted := counter_of(e.kind, e.data)) is not None:
-            conn.execute(SET_COUNTER, {"device": counted[0], "counter": counted[1]})
-
-    @staticmethod
-    def _count_cash(conn: Connection, e: Entry) -> None:
-        if e.kind == Kind.CASHBOX_EMPTIED:
-            conn.execute(cash_box_table.delete())
-        elif e.kind in INTO_THE_BOX and e.amount is not None:
-            test = e.amount.minor if e.kind == Kind.TEST_CASH else 0
-            conn.execute(COUNT_CASH, {"medium": str(e.data.get("medium", "coin")),
-                                      "minor": e.amount.minor, "test": test})  # fmt: skip
+        # (the cash box's count and the devices' counters: SQLite's triggers, migration 0006)
 
     def cash_box(self) -> tuple[dict[tuple[str, int], int], int]:
         """What is in the cash box since its last emptying: pieces by (medium, minor), and the

@@ -1,7 +1,9 @@
 """Durable journal appends against bare SQLAlchemy Core single-row commits, in one run.
 
 Both on SQLite with WAL and synchronous=FULL, one commit per row, alternating rounds so that
-noise on this shared machine hits both alike. Prints rates, p50/p99 latency and the ratio.
+noise on this shared machine hits both alike. Prints rates, p50/p99 latency and the ratio
+(target at least 0.85: an append is one INSERT; the head, the cash box's count and the
+device counters follow in SQLite's triggers).
 
     .venv/bin/python tests/bench/journal.py [--rows N] [--rounds R]
 """
@@ -20,6 +22,9 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, insert
 from kiosk.domain.events import Kind, Record
 from kiosk.domain.money import Money
 from kiosk.ledger.journal import Journal, _sqlite_engine
+
+#: #23: an append (hash chain, head, cash box, counters) at 0.85 of a bare commit or better
+TARGET = 0.85
 
 
 def bench_journal(path: Path, rows: int) -> list[float]:
@@ -94,8 +99,8 @@ def main() -> None:
             f"p50 {pct(lats, 50) * 1000:6.3f} ms   p99 {pct(lats, 99) * 1000:6.3f} ms"
         )
     ratio = statistics.median(results["journal"][0]) / statistics.median(results["bare"][0])
-    verdict = "meets" if ratio >= 0.5 else "MISSES"
-    print(f"  ratio journal/bare: {ratio:.2f} ({verdict} the target of at least 0.50)")
+    verdict = "met" if ratio >= TARGET else "MISSED"
+    print(f"  ratio journal/bare: {ratio:.2f} (target at least {TARGET:.2f}: {verdict})")
 
 
 if __name__ == "__main__":
