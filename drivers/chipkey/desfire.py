@@ -390,10 +390,14 @@ class Desfire:
             reply_comm=Comm.MAC,
         )
 
-    def read_records(self, no: int, record_size: int, comm: Comm = Comm.MAC) -> list[bytes]:
-        """All records of a record file, oldest first (an empty file gives [])."""
+    def read_records(
+        self, no: int, record_size: int, comm: Comm = Comm.MAC, *, newest: int = 0
+    ) -> list[bytes]:
+        """The records of a record file, oldest first: all of them, or only the `newest` n
+        (an empty file gives [])."""
+        head = bytes((no,)) + bytes(3) + newest.to_bytes(3, "little")
         try:
-            data = self._exchange(Ins.READ_RECORDS, bytes((no,)) + bytes(6), reply_comm=comm)
+            data = self._exchange(Ins.READ_RECORDS, head, reply_comm=comm)
         except BoundaryError:
             return []
         return [data[i : i + record_size] for i in range(0, len(data), record_size)]

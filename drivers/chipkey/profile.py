@@ -208,6 +208,11 @@ class ChipKey:
         self.df = Desfire(card)
         self.keys = keys
         self._uid: bytes | None = None
+        #: the key the card's session is authenticated with now (select and authenticate are
+        #: not repeated within it), and what the summary read in it: the log and the credit.
+        #: A card session ends with any error (a pulled key, a failed command): both go then.
+        self._opened: int | None = None
+        self._seen: tuple[list[TopUp], int] | None = None
 
     @property
     def uid(self) -> bytes:
@@ -216,60 +221,93 @@ class ChipKey:
         return self._uid
 
     def _open(self, key_no: int) -> None:
+        if self._opened == key_no:
+            return  # authenticated with it in this card session already
+        self._opened, self._seen = None, None
         try:
             self.df.select_application(AID)
         except NotFound as err:
             raise WrongCard("not a prepaid key: the application is missing") from err
         self.df.authenticate(key_no, self.keys.card_key(key_no, self.uid))
+        self._opened = key_no
+
+    def _lost(self) -> None:
+        """The card session ended (an error, a pulled key): select and authenticate again."""
+        self._opened, self._seen = None, None
 
     def read_summary(self) -> Summary:
         """Identity, credit, meter report and the top-up log, under the kiosk's credit key."""
-        self._open(K_CREDIT)
-        identity = Identity.unpack(self.df.read_data(F_IDENTITY, 0, IDENTITY_SIZE))
-        credit = self.df.get_value(F_CREDIT)
-        meter = MeterReport.unpack(self.df.read_data(F_METER, 0, METER_SIZE))
-        log = tuple(TopUp.unpack(r) for r in self.df.read_records(F_LOG, RECORD_SIZE))
-        return Summary(self.uid, identity, credit, meter, log)
+        try:
+            self._open(K_CREDIT)
+            identity = Identity.unpack(self.df.read_data(F_IDENTITY, 0, IDENTITY_SIZE))
+            credit = self.df.get_value(F_CREDIT)
+            meter = MeterReport.unpack(self.df.read_data(F_METER, 0, METER_SIZE))
+            log = [TopUp.unpack(r) for r in self.df.read_records(F_LOG, RECORD_SIZE)]
+        except BaseException:
+            self._lost()
+            raise
+        self._seen = (log, credit)  # a write in this session needs not read them again
+        return Summary(self.uid, identity, credit, meter, tuple(log))
 
     def credit(self, txid: str, amount: int, upper: int, now: int | None = None) -> int:
         """Authenticate, Credit, WriteRecord, CommitTransaction, read back; the new credit.
 
-        Idempotent per transaction id: if the log already holds `txid` nothing is written.
+        Idempotent per transaction id: if the log already holds `txid` nothing is written. In
+        the card session of a summary, the log and credit it read are used (nothing can change
+        on the card within the session but by us); the read-back is the credit and the newest
+        record, which prove the write.
         """
         if amount <= 0:
             raise ValueError("a credit must be positive")
+        try:
+            return self._credit(txid, amount, upper, now)
+        except BaseException:
+            self._lost()
+            raise
+
+    def _credit(self, txid: str, amount: int, upper: int, now: int | None) -> int:
         self._open(K_CREDIT)
-        log = [TopUp.unpack(r) for r in self.df.read_records(F_LOG, RECORD_SIZE)]
-        value = self.df.get_value(F_CREDIT)
+        if self._seen is None:
+            log = [TopUp.unpack(r) for r in self.df.read_records(F_LOG, RECORD_SIZE)]
+            value = self.df.get_value(F_CREDIT)
+        else:
+            log, value = self._seen
         if any(t.txid == txid for t in log):
             return value
         if value + amount > upper:
             raise CreditLimit(f"the key holds {value}; {amount} more would pass its limit {upper}")
         no = max((t.no for t in log), default=0) + 1
+        record = TopUp(txid, amount, int(now or time.time()), no)
         self.df.credit(F_CREDIT, amount)
-        self.df.write_record(F_LOG, 0, TopUp(txid, amount, int(now or time.time()), no).pack())
+        self.df.write_record(F_LOG, 0, record.pack())
         self.df.commit()
+        self._seen = None  # (what it read before the write is old now)
         after = self.df.get_value(F_CREDIT)
-        last = TopUp.unpack(self.df.read_records(F_LOG, RECORD_SIZE)[-1])
+        last = TopUp.unpack(self.df.read_records(F_LOG, RECORD_SIZE, newest=1)[-1])
         if last.txid != txid or after != value + amount:
             raise DeviceError(f"read-back after the write does not match ({after}, {last.txid})")
+        self._seen = ([*log, last][-MAX_RECORDS:], after)
         return after
 
     def debit(self, amount: int, report: MeterReport) -> int:
         """What a meter does: take credit over and record its report; the remaining credit."""
-        self._open(K_DEBIT)
-        value = self.df.get_value(F_CREDIT)
-        take = min(amount, value)
-        if take:
-            self.df.debit(F_CREDIT, take)
-        self.df.write_data(F_METER, 0, report.pack())
-        self.df.commit()
+        try:
+            self._open(K_DEBIT)
+            value = self.df.get_value(F_CREDIT)
+            take = min(amount, value)
+            if take:
+                self.df.debit(F_CREDIT, take)
+            self.df.write_data(F_METER, 0, report.pack())
+            self.df.commit()
+        finally:
+            self._seen = None  # the credit changed (or may have)
         return value - take
 
     def personalise(
         self, identity: Identity, upper: int, picc_key: bytes = bytes(16), initial: int = 0
     ) -> None:
         """Create the application, files and diversified keys on a blank card."""
+        self._lost()  # (it selects and authenticates on its own)
         df = self.df
         df.select_application(0)
         df.authenticate(0, picc_key)
@@ -293,3 +331,4 @@ class ChipKey:
         df.select_application(0)
         df.authenticate(0, picc_key)
         df.change_key(0, self.keys.picc_key(self.uid))
+        self._lost()

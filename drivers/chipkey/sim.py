@@ -445,9 +445,12 @@ class VirtualCard:
             raise _Error(Status.PARAMETER_ERROR)
         free = self._check(f, "read")
         self._in_plain(bytes((ins,)) + data)
-        if not f.records:
+        # offset: how many of the newest records to pass over; count: how many (0: all older)
+        offset, count = int.from_bytes(data[1:4], "little"), int.from_bytes(data[4:7], "little")
+        end = len(f.records) - offset
+        if not f.records or end <= 0 or count > end:
             raise _Error(Status.BOUNDARY_ERROR)
-        return self._out(b"".join(f.records), f.comm, free)
+        return self._out(b"".join(f.records[end - count if count else 0 : end]), f.comm, free)
 
     def _commit(self, ins: int, data: bytes) -> tuple[int, bytes]:
         self._in_plain(bytes((ins,)))

@@ -33,9 +33,13 @@ class VpcdCard:
         host: str = "127.0.0.1",
         port: int = VPCD_PORT,
         stays: bool = False,
+        apdu_delay: float = 0.0,
     ) -> None:
         """`stays`: while inserted, connect again whenever the reader drops the card (pcscd
-        restarted), as a key left in a real reader is seen again once pcscd is back."""
+        restarted), as a key left in a real reader is seen again once pcscd is back.
+        `apdu_delay`: seconds each APDU takes on top, as over a contactless reader's field
+        (some 5-10 ms for a DESFire command at 106 kbit/s with the card's processing)."""
+        self.apdu_delay = apdu_delay
         self.card = card
         self.host, self.port = host, port
         self._sock: socket.socket | None = None
@@ -125,6 +129,8 @@ class VpcdCard:
                         self._send(sock, ATR)
                     continue
                 self.apdus += 1
+                if self.apdu_delay:
+                    self._stop.wait(self.apdu_delay)  # the radio's time, not a condition
                 try:
                     self._send(sock, self.card.transmit(msg))
                 except CardRemoved:
