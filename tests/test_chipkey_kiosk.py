@@ -25,7 +25,7 @@ from kiosk.sim.fakes import FakeCoinAcceptor, FakeNoteValidator
 from tests.conftest import make_site, wait_until
 
 IDENT = Identity("DEMO", "4711", "1ESY1", "electricity", "K-1", "customer", "EUR")
-WRITE_APDUS = 13
+WRITE_APDUS = 6  # the write after the key's summary, in its card session
 SLOT = "virtual slot"
 
 

@@ -29,7 +29,8 @@ UID = bytes.fromhex("04c0ffee000001")
 IDENT = Identity("DEMO", "4711", "1ESY1160000001", "electricity", "K-1", "customer", "EUR")
 # select, authenticate x2, read log (2 frames), get value, credit, write record, commit, get value,
 # read log (2 frames) for the read-back: checked by test_the_write_sequence_length
-WRITE_APDUS = 13
+WRITE_APDUS = 12  # a write in a card session of its own
+WRITE_IN_SESSION = 6  # a write after the summary, in its card session
 
 
 def E(minor: int) -> Money:
@@ -167,6 +168,9 @@ def test_pcscd_restarted_the_automat_goes_out_of_service_and_comes_back(rig: Rig
 
 
 def test_the_write_sequence_length() -> None:
+    """A write on its own: select, authenticate, the log and credit read, Credit, WriteRecord,
+    CommitTransaction, and the credit and newest record read back. In the card session of
+    a summary (as the kiosk writes), no select, authentication or reading before it."""
     card = VirtualCard(UID)
     ChipKey(card, DEMO_KEYS).personalise(IDENT, upper=50_000, initial=500)
     key = ChipKey(card, DEMO_KEYS)
@@ -174,3 +178,10 @@ def test_the_write_sequence_length() -> None:
     before = card.commands
     key.credit("T", 100, 50_000)
     assert card.commands - before == WRITE_APDUS
+    key = ChipKey(card, DEMO_KEYS)
+    key.read_summary()
+    before = card.commands
+    assert key.credit("T2", 100, 50_000) == 700
+    assert card.commands - before == WRITE_IN_SESSION
+    assert key.credit("T2", 100, 50_000) == 700  # the same transaction again: nothing written
+    assert card.commands - before == WRITE_IN_SESSION

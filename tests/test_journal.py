@@ -233,3 +233,22 @@ def test_a_credit_brought_twice_at_once_is_journaled_once(tmp_path: Path) -> Non
     assert sorted(added) == [0] * 7 + [1]
     assert [e.txid for e in j.entries() if e.kind == Kind.PENDING_CREDIT] == ["HO-1"]
     j.close()
+
+
+def test_two_writers_on_one_journal_keep_one_chain(tmp_path: Path) -> None:
+    """Each Journal keeps the head it wrote last; another writer's entry since makes its next
+    insert collide (the entry number is the key), and it reads the head again: no gap, no
+    fork, every entry once, the cash box and counters as the entries say."""
+    a = Journal(tmp_path / "j.sqlite", "DEMO-01")
+    b = Journal(tmp_path / "j.sqlite", "DEMO-01")
+    now = datetime(2026, 11, 30, 9, tzinfo=UTC)
+    for i in range(6):
+        writer = a if i % 3 else b
+        writer.append([Record(Kind.CASH_IN, f"T{i}", "K1", Money(200, "EUR"),
+                              {"medium": "coin", "counter": i + 1})], now)  # fmt: skip
+    assert [e.seq for e in a.entries()] == list(range(1, 7))
+    assert a.verify() == 6 and b.verify() == 6
+    assert a.cash_box() == ({("coin", 200): 6}, 0)
+    assert a.acceptor_counters() == {"coin": 6}
+    a.close()
+    b.close()
