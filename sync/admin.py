@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import Engine, create_engine, delete, insert
 
 from sync import billing, schema
-from sync.protocol import SETTINGS, amount_text
+from sync.protocol import KEY_REASONS, SETTINGS, amount_text
 from sync.schema import OutdatedSchema
 from sync.server import (
     DB_ENV,
@@ -63,7 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("serial")
     k.add_argument("--status", choices=KEY_STATUSES, required=True)
     k.add_argument("--account", default=None)
-    k.add_argument("--reason", default="")
+    k.add_argument(
+        "--reason",
+        default="",
+        choices=KEY_REASONS,
+        help="why, as a code the automat tells the customer in their language",
+    )
+    k.add_argument("--note", default="", help="for the staff only; never sent to an automat")
     d = sub.add_parser("debt", help="set the open debt of a contract account (minor units)")
     d.add_argument("account")
     d.add_argument("amount", type=int)
@@ -221,6 +227,7 @@ def change(engine: Engine, args: argparse.Namespace) -> int:
                     serial=args.serial,
                     status=args.status,
                     reason=args.reason,
+                    note=args.note,
                     contract_account=args.account,
                 )
             )

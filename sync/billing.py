@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine, delete, insert, select, tuple_
 
 from sync.errors import HeadOfficeError
-from sync.protocol import EXPONENT, GENESIS, decimals, entry_hash
+from sync.protocol import EXPONENT, GENESIS, decimals, entry_hash, key_reason
 
 #: the columns of each import file, in order
 COLUMNS = {
@@ -43,6 +43,13 @@ CHUNK = 500  # rows per statement when replacing what is known
 
 class BadImport(HeadOfficeError):
     """An import file that is not taken: names the first bad line and why."""
+
+
+def _reason(value: str | None, where: str) -> str:
+    try:
+        return key_reason((value or "").strip())
+    except ValueError as err:
+        raise BadImport(f"{where}: {err}") from None
 
 
 def parse_amount(text: str, currency: str, where: str) -> int:
@@ -102,7 +109,7 @@ def parse(kind: str, rows: Iterable[tuple[int, dict[str, str]]], name: str) -> l
                 raise BadImport(f"{where}: status {r['status']!r} is not one of "
                                 f"{', '.join(KEY_STATUSES)}")  # fmt: skip
             row = {"serial": serial, "status": r["status"],
-                   "reason": _text(r["reason"], where, "reason", required=False, most=200),
+                   "reason": _reason(r["reason"], where),
                    "contract_account": _text(r["contract_account"], where, "contract_account",
                                              required=False) or None}  # fmt: skip
             ident = serial

@@ -34,7 +34,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine, delete, func, insert, select
 
-from sync.protocol import amount_text
+from sync.protocol import KEY_REASONS, amount_text, key_reason
 
 ROLES = ("auditor", "operator", "admin")
 #: what each role may change (auditors only read)
@@ -337,26 +337,35 @@ def mount(app: FastAPI, engine: Engine, doorman: Any) -> None:  # noqa: C901 (on
                                                "pending_credit", "tx_closed")))
                     .order_by(entries.c.ts.desc()).limit(200)
                 ).all()  # fmt: skip
-        return page(request, "key.html", q=q, **found)
+        return page(request, "key.html", q=q, reasons=KEY_REASONS, **found)
 
     # ---------------------------------------------------------------- changes
 
     @router.post("/console/key")
     def set_key(request: Request, serial: str = Form(...), status: str = Form(...),
-                reason: str = Form(""), csrf: str = Form("")) -> Response:  # fmt: skip
+                reason: str = Form(""), note: str = Form(""),
+                csrf: str = Form("")) -> Response:  # fmt: skip
         from sync.server import KEY_STATUSES, bump_version
 
         who = checked(request, csrf, "key")
         if status not in KEY_STATUSES:
             raise HTTPException(422, f"status {status!r} is not one of {', '.join(KEY_STATUSES)}")
+        try:
+            key_reason(reason)
+        except ValueError as err:
+            raise HTTPException(422, str(err)) from None
         with engine.begin() as conn:
             row = conn.execute(select(ref_keys).where(ref_keys.c.serial == serial)).first()
             if row is None:
                 raise HTTPException(404, f"no key {serial}")
-            conn.execute(ref_keys.update().where(ref_keys.c.serial == serial)
-                         .values(status=status, reason=reason, changed=None))  # fmt: skip
+            conn.execute(
+                ref_keys.update()
+                .where(ref_keys.c.serial == serial)
+                .values(status=status, reason=reason, note=note, changed=None)
+            )
             bump_version(conn)
-            _audit(conn, who["name"], "key", f"{serial}: {row.status} -> {status} ({reason})")
+            said = f"{reason or 'no reason'}; {note}"
+            _audit(conn, who["name"], "key", f"{serial}: {row.status} -> {status} ({said})")
         return RedirectResponse(f"/console/key?q={serial}", status_code=303)
 
     @router.post("/console/debt")

@@ -37,6 +37,36 @@ def amount_text(minor: int, currency: str) -> str:
     return f"{decimals(minor, currency)} {currency}"
 
 
+class KeyReason(StrEnum):
+    """Why head office blocked a key (or has not activated it): a code, never free text. The
+    kiosk tells the customer each in their language with what to do next; a code it does not
+    know (from a newer head office) gets a neutral text. A note for the staff stays at head
+    office and never reaches an automat."""
+
+    LOST = "lost"
+    STOLEN = "stolen"
+    DEFECTIVE = "defective"
+    REPLACED = "replaced"
+    CONTRACT_ENDED = "contract_ended"
+    DEPOSIT_UNPAID = "deposit_unpaid"
+    NOT_ACTIVATED = "not_activated"
+    UNDER_REVIEW = "under_review"
+
+
+#: what `--reason`, an import and the console accept: a code, or none
+KEY_REASONS = ("", *(r.value for r in KeyReason))
+
+
+def key_reason(text: str) -> str:
+    """`text` as a reason code, or ValueError naming the codes."""
+    if text not in KEY_REASONS:
+        raise ValueError(
+            f"reason {text!r} is not one of {', '.join(KEY_REASONS[1:])} (or none); "
+            "a note for the staff goes in --note"
+        )
+    return text
+
+
 class Kind(StrEnum):
     """Journal entry kinds. Money moves only through the ones marked (money)."""
 
@@ -208,6 +238,7 @@ class CardApproved(Payload):
 class CardFailed(Payload):
     outcome: str = ""
     reason: str = ""
+    code: Int = None  # the terminal's result code, when it gave one
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,8 @@ ref_keys = Table(
     metadata,
     Column("serial", String(64), primary_key=True),
     Column("status", String(16), nullable=False),
-    Column("reason", Text, nullable=False, default=""),
+    Column("reason", Text, nullable=False, default=""),  # a KeyReason code, or ""
+    Column("note", Text, nullable=False, default=""),  # the staff's, never sent to a kiosk
     Column("contract_account", String(64)),
     # the reference version that last changed it (NULL until `bump_version` stamps it)
     Column("changed", Integer, index=True),

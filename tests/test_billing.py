@@ -98,6 +98,8 @@ def test_billing_files_are_taken_and_replace_what_was_known(office_db: str, tmp_
          "line 1: the header must be serial,status,reason,contract_account"),
         ("keys", "serial,status,reason,contract_account\nK-1,active,,1\nK-2,gone,,2\n",
          "line 3: status 'gone' is not one of active, blocked, not_activated"),
+        ("keys", "serial,status,reason,contract_account\nK-1,blocked,lost,1\nK-2,blocked,weg,2\n",
+         "line 3: reason 'weg' is not one of lost, stolen, defective"),
         ("keys", "serial,status,reason,contract_account\nK-1,active,,1\nK-1,blocked,lost,1\n",
          "line 3: K-1 is in the file twice (line 2 too)"),
         ("keys", "serial,status,reason,contract_account\n,active,,1\n", "line 2: serial is empty"),

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -19,6 +20,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
 from sqlalchemy import select
 
@@ -94,6 +96,18 @@ def submit(browser: webdriver.Chrome, by: str, what: str) -> None:
     WebDriverWait(browser, 10).until(staleness_of(old))
 
 
+def session_post(browser: webdriver.Chrome, url: str, path: str, data: dict[str, str]) -> Any:
+    """A form posted with the browser's session and the page's CSRF token (as a page edited
+    by hand would post it)."""
+    cookie = browser.get_cookie("ho_session")
+    assert cookie is not None
+    csrf = browser.find_element(By.CSS_SELECTOR, "input[name=csrf]").get_attribute("value")
+    return requests.post(
+        f"{url}{path}", data={**data, "csrf": csrf or ""}, timeout=10,
+        cookies={"ho_session": cookie["value"]}, allow_redirects=False,
+    )  # fmt: skip
+
+
 def shot(browser: webdriver.Chrome, tmp_path: Path, name: str) -> Path:
     folder = Path(os.environ.get("CONSOLE_SHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
@@ -166,11 +180,19 @@ def test_the_console_in_a_browser(
     # the operator blocks the key: changed and audited
     browser.get(f"{office.url}/console/key?q=K1")
     browser.find_element(By.CSS_SELECTOR, "#keys select[name=status]").send_keys("blocked")
-    browser.find_element(By.CSS_SELECTOR, "#keys input[name=reason]").send_keys("lost")
+    Select(browser.find_element(By.CSS_SELECTOR, "#keys select[name=reason]")).select_by_value(
+        "lost"
+    )
+    browser.find_element(By.CSS_SELECTOR, "#keys input[name=note]").send_keys("phoned in, Mon")
     submit(browser, By.CSS_SELECTOR, "#keys button")
     assert key_and_debt(office.db) == ("blocked", None)
-    assert any(w == "anna" and a == "key" and "active -> blocked" in d
+    assert any(w == "anna" and a == "key" and "active -> blocked (lost; phoned in, Mon)" in d
                for w, a, d in audited(office.db))  # fmt: skip
+    # a reason that is not a code (a page edited by hand): refused, nothing changed
+    refused = session_post(browser, office.url, "/console/key",
+                           {"serial": "K1", "status": "active", "reason": "verloren"})  # fmt: skip
+    assert refused.status_code == 422 and "is not one of lost, stolen" in refused.text
+    assert key_and_debt(office.db) == ("blocked", None)
     # ... but may not set a debt: refused, nothing changed, audited
     browser.find_element(By.CSS_SELECTOR, "input[name=amount]").send_keys("12.50")
     submit(browser, By.XPATH, "//button[text()='Set the debt']")

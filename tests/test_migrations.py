@@ -251,3 +251,41 @@ def test_journals_made_on_several_threads_at_once(tmp_path: Path) -> None:
     for t in threads:
         t.join(60)
     assert errors == [] and made == [journal_module.HISTORY.head] * 6
+
+
+def _keys_before_reason_codes(url: str) -> None:
+    """A head office at 0006 whose staff typed reasons as they liked."""
+    from alembic import command
+
+    engine = create_engine(url)
+    try:
+        command.upgrade(server.HISTORY.config(engine), "0006")
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO ref_version (id, version) VALUES (1, 4)")
+            for serial, reason in (("K1", "lost"), ("K2", "Kunde verzogen"), ("K3", "")):
+                conn.exec_driver_sql(
+                    "INSERT INTO ref_keys (serial, status, reason, changed) "
+                    f"VALUES ('{serial}', 'blocked', '{reason}', 3)"
+                )
+    finally:
+        engine.dispose()
+
+
+def test_free_text_reasons_become_staff_notes_when_head_office_upgrades(office_db: str) -> None:
+    """0007: a reason that is a code stays; other text moves to the staff's note (never sent
+    to a kiosk), the reason becomes none, and the change gets a new reference version so that
+    every kiosk takes it."""
+    url = office_db
+    _keys_before_reason_codes(url)
+    assert admin_says(url, "upgrade")[0] == 0
+    engine = server.open_db(url)
+    try:
+        with engine.connect() as conn:
+            keys = conn.execute(select(server.ref_keys).order_by(server.ref_keys.c.serial)).all()
+            version = conn.execute(select(server.ref_version.c.version)).scalar_one()
+    finally:
+        engine.dispose()
+    assert [(k.serial, k.reason, k.note, k.changed) for k in keys] == [
+        ("K1", "lost", "", 3), ("K2", "", "Kunde verzogen", 5), ("K3", "", "", 3)
+    ]  # fmt: skip
+    assert version == 5

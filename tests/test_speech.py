@@ -301,3 +301,28 @@ def test_without_espeak_ng_the_automat_works_on_silently(monkeypatch: pytest.Mon
         assert voice._thread.is_alive() and voice.spoken == 0
     finally:
         voice.close()
+
+
+def test_the_chosen_receipt_answer_is_marked_by_a_tick_not_only_by_colour(
+    ui_window: Any, tmp_path: Path
+) -> None:
+    import dataclasses
+
+    from kivy.graphics import Color
+
+    c = Customer(dataclasses.replace(make_site(), receipt="ask"), tmp_path)
+    try:
+        c.insert_key(FakeKey("K1", "4711"))
+        c.tap("preset", "20,00 €")
+        c.tap("cash")
+
+        def tick(action: str) -> float:
+            (button,) = c.buttons(action)
+            colours = [i for i in button.canvas.after.children if isinstance(i, Color)]
+            return float(colours[-1].a)
+
+        assert (tick("receipt_yes"), tick("receipt_no")) == (1.0, 0.0)  # a receipt, unless...
+        c.tap("receipt_no")
+        assert (tick("receipt_yes"), tick("receipt_no")) == (0.0, 1.0)
+    finally:
+        c.close()

@@ -363,3 +363,30 @@ def test_the_same_backlog_sent_at_once_on_two_connections_is_stored_once(
         t.join(30)
     assert 120 in answers and all(a == 120 or isinstance(a, Retryable) for a in answers)
     assert office.stored() == [(e.seq, e.hash) for e in j.entries()]
+
+
+def test_a_reason_that_is_not_a_code_is_refused_by_the_admin_tool(tmp_path: Path) -> None:
+    """`key --reason` takes a code the automat can say in every language; free text goes in
+    `--note` (for the staff, never sent to a kiosk)."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from sync.admin import main as admin
+
+    db = f"sqlite:///{tmp_path / 'ho.sqlite'}"
+    err = io.StringIO()
+    with redirect_stderr(err), redirect_stdout(io.StringIO()), pytest.raises(SystemExit) as exit_:
+        admin(["--db", db, "key", "K1", "--status", "blocked", "--reason", "verloren"])
+    assert exit_.value.code == 2 and "invalid choice: 'verloren'" in err.getvalue()
+    with redirect_stdout(io.StringIO()):
+        assert admin(["--db", db, "key", "K1", "--status", "blocked", "--reason", "stolen",
+                      "--note", "Anzeige 4711/26"]) == 0  # fmt: skip
+    from sqlalchemy import create_engine, select
+
+    from sync.server import ref_keys
+
+    engine = create_engine(db)
+    with engine.connect() as conn:
+        row = conn.execute(select(ref_keys)).one()
+    engine.dispose()
+    assert (row.reason, row.note) == ("stolen", "Anzeige 4711/26")

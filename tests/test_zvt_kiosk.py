@@ -179,9 +179,10 @@ def test_approved_card_top_up(rig: CardRig) -> None:
     assert "Paid by card" in paper or "Kartenzahlung" in paper
 
 
-def test_a_status_we_have_no_text_for_shows_the_terminal_s_own() -> None:
+def test_a_status_we_have_no_text_for_shows_a_neutral_one_never_the_terminal_s_own() -> None:
     assert set(PROMPTS) == set(Intermediate)  # every code of the specification has our text
-    assert terminal_prompt(0x77, "Bitte Karte drehen", Translator("fr")) == "Bitte Karte drehen"
+    said = terminal_prompt(0x77, "Bitte Karte drehen", Translator("fr"))
+    assert said == "Suivez les instructions du terminal de paiement."  # not German
     assert terminal_prompt(None, "", Translator("de")) == ""
     assert terminal_prompt(0x0A, "insert card", Translator("nl")).startswith("Steek uw kaart in")
 

@@ -30,7 +30,19 @@ def vocabulary(lang: str, site: Site) -> set[str]:
 
     names = " ".join([site.name, site.address, site.utility_name, site.utility_office,
                       *LANGUAGE_NAMES.values(), site.currency])  # fmt: skip
-    return set(_catalogue_words(lang)) | words(names)
+    return set(_catalogue_words(lang)) | words(names) | _calendar_words(lang)
+
+
+@cache
+def _calendar_words(lang: str) -> frozenset[str]:
+    """The names of days and months (the closed screen says when it opens again)."""
+    from babel import Locale
+
+    from kiosk.documents.i18n import LOCALES
+
+    loc = Locale.parse(LOCALES[lang])
+    names = [*loc.days["format"]["wide"].values(), *loc.months["format"]["wide"].values()]
+    return frozenset(words(" ".join(names)))
 
 
 def foreign(text: str, lang: str, site: Site) -> set[str]:

@@ -214,7 +214,8 @@ class ZvtCardPort:
         self.receipts[txid] = result.receipts
         log.info("card payment %s: %s (%s)", txid, result.outcome, result.text)
         if not reported:
-            self._send(CardFailed(FAILURES.get(result.outcome, CardFailure.ERROR), result.text))
+            outcome = FAILURES.get(result.outcome, CardFailure.ERROR)
+            self._send(CardFailed(outcome, result.text, result.result_code))
             return
         kept = result.outcome == Verdict.APPROVED
         if not kept:  # the approval was reported but the payment was not kept

@@ -3,14 +3,16 @@
 During a payment the terminal sends intermediate status codes (ZVT 04 FF, PA00P015 ch. 3.7)
 with a display text of its own, in the language it was set up with (German, English, or its
 vendor's idea of either). The card screen shows our text for the code, from the catalogues;
-the terminal's own text only for a code we have no text for. The raw text goes to the log.
+for a code we have no text for, a neutral one ("please follow the instructions on the card
+terminal"), never the terminal's own words: those go to the log and the service screen. The
+same for the result of a payment that failed (ZVT result codes, BMP 27).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from drivers.zvt.codes import Intermediate
+from drivers.zvt.codes import Intermediate, ResultCode
 from kiosk.documents.i18n import N_
 
 WAIT = N_("Please wait.")
@@ -58,8 +60,34 @@ PROMPTS: dict[Intermediate, str] = {
 }
 
 
+FOLLOW = N_("Please follow the instructions on the card terminal.")
+
+#: result code of a payment that failed -> why, in the customer's words (others: no reason)
+RESULTS: dict[int, str] = {
+    ResultCode.DECLINED: N_("The card's bank did not allow the payment."),
+    ResultCode.CARD_NOT_READABLE: UNREADABLE,
+    0x65: UNREADABLE,  # card data not present
+    0x6E: NOT_HERE,  # card in blocked list
+    0x6F: NOT_HERE,  # wrong currency
+    0x71: N_("There is not enough money on the card's account."),
+    0x72: UNREADABLE,  # chip error
+    0x73: UNREADABLE,  # card data incorrect
+    0x78: N_("The card has expired."),
+    0x79: NOT_HERE,  # card not yet valid
+    0x7A: NOT_HERE,  # card unknown
+    ResultCode.NOT_POSSIBLE: N_("Payment by card is not possible at the moment."),
+    ResultCode.SYSTEM_ERROR: N_("Payment by card is not possible at the moment."),
+}
+
+
 def terminal_prompt(code: int | None, text: str, tr: Callable[[str], str]) -> str:
-    """What the card screen shows for the terminal's status `code` (with its own `text`)."""
+    """What the card screen shows for the terminal's status `code` (its own `text` is not
+    shown: the terminal speaks its own language, not always the customer's)."""
     if code is not None and code in PROMPTS:
         return tr(PROMPTS[code])
-    return text
+    return tr(FOLLOW) if text or code is not None else ""
+
+
+def result_text(code: int | None, tr: Callable[[str], str]) -> str:
+    """Why a card payment failed, for the customer, or "" when we have no words for it."""
+    return tr(RESULTS[code]) if code is not None and code in RESULTS else ""

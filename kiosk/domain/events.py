@@ -281,8 +281,12 @@ class CardApproved(Event):
 
 @dataclass(frozen=True)
 class CardFailed(Event):
+    """`reason`: the terminal's own text (journal and log only); `code`: its result code, which
+    the screen tells the customer in their words."""
+
     outcome: CardFailure
     reason: str = ""
+    code: int | None = None
 
 
 @dataclass(frozen=True)

@@ -211,7 +211,7 @@ def _head_office_scene(
     m = s.kiosk.site.money
     s.out.write("\n5. Head office steers: K-1003's contract ends, a goodwill credit for K-1001\n")
     local.admin(
-        "key", "K-1003", "--status", "blocked", "--account", "4711003", "--reason", "contract ended"
+        "key", "K-1003", "--status", "blocked", "--account", "4711003", "--reason", "contract_ended"
     )
     credit = local.admin("credit", "K-1001", "500", "--currency", s.kiosk.site.currency)
     s.say(f"head office: K-1003 blocked (contract ended); credit {credit} of {m(500)} for K-1001")

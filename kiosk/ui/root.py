@@ -3,13 +3,14 @@ with "more time", and the footer with the language flags and the large-text swit
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from kivy.properties import BooleanProperty, ObjectProperty, StringProperty
 from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.screenmanager import NoTransition, ScreenManager
 
 from kiosk.documents.i18n import N_, Translator
+from kiosk.documents.terminal import result_text
 from kiosk.domain.engine import TAKES_MORE_TIME, State, View
 from kiosk.domain.errors import UserFacingError
 from kiosk.ui.screens.amount import AmountScreen
@@ -70,10 +71,10 @@ NOTICES = {
         "up to {room} more."
     ),
     "note_jammed": N_("A note got stuck. Your money is safe; the staff have been told."),
-    "card_declined": N_("The card payment was declined: {reason}"),
+    "card_declined": N_("The card payment was declined. {reason}"),
     "card_aborted": N_("The card payment was cancelled."),
     "card_timeout": N_("The card terminal did not answer. Nothing was charged."),
-    "card_error": N_("The card payment did not work: {reason}"),
+    "card_error": N_("The card payment did not work. {reason}"),
     "timed_out": N_("The session ended because nothing happened for a while."),
     "key_removed_early": N_("The key was taken out too early."),
     "pending_written": N_("{amount} from an earlier payment has been added to your key."),
@@ -94,6 +95,16 @@ REFUSALS = {
 }
 
 
+class Heard(NamedTuple):
+    """What the voice said of the screen last: which screen, in which language, its texts,
+    and whether the "more time" warning was up."""
+
+    screen: str
+    lang: str
+    texts: list[str]
+    warned: bool
+
+
 class KioskRoot(BoxLayout):  # type: ignore[misc]
     model = ObjectProperty(None)
     notice = StringProperty("")
@@ -112,14 +123,9 @@ class KioskRoot(BoxLayout):  # type: ignore[misc]
         sm.transition = NoTransition()
         for name, cls in SCREENS.items():
             sm.add_widget(cls(name=name, model=self.model))
-        self._heard: tuple[str, str, list[str], bool] = (
-            "",
-            "",
-            [],
-            False,
-        )  # screen, lang, texts, warned
+        self._heard = Heard("", "", [], False)
         self.ids.speaker_button.speaker = self.model.speaker
-        self.model.speaker.compose = self.spoken
+        self.model.speaker.compose = self._compose
         self.model.bind(changes=lambda *_a: self.refresh())
         self.refresh()
 
@@ -169,24 +175,30 @@ class KioskRoot(BoxLayout):  # type: ignore[misc]
         said.append(self.model.speaker.how_to_choose(len(choices)))
         return " ".join(t for t in said if t), texts, choices
 
+    def _compose(self) -> tuple[str, list[str], list[tuple[str, Any]]]:
+        """The speaker button turned speech on: the screen as it is now is what was heard."""
+        prompt, texts, choices = self.spoken()
+        self._heard = self._heard._replace(texts=texts, warned=self.warning)
+        return prompt, texts, choices
+
     def speak(self, name: str, lang: str) -> None:
         """A new screen (or language) said in full; on the same screen, what is new on it.
         The countdown of the "more time" warning is said once, when the warning comes up."""
         speaker = self.model.speaker
-        screen, heard_lang, heard, warned = self._heard
-        new = (name, lang) != (screen, heard_lang)
+        before = self._heard
+        new = (name, lang) != (before.screen, before.lang)
         if not new and not speaker.on:
-            self._heard = (name, lang, heard, self.warning)
+            self._heard = before._replace(warned=self.warning)
             return  # (the prompt is composed again when the speaker button asks for it)
         prompt, texts, choices = self.spoken()
         speaker.screen(prompt, choices, new=new)
         if not new:
-            fresh = [sentence(t) for t in texts if t not in heard]
-            if self.warning and not warned:
+            fresh = [sentence(t) for t in texts if t not in before.texts]
+            if self.warning and not before.warned:
                 fresh.append(sentence(self.warning_text))
                 speaker.point_at("more_time")  # the top right corner gives more time
             speaker.change(" ".join(fresh))
-        self._heard = (name, lang, texts, self.warning)
+        self._heard = Heard(name, lang, texts, self.warning)
 
     @staticmethod
     def notice_text(view: View, refusal: UserFacingError | None, tr: Translator) -> str:
@@ -197,10 +209,10 @@ class KioskRoot(BoxLayout):  # type: ignore[misc]
             notice = NOTICES.get(view.notice)
             if notice is not None:
                 params = dict(view.notice_params)
-                params.setdefault("reason", "")
+                params["reason"] = result_text(params.pop("code", None), tr)  # never raw text
                 params.setdefault("room", view.remaining or "")
                 params.setdefault("amount", view.pending_written or "")
-                return tr(notice, **params)
+                return tr(notice, **params).strip()
         return ""
 
 

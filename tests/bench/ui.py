@@ -2,12 +2,14 @@
 
 - start-up: a fresh process until the idle screen is drawn (median of 5 runs),
 - resident memory after 100 simulated top-ups through the screen,
-- frame times while 20 coins arrive in a burst, one every 50 ms (p50, p99, longest; three
-  bursts; no frame-rate cap, so a frame's time is its own work and drawing).
+- frame times while 20 coins arrive in a burst, one every 50 ms (p50, p99, longest; over
+  `--bursts` bursts, at least 1,000 drawn frames by default, so that the p99 is not simply the
+  longest; no frame-rate cap, so a frame's time is its own work and drawing).
 
-Targets: start-up under 3 s, memory under 250 MB, p99 frame under 33 ms.
+Targets: start-up under 3 s, memory under 250 MB, p99 frame under 33 ms ("MISSED" beside a
+figure over its target).
 
-    .venv/bin/python tests/bench/ui.py [--topups N]
+    .venv/bin/python tests/bench/ui.py [--topups N] [--bursts N] [--frames-only]
 """
 
 from __future__ import annotations
@@ -67,6 +69,11 @@ def startup(display_env: dict[str, str]) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--topups", type=int, default=100)
+    ap.add_argument("--bursts", type=int, default=40)
+    ap.add_argument("--frames-only", action="store_true", help="only the frame times")
+    ap.add_argument(
+        "--profile", action="store_true", help="where the frames' time goes (cProfile, top 25)"
+    )
     args = ap.parse_args()
 
     from kiosk.domain.site import load_site
@@ -75,15 +82,22 @@ def main() -> None:
     site = load_site()
     with Xvfb(site.ui.width, site.ui.height):
         env = dict(os.environ, KIVY_NO_ARGS="1", KIVY_LOG_MODE="PYTHON")
-        starts = [startup(env) for _ in range(5)]
-        print(
-            f"start-up to the idle screen: median {statistics.median(starts):.2f} s "
-            f"(of 5: {', '.join(f'{s:.2f}' for s in starts)}); target < 3 s"
-        )
-        run_in_process(site, args.topups)
+        if not args.frames_only:
+            starts = [startup(env) for _ in range(5)]
+            median = statistics.median(starts)
+            print(
+                f"start-up to the idle screen: median {median:.2f} s "
+                f"(of 5: {', '.join(f'{s:.2f}' for s in starts)}); target < 3 s"
+                + missed(median > 3)
+            )
+        run_in_process(site, 0 if args.frames_only else args.topups, args.bursts, args.profile)
 
 
-def run_in_process(site, topups: int) -> None:  # type: ignore[no-untyped-def]
+def missed(over: bool) -> str:
+    return "  MISSED" if over else ""
+
+
+def run_in_process(site, topups: int, bursts: int, profile: bool = False) -> None:  # type: ignore[no-untyped-def]
     from kiosk.ui.setup import configure
 
     configure(site.ui, windowed=True)
@@ -152,22 +166,29 @@ def run_in_process(site, topups: int) -> None:  # type: ignore[no-untyped-def]
     status = Path("/proc/self/status").read_text()
     rss_mb = int(next(x for x in status.splitlines() if x.startswith("VmRSS:")).split()[1]) / 1024
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(
-        f"{topups} top-ups through the screen in {took:.1f} s; resident memory after them "
-        f"{rss_mb:.0f} MB (peak {peak_mb:.0f} MB; {live:,} live Python objects outside the "
-        f"frozen start-up heap); target < 250 MB"
-    )
+    if topups:
+        print(
+            f"{topups} top-ups through the screen in {took:.1f} s; resident memory after them "
+            f"{rss_mb:.0f} MB (peak {peak_mb:.0f} MB; {live:,} live Python objects outside the "
+            f"frozen start-up heap); target < 250 MB" + missed(rss_mb > 250)
+        )
 
-    key = FakeKey("K1", "4711")
-    reader.insert(key)
-    ui.wait_screen("amount")
-    kiosk.submit(__import__("kiosk.domain.events", fromlist=["AmountChosen"]).AmountChosen(None))
-    ui.settle()
+    from kiosk.domain.events import AmountChosen, Finish
+
     frames: list[float] = []
     flips = [0]
     EventLoop.window.bind(on_flip=lambda *_a: flips.__setitem__(0, flips[0] + 1))
-    for burst_no in range(3):
-        target = Money(2000 * (burst_no + 1), site.currency)
+    profiler = None
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+    for _burst in range(bursts):  # each in a session of its own (a key takes only so much)
+        reader.insert(FakeKey("K1", "4711"))
+        ui.wait_screen("amount")
+        kiosk.submit(AmountChosen(None))  # any amount, in cash
+        ui.wait_screen("cash")
+        target = Money(2000, site.currency)
 
         def burst() -> None:
             for _ in range(20):  # one every 50 ms: faster than any acceptor takes coins
@@ -176,19 +197,32 @@ def run_in_process(site, topups: int) -> None:  # type: ignore[no-untyped-def]
 
         coins = threading.Thread(target=burst)
         coins.start()
+        if profiler is not None:
+            profiler.enable()
         while kiosk.view().paid != target or ui.model.view.paid != target:
             drawn, f0 = flips[0], time.perf_counter()
             EventLoop.idle()
             if flips[0] != drawn:  # a frame that was drawn (nothing changed: nothing drawn)
                 frames.append(time.perf_counter() - f0)
+        if profiler is not None:
+            profiler.disable()
         coins.join()
+        kiosk.submit(Finish())
+        ui.wait_screen("done", 10)
+        reader.remove()
+        ui.wait_screen("idle")
     stop.set()
+    if profiler is not None:
+        import pstats
+
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     frames.sort()
     p50 = frames[len(frames) // 2] * 1000
     p99 = frames[min(len(frames) - 1, int(len(frames) * 0.99))] * 1000
     print(
-        f"frames drawn during 3 bursts of 20 coins: {len(frames)}, p50 {p50:.1f} ms, "
-        f"p99 {p99:.1f} ms, longest {frames[-1] * 1000:.1f} ms; target p99 < 33 ms"
+        f"frames drawn during {bursts} bursts of 20 coins: {len(frames)}, p50 {p50:.1f} ms, "
+        f"p99 {p99:.1f} ms{missed(p99 >= 33)}, longest {frames[-1] * 1000:.1f} ms; "
+        "target p99 < 33 ms"
     )
 
 

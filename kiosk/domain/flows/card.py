@@ -51,7 +51,7 @@ class Card(SessionCore):
         assert tx is not None
         tx.card_busy = False
         cmds: list[Command] = [
-            self._rec(Kind.CARD_FAILED, outcome=str(ev.outcome), reason=ev.reason)
+            self._rec(Kind.CARD_FAILED, outcome=str(ev.outcome), reason=ev.reason, code=ev.code)
         ]
         if c.key_gone:
             if tx.paid:  # cash taken before the card attempt stays owed to the key
@@ -61,7 +61,7 @@ class Card(SessionCore):
                 return cmds
             cmds.append(self._rec(Kind.TX_CLOSED, outcome=str(Outcome.CANCELLED), key_removed=True))
             return cmds + self._to_rest()
-        self._notice(f"card_{ev.outcome}", reason=ev.reason)
+        self._notice(f"card_{ev.outcome}", code=ev.code)
         if tx.paid:  # coins came in during the card attempt: carry on in cash
             tx.method = Method.CASH
             self.state = State.CASH
