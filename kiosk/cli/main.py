@@ -245,6 +245,26 @@ def _diag_with_devices(args: argparse.Namespace) -> int:
 
     site = load_site(args.site)
     path = Path(args.db) if args.db else journal_path(data_dir(args.data_dir), site.kiosk_id)
+    # The PIN first, and a reprint's transaction: a wrong PIN or an unknown transaction is
+    # refused before any device is opened (nothing moves, nothing is waited for).
+    journal = Journal(path, site.kiosk_id)
+    try:
+        guard = PinGuard(
+            journal, load_pin_hash(site, lambda t: print(f"warning: {t}", file=sys.stderr))
+        )
+        try:
+            guard.enter(_read_pin("technician PIN: "), args.who, utc_now())
+        except PinRefused as err:
+            print(f"kiosk: {err}", file=sys.stderr)
+            return 1
+        if args.diag_command == "reprint":
+            try:
+                transaction_receipt(journal, site, args.txid)
+            except NoSuchTransaction as err:
+                print(f"kiosk: {err.args[0]}", file=sys.stderr)
+                return 2
+    finally:
+        journal.close()
     with ExitStack() as stack:
         if every_port_simulated(site):
             from kiosk.sim.rig import simulated_rig
@@ -257,14 +277,6 @@ def _diag_with_devices(args: argparse.Namespace) -> int:
                 pause.wait(0.05)  # the simulated devices come up on their own threads
         else:
             kiosk = stack.enter_context(automat(site, path, utc_now, sys.stderr)).kiosk
-        guard = PinGuard(
-            kiosk.journal, load_pin_hash(site, lambda t: print(f"warning: {t}", file=sys.stderr))
-        )
-        try:
-            guard.enter(_read_pin("technician PIN: "), args.who, utc_now())
-        except PinRefused as err:
-            print(f"kiosk: {err}", file=sys.stderr)
-            return 1
         d = Diagnostics(kiosk, args.who)
         if args.diag_command == "devices":
             print("\n".join(report_lines(d.overview())))
