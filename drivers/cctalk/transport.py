@@ -11,6 +11,7 @@ import logging
 import os
 import select
 import termios
+import threading
 import time
 
 import serial
@@ -59,6 +60,7 @@ class Bus:
         self.bit_time = 1.0 / (getattr(port, "baudrate", None) or 9600)
         self._fd_of: tuple[object, int | None] | None = None
         self._paused = 0.0  # the last pause for bytes on the wire, not yet fed
+        self._closing = threading.Event()
         self.stats = {"requests": 0, "retries": 0, "timeouts": 0}
 
     @classmethod
@@ -74,18 +76,20 @@ class Bus:
         log.warning("%s: port open again", self.url)
 
     def close(self) -> None:
+        self._closing.set()  # (a wait for bytes on the wire ends at once)
         self.port.close()
 
     def _pace(self, deadline: float) -> None:
-        """Bytes came, and more are awaited: wait while they are on the wire (10 bits each)
-        instead of waking for each byte, so that a poll is read in three or four pieces, not
-        twenty (a device that answers at once has sent them all already: no wait). Not on a
-        URL port (no line rate), and never past the deadline."""
+        """Bytes came, and more are awaited: wait the time they take on the wire (10 bits
+        each), or until the bus is closed, instead of waking for each byte, so that a poll is
+        read in three or four pieces, not twenty (a device that answers at once has sent them
+        all already: no wait). Waiting for the bytes in the kernel instead (termios VMIN) was
+        measured: the terminal driver still wakes the thread per byte, 0.7 ms of CPU a poll
+        against 0.4. Not on a URL port (no line rate), and never past the deadline."""
         if self._fd() is None:
             return
         pause = min(self.decoder.awaited() * self.bit_time * 10, deadline - time.monotonic())
-        if pause > 0.0005:
-            time.sleep(pause)  # the line rate, not a condition: the bytes cannot come sooner
+        if pause > 0.0005 and not self._closing.wait(pause):
             self._paused = pause
 
     def _fd(self) -> int | None:
