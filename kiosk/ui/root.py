@@ -196,9 +196,13 @@ class KioskRoot(BoxLayout):  # type: ignore[misc]
         speaker = self.model.speaker
         before = self._heard
         new = (name, lang) != (before.screen, before.lang)
-        if not new and not speaker.on:
-            self._heard = before._replace(warned=self.warning)
-            return  # (the prompt is composed again when the speaker button asks for it)
+        if not speaker.on:  # nothing said: the prompt is composed when the button asks for it
+            if new:
+                speaker.screen("", [], new=True)  # (no choice heard on another screen is taken)
+                self._heard = Heard(name, lang, [], self.warning)
+            else:
+                self._heard = before._replace(warned=self.warning)
+            return
         prompt, texts, choices = self.spoken()
         speaker.screen(prompt, choices, new=new)
         if not new:
