@@ -86,8 +86,8 @@ class Bus:
         all already: no wait). Waiting for the bytes in the kernel instead (termios VMIN) was
         measured: the terminal driver still wakes the thread per byte, 0.7 ms of CPU a poll
         against 0.4. Not on a URL port (no line rate), and never past the deadline."""
-        if self._fd() is None:
-            return
+        if self._fd() is None or self.port.in_waiting:
+            return  # (more came already: a device, or simulator, faster than a line)
         pause = min(self.decoder.awaited() * self.bit_time * 10, deadline - time.monotonic())
         if pause > 0.0005 and not self._closing.wait(pause):
             self._paused = pause
