@@ -49,9 +49,11 @@ class Stats:
     sequences: int = 0
     steps: int = 0
     crashes: int = 0
+    logs_read: int = 0  # keys whose log the automat asked for (credits were owed to them)
 
     def line(self) -> str:
-        return f"{self.sequences} sequences, {self.steps} steps, {self.crashes} crashes"
+        return (f"{self.sequences} sequences, {self.steps} steps, {self.crashes} crashes, "
+                f"{self.logs_read} key logs read")  # fmt: skip
 
 
 STATS = Stats()
@@ -194,13 +196,14 @@ class MoneyFuzz(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         if self.w is not None:
+            STATS.logs_read += self.w.slot.logs_read
             self.w.journal.close()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def run(sequences: int, steps: int, seed: int | None) -> Stats:
     """Run the machine; raises on a finding (with the shortest sequence that shows it)."""
-    start = Stats(STATS.sequences, STATS.steps, STATS.crashes)
+    start = Stats(STATS.sequences, STATS.steps, STATS.crashes, STATS.logs_read)
     machine = MoneyFuzz if seed is None else use_seed(seed)(MoneyFuzz)
     logging.disable(logging.CRITICAL)  # thousands of reconciliations and refused touches
     try:
@@ -218,7 +221,7 @@ def run(sequences: int, steps: int, seed: int | None) -> Stats:
     finally:
         logging.disable(logging.NOTSET)
     return Stats(STATS.sequences - start.sequences, STATS.steps - start.steps,
-                 STATS.crashes - start.crashes)  # fmt: skip
+                 STATS.crashes - start.crashes, STATS.logs_read - start.logs_read)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

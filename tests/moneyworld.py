@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from kiosk.app.ports import Devices, KeyPresented
+from kiosk.app.ports import Devices, KeyNotRead, KeyPresented
 from kiosk.app.runner import Kiosk
 from kiosk.domain.events import (
     AcceptorCounter,
@@ -325,9 +325,15 @@ class Key:
     log: list[str] = field(default_factory=list)  # every top-up (the card shows the last ten)
     limit: int = 50_000
 
-    def info(self) -> KeyInfo:
+    def info(self, *, complete: bool = False) -> KeyInfo:
+        """As the real port reads it: at insertion without the log (the write count only),
+        with it when the automat asks (`Slot.read_log`)."""
         from kiosk.domain.events import Commodity, Role
 
+        if not complete:
+            return KeyInfo(self.serial, self.account, "1ESY1160000001", Commodity.ELECTRICITY,
+                           Role.CUSTOMER, Money(self.credit, "EUR"), (), written=len(self.log),
+                           log_from=len(self.log) + 1, log_complete=False)  # fmt: skip
         return KeyInfo(self.serial, self.account, "1ESY1160000001", Commodity.ELECTRICITY,
                        Role.CUSTOMER, Money(self.credit, "EUR"),
                        tuple(self.log[-KEY_LOG:]), written=len(self.log),
@@ -342,6 +348,7 @@ class Slot:
         self.key: Key | None = None
         self.tear: str | None = None
         self.emit: Emit = _dropped
+        self.logs_read = 0
 
     def attach(self, emit: Emit) -> None:
         self.emit = emit
@@ -359,12 +366,18 @@ class Slot:
         self.key = None
         self.emit(KeyRemoved())
 
-    def write_credit(self, txid: str, amount: Money) -> None:
+    def read_log(self, timeout: float = 10.0) -> KeyInfo:
+        if self.key is None:
+            raise KeyNotRead("no key in the reader")
+        self.logs_read += 1
+        return self.key.info(complete=True)
+
+    def write_credit(self, txid: str, amount: Money, *, new: bool = False) -> None:
         self.points("before write")
-        self._write(txid, amount)
+        self._write(txid, amount, new)
         self.points("after write")
 
-    def _write(self, txid: str, amount: Money) -> None:
+    def _write(self, txid: str, amount: Money, new: bool) -> None:
         key, tear = self.key, self.tear
         self.tear = None
         if amount.minor <= 0:  # as the real port: refused before anything is sent
@@ -373,7 +386,9 @@ class Slot:
         if key is None:
             self.emit(KeyWriteFailed(txid, "no key", uncertain=False))
             return
-        if txid in key.log[-KEY_LOG:]:
+        # as the real key: its log makes a repeat a no-op, unless the write says the
+        # transaction is new (then the log is not looked at: a repeat would credit twice)
+        if not new and txid in key.log[-KEY_LOG:]:
             self.emit(KeyWritten(txid, Money(key.credit, "EUR")))
             return
         if key.credit + amount.minor > key.limit:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,9 @@ from drivers.chipkey.desfire import (
     access_rights,
 )
 from drivers.chipkey.profile import (
+    AID,
     F_CREDIT,
+    F_WRITES,
     K_CREDIT,
     K_DEBIT,
     ChipKey,
@@ -89,7 +92,7 @@ def test_credit_is_written_once_per_transaction() -> None:
     key = ChipKey(card, KEYS)
     assert key.credit(TX, 1500, LIMIT) == 2000
     assert key.credit(TX, 1500, LIMIT) == 2000  # the log already has it
-    assert ChipKey(card, KEYS).read_summary().txids == (TX,)
+    assert ChipKey(card, KEYS).read_all().txids == (TX,)
 
 
 def test_the_meter_debits_with_its_own_key_and_cannot_credit() -> None:
@@ -147,14 +150,14 @@ def test_tampered_mac_on_the_credit_command_is_refused() -> None:
     with pytest.raises(IntegrityError):
         ChipKey(Tamper(card, command=0x0C), KEYS).credit(TX, 1500, LIMIT)  # type: ignore[arg-type]
     assert value_of(card) == 500
-    assert ChipKey(card, KEYS).read_summary().txids == ()
+    assert ChipKey(card, KEYS).read_all().txids == ()
 
 
 @pytest.mark.parametrize("ins", [0x6C, 0xBB, 0xBD])
 def test_tampered_answers_to_a_read_are_refused(ins: int) -> None:
     card = new_key()
     with pytest.raises(ResponseMacError):
-        ChipKey(Tamper(card, answer=ins), KEYS).read_summary()  # type: ignore[arg-type]
+        ChipKey(Tamper(card, answer=ins), KEYS).read_all()  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("ins", [0x6C, 0xBB, 0x0C, 0x3B])
@@ -225,12 +228,12 @@ def test_power_lost_after_each_command_of_the_write_credits_exactly_once(n: int)
     with pytest.raises(CardRemoved):
         key.credit(TX, 1500, LIMIT)
     card.power_on()  # the customer puts the key back
-    summary = ChipKey(card, KEYS).read_summary()
+    summary = ChipKey(card, KEYS).read_all()
     landed = TX in summary.txids
     assert summary.credit == (2000 if landed else 500)  # all or nothing, never half
     after = ChipKey(card, KEYS).credit(TX, 1500, LIMIT)  # the kiosk writes again, same txid
     assert after == 2000 and value_of(card) == 2000
-    assert ChipKey(card, KEYS).read_summary().txids == (TX,)
+    assert ChipKey(card, KEYS).read_all().txids == (TX,)
 
 
 def test_state_survives_a_restart_in_its_file(tmp_path: Path) -> None:
@@ -331,10 +334,56 @@ def test_every_write_is_numbered_and_the_log_says_how_far_back_it_reaches() -> N
     """#17 item 4: the key counts its writes for ever; its log of ten shows which."""
     card = new_key()
     key = ChipKey(card, KEYS)
-    fresh = key.read_summary()
+    fresh = key.read_all()
     assert (fresh.written, fresh.log_from) == (0, 0)
     for n in range(1, 13):
         key.credit(f"T{n}", 100, LIMIT)
-        s = key.read_summary()
+        s = key.read_all()
         assert s.written == n and s.log_from == max(0, n - 9), (n, s.written, s.log_from)
     assert s.txids == tuple(f"T{n}" for n in range(3, 13))
+
+
+def test_a_key_counts_its_writes_in_the_commit_that_writes_them() -> None:
+    """Layout 2: the write counter is credited in each write's commit, so the summary knows
+    the key's write count (the next write's number) in one frame, without the log."""
+    card = new_key()
+    key = ChipKey(card, KEYS)
+    for n in range(1, 13):  # past the log's ten
+        key.credit(f"T{n}", 100, LIMIT, new=n % 2 == 0)
+        s = key.read_summary()
+        assert s.log is None and s.written == n
+        assert key.read_log()[-1].no == n  # the newest record's number is the same
+    assert value_of(card) == 500 + 1200
+    assert card.apps[AID].files[F_WRITES].value == 12
+
+
+def test_keys_of_the_first_layout_are_read_and_written_as_before() -> None:
+    """Keys personalised before the write counter (identity format 1) have no counter file:
+    their write count is the newest record's, they are written without one, and read."""
+    card = VirtualCard(UID)
+    old = replace(IDENT, version=1)
+    ChipKey(card, KEYS).personalise(old, upper=LIMIT, initial=500)
+    assert F_WRITES not in card.apps[AID].files
+    key = ChipKey(card, KEYS)
+    _ = key.uid
+    before = card.commands
+    s = key.read_summary()
+    assert card.commands - before == 9  # the newest record (2 frames) for the count
+    assert (s.identity, s.written, s.credit) == (old, 0, 500)
+    assert key.credit("T1", 100, LIMIT, new=True) == 600
+    assert key.credit("T2", 100, LIMIT) == 700
+    assert key.credit("T2", 100, LIMIT) == 700  # not new: its log has it, nothing written
+    again = ChipKey(card, KEYS).read_all()
+    assert again.written == 2 and again.txids == ("T1", "T2") and again.credit == 700
+    assert F_WRITES not in card.apps[AID].files
+
+
+def test_a_write_that_is_not_new_reads_the_log_first_and_a_repeat_writes_nothing() -> None:
+    card = new_key()
+    key = ChipKey(card, KEYS)
+    key.read_summary()
+    assert key.credit("T1", 100, LIMIT, new=True) == 600
+    key = ChipKey(card, KEYS)
+    key.read_summary()  # a new insertion: its log not read
+    assert key.credit("T1", 100, LIMIT) == 600  # the log is read: T1 is there
+    assert value_of(card) == 600 and ChipKey(card, KEYS).read_all().written == 1

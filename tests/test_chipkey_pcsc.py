@@ -27,10 +27,12 @@ from tests.conftest import make_site, wait_until
 
 UID = bytes.fromhex("04c0ffee000001")
 IDENT = Identity("DEMO", "4711", "1ESY1160000001", "electricity", "K-1", "customer", "EUR")
-# select, authenticate x2, read log (2 frames), get value, credit, write record, commit, get value,
-# read log (2 frames) for the read-back: checked by test_the_write_sequence_length
-WRITE_APDUS = 12  # a write in a card session of its own
-WRITE_IN_SESSION = 6  # a write after the summary, in its card session
+# select, authenticate x2, the log (2 frames) and credit read, the identity (2 frames: whether
+# the key counts its writes), Credit, Credit of the counter, WriteRecord, CommitTransaction, the
+# credit and newest record (2 frames) read back: checked by test_the_write_sequence_length
+WRITE_APDUS = 15  # a write in a card session of its own, of a transaction that may be on the key
+SUMMARY_APDUS = 8  # select, authenticate x2, identity (2 frames), credit, meter report, counter
+WRITE_IN_SESSION = 7  # a transaction's first write, after the summary in its card session
 
 
 def E(minor: int) -> Money:
@@ -121,7 +123,7 @@ def test_top_up_written_through_pcscd(rig: Rig) -> None:
     rig.wait(lambda: rig.state() == State.DONE, "done")
     assert rig.kiosk.view().outcome == Outcome.COMPLETED and value_of(rig.card) == 2500
     tx = rig.kiosk.view().txid
-    assert ChipKey(rig.card, DEMO_KEYS).read_summary().txids == (tx,)
+    assert ChipKey(rig.card, DEMO_KEYS).read_all().txids == (tx,)
     rig.slot.remove()
     rig.wait(lambda: rig.state() == State.IDLE, "idle after removal")
 
@@ -169,8 +171,9 @@ def test_pcscd_restarted_the_automat_goes_out_of_service_and_comes_back(rig: Rig
 
 def test_the_write_sequence_length() -> None:
     """A write on its own: select, authenticate, the log and credit read, Credit, WriteRecord,
-    CommitTransaction, and the credit and newest record read back. In the card session of
-    a summary (as the kiosk writes), no select, authentication or reading before it."""
+    CommitTransaction, and the credit and newest record read back. In the card session of a
+    summary, a transaction's first write (as the kiosk writes) reads nothing before it: the
+    summary read the credit and the key's write count, and a new transaction is in no log."""
     card = VirtualCard(UID)
     ChipKey(card, DEMO_KEYS).personalise(IDENT, upper=50_000, initial=500)
     key = ChipKey(card, DEMO_KEYS)
@@ -179,9 +182,16 @@ def test_the_write_sequence_length() -> None:
     key.credit("T", 100, 50_000)
     assert card.commands - before == WRITE_APDUS
     key = ChipKey(card, DEMO_KEYS)
-    key.read_summary()
+    _ = key.uid
+    before = card.commands
+    summary = key.read_summary()
+    assert card.commands - before == SUMMARY_APDUS
+    assert (summary.credit, summary.written, summary.log) == (600, 1, None)
+    before = card.commands
+    assert key.credit("T2", 100, 50_000, new=True) == 700
+    assert card.commands - before == WRITE_IN_SESSION
+    # the same transaction again, not said to be new: the log is read, and nothing written
     before = card.commands
     assert key.credit("T2", 100, 50_000) == 700
-    assert card.commands - before == WRITE_IN_SESSION
-    assert key.credit("T2", 100, 50_000) == 700  # the same transaction again: nothing written
-    assert card.commands - before == WRITE_IN_SESSION
+    assert card.commands - before == 5  # the log (three records: 4 frames) and the credit
+    assert value_of(card) == 700 and ChipKey(card, DEMO_KEYS).read_all().written == 2

@@ -386,7 +386,7 @@ def test_cash_top_up_to_a_chosen_amount() -> None:
     # The target is reached: journal first, then stop the acceptors and write 15.00.
     kinds = [c.kind for c in out if isinstance(c, Record)]
     assert kinds == [Kind.CASH_IN, Kind.SPLIT]
-    assert out[len(kinds) :] == [WriteKey("T1", E(1500)), DisableCash()]
+    assert out[len(kinds) :] == [WriteKey("T1", E(1500), new=True), DisableCash()]
     assert r.state == State.WRITING
     out = r(KeyWritten("T1", E(1850)))
     assert [c.kind for c in out if isinstance(c, Record)] == [Kind.KEY_WRITTEN, Kind.TX_CLOSED]
@@ -445,7 +445,7 @@ def test_pay_what_you_insert_needs_the_minimum_to_finish() -> None:
     r(NoteEscrowed(E(500)))
     r(NoteStacked(E(500)))
     r(Finish())
-    assert r.state == State.WRITING and r.cmds(WriteKey) == [WriteKey("T1", E(700))]
+    assert r.state == State.WRITING and r.cmds(WriteKey) == [WriteKey("T1", E(700), new=True)]
 
 
 def test_finish_with_nothing_paid_is_refused() -> None:
@@ -462,7 +462,7 @@ def test_finish_while_a_note_is_being_stacked_waits_for_it() -> None:
     assert r(Finish()) == [DisableCash()]
     assert r.state == State.CASH
     r(NoteStacked(E(500)))
-    assert r.state == State.WRITING and r.cmds(WriteKey) == [WriteKey("T1", E(700))]
+    assert r.state == State.WRITING and r.cmds(WriteKey) == [WriteKey("T1", E(700), new=True)]
 
 
 def test_cancel_without_money_goes_back_to_the_amount() -> None:
@@ -477,7 +477,7 @@ def test_cancel_with_money_credits_it() -> None:
     r(CoinAccepted(E(100)))
     r(Cancel())
     # Below the minimum, still credited: cash cannot be handed back, so it goes on the key.
-    assert r.state == State.WRITING and r.cmds(WriteKey) == [WriteKey("T1", E(100))]
+    assert r.state == State.WRITING and r.cmds(WriteKey) == [WriteKey("T1", E(100), new=True)]
     r(KeyWritten("T1", E(450)))
     assert r.s.view().outcome == Outcome.COMPLETED
 
@@ -488,7 +488,7 @@ def test_walk_away_with_money_credits_it_and_without_money_ends() -> None:
     r.tick(r.site.timeouts.payment - 1)
     assert r.state == State.CASH and r.s.view().warning
     r.tick(2)
-    assert r.state == State.WRITING and r.cmds(WriteKey) == [WriteKey("T1", E(200))]
+    assert r.state == State.WRITING and r.cmds(WriteKey) == [WriteKey("T1", E(200), new=True)]
 
     r = reach(State.CASH)
     r.tick(r.site.timeouts.payment + 1)
@@ -521,7 +521,7 @@ def test_timeouts_run_on_the_monotonic_clock_not_on_the_wall_clock() -> None:
     r(Tick(r.now - timedelta(hours=2), mono + r.site.timeouts.payment - 2))
     assert r.state == State.CASH and r.s.view().seconds_left == 2
     r(Tick(r.now - timedelta(hours=2), mono + r.site.timeouts.payment + 1))
-    assert r.state == State.WRITING and r.cmds(WriteKey) == [WriteKey("T1", E(200))]
+    assert r.state == State.WRITING and r.cmds(WriteKey) == [WriteKey("T1", E(200), new=True)]
 
 
 def test_without_a_monotonic_clock_a_step_back_stops_no_timeout() -> None:
@@ -624,7 +624,7 @@ def test_card_top_up_completes_after_the_key_is_written() -> None:
     assert r2.s.view().card_text == "Bitte PIN eingeben"
     out = r2(CardApproved(E(2000), {"receipt_no": 17}))
     assert out[0].kind == Kind.CARD_APPROVED and out[0].data == {"receipt_no": 17}
-    assert WriteKey("T1", E(2000)) in out and not r2.cmds(CompleteCard)
+    assert WriteKey("T1", E(2000), new=True) in out and not r2.cmds(CompleteCard)
     out = r2(KeyWritten("T1", E(2350)))
     assert CompleteCard("T1") in out and r2.s.view().outcome == Outcome.COMPLETED
 
@@ -638,7 +638,7 @@ def test_card_declined_then_cash() -> None:
     r(MethodChosen(Method.CASH))
     r(NoteEscrowed(E(2000)))
     r(NoteStacked(E(2000)))
-    assert r.cmds(WriteKey) == [WriteKey("T1", E(2000))]
+    assert r.cmds(WriteKey) == [WriteKey("T1", E(2000), new=True)]
     assert len(r.records(Kind.TX_OPENED)) == 0  # same transaction as the card attempt
 
 
@@ -809,6 +809,29 @@ def test_key_pulled_during_the_write_then_found_written_in_its_log() -> None:
     assert written[0].data["found_on_key"] is True
 
 
+def test_credits_owed_are_not_decided_on_a_key_whose_log_was_not_read() -> None:
+    """The port reads the key's log only when asked; a key presented without it (the log read
+    failed, or nobody asked) neither settles nor writes what it is owed: that stays owed."""
+    pend = (PendingCredit("GONE", E(0), on_key=E(2000)), PendingCredit("OWED", E(700)))
+    r = Run()
+    out = r.insert(key(log=(), written=4, log_from=5, log_complete=False), account(pending=pend))
+    assert r.state == State.CHOOSING_AMOUNT
+    assert r.records() == [] and [c for c in out if isinstance(c, WriteKey)] == []
+
+
+def test_a_transactions_first_write_says_it_is_new_and_no_other_does() -> None:
+    """A new transaction cannot be in any key's log, so its first write needs not read the log;
+    a write again after a torn one, or of a credit owed, must (the key's log decides)."""
+    r = Run()
+    _writing(r)
+    assert r.cmds(WriteKey) == [WriteKey("T1", E(2000), new=True)]
+    r(KeyWriteFailed("T1", "key removed", uncertain=True))
+    again = r.insert(key())
+    assert [c for c in again if isinstance(c, WriteKey)] == [WriteKey("T1", E(2000), new=False)]
+    owed = Run().insert(key(), account(pending=(PendingCredit("OWED", E(700)),)))
+    assert [c for c in owed if isinstance(c, WriteKey)] == [WriteKey("OWED", E(700), new=False)]
+
+
 def test_key_pulled_during_the_write_and_not_written_is_written_again() -> None:
     r = reach(State.WRITING)
     r(KeyWriteFailed("T1", "key removed", uncertain=True))
@@ -925,7 +948,7 @@ def test_a_validator_fault_with_a_note_in_escrow_journals_the_note_and_frees_the
     assert fault.txid == "T1" and fault.data["escrow"] == 1000 and fault.data["code"] == 7
     assert r.s.view().notice == "note_jammed" and r.s.view().escrow is None
     # Not credited (only "stacked" counts), and the payment goes on with what was taken.
-    assert r.state == State.WRITING and r.cmds(WriteKey) == [WriteKey("T1", E(200))]
+    assert r.state == State.WRITING and r.cmds(WriteKey) == [WriteKey("T1", E(200), new=True)]
 
 
 def test_a_faulty_acceptor_is_left_out_when_cash_is_enabled() -> None:

@@ -25,6 +25,7 @@ def test_money_fuzz_with_a_fixed_seed(capsys: pytest.CaptureFixture[str]) -> Non
     with capsys.disabled():
         print(f"\nmoney fuzz, seed {FIXED_SEED}: {stats.line()}")
     assert stats.sequences >= FIXED and stats.crashes > stats.sequences  # it did kill, often
+    assert stats.logs_read > 0  # keys were owed credits: the automat read their logs
 
 
 def test_money_fuzz_with_random_seeds(capsys: pytest.CaptureFixture[str]) -> None:

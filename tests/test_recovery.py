@@ -46,8 +46,8 @@ def save():
         os.fsync(f.fileno())
 
 class Reader(FakeKeyReader):
-    def write_credit(self, txid, amount):
-        super().write_credit(txid, amount)
+    def write_credit(self, txid, amount, *, new=False):
+        super().write_credit(txid, amount, new=new)
         save()  # the credit is on the key ...
         os.kill(os.getpid(), signal.SIGKILL)  # ... and the kiosk dies before journaling it
 

@@ -1,16 +1,19 @@
 """Our application on the chip key (DESIGN section 3): files, keys, and what kiosk and meter do.
 
 Files (all MAC'd): 0 identity (standard data), 1 credit (value file), 2 meter report (backup
-data), 3 top-up log (cyclic records). Keys: 0 issuer (application master), 1 read, 2 credit
-(the kiosk), 3 debit (the meter), each diversified per card UID from a master key (AN10922), so
-a key set stolen from one kiosk's card cannot mint credit elsewhere offline.
+data), 3 top-up log (cyclic records), and on keys of layout 2 (the identity's format version) 4
+the write counter (a value file the kiosk credits by one in each write's commit: how many
+credits were ever written, in one frame, without reading the log). Keys: 0 issuer (application
+master), 1 read, 2 credit (the kiosk), 3 debit (the meter), each diversified per card UID from
+a master key (AN10922), so a key set stolen from one kiosk's card cannot mint credit elsewhere
+offline.
 """
 
 from __future__ import annotations
 
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from drivers.chipkey.crypto import diversify_key
 from drivers.chipkey.desfire import Card, Comm, Desfire, NotFound, access_rights
@@ -18,7 +21,7 @@ from drivers.errors import DeviceError
 
 AID = 0xF05E01
 SYSTEM_ID = b"PREPAID"
-F_IDENTITY, F_CREDIT, F_METER, F_LOG = 0, 1, 2, 3
+F_IDENTITY, F_CREDIT, F_METER, F_LOG, F_WRITES = 0, 1, 2, 3, 4
 K_MASTER, K_READ, K_CREDIT, K_DEBIT = 0, 1, 2, 3
 RECORD_SIZE, MAX_RECORDS = 64, 11
 IDENTITY_SIZE, METER_SIZE = 64, 32
@@ -34,7 +37,11 @@ RIGHTS = {
     F_CREDIT: access_rights(K_DEBIT, NEVER, K_CREDIT, K_MASTER),
     F_METER: access_rights(K_CREDIT, K_DEBIT, NEVER, K_MASTER),
     F_LOG: access_rights(K_READ, NEVER, K_CREDIT, K_MASTER),
+    # only the kiosk counts its writes up (Credit needs read&write); staff tools may read it
+    F_WRITES: access_rights(K_READ, NEVER, K_CREDIT, K_MASTER),
 }
+#: the identity's format versions: 1 (the first keys: no write counter), 2 (with it)
+LAYOUTS = (1, 2)
 
 COMMODITIES = {1: "electricity", 2: "gas"}
 ROLES = {1: "customer", 2: "technician"}
@@ -61,7 +68,7 @@ class Identity:
     serial: str
     role: str
     currency: str
-    version: int = 1
+    version: int = 2  # the layout: new keys get the write counter
 
     _FMT = "<B8s12s16sB12sB3s"
 
@@ -82,7 +89,7 @@ class Identity:
     @classmethod
     def unpack(cls, raw: bytes) -> Identity:
         v, util, acct, meter, com, serial, role, cur = struct.unpack_from(cls._FMT, raw)
-        if v != 1:
+        if v not in LAYOUTS:
             raise WrongCard(f"identity format {v} is not known")
         return cls(
             _s(util),
@@ -140,25 +147,28 @@ class MeterReport:
 
 @dataclass(frozen=True)
 class Summary:
+    """What the kiosk reads at insertion: the log only when asked for (`ChipKey.read_log`)."""
+
     uid: bytes
     identity: Identity
     credit: int
     meter: MeterReport
-    log: tuple[TopUp, ...]
+    #: how many credits were ever written to this key (the newest write's number)
+    written: int
+    #: the top-up log, oldest first; None: not read (what the summary needs is `written`)
+    log: tuple[TopUp, ...] | None = None
 
     @property
     def txids(self) -> tuple[str, ...]:
-        return tuple(t.txid for t in self.log if t.txid)
-
-    @property
-    def written(self) -> int:
-        """How many credits were ever written to this key (the newest write's number)."""
-        return max((t.no for t in self.log), default=0)
+        return tuple(t.txid for t in self.log or () if t.txid)
 
     @property
     def log_from(self) -> int:
         """The oldest write's number the log still shows: every write numbered above it is in
-        the log (0: the log still reaches back to the key's first write)."""
+        the log (0: the log still reaches back to the key's first write). Without the log read,
+        one above the newest write: then nothing is known to be in it."""
+        if self.log is None:
+            return self.written + 1
         return min((t.no for t in self.log), default=0)
 
 
@@ -201,6 +211,16 @@ def _code(table: dict[int, str], name: str) -> int:
     raise ValueError(f"unknown value {name!r}")
 
 
+@dataclass
+class _Seen:
+    """What a card session read of the key, valid until the session ends (nothing changes on
+    the card within it but by us): its credit, its write count, and its log once read."""
+
+    credit: int
+    written: int
+    log: list[TopUp] | None = None
+
+
 class ChipKey:
     """Our application's operations on one connected card."""
 
@@ -208,11 +228,12 @@ class ChipKey:
         self.df = Desfire(card)
         self.keys = keys
         self._uid: bytes | None = None
+        self._layout: int | None = None  # the identity's format version, once read
         #: the key the card's session is authenticated with now (select and authenticate are
-        #: not repeated within it), and what the summary read in it: the log and the credit.
-        #: A card session ends with any error (a pulled key, a failed command): both go then.
+        #: not repeated within it), and what was read in it. A card session ends with any error
+        #: (a pulled key, a failed command): both go then.
         self._opened: int | None = None
-        self._seen: tuple[list[TopUp], int] | None = None
+        self._seen: _Seen | None = None
 
     @property
     def uid(self) -> bytes:
@@ -235,58 +256,112 @@ class ChipKey:
         """The card session ended (an error, a pulled key): select and authenticate again."""
         self._opened, self._seen = None, None
 
+    def _identity(self) -> Identity:
+        identity = Identity.unpack(self.df.read_data(F_IDENTITY, 0, IDENTITY_SIZE))
+        self._layout = identity.version
+        return identity
+
+    def _counted(self) -> bool:
+        """Whether the key keeps a write counter (layout 2); the identity is read if unknown."""
+        if self._layout is None:
+            self._identity()
+        return (self._layout or 1) >= 2
+
+    def _written(self) -> int:
+        """The key's write count: its counter, or on a key without one the newest record's."""
+        if self._counted():
+            return self.df.get_value(F_WRITES)
+        newest = self.df.read_records(F_LOG, RECORD_SIZE, newest=1)
+        return TopUp.unpack(newest[-1]).no if newest else 0
+
+    def _read_log(self) -> list[TopUp]:
+        return [TopUp.unpack(r) for r in self.df.read_records(F_LOG, RECORD_SIZE)]
+
     def read_summary(self) -> Summary:
-        """Identity, credit, meter report and the top-up log, under the kiosk's credit key."""
+        """Identity, credit, meter report and how many credits were written, under the kiosk's
+        credit key: on a key of layout 2, select, authenticate and five reads in eight APDUs.
+        The log is not read: `read_log` reads it when a credit owed from earlier needs it."""
         try:
             self._open(K_CREDIT)
-            identity = Identity.unpack(self.df.read_data(F_IDENTITY, 0, IDENTITY_SIZE))
+            identity = self._identity()
             credit = self.df.get_value(F_CREDIT)
             meter = MeterReport.unpack(self.df.read_data(F_METER, 0, METER_SIZE))
-            log = [TopUp.unpack(r) for r in self.df.read_records(F_LOG, RECORD_SIZE)]
+            written = self._written()
         except BaseException:
             self._lost()
             raise
-        self._seen = (log, credit)  # a write in this session needs not read them again
-        return Summary(self.uid, identity, credit, meter, tuple(log))
+        self._seen = _Seen(credit, written)  # a write in this session needs not read them again
+        return Summary(self.uid, identity, credit, meter, written)
 
-    def credit(self, txid: str, amount: int, upper: int, now: int | None = None) -> int:
+    def read_log(self) -> tuple[TopUp, ...]:
+        """The top-up log, oldest first (in the summary's card session if it lasts)."""
+        try:
+            self._open(K_CREDIT)
+            log = self._read_log()
+            if self._seen is None:
+                self._seen = _Seen(self.df.get_value(F_CREDIT), max(t.no for t in log))
+        except BaseException:
+            self._lost()
+            raise
+        self._seen.log = log
+        return tuple(log)
+
+    def read_all(self) -> Summary:
+        """The summary with the log (staff tools, where nobody waits)."""
+        summary = self.read_summary()
+        return replace(summary, log=self.read_log())
+
+    def credit(
+        self, txid: str, amount: int, upper: int, now: int | None = None, *, new: bool = False
+    ) -> int:
         """Authenticate, Credit, WriteRecord, CommitTransaction, read back; the new credit.
 
-        Idempotent per transaction id: if the log already holds `txid` nothing is written. In
-        the card session of a summary, the log and credit it read are used (nothing can change
-        on the card within the session but by us); the read-back is the credit and the newest
-        record, which prove the write.
+        Idempotent per transaction id: if the log holds `txid` nothing is written. The log is
+        read for that unless `new` says the transaction was never sent to any key (its first
+        write: it cannot be in any log), which needs only the key's write count. In the card
+        session of a summary, what it read is used (nothing can change on the card within the
+        session but by us); the read-back is the credit and the newest record, which prove the
+        write.
         """
         if amount <= 0:
             raise ValueError("a credit must be positive")
         try:
-            return self._credit(txid, amount, upper, now)
+            return self._credit(txid, amount, upper, now, new)
         except BaseException:
             self._lost()
             raise
 
-    def _credit(self, txid: str, amount: int, upper: int, now: int | None) -> int:
+    def _credit(self, txid: str, amount: int, upper: int, now: int | None, new: bool) -> int:
         self._open(K_CREDIT)
-        if self._seen is None:
-            log = [TopUp.unpack(r) for r in self.df.read_records(F_LOG, RECORD_SIZE)]
-            value = self.df.get_value(F_CREDIT)
-        else:
-            log, value = self._seen
-        if any(t.txid == txid for t in log):
-            return value
-        if value + amount > upper:
-            raise CreditLimit(f"the key holds {value}; {amount} more would pass its limit {upper}")
-        no = max((t.no for t in log), default=0) + 1
+        seen = self._seen
+        if seen is None or (seen.log is None and not new):
+            if new:
+                seen = _Seen(self.df.get_value(F_CREDIT), self._written())
+            else:
+                log = self._read_log()
+                seen = _Seen(self.df.get_value(F_CREDIT), max(t.no for t in log), log)
+            self._seen = seen
+        if seen.log is not None and any(t.txid == txid for t in seen.log):
+            return seen.credit
+        if seen.credit + amount > upper:
+            raise CreditLimit(
+                f"the key holds {seen.credit}; {amount} more would pass its limit {upper}"
+            )
+        counted = self._counted()
+        no = seen.written + 1
         record = TopUp(txid, amount, int(now or time.time()), no)
+        self._seen = None  # (what it read before the write is old from here)
         self.df.credit(F_CREDIT, amount)
+        if counted:
+            self.df.credit(F_WRITES, 1)
         self.df.write_record(F_LOG, 0, record.pack())
         self.df.commit()
-        self._seen = None  # (what it read before the write is old now)
         after = self.df.get_value(F_CREDIT)
         last = TopUp.unpack(self.df.read_records(F_LOG, RECORD_SIZE, newest=1)[-1])
-        if last.txid != txid or after != value + amount:
+        if last.txid != txid or last.no != no or after != seen.credit + amount:
             raise DeviceError(f"read-back after the write does not match ({after}, {last.txid})")
-        self._seen = ([*log, last][-MAX_RECORDS:], after)
+        log = None if seen.log is None else [*seen.log, last][-(MAX_RECORDS - 1) :]
+        self._seen = _Seen(after, no, log)
         return after
 
     def debit(self, amount: int, report: MeterReport) -> int:
@@ -308,6 +383,7 @@ class ChipKey:
     ) -> None:
         """Create the application, files and diversified keys on a blank card."""
         self._lost()  # (it selects and authenticates on its own)
+        self._layout = identity.version
         df = self.df
         df.select_application(0)
         df.authenticate(0, picc_key)
@@ -318,6 +394,8 @@ class ChipKey:
         df.create_value_file(F_CREDIT, Comm.MAC, RIGHTS[F_CREDIT], 0, upper, initial)
         df.create_std_data_file(F_METER, Comm.MAC, RIGHTS[F_METER], METER_SIZE, backup=True)
         df.create_cyclic_record_file(F_LOG, Comm.MAC, RIGHTS[F_LOG], RECORD_SIZE, MAX_RECORDS)
+        if identity.version >= 2:
+            df.create_value_file(F_WRITES, Comm.MAC, RIGHTS[F_WRITES], 0, 2**31 - 1, 0)
         df.write_data(F_IDENTITY, 0, identity.pack())  # the meter report starts all zeros
         for no in (K_READ, K_CREDIT, K_DEBIT):
             df.change_key(no, self.keys.card_key(no, self.uid), bytes(16))

@@ -107,6 +107,11 @@ class PcscCard:
                 step()
             except (SmartcardException, BaseSCardException) as err:
                 log.debug("%s: %s", step.__name__, err)
+        # A context that pcscd no longer knows (it restarted) cannot be released: pyscard then
+        # keeps the handle and tries again when the collector deletes the connection, raising
+        # where nobody can catch it (at any allocation, even inside the compiler). It is gone.
+        inner = getattr(self.connection, "component", self.connection)  # (pyscard's decorator)
+        inner.hcard = inner.hcontext = None
 
 
 class Watch:

@@ -2,9 +2,10 @@
 
 pyscard's card monitor reports insertion and removal on its own thread; they are handed to the
 port's worker thread, which owns the card connection: it reads the summary on insertion and
-performs writes on the engine's command. A write that failed before anything was sent to the
-value file is certain; one that failed after (the key pulled, power lost) is uncertain and the
-key's top-up log decides at the next insertion.
+performs writes on the engine's command. The key's log is read only when asked for (`read_log`:
+the automat asks when credits are owed to the key). A write that failed before anything was
+sent to the value file is certain; one that failed after (the key pulled, power lost) is
+uncertain and the key's top-up log decides at the next insertion.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from drivers.chipkey.desfire import AuthenticationError, DesfireError
 from drivers.chipkey.profile import ChipKey, CreditLimit, KeySet, MeterReport, Summary, WrongCard
 from drivers.chipkey.reader import CardEvent, Connection, PcscCard, Watch, list_readers
 from drivers.errors import DriverError, TransportError
-from kiosk.app.ports import CheckResult, DeviceReport, Emit, KeyPresented
+from kiosk.app.ports import CheckResult, DeviceReport, Emit, KeyNotRead, KeyPresented
 from kiosk.domain.events import (
     Commodity,
     Device,
@@ -62,6 +65,7 @@ def key_info(summary: Summary) -> KeyInfo:
         recent_txids=summary.txids,
         written=summary.written,
         log_from=summary.log_from,
+        log_complete=summary.log is not None,
         meter=meter_reading(summary.meter, ident.currency),
     )
 
@@ -80,6 +84,12 @@ def meter_reading(m: MeterReport, currency: str) -> MeterReading | None:
 class _Write:
     txid: str
     amount: Money
+    new: bool = False
+
+
+@dataclass(frozen=True)
+class _LogRead:
+    answer: Future[KeyInfo]
 
 
 class PcscKeyReader:
@@ -101,9 +111,10 @@ class PcscKeyReader:
         self.connect = connect
         self.read_attempts = 20  # about 2 s: a key pushed in slowly, a reader still powering it
         self.emit: Emit | None = None
-        self._jobs: queue.Queue[CardEvent | _Write | None] = queue.Queue()  # None: stop
+        self._jobs: queue.Queue[CardEvent | _Write | _LogRead | None] = queue.Queue()  # None: stop
         self._card: Connection | None = None
         self._key: ChipKey | None = None
+        self._summary: Summary | None = None  # the inserted key's, as read at insertion
         self._watch: Watch | None = None
         self._thread = threading.Thread(target=self._run, name="chipkey", daemon=True)
         self._stop = threading.Event()
@@ -143,9 +154,22 @@ class PcscKeyReader:
         self._stop.set()
         self._jobs.put(None)
         self._thread.join(timeout=5)
+        if not self._thread.is_alive():  # (the worker owned the connection: it has ended)
+            self._close()
 
-    def write_credit(self, txid: str, amount: Money) -> None:
-        self._jobs.put(_Write(txid, amount))
+    def write_credit(self, txid: str, amount: Money, *, new: bool = False) -> None:
+        self._jobs.put(_Write(txid, amount, new))
+
+    def read_log(self, timeout: float = 10.0) -> KeyInfo:
+        """The inserted key with its whole log, read by the worker in the key's card session
+        (after whatever it was doing: a removal queued before makes this fail)."""
+        answer: Future[KeyInfo] = Future()
+        self._jobs.put(_LogRead(answer))
+        try:
+            return answer.result(timeout)
+        except FutureTimeout as err:
+            answer.cancel()
+            raise KeyNotRead(f"the reader did not answer in {timeout:.0f} s") from err
 
     def _send(self, ev: object) -> None:
         assert self.emit is not None
@@ -166,9 +190,11 @@ class PcscKeyReader:
                 elif job.present:
                     self._send(KeyReadFailed(str(err)))
 
-    def _do(self, job: CardEvent | _Write) -> None:
+    def _do(self, job: CardEvent | _Write | _LogRead) -> None:
         if isinstance(job, _Write):
-            self._write(job.txid, job.amount)
+            self._write(job.txid, job.amount, job.new)
+        elif isinstance(job, _LogRead):
+            self._read_log(job.answer)
         elif job.present:
             self._inserted(job)
         else:
@@ -182,7 +208,8 @@ class PcscKeyReader:
                 self._close()
                 self._card = self.connect(reader)
                 self._key = ChipKey(self._card, self.keys)
-                return self._key.read_summary()
+                self._summary = self._key.read_summary()
+                return self._summary
             except TransportError:
                 if attempt == self.read_attempts - 1 or self._removal_queued():
                     raise
@@ -254,9 +281,27 @@ class PcscKeyReader:
     def _close(self) -> None:
         if self._card is not None:
             self._card.close()
-        self._card, self._key = None, None
+        self._card, self._key, self._summary = None, None, None
 
-    def _write(self, txid: str, amount: Money) -> None:
+    def _read_log(self, answer: Future[KeyInfo]) -> None:
+        """The summary read at insertion with the log (asked for before any write to the key:
+        the figures read at insertion still hold)."""
+        if not answer.set_running_or_notify_cancel():
+            return  # the one who asked stopped waiting
+        if self._key is None or self._summary is None:
+            answer.set_exception(KeyNotRead("no key in the reader"))
+            return
+        try:
+            log_ = self._key.read_log()
+        except Exception as err:  # the one who asked hears of any failure, and decides
+            if not isinstance(err, DriverError):
+                log.exception("reading the key's log failed")
+            self.last_error = f"log: {err}"
+            answer.set_exception(KeyNotRead(str(err)))
+            return
+        answer.set_result(key_info(replace(self._summary, log=log_)))
+
+    def _write(self, txid: str, amount: Money, new: bool = False) -> None:
         if amount.minor <= 0:  # nothing to credit: refused before a byte goes to the key
             self._send(KeyWriteFailed(txid, f"no credit to write ({amount})", uncertain=False))
             return
@@ -264,7 +309,7 @@ class PcscKeyReader:
             self._send(KeyWriteFailed(txid, "no key in the reader", uncertain=False))
             return
         try:
-            after = self._key.credit(txid, amount.minor, self.upper_limit)
+            after = self._key.credit(txid, amount.minor, self.upper_limit, new=new)
         except (CreditLimit, WrongCard, AuthenticationError) as err:
             self._send(KeyWriteFailed(txid, str(err), uncertain=False))  # nothing was written
             return

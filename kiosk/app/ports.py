@@ -69,9 +69,16 @@ class CardTerminal(Protocol):
     def reverse(self, txid: str) -> None: ...
 
 
+class KeyNotRead(RuntimeError):
+    """The inserted key's log could not be read (the key left, the reader failed)."""
+
+
 class ChipKeyReader(Protocol):
     def attach(self, emit: Emit) -> None: ...
-    def write_credit(self, txid: str, amount: Money) -> None: ...
+    # then KeyWritten or KeyWriteFailed; `new`: the transaction's first write (WriteKey.new)
+    def write_credit(self, txid: str, amount: Money, *, new: bool = False) -> None: ...
+    # the inserted key read again with its whole log, now (KeyNotRead if it cannot be)
+    def read_log(self, timeout: float = 10.0) -> KeyInfo: ...
 
 
 class Printer(Protocol):

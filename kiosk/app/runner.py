@@ -16,7 +16,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from kiosk.app.health import HealthGuard
-from kiosk.app.ports import Devices, HeadOffice, KeyPresented, NoHeadOffice
+from kiosk.app.ports import Devices, HeadOffice, KeyNotRead, KeyPresented, NoHeadOffice
 from kiosk.documents.receipt import transaction_receipt
 from kiosk.domain.clock import utc_now
 from kiosk.domain.engine import RESTING, State, TopUpSession, View
@@ -40,6 +40,7 @@ from kiosk.domain.events import (
     EnableCash,
     Event,
     KeyInserted,
+    KeyReadFailed,
     Kind,
     NoteStacked,
     PinChecked,
@@ -288,14 +289,7 @@ class Kiosk:
                 return
             event = checked
         if isinstance(event, KeyPresented):
-            key = event.key
-            leased = set(self.head_office.claim(key.serial))
-            account = self.journal.account_for(key.serial, key.contract_account, self.site.currency)
-            if leased:  # head office just granted these to this kiosk: no bound to check
-                pending = tuple(replace(p, key_written=None) if p.txid in leased else p
-                                for p in account.pending)  # fmt: skip
-                account = replace(account, pending=pending)
-            event = KeyInserted(key, account)
+            event = self._inserted(event)
         try:
             commands = self.session.handle(event)
         except UserFacingError as refusal:
@@ -324,6 +318,26 @@ class Kiosk:
             if not isinstance(cmd, Record):
                 self._execute(cmd)
         self._publish(None)
+
+    def _inserted(self, event: KeyPresented) -> KeyInserted | KeyReadFailed:
+        """The key with head office's view of it; with its whole log when credits are owed to
+        it (the log decides whether one already landed), which the reader reads only then."""
+        key = event.key
+        leased = set(self.head_office.claim(key.serial))
+        account = self.journal.account_for(key.serial, key.contract_account, self.site.currency)
+        if leased:  # head office just granted these to this kiosk: no bound to check
+            pending = tuple(replace(p, key_written=None) if p.txid in leased else p
+                            for p in account.pending)  # fmt: skip
+            account = replace(account, pending=pending)
+        if account.pending and not key.log_complete:
+            try:
+                key = self.devices.reader.read_log()
+            except KeyNotRead as err:
+                log.warning("the log of key %s could not be read: %s", key.serial, err)
+                return KeyReadFailed(f"log: {err}")
+            if key.serial != event.key.serial or not key.log_complete:
+                return KeyReadFailed("another key came while its log was read")
+        return KeyInserted(key, account)
 
     @property
     def unhealthy(self) -> str:
@@ -412,9 +426,9 @@ class Kiosk:
                     device = Device.CARD
                     assert d.card is not None
                     d.card.reverse(txid)
-                case WriteKey(txid=txid, amount=amount):
+                case WriteKey(txid=txid, amount=amount, new=new):
                     device = Device.READER
-                    d.reader.write_credit(txid, amount)
+                    d.reader.write_credit(txid, amount, new=new)
                 case PrintReceipt(txid=txid, lang=lang):
                     self._print_receipt(txid, lang)
                 case _:

@@ -438,9 +438,7 @@ def cmd_key(args: argparse.Namespace) -> int:
                 print("Activation is head office's decision: the key is refused until then.")
         elif args.key_command == "show":
             with open_card(base, args.serial, args.reader) as card:
-                print_summary(
-                    summary_dict(ChipKey(card, keys).read_summary()), sys.stdout, args.json
-                )
+                print_summary(summary_dict(ChipKey(card, keys).read_all()), sys.stdout, args.json)
         else:
             amount = Money.parse(args.consume, site.currency).minor
             with open_card(base, args.serial, args.reader) as card:

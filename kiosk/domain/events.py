@@ -97,6 +97,9 @@ class KeyInfo:
     #: only while `log_from <= n + 1`
     written: int = 0
     log_from: int = 0
+    #: whether `recent_txids` is the key's whole log (read only when a credit owed from an
+    #: earlier visit needs it): without it, no transaction is known to be on the key
+    log_complete: bool = True
 
 
 @immutable
@@ -422,6 +425,9 @@ class WriteKey(Command):
 
     txid: str
     amount: Money
+    #: the transaction's first write: it was never sent to any key, so it cannot be in the
+    #: key's log (which then needs not be read before writing)
+    new: bool = False
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,11 @@ def summary_dict(s: Summary, currency_exp: int = 2) -> dict[str, Any]:
             "emergency_in_use": s.meter.emergency_in_use,
             "debt": s.meter.debt,
         },
-        "top_ups": [{"txid": t.txid, "amount": t.amount, "at": t.at} for t in s.log if t.txid],
+        "layout": i.version,
+        "written": s.written,
+        "top_ups": [
+            {"txid": t.txid, "amount": t.amount, "at": t.at} for t in s.log or () if t.txid
+        ],
     }
 
 
@@ -107,6 +111,7 @@ def print_summary(d: dict[str, Any], out: TextIO, as_json: bool) -> None:
         f"contract account {d['contract_account']}, meter {d['meter_number']} ({d['commodity']})\n"
     )
     out.write(f"credit on key: {Money(d['credit'], cur)}\n")
+    out.write(f"layout {d['layout']}, {d['written']} credits written to it\n")
     m = d["meter"]
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(m["at"])) if m["at"] else "never"
     out.write(
@@ -127,7 +132,7 @@ def personalise(
 ) -> dict[str, Any]:
     key = ChipKey(card, keys)
     key.personalise(identity, upper=upper, initial=initial)
-    return summary_dict(key.read_summary())
+    return summary_dict(key.read_all())
 
 
 def consume(card: Card, keys: KeySet, amount: int) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from kiosk.app.ports import Emit, KeyPresented
+from kiosk.app.ports import Emit, KeyNotRead, KeyPresented
 from kiosk.documents.receipt import Document
 from kiosk.domain.events import (
     CardApproved,
@@ -228,13 +228,20 @@ class FakeKeyReader:
         self.key = None
         self.emit(KeyRemoved())
 
-    def write_credit(self, txid: str, amount: Money) -> None:
+    def read_log(self, timeout: float = 10.0) -> KeyInfo:
+        if self.key is None:
+            raise KeyNotRead("no key in the reader")
+        return self.key.info()
+
+    def write_credit(self, txid: str, amount: Money, *, new: bool = False) -> None:
         key = self.key
         fail, self.fail_next = self.fail_next, None
         if key is None:
             self.emit(KeyWriteFailed(txid, "no key", uncertain=False))
             return
-        if txid in key.log[-10:]:  # the card's own log (its last ten) makes a repeat a no-op
+        # the card's own log (its last ten) makes a repeat a no-op, where it is looked at: as
+        # the real port, a transaction's first write (`new`) does not look
+        if not new and txid in key.log[-10:]:
             self.emit(KeyWritten(txid, Money(key.credit, key.currency)))
             return
         if fail == "refuse" or key.credit + amount.minor > key.limit:

@@ -1,5 +1,6 @@
 """Chip key over the real PC/SC stack: APDUs and milliseconds for a read summary and a top-up
-write, median of 50, through pcscd, vsmartcard's vpcd reader and the virtual card.
+write, median of 50, through pcscd, vsmartcard's vpcd reader and the virtual card; on a key of
+layout 2 (with the write counter, as keys are personalised now) and of layout 1.
 
     .venv/bin/python tests/bench/chipkey.py [--rounds N]
 
@@ -51,35 +52,48 @@ def main() -> None:
             if time.monotonic() > deadline:
                 raise SystemExit("pcscd with the vpcd reader did not come up")
             pause.wait(0.05)
-    card = VirtualCard(bytes.fromhex("04b0b0b0b0b0b0"))
-    ChipKey(card, DEMO_KEYS).personalise(
-        Identity("DEMO", "4711", "1ESY1", "electricity", "K-B", "customer", "EUR"), upper=10**9
-    )
-    slot = VpcdCard(card)
-    slot.insert()
-    deadline = time.monotonic() + 5
-    while not card_present(READER):
-        if time.monotonic() > deadline:
-            raise SystemExit("the virtual card did not appear in the reader")
-        pause.wait(0.05)
-    pc = PcscCard(READER)
     try:
-        for delay in (0.0, args.delay_ms / 1000):
-            slot.apdu_delay = delay
-            rounds(pc, slot, args.rounds if not delay else max(5, args.rounds // 5), delay)
+        for layout in (2, 1):
+            card = VirtualCard(bytes.fromhex("04b0b0b0b0b0b0"))
+            ChipKey(card, DEMO_KEYS).personalise(
+                Identity("DEMO", "4711", "1ESY1", "electricity", "K-B", "customer", "EUR",
+                         layout), upper=10**9,
+            )  # fmt: skip
+            for i in range(12):  # a key in use: its log full
+                ChipKey(card, DEMO_KEYS).credit(f"EARLIER-{i}", 100, 10**9, new=True)
+            slot = VpcdCard(card)
+            slot.insert()
+            deadline = time.monotonic() + 5
+            while not card_present(READER):
+                if time.monotonic() > deadline:
+                    raise SystemExit("the virtual card did not appear in the reader")
+                pause.wait(0.05)
+            pc = PcscCard(READER)
+            try:
+                for delay in (0.0, args.delay_ms / 1000) if layout == 2 else (0.0,):
+                    slot.apdu_delay = delay
+                    n = args.rounds if not delay else max(5, args.rounds // 5)
+                    rounds(pc, slot, n, delay, layout)
+            finally:
+                pc.close()
+                slot.remove()
+            deadline = time.monotonic() + 5
+            while card_present(READER):
+                if time.monotonic() > deadline:
+                    raise SystemExit("the virtual card did not leave the reader")
+                pause.wait(0.05)
     finally:
-        pc.close()
-        slot.remove()
         if proc is not None:
             proc.terminate()
             proc.wait(10)
 
 
-def rounds(pc: PcscCard, slot: VpcdCard, n: int, delay: float) -> None:
-    """Insertion as the kiosk does it (the UID, the summary, a write in the same session), and
-    a write in a session of its own (select, authenticate and the log read first)."""
-    reads, writes, alone = [], [], []
-    uid_apdus = read_apdus = write_apdus = alone_apdus = 0
+def rounds(pc: PcscCard, slot: VpcdCard, n: int, delay: float, layout: int) -> None:
+    """Insertion as the kiosk does it (the UID, the summary, a new transaction's write in the
+    same session); the log, read when credits are owed to the key; and a write in a session of
+    its own of a transaction that may be on the key (select, authenticate, the log first)."""
+    reads, logs, writes, alone = [], [], [], []
+    uid_apdus = read_apdus = log_apdus = write_apdus = alone_apdus = 0
     for i in range(n):
         key = ChipKey(pc, DEMO_KEYS)
         a0 = slot.apdus
@@ -90,9 +104,16 @@ def rounds(pc: PcscCard, slot: VpcdCard, n: int, delay: float) -> None:
         reads.append(time.perf_counter() - t0)
         read_apdus = slot.apdus - a0
         a0, t0 = slot.apdus, time.perf_counter()
-        key.credit(f"BENCH-{delay}-{i}", 100, 10**9)
+        key.credit(f"BENCH-{delay}-{i}", 100, 10**9, new=True)
         writes.append(time.perf_counter() - t0)
         write_apdus = slot.apdus - a0
+        key = ChipKey(pc, DEMO_KEYS)
+        _ = key.uid
+        key.read_summary()
+        a0, t0 = slot.apdus, time.perf_counter()
+        key.read_log()
+        logs.append(time.perf_counter() - t0)
+        log_apdus = slot.apdus - a0
         key = ChipKey(pc, DEMO_KEYS)
         _ = key.uid
         a0, t0 = slot.apdus, time.perf_counter()
@@ -106,15 +127,18 @@ def rounds(pc: PcscCard, slot: VpcdCard, n: int, delay: float) -> None:
     def over(apdus: int, most: int) -> str:
         return f" (goal <= {most}{'' if apdus <= most else ': MISSED'})"
 
-    print(f"chip key over pcscd + vpcd + virtual DESFire card, {n} rounds, "
+    print(f"chip key of layout {layout} over pcscd + vpcd + virtual DESFire card, {n} rounds, "
           f"{delay * 1000:.0f} ms per APDU on top")  # fmt: skip
     print(f"  the UID (GetVersion):       {uid_apdus:2d} APDUs, once per insertion")
-    print(f"  read summary:               {read_apdus:2d} APDUs, {ms(reads)}" + over(read_apdus, 8))
+    summary_goal = over(read_apdus, 8) if layout == 2 else " (a key without the write counter)"
+    print(f"  read summary:               {read_apdus:2d} APDUs, {ms(reads)}" + summary_goal)
     write_goal = over(write_apdus, 12)
     if delay:
         write_goal += f"; goal under 120 ms{'' if statistics.median(writes) < 0.12 else ': MISSED'}"
     print(f"  top-up write after it:      {write_apdus:2d} APDUs, {ms(writes)}" + write_goal)
-    print(f"  top-up write on its own:    {alone_apdus:2d} APDUs, {ms(alone)} "
+    print(f"  the log, when owed credits: {log_apdus:2d} APDUs, {ms(logs)} "
+          "(ten records, after the summary)")  # fmt: skip
+    print(f"  a write on its own:         {alone_apdus:2d} APDUs, {ms(alone)} "
           "(select, authenticate, the log and credit read first)")  # fmt: skip
 
 

@@ -143,7 +143,7 @@ class Bench:
     bounces: int = 0  # times the reader lost the key and found it again before a payment
 
     def key(self) -> Any:
-        return ChipKey(VirtualCard(self.card.uid, self.card.path), DEMO_KEYS).read_summary()
+        return ChipKey(VirtualCard(self.card.uid, self.card.path), DEMO_KEYS).read_all()
 
 
 #: the note validator's protocol in every cell (`--notes`): ccTalk on the coin acceptor's bus,

@@ -68,6 +68,11 @@ class KeyCustody(SessionCore):
             return self._refuse_key(str(acc.status), detail=acc.reason)
         cmds: list[Command] = []
         for p in acc.pending:
+            if not key.log_complete:
+                # The key's log was not read (the automat asks for it when credits are owed;
+                # reading it failed or was not done): nothing is decided from it. The credit
+                # stays owed, for the next insertion.
+                continue
             if (
                 p.key_written is not None
                 and key.log_from > p.key_written + 1

@@ -118,7 +118,8 @@ class Payment(SessionCore):
             return cmds + self._close(Outcome.COMPLETED)
         self.state = State.WRITING
         self._deadline(None)
-        return [*cmds, WriteKey(tx.txid, tx.split.credit)]
+        # its id was made for this transaction and no write of it was sent before: it is new
+        return [*cmds, WriteKey(tx.txid, tx.split.credit, new=True)]
 
     def _make_pending(self, reason: str) -> list[Command]:
         """The money is safe but not on the key: owe it as a pending credit."""
