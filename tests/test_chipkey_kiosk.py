@@ -3,6 +3,7 @@ command of the write sequence is credited exactly once when it comes back."""
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from drivers.chipkey.profile import ChipKey, Identity
-from drivers.chipkey.reader import CardEvent
+from drivers.chipkey.reader import CardEvent, Connection
 from drivers.chipkey.sim import VirtualCard, VirtualSlot
 from kiosk.adapters.key import DEMO_KEYS, PcscKeyReader
 from kiosk.app.ports import Devices, KeyPresented
@@ -117,13 +118,22 @@ def test_a_blank_card_is_refused(rig: Rig) -> None:
     assert entries[-1].data["detail"] == "not a prepaid key"
 
 
+def started_port(
+    connect: Callable[[str], Connection],
+) -> tuple[PcscKeyReader, queue.Queue[object]]:
+    """A chip-key port on its own, its events in a queue."""
+    port = PcscKeyReader(SLOT, DEMO_KEYS, 50_000, connect=connect)
+    events: queue.Queue[object] = queue.Queue()
+    port.attach(events.put)
+    port.start(watch=False)
+    return port, events
+
+
 def test_the_reader_refuses_a_write_of_nothing_and_outlives_any_error(tmp_path: Path) -> None:
     """D2 of the money fuzzer: a pending credit of 0.00 reached the port, the card profile
     raised ValueError on the reader's worker thread, the thread died and every later key went
     unread. Nothing is sent for no credit, and whatever a job raises, the engine hears of it
     and the worker goes on."""
-    import queue
-
     from kiosk.domain.events import KeyReadFailed, KeyWriteFailed, KeyWritten
 
     card = VirtualCard(bytes.fromhex("04abcdef012345"))
@@ -137,10 +147,7 @@ def test_the_reader_refuses_a_write_of_nothing_and_outlives_any_error(tmp_path: 
             raise ValueError("a reader driver's bug")  # not a DriverError: unexpected
         return slot.connect(reader)
 
-    port = PcscKeyReader(SLOT, DEMO_KEYS, 50_000, connect=connect)  # type: ignore[arg-type]
-    events: queue.Queue[object] = queue.Queue()
-    port.attach(events.put)
-    port.start(watch=False)
+    port, events = started_port(connect)  # type: ignore[arg-type]
     try:
         slot.insert(card)
         port.card_event(CardEvent(SLOT, b"", True))
@@ -162,18 +169,13 @@ def test_the_reader_refuses_a_write_of_nothing_and_outlives_any_error(tmp_path: 
 
 
 def test_the_port_reads_the_log_on_request_in_the_keys_session_and_says_when_it_cannot() -> None:
-    import queue
-
     from kiosk.app.ports import KeyNotRead
 
     card = VirtualCard(bytes.fromhex("04abcdef012345"))
     ChipKey(card, DEMO_KEYS).personalise(IDENT, upper=50_000, initial=500)
     ChipKey(card, DEMO_KEYS).credit("BEFORE-1", 100, 50_000, new=True)
     slot = VirtualSlot()
-    port = PcscKeyReader(SLOT, DEMO_KEYS, 50_000, connect=slot.connect)
-    events: queue.Queue[object] = queue.Queue()
-    port.attach(events.put)
-    port.start(watch=False)
+    port, events = started_port(slot.connect)
     try:
         slot.insert(card)
         port.card_event(CardEvent(SLOT, b"", True))
