@@ -211,6 +211,11 @@ def _code(table: dict[int, str], name: str) -> int:
     raise ValueError(f"unknown value {name!r}")
 
 
+def _newest(log: list[TopUp]) -> int:
+    """The newest write's number in a log (0: none)."""
+    return max((t.no for t in log), default=0)
+
+
 @dataclass
 class _Seen:
     """What a card session read of the key, valid until the session ends (nothing changes on
@@ -299,7 +304,7 @@ class ChipKey:
             self._open(K_CREDIT)
             log = self._read_log()
             if self._seen is None:
-                self._seen = _Seen(self.df.get_value(F_CREDIT), max(t.no for t in log))
+                self._seen = _Seen(self.df.get_value(F_CREDIT), _newest(log))
         except BaseException:
             self._lost()
             raise
@@ -339,7 +344,7 @@ class ChipKey:
                 seen = _Seen(self.df.get_value(F_CREDIT), self._written())
             else:
                 log = self._read_log()
-                seen = _Seen(self.df.get_value(F_CREDIT), max(t.no for t in log), log)
+                seen = _Seen(self.df.get_value(F_CREDIT), _newest(log), log)
             self._seen = seen
         if seen.log is not None and any(t.txid == txid for t in seen.log):
             return seen.credit
