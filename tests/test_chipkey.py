@@ -28,6 +28,7 @@ from drivers.chipkey.profile import (
     Identity,
     KeySet,
     MeterReport,
+    Summary,
     WrongCard,
     WrongRole,
     require_role,
@@ -387,3 +388,64 @@ def test_a_write_that_is_not_new_reads_the_log_first_and_a_repeat_writes_nothing
     key.read_summary()  # a new insertion: its log not read
     assert key.credit("T1", 100, LIMIT) == 600  # the log is read: T1 is there
     assert value_of(card) == 600 and ChipKey(card, KEYS).read_all().written == 1
+
+
+def test_a_key_of_the_first_layout_is_upgraded_with_its_count_and_kiosks_count_on() -> None:
+    card = VirtualCard(UID)
+    ChipKey(card, KEYS).personalise(replace(IDENT, version=1), upper=LIMIT, initial=500)
+    for n in range(1, 4):
+        ChipKey(card, KEYS).credit(f"T{n}", 100, LIMIT, new=True)
+    assert ChipKey(card, KEYS).upgrade() is True
+    assert card.apps[AID].files[F_WRITES].value == 3
+    s = ChipKey(card, KEYS).read_summary()
+    assert (s.identity, s.written, s.credit) == (IDENT, 3, 800)  # layout 2, nothing else changed
+    ChipKey(card, KEYS).credit("T4", 100, LIMIT, new=True)
+    assert card.apps[AID].files[F_WRITES].value == 4
+    assert ChipKey(card, KEYS).read_all().log[-1].no == 4  # type: ignore[index]
+    before = {no: (f.value, f.data, list(f.records)) for no, f in card.apps[AID].files.items()}
+    assert ChipKey(card, KEYS).upgrade() is False  # once only: nothing changes
+    after = {no: (f.value, f.data, list(f.records)) for no, f in card.apps[AID].files.items()}
+    assert after == before
+
+
+def _old_key() -> VirtualCard:
+    card = VirtualCard(UID)
+    ChipKey(card, KEYS).personalise(replace(IDENT, version=1), upper=LIMIT, initial=500)
+    ChipKey(card, KEYS).credit("T1", 100, LIMIT, new=True)
+    return card
+
+
+def _upgrade_length() -> int:
+    card = _old_key()
+    key = ChipKey(card, KEYS)
+    _ = key.uid
+    before = card.commands
+    key.upgrade()
+    return card.commands - before
+
+
+@pytest.mark.parametrize("cut", range(1, _upgrade_length() + 1))
+def test_an_upgrade_cut_short_anywhere_is_finished_by_the_next(cut: int) -> None:
+    """The key pulled at any command of the upgrade: the key is of layout 1 (kiosks write it
+    so, without the counter) or of layout 2 with the right count; the next upgrade finishes."""
+    card = _old_key()
+    key = ChipKey(card, KEYS)
+    _ = key.uid
+    card.tear_after(cut)
+    with pytest.raises(CardRemoved):
+        key.upgrade()
+    card.power_on()
+    layout = ChipKey(card, KEYS).read_summary().identity.version
+    if layout == 1:  # a kiosk tops it up meanwhile, as a key of layout 1
+        ChipKey(card, KEYS).credit("T2", 100, LIMIT, new=True)
+        assert ChipKey(card, KEYS).upgrade() is True
+    s = ChipKey(card, KEYS).read_all()
+    assert (
+        s.identity.version == 2
+        and s.written == _newest_no(s) == card.apps[AID].files[F_WRITES].value
+    )
+
+
+def _newest_no(s: Summary) -> int:
+    assert s.log is not None
+    return s.log[-1].no

@@ -124,3 +124,26 @@ def test_probe_reader_through_pcscd(pcscd: str) -> None:
         assert readers[pcscd] == "3b8180018080"
     finally:
         slot.remove()
+
+
+def test_upgrade_gives_a_key_of_the_first_layout_its_write_counter(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from drivers.chipkey.profile import ChipKey, Identity
+    from kiosk.adapters.key import DEMO_KEYS
+    from kiosk.service.keytool import virtual_path, virtual_uid
+
+    path = virtual_path(tmp_path, "K-OLD")
+    path.parent.mkdir(parents=True)
+    card = VirtualCard(virtual_uid("K-OLD"), path)
+    ident = Identity("DEMO", "4711", "1ESY1", "electricity", "K-OLD", "customer", "EUR")
+    ChipKey(card, DEMO_KEYS).personalise(replace(ident, version=1), upper=50_000, initial=500)
+    for n in range(2):
+        ChipKey(card, DEMO_KEYS).credit(f"T{n}", 100, 50_000, new=True)
+    done = run_kiosk("key", "upgrade", "--serial", "K-OLD", "--json", data_dir=tmp_path)
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    assert (info["layout"], info["written"], info["credit"], info["upgraded"]) == (2, 2, 700, True)
+    again = run_kiosk("key", "upgrade", "--serial", "K-OLD", data_dir=tmp_path)
+    assert again.returncode == 0 and "Nothing to do" in again.stdout
+    assert "layout 2, 2 credits written to it" in again.stdout

@@ -383,6 +383,40 @@ class ChipKey:
             self._seen = None  # the credit changed (or may have)
         return value - take
 
+    def upgrade(self) -> bool:
+        """Give a key of layout 1 the write counter of layout 2, at the utility office (it takes
+        the application's master key). The counter starts at the key's write count, the newest
+        record's; the identity says layout 2 last, so an upgrade cut short leaves a key of
+        layout 1 that is upgraded again from the start (a counter it left behind is brought up
+        to the count first). False: the key had its counter already."""
+        self._lost()
+        try:
+            self._open(K_CREDIT)
+            identity = self._identity()
+            if identity.version >= 2:
+                return False
+            written = self._written()
+            try:
+                counter: int | None = self.df.get_value(F_WRITES)
+            except NotFound:
+                counter = None  # (the error ended the card session)
+                self._lost()
+            if counter is not None and counter < written:  # left by an upgrade cut short
+                self.df.credit(F_WRITES, written - counter)
+                self.df.commit()
+            self._lost()
+            self.df.select_application(AID)
+            self.df.authenticate(K_MASTER, self.keys.card_key(K_MASTER, self.uid))
+            if counter is None:
+                self.df.create_value_file(
+                    F_WRITES, Comm.MAC, RIGHTS[F_WRITES], 0, 2**31 - 1, written
+                )
+            self.df.write_data(F_IDENTITY, 0, replace(identity, version=2).pack())
+        finally:
+            self._lost()
+        self._layout = 2
+        return True
+
     def personalise(
         self, identity: Identity, upper: int, picc_key: bytes = bytes(16), initial: int = 0
     ) -> None:

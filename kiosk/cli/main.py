@@ -414,6 +414,7 @@ def cmd_key(args: argparse.Namespace) -> int:
         personalise,
         print_summary,
         summary_dict,
+        upgrade,
     )
 
     site = load_site(args.site)
@@ -439,6 +440,13 @@ def cmd_key(args: argparse.Namespace) -> int:
         elif args.key_command == "show":
             with open_card(base, args.serial, args.reader) as card:
                 print_summary(summary_dict(ChipKey(card, keys).read_all()), sys.stdout, args.json)
+        elif args.key_command == "upgrade":
+            with open_card(base, args.serial, args.reader) as card:
+                info = upgrade(card, keys)
+            print_summary(info, sys.stdout, args.json)
+            if not args.json:
+                print("Upgraded: the key now counts its writes." if info["upgraded"]
+                      else "Nothing to do: the key counts its writes already.")  # fmt: skip
         else:
             amount = Money.parse(args.consume, site.currency).minor
             with open_card(base, args.serial, args.reader) as card:
@@ -680,13 +688,14 @@ def build_parser() -> argparse.ArgumentParser:
             dp.add_argument("--confirm", action="store_true", help="the box is open: do it")
         dp.set_defaults(func=cmd_diag)
 
-    key = sub.add_parser("key", help="chip keys: personalise, show, meter").add_subparsers(
+    key = sub.add_parser("key", help="chip keys: personalise, show, meter, upgrade").add_subparsers(
         dest="key_command", required=True
     )
     for name, text in (
         ("personalise", "create our application on a blank card, or a new virtual key"),
         ("show", "identity, credit, meter report and last top-ups of a key"),
         ("meter", "a simple prepayment meter: take credit over, record a reading"),
+        ("upgrade", "give a key of layout 1 the write counter (the office's master key)"),
     ):
         kp = key.add_parser(name, help=text)
         kp.add_argument("--site", help="site file (currency, limit, secrets; default demo)")

@@ -135,6 +135,14 @@ def personalise(
     return summary_dict(key.read_all())
 
 
+def upgrade(card: Card, keys: KeySet) -> dict[str, Any]:
+    """A key of layout 1 given the write counter (the office's master key); its summary after,
+    with `upgraded`: False if it had the counter already (nothing was changed)."""
+    key = ChipKey(card, keys)
+    done = key.upgrade()
+    return {**summary_dict(key.read_all()), "upgraded": done}
+
+
 def consume(card: Card, keys: KeySet, amount: int) -> dict[str, Any]:
     """A simple prepayment meter: take `amount` of credit, record a reading; when the credit
     runs out, the rest is emergency credit, recorded as debt in the meter report."""
