@@ -70,6 +70,10 @@ def technician_visit(
     ui.tap("diag_acceptors")
     ui.tap("diag_action")  # start the test
     ui.until(lambda: ui.model.view.test_mode, "the acceptor test on")
+    # the screen says "on" when the engine has decided; the acceptor is enabled over the bus a
+    # poll later (a coin before that is rejected back to the hand that inserted it)
+    coin = rig.coin_sim
+    ui.until(lambda: coin.master and coin.inhibit_mask != 0, "the coin acceptor enabled")
     rig.control.send(f"coin {rig.site.money(200).amount_text()}")
     ui.until(lambda: ui.model.view.test_total is not None, "the test coin", 10)
     shot("acceptor-test")
