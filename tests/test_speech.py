@@ -303,6 +303,28 @@ def test_without_espeak_ng_the_automat_works_on_silently(monkeypatch: pytest.Mon
         voice.close()
 
 
+def test_the_voice_outlives_a_prompt_that_fails_unexpectedly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A prompt the voice's thread cannot start for a reason nobody foresaw (here a text that
+    is no text: the process call raises TypeError) is logged; the next prompt is said."""
+    said = tmp_path / "said"
+    voice = Voice(["sh", "-c", f'echo "$0" >> {said}'])
+    try:
+        voice.say(123, "de")  # type: ignore[arg-type]
+        deadline = time.monotonic() + 10
+        while "the voice failed on a prompt" not in caplog.text:
+            assert time.monotonic() < deadline, "the failure was not logged"
+            threading.Event().wait(0.02)
+        voice.say("Hallo", "de")
+        while not (said.exists() and "Hallo" in said.read_text()):
+            assert time.monotonic() < deadline, "the voice died on the prompt before"
+            threading.Event().wait(0.02)
+        assert voice._thread.is_alive() and voice.spoken == 1
+    finally:
+        voice.close()
+
+
 def test_the_chosen_receipt_answer_is_marked_by_a_tick_not_only_by_colour(
     ui_window: Any, tmp_path: Path
 ) -> None:

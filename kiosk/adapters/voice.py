@@ -86,30 +86,37 @@ class Voice:
         self._thread.join(5)
 
     def _run(self) -> None:
-        while True:
-            with self._lock:
-                while self._next is None and not self._closed:
-                    self._wake.wait()
-                if self._closed:
-                    return
-                assert self._next is not None
-                (text, lang), self._next = self._next, None
-                try:
-                    args = (
-                        [*self._command, text]
-                        if self._command is not None
-                        else command_line(text, lang)
-                    )
-                    self._speaking = subprocess.Popen(
-                        args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )  # fmt: skip
-                    self.spoken += 1
-                except (OSError, subprocess.SubprocessError, NoVoice, ValueError) as e:
-                    self._speaking = None
-                    if not self._failed:  # once: the automat works on without its voice
-                        log.warning("no spoken prompts: %s", e)
-                        self._failed = True
-                    continue
-                speaking = self._speaking
-            speaking.wait()
+        while not self._closed:
+            try:
+                self._speak_next()
+            except Exception:  # the voice outlives any one prompt (nothing waits for it)
+                log.exception("the voice failed on a prompt")
+
+    def _speak_next(self) -> None:
+        """Wait for a text, start speaking it, and wait while it is said."""
+        with self._lock:
+            while self._next is None and not self._closed:
+                self._wake.wait()
+            if self._closed:
+                return
+            assert self._next is not None
+            (text, lang), self._next = self._next, None
+            try:
+                args = (
+                    [*self._command, text]
+                    if self._command is not None
+                    else command_line(text, lang)
+                )
+                self._speaking = subprocess.Popen(
+                    args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+                self.spoken += 1
+            except (OSError, subprocess.SubprocessError, NoVoice, ValueError) as e:
+                self._speaking = None
+                if not self._failed:  # once: the automat works on without its voice
+                    log.warning("no spoken prompts: %s", e)
+                    self._failed = True
+                return
+            speaking = self._speaking
+        speaking.wait()

@@ -3,6 +3,7 @@ with "more time", and the footer with the language flags and the large-text swit
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any, NamedTuple
 
 from kivy.properties import BooleanProperty, ObjectProperty, StringProperty
@@ -105,9 +106,7 @@ class Heard(NamedTuple):
     warned: bool
 
 
-_FINISHING: list[bool] = []
-
-
+@cache  # once per process: it binds to the one window
 def finish_each_frame() -> None:
     """After each frame is handed to the display, wait until it is drawn (glFinish), once per
     window. Without it the GL driver queues frames and makes the next texture upload wait for
@@ -116,13 +115,10 @@ def finish_each_frame() -> None:
     benchmark's runs; with it every frame costs what it draws (p99 22-26 ms in 14 runs of 14).
     On a GPU it keeps frames from queueing behind each other: what the customer did is on the
     screen with the next frame, not a few later."""
-    if _FINISHING:
-        return
     from kivy.core.window import Window
     from kivy.graphics.opengl import glFinish
 
     Window.bind(on_flip=lambda *_a: glFinish())
-    _FINISHING.append(True)
 
 
 class KioskRoot(BoxLayout):  # type: ignore[misc]

@@ -67,12 +67,9 @@ class KeyCustody(SessionCore):
         if acc.status != KeyStatus.ACTIVE:
             return self._refuse_key(str(acc.status), detail=acc.reason)
         cmds: list[Command] = []
-        for p in acc.pending:
-            if not key.log_complete:
-                # The key's log was not read (the automat asks for it when credits are owed;
-                # reading it failed or was not done): nothing is decided from it. The credit
-                # stays owed, for the next insertion.
-                continue
+        # Without the key's log (the automat asks for it when credits are owed; reading it
+        # failed or was not done) nothing owed is decided: it stays owed, for the next insertion.
+        for p in acc.pending if key.log_complete else ():
             if (
                 p.key_written is not None
                 and key.log_from > p.key_written + 1
