@@ -131,6 +131,19 @@ alarms = Table(
     Column("seq", Integer),
     Column("text", Text, nullable=False),
 )
+#: the billing files' rows already taken (sync/billing.py): a row imported again changes nothing
+imported = Table(
+    "imported",
+    metadata,
+    # SHA-256 of "ref:" and the billing system's id of the row, or of the file's SHA-256 and line
+    Column("identity", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("ref", String(64)),  # the billing system's id of the row, if its file carries one
+    Column("content", String(64), nullable=False),  # SHA-256 of the row as it was taken
+    Column("credit_id", String(64)),  # the credit it made
+    Column("source", Text, nullable=False),  # the file's name and the line
+    Column("ts", String(32), nullable=False),  # head office's clock, UTC
+)
 settings = Table(
     "settings",
     metadata,
