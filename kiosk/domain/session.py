@@ -100,6 +100,9 @@ class _Tx:
     finishing: bool = False
     split: Split | None = None
     card_busy: bool = False
+    #: the key's write number when the transaction opened, before any write of it was tried:
+    #: a credit it comes to owe cannot be on the key below it (None: no key then)
+    key_written: int | None = None
 
     @property
     def paid(self) -> Money:

@@ -44,7 +44,8 @@ class Payment(SessionCore):
             c.tx.method = method
             return []
         zero = Money.zero(self.site.currency)
-        c.tx = _Tx(self._new_txid(), c.target, method, zero, zero)
+        c.tx = _Tx(self._new_txid(), c.target, method, zero, zero,
+                   key_written=c.key.written if c.key else None)  # fmt: skip
         return [
             self._rec(
                 Kind.TX_OPENED,
@@ -55,7 +56,7 @@ class Payment(SessionCore):
                 **({"meter": c.key.meter.as_data()} if c.key and c.key.meter else {}),
                 # the key's write number now: a credit this transaction comes to owe is not
                 # on the key above it (reconciliation after a crash reads it from here)
-                **({"key_written": c.key.written} if c.key else {}),
+                **({"key_written": c.tx.key_written} if c.key else {}),
             )
         ]
 
@@ -128,8 +129,9 @@ class Payment(SessionCore):
         cmds: list[Command] = [] if tx.split else self._allocate()
         assert tx.split is not None
         if tx.split.credit.minor > 0:
-            key = self._ctx.key
-            bound = {"key_written": key.written} if key else {}
+            # the bound is what the key held before this transaction's first write was tried,
+            # never what it shows after an uncertain write (that write may be this credit)
+            bound = {} if tx.key_written is None else {"key_written": tx.key_written}
             cmds.append(self._rec(Kind.PENDING_CREDIT, tx.split.credit, reason=reason, **bound))
         if tx.card:
             cmds.append(CompleteCard(tx.txid))
