@@ -286,13 +286,16 @@ def billing_command(args: argparse.Namespace) -> int:
 
             started = time.monotonic()
             try:
-                n = billing.import_file(engine, args.what, args.file)
+                taken = billing.import_file(engine, args.what, args.file)
             except billing.BadImport as err:
                 audit_entry(engine, "sync.admin", "import_refused", str(err))
                 print(f"sync.admin: nothing imported: {err}", file=sys.stderr)
                 return 2
-            audit_entry(engine, "sync.admin", "import", f"{args.what}: {n} rows from {args.file}")
-            print(f"{args.what}: {n} rows taken in {time.monotonic() - started:.1f} s")
+            said = f"{taken.rows} rows taken"
+            if args.what == "credits":  # each row is taken once: a file again changes nothing
+                said += f" ({taken.new} new, {taken.known} already there)"
+            audit_entry(engine, "sync.admin", "import", f"{args.what}: {said} from {args.file}")
+            print(f"{args.what}: {said} in {time.monotonic() - started:.1f} s")
             return 0
         if args.cmd == "export":
             if args.until is not None and args.until < args.since:

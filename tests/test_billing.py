@@ -23,7 +23,7 @@ from kiosk.domain.events import Kind, Record
 from kiosk.domain.money import Money
 from kiosk.ledger.journal import Journal
 from sync.admin import main as admin_main
-from sync.server import audit, credits, open_db, ref_debts, ref_keys, ref_version
+from sync.server import audit, credits, imported, open_db, ref_debts, ref_keys, ref_version
 from tests.conftest import ROOT, HeadOffice
 
 T0 = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)  # 10:00 in Jena
@@ -69,11 +69,13 @@ def test_billing_files_are_taken_and_replace_what_was_known(office_db: str, tmp_
     debts = write(tmp_path / "debts.csv", "contract_account,amount,currency\n4711,12.50,EUR\n")
     owed = write(tmp_path / "credits.csv", "key,amount,currency,kiosk\nK-1,5.00,EUR,\n"
                  "K-2,10.00,EUR,DEMO-01\n")  # fmt: skip
+    office.admin("register", "DEMO-01")  # the kiosk the second credit is given to
     before = counts(office.db)
     for what, f in (("keys", keys), ("debts", debts), ("credits", owed)):
         done = process(office.db, "import", what, str(f))
         assert done.returncode == 0, done.stderr
-        assert re.match(rf"{what}: \d+ rows taken in [\d.]+ s", done.stdout)
+        also = r" \(2 new, 0 already there\)" if what == "credits" else ""
+        assert re.match(rf"{what}: \d+ rows taken{also} in [\d.]+ s", done.stdout), done.stdout
     assert counts(office.db) == (2, 1, 2, before[3] + 3)  # the kiosks fetch new reference data
     write(keys, "serial,status,reason,contract_account\nK-2,active,,4712\n")
     assert admin(office.db, "import", "keys", str(keys)).returncode == 0
@@ -135,6 +137,92 @@ def test_a_bad_billing_file_names_its_line_and_changes_nothing(
     finally:
         engine.dispose()
     assert last is not None and last.action == "import_refused" and says in last.detail
+
+
+def _credits_state(db: str) -> tuple[tuple[int, int, int, int], list[tuple[str, str, int]]]:
+    """The table counts and every credit (id, key, amount)."""
+    engine = open_db(db)
+    try:
+        with engine.connect() as conn:
+            book = [(c.credit_id, c.key, c.amount) for c in conn.execute(
+                select(credits).order_by(credits.c.credit_id))]  # fmt: skip
+    finally:
+        engine.dispose()
+    return counts(db), book
+
+
+def _keys_and_kiosk(db: str, tmp_path: Path) -> None:
+    keys = write(tmp_path / "keys.csv", "serial,status,reason,contract_account\n"
+                 "K-1,active,,4711\nK-2,active,,4712\n")  # fmt: skip
+    assert admin(db, "import", "keys", str(keys)).returncode == 0
+    assert admin(db, "register", "DEMO-01").returncode == 0
+
+
+def test_a_credits_file_imported_again_changes_nothing(tmp_path: Path) -> None:
+    """A retried night job: the same rows again are counted as already there and add no
+    credit; rows are known by the file and line, or by the billing system's ref."""
+    db = f"sqlite:///{tmp_path / 'ho.sqlite'}"
+    _keys_and_kiosk(db, tmp_path)
+    plain = write(tmp_path / "credits.csv", "key,amount,currency,kiosk\n"
+                  "K-1,5.00,EUR,\nK-2,10.00,EUR,DEMO-01\n")  # fmt: skip
+    first = admin(db, "import", "credits", str(plain))
+    assert first.returncode == 0 and "2 rows taken (2 new, 0 already there)" in first.stdout
+    after_first = _credits_state(db)
+    assert [(k, a) for _c, k, a in after_first[1]] == [("K-1", 500), ("K-2", 1000)]
+    again = admin(db, "import", "credits", str(plain))
+    assert again.returncode == 0 and "2 rows taken (0 new, 2 already there)" in again.stdout
+    assert _credits_state(db) == after_first  # no credit doubled, no new reference version
+
+    with_refs = write(tmp_path / "refs.csv", "key,amount,currency,kiosk,ref\n"
+                      "K-1,1.00,EUR,,B-2026-001\nK-2,2.00,EUR,,B-2026-002\n")  # fmt: skip
+    assert "(2 new, 0 already there)" in admin(db, "import", "credits", str(with_refs)).stdout
+    # the next night's file repeats the rows not yet confirmed, and one more
+    write(with_refs, "key,amount,currency,kiosk,ref\nK-2,2.00,EUR,,B-2026-002\n"
+          "K-1,1.00,EUR,,B-2026-001\nK-1,3.00,EUR,,B-2026-003\n")  # fmt: skip
+    taken = admin(db, "import", "credits", str(with_refs))
+    assert taken.returncode == 0 and "3 rows taken (1 new, 2 already there)" in taken.stdout
+    state = _credits_state(db)
+    assert [(c, a) for c, _k, a in state[1] if c.startswith("HO-B-")] == [
+        ("HO-B-B-2026-001", 100), ("HO-B-B-2026-002", 200), ("HO-B-B-2026-003", 300)
+    ]  # fmt: skip
+    assert len(state[1]) == 5
+
+    # a ref taken before, now with another amount: refused, named, nothing changed
+    write(with_refs, "key,amount,currency,kiosk,ref\nK-1,9.00,EUR,,B-2026-004\n"
+          "K-1,4.00,EUR,,B-2026-001\n")  # fmt: skip
+    refused = admin(db, "import", "credits", str(with_refs))
+    assert refused.returncode == 2 and "line 3: ref B-2026-001 was taken before" in refused.stderr
+    assert _credits_state(db) == state
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("key,amount,currency,kiosk\nK-1,5.00,EUR,\nK-9,5.00,EUR,\n",
+         "line 3: key 'K-9' is not known to head office"),
+        ("key,amount,currency,kiosk\nK-1,5.00,EUR,DEMO-01\nK-2,5.00,EUR,NOWHERE-7\n",
+         "line 3: kiosk 'NOWHERE-7' is not registered"),
+        ("key,amount,currency,kiosk,ref\nK-1,5.00,EUR,,=HYPERLINK(1)\n",
+         "line 2: ref '=HYPERLINK(1)' is not 1 to 40 letters"),
+        ("key,amount,currency,kiosk,ref\nK-1,5.00,EUR,,R-1\nK-2,5.00,EUR,,R-1\n",
+         "line 3: ref R-1 is in the file twice"),
+    ],
+)  # fmt: skip
+def test_a_credit_for_an_unknown_key_or_kiosk_refuses_the_file(
+    tmp_path: Path, text: str, says: str
+) -> None:
+    db = f"sqlite:///{tmp_path / 'ho.sqlite'}"
+    _keys_and_kiosk(db, tmp_path)
+    before = _credits_state(db)
+    done = admin(db, "import", "credits", str(write(tmp_path / "c.csv", text)))
+    assert done.returncode == 2 and says in done.stderr, done.stderr
+    assert done.stdout == "" and _credits_state(db) == before
+    engine = open_db(db)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(imported)).scalar_one() == 0
+    finally:
+        engine.dispose()
 
 
 def test_a_file_that_is_not_utf8_or_not_there_is_named(tmp_path: Path) -> None:
