@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, delete, insert, select, tuple_
+from sqlalchemy import Engine, delete, insert, select, true, tuple_
 from sqlalchemy.exc import IntegrityError
 
 from sync.errors import HeadOfficeError
@@ -304,6 +304,24 @@ AMOUNTS = ("paid", "fee", "fee_net", "fee_vat", "debt", "credit")
 PAID = {"cash_in": 1, "cash_unattributed": 1, "card_approved": 1, "card_reversed": -1}
 
 
+def local_time(ts: str | None, tz: ZoneInfo) -> datetime | None:
+    """A stored UTC time in the zone `tz` (None: no time, or not one). A time at the ends of
+    the calendar (9999-12-31 from a wrong clock, a row written by hand) stays in UTC where the
+    zone's would overflow: no page, report or export fails on one."""
+    if not ts:
+        return None
+    try:
+        t = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    try:
+        return t.astimezone(tz)
+    except OverflowError:
+        return t
+
+
 def money_taken(engine: Engine, tz: ZoneInfo) -> dict[tuple[str, str, str, str], int]:
     """Money taken, in minor units, per (kiosk, local day, method: coin, note or card,
     currency): the money report's figures (`sync.admin report`, the console's reports)."""
@@ -315,19 +333,35 @@ def money_taken(engine: Engine, tz: ZoneInfo) -> dict[tuple[str, str, str, str],
                ).where(entries.c.kind.in_(PAID), entries.c.amount.is_not(None))  # fmt: skip
     with engine.connect() as conn:
         for r in conn.execute(q):
-            day = datetime.fromisoformat(r.ts).astimezone(tz).date().isoformat()
+            when = local_time(r.ts, tz)
+            day = when.date().isoformat() if when else str(r.ts)[:10]
             card = r.kind.startswith("card")
             method = "card" if card else json.loads(r.data).get("medium", "cash")
             totals[(r.kiosk_id, day, str(method), r.currency)] += PAID[r.kind] * r.amount
     return dict(totals)
 
 
-def _day_bounds(since: date, until: date | None, tz: ZoneInfo) -> tuple[str, str]:
-    """The UTC journal times of local midnight at `since` and after `until` (inclusive)."""
-    end = (until or since) + timedelta(days=1)
-    lo = datetime.combine(since, time(), tz).astimezone(ZoneInfo("UTC"))
-    hi = datetime.combine(end, time(), tz).astimezone(ZoneInfo("UTC"))
-    return lo.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), hi.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def _midnight(day: date, tz: ZoneInfo, *, after: bool = False) -> str | None:
+    """The UTC journal time of local midnight at the start of `day` (`after`: at its end);
+    None where that is beyond the calendar (no bound: every time is after 0001-01-01 and
+    before 9999-12-31's end)."""
+    try:
+        if after:
+            day += timedelta(days=1)
+        at = datetime.combine(day, time(), tz).astimezone(UTC)
+    except OverflowError:
+        return None
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _day_bounds(since: date, until: date | None, tz: ZoneInfo) -> tuple[str | None, str | None]:
+    """The UTC journal times of local midnight at `since` and after `until` (inclusive); None:
+    no bound that side."""
+    return _midnight(since, tz), _midnight(until or since, tz, after=True)
+
+
+def _within(ts: str, lo: str | None, hi: str | None) -> bool:
+    return (lo is None or lo <= ts) and (hi is None or ts < hi)
 
 
 def payments(engine: Engine, since: date, until: date | None, tz: ZoneInfo) -> list[Payment]:
@@ -341,7 +375,9 @@ def payments(engine: Engine, since: date, until: date | None, tz: ZoneInfo) -> l
             select(entries.c.kiosk_id, entries.c.txid, entries.c.seq, entries.c.ts,
                    entries.c.kind, entries.c.key, entries.c.amount, entries.c.currency,
                    entries.c.data)
-            .where(entries.c.kind.in_(PAID), entries.c.ts >= lo, entries.c.ts < hi)
+            .where(entries.c.kind.in_(PAID),
+                   entries.c.ts >= lo if lo is not None else true(),
+                   entries.c.ts < hi if hi is not None else true())
             .order_by(entries.c.kiosk_id, entries.c.seq)
         ).all()  # fmt: skip
         txs = sorted({(m.kiosk_id, m.txid) for m in money if m.txid})
@@ -368,18 +404,22 @@ def payments(engine: Engine, since: date, until: date | None, tz: ZoneInfo) -> l
         out.append(_payment(kiosk, txid, es, first, lo, hi, tz))
     for m in money:
         if m.kind == "cash_unattributed" and not m.txid:
-            out.append(Payment(f"{m.kiosk_id}#{m.seq}", m.kiosk_id, _local(m.ts, tz), None, m.key,
+            out.append(Payment(f"{m.kiosk_id}#{m.seq}", m.kiosk_id, local_text(m.ts, tz), None, m.key,
                                json.loads(m.data).get("medium", "cash"), m.currency, m.amount,
                                0, 0, 0, 0, 0, "unattributed"))  # fmt: skip
     out.sort(key=lambda p: (p.local_time, p.kiosk, p.txid))
     return out
 
 
-def _local(ts: str, tz: ZoneInfo) -> str:
-    return datetime.fromisoformat(ts).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
+def local_text(ts: str, tz: ZoneInfo) -> str:
+    """A stored time as "YYYY-MM-DD HH:MM:SS" in the zone `tz` (the year always of four
+    digits, which strftime does not promise); one that is not a time, as stored."""
+    when = local_time(ts, tz)
+    return ts if when is None else when.replace(tzinfo=None).isoformat(" ", "seconds")
 
 
-def _payment(kiosk: str, txid: str, es: list[Any], first: Any, lo: str, hi: str,
+
+def _payment(kiosk: str, txid: str, es: list[Any], first: Any, lo: str | None, hi: str | None,
              tz: ZoneInfo) -> Payment:  # fmt: skip
     data = [(e, json.loads(e.data)) for e in es]
     opened = next((d for e, d in data if e.kind == "tx_opened"), {})
@@ -387,12 +427,12 @@ def _payment(kiosk: str, txid: str, es: list[Any], first: Any, lo: str, hi: str,
     split = splits[-1] if splits else {}
     closed = [d for e, d in data if e.kind == "tx_closed"]
     paid = sum(PAID[e.kind] * e.amount for e in es
-               if e.kind in PAID and e.amount is not None and lo <= e.ts < hi)  # fmt: skip
+               if e.kind in PAID and e.amount is not None and _within(e.ts, lo, hi))  # fmt: skip
     methods = sorted({"card" if e.kind.startswith("card") else d.get("medium", "cash")
                       for e, d in data if e.kind in PAID})  # fmt: skip
     state = str(closed[-1].get("outcome")) if closed else "open"
     return Payment(
-        txid, kiosk, _local(first.ts, tz), opened.get("contract_account"),
+        txid, kiosk, local_text(first.ts, tz), opened.get("contract_account"),
         next((e.key for e in es if e.key), None), "+".join(methods), first.currency, paid,
         int(split.get("fee", 0)), int(split.get("fee_net", 0)), int(split.get("fee_vat", 0)),
         int(split.get("debt", 0)), int(split.get("credit", 0)), state,

@@ -34,6 +34,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine, delete, func, insert, select
 
+from sync.billing import local_text, local_time
 from sync.protocol import KEY_REASONS, amount_text, key_reason
 
 ROLES = ("auditor", "operator", "admin")
@@ -58,13 +59,10 @@ def _money(minor: int | None, currency: str | None) -> str:
 
 
 def _local(ts: str | None) -> str:
+    """A stored time as the console shows it (local); one that is not a time, as stored."""
     if not ts:
         return "never"
-    return (
-        datetime.fromisoformat(ts.replace("Z", "+00:00"))
-        .astimezone(TZ)
-        .strftime("%Y-%m-%d %H:%M:%S")
-    )
+    return local_text(ts, TZ)
 
 
 templates.env.filters["money"] = lambda pair: _money(*pair)
@@ -265,12 +263,13 @@ def mount(app: FastAPI, engine: Engine, doorman: Any) -> None:  # noqa: C901 (on
         out: list[dict[str, str]] = []
         for k in fleet():
             contact = k["contact"]
-            if contact is None or now - datetime.fromisoformat(contact) > SILENT:
+            heard = local_time(contact, UTC)
+            if heard is None or now - heard > SILENT:
                 out.append({"kiosk": k["id"], "what": "silent",
                             "text": f"no contact since {_local(contact)}"})  # fmt: skip
             for dev, ts, text in k["faults"]:
-                opened = datetime.fromisoformat(ts.replace("Z", "+00:00"))
-                late = now - opened > FAULT_OPEN
+                opened = local_time(ts, UTC)
+                late = opened is not None and now - opened > FAULT_OPEN
                 out.append({"kiosk": k["id"], "what": f"{dev} fault",
                             "text": f"{text} (since {_local(ts)}"
                                     + (", over 15 minutes)" if late else ")")})  # fmt: skip
@@ -405,7 +404,9 @@ def mount(app: FastAPI, engine: Engine, doorman: Any) -> None:  # noqa: C901 (on
         hours = [0] * 24
         with engine.connect() as conn:
             for (ts,) in conn.execute(select(entries.c.ts).where(entries.c.kind == "tx_closed")):
-                hours[int(_local(ts)[11:13])] += 1
+                when = local_time(ts, TZ)
+                if when is not None:
+                    hours[when.hour] += 1
         return hours
 
     @router.get("/console/reports", response_class=HTMLResponse)

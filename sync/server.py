@@ -6,7 +6,9 @@ Wire protocol v1, JSON:
                       or an entry whose hash does not match its content is refused (4xx, nothing
                       stored), and so is an entry no kiosk journals (unknown kind, an amount
                       signed as its kind does not allow, an unknown currency, a time that is not
-                      one, `data` that is not a JSON object: 422); a body over 4 MiB, or over
+                      one, `data` that is not a JSON object: 422; a time before 2000-01-01 or
+                      more than 24 h ahead of head office's clock: 422 and an alarm for the
+                      operator); a body over 4 MiB, or over
                       16 MiB unpacked, gets 413. The answer acknowledges the highest stored
                       sequence number with its hash (the kiosk's anchor), and lists under
                       `refused` the entries the credit book did not act on (`track_credits`).
@@ -30,7 +32,7 @@ import threading
 import time
 import zlib
 from collections import deque
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -207,6 +209,12 @@ LEASE_SECONDS = 600
 KINDS: dict[str, str | None] = {str(kind): sign for kind, sign in SIGNS.items()}
 #: what a customer paid for a transaction (a pending credit of it must not exceed it)
 PAID_KINDS = ("cash_in", "card_approved")
+#: the journal's time format (UTC)
+TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+#: an entry's time is refused before this, or further than AHEAD past head office's clock (a
+#: kiosk's clock gone wrong; 9999-12-31 would break every page, report and export)
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+AHEAD = timedelta(hours=24)
 
 
 class EntryIn(BaseModel):
@@ -255,6 +263,17 @@ class EntryIn(BaseModel):
         except PayloadError as err:
             return str(err)
         return None
+
+
+def time_wrong(ts: str, now: datetime) -> str | None:
+    """Why a journal time (of a well-formed entry) is not one head office takes: before
+    2000-01-01 or more than 24 h ahead of its clock `now` (None: it takes it)."""
+    when = datetime.strptime(ts, TS_FORMAT).replace(tzinfo=UTC)
+    if when < EARLIEST:
+        return f"time {ts} is before 2000-01-01"
+    if when > now + AHEAD:
+        return f"time {ts} is more than 24 h ahead of head office's clock"
+    return None
 
 
 class ClaimIn(BaseModel):
@@ -453,6 +472,18 @@ def create_app(db_url: str, *, docs: bool = False) -> FastAPI:
         for e in batch.entries:
             wrong = e.meaning()
             if wrong:
+                raise HTTPException(422, f"entry {e.seq}: {wrong}")
+        now = datetime.now(UTC)
+        for e in batch.entries:
+            wrong = time_wrong(e.ts, now)
+            if wrong:  # a kiosk's clock gone wrong: the operator hears of it (once per entry)
+                text = f"entry refused: {wrong}"
+                with engine.begin() as conn:
+                    said = conn.execute(select(alarms.c.id).where(
+                        alarms.c.kiosk_id == kiosk_id, alarms.c.seq == e.seq,
+                        alarms.c.text == text)).first()  # fmt: skip
+                    if said is None:
+                        alarm(conn, kiosk_id, e.seq, text, [])
                 raise HTTPException(422, f"entry {e.seq}: {wrong}")
         refused: list[dict[str, Any]] = []
         acked, last_hash = store(kiosk_id, batch.entries, refused)

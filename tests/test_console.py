@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -242,3 +243,66 @@ def test_guessing_passwords_is_slowed_down_and_audited(office: HeadOffice) -> No
     stopped = requests.post(url, data={"name": "otto", "password": PASSWORDS["otto"]}, timeout=10)
     assert stopped.status_code == 429 and int(stopped.headers["Retry-After"]) > 0
     assert [a for _w, a, _d in audited(office.db)].count("login_failed") == 10
+
+
+def console_session(office: HeadOffice, name: str) -> requests.Session:
+    """A person of the staff logged in over HTTP (no browser: the pages' text is enough)."""
+    staff_add(office.db, name)
+    s = requests.Session()
+    got = s.post(f"{office.url}/console/login", timeout=30,
+                 data={"name": name, "password": PASSWORDS[name]})  # fmt: skip
+    assert got.status_code == 200 and got.url == f"{office.url}/console/", got.text
+    return s
+
+
+def stored_directly(db: str, rows: list[dict[str, Any]], **kiosk: Any) -> None:
+    """Entries written into head office's database by hand (as a release before the time
+    check took them), and what DEMO-01 said of its backlog."""
+    from sync.server import entries, kiosks
+
+    engine = open_db(db)
+    try:
+        with engine.begin() as conn:
+            conn.execute(entries.insert(), [
+                {"txid": None, "key": None, "amount": None, "currency": None, "data": "{}",
+                 "prev_hash": "0" * 64, "hash": "0" * 64, **r} for r in rows])  # fmt: skip
+            if kiosk:
+                conn.execute(kiosks.update().where(kiosks.c.kiosk_id == "DEMO-01").values(**kiosk))
+    finally:
+        engine.dispose()
+
+
+END, START = "9999-12-31T23:59:59.999999Z", "0001-01-01T00:00:00.000000Z"
+
+
+@pytest.mark.parametrize("office_db", ["sqlite"], indirect=True)
+def test_times_at_the_ends_of_the_calendar_break_no_page_report_or_export(
+    office: HeadOffice,
+) -> None:
+    """9999-12-31 (a kiosk's clock gone wrong, before head office refused it) and 0001-01-01
+    stored: every page, the CSV, the report and the export still answer, showing them."""
+    opened = json.dumps({"method": "cash", "contract_account": "4711"})
+    stored_directly(office.db, [
+        {"kiosk_id": "DEMO-01", "seq": 1, "ts": END, "kind": "tx_opened", "txid": "T-END",
+         "key": "K1", "data": opened},
+        {"kiosk_id": "DEMO-01", "seq": 2, "ts": END, "kind": "cash_in", "txid": "T-END",
+         "key": "K1", "amount": 1000, "currency": "EUR", "data": '{"medium": "note"}'},
+        {"kiosk_id": "DEMO-01", "seq": 3, "ts": END, "kind": "tx_closed", "txid": "T-END",
+         "key": "K1", "data": '{"outcome": "completed"}'},
+        {"kiosk_id": "DEMO-01", "seq": 4, "ts": END, "kind": "fault",
+         "data": '{"device": "coin", "text": "jammed"}'},
+        {"kiosk_id": "OTHER-01", "seq": 1, "ts": START, "kind": "cash_in", "txid": "T-START",
+         "key": "K1", "amount": 200, "currency": "EUR", "data": '{"medium": "coin"}'},
+    ], backlog=5, backlog_since=END)  # fmt: skip
+    s = console_session(office, "otto")
+    for path in ("/console/", "/console/alarms", "/console/reports", "/console/reports.csv",
+                 "/console/key?q=K1", "/console/tx?id=T-END", "/console/tx?id=T-START"):
+        got = s.get(f"{office.url}{path}", timeout=30)
+        assert got.status_code == 200, (path, got.text[-300:])
+        assert "9999-12-31" in got.text or "0001-01-01" in got.text, path
+    report = office.admin("report")
+    assert "9999-12-31" in report and "0001-01-01" in report
+    export = office.admin("export", "payments", "--since", "2026-01-01", "--until", "9999-12-31")
+    assert "T-END" in export and "9999-12-31 23:59:59" in export and "T-START" not in export
+    early = office.admin("export", "payments", "--since", "0001-01-01", "--format", "json")
+    assert [p["txid"] for p in json.loads(early)] == ["T-START"]

@@ -390,3 +390,47 @@ def test_a_reason_that_is_not_a_code_is_refused_by_the_admin_tool(tmp_path: Path
         row = conn.execute(select(ref_keys)).one()
     engine.dispose()
     assert (row.reason, row.note) == ("stolen", "Anzeige 4711/26")
+
+
+def _alarms(db: str) -> list[tuple[str, int | None, str]]:
+    from sqlalchemy import select
+
+    from sync.server import alarms, open_db
+
+    engine = open_db(db)
+    try:
+        with engine.connect() as conn:
+            return [(r.kiosk_id, r.seq, r.text) for r in conn.execute(
+                select(alarms).order_by(alarms.c.id))]  # fmt: skip
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("start", "says"),
+    [
+        (datetime(9999, 12, 30, tzinfo=UTC), "is more than 24 h ahead of head office's clock"),
+        (datetime.now(UTC) + timedelta(hours=25), "is more than 24 h ahead of head office's"),
+        (datetime(1999, 12, 31, 23, 0, tzinfo=UTC), "is before 2000-01-01"),
+    ],
+)
+@pytest.mark.parametrize("office_db", ["sqlite"], indirect=True)
+def test_an_entry_dated_beyond_head_office_clock_is_refused_with_an_alarm(
+    office: HeadOffice, tmp_path: Path, start: datetime, says: str
+) -> None:
+    """A kiosk whose clock went wrong: 422, nothing stored, one alarm for the operator (not
+    one per retry); a time within a day of head office's clock is taken."""
+    wrong = journal_with(tmp_path, n_tx=1, name="wrong.sqlite", start=start).raw_entries()
+    for _ in range(2):  # the kiosk retries
+        with pytest.raises(Permanent) as err:
+            office.client().upload(wrong)
+        assert err.value.status == 422 and f"entry 1: time {wrong[0]['ts']} {says}" in str(
+            err.value
+        )
+    assert office.admin("count", "DEMO-01") == "0"
+    said = _alarms(office.db)
+    assert len(said) == 1 and said[0][:2] == ("DEMO-01", 1)
+    assert said[0][2].startswith(f"entry refused: time {wrong[0]['ts']} {says}")
+    soon = datetime.now(UTC) + timedelta(hours=23)  # a clock a little ahead: still taken
+    j = journal_with(tmp_path, n_tx=1, start=soon - timedelta(minutes=1))
+    assert office.client().upload(j.raw_entries()) == 3
