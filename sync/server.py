@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import secrets
 import threading
 import time
@@ -265,6 +266,17 @@ class EntryIn(BaseModel):
         return None
 
 
+def journal_time(text: str) -> bool:
+    """Whether `text` is a real UTC time in the journal's format, within the times head
+    office takes (what a kiosk says of its backlog is stored only then)."""
+    if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", text):
+        return False
+    try:
+        return time_wrong(text, datetime.now(UTC)) is None
+    except ValueError:  # 2026-02-30, 25:00
+        return False
+
+
 def time_wrong(ts: str, now: datetime) -> str | None:
     """Why a journal time (of a well-formed entry) is not one head office takes: before
     2000-01-01 or more than 24 h ahead of its clock `now` (None: it takes it)."""
@@ -389,8 +401,9 @@ def create_app(db_url: str, *, docs: bool = False) -> FastAPI:
         said = request.headers.get("x-kiosk-backlog", "")
         if said.isdigit():  # the fleet page's backlog and its age, as the kiosk says them
             since = request.headers.get("x-kiosk-backlog-since", "")
+            known = int(said) > 0 and journal_time(since)  # anything else: not stored
             seen |= {"backlog": min(int(said), 2**31 - 1),
-                     "backlog_since": since[:32] if since and int(said) else None}  # fmt: skip
+                     "backlog_since": since if known else None}  # fmt: skip
         with engine.begin() as conn:
             conn.execute(update(kiosks).where(kiosks.c.kiosk_id == row.kiosk_id).values(**seen))
         return str(row.kiosk_id)

@@ -306,3 +306,37 @@ def test_times_at_the_ends_of_the_calendar_break_no_page_report_or_export(
     assert "T-END" in export and "9999-12-31 23:59:59" in export and "T-START" not in export
     early = office.admin("export", "payments", "--since", "0001-01-01", "--format", "json")
     assert [p["txid"] for p in json.loads(early)] == ["T-START"]
+
+
+def backlog_said(db: str) -> tuple[int | None, str | None]:
+    from sync.server import kiosks
+
+    engine = open_db(db)
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(select(kiosks.c.backlog, kiosks.c.backlog_since)
+                               .where(kiosks.c.kiosk_id == "OTHER-01")).one()  # fmt: skip
+            return row.backlog, row.backlog_since
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("office_db", ["sqlite"], indirect=True)
+def test_a_backlog_time_that_is_not_a_journal_time_is_ignored(office: HeadOffice) -> None:
+    """What a kiosk says of its oldest undelivered entry is stored only when it is a real UTC
+    time in the journal's format; anything else is ignored and the fleet page stays up."""
+    s = console_session(office, "otto")
+    other = office.client("OTHER-01")
+    for bad in ("x" * 32, "2026-11-21 09:00:00.000000+00:00", "2026-02-30T09:00:00.000000Z",
+                "2026-11-21T25:00:00.000000Z", "2026-11-21T09:00:00Z", END,
+                "1999-12-31T23:00:00.000000Z", "2026-11-21T09:00:00.000000Z<b>"):  # fmt: skip
+        other.tell(5, bad)
+        other.reference()
+        assert backlog_said(office.db) == (5, None), bad
+        page = s.get(f"{office.url}/console/", timeout=30)
+        assert page.status_code == 200 and "5 entries</span> since never" in page.text, bad
+    good = (NOW - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    other.tell(5, good)
+    other.reference()
+    assert backlog_said(office.db) == (5, good)
+    assert s.get(f"{office.url}/console/", timeout=30).status_code == 200
