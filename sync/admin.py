@@ -15,6 +15,7 @@ from sqlalchemy import Engine, create_engine, delete, insert
 from sync import billing, schema
 from sync.protocol import KEY_REASONS, SETTINGS, amount_text
 from sync.schema import OutdatedSchema
+from sync.sheet import cell
 from sync.server import (
     DB_ENV,
     DOCS_ENV,
@@ -325,6 +326,7 @@ def report(engine: Engine, tz: ZoneInfo) -> str:
     """Money taken per kiosk, local day and method (coin, note, card), as a plain table."""
     lines = [f"{'kiosk':<16} {'day':<10} {'method':<6} {'amount':>8}"]
     for (kiosk, day, method, cur), minor in sorted(billing.money_taken(engine, tz).items()):
+        kiosk = cell(kiosk)  # as in every CSV: no formula from a kiosk's id (sync/sheet.py)
         lines.append(f"{kiosk:<16} {day:<10} {method:<6} {amount_text(minor, cur):>12}")
     return "\n".join(lines) + "\n"
 

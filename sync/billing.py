@@ -37,6 +37,7 @@ from sqlalchemy.exc import IntegrityError
 
 from sync.errors import HeadOfficeError
 from sync.protocol import EXPONENT, GENESIS, decimals, entry_hash, key_reason
+from sync.sheet import write_csv
 
 #: the columns of each import file, in order
 COLUMNS = {
@@ -442,7 +443,8 @@ def _payment(kiosk: str, txid: str, es: list[Any], first: Any, lo: str | None, h
 def write_payments(rows: list[Payment], out: TextIO, *, fmt: str = "csv",
                    amounts: str = "minor") -> None:  # fmt: skip
     """CSV or JSON; amounts in minor units (columns `paid_minor`, ...) or as text with the
-    currency's decimals (`paid_text`, ...)."""
+    currency's decimals (`paid_text`, ...). In CSV a text cell that could start a spreadsheet
+    formula is quoted (sync/sheet.py)."""
     suffix = "_minor" if amounts == "minor" else "_text"
 
     def record(p: Payment) -> dict[str, Any]:
@@ -459,9 +461,7 @@ def write_payments(rows: list[Payment], out: TextIO, *, fmt: str = "csv",
         return
     names = [f for f in Payment.__dataclass_fields__ if f not in AMOUNTS]
     names[names.index("currency") + 1 : names.index("currency") + 1] = [a + suffix for a in AMOUNTS]
-    w = csv.DictWriter(out, fieldnames=names, lineterminator="\n")
-    w.writeheader()
-    w.writerows(records)
+    write_csv(out, names, records, numbers=[a + suffix for a in AMOUNTS])  # text cells quoted
 
 
 def payments_text(engine: Engine, since: date, until: date | None, tz: ZoneInfo, fmt: str,

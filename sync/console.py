@@ -15,7 +15,6 @@ transaction by id (the receipt's QR code) with every journal entry behind it, ke
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -36,6 +35,7 @@ from sqlalchemy import Engine, delete, func, insert, select
 
 from sync.billing import local_text, local_time
 from sync.protocol import KEY_REASONS, amount_text, key_reason
+from sync.sheet import write_csv
 
 ROLES = ("auditor", "operator", "admin")
 #: what each role may change (auditors only read)
@@ -422,10 +422,9 @@ def mount(app: FastAPI, engine: Engine, doorman: Any) -> None:  # noqa: C901 (on
     def reports_csv(request: Request) -> Response:
         if session(request) is None:
             return RedirectResponse("/console/login", status_code=303)
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["day", "kiosk", "method", "currency", "amount_minor"])
-        w.writerows(money_rows())
+        buf = io.StringIO()  # text cells that could start a spreadsheet formula: quoted
+        write_csv(buf, ["day", "kiosk", "method", "currency", "amount_minor"], money_rows(),
+                  numbers=["amount_minor"])  # fmt: skip
         return Response(
             buf.getvalue(),
             media_type="text/csv; charset=utf-8",

