@@ -14,7 +14,9 @@ and the answer says how many rows were new and how many were there already.
 
 Out: one row per transaction that took money (completed, pending, reversed, or still open) and
 one per unattributed payment, with what was paid, the fee and its VAT, the debt repaid and the
-credit for the key; their sum is the money report's for the same days.
+credit for the key. A transaction is booked on one local day only, the day of its first money
+entry (one that spans midnight is not in two days' exports); over days that hold whole
+transactions the sum is the money report's for the same days.
 """
 
 from __future__ import annotations
@@ -366,16 +368,20 @@ def _within(ts: str, lo: str | None, hi: str | None) -> bool:
 
 
 def payments(engine: Engine, since: date, until: date | None, tz: ZoneInfo) -> list[Payment]:
-    """Every transaction whose money came in those local days (by the time of its first money
-    entry), and every unattributed payment."""
+    """Every transaction booked in those local days, and every unattributed payment taken in
+    them. A transaction is booked on one day only: the local day of its first money entry,
+    with all its money, fee, debt and credit in that one row (one opened at 23:59 and paid
+    again at 00:01 is in the first day's export, not in the next day's too). Money that comes
+    after that day (a card reversed later) is in the transaction's row whenever it is
+    exported; the money report counts each entry on its own day."""
     from sync.server import entries
 
     lo, hi = _day_bounds(since, until, tz)
+    cols = (entries.c.kiosk_id, entries.c.txid, entries.c.seq, entries.c.ts, entries.c.kind,
+            entries.c.key, entries.c.amount, entries.c.currency, entries.c.data)  # fmt: skip
     with engine.connect() as conn:
         money = conn.execute(
-            select(entries.c.kiosk_id, entries.c.txid, entries.c.seq, entries.c.ts,
-                   entries.c.kind, entries.c.key, entries.c.amount, entries.c.currency,
-                   entries.c.data)
+            select(*cols)
             .where(entries.c.kind.in_(PAID),
                    entries.c.ts >= lo if lo is not None else true(),
                    entries.c.ts < hi if hi is not None else true())
@@ -386,9 +392,7 @@ def payments(engine: Engine, since: date, until: date | None, tz: ZoneInfo) -> l
         for i in range(0, len(txs), CHUNK):
             part = txs[i : i + CHUNK]
             rows += conn.execute(
-                select(entries.c.kiosk_id, entries.c.txid, entries.c.seq, entries.c.ts,
-                       entries.c.kind, entries.c.key, entries.c.amount, entries.c.currency,
-                       entries.c.data)
+                select(*cols)
                 .where(tuple_(entries.c.kiosk_id, entries.c.txid).in_(part))
                 .order_by(entries.c.kiosk_id, entries.c.seq)
             ).all()  # fmt: skip
@@ -396,18 +400,15 @@ def payments(engine: Engine, since: date, until: date | None, tz: ZoneInfo) -> l
     for r in rows:
         by_tx[(r.kiosk_id, r.txid)].append(r)
     out: list[Payment] = []
-    first_money = {}
-    for m in money:
-        if m.txid:
-            first_money.setdefault((m.kiosk_id, m.txid), m)
     for (kiosk, txid), es in by_tx.items():
-        first = first_money[(kiosk, txid)]
-        out.append(_payment(kiosk, txid, es, first, lo, hi, tz))
+        first = next(e for e in es if e.kind in PAID)  # (it was found by one)
+        if _within(first.ts, lo, hi):  # else booked on the earlier day of its first money
+            out.append(_payment(kiosk, txid, es, first, tz))
     for m in money:
         if m.kind == "cash_unattributed" and not m.txid:
-            out.append(Payment(f"{m.kiosk_id}#{m.seq}", m.kiosk_id, local_text(m.ts, tz), None, m.key,
-                               json.loads(m.data).get("medium", "cash"), m.currency, m.amount,
-                               0, 0, 0, 0, 0, "unattributed"))  # fmt: skip
+            out.append(Payment(f"{m.kiosk_id}#{m.seq}", m.kiosk_id, local_text(m.ts, tz), None,
+                               m.key, json.loads(m.data).get("medium", "cash"), m.currency,
+                               m.amount, 0, 0, 0, 0, 0, "unattributed"))  # fmt: skip
     out.sort(key=lambda p: (p.local_time, p.kiosk, p.txid))
     return out
 
@@ -419,16 +420,14 @@ def local_text(ts: str, tz: ZoneInfo) -> str:
     return ts if when is None else when.replace(tzinfo=None).isoformat(" ", "seconds")
 
 
-
-def _payment(kiosk: str, txid: str, es: list[Any], first: Any, lo: str | None, hi: str | None,
-             tz: ZoneInfo) -> Payment:  # fmt: skip
+def _payment(kiosk: str, txid: str, es: list[Any], first: Any, tz: ZoneInfo) -> Payment:
+    """One transaction's row: all of its money, its last split, its outcome."""
     data = [(e, json.loads(e.data)) for e in es]
     opened = next((d for e, d in data if e.kind == "tx_opened"), {})
     splits = [d for e, d in data if e.kind == "split"]
     split = splits[-1] if splits else {}
     closed = [d for e, d in data if e.kind == "tx_closed"]
-    paid = sum(PAID[e.kind] * e.amount for e in es
-               if e.kind in PAID and e.amount is not None and _within(e.ts, lo, hi))  # fmt: skip
+    paid = sum(PAID[e.kind] * e.amount for e in es if e.kind in PAID and e.amount is not None)
     methods = sorted({"card" if e.kind.startswith("card") else d.get("medium", "cash")
                       for e, d in data if e.kind in PAID})  # fmt: skip
     state = str(closed[-1].get("outcome")) if closed else "open"

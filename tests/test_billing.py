@@ -313,6 +313,50 @@ def test_payments_out_sum_to_the_money_report_of_the_same_days(
     assert all(d["local_time"].startswith("2026-11-22") for d in day)
 
 
+@pytest.mark.parametrize("office_db", ["sqlite"], indirect=True)
+def test_a_transaction_across_midnight_is_booked_on_one_day(
+    office: HeadOffice, tmp_path: Path
+) -> None:
+    """Opened at 23:59 in Jena, a coin then, a note at 00:00:30 and closed at 00:01: one row,
+    on the day of its first money, with all its money and its debt and credit once; a
+    transaction whose first money comes after midnight is the next day's."""
+    j = Journal(tmp_path / "journal.sqlite", "DEMO-01")
+    eur = lambda m: Money(m, "EUR")  # noqa: E731
+    late = datetime(2026, 11, 21, 22, 59, tzinfo=UTC)  # 23:59 in Jena
+    split = {"paid": 1200, "fee": 0, "fee_net": 0, "fee_vat": 0, "debt": 200, "credit": 1000}
+    j.append([Record(Kind.TX_OPENED, "TX-A", "K1", None,
+                     {"method": "cash", "contract_account": "4711"})], late)  # fmt: skip
+    j.append([Record(Kind.CASH_IN, "TX-A", "K1", eur(200), {"medium": "coin"})],
+             late + timedelta(seconds=30))  # fmt: skip
+    j.append([Record(Kind.TX_OPENED, "TX-B", "K2", None,
+                     {"method": "cash", "contract_account": "4712"})],
+             late + timedelta(seconds=40))  # fmt: skip
+    j.append([Record(Kind.CASH_IN, "TX-A", "K1", eur(1000), {"medium": "note"})],
+             late + timedelta(seconds=90))  # 00:00:30 the next day  # fmt: skip
+    j.append([Record(Kind.SPLIT, "TX-A", "K1", eur(1000), split),
+              Record(Kind.TX_CLOSED, "TX-A", "K1", None, {"outcome": "completed", **split})],
+             late + timedelta(minutes=2))  # fmt: skip
+    b = {"paid": 500, "fee": 0, "fee_net": 0, "fee_vat": 0, "debt": 0, "credit": 500}
+    j.append([Record(Kind.CASH_IN, "TX-B", "K2", eur(500), {"medium": "coin"}),
+              Record(Kind.SPLIT, "TX-B", "K2", eur(500), b),
+              Record(Kind.TX_CLOSED, "TX-B", "K2", None, {"outcome": "completed", **b})],
+             late + timedelta(minutes=3))  # fmt: skip
+    assert Syncer(j, office.client()).round(T0).backlog == 0
+
+    def export(*days: str) -> list[tuple[str, str, int, int, int]]:
+        done = admin(office.db, "export", "payments", "--since", days[0], "--until", days[-1])
+        assert done.returncode == 0, done.stderr
+        rows = csv.DictReader(io.StringIO(done.stdout))
+        return [(r["txid"], r["local_time"], int(r["paid_minor"]), int(r["debt_minor"]),
+                 int(r["credit_minor"])) for r in rows]  # fmt: skip
+
+    a = ("TX-A", "2026-11-21 23:59:30", 1200, 200, 1000)
+    b_row = ("TX-B", "2026-11-22 00:02:00", 500, 0, 500)
+    assert export("2026-11-21") == [a]
+    assert export("2026-11-22") == [b_row]
+    assert export("2026-11-21", "2026-11-22") == [a, b_row]
+
+
 def test_export_with_bad_days_is_refused_clearly(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'ho.sqlite'}"
     done = admin(db, "export", "payments", "--since", "2026-11-22", "--until", "2026-11-21")
