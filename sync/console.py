@@ -15,10 +15,13 @@ transaction by id (the receipt's QR code) with every journal entry behind it, ke
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import io
 import json
 import secrets
+import threading
 import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -51,6 +54,13 @@ CREDIT_OLD = timedelta(days=7)
 TZ = ZoneInfo("Europe/Berlin")
 
 hasher = PasswordHasher()  # Argon2id with the library's current parameters
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash of no one's password, with the same parameters: an unknown name's login verifies
+    against it and takes as long as a known one's (no telling names apart by the time)."""
+    return hasher.hash(secrets.token_urlsafe(16))
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 
@@ -104,8 +114,9 @@ def _digest(token: str) -> str:
 
 
 def mount(app: FastAPI, engine: Engine, doorman: Any) -> None:  # noqa: C901 (one route each)
-    """The console's routes on `app`; `doorman` counts failed logins per address as it counts
-    failed tokens (ten in a minute and that address waits)."""
+    """The console's routes on `app`; `doorman` counts failed logins per address (ten in a
+    minute and that address waits), apart from the kiosks' failed tokens."""
+    threading.Thread(target=_dummy_hash, daemon=True).start()  # made before the first login
     from sync.server import (
         alarms,
         audit,
@@ -166,12 +177,16 @@ def mount(app: FastAPI, engine: Engine, doorman: Any) -> None:  # noqa: C901 (on
         doorman.check(where)
         with engine.begin() as conn:
             row = conn.execute(select(staff).where(staff.c.name == name)).first()
-            ok = False
-            if row is not None:
-                try:
-                    ok = hasher.verify(row.password_hash, password)
-                except (VerificationError, InvalidHashError):
-                    ok = False
+            # an unknown name takes as long as a known one: verified against no one's hash
+            stored = row.password_hash if row is not None else _dummy_hash()
+            try:
+                ok = hasher.verify(stored, password) and row is not None and row.role in ROLES
+            except VerificationError:
+                ok = False
+            except InvalidHashError:  # a stored hash that is none: as slow as any refusal
+                ok = False
+                with contextlib.suppress(VerificationError):
+                    hasher.verify(_dummy_hash(), password)
             if not ok:
                 doorman.failed(where)
                 _audit(conn, name or "?", "login_failed", where)

@@ -427,3 +427,67 @@ def test_hostile_text_from_a_kiosk_starts_no_formula_in_any_csv(
         (r["day"], r["kiosk"], r["method"], r["amount_minor"]) for r in money
     }
     assert "'" + kiosk in office.admin("report")
+
+
+@pytest.mark.parametrize("office_db", ["sqlite"], indirect=True)
+def test_failed_logins_and_failed_tokens_are_counted_apart(office: HeadOffice) -> None:
+    """Ten wrong console passwords from an address lock out that address's logins, not the
+    kiosks behind it; ten unknown tokens lock out unknown tokens, not the staff's login, and
+    never a right token."""
+    staff_add(office.db, "otto")
+    login_url, ref = f"{office.url}/console/login", f"{office.url}/v1/reference"
+    right = {"Authorization": f"Bearer {office.tokens['DEMO-01']}"}
+    for _ in range(10):
+        wrong = requests.post(login_url, data={"name": "otto", "password": "guess"}, timeout=10)
+        assert wrong.status_code == 401
+    stopped = requests.post(login_url, timeout=10,
+                            data={"name": "otto", "password": PASSWORDS["otto"]})  # fmt: skip
+    assert stopped.status_code == 429 and "too many failed logins" in stopped.text
+    assert requests.get(ref, headers=right, timeout=10).status_code == 200
+    unknown = requests.get(ref, headers={"Authorization": "Bearer guess"}, timeout=10)
+    assert unknown.status_code == 401  # the logins' count is not the tokens'
+    for n in range(9):
+        guess = {"Authorization": f"Bearer guess-{n}"}
+        assert requests.get(ref, headers=guess, timeout=10).status_code == 401
+    over = requests.get(ref, headers={"Authorization": "Bearer guess-x"}, timeout=10)
+    assert over.status_code == 429 and "too many failed tokens" in over.text
+    assert requests.get(ref, headers=right, timeout=10).status_code == 200
+    assert [a for _w, a, _d in audited(office.db)].count("login_failed") == 10
+
+
+@pytest.mark.parametrize("office_db", ["sqlite"], indirect=True)
+def test_failed_tokens_do_not_lock_out_the_staff(office: HeadOffice) -> None:
+    staff_add(office.db, "otto")
+    ref = f"{office.url}/v1/reference"
+    for n in range(11):
+        requests.get(ref, headers={"Authorization": f"Bearer guess-{n}"}, timeout=10)
+    s = requests.Session()
+    got = s.post(f"{office.url}/console/login", timeout=30,
+                 data={"name": "otto", "password": PASSWORDS["otto"]})  # fmt: skip
+    assert got.status_code == 200 and got.url == f"{office.url}/console/"
+
+
+@pytest.mark.parametrize("office_db", ["sqlite"], indirect=True)
+def test_a_login_takes_as_long_for_an_unknown_name_as_for_a_known_one(office: HeadOffice) -> None:
+    """No telling staff names by the time a refusal takes: an unknown name's password is
+    verified against a hash of no one's (the medians within a factor of two)."""
+    import statistics
+    import time
+
+    staff_add(office.db, "otto")
+    url = f"{office.url}/console/login"
+
+    def took(name: str, password: str, status: int) -> float:
+        started = time.perf_counter()
+        got = requests.post(url, data={"name": name, "password": password}, timeout=30,
+                            allow_redirects=False)  # fmt: skip
+        assert got.status_code == status
+        return time.perf_counter() - started
+
+    known: list[float] = []
+    unknown: list[float] = []
+    for i in range(7):  # seven refusals: under the ten that lock the address out
+        known.append(took("otto", PASSWORDS["otto"], 303))
+        unknown.append(took(f"nobody-{i}", "guess-guess", 401))
+    ratio = statistics.median(known) / statistics.median(unknown)
+    assert 0.5 <= ratio <= 2, (known, unknown)
