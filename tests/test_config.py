@@ -206,6 +206,32 @@ def test_plain_http_to_head_office_only_on_this_machine() -> None:
     assert problems(edited("head_office", url="http://127.0.0.1.example.net/")) != []
 
 
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://127.0.0.1:8765@attacker.example/",
+         "head_office.url: a user or password before '@' is not allowed (this URL would go to "
+         "'attacker.example')"),
+        ("https://kiosk:secret@head-office.example.net/",
+         "head_office.url: a user or password before '@' is not allowed"),
+        ("http://localhost@10.20.30.40/", "head_office.url: a user or password before '@'"),
+        ("http://127.0.0.1@/", "head_office.url: a user or password before '@'"),
+        ("http://127.0.0.1:99999/", "head_office.url: http://127.0.0.1:99999/: Port out of range"),
+        ("http://:8765/", "head_office.url: http://:8765/ names no host"),
+        ("http://127.0.0.1.example.net:80/", "head_office.url: http://127.0.0.1.example.net:80/ "
+         "is plain HTTP to another machine"),
+    ],
+)  # fmt: skip
+def test_head_office_url_is_parsed_and_userinfo_is_refused(url: str, says: str) -> None:
+    """The loopback rule decides on the host the HTTP client will connect to, not on text
+    before a colon: a URL with userinfo is refused whatever its scheme; a site file with one
+    gives no site (the check changes nothing)."""
+    said = problems(edited("head_office", url=url))
+    assert len(said) == 1 and said[0].startswith(says), said
+    for fine in ("http://LOCALHOST:8765/v1", "http://[::1]/", "https://10.20.30.40:8443/"):
+        assert parse_site(edited("head_office", url=fine), "ok.toml").head_office.url == fine
+
+
 def test_real_devices_without_a_secrets_file_are_refused() -> None:
     """#17 item 6. Before: a site with real ports but no [secrets] ran on the demo master keys
     and PIN 0000 with only a warning."""

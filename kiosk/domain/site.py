@@ -14,6 +14,7 @@ from datetime import date, time
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -479,12 +480,8 @@ def _cross_checks(f: SiteFile) -> list[str]:
             "utility's keys and the technician PIN (kiosk diag pin-hash) and name it here"
         )
 
-    url = f.head_office.url
-    if url and url.startswith("http://"):
-        host = url.removeprefix("http://").split("/")[0].rsplit(":", 1)[0]
-        if host not in LOOPBACK:
-            p.append(f"head_office.url: {url} is plain HTTP to another machine: the token and "
-                     "the journal would cross the network in clear; use https://")  # fmt: skip
+    if f.head_office.url:
+        p += _head_office_url(f.head_office.url)
 
     h = f.hours
     if not h.always_open and not any(getattr(h, d) for d in WEEKDAYS):
@@ -495,6 +492,26 @@ def _cross_checks(f: SiteFile) -> list[str]:
             if c < b:
                 p.append(f"hours.{d}: opening periods overlap")
     return p
+
+
+def _head_office_url(url: str) -> list[str]:
+    """What is wrong with head office's URL, parsed as the HTTP client parses it: a user or
+    password before "@" (userinfo: `http://127.0.0.1:8765@attacker.example/` goes to
+    attacker.example), no host, a port that is none, or plain HTTP beyond this machine."""
+    parts = urlsplit(url)
+    try:
+        host, _port = parts.hostname, parts.port
+    except ValueError as err:  # a port that is not a number, or out of range
+        return [f"head_office.url: {url}: {err}"]
+    if "@" in parts.netloc or parts.username is not None:
+        return [f"head_office.url: a user or password before '@' is not allowed (this URL "
+                f"would go to {host!r}); give only the scheme, host, port and path"]  # fmt: skip
+    if not host:
+        return [f"head_office.url: {url} names no host"]
+    if parts.scheme == "http" and host not in LOOPBACK:
+        return [f"head_office.url: {url} is plain HTTP to another machine: the token and "
+                "the journal would cross the network in clear; use https://"]  # fmt: skip
+    return []
 
 
 def _default_step(f: SiteFile) -> int:
