@@ -219,6 +219,28 @@ def test_card_receipt_carries_the_terminals_text_in_the_customers_language(
     )  # fmt: skip
 
 
+@pytest.mark.parametrize("gap", [" ", "  ", "\t", "-", ".", "/"],
+                         ids=["space", "two spaces", "tab", "dash", "dot", "slash"])  # fmt: skip
+def test_a_card_number_on_a_receipt_keeps_only_its_last_four_digits(
+    site: Site, tmp_path: Path, gap: str
+) -> None:
+    """A card number however its groups are separated, in the card's line (as an older
+    release journaled it) and in the terminal's text: the paper shows its last four only."""
+    pan = gap.join(("4111", "1111", "1111", "1111"))  # (with a card's check digit)
+    terminal = ["      Kundenbeleg", f"Karte {pan}", f"PAN{gap}{pan}", "Betrag EUR        30,00"]
+    journal = journal_of(site, tmp_path, [
+        AmountChosen(E(3000)), MethodChosen(Method.CARD),
+        CardApproved(E(3000), {"card": "VISA", "pan": pan, "receipt_no": 17}),
+        KeyWritten(TXID, E(3425)),
+        CardReceipt(TXID, {"customer": terminal}),
+    ])  # fmt: skip
+    text = to_text(transaction_receipt(journal, site, TXID))
+    for label in ("  VISA ", "Karte ", "PAN"):  # (the paper has a tab as spaces)
+        line = next(ln for ln in text.splitlines() if ln.startswith(label))
+        assert line.count("*") == 12 and "".join(filter(str.isdigit, line)) == "1111", line
+    assert "4111" not in text
+
+
 def test_pending_credit_receipt_has_the_transaction_as_qr_code(site: Site, tmp_path: Path) -> None:
     journal = journal_of(site, tmp_path, [
         AmountChosen(None), NoteEscrowed(E(1000)), NoteStacked(E(1000)), Finish(),

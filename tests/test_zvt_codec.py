@@ -141,10 +141,10 @@ def test_status_information() -> None:
     assert info.trace_number == 1234  # BMP 0B was zero: the long trace from TLV 1F2B
     assert (info.receipt_number, info.turnover_number) == (41, 9041)
     assert info.terminal_id == "52500038" and info.card_type == 5 and info.card_name == "girocard"
-    assert info.pan == "672600******1234"  # masked as the terminal sent it
+    assert info.pan == "************1234"  # the terminal's first six masked too: last four
     assert (info.date, info.time, info.expiry) == ("1121", "143512", "2812")
     assert info.payment_type == 0x70 and info.additional_text == "Äöüß!"
-    assert info.receipt_fields()["pan"] == "672600******1234"
+    assert info.receipt_fields()["pan"] == "************1234"
 
 
 def test_unknown_bmp_is_refused_not_guessed() -> None:
@@ -200,25 +200,59 @@ def test_llvar_and_result_texts() -> None:
 
 def test_a_card_number_sent_in_clear_is_masked_before_anyone_keeps_it() -> None:
     """A terminal set up to send the PAN in clear (BMP 22) or to print it: the journal, the
-    receipts and the logs get the first six and last four digits at most."""
+    receipts and the logs get the last four digits at most."""
     from drivers.zvt.fields import mask_pan
 
     pan = llvar(bytes.fromhex("4111111111111111"))
     info = parse_status_information(bytes([0x27, 0x00, 0x22]) + pan)
-    assert info.pan == "411111******1111" and info.receipt_fields()["pan"] == "411111******1111"
+    assert info.pan == "************1111" and info.receipt_fields()["pan"] == "************1111"
     masked_by_terminal = llvar(bytes.fromhex("672600EEEEEE1234FF"))
     info = parse_status_information(bytes([0x27, 0x00, 0x22]) + masked_by_terminal)
-    assert info.pan == "672600******1234"  # as it came: already no more than 6 + 4
+    assert info.pan == "************1234"  # the terminal's six first digits masked too
     assert mask_pan("123456789") == "*****6789"  # short: the last four only
 
 
 def test_card_numbers_in_receipt_lines_are_masked_and_other_numbers_kept() -> None:
     from drivers.zvt.fields import mask_card_numbers
 
-    assert mask_card_numbers("Karte 4111 1111 1111 1111") == "Karte 4111 11** **** 1111"
-    assert mask_card_numbers("PAN 5413330089010434") == "PAN 541333******0434"
+    assert mask_card_numbers("Karte 4111 1111 1111 1111") == "Karte **** **** **** 1111"
+    assert mask_card_numbers("PAN 5413330089010434") == "PAN ************0434"
+    assert mask_card_numbers("Karte 672600******1234") == "Karte ************1234"
     assert mask_card_numbers("VU-Nr. 4567890123456") == "VU-Nr. 4567890123456"  # no check digit
     assert mask_card_numbers("############1234") == "############1234"
     assert mask_card_numbers("Betrag EUR 20,00") == "Betrag EUR 20,00"
     line = parse_print_line(b"\x00Karte 4111111111111111")
-    assert line.text == "Karte 411111******1111"
+    assert line.text == "Karte ************1111"
+
+
+@pytest.mark.parametrize(
+    "gap", [" ", "  ", "\t", " \t", "-", ".", "/"], ids=["space", "two spaces", "tab",
+                                                      "space tab", "dash", "dot", "slash"]
+)  # fmt: skip
+@pytest.mark.parametrize(
+    ("pan", "groups"),
+    [("4111111111111111", (4, 4, 4, 4)), ("371449635398431", (4, 6, 5)),
+     ("6011000990139424", (4, 4, 4, 4)), ("4222222222222", (4, 4, 5)),
+     ("6759649826438453", (4, 4, 4, 4)), ("6799990100000000019", (4, 4, 4, 4, 3)),
+     ("411111111111", (4, 4, 4))],
+)  # fmt: skip
+def test_a_card_number_grouped_by_any_separator_is_masked_to_its_last_four(
+    gap: str, pan: str, groups: tuple[int, ...]
+) -> None:
+    """Spaces, two spaces, tabs, dashes, dots or slashes between the groups: no more than the
+    last four digits stay, in a receipt line from the terminal (print line and the receipt
+    block) as in a log line; the grouping is kept."""
+    from drivers.zvt.fields import luhn_valid, mask_card_numbers
+
+    if not luhn_valid(pan):  # a made-up 12-digit number: give it its check digit
+        pan = pan[:-1] + next(d for d in "0123456789" if luhn_valid(pan[:-1] + d))
+    cut, parts = 0, []
+    for n in groups:
+        parts.append(pan[cut : cut + n])
+        cut += n
+    shown = gap.join(parts)
+    hidden = iter("*" * (len(pan) - 4) + pan[-4:])
+    want = "".join(next(hidden) if c.isdigit() else c for c in shown)
+    assert mask_card_numbers(f"Karte {shown} gültig") == f"Karte {want} gültig"
+    line = parse_print_line(b"\x00" + f"Nr. {shown}".encode("cp437"))
+    assert line.text == f"Nr. {want}" and sum(c.isdigit() for c in line.text) == 4

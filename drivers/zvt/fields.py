@@ -208,10 +208,10 @@ def pan_of(data: bytes) -> str:
 
 
 def mask_pan(pan: str) -> str:
-    """A card number as PCI DSS lets it be shown: the first six and the last four digits at
-    most, the rest '*' (a short number keeps only its last four)."""
-    keep_head = 6 if len(pan) > 10 else 0
-    return pan[:keep_head] + "*" * max(0, len(pan) - keep_head - 4) + pan[-4:]
+    """A card number as a receipt, the journal and the logs show it: the last four digits at
+    most, the rest '*' (stricter than PCI DSS's first six and last four: the customer knows
+    their card by its end)."""
+    return "*" * max(0, len(pan) - 4) + pan[-4:]
 
 
 def luhn_valid(number: str) -> bool:
@@ -223,21 +223,26 @@ def luhn_valid(number: str) -> bool:
     return total % 10 == 0
 
 
-#: a card number in a receipt line: 13 to 19 digits, maybe grouped by spaces or dashes
-_CARD_NUMBER = re.compile(r"(?<![\d*])(?:[\d*][ -]?){12,18}[\d*](?![\d*])")
+#: what may stand between a card number's digit groups in a receipt line: spaces or tabs (a
+#: few), a dash, a dot or a slash
+_GROUP_GAP = r"(?:[ \t]{1,3}|[-./])"
+#: a card number in a receipt line: 12 to 19 digits (or '*' for digits masked already), maybe
+#: grouped
+_CARD_NUMBER = re.compile(rf"(?<![\d*])(?:[\d*]{_GROUP_GAP}?){{11,18}}[\d*](?![\d*])")
 
 
 def mask_card_numbers(line: str) -> str:
-    """A receipt line with any card number in it masked (`mask_pan`), its grouping kept."""
+    """A receipt line with any card number in it masked (`mask_pan`: the last four digits at
+    most), its grouping kept. A run of 12 to 19 digits is a card number when it carries the
+    check digit (or was masked in part already: a terminal's first six and last four); one
+    that does not is left (a merchant or batch number)."""
 
     def masked(m: re.Match[str]) -> str:
-        digits = [c for c in m.group() if c not in " -"]
-        if sum(c.isdigit() for c in digits) <= 10:
-            return m.group()  # masked already (or too short to be one)
-        if "*" not in digits and not luhn_valid("".join(digits)):
-            return m.group()  # a long number, but no card's (a merchant or batch number)
-        hidden = iter(mask_pan("".join(digits)))
-        return "".join(c if c in " -" else next(hidden) for c in m.group())
+        chars = [c for c in m.group() if c.isdigit() or c == "*"]
+        if "*" not in chars and not luhn_valid("".join(chars)):
+            return m.group()  # a long number, but no card's
+        hidden = iter(mask_pan("".join(chars)))
+        return "".join(next(hidden) if c.isdigit() or c == "*" else c for c in m.group())
 
     return _CARD_NUMBER.sub(masked, line)
 

@@ -21,6 +21,7 @@ from typing import Literal
 from babel.dates import format_date
 from escpos.escpos import Escpos
 
+from drivers.zvt.fields import mask_card_numbers
 from kiosk.documents.i18n import LOCALES, Translator, money_text
 from kiosk.domain.errors import KioskError
 from kiosk.domain.events import Kind
@@ -204,8 +205,9 @@ def _receipt(entries: list[Entry], end: Entry, site: Site, t: _Texts, copy: bool
     if card is not None and card.amount is not None:
         rows.append(Row(tr("Paid by card"), t.money(card.amount)))
         d = card.data
-        if d.get("card") or d.get("pan"):
-            rows.append(Row("  " + " ".join(str(d[k]) for k in ("card", "pan") if d.get(k))))
+        if d.get("card") or d.get("pan"):  # masked again: what the journal holds is printed
+            said = " ".join(str(d[k]) for k in ("card", "pan") if d.get(k))
+            rows.append(Row("  " + mask_card_numbers(said)))
         if d.get("receipt_no") is not None:
             rows.append(Row("  " + tr("Terminal receipt no."), str(d["receipt_no"])))
 
@@ -247,13 +249,14 @@ def _receipt(entries: list[Entry], end: Entry, site: Site, t: _Texts, copy: bool
 
 
 def _card_text(entries: list[Entry]) -> list[Row]:
-    """The terminal's customer copy, as it sent it (lines cut to the paper)."""
+    """The terminal's customer copy, as it sent it (lines cut to the paper), any card number
+    in it masked once more (a journal of an older release, a terminal set up to print it)."""
     got = _first(reversed(entries), Kind.CARD_RECEIPT)
     blocks: dict[str, list[str]] = got.data.get("blocks", {}) if got else {}
     lines = blocks.get("customer") or next(iter(blocks.values()), [])
     if not lines:
         return []
-    return [Row(style="rule"), *(Row(line.rstrip()) for line in lines)]
+    return [Row(style="rule"), *(Row(mask_card_numbers(line).rstrip()) for line in lines)]
 
 
 # ---------------------------------------------------------------- technician reports
