@@ -14,6 +14,7 @@ from kiosk.domain.events import Kind, Record
 from kiosk.domain.money import Money
 from kiosk.ledger.journal import Journal
 from kiosk.service.diag import (
+    ExportRefused,
     PinGuard,
     PinRefused,
     cash_box,
@@ -191,6 +192,75 @@ def test_the_export_re_verifies_and_a_changed_export_does_not(
     jpath.write_text(json.dumps(data), "utf-8")
     with pytest.raises(ValueError, match="entry 3: content does not match"):
         verify_export(jpath)
+
+
+def test_an_export_after_housekeeping_verifies_from_its_anchor(tmp_path: Path) -> None:
+    """The start of the journal is archived: the export names the entry before its first
+    (the anchor) and verifies from there; an export whose first entry does not link to the
+    anchor it states, or that states none, is refused."""
+    from kiosk.ledger.archive import housekeep
+    from tests.test_housekeeping import POLICY, make
+    from tests.test_housekeeping import T0 as START
+
+    j = make(tmp_path / "data")
+    assert housekeep(j, START + timedelta(days=60), POLICY).archived > 0
+    base, base_hash = j.base()
+    assert base > 0
+    jpath, _cpath = export_journal(j, tmp_path / "usb", "T-7", START + timedelta(days=60))
+    data = json.loads(jpath.read_text("utf-8"))
+    assert data["anchor"] == {"seq": base, "hash": base_hash}
+    assert data["entries"][0]["seq"] == base + 1
+    live = len(j.raw_entries()) - 1  # (the export's own audit entry came after it)
+    assert verify_export(jpath) == len(data["entries"]) == live
+
+    for anchor, says in (
+        ({"seq": base, "hash": "0" * 63 + "1"}, f"entry {base + 1}: breaks the chain "
+         f"(does not follow the anchor (entry {base}))"),
+        ({"seq": base - 1, "hash": base_hash}, f"entry {base + 1}: breaks the chain"),
+        ({"seq": 0, "hash": base_hash}, "is not an entry's number and hash"),
+        (None, f"entry {base + 1}: breaks the chain"),  # no anchor: from the genesis
+    ):  # fmt: skip
+        changed = dict(data)
+        if anchor is None:
+            del changed["anchor"]
+        else:
+            changed["anchor"] = anchor
+        jpath.write_text(json.dumps(changed), "utf-8")
+        with pytest.raises(ValueError) as err:
+            verify_export(jpath)
+        assert says in str(err.value), (anchor, err.value)
+
+
+@pytest.mark.parametrize("planted", ["json", "csv"])
+def test_the_export_never_writes_through_a_link_on_the_stick(
+    journal: Journal, tmp_path: Path, planted: str
+) -> None:
+    """A symbolic link planted on the stick where the export's file goes (to a file of the
+    automat's): refused with a clear error; the link's target is untouched and no file or
+    half-written part is left beside it."""
+    journal.append([Record(Kind.CASH_IN, "T1", "K1", E(100), {"medium": "coin"})], T0)
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    victim = tmp_path / "site-secrets.toml"
+    victim.write_text("pin_hash = 'keep me'\n", "utf-8")
+    link = usb / f"journal-DEMO-01-{T0:%Y%m%d-%H%M%S}.{planted}"
+    link.symlink_to(victim)
+    with pytest.raises(ExportRefused, match=f"{link}: is a symbolic link|{link} is a symbolic"):
+        export_journal(journal, usb, "T-7", T0)
+    assert victim.read_text("utf-8") == "pin_hash = 'keep me'\n"
+    assert link.is_symlink() and not [p for p in usb.iterdir() if p.name.endswith(".part")]
+    assert "journal_exported" not in audits(journal)
+    if planted == "json":  # refused at the first file: nothing else was written
+        assert sorted(p.name for p in usb.iterdir()) == [link.name]
+
+
+def test_the_export_refuses_a_folder_that_is_a_link(journal: Journal, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "usb").symlink_to(elsewhere)
+    with pytest.raises(ExportRefused, match="without following links"):
+        export_journal(journal, tmp_path / "usb", "T-7", T0)
+    assert list(elsewhere.iterdir()) == [] and audits(journal) == []
 
 
 def diag(

@@ -159,6 +159,7 @@ def _read_pin(prompt: str) -> str:
 def cmd_diag(args: argparse.Namespace) -> int:
     from kiosk.domain.clock import utc_now
     from kiosk.service.diag import (
+        ExportRefused,
         PinGuard,
         PinRefused,
         audit,
@@ -210,7 +211,11 @@ def cmd_diag(args: argparse.Namespace) -> int:
             return 2
         print("\n".join(empty_cash_box(journal, site, args.who, now)))
     elif args.diag_command == "export":
-        jpath, cpath = export_journal(journal, Path(args.folder), args.who, now)
+        try:
+            jpath, cpath = export_journal(journal, Path(args.folder), args.who, now)
+        except ExportRefused as err:
+            print(f"kiosk: nothing exported: {err}", file=sys.stderr)
+            return 2
         print(f"journal verified and written: {jpath} and {cpath}")
     elif args.diag_command == "config":
         audit(journal, now, "config_viewed", args.who)

@@ -4,13 +4,16 @@ money and the journal export. Every entry, failure and action is journaled (and 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
 import hmac
+import io
 import json
 import os
 import secrets
+import stat
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -236,37 +239,85 @@ def take_test_money(journal: Journal, value: Money, medium: str, who: str, now: 
 # ---------------------------------------------------------------- journal export
 
 
+class ExportRefused(KioskError):
+    """The journal could not be written to the stick safely (a symbolic link where the file
+    or the folder goes): nothing was written there."""
+
+
 def export_journal(journal: Journal, folder: Path, who: str, now: datetime) -> tuple[Path, Path]:
-    """The whole journal as CSV and JSON (with the chain and the verify result) in `folder`,
-    e.g. a mounted USB stick."""
+    """The live journal as CSV and JSON (with the chain, its anchor and the verify result) in
+    `folder`, e.g. a mounted USB stick. The live journal begins after its anchor, the last
+    archived entry (`journal.base()`: seq 0 and the genesis hash when nothing was archived);
+    the JSON names it so that the chain verifies from there. Each file is written as a new
+    file in the folder (opened without following symbolic links) and renamed into place: a
+    link planted on the stick is refused, never written through."""
     count = journal.verify()
-    folder.mkdir(parents=True, exist_ok=True)
+    anchor_seq, anchor_hash = journal.base()
     rows = journal.raw_entries()
     stamp = f"{journal.kiosk_id}-{now:%Y%m%d-%H%M%S}"
-    jpath, cpath = folder / f"journal-{stamp}.json", folder / f"journal-{stamp}.csv"
-    jpath.write_text(
-        json.dumps(
-            {"kiosk_id": journal.kiosk_id, "verified_entries": count, "entries": rows},
-            indent=1,
-            ensure_ascii=False,
-        ),
-        "utf-8",
-    )
-    with cpath.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["seq"])
-        writer.writeheader()
-        writer.writerows(rows)
-    audit(journal, now, "journal_exported", who, entries=count, file=jpath.name)
-    return jpath, cpath
+    document = {"kiosk_id": journal.kiosk_id, "verified_entries": count,
+                "anchor": {"seq": anchor_seq, "hash": anchor_hash}, "entries": rows}  # fmt: skip
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=list(rows[0]) if rows else ["seq"])
+    writer.writeheader()
+    writer.writerows(rows)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        where = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as err:
+        raise ExportRefused(f"{folder}: cannot open the folder without following links "
+                            f"({err.strerror})") from None  # fmt: skip
+    try:
+        jname, cname = f"journal-{stamp}.json", f"journal-{stamp}.csv"
+        _write_new(where, folder, jname, json.dumps(document, indent=1, ensure_ascii=False))
+        _write_new(where, folder, cname, table.getvalue())
+    finally:
+        os.close(where)
+    audit(journal, now, "journal_exported", who, entries=count, file=jname)
+    return folder / jname, folder / cname
+
+
+def _write_new(where: int, folder: Path, name: str, text: str) -> None:
+    """`text` into `name` in the folder open as `where`: a new file of our own (O_EXCL,
+    O_NOFOLLOW) written, flushed to the stick, then renamed over `name`; a `name` that is a
+    symbolic link is refused and nothing is left behind."""
+    temp = f".{name}.{secrets.token_hex(4)}.part"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=where)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            there = os.stat(name, dir_fd=where, follow_symlinks=False)
+        except FileNotFoundError:
+            there = None
+        if there is not None and stat.S_ISLNK(there.st_mode):
+            raise ExportRefused(f"{folder / name} is a symbolic link: not written through")
+        os.rename(temp, name, src_dir_fd=where, dst_dir_fd=where)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp, dir_fd=where)
+        raise
+    with contextlib.suppress(OSError):  # (a folder some file systems cannot flush)
+        os.fsync(where)
 
 
 def verify_export(path: Path) -> int:
-    """Re-check an exported JSON journal's chain; the number of entries, or ValueError."""
+    """Re-check an exported JSON journal's chain from the anchor it states (the last archived
+    entry before its first; an export without one starts at the genesis); the number of
+    entries, or ValueError."""
     data = json.loads(path.read_text("utf-8"))
-    prev = GENESIS
-    for i, r in enumerate(data["entries"], start=1):
+    anchor = data.get("anchor", {"seq": 0, "hash": GENESIS})
+    seq, prev = anchor.get("seq"), anchor.get("hash")
+    genesis = seq == 0 and prev == GENESIS
+    archived = type(seq) is int and seq > 0 and isinstance(prev, str) and prev != GENESIS
+    if not (genesis or archived):
+        raise ValueError(f"the anchor {anchor!r} is not an entry's number and hash")
+    for i, r in enumerate(data["entries"], start=seq + 1):
         if r["seq"] != i or r["prev_hash"] != prev:
-            raise ValueError(f"entry {r['seq']}: breaks the chain")
+            before = f"the anchor (entry {seq})" if i == seq + 1 else f"entry {i - 1}"
+            raise ValueError(f"entry {r['seq']}: breaks the chain (does not follow {before})")
         content = (r["seq"], r["ts"], r["kind"], r["txid"], r["key"], r["amount"], r["currency"])
         if entry_hash(prev, *content, r["data"]) != r["hash"]:
             raise ValueError(f"entry {r['seq']}: content does not match its hash")
