@@ -140,11 +140,15 @@ class SyncClient:
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise Retryable(f"unexpected answer from head office: {resp.text[:200]}") from err
 
-    def claim(self, key: str, timeout: tuple[float, float] | None = None) -> list[dict[str, Any]]:
-        """Take over the key's open credits for this kiosk; returns those it now holds."""
-        resp = self._request(
-            "POST", "/v1/credits/claim", json={"key": key}, timeout=timeout or self.timeout
-        )
+    def claim(self, key: str, timeout: tuple[float, float] | None = None,
+              written: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
+        """Take over the key's open credits for this kiosk; returns those it now holds.
+        `written`: the key's write count as read at insertion (head office checks what was
+        reported written on the key against it)."""
+        body: dict[str, Any] = {"key": key}
+        if written is not None:
+            body["written"] = written
+        resp = self._request("POST", "/v1/credits/claim", json=body, timeout=timeout or self.timeout)
         try:
             return list(resp.json()["credits"])
         except (ValueError, KeyError, TypeError) as err:

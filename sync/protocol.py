@@ -274,6 +274,7 @@ class Split(Payload):
 class KeyWritten(Payload):
     credit_after: int = 0
     found_on_key: Flag = None
+    write_no: Int = None  # the key's write number of this write (head office checks it)
 
 
 @dataclass(frozen=True)
@@ -290,6 +291,7 @@ class PendingCredit(Payload):
     origin: Str = None
     verify_on_key: Flag = None
     card_unverified: Flag = None  # the card's fate not known: the customer has the benefit
+    regranted: Flag = None  # released to another kiosk, then granted back to this one
 
 
 @dataclass(frozen=True)
@@ -297,6 +299,7 @@ class PendingWritten(Payload):
     credit_after: Int = None
     found_on_key: Flag = None
     not_on_key: Flag = None
+    write_no: Int = None  # the key's write number it was written (or found) as
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from fastapi import FastAPI, Header, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import (
+    BigInteger,
     Boolean,
+    case,
     Column,
     Engine,
     Integer,
@@ -99,7 +101,7 @@ ref_keys = Table(
     Column("note", Text, nullable=False, default=""),  # the staff's, never sent to a kiosk
     Column("contract_account", String(64)),
     # the reference version that last changed it (NULL until `bump_version` stamps it)
-    Column("changed", Integer, index=True),
+    Column("changed", BigInteger, index=True),
 )
 ref_debts = Table(
     "ref_debts",
@@ -107,7 +109,7 @@ ref_debts = Table(
     Column("contract_account", String(64), primary_key=True),
     Column("amount", Integer, nullable=False),
     Column("currency", String(3), nullable=False),
-    Column("changed", Integer, index=True),
+    Column("changed", BigInteger, index=True),
 )
 credits = Table(
     "credits",
@@ -124,6 +126,31 @@ credits = Table(
     # a claim's grant: the holder writes it until then (unix seconds); NULL: no lease running
     Column("lease_until", Integer),
     Column("claim_id", String(32)),  # the claim that granted it last
+    # the key's write number when the credit became owed: it cannot be on the key at or below
+    # it (the kiosk's own count from the transaction; an office credit's, from its first grant)
+    Column("bound", Integer),
+    # the write number its writer reported it as: a key that has fewer writes, or another
+    # transaction at that number, says the report was false
+    Column("write_no", Integer),
+)
+#: every kiosk a credit was ever given to write (its origin, every claim's grant): only those
+#: may say they wrote it
+credit_grants = Table(
+    "credit_grants",
+    metadata,
+    Column("credit_id", String(64), primary_key=True),
+    Column("kiosk_id", String(64), primary_key=True),
+)
+#: every write a kiosk reported on a key, by the key's write number (the first report of a
+#: number stands; another transaction reported at the same number raises an alarm)
+key_writes = Table(
+    "key_writes",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("write_no", Integer, primary_key=True, autoincrement=False),
+    Column("txid", String(64), nullable=False),
+    Column("kiosk_id", String(64), nullable=False),
+    Column("seq", Integer, nullable=False),
 )
 alarms = Table(
     "alarms",
@@ -192,7 +219,7 @@ ref_version = Table(
     "ref_version",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("version", Integer, nullable=False),
+    Column("version", BigInteger, nullable=False),
 )
 
 MAX_BATCH = 5000
@@ -291,6 +318,9 @@ def time_wrong(ts: str, now: datetime) -> str | None:
 class ClaimIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     key: str = Field(min_length=1, max_length=64)
+    #: the key's write count as the kiosk read it at insertion: the bound of an office credit
+    #: granted for the first time, and the check of the writes reported on the key
+    written: int | None = Field(default=None, ge=0, le=2**31 - 1)
 
 
 class Batch(BaseModel):
@@ -327,8 +357,14 @@ def open_db(url: str) -> Engine:
 
 def bump_version(conn: Any) -> int:
     """A new reference version, and every key or debt row written since the last one (its
-    `changed` still NULL) stamped with it: kiosks download only what changed after theirs."""
-    conn.execute(update(ref_version).values(version=ref_version.c.version + 1))
+    `changed` still NULL) stamped with it: kiosks download only what changed after theirs.
+    Versions count on from the clock (milliseconds), not from the last one alone: a database
+    restored from an older backup never gives again a version it gave before, so a kiosk that
+    holds a version from before the restore is neither told "unchanged" nor sent a change list
+    that misses what changed since the restore."""
+    now_ms = int(time.time() * 1000)
+    nxt = ref_version.c.version + 1
+    conn.execute(update(ref_version).values(version=case((nxt > now_ms, nxt), else_=now_ms)))
     version = int(conn.execute(select(ref_version.c.version)).scalar_one())
     for table in (ref_keys, ref_debts):
         conn.execute(update(table).where(table.c.changed.is_(None)).values(changed=version))
@@ -582,14 +618,26 @@ def create_app(db_url: str, *, docs: bool = False) -> FastAPI:
                 | (credits.c.lease_until < now)
             )
         )
+        refused: list[dict[str, Any]] = []
         with engine.begin() as conn:  # the write first: SQLite takes its write lock at once
+            changed = False
+            if body.written is not None:  # what the key says undoes what it contradicts
+                changed = reopen_contradicted(conn, kiosk_id, body.key, body.written, refused)
             moved = conn.execute(
                 update(credits)
                 .where(free)
                 .values(holder=kiosk_id, lease_until=now + LEASE_SECONDS, claim_id=claim_id)
             )
+            if body.written is not None:  # an office credit's first grant: not on the key yet
+                conn.execute(
+                    update(credits)
+                    .where(credits.c.claim_id == claim_id, credits.c.bound.is_(None),
+                           credits.c.origin == "office")
+                    .values(bound=body.written)
+                )  # fmt: skip
             rows = conn.execute(select(credits).where(credits.c.claim_id == claim_id)).all()
-            if moved.rowcount:
+            grant(conn, [r.credit_id for r in rows], kiosk_id)
+            if moved.rowcount or changed:
                 bump_version(conn)
         return {"credits": [credit_out(r) for r in rows]}
 
@@ -663,58 +711,130 @@ def credit_out(r: Any) -> dict[str, Any]:
         "amount": r.amount,
         "currency": r.currency,
         "origin": r.origin,
+        # the key's write number below which it cannot be on the key: a kiosk writes it only
+        # where the key's log reaches back above it (None: no bound known)
+        "bound": r.bound,
     }
+
+
+def own_txid(kiosk_id: str, txid: str) -> bool:
+    """Is `txid` an id this kiosk makes (`KIOSK-yymmdd-n`)? No kiosk opens a credit under
+    another's id: ids are predictable, and the first to upload one would own it."""
+    return re.fullmatch(re.escape(kiosk_id) + r"-\d{6}-\d+", txid) is not None
+
+
+def granted(conn: Any, credit: Any, kiosk_id: str) -> bool:
+    """Was this credit ever given to `kiosk_id` to write (its origin, its holder, a grant)?"""
+    if kiosk_id in (credit.origin, credit.holder):
+        return True
+    return conn.execute(
+        select(credit_grants.c.kiosk_id).where(credit_grants.c.credit_id == credit.credit_id,
+                                               credit_grants.c.kiosk_id == kiosk_id)
+    ).first() is not None  # fmt: skip
+
+
+def grant(conn: Any, credit_ids: list[str], kiosk_id: str) -> None:
+    """Remember that these credits were given to `kiosk_id` (it may say it wrote them)."""
+    if not credit_ids:
+        return
+    had = set(conn.execute(select(credit_grants.c.credit_id).where(
+        credit_grants.c.kiosk_id == kiosk_id, credit_grants.c.credit_id.in_(credit_ids))
+    ).scalars())  # fmt: skip
+    new = [{"credit_id": c, "kiosk_id": kiosk_id} for c in credit_ids if c not in had]
+    if new:
+        conn.execute(insert(credit_grants), new)
+
+
+def reopen(conn: Any, credit_id: str) -> None:
+    """A close the key contradicts is undone: the credit is open again, held by no kiosk (the
+    key's log, checked from the credit's bound, keeps it from being written twice)."""
+    conn.execute(
+        update(credits).where(credits.c.credit_id == credit_id)
+        .values(written_by=None, write_no=None, holder=None, lease_until=None, claim_id=None)
+    )  # fmt: skip
+
+
+def reopen_contradicted(conn: Any, kiosk_id: str, key: str, written: int,
+                        refused: list[dict[str, Any]]) -> bool:  # fmt: skip
+    """The key is at a kiosk with `written` writes: a credit reported written on it as a
+    later write was not written (a kiosk said so without the key): open it again, and alarm.
+    True if one was."""
+    false = conn.execute(
+        select(credits.c.credit_id, credits.c.written_by, credits.c.write_no).where(
+            credits.c.key == key, credits.c.written_by.is_not(None), credits.c.write_no > written)
+    ).all()  # fmt: skip
+    for cid, by, no in false:
+        reopen(conn, cid)
+        alarm(conn, kiosk_id, None, f"credit {cid} was reported written by {by} as write {no} "
+              f"of key {key}, which has {written} writes: opened again", refused)  # fmt: skip
+    if false:
+        conn.execute(key_writes.delete().where(key_writes.c.key == key,
+                                               key_writes.c.write_no > written))  # fmt: skip
+    return bool(false)
+
+
+def record_write(conn: Any, kiosk_id: str, r: dict[str, Any], write_no: int,
+                 refused: list[dict[str, Any]]) -> tuple[bool, bool]:  # fmt: skip
+    """A kiosk wrote transaction `r["txid"]` onto key `r["key"]` as its write `write_no`. The
+    first report of a number stands; another transaction reported at the same number is an
+    alarm, and a credit closed there by a kiosk that did not take its money is opened again
+    (one of the two reports is false). (whether the report conflicts, whether a credit was
+    opened again)."""
+    key, txid = r["key"], r["txid"]
+    seen = conn.execute(select(key_writes).where(key_writes.c.key == key,
+                                                 key_writes.c.write_no == write_no)).first()  # fmt: skip
+    if seen is None:
+        conn.execute(insert(key_writes).values(key=key, write_no=write_no, txid=txid,
+                                               kiosk_id=kiosk_id, seq=r["seq"]))  # fmt: skip
+        return False, False
+    if seen.txid == txid:
+        return False, False
+    alarm(conn, kiosk_id, r["seq"], f"key {key}: write {write_no} reported as {seen.txid} by "
+          f"{seen.kiosk_id} and as {txid} by {kiosk_id}", refused)  # fmt: skip
+    doubtful = conn.execute(
+        select(credits.c.credit_id).where(
+            credits.c.credit_id.in_((seen.txid, txid)), credits.c.key == key,
+            credits.c.write_no == write_no, credits.c.written_by != credits.c.origin)
+    ).scalars().all()  # fmt: skip
+    for cid in doubtful:
+        reopen(conn, cid)
+    return True, bool(doubtful)
+
+
+def _int(data: dict[str, Any], name: str) -> int | None:
+    value = data.get(name)
+    return value if type(value) is int and 0 <= value <= 2**31 - 1 else None
 
 
 def track_credits(
     conn: Any, kiosk_id: str, rows: list[dict[str, Any]], refused: list[dict[str, Any]]
 ) -> bool:
     """Keep the fleet's credit book from the entries just stored (in the same transaction):
-    head office is the authority. A kiosk's pending credit opens a credit only when that
-    kiosk's own payments of the same transaction back it (0 < amount <= paid, same currency);
-    it is held by that kiosk until another claims it. Only the credit's holder closes it
-    (`pending_written`); a lease ends when its holder reports the write failed. What is
-    refused stays in the kiosk's journal copy, changes no credit, and raises an alarm
-    (`refused`, and the alarms table). True if the book changed."""
+    head office is the authority, and decides from facts it can check. A kiosk's pending
+    credit opens a credit only under an id that kiosk makes, and only when that kiosk's own
+    payments of the same transaction back it (0 < amount <= paid, same currency); it carries
+    the key's write count from when it became owed (its bound) and is held by that kiosk until
+    another claims it. Only a kiosk the credit was given to (its origin, a holder, a claim's
+    grant) closes it (`pending_written`), and a kiosk other than its origin only with the key's
+    write number, which the key checks at its next claim. A lease ends when its holder reports
+    the write failed. What is refused stays in the kiosk's journal copy, changes no credit,
+    and raises an alarm (`refused`, and the alarms table). True if the book changed."""
     changed = False
     for r in rows:
-        if r["kind"] == "pending_credit" and r["key"] and r["txid"] and r["amount"]:
+        kind = r["kind"]
+        if kind not in ("pending_credit", "pending_written", "key_written", "write_failed"):
+            continue
+        data = json.loads(r["data"]) if r["data"] else {}
+        if kind == "pending_credit" and r["key"] and r["txid"] and r["amount"]:
             # (0: only a check of the key, for a payment given back; no credit to open)
-            known = conn.execute(
-                select(credits.c.credit_id).where(credits.c.credit_id == r["txid"])
-            ).first()
-            if known is None:
-                why = unbacked(conn, kiosk_id, r)
-                if why:
-                    alarm(conn, kiosk_id, r["seq"], f"pending credit {r['txid']} refused: {why}",
-                          refused)  # fmt: skip
-                    continue
-                conn.execute(
-                    insert(credits).values(
-                        credit_id=r["txid"],
-                        key=r["key"],
-                        amount=r["amount"],
-                        currency=r["currency"],
-                        origin=kiosk_id,
-                        holder=kiosk_id,
-                    )
-                )
-                changed = True
-        elif r["kind"] == "pending_written" and r["txid"]:
-            credit = conn.execute(select(credits).where(credits.c.credit_id == r["txid"])).first()
-            if credit is None or credit.written_by is not None:
-                continue  # not a head-office credit, or closed already (found on the key)
-            if credit.holder != kiosk_id:  # (no one holds it: no kiosk was given it to write)
-                alarm(conn, kiosk_id, r["seq"], f"credit {r['txid']} is held by "
-                      f"{credit.holder}: only its holder closes it", refused)  # fmt: skip
-                continue
-            conn.execute(
-                update(credits)
-                .where(credits.c.credit_id == r["txid"], credits.c.written_by.is_(None))
-                .values(written_by=kiosk_id, holder=kiosk_id, lease_until=None)
-            )
-            changed = True
-        elif r["kind"] == "write_failed" and r["txid"]:  # the holder could not: lease ends
+            changed = open_credit(conn, kiosk_id, r, data, refused) or changed
+        elif kind == "pending_written" and r["txid"]:
+            changed = close_credit(conn, kiosk_id, r, data, refused) or changed
+        elif kind == "key_written" and r["txid"] and r["key"]:
+            write_no = _int(data, "write_no")
+            if write_no is not None:
+                changed = record_write(conn, kiosk_id, r, write_no, refused)[1] or changed
+        elif kind == "write_failed" and r["txid"]:  # the holder could not: lease ends
             done = conn.execute(
                 update(credits)
                 .where(credits.c.credit_id == r["txid"], credits.c.holder == kiosk_id,
@@ -723,6 +843,78 @@ def track_credits(
             )  # fmt: skip
             changed = changed or done.rowcount > 0
     return changed
+
+
+def open_credit(conn: Any, kiosk_id: str, r: dict[str, Any], data: dict[str, Any],
+                refused: list[dict[str, Any]]) -> bool:  # fmt: skip
+    """A kiosk's pending credit: a new credit in the book, or one it was given (nothing new)."""
+    txid = r["txid"]
+    known = conn.execute(select(credits).where(credits.c.credit_id == txid)).first()
+    if known is not None:
+        if not granted(conn, known, kiosk_id):  # another's credit, never given to it
+            alarm(conn, kiosk_id, r["seq"], f"pending credit {txid} refused: it is "
+                  f"{known.origin}'s credit, never given to {kiosk_id}", refused)  # fmt: skip
+        elif known.key != r["key"] or known.amount < r["amount"]:
+            alarm(conn, kiosk_id, r["seq"], f"pending credit {txid} refused: the book has it "
+                  f"for key {known.key}, {known.amount}", refused)  # fmt: skip
+        return False
+    if not own_txid(kiosk_id, txid):
+        alarm(conn, kiosk_id, r["seq"], f"pending credit {txid} refused: not an id kiosk "
+              f"{kiosk_id} makes ({kiosk_id}-yymmdd-n)", refused)  # fmt: skip
+        return False
+    why = unbacked(conn, kiosk_id, r)
+    if why:
+        alarm(conn, kiosk_id, r["seq"], f"pending credit {txid} refused: {why}", refused)
+        return False
+    bound = _int(data, "key_written")
+    conn.execute(
+        insert(credits).values(
+            credit_id=txid, key=r["key"], amount=r["amount"], currency=r["currency"],
+            origin=kiosk_id, holder=kiosk_id,
+            # a kiosk that did not say the key's count: only a key whose log reaches back to
+            # its first write can show the credit is not on it
+            bound=0 if bound is None else bound,
+        )
+    )  # fmt: skip
+    grant(conn, [txid], kiosk_id)
+    return True
+
+
+def close_credit(conn: Any, kiosk_id: str, r: dict[str, Any], data: dict[str, Any],
+                 refused: list[dict[str, Any]]) -> bool:  # fmt: skip
+    """A kiosk says it wrote a credit (or found it on the key)."""
+    txid = r["txid"]
+    credit = conn.execute(select(credits).where(credits.c.credit_id == txid)).first()
+    if credit is None:
+        return False  # not a head-office credit (a kiosk's own check of a key)
+    found, write_no = bool(data.get("found_on_key")), _int(data, "write_no")
+    if data.get("not_on_key"):
+        return False  # a check that found nothing: no credit is closed by it
+    if not granted(conn, credit, kiosk_id):
+        alarm(conn, kiosk_id, r["seq"], f"credit {txid} was never given to {kiosk_id}: only "
+              "a kiosk it was given to closes it", refused)  # fmt: skip
+        return False
+    conflict = reopened = False
+    if write_no is not None and r["key"]:
+        conflict, reopened = record_write(conn, kiosk_id, r, write_no, refused)
+    if credit.written_by is not None:
+        if credit.written_by != kiosk_id and not found:
+            alarm(conn, kiosk_id, r["seq"], f"credit {txid} reported written by {kiosk_id} "
+                  f"after {credit.written_by} wrote it: key {credit.key} may hold it twice",
+                  refused)  # fmt: skip
+        return reopened
+    if conflict:
+        return reopened  # another transaction was reported at that write: not closed by this
+    if kiosk_id != credit.origin and write_no is None:
+        alarm(conn, kiosk_id, r["seq"], f"credit {txid} not closed: {kiosk_id} did not say "
+              "which write of the key it was", refused)  # fmt: skip
+        return reopened
+    conn.execute(
+        update(credits)
+        .where(credits.c.credit_id == txid, credits.c.written_by.is_(None))
+        .values(written_by=kiosk_id, holder=kiosk_id, lease_until=None, write_no=write_no)
+    )
+    return True
 
 
 def unbacked(conn: Any, kiosk_id: str, r: dict[str, Any]) -> str | None:

@@ -3,6 +3,12 @@ found (issue 34). Each names what happened before and what happens now."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
 from kiosk.domain.engine import State
 from kiosk.domain.events import (
     AmountChosen,
@@ -16,11 +22,35 @@ from kiosk.domain.events import (
     WriteKey,
 )
 from kiosk.domain.money import Money
+from sync.server import alarms, credits, open_db
+from tests.conftest import HeadOffice
 from tests.test_engine import Run, key
+
+T0 = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
 
 
 def E(minor: int) -> Money:
     return Money(minor, "EUR")
+
+
+def book(office: HeadOffice) -> list[tuple[Any, ...]]:
+    """Head office's credit book: (id, key, amount, origin, written by, bound)."""
+    engine = open_db(office.db)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(credits).order_by(credits.c.credit_id)).all()
+            return [(r.credit_id, r.key, r.amount, r.origin, r.written_by, r.bound) for r in rows]
+    finally:
+        engine.dispose()
+
+
+def alarm_texts(office: HeadOffice) -> list[str]:
+    engine = open_db(office.db)
+    try:
+        with engine.connect() as conn:
+            return [r.text for r in conn.execute(select(alarms).order_by(alarms.c.id))]
+    finally:
+        engine.dispose()
 
 
 # ---------------------------------------------------------------- one kiosk
@@ -58,3 +88,406 @@ def _pay_2000_in_notes(r: Run) -> None:
     for _ in range(2):
         r(NoteEscrowed(E(1000)))
         r(NoteStacked(E(1000)))
+
+
+# ---------------------------------------------------------------- kiosks and one head office
+
+
+class Link:
+    """A kiosk's head-office port over the real client, switched off and on (offline)."""
+
+    def __init__(self, syncer: Any) -> None:
+        self.syncer, self.online = syncer, True
+
+    def attach(self, on_settings: Any) -> None:
+        self.syncer.on_settings = on_settings
+
+    def claim(self, key: str, written: int | None = None) -> dict[str, int | None]:
+        return self.syncer.claim(key, written) if self.online else {}
+
+
+class Station:
+    """One kiosk of the fleet: its own journal, fake devices, a manual clock, and a real
+    sync client to the head-office process with its own token."""
+
+    def __init__(self, office: HeadOffice, tmp_path: Path, kiosk: str) -> None:
+        from kiosk.adapters.head_office import Syncer
+        from kiosk.app.ports import Devices
+        from kiosk.app.runner import Kiosk
+        from kiosk.domain.clock import ManualClock
+        from kiosk.domain.events import KeyStatus
+        from kiosk.ledger.journal import Journal
+        from kiosk.sim.fakes import FakeCoinAcceptor, FakeKeyReader, FakeNoteValidator
+        from tests.conftest import make_site
+
+        if kiosk not in office.tokens:
+            office.tokens[kiosk] = office.admin("register", kiosk)
+        self.site = make_site("demo", site={"kiosk_id": kiosk})
+        self.clock = ManualClock(T0)
+        self.journal = Journal(tmp_path / f"journal-{kiosk}.sqlite", kiosk)
+        self.journal.set_key("K1", KeyStatus.ACTIVE, "4711")
+        self.reader = FakeKeyReader()
+        self.notes = FakeNoteValidator(self.site.notes)
+        self.syncer = Syncer(self.journal, office.client(kiosk))
+        self.link = Link(self.syncer)
+        devices = Devices(reader=self.reader, coin=FakeCoinAcceptor(self.site.coins),
+                          notes=self.notes)  # fmt: skip
+        self.kiosk = Kiosk(self.site, self.journal, devices, self.clock, head_office=self.link)  # type: ignore[arg-type]
+
+    def sync(self) -> None:
+        status = self.syncer.round(self.clock())
+        assert status.last_error is None, status.last_error
+
+    def pay_and_walk_away(self, key: Any, minor: int) -> str:
+        """The customer pays in notes and pulls the key before the write: a credit owed."""
+        from kiosk.domain.events import AmountChosen, MethodChosen, Tick
+
+        self.reader.insert(key)
+        self.kiosk.drain()
+        self.kiosk.submit(AmountChosen(E(2 * minor)))  # pulled before it is all paid
+        self.kiosk.submit(MethodChosen(Method.CASH))
+        self.kiosk.drain()
+        assert self.notes.insert(E(minor))
+        self.kiosk.drain()
+        self.reader.remove()
+        self.kiosk.drain()
+        self.clock.advance(self.site.timeouts.key_missing + 1)
+        self.kiosk.submit(Tick(self.clock()))
+        self.kiosk.drain()
+        [owed] = self.journal.pending_credits(key.serial)
+        return owed.txid
+
+    def visit(self, key: Any) -> None:
+        """The key in and out again (whatever is owed to it is written, if it may be)."""
+        self.reader.insert(key)
+        self.kiosk.drain()
+        self.reader.remove()
+        self.kiosk.drain()
+
+
+def test_a_credit_written_during_an_offline_spell_is_not_written_again_elsewhere(
+    office: HeadOffice, tmp_path: Path
+) -> None:
+    """Before: kiosk X held a 20.00 credit owed and had uploaded it; offline, X wrote it onto
+    the key and the customer topped up ten more times; at kiosk Y head office granted the
+    credit (still open there) and Y wrote it again: the runner dropped the bound for credits
+    head office granted and trusted the key's last ten log records alone. Now head office
+    keeps the credit's bound (the key's write count when it became owed) and grants it with
+    it: Y's key log does not reach back that far, so Y writes nothing; X's report closes it
+    later, with no alarm."""
+    from kiosk.sim.fakes import FakeKey
+
+    x, y = Station(office, tmp_path, "DEMO-01"), Station(office, tmp_path, "OTHER-01")
+    key = FakeKey("K1", "4711", credit=1000, log=[f"OLD-{n}" for n in range(5)])
+    owed = x.pay_and_walk_away(key, 2000)
+    x.sync()  # head office has the credit, bound at write 5
+    assert book(office) == [(owed, "K1", 2000, "DEMO-01", None, 5)]
+    x.link.online = False  # X goes offline
+    x.visit(key)  # X writes what it owes (write 6)
+    assert key.log.count(owed) == 1 and key.credit == 3000
+    for n in range(10):  # ten more top-ups at X, offline
+        key.log.append(f"DEMO-01-261129-{100 + n}")
+        key.credit += 500
+    held = key.credit
+    y.visit(key)  # at Y, online: head office grants the open credit, with its bound
+    assert key.credit == held and key.log.count(owed) == 1  # not written again
+    assert [c for c, *_ in book(office)] == [owed]
+    x.link.online = True
+    x.sync()  # X's report closes it: it was given to X (its origin)
+    assert book(office) == [(owed, "K1", 2000, "DEMO-01", "DEMO-01", 5)]
+    assert alarm_texts(office) == []
+    y.sync()  # Y lets go of what it held
+    assert y.journal.pending_credits("K1") == []
+
+
+def entries_of(j: Any, *steps: list[Any]) -> Any:
+    """Append steps to a journal, a second apart."""
+    from datetime import timedelta
+
+    for n, records in enumerate(steps):
+        j.append(records, T0 + timedelta(seconds=n))
+    return j
+
+
+def upload(office: HeadOffice, j: Any, kiosk: str) -> Any:
+    import requests
+
+    body = {"kiosk_id": kiosk, "entries": j.raw_entries()}
+    return requests.post(office.url + "/v1/entries", json=body, timeout=10,
+                         headers={"Authorization": f"Bearer {office.tokens[kiosk]}"})  # fmt: skip
+
+
+def paid(tx: str, key: str, minor: int, written: int = 0) -> list[Any]:
+    from kiosk.domain.events import Record
+
+    return [Record(Kind.TX_OPENED, tx, key, None, {"method": "cash", "key_written": written}),
+            Record(Kind.CASH_IN, tx, key, E(minor), {"medium": "note"})]  # fmt: skip
+
+
+def owed(tx: str, key: str, minor: int, written: int = 0) -> list[Any]:
+    from kiosk.domain.events import Record
+
+    return [Record(Kind.PENDING_CREDIT, tx, key, E(minor),
+                   {"reason": "key_not_returned", "key_written": written})]  # fmt: skip
+
+
+def test_another_kiosks_transaction_id_opens_no_credit_and_raises_an_alarm(
+    office: HeadOffice, tmp_path: Path
+) -> None:
+    """Before: ids are predictable; kiosk A uploaded a tiny payment and a pending credit under
+    B's next id, and B's real 50.00 credit under that id was skipped without an alarm (and B,
+    told it was claimed elsewhere, released it). Now a kiosk opens credits only under ids it
+    makes (`KIOSK-yymmdd-n`): A's is refused with an alarm, B's opens and stays B's."""
+    from kiosk.ledger.journal import Journal
+
+    theirs = "OTHER-01-261129-7"
+    a = entries_of(Journal(tmp_path / "a.sqlite", "DEMO-01"), paid(theirs, "K9", 10),
+                   owed(theirs, "K9", 10))  # fmt: skip
+    res = upload(office, a, "DEMO-01")
+    assert res.status_code == 200 and res.json()["acked"] == 3
+    assert "not an id kiosk DEMO-01 makes" in res.json()["refused"][0]["reason"]
+    assert book(office) == []
+    b = entries_of(Journal(tmp_path / "b.sqlite", "OTHER-01"), paid(theirs, "K1", 5000, 3),
+                   owed(theirs, "K1", 5000, 3))  # fmt: skip
+    res = upload(office, b, "OTHER-01")
+    assert res.status_code == 200 and "refused" not in res.json()
+    assert book(office) == [(theirs, "K1", 5000, "OTHER-01", None, 3)]
+    # and a pending credit for a credit that is another's, never given to it: an alarm
+    a.append(owed(theirs, "K1", 5000), T0)
+    res = upload(office, a, "DEMO-01")
+    assert "it is OTHER-01's credit, never given to DEMO-01" in res.json()["refused"][0]["reason"]
+    assert book(office) == [(theirs, "K1", 5000, "OTHER-01", None, 3)]
+    assert len(alarm_texts(office)) == 2
+
+
+def test_a_kiosk_that_never_had_the_key_cannot_close_its_credit(
+    office: HeadOffice, tmp_path: Path
+) -> None:
+    """Before: a kiosk claimed a key it never saw and uploaded `pending_written`: the credit
+    was closed as written by it, and the customer's next visit got nothing. Now a close by a
+    kiosk that did not take the money must say which write of the key it was, and the key
+    checks that at its next claim: a key with fewer writes, or another transaction at that
+    number, opens the credit again (with an alarm), and the real kiosk writes it."""
+    from kiosk.domain.events import Record
+    from kiosk.ledger.journal import Journal
+
+    mine = "DEMO-01-261129-1"
+    x = entries_of(Journal(tmp_path / "x.sqlite", "DEMO-01"), paid(mine, "K1", 2000, 4),
+                   owed(mine, "K1", 2000, 4))  # fmt: skip
+    assert upload(office, x, "DEMO-01").status_code == 200
+    hostile = office.client("OTHER-01")
+    assert [c["credit_id"] for c in hostile.claim("K1")] == [mine]  # no key there at all
+    h = Journal(tmp_path / "h.sqlite", "OTHER-01")
+    entries_of(h, [Record(Kind.PENDING_WRITTEN, mine, "K1", E(2000), {"credit_after": 1})])
+    res = upload(office, h, "OTHER-01")
+    assert "did not say which write of the key" in res.json()["refused"][0]["reason"]
+    assert book(office)[0][4] is None  # still open
+    h.append([Record(Kind.PENDING_WRITTEN, mine, "K1", E(2000), {"write_no": 5})], T0)
+    assert upload(office, h, "OTHER-01").status_code == 200
+    assert book(office)[0][4] == "OTHER-01"  # closed, for now
+    # the customer comes to a kiosk with the key: it has 4 writes, not 5
+    third = office.client("DEMO-01")
+    assert [(c["credit_id"], c["bound"]) for c in third.claim("K1", written=4)] == [(mine, 4)]
+    assert book(office) == [(mine, "K1", 2000, "DEMO-01", None, 4)]
+    assert "reported written by OTHER-01 as write 5 of key K1, which has 4 writes" in (
+        alarm_texts(office)[-1])
+
+
+def test_a_close_another_transaction_was_reported_at_is_opened_again(
+    office: HeadOffice, tmp_path: Path
+) -> None:
+    """The same attack, with a write number that exists: the kiosk that really wrote that
+    number reports its own transaction there; the two disagree, the credit opens again."""
+    from kiosk.domain.events import Record
+    from kiosk.ledger.journal import Journal
+
+    mine, real = "DEMO-01-261129-1", "DEMO-01-261129-2"
+    x = entries_of(Journal(tmp_path / "x.sqlite", "DEMO-01"), paid(mine, "K1", 2000, 4),
+                   owed(mine, "K1", 2000, 4))  # fmt: skip
+    assert upload(office, x, "DEMO-01").status_code == 200
+    office.client("OTHER-01").claim("K1")
+    h = entries_of(Journal(tmp_path / "h.sqlite", "OTHER-01"),
+                   [Record(Kind.PENDING_WRITTEN, mine, "K1", E(2000), {"write_no": 5})])  # fmt: skip
+    assert upload(office, h, "OTHER-01").status_code == 200
+    assert book(office)[0][4] == "OTHER-01"
+    x.append([*paid(real, "K1", 1000, 4),
+              Record(Kind.KEY_WRITTEN, real, "K1", E(1000), {"credit_after": 1000,
+                                                              "write_no": 5})], T0)  # fmt: skip
+    res = upload(office, x, "DEMO-01")
+    assert "write 5 reported as" in res.json()["refused"][0]["reason"]
+    assert book(office) == [(mine, "K1", 2000, "DEMO-01", None, 4)]  # open again
+
+
+def test_a_credit_released_and_granted_back_is_written_there(
+    office: HeadOffice, tmp_path: Path
+) -> None:
+    """Before: kiosk X released a credit another kiosk had claimed; when head office granted
+    it back to X, X knew the id already and journaled nothing: it was never written there.
+    Now a credit granted back after a release is owed there again."""
+    from kiosk.domain.events import Record
+    from kiosk.sim.fakes import FakeKey
+
+    x, y = Station(office, tmp_path, "DEMO-01"), Station(office, tmp_path, "OTHER-01")
+    key = FakeKey("K1", "4711", credit=1000, log=["OLD-1"])
+    owed_tx = x.pay_and_walk_away(key, 2000)
+    x.sync()
+    y.link.online = False
+    assert y.syncer.claim("K1", 1) == {owed_tx: 1}  # Y claims it: a lease, then the key left
+    x.sync()  # X hears that it is held elsewhere: released
+    assert x.journal.pending_credits("K1") == []
+    y.journal.append([Record(Kind.WRITE_FAILED, owed_tx, "K1", None, {"reason": "key pulled"})],
+                     T0)  # fmt: skip
+    y.sync()  # Y could not write it: its lease ends
+    x.visit(key)  # back at X: granted to X again, and written
+    assert key.log.count(owed_tx) == 1 and key.credit == 3000
+    x.sync()
+    assert book(office) == [(owed_tx, "K1", 2000, "DEMO-01", "DEMO-01", 1)]
+    assert alarm_texts(office) == []
+
+
+def test_head_office_cannot_raise_the_key_credit_limit_above_the_keys_own() -> None:
+    """Before: head office's key_credit_limit above the site file's let the screen take 600.00
+    that the key then refused: a pending credit that could never be written. Now the site
+    file's limit (the keys' value files were made with it) is the most head office may set."""
+    import pytest
+
+    from kiosk.domain.errors import ConfigError
+    from kiosk.domain.site import with_settings
+    from tests.conftest import make_site
+
+    site = make_site("demo")
+    above = site.key_credit_limit.minor + 10_000
+    with pytest.raises(ConfigError, match="above the keys' own limit"):
+        with_settings(site, {"key_credit_limit": above, "max_topup": above})
+    lower = with_settings(site, {"key_credit_limit": 30_000, "max_topup": 30_000})
+    assert lower.key_credit_limit == E(30_000) and site.key_credit_limit == E(50_000)
+
+
+def test_a_negative_debt_from_head_office_is_no_debt_and_money_is_never_dropped(
+    tmp_path: Path,
+) -> None:
+    """Before: a negative debt in the reference data made the next payment raise: the automat
+    went out of order, and the note just stacked had no `cash_in` entry (only a fault). Now a
+    debt below zero is not taken, and a step that fails on money journals the money."""
+    from kiosk.adapters.head_office import Syncer
+    from kiosk.ledger.journal import Journal
+
+    class Reference:
+        base = "x"
+
+        def reference(self, etag: Any, since: Any) -> tuple[str, dict[str, Any]]:
+            return '"1"', {"version": 1, "keys": [], "credits": [], "settings": {},
+                           "debts": [{"contract_account": "4711", "amount": -500,
+                                      "currency": "EUR"}]}  # fmt: skip
+
+    j = Journal(tmp_path / "j.sqlite", "DEMO-01")
+    Syncer(j, Reference()).pull_reference()  # type: ignore[arg-type]
+    assert j.account_for("K1", "4711", "EUR").debt == E(0)
+    j.set_debt("4711", E(-500))  # one stored before: read as none
+    assert j.account_for("K1", "4711", "EUR").debt == E(0)
+
+
+def test_money_a_failing_step_was_about_is_journaled(tmp_path: Path) -> None:
+    """Whatever makes the engine fail on a coin or note, the money is journaled (unattributed,
+    for the staff) before the automat goes out of order."""
+    from kiosk.app.ports import Devices
+    from kiosk.app.runner import Kiosk
+    from kiosk.domain.clock import ManualClock
+    from kiosk.domain.events import NoteStacked
+    from kiosk.ledger.journal import Journal
+    from kiosk.sim.fakes import FakeKeyReader
+    from tests.conftest import make_site
+
+    site = make_site("demo")
+    j = Journal(tmp_path / "j.sqlite", site.kiosk_id)
+    k = Kiosk(site, j, Devices(reader=FakeKeyReader()), ManualClock(T0))
+
+    def broken(_event: Any) -> list[Any]:
+        raise ArithmeticError("a defect nobody foresaw")
+
+    k.session.handle = broken  # type: ignore[method-assign]
+    k.submit(NoteStacked(E(2000), channel=3))
+    import threading
+
+    k.run(threading.Event(), tick_seconds=0.01)  # the engine thread: ends on the failure
+    assert k.failure and "ArithmeticError" in k.failure
+    [cash] = j.entries_of_kind(Kind.CASH_UNATTRIBUTED)
+    assert cash.amount == E(2000) and "ArithmeticError" in cash.data["refused"]
+    assert k.view().state == State.OUT_OF_SERVICE
+
+
+def _serve(db: str) -> tuple[str, Any]:
+    """A head-office server process on `db`, up and answering."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import requests
+
+    from tests.conftest import ROOT, free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "sync.admin", "--db", db, "serve", "--port",
+                             str(port)], cwd=ROOT, env=dict(os.environ))  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if requests.get(url + "/v1/health", timeout=0.5).ok:
+                return url, proc
+        except requests.ConnectionError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, "head office did not start"
+        threading_wait(0.05)
+
+
+def threading_wait(seconds: float) -> None:
+    import threading
+
+    threading.Event().wait(seconds)  # the server process is starting: look again shortly
+
+
+def test_a_key_blocked_after_head_office_was_restored_reaches_every_kiosk(
+    tmp_path: Path,
+) -> None:
+    """Before: reference versions counted on from the last one. After head office was restored
+    from an older backup, it gave versions again that kiosks already held: a kiosk holding a
+    newer version than the restored one was told "unchanged", or sent a change list that
+    missed a key blocked since. Now versions count on from the clock and never repeat."""
+    import shutil
+
+    from kiosk.adapters.head_office import Syncer
+    from kiosk.domain.events import KeyStatus
+    from kiosk.ledger.journal import Journal
+    from sync.client import SyncClient
+
+    path = tmp_path / "headoffice.sqlite"
+    ho = HeadOffice("", f"sqlite:///{path}", {})
+    token = ho.admin("register", "DEMO-01")
+    ho.admin("key", "K1", "--status", "active", "--account", "4711")
+    ho.admin("key", "K2", "--status", "active", "--account", "4712")
+    shutil.copy(path, tmp_path / "backup.sqlite")  # the night's backup
+    for n in range(3):  # the day's changes, which the kiosk takes
+        ho.admin("key", f"K{10 + n}", "--status", "active")
+    j = Journal(tmp_path / "j.sqlite", "DEMO-01")
+    url, proc = _serve(ho.db)
+    try:
+        sync = Syncer(j, SyncClient(url, token, "DEMO-01", timeout=(1.0, 5.0)))
+        assert sync.round(T0).last_error is None
+        assert j.account_for("K12", "", "EUR").status == KeyStatus.ACTIVE
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    shutil.copy(tmp_path / "backup.sqlite", path)  # the disk failed: restored from the backup
+    ho.admin("key", "K1", "--status", "blocked", "--reason", "stolen")  # K1 is stolen
+    for n in range(4):  # and the day goes on
+        ho.admin("key", f"K{20 + n}", "--status", "active")
+    url, proc = _serve(ho.db)
+    try:
+        sync = Syncer(j, SyncClient(url, token, "DEMO-01", timeout=(1.0, 5.0)))
+        assert sync.round(T0).last_error is None
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert j.account_for("K1", "4711", "EUR").status == KeyStatus.BLOCKED

@@ -161,7 +161,7 @@ def test_crash_after_the_key_was_credited_does_not_credit_twice(tmp_path: Path) 
     assert key.credit == 2350 and reader.writes == 0
     assert kiosk.journal.pending_credits("K1") == []
     settled = [e for e in kiosk.journal.entries() if e.kind == Kind.PENDING_WRITTEN]
-    assert settled[0].data == {"found_on_key": True}
+    assert settled[0].data == {"found_on_key": True, "write_no": 1}  # the log says which write
 
 
 @pytest.mark.parametrize("status", [KeyStatus.BLOCKED, KeyStatus.UNKNOWN])

@@ -96,10 +96,16 @@ class Syncer:
         etag, data = self.client.reference(self.journal.get_meta(REF_ETAG), since)
         if data is None:
             return False
+        debts = []
+        for d in data["debts"]:
+            if type(d["amount"]) is not int or d["amount"] < 0:  # no debt is below zero
+                log.warning("debt from head office not taken: %r", d)
+                continue
+            debts.append((d["contract_account"], Money(d["amount"], d["currency"])))
         self.journal.set_reference(
             [(k["serial"], KeyStatus(k["status"]), k["contract_account"], k.get("reason") or "")
              for k in data["keys"]],
-            [(d["contract_account"], Money(d["amount"], d["currency"])) for d in data["debts"]],
+            debts,
         )  # fmt: skip
         credits = self._usable(data.get("credits", []))
         self._take_credits(credits)
@@ -132,15 +138,17 @@ class Syncer:
         (once, whether the reference data or a key's claim brings them first)."""
         records = []
         for c in held:
+            bound = c.get("bound")
             records.append(
                 Record(
                     Kind.PENDING_CREDIT,
                     c["credit_id"],
                     c["key"],
                     Money(c["amount"], c["currency"]),
-                    {"reason": "head_office", "origin": c.get("origin")},
+                    {"reason": "head_office", "origin": c.get("origin"),
+                     **({"key_written": bound} if type(bound) is int else {})},
                 )
-            )
+            )  # fmt: skip
         return len(self.journal.add_credits(records, self.clock()))
 
     def _wrong_credit(self, c: Any) -> str | None:
@@ -158,6 +166,9 @@ class Syncer:
             return f"in {cur}, not {self.currency}"
         if type(amount) is not int or not 0 < amount <= self.max_credit:
             return f"amount {amount!r} is not between 0 and {self.max_credit}"
+        bound = c.get("bound")
+        if bound is not None and (type(bound) is not int or bound < 0):
+            return f"bound {bound!r} is not a write number"
         return None
 
     def _release_credits(self, held: set[str]) -> None:
@@ -170,25 +181,27 @@ class Syncer:
         ]
         self.journal.append(gone, self.clock())
 
-    def claim(self, key: str) -> list[str]:
+    def claim(self, key: str, written: int | None = None) -> dict[str, int | None]:
         """When a key is inserted and head office is reachable: take over its open credits
         fleet-wide under a lease, so that this kiosk writes them (once); they are journaled
-        here if new. Returns the ids granted; offline (or on any sync error) nothing changes
-        and the kiosk writes only what it holds."""
+        here if new. Returns the ids granted, each with head office's bound (the key's write
+        number below which it cannot be on the key); offline (or on any sync error) nothing
+        changes and the kiosk writes only what it holds."""
         if self.status.last_error is not None and self.status.rounds:
-            return []  # known to be offline: do not keep the customer waiting
+            return {}  # known to be offline: do not keep the customer waiting
         if self._claimer is None or self._claimer.base != self.client.base:
             self._claimer = self.client.fork()  # claims come from the engine's thread
         try:
-            granted = self._usable(self._claimer.claim(key, timeout=CLAIM_TIMEOUT))
+            answer = self._claimer.claim(key, timeout=CLAIM_TIMEOUT, written=written)
+            granted = self._usable(answer)
             self._take_credits(granted)
-            return [c["credit_id"] for c in granted]
+            return {c["credit_id"]: c.get("bound") for c in granted}
         except SyncError as err:
             log.info("credits of %s not claimed: %s", key, err)
-            return []
+            return {}
         except (ValueError, KeyError, TypeError, AttributeError):  # what head office sent
             log.exception("credits of %s: head office's answer not taken", key)
-            return []
+            return {}
 
     def _tell(self) -> None:
         """Head office's fleet page shows what each kiosk still holds back, and since when."""
@@ -320,8 +333,8 @@ class HeadOfficeLink:
     def status(self) -> SyncStatus:
         return self.syncer.status
 
-    def claim(self, key: str) -> list[str]:
-        return self.syncer.claim(key)
+    def claim(self, key: str, written: int | None = None) -> dict[str, int | None]:
+        return self.syncer.claim(key, written)
 
     def round_now(self, timeout: float = 30.0) -> SyncStatus:
         try:

@@ -66,6 +66,7 @@ def key_info(summary: Summary) -> KeyInfo:
         written=summary.written,
         log_from=summary.log_from,
         log_complete=summary.log is not None,
+        log_nos=tuple(t.no for t in summary.log or () if t.txid),
         meter=meter_reading(summary.meter, ident.currency),
     )
 

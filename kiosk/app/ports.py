@@ -97,8 +97,10 @@ class HeadOffice(Protocol):
     def attach(self, on_settings: Callable[[dict[str, int]], object]) -> None: ...
     def start(self) -> None: ...
     def stop(self) -> None: ...
-    # a key's open credits fleet-wide, granted here under a lease: their ids
-    def claim(self, key: str) -> list[str]: ...
+    # a key's open credits fleet-wide, granted here under a lease: their ids, each with the
+    # key's write number below which it cannot be on the key (None: no bound known); `written`
+    # is the key's write count as read at insertion
+    def claim(self, key: str, written: int | None = None) -> dict[str, int | None]: ...
     def round_now(self, timeout: float = 30.0) -> SyncStatus: ...
     def health(self) -> float: ...  # seconds for a round trip (raises when unreachable)
 
@@ -166,8 +168,8 @@ class NoHeadOffice:
     def stop(self) -> None:
         """Nothing runs."""
 
-    def claim(self, key: str) -> list[str]:
-        return []
+    def claim(self, key: str, written: int | None = None) -> dict[str, int | None]:
+        return {}
 
     def round_now(self, timeout: float = 30.0) -> SyncStatus:
         return self.status

@@ -68,6 +68,23 @@ SYNC_SETTINGS = "sync_settings"
 Listener = Callable[[View, UserFacingError | None], None]
 
 
+def tighter(ours: int | None, theirs: int | None) -> int | None:
+    """The lower of two bounds on a credit's write (a lower one lets fewer writes pass as
+    not being it); None only where neither knows one."""
+    known = [b for b in (ours, theirs) if isinstance(b, int)]
+    return min(known) if known else None
+
+
+def _unattributed(event: CoinAccepted | NoteStacked, why: str) -> Record:
+    """Money taken that the engine did not take into a transaction: journaled all the same
+    (staff settle it), never dropped."""
+    medium = "coin" if isinstance(event, CoinAccepted) else "note"
+    data: dict[str, object] = {"medium": medium, "channel": event.channel, "refused": why}
+    if event.counter is not None:
+        data["counter"] = event.counter
+    return Record(Kind.CASH_UNATTRIBUTED, txid=None, key=None, amount=event.value, data=data)
+
+
 class StepNotJournaled(KioskError):
     """An engine step's records could not be journaled (nothing of them is): the fail-safe
     keeps them."""
@@ -101,6 +118,9 @@ class Kiosk:
         self.monotonic = monotonic
         self.events: queue.Queue[Event] = queue.Queue()
         self._txno = 0  # the number in the last transaction id given out
+        #: whether the step under way has journaled its records (the fail-safe journals the
+        #: money of a step that failed before)
+        self._step_journaled = False
         self.listeners: list[Listener] = []
         #: why the engine stopped (an unexpected error: the automat is out of order)
         self.failure: str | None = None
@@ -219,6 +239,9 @@ class Kiosk:
         view = self._published
         self._inhibit(card=view.state == State.CARD)
         records = list(err.records) if isinstance(err, StepNotJournaled) else []
+        if not records and not self._step_journaled and isinstance(event, CoinAccepted | NoteStacked):
+            # the step failed before it journaled the money it was about: it was taken
+            records.append(_unattributed(event, f"engine failed: {type(err).__name__}: {err}"))
         cause = err.__cause__ if isinstance(err, StepNotJournaled) and err.__cause__ else err
         fault = Record(Kind.FAULT, view.txid, view.key.serial if view.key else None, None,
                        {"device": "engine", "code": 0, "event": type(event).__name__,
@@ -276,6 +299,7 @@ class Kiosk:
 
     def process(self, event: Event) -> None:
         """One engine step: enrich, decide, journal (durably), act, publish."""
+        self._step_journaled = False
         if isinstance(event, Tick) and self.health is not None:
             self._look_at_health(event.now)
         nxt = self._next_site
@@ -302,18 +326,14 @@ class Kiosk:
                 return
             # Money is never refused: a defect in the table must not drop a coin taken.
             log.error("money the engine refused is journaled as unattributed: %s", err)
-            medium = "coin" if isinstance(event, CoinAccepted) else "note"
-            data = {"medium": medium, "channel": event.channel, "refused": str(err)}
-            if event.counter is not None:
-                data["counter"] = event.counter
-            commands = [Record(Kind.CASH_UNATTRIBUTED, txid=None, key=None, amount=event.value,
-                               data=data)]  # fmt: skip
+            commands = [_unattributed(event, str(err))]
         records = [c for c in commands if isinstance(c, Record)]
         if records:
             try:
                 self.journal.append(records, self.clock())
             except JournalError as err:
                 raise StepNotJournaled(records) from err
+        self._step_journaled = True
         for cmd in commands:
             if not isinstance(cmd, Record):
                 self._execute(cmd)
@@ -323,11 +343,11 @@ class Kiosk:
         """The key with head office's view of it; with its whole log when credits are owed to
         it (the log decides whether one already landed), which the reader reads only then."""
         key = event.key
-        leased = set(self.head_office.claim(key.serial))
+        leased = self.head_office.claim(key.serial, key.written)
         account = self.journal.account_for(key.serial, key.contract_account, self.site.currency)
-        if leased:  # head office just granted these to this kiosk: no bound to check
-            pending = tuple(replace(p, key_written=None) if p.txid in leased else p
-                            for p in account.pending)  # fmt: skip
+        if leased:  # head office just granted these: the lower of its bound and ours holds
+            pending = tuple(replace(p, key_written=tighter(p.key_written, leased[p.txid]))
+                            if p.txid in leased else p for p in account.pending)  # fmt: skip
             account = replace(account, pending=pending)
         if account.pending and not key.log_complete:
             try:

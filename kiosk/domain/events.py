@@ -100,6 +100,14 @@ class KeyInfo:
     #: whether `recent_txids` is the key's whole log (read only when a credit owed from an
     #: earlier visit needs it): without it, no transaction is known to be on the key
     log_complete: bool = True
+    #: the write number of each of `recent_txids` (same order), where the log was read
+    log_nos: tuple[int, ...] = ()
+
+    def write_no_of(self, txid: str) -> int | None:
+        """The key's write number of a transaction in its log (None: not known)."""
+        if txid in self.recent_txids and len(self.log_nos) == len(self.recent_txids):
+            return self.log_nos[self.recent_txids.index(txid)]
+        return None
 
 
 @immutable

@@ -488,10 +488,14 @@ class Journal:
         elif e.kind == Kind.PENDING_CREDIT:
             j = journal_table
             closed = conn.execute(
-                select(j.c.seq).where(j.c.txid == e.txid, j.c.seq < e.seq, j.c.kind.in_(
-                    (str(Kind.PENDING_WRITTEN), str(Kind.PENDING_RELEASED)))).limit(1)
+                select(j.c.seq, j.c.kind).where(j.c.txid == e.txid, j.c.seq < e.seq, j.c.kind.in_(
+                    (str(Kind.PENDING_WRITTEN), str(Kind.PENDING_RELEASED))))
+                .order_by(j.c.kind.desc()).limit(1)  # pending_written first: written stays shut
             ).first()  # fmt: skip
             if closed is None:
+                conn.execute(insert(open_credits_table).values(seq=e.seq, txid=e.txid, key=e.key))
+            elif closed.kind == str(Kind.PENDING_RELEASED) and e.data.get("regranted"):
+                # given to another kiosk, and back to this one now: owed here again
                 conn.execute(insert(open_credits_table).values(seq=e.seq, txid=e.txid, key=e.key))
         elif e.kind in (Kind.PENDING_WRITTEN, Kind.PENDING_RELEASED):
             conn.execute(open_credits_table.delete().where(open_credits_table.c.txid == e.txid))
@@ -688,10 +692,29 @@ class Journal:
             seen: set[str | None] = set()
             new = []
             for r in records:
-                if r.txid not in seen and not (r.txid and self.credit_known(r.txid)):
-                    new.append(r)
+                if r.txid in seen:
+                    continue
                 seen.add(r.txid)
+                if r.txid and self.credit_known(r.txid):
+                    if not self.credit_released(r.txid):
+                        continue
+                    # released to another kiosk and granted back here: owed here again
+                    r = replace(r, data={**r.data, "regranted": True})
+                new.append(r)
             return self.append(new, now)
+
+    def credit_released(self, txid: str) -> bool:
+        """Is this credit's newest state here "released" (given to another kiosk), neither open
+        nor written here?"""
+        j = journal_table
+        q = (select(j.c.kind).where(j.c.txid == txid, j.c.kind.in_((
+            str(Kind.PENDING_CREDIT), str(Kind.PENDING_WRITTEN), str(Kind.PENDING_RELEASED))))
+            .order_by(j.c.seq.desc()).limit(1))  # fmt: skip
+        with self.engine.connect() as conn:
+            newest = conn.execute(q).scalar()
+            written = conn.execute(select(j.c.seq).where(
+                j.c.txid == txid, j.c.kind == str(Kind.PENDING_WRITTEN)).limit(1)).first()  # fmt: skip
+        return newest == str(Kind.PENDING_RELEASED) and written is None
 
     def credit_known(self, txid: str) -> bool:
         """Has this credit been journaled here before (open, written or released)?"""
@@ -720,7 +743,9 @@ class Journal:
                 select(debts_table).where(debts_table.c.contract_account == contract_account)
             ).first()
         status = KeyStatus(k.status) if k else KeyStatus.UNKNOWN
-        debt = Money(d.amount, d.currency) if d and d.currency == currency else Money.zero(currency)
+        # a debt below zero is no debt (head office refuses one; an older one may have sent it)
+        debt = (Money(max(0, int(d.amount)), d.currency) if d and d.currency == currency
+                else Money.zero(currency))  # fmt: skip
         return Account(
             status=status,
             debt=debt,

@@ -201,6 +201,7 @@ class FakeKey:
             role=self.role,
             credit=Money(self.credit, self.currency),
             recent_txids=tuple(self.log[-10:]),
+            log_nos=tuple(range(max(0, len(self.log) - 10) + 1, len(self.log) + 1)),
             meter=self.meter,
             written=len(self.log),
             log_from=max(0, len(self.log) - 9),  # as a real key's log of ten (see profile.py)

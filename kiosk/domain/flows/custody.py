@@ -80,9 +80,11 @@ class KeyCustody(SessionCore):
                 # Not written here: head office decides (a claim grants it when it is open).
                 continue
             if p.txid in key.recent_txids:  # a torn write that did land: settle, do not rewrite
+                no = key.write_no_of(p.txid)
                 cmds.append(
-                    self._rec(Kind.PENDING_WRITTEN, p.amount, txid=p.txid, found_on_key=True)
-                )
+                    self._rec(Kind.PENDING_WRITTEN, p.amount, txid=p.txid, found_on_key=True,
+                              **({} if no is None else {"write_no": no}))
+                )  # fmt: skip
                 if p.on_key is not None and p.on_key > p.amount:  # more than is still paid
                     cmds.append(
                         self._rec(Kind.CLAIM, p.on_key - p.amount, txid=p.txid,
@@ -106,14 +108,14 @@ class KeyCustody(SessionCore):
         if ev.txid != p.txid:
             raise ValueError(f"key written for {ev.txid}, expected {p.txid}")
         c.pending.pop(0)
+        write_no = c.key.written + 1
         c.key = replace(c.key, credit=ev.credit_after, recent_txids=(*c.key.recent_txids, p.txid),
-                        written=c.key.written + 1)  # fmt: skip
+                        written=write_no, log_nos=(*c.key.log_nos, write_no))  # fmt: skip
         c.pending_written = (c.pending_written or Money.zero(self.site.currency)) + p.amount
         cmds: list[Command] = [
-            self._rec(
-                Kind.PENDING_WRITTEN, p.amount, txid=p.txid, credit_after=ev.credit_after.minor
-            )
-        ]
+            self._rec(Kind.PENDING_WRITTEN, p.amount, txid=p.txid,
+                      credit_after=ev.credit_after.minor, write_no=write_no)
+        ]  # fmt: skip
         if c.pending:
             nxt = c.pending[0]
             return [*cmds, WriteKey(nxt.txid, nxt.amount)]

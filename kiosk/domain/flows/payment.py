@@ -142,11 +142,18 @@ class Payment(SessionCore):
         c = self._ctx
         tx = c.tx
         assert tx is not None and tx.split is not None and c.key is not None
-        c.key = replace(c.key, credit=credit_after, recent_txids=(*c.key.recent_txids, tx.txid),
-                        written=c.key.written + 1)  # fmt: skip
+        if data.get("found_on_key"):  # an earlier write of it landed: its number is in the log
+            write_no = c.key.write_no_of(tx.txid)
+        else:  # written now: the key's next write
+            write_no = c.key.written + 1
+            c.key = replace(c.key, credit=credit_after, written=write_no,
+                            recent_txids=(*c.key.recent_txids, tx.txid),
+                            log_nos=(*c.key.log_nos, write_no))  # fmt: skip
+        more = {} if write_no is None else {"write_no": write_no}
         cmds: list[Command] = [
-            self._rec(Kind.KEY_WRITTEN, tx.split.credit, credit_after=credit_after.minor, **data)
-        ]
+            self._rec(Kind.KEY_WRITTEN, tx.split.credit, credit_after=credit_after.minor,
+                      **data, **more)
+        ]  # fmt: skip
         if tx.card:
             cmds.append(CompleteCard(tx.txid))
         return cmds + self._close(Outcome.COMPLETED)
