@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import queue
 import random
+import threading
 import time
 from typing import Any, NamedTuple
 
@@ -57,6 +59,28 @@ class Ack(NamedTuple):
 
     seq: int
     hash: str | None
+
+
+def within(seconds: float, call: Any, session: requests.Session) -> Any:
+    """`call()`'s result if it comes within `seconds`, else Retryable (the call goes on in its
+    own thread until its socket times out; its session is closed, so nothing reuses it)."""
+    done: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
+
+    def run() -> None:
+        try:
+            done.put((True, call()))
+        except BaseException as err:  # handed to the caller, not lost in the thread
+            done.put((False, err))
+
+    threading.Thread(target=run, name="head-office-call", daemon=True).start()
+    try:
+        ok, value = done.get(timeout=seconds)
+    except queue.Empty:
+        session.close()
+        raise Retryable(f"head office's answer did not come within {seconds:g} s") from None
+    if not ok:
+        raise value
+    return value
 
 
 class SyncClient:
@@ -141,14 +165,18 @@ class SyncClient:
             raise Retryable(f"unexpected answer from head office: {resp.text[:200]}") from err
 
     def claim(self, key: str, timeout: tuple[float, float] | None = None,
-              written: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
+              written: int | None = None, deadline: float | None = None) -> list[dict[str, Any]]:  # fmt: skip
         """Take over the key's open credits for this kiosk; returns those it now holds.
         `written`: the key's write count as read at insertion (head office checks what was
-        reported written on the key against it)."""
+        reported written on the key against it). `deadline`: seconds for the whole answer (a
+        customer waits for it): an answer that trickles in is given up then (Retryable), as
+        `timeout` bounds each read only."""
         body: dict[str, Any] = {"key": key}
         if written is not None:
             body["written"] = written
-        resp = self._request("POST", "/v1/credits/claim", json=body, timeout=timeout or self.timeout)
+        call = lambda: self._request(  # noqa: E731
+            "POST", "/v1/credits/claim", json=body, timeout=timeout or self.timeout)
+        resp = call() if deadline is None else within(deadline, call, self.session)
         try:
             return list(resp.json()["credits"])
         except (ValueError, KeyError, TypeError) as err:

@@ -491,3 +491,49 @@ def test_a_key_blocked_after_head_office_was_restored_reaches_every_kiosk(
         proc.terminate()
         proc.wait(10)
     assert j.account_for("K1", "4711", "EUR").status == KeyStatus.BLOCKED
+
+
+def test_a_claim_answer_that_trickles_in_holds_the_key_no_longer_than_its_deadline(
+    tmp_path: Path,
+) -> None:
+    """Before: the claim's timeout bounded each read only, so an answer trickling in a byte at
+    a time held the engine thread on key insertion for 12 s. Now the whole answer has a
+    deadline (3 s): then the kiosk goes on with what it holds, and nothing is journaled."""
+    import socket
+    import threading
+    import time
+
+    from kiosk.adapters import head_office
+    from kiosk.adapters.head_office import Syncer
+    from kiosk.ledger.journal import Journal
+    from sync.client import SyncClient
+
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            body = b'{"credits": [{"credit_id": "HO-1", "key": "K1", "amount": 500, ' \
+                   b'"currency": "EUR"}]}'  # fmt: skip
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n" % len(body))  # fmt: skip
+            for byte in body:
+                if stop.wait(0.2):  # a byte every 0.2 s: each read well within its timeout
+                    return
+                conn.sendall(bytes([byte]))
+
+    threading.Thread(target=trickle, daemon=True).start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}"
+    j = Journal(tmp_path / "j.sqlite", "DEMO-01")
+    sync = Syncer(j, SyncClient(url, "t", "DEMO-01"))
+    start = time.monotonic()
+    try:
+        assert sync.claim("K1", 3) == {}
+        took = time.monotonic() - start
+    finally:
+        stop.set()
+        server.close()
+    assert took < head_office.CLAIM_DEADLINE + 1.0, took
+    assert j.entries_of_kind(Kind.PENDING_CREDIT) == []

@@ -28,6 +28,8 @@ LAST_ERROR = "sync_last_error"
 SETTINGS = "sync_settings"  # the site settings head office sent last, as JSON (read by Kiosk)
 #: a key waits for head office at most this long (connect, read) when claiming its credits
 CLAIM_TIMEOUT = (1.0, 2.0)
+#: and for the whole answer: one that trickles in holds the customer no longer than this
+CLAIM_DEADLINE = 3.0
 
 
 class Syncer:
@@ -192,12 +194,14 @@ class Syncer:
         if self._claimer is None or self._claimer.base != self.client.base:
             self._claimer = self.client.fork()  # claims come from the engine's thread
         try:
-            answer = self._claimer.claim(key, timeout=CLAIM_TIMEOUT, written=written)
+            answer = self._claimer.claim(key, timeout=CLAIM_TIMEOUT, written=written,
+                                         deadline=CLAIM_DEADLINE)  # fmt: skip
             granted = self._usable(answer)
             self._take_credits(granted)
             return {c["credit_id"]: c.get("bound") for c in granted}
         except SyncError as err:
             log.info("credits of %s not claimed: %s", key, err)
+            self._claimer = None  # a claim given up may still hold its session: a new one
             return {}
         except (ValueError, KeyError, TypeError, AttributeError):  # what head office sent
             log.exception("credits of %s: head office's answer not taken", key)
