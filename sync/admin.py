@@ -19,6 +19,8 @@ from sync.sheet import cell
 from sync.server import (
     DB_ENV,
     DOCS_ENV,
+    LEASE_ENV,
+    LEASE_SECONDS,
     HISTORY,
     KEY_STATUSES,
     api_tokens,
@@ -49,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="server processes (stateless: they share only the database)",
     )
+    s.add_argument("--lease-seconds", type=int, default=LEASE_SECONDS,
+                   help="how long a key's claim gives one kiosk its credits to write "
+                        f"(default {LEASE_SECONDS})")  # fmt: skip
     s.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM, with its chain)")
     s.add_argument("--tls-key", help="the certificate's private key (PEM)")
     r = sub.add_parser("register", help="register a kiosk; prints its token once")
@@ -183,17 +188,21 @@ def run(args: argparse.Namespace) -> int:
         if args.workers < 1:
             print("sync.admin: --workers is 1 or more", file=sys.stderr)
             return 2
+        if not 1 <= args.lease_seconds <= 86_400:
+            print("sync.admin: --lease-seconds is 1 to 86400", file=sys.stderr)
+            return 2
         if args.workers > 1:  # each worker process builds the app from the environment
             import os
 
             open_db(args.db).dispose()  # the schema checked (or made) once, before they start
             os.environ[DB_ENV] = args.db
             os.environ[DOCS_ENV] = "1" if args.docs else ""
+            os.environ[LEASE_ENV] = str(args.lease_seconds)
             uvicorn.run("sync.server:app_from_env", factory=True, workers=args.workers,
                         host=args.host, port=args.port, log_level="warning",
                         timeout_graceful_shutdown=5, **tls)  # fmt: skip
             return 0
-        app = create_app(args.db, docs=args.docs)
+        app = create_app(args.db, docs=args.docs, lease_seconds=args.lease_seconds)
         # a stop waits at most 5 s for clients (a half-done TLS handshake held it for good)
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
                     timeout_graceful_shutdown=5, **tls)  # fmt: skip

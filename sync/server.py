@@ -405,7 +405,7 @@ class Doorman:
                     del self._failed[gone]
 
 
-def create_app(db_url: str, *, docs: bool = False) -> FastAPI:
+def create_app(db_url: str, *, docs: bool = False, lease_seconds: int = LEASE_SECONDS) -> FastAPI:
     """The head-office app. `docs`: serve /docs and /openapi.json (off unless asked for:
     the protocol is published in sync/openapi.json)."""
     engine = open_db(db_url)
@@ -626,7 +626,7 @@ def create_app(db_url: str, *, docs: bool = False) -> FastAPI:
             moved = conn.execute(
                 update(credits)
                 .where(free)
-                .values(holder=kiosk_id, lease_until=now + LEASE_SECONDS, claim_id=claim_id)
+                .values(holder=kiosk_id, lease_until=now + lease_seconds, claim_id=claim_id)
             )
             if body.written is not None:  # an office credit's first grant: not on the key yet
                 conn.execute(
@@ -692,7 +692,7 @@ def create_app(db_url: str, *, docs: bool = False) -> FastAPI:
 
 
 #: what `app_from_env` builds from: `sync.admin serve --workers N` sets them for its workers
-DB_ENV, DOCS_ENV = "HEAD_OFFICE_DB", "HEAD_OFFICE_DOCS"
+DB_ENV, DOCS_ENV, LEASE_ENV = "HEAD_OFFICE_DB", "HEAD_OFFICE_DOCS", "HEAD_OFFICE_LEASE_SECONDS"
 
 
 def app_from_env() -> FastAPI:
@@ -701,7 +701,8 @@ def app_from_env() -> FastAPI:
     counts, which each process keeps for the clients it serves."""
     import os
 
-    return create_app(os.environ[DB_ENV], docs=bool(os.environ.get(DOCS_ENV)))
+    lease = int(os.environ.get(LEASE_ENV) or LEASE_SECONDS)
+    return create_app(os.environ[DB_ENV], docs=bool(os.environ.get(DOCS_ENV)), lease_seconds=lease)
 
 
 def credit_out(r: Any) -> dict[str, Any]:
@@ -767,9 +768,8 @@ def reopen_contradicted(conn: Any, kiosk_id: str, key: str, written: int,
         reopen(conn, cid)
         alarm(conn, kiosk_id, None, f"credit {cid} was reported written by {by} as write {no} "
               f"of key {key}, which has {written} writes: opened again", refused)  # fmt: skip
-    if false:
-        conn.execute(key_writes.delete().where(key_writes.c.key == key,
-                                               key_writes.c.write_no > written))  # fmt: skip
+    # (the writes reported above `written` stay: a claim is only a kiosk's word, and the
+    # first report of a number stands against later ones)
     return bool(false)
 
 
@@ -903,8 +903,10 @@ def close_credit(conn: Any, kiosk_id: str, r: dict[str, Any], data: dict[str, An
                   f"after {credit.written_by} wrote it: key {credit.key} may hold it twice",
                   refused)  # fmt: skip
         return reopened
-    if conflict:
-        return reopened  # another transaction was reported at that write: not closed by this
+    if conflict and kiosk_id != credit.origin:
+        # another transaction was reported at that write: a kiosk that did not take the money
+        # does not close it against that (its origin, which took the money, does)
+        return reopened
     if kiosk_id != credit.origin and write_no is None:
         alarm(conn, kiosk_id, r["seq"], f"credit {txid} not closed: {kiosk_id} did not say "
               "which write of the key it was", refused)  # fmt: skip

@@ -16,7 +16,7 @@ from kiosk.app.ports import SyncStatus
 from kiosk.domain.events import KeyStatus, Kind, Record
 from kiosk.domain.money import Money
 from kiosk.ledger.journal import ANCHOR, WATERMARK, Journal
-from sync.client import Retryable, SyncClient, SyncError, backoff
+from sync.client import Permanent, Retryable, SyncClient, SyncError, backoff
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,12 @@ class Syncer:
             rows = self.journal.raw_entries(after=self.status.acked, limit=self.batch)
             if not rows:
                 break
-            ack = self.client.upload_ack(rows)  # raises SyncError; watermark untouched then
+            try:
+                ack = self.client.upload_ack(rows)  # raises SyncError; watermark untouched then
+            except Permanent as err:
+                if err.status != 409 or not self._rewind():
+                    raise
+                continue  # head office lost what it had (restored): send it again
             acked = ack.seq
             if acked < self.status.acked:
                 raise SyncError(f"head office acknowledged {acked}, below our watermark")
@@ -89,6 +94,29 @@ class Syncer:
         self.status.backlog = self.journal.last_seq() - self.status.acked
         self.status.last_success = now
         return self.status.acked - start
+
+    def _rewind(self) -> bool:
+        """Head office refused the next batch as not following what it holds: if it holds
+        less than it acknowledged (restored from an older backup) and what it holds is ours,
+        the watermark goes back to it and the rest is sent again. True if it went back."""
+        held = self.client.upload_ack([])  # an empty batch: what head office holds now
+        if held.seq >= self.status.acked:
+            return False  # a fork or a gap that a resend does not mend
+        base, base_hash = self.journal.base()
+        if held.seq < base:
+            log.error("head office holds entries up to %d only, and this journal's live part "
+                      "begins after %d: the archive must be sent by staff", held.seq, base)
+            return False
+        ours = base_hash if held.seq == base else next(
+            (r["hash"] for r in self.journal.raw_entries(after=held.seq - 1, limit=1)), None)
+        if held.hash is not None and held.seq and ours != held.hash:
+            return False  # another entry than ours: a fork
+        log.warning("head office holds entries up to %d, below the %d it acknowledged "
+                    "(restored from a backup?): sending them again", held.seq, self.status.acked)
+        anchor = {ANCHOR: f"{held.seq} {held.hash}"} if held.hash and held.seq else {}
+        self.journal.set_meta(WATERMARK, str(held.seq), **anchor)
+        self.status.acked = held.seq
+        return True
 
     def pull_reference(self) -> bool:
         """Download key status, debts, this kiosk's credits and site settings if they changed;
