@@ -537,3 +537,45 @@ def test_a_claim_answer_that_trickles_in_holds_the_key_no_longer_than_its_deadli
         server.close()
     assert took < head_office.CLAIM_DEADLINE + 1.0, took
     assert j.entries_of_kind(Kind.PENDING_CREDIT) == []
+
+
+def test_after_head_office_is_restored_every_kiosk_sends_again_what_it_lost(
+    tmp_path: Path,
+) -> None:
+    """Before: head office restored from an older copy holds fewer of a kiosk's entries than it
+    had acknowledged; the kiosk's next batch was refused as a gap, every round, for good. Now
+    the kiosk asks what head office holds and, where that is its own chain, sends again from
+    there: head office's copy is whole again and the credit book rebuilt from it."""
+    import shutil
+
+    from kiosk.adapters.head_office import Syncer
+    from kiosk.ledger.journal import Journal
+    from sync.client import SyncClient
+
+    path = tmp_path / "headoffice.sqlite"
+    ho = HeadOffice("", f"sqlite:///{path}", {})
+    token = ho.admin("register", "DEMO-01")
+    j = Journal(tmp_path / "j.sqlite", "DEMO-01")
+    tx1, tx2 = "DEMO-01-261129-1", "DEMO-01-261129-2"
+    entries_of(j, paid(tx1, "K1", 1000))
+    url, proc = _serve(ho.db)
+    try:
+        sync = Syncer(j, SyncClient(url, token, "DEMO-01", timeout=(1.0, 5.0)))
+        assert sync.round(T0).last_error is None
+        shutil.copy(path, tmp_path / "backup.sqlite")  # the night's backup: 2 entries
+        j.append([*paid(tx2, "K1", 2000), *owed(tx2, "K1", 2000)], T0)
+        assert sync.round(T0).last_error is None and sync.status.acked == 5
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    shutil.copy(tmp_path / "backup.sqlite", path)  # restored: head office holds 2 of 5
+    url, proc = _serve(ho.db)
+    try:
+        sync = Syncer(j, SyncClient(url, token, "DEMO-01", timeout=(1.0, 5.0)))
+        status = sync.round(T0)
+        assert status.last_error is None and status.acked == 5
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert [s for s, _ in ho.stored()] == [1, 2, 3, 4, 5]
+    assert [(c, k, a, o) for c, k, a, o, *_ in book(ho)] == [(tx2, "K1", 2000, "DEMO-01")]

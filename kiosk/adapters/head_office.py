@@ -68,6 +68,10 @@ class Syncer:
         while True:
             rows = self.journal.raw_entries(after=self.status.acked, limit=self.batch)
             if not rows:
+                # nothing to send: is what head office holds still what it acknowledged? (a
+                # head office restored from an older copy holds less: send that again)
+                if self.status.acked and self._rewind():
+                    continue
                 break
             try:
                 ack = self.client.upload_ack(rows)  # raises SyncError; watermark untouched then
