@@ -166,19 +166,31 @@ class SyncClient:
 
     def claim(self, key: str, timeout: tuple[float, float] | None = None,
               written: int | None = None, deadline: float | None = None) -> list[dict[str, Any]]:  # fmt: skip
-        """Take over the key's open credits for this kiosk; returns those it now holds.
+        """Take over the key's open credits for this kiosk; returns those it now holds."""
+        return list(self.claim_answer(key, timeout, written, deadline)["credits"])
+
+    def claim_answer(self, key: str, timeout: tuple[float, float] | None = None,
+                     written: int | None = None, deadline: float | None = None,
+                     log: list[tuple[int, str]] | None = None) -> dict[str, Any]:  # fmt: skip
+        """The whole answer to a claim: `credits` (those this kiosk now holds) and, when head
+        office wants to see the key's log, `check` (the write numbers it asks about).
         `written`: the key's write count as read at insertion (head office checks what was
-        reported written on the key against it). `deadline`: seconds for the whole answer (a
-        customer waits for it): an answer that trickles in is given up then (Retryable), as
-        `timeout` bounds each read only."""
+        reported written on the key against it); `log`: the key's log as read here, (write
+        number, transaction id) each. `deadline`: seconds for the whole answer (a customer
+        waits for it): an answer that trickles in is given up then (Retryable), as `timeout`
+        bounds each read only."""
         body: dict[str, Any] = {"key": key}
         if written is not None:
             body["written"] = written
+        if log is not None:
+            body["log"] = [{"no": no, "txid": txid} for no, txid in log]
         call = lambda: self._request(  # noqa: E731
             "POST", "/v1/credits/claim", json=body, timeout=timeout or self.timeout)
         resp = call() if deadline is None else within(deadline, call, self.session)
         try:
-            return list(resp.json()["credits"])
+            answer = dict(resp.json())
+            answer["credits"] = list(answer["credits"])
+            return answer
         except (ValueError, KeyError, TypeError) as err:
             raise Retryable(f"unexpected answer from head office: {resp.text[:200]}") from err
 

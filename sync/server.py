@@ -54,6 +54,7 @@ from sqlalchemy import (
     create_engine,
     false,
     func,
+    true,
     insert,
     select,
     update,
@@ -132,6 +133,9 @@ credits = Table(
     # the write number its writer reported it as: a key that has fewer writes, or another
     # transaction at that number, says the report was false
     Column("write_no", Integer),
+    # False: closed by a kiosk that did not take the money, and not yet seen at `write_no` in
+    # the key's log by another kiosk (the next claim of the key asks for that log)
+    Column("confirmed", Boolean, nullable=False, default=True, server_default=true()),
 )
 #: every kiosk a credit was ever given to write (its origin, every claim's grant): only those
 #: may say they wrote it
@@ -315,12 +319,23 @@ def time_wrong(ts: str, now: datetime) -> str | None:
     return None
 
 
+class LogRecord(BaseModel):
+    """One record of a key's top-up log as a kiosk read it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    no: int = Field(ge=1, le=2**31 - 1)  # the key's write number
+    txid: str = Field(min_length=1, max_length=64)
+
+
 class ClaimIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     key: str = Field(min_length=1, max_length=64)
     #: the key's write count as the kiosk read it at insertion: the bound of an office credit
     #: granted for the first time, and the check of the writes reported on the key
     written: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    #: the key's log as read at this kiosk, (write number, transaction id) each, when head
+    #: office asked for it (`check` in the answer): closes made elsewhere are checked on it
+    log: list[LogRecord] | None = Field(default=None, max_length=64)
 
 
 class Batch(BaseModel):
@@ -623,6 +638,10 @@ def create_app(db_url: str, *, docs: bool = False, lease_seconds: int = LEASE_SE
             changed = False
             if body.written is not None:  # what the key says undoes what it contradicts
                 changed = reopen_contradicted(conn, kiosk_id, body.key, body.written, refused)
+                if body.log is not None:
+                    shown = [(r.no, r.txid) for r in body.log]
+                    changed = check_closes(conn, kiosk_id, body.key, body.written, shown,
+                                           refused) or changed  # fmt: skip
             moved = conn.execute(
                 update(credits)
                 .where(free)
@@ -637,8 +656,11 @@ def create_app(db_url: str, *, docs: bool = False, lease_seconds: int = LEASE_SE
                 )  # fmt: skip
             rows = conn.execute(select(credits).where(credits.c.claim_id == claim_id)).all()
             grant(conn, [r.credit_id for r in rows], kiosk_id)
+            check = [] if body.log is not None else unconfirmed(conn, kiosk_id, body.key)
             if moved.rowcount or changed:
                 bump_version(conn)
+        if check:  # closes made elsewhere that the key has not shown: its log, please
+            return {"credits": [credit_out(r) for r in rows], "check": check}
         return {"credits": [credit_out(r) for r in rows]}
 
     @app.get("/v1/reference")
@@ -914,9 +936,51 @@ def close_credit(conn: Any, kiosk_id: str, r: dict[str, Any], data: dict[str, An
     conn.execute(
         update(credits)
         .where(credits.c.credit_id == txid, credits.c.written_by.is_(None))
-        .values(written_by=kiosk_id, holder=kiosk_id, lease_until=None, write_no=write_no)
-    )
+        .values(written_by=kiosk_id, holder=kiosk_id, lease_until=None, write_no=write_no,
+                confirmed=kiosk_id == credit.origin)
+    )  # fmt: skip
     return True
+
+
+def unconfirmed(conn: Any, kiosk_id: str, key: str) -> list[int]:
+    """The write numbers of the key's credits closed by a kiosk that did not take the money
+    (other than `kiosk_id`) that the key has not shown yet: a claim asks for its log."""
+    return sorted(set(conn.execute(
+        select(credits.c.write_no).where(
+            credits.c.key == key, credits.c.written_by.is_not(None),
+            credits.c.written_by != kiosk_id, credits.c.confirmed.is_(False),
+            credits.c.write_no.is_not(None))
+    ).scalars()))  # fmt: skip
+
+
+def check_closes(conn: Any, kiosk_id: str, key: str, written: int, log: list[tuple[int, str]],
+                 refused: list[dict[str, Any]]) -> bool:  # fmt: skip
+    """The key's log as a kiosk other than the writer read it (write number, transaction):
+    each unconfirmed close of the key is confirmed where the log shows it at its number, and
+    opened again (with an alarm) where the log shows another transaction there, or no longer
+    reaches back to it (it cannot be confirmed any more). True if one was opened again."""
+    seen = dict(log)
+    oldest = min(seen, default=written + 1)
+    rows = conn.execute(
+        select(credits.c.credit_id, credits.c.written_by, credits.c.write_no).where(
+            credits.c.key == key, credits.c.written_by.is_not(None),
+            credits.c.written_by != kiosk_id, credits.c.confirmed.is_(False),
+            credits.c.write_no.is_not(None))
+    ).all()  # fmt: skip
+    reopened = False
+    for cid, by, no in rows:
+        if seen.get(no) == cid:
+            conn.execute(update(credits).where(credits.c.credit_id == cid).values(confirmed=True))
+            continue
+        if no > written:
+            continue  # reopen_contradicted says so already
+        why = (f"the key shows {seen[no]} there" if no in seen
+               else f"the key's log reaches back to write {oldest} only: not confirmed")
+        reopen(conn, cid)
+        alarm(conn, kiosk_id, None, f"credit {cid} was reported written by {by} as write {no} "
+              f"of key {key}: {why}; opened again", refused)  # fmt: skip
+        reopened = True
+    return reopened
 
 
 def unbacked(conn: Any, kiosk_id: str, r: dict[str, Any]) -> str | None:

@@ -218,8 +218,12 @@ class Link:
     def attach(self, on_settings: Any) -> None:
         self.syncer.on_settings = on_settings
 
-    def claim(self, key: str, written: int | None = None) -> dict[str, int | None]:
-        return self.syncer.claim(key, written) if self.online else {}
+    def claim(self, key: str, written: int | None = None,
+              log: list[tuple[int, str]] | None = None) -> dict[str, int | None]:  # fmt: skip
+        return self.syncer.claim(key, written, log) if self.online else {}
+
+    def wants_log(self, key: str) -> bool:
+        return self.online and self.syncer.wants_log(key)
 
 
 class Station:

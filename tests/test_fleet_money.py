@@ -102,8 +102,12 @@ class Link:
     def attach(self, on_settings: Any) -> None:
         self.syncer.on_settings = on_settings
 
-    def claim(self, key: str, written: int | None = None) -> dict[str, int | None]:
-        return self.syncer.claim(key, written) if self.online else {}
+    def claim(self, key: str, written: int | None = None,
+              log: list[tuple[int, str]] | None = None) -> dict[str, int | None]:  # fmt: skip
+        return self.syncer.claim(key, written, log) if self.online else {}
+
+    def wants_log(self, key: str) -> bool:
+        return self.online and self.syncer.wants_log(key)
 
 
 class Station:
@@ -579,3 +583,36 @@ def test_after_head_office_is_restored_every_kiosk_sends_again_what_it_lost(
         proc.wait(10)
     assert [s for s, _ in ho.stored()] == [1, 2, 3, 4, 5]
     assert [(c, k, a, o) for c, k, a, o, *_ in book(ho)] == [(tx2, "K1", 2000, "DEMO-01")]
+
+
+def test_a_close_the_keys_own_log_contradicts_is_opened_again_and_written(
+    office: HeadOffice, tmp_path: Path
+) -> None:
+    """Found by the fleet fuzzer: a hostile kiosk claimed a key it never saw and said it wrote
+    an office credit as a write number the key has, one no kiosk ever reported (a write from
+    before the fleet): nothing contradicted it, and the customer's credit was gone. Now a close
+    by a kiosk that did not take the money stands only once the key shows it: the next claim
+    of the key asks for its log, the kiosk reads it, and what the log contradicts is opened
+    again (with an alarm) and written there at once."""
+    from kiosk.domain.events import Record
+    from kiosk.ledger.journal import Journal
+    from kiosk.sim.fakes import FakeKey
+
+    office.admin("key", "K1", "--status", "active", "--account", "4711")
+    f = tmp_path / "credits.csv"
+    f.write_text("key,amount,currency,kiosk,ref\nK1,5.00,EUR,,R-1\n", "utf-8")
+    office.admin("import", "credits", str(f))
+    [(credit, *_)] = book(office)
+    key = FakeKey("K1", "4711", credit=1000, log=[f"OLD-{n}" for n in range(12)])
+    hostile = office.client("OTHER-01")
+    assert [c["credit_id"] for c in hostile.claim("K1", written=12)] == [credit]
+    h = entries_of(Journal(tmp_path / "h.sqlite", "OTHER-01"),
+                   [Record(Kind.PENDING_WRITTEN, credit, "K1", E(500), {"write_no": 12})])  # fmt: skip
+    assert upload(office, h, "OTHER-01").status_code == 200
+    assert book(office)[0][4] == "OTHER-01"  # closed, not confirmed
+    x = Station(office, tmp_path, "DEMO-01")
+    x.visit(key)  # head office asks for the key's log: write 12 is OLD-11
+    assert key.log.count(credit) == 1 and key.credit == 1500
+    assert "the key shows OLD-11 there; opened again" in alarm_texts(office)[-1]
+    x.sync()
+    assert book(office)[0][4] == "DEMO-01"

@@ -301,8 +301,8 @@ class Answers:
     def fork(self) -> Answers:
         return self
 
-    def claim(self, key: str, **_how: object) -> list[Any]:
-        return self.claimed
+    def claim_answer(self, key: str, **_how: object) -> dict[str, Any]:
+        return {"credits": self.claimed}
 
     def upload_ack(self, rows: list[dict[str, Any]]) -> Ack:
         return Ack(self.acked, None)

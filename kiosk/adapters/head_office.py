@@ -56,6 +56,7 @@ class Syncer:
         self.on_settings = on_settings
         self.clock = clock or (lambda: datetime.now(UTC))
         self._claimer: SyncClient | None = None
+        self._wants_log: set[str] = set()
         acked = int(journal.get_meta(WATERMARK) or 0)
         self.status = SyncStatus(acked=acked, backlog=journal.last_seq() - acked)
         last = journal.get_meta(LAST_SUCCESS)
@@ -215,20 +216,25 @@ class Syncer:
         ]
         self.journal.append(gone, self.clock())
 
-    def claim(self, key: str, written: int | None = None) -> dict[str, int | None]:
+    def claim(self, key: str, written: int | None = None,
+              shown: list[tuple[int, str]] | None = None) -> dict[str, int | None]:  # fmt: skip
         """When a key is inserted and head office is reachable: take over its open credits
         fleet-wide under a lease, so that this kiosk writes them (once); they are journaled
         here if new. Returns the ids granted, each with head office's bound (the key's write
         number below which it cannot be on the key); offline (or on any sync error) nothing
-        changes and the kiosk writes only what it holds."""
+        changes and the kiosk writes only what it holds. `wants_log` says afterwards whether
+        head office asked to see the key's log (then claim again with it `shown`)."""
+        self._wants_log.discard(key)
         if self.status.last_error is not None and self.status.rounds:
             return {}  # known to be offline: do not keep the customer waiting
         if self._claimer is None or self._claimer.base != self.client.base:
             self._claimer = self.client.fork()  # claims come from the engine's thread
         try:
-            answer = self._claimer.claim(key, timeout=CLAIM_TIMEOUT, written=written,
-                                         deadline=CLAIM_DEADLINE)  # fmt: skip
-            granted = self._usable(answer)
+            whole = self._claimer.claim_answer(key, timeout=CLAIM_TIMEOUT, written=written,
+                                               deadline=CLAIM_DEADLINE, log=shown)  # fmt: skip
+            if whole.get("check") and shown is None:
+                self._wants_log.add(key)
+            granted = self._usable(whole["credits"])
             self._take_credits(granted)
             return {c["credit_id"]: c.get("bound") for c in granted}
         except SyncError as err:
@@ -238,6 +244,11 @@ class Syncer:
         except (ValueError, KeyError, TypeError, AttributeError):  # what head office sent
             log.exception("credits of %s: head office's answer not taken", key)
             return {}
+
+    def wants_log(self, key: str) -> bool:
+        """Did head office, at this key's last claim, ask to see its log (closes made at other
+        kiosks that the key has not shown yet)?"""
+        return key in self._wants_log
 
     def _tell(self) -> None:
         """Head office's fleet page shows what each kiosk still holds back, and since when."""
@@ -369,8 +380,12 @@ class HeadOfficeLink:
     def status(self) -> SyncStatus:
         return self.syncer.status
 
-    def claim(self, key: str, written: int | None = None) -> dict[str, int | None]:
-        return self.syncer.claim(key, written)
+    def claim(self, key: str, written: int | None = None,
+              shown: list[tuple[int, str]] | None = None) -> dict[str, int | None]:  # fmt: skip
+        return self.syncer.claim(key, written, shown)
+
+    def wants_log(self, key: str) -> bool:
+        return self.syncer.wants_log(key)
 
     def round_now(self, timeout: float = 30.0) -> SyncStatus:
         try:

@@ -100,7 +100,10 @@ class HeadOffice(Protocol):
     # a key's open credits fleet-wide, granted here under a lease: their ids, each with the
     # key's write number below which it cannot be on the key (None: no bound known); `written`
     # is the key's write count as read at insertion
-    def claim(self, key: str, written: int | None = None) -> dict[str, int | None]: ...
+    def claim(self, key: str, written: int | None = None,
+              log: list[tuple[int, str]] | None = None) -> dict[str, int | None]: ...
+    # head office asked at the key's last claim to see its log (claim again with it)
+    def wants_log(self, key: str) -> bool: ...
     def round_now(self, timeout: float = 30.0) -> SyncStatus: ...
     def health(self) -> float: ...  # seconds for a round trip (raises when unreachable)
 
@@ -168,8 +171,12 @@ class NoHeadOffice:
     def stop(self) -> None:
         """Nothing runs."""
 
-    def claim(self, key: str, written: int | None = None) -> dict[str, int | None]:
+    def claim(self, key: str, written: int | None = None,
+              log: list[tuple[int, str]] | None = None) -> dict[str, int | None]:  # fmt: skip
         return {}
+
+    def wants_log(self, key: str) -> bool:
+        return False
 
     def round_now(self, timeout: float = 30.0) -> SyncStatus:
         return self.status

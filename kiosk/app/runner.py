@@ -344,6 +344,19 @@ class Kiosk:
         it (the log decides whether one already landed), which the reader reads only then."""
         key = event.key
         leased = self.head_office.claim(key.serial, key.written)
+        if self.head_office.wants_log(key.serial):
+            # head office asks to see the key's log: closes made at other kiosks are checked
+            # on it (and what it opens again is granted here at once)
+            if not key.log_complete:
+                try:
+                    key = self.devices.reader.read_log()
+                except KeyNotRead as err:
+                    log.warning("the log of key %s could not be read: %s", key.serial, err)
+                    return KeyReadFailed(f"log: {err}")
+                if key.serial != event.key.serial or not key.log_complete:
+                    return KeyReadFailed("another key came while its log was read")
+            shown = list(zip(key.log_nos, key.recent_txids, strict=False))
+            leased |= self.head_office.claim(key.serial, key.written, shown)
         account = self.journal.account_for(key.serial, key.contract_account, self.site.currency)
         if leased:  # head office just granted these: the lower of its bound and ours holds
             pending = tuple(replace(p, key_written=tighter(p.key_written, leased[p.txid]))

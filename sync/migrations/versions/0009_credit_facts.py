@@ -1,6 +1,7 @@
 """The facts head office decides a credit on (#34): the key's write number below which the
 credit cannot be on the key (`bound`), the write number a kiosk reported writing it as
-(`write_no`), every kiosk a credit was ever granted to (`credit_grants`: only they may say
+(`write_no`) and whether the key has shown it there (`confirmed`: a close by a kiosk that did
+not take the money stands only once another kiosk read the key's log), every kiosk a credit was ever granted to (`credit_grants`: only they may say
 they wrote it), and every write a kiosk reported on a key (`key_writes`: two reports of one
 write number that disagree are an alarm, and a close that the key contradicts is undone).
 Reference versions count on from the clock (a database restored from a backup never gives a
@@ -23,6 +24,8 @@ def upgrade() -> None:
     with op.batch_alter_table("credits") as credits:
         credits.add_column(sa.Column("bound", sa.Integer))
         credits.add_column(sa.Column("write_no", sa.Integer))
+        credits.add_column(sa.Column("confirmed", sa.Boolean, nullable=False,
+                                     server_default=sa.true()))  # fmt: skip
     op.create_table(
         "credit_grants",
         sa.Column("credit_id", sa.String(64), primary_key=True),
@@ -60,5 +63,6 @@ def downgrade() -> None:
     op.drop_table("key_writes")
     op.drop_table("credit_grants")
     with op.batch_alter_table("credits") as credits:
+        credits.drop_column("confirmed")
         credits.drop_column("write_no")
         credits.drop_column("bound")
