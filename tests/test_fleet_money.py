@@ -616,3 +616,31 @@ def test_a_close_the_keys_own_log_contradicts_is_opened_again_and_written(
     assert "the key shows OLD-11 there; opened again" in alarm_texts(office)[-1]
     x.sync()
     assert book(office)[0][4] == "DEMO-01"
+
+
+def test_a_credit_reported_written_again_after_another_kiosk_wrote_it_is_an_alarm(
+    office: HeadOffice, tmp_path: Path
+) -> None:
+    """Before: kiosk X's `pending_written` for a credit kiosk Y had already written was ignored
+    without a word, though the key may then hold it twice. Now it is an alarm naming both; a
+    kiosk that only found it on the key (it did not write it again) raises none."""
+    from kiosk.domain.events import Record
+    from kiosk.ledger.journal import Journal
+
+    mine = "DEMO-01-261129-1"
+    x = entries_of(Journal(tmp_path / "x.sqlite", "DEMO-01"), paid(mine, "K1", 2000, 4),
+                   owed(mine, "K1", 2000, 4))  # fmt: skip
+    assert upload(office, x, "DEMO-01").status_code == 200
+    y_client = office.client("OTHER-01")
+    assert [c["credit_id"] for c in y_client.claim("K1", written=4)] == [mine]
+    y = entries_of(Journal(tmp_path / "y.sqlite", "OTHER-01"), [Record(
+        Kind.PENDING_WRITTEN, mine, "K1", E(2000), {"credit_after": 2000, "write_no": 5})])  # fmt: skip
+    assert upload(office, y, "OTHER-01").status_code == 200
+    assert book(office)[0][4] == "OTHER-01" and alarm_texts(office) == []
+    x.append([Record(Kind.PENDING_WRITTEN, mine, "K1", E(2000),
+                     {"found_on_key": True, "write_no": 5})], T0)  # fmt: skip
+    assert "refused" not in upload(office, x, "DEMO-01").json()  # found it: no alarm
+    x.append([Record(Kind.PENDING_WRITTEN, mine, "K1", E(2000), {"write_no": 6})], T0)
+    res = upload(office, x, "DEMO-01")
+    assert "after OTHER-01 wrote it: key K1 may hold it twice" in res.json()["refused"][0]["reason"]
+    assert book(office)[0][4] == "OTHER-01"
