@@ -165,7 +165,8 @@ class SyncClient:
             raise Retryable(f"unexpected answer from head office: {resp.text[:200]}") from err
 
     def claim(self, key: str, timeout: tuple[float, float] | None = None,
-              written: int | None = None, deadline: float | None = None) -> list[dict[str, Any]]:  # fmt: skip
+              written: int | None = None,
+              deadline: float | None = None) -> list[dict[str, Any]]:  # fmt: skip
         """Take over the key's open credits for this kiosk; returns those it now holds."""
         return list(self.claim_answer(key, timeout, written, deadline)["credits"])
 

@@ -234,30 +234,40 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def serve_head_office(db: str, *options: str, quiet: bool = False,
+                      timeout: float = 30.0) -> tuple[str, subprocess.Popen[bytes]]:  # fmt: skip
+    """`sync.admin serve` on `db` as a process of its own on a free port, up and answering:
+    its URL and the process (the caller ends it). `quiet`: its output is dropped."""
+    port = free_port()
+    out = subprocess.DEVNULL if quiet else None
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sync.admin", "--db", db, "serve", "--port", str(port), *options],
+        cwd=ROOT, env=dict(os.environ), stdout=out,
+        stderr=subprocess.DEVNULL if quiet else subprocess.PIPE,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if requests.get(url + "/v1/health", timeout=0.5).ok:
+                return url, proc
+        except requests.ConnectionError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"head office exited: {proc.stderr.read() if proc.stderr else ''}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("head office did not come up")
+        threading.Event().wait(0.05)  # the server process is starting: ask again shortly
+
+
 @pytest.fixture
 def office(office_db: str) -> Iterator[HeadOffice]:
     db = office_db
     ho = HeadOffice("", db, {})
     for kiosk in ("DEMO-01", "OTHER-01"):
         ho.tokens[kiosk] = ho.admin("register", kiosk)
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sync.admin", "--db", db, "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=dict(os.environ),
-        stderr=subprocess.PIPE,
-    )
-    ho.url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            if requests.get(ho.url + "/v1/health", timeout=0.5).ok:
-                break
-        except requests.ConnectionError:
-            pass
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        assert time.monotonic() < deadline, "head office did not come up"
-        threading.Event().wait(0.05)  # the server process is starting: ask again shortly
+    ho.url, proc = serve_head_office(db)
     yield ho
     proc.terminate()
     proc.wait(10)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import subprocess
@@ -39,11 +38,10 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import requests
 from sqlalchemy import select
 
 from kiosk.adapters.head_office import Syncer
@@ -134,26 +132,11 @@ class Office:
         return out.getvalue().strip()
 
     def start(self) -> None:
-        from tests.conftest import free_port
+        from tests.conftest import serve_head_office
 
         self.admin("count", "nobody")  # the database at this release's schema, before serving
-        port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sync.admin", "--db", self.db, "serve", "--port", str(port),
-             "--lease-seconds", str(LEASE)],
-            cwd=ROOT, env=dict(os.environ), stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        self.url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(self.url + "/v1/health", timeout=0.5).ok:
-                    return
-            except requests.ConnectionError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("head office did not start")
-            threading.Event().wait(0.05)  # the process is starting: look again shortly
+        self.url, self.proc = serve_head_office(self.db, "--lease-seconds", str(LEASE),
+                                                quiet=True)  # fmt: skip
 
     def stop(self) -> None:
         if self._engine is not None:
@@ -180,8 +163,12 @@ class Office:
     def leases_ended(self, holder: str, keys: list[str], timeout: float = 30.0) -> None:
         """Wait until no lease of `holder` on an open credit runs any more."""
         deadline = time.monotonic() + timeout
-        while any(r.holder == holder and r.written_by is None and r.lease_until is not None
-                  and r.lease_until >= int(time.time()) for r in self.book(keys).values()):  # fmt: skip
+        def held() -> bool:
+            now = int(time.time())
+            return any(r.holder == holder and r.written_by is None and r.lease_until is not None
+                       and r.lease_until >= now for r in self.book(keys).values())  # fmt: skip
+
+        while held():
             if time.monotonic() > deadline:
                 raise RuntimeError("leases still run")
             threading.Event().wait(0.1)  # head office's clock runs them out
@@ -406,7 +393,8 @@ class World:
                 if row is None or row.written_by is not None:
                     raise Finding(f"credit {txid} is not on key {serial} and head office "
                                   f"{'has no credit' if row is None else 'has it closed'}: "
-                                  f"{row}; log {key.log}; alarms {self.office.alarms()[-8:]}")  # fmt: skip
+                                  f"{row}; log {key.log}; "
+                                  f"alarms {self.office.alarms()[-8:]}")  # fmt: skip
         for s in self.stations:
             assert s.journal is not None
             for serial in (c.key.serial for c in self.customers):
@@ -441,7 +429,7 @@ class World:
         s.reader.insert(c.key)
         s.drain()
         if how == "tear_before" or how == "tear_after":
-            s.reader.fail_next = "tear_before_commit" if how == "tear_before" else "tear_after_commit"
+            s.reader.fail_next = f"{how}_commit"  # tear_before_commit, tear_after_commit
         s.kiosk.submit(AmountChosen(E(target)))
         s.kiosk.submit(MethodChosen(Method.CASH))
         s.drain()
@@ -516,14 +504,16 @@ class World:
             txid = f"{other.id}-{self.clock():%y%m%d}-{other.journal.last_seq() + 1}"  # type: ignore[union-attr]
             records += [Record(Kind.TX_OPENED, txid, serial, None, {"method": "cash"}),
                         Record(Kind.CASH_IN, txid, serial, E(10), {"medium": "coin"}),
-                        Record(Kind.PENDING_CREDIT, txid, serial, E(10), {"reason": "x"})]  # fmt: skip
+                        Record(Kind.PENDING_CREDIT, txid, serial, E(10),
+                               {"reason": "x"})]  # fmt: skip
         else:  # its own payments at the key's next write numbers
             for n in range(1, 3):
                 txid = f"{self.prefix}EVIL-{self.clock():%y%m%d}-{self.hostile_seq + n}"
                 records += [Record(Kind.TX_OPENED, txid, serial, None, {"method": "cash"}),
                             Record(Kind.CASH_IN, txid, serial, E(10), {"medium": "coin"}),
                             Record(Kind.KEY_WRITTEN, txid, serial, E(10),
-                                   {"credit_after": 10, "write_no": len(c.key.log) + n})]  # fmt: skip
+                                   {"credit_after": 10,
+                                    "write_no": len(c.key.log) + n})]  # fmt: skip
         self.say(f"hostile {what} on {serial}: {[(r.kind, r.txid) for r in records]}")
         if records:
             rows = self._hostile_rows(records)

@@ -22,9 +22,11 @@ from kiosk.domain.events import (
     WriteKey,
 )
 from kiosk.domain.money import Money
-from sync.server import alarms, credits, open_db
+from sync.server import credits, open_db
 from tests.conftest import HeadOffice
+from tests.fuzz_fleet import Link
 from tests.test_engine import Run, key
+from tests.test_no_mint import alarm_texts
 
 T0 = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
 
@@ -40,15 +42,6 @@ def book(office: HeadOffice) -> list[tuple[Any, ...]]:
         with engine.connect() as conn:
             rows = conn.execute(select(credits).order_by(credits.c.credit_id)).all()
             return [(r.credit_id, r.key, r.amount, r.origin, r.written_by, r.bound) for r in rows]
-    finally:
-        engine.dispose()
-
-
-def alarm_texts(office: HeadOffice) -> list[str]:
-    engine = open_db(office.db)
-    try:
-        with engine.connect() as conn:
-            return [r.text for r in conn.execute(select(alarms).order_by(alarms.c.id))]
     finally:
         engine.dispose()
 
@@ -91,23 +84,6 @@ def _pay_2000_in_notes(r: Run) -> None:
 
 
 # ---------------------------------------------------------------- kiosks and one head office
-
-
-class Link:
-    """A kiosk's head-office port over the real client, switched off and on (offline)."""
-
-    def __init__(self, syncer: Any) -> None:
-        self.syncer, self.online = syncer, True
-
-    def attach(self, on_settings: Any) -> None:
-        self.syncer.on_settings = on_settings
-
-    def claim(self, key: str, written: int | None = None,
-              log: list[tuple[int, str]] | None = None) -> dict[str, int | None]:  # fmt: skip
-        return self.syncer.claim(key, written, log) if self.online else {}
-
-    def wants_log(self, key: str) -> bool:
-        return self.online and self.syncer.wants_log(key)
 
 
 class Station:
@@ -311,7 +287,8 @@ def test_a_close_another_transaction_was_reported_at_is_opened_again(
     assert upload(office, x, "DEMO-01").status_code == 200
     office.client("OTHER-01").claim("K1")
     h = entries_of(Journal(tmp_path / "h.sqlite", "OTHER-01"),
-                   [Record(Kind.PENDING_WRITTEN, mine, "K1", E(2000), {"write_no": 5})])  # fmt: skip
+                   [Record(Kind.PENDING_WRITTEN, mine, "K1", E(2000),
+                           {"write_no": 5})])  # fmt: skip
     assert upload(office, h, "OTHER-01").status_code == 200
     assert book(office)[0][4] == "OTHER-01"
     x.append([*paid(real, "K1", 1000, 4),
@@ -421,35 +398,9 @@ def test_money_a_failing_step_was_about_is_journaled(tmp_path: Path) -> None:
 
 
 def _serve(db: str) -> tuple[str, Any]:
-    """A head-office server process on `db`, up and answering."""
-    import os
-    import subprocess
-    import sys
-    import time
+    from tests.conftest import serve_head_office
 
-    import requests
-
-    from tests.conftest import ROOT, free_port
-
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "sync.admin", "--db", db, "serve", "--port",
-                             str(port)], cwd=ROOT, env=dict(os.environ))  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if requests.get(url + "/v1/health", timeout=0.5).ok:
-                return url, proc
-        except requests.ConnectionError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, "head office did not start"
-        threading_wait(0.05)
-
-
-def threading_wait(seconds: float) -> None:
-    import threading
-
-    threading.Event().wait(seconds)  # the server process is starting: look again shortly
+    return serve_head_office(db)
 
 
 def test_a_key_blocked_after_head_office_was_restored_reaches_every_kiosk(
@@ -607,7 +558,8 @@ def test_a_close_the_keys_own_log_contradicts_is_opened_again_and_written(
     hostile = office.client("OTHER-01")
     assert [c["credit_id"] for c in hostile.claim("K1", written=12)] == [credit]
     h = entries_of(Journal(tmp_path / "h.sqlite", "OTHER-01"),
-                   [Record(Kind.PENDING_WRITTEN, credit, "K1", E(500), {"write_no": 12})])  # fmt: skip
+                   [Record(Kind.PENDING_WRITTEN, credit, "K1", E(500),
+                           {"write_no": 12})])  # fmt: skip
     assert upload(office, h, "OTHER-01").status_code == 200
     assert book(office)[0][4] == "OTHER-01"  # closed, not confirmed
     x = Station(office, tmp_path, "DEMO-01")
@@ -634,7 +586,8 @@ def test_a_credit_reported_written_again_after_another_kiosk_wrote_it_is_an_alar
     y_client = office.client("OTHER-01")
     assert [c["credit_id"] for c in y_client.claim("K1", written=4)] == [mine]
     y = entries_of(Journal(tmp_path / "y.sqlite", "OTHER-01"), [Record(
-        Kind.PENDING_WRITTEN, mine, "K1", E(2000), {"credit_after": 2000, "write_no": 5})])  # fmt: skip
+        Kind.PENDING_WRITTEN, mine, "K1", E(2000),
+        {"credit_after": 2000, "write_no": 5})])  # fmt: skip
     assert upload(office, y, "OTHER-01").status_code == 200
     assert book(office)[0][4] == "OTHER-01" and alarm_texts(office) == []
     x.append([Record(Kind.PENDING_WRITTEN, mine, "K1", E(2000),

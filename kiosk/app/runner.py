@@ -39,6 +39,7 @@ from kiosk.domain.events import (
     DisableCash,
     EnableCash,
     Event,
+    KeyInfo,
     KeyInserted,
     KeyReadFailed,
     Kind,
@@ -239,7 +240,8 @@ class Kiosk:
         view = self._published
         self._inhibit(card=view.state == State.CARD)
         records = list(err.records) if isinstance(err, StepNotJournaled) else []
-        if not records and not self._step_journaled and isinstance(event, CoinAccepted | NoteStacked):
+        money = isinstance(event, CoinAccepted | NoteStacked)
+        if money and not records and not self._step_journaled:
             # the step failed before it journaled the money it was about: it was taken
             records.append(_unattributed(event, f"engine failed: {type(err).__name__}: {err}"))
         cause = err.__cause__ if isinstance(err, StepNotJournaled) and err.__cause__ else err
@@ -347,14 +349,10 @@ class Kiosk:
         if self.head_office.wants_log(key.serial):
             # head office asks to see the key's log: closes made at other kiosks are checked
             # on it (and what it opens again is granted here at once)
-            if not key.log_complete:
-                try:
-                    key = self.devices.reader.read_log()
-                except KeyNotRead as err:
-                    log.warning("the log of key %s could not be read: %s", key.serial, err)
-                    return KeyReadFailed(f"log: {err}")
-                if key.serial != event.key.serial or not key.log_complete:
-                    return KeyReadFailed("another key came while its log was read")
+            got = self._with_log(key)
+            if isinstance(got, KeyReadFailed):
+                return got
+            key = got
             shown = list(zip(key.log_nos, key.recent_txids, strict=False))
             leased |= self.head_office.claim(key.serial, key.written, shown)
         account = self.journal.account_for(key.serial, key.contract_account, self.site.currency)
@@ -362,15 +360,25 @@ class Kiosk:
             pending = tuple(replace(p, key_written=tighter(p.key_written, leased[p.txid]))
                             if p.txid in leased else p for p in account.pending)  # fmt: skip
             account = replace(account, pending=pending)
-        if account.pending and not key.log_complete:
-            try:
-                key = self.devices.reader.read_log()
-            except KeyNotRead as err:
-                log.warning("the log of key %s could not be read: %s", key.serial, err)
-                return KeyReadFailed(f"log: {err}")
-            if key.serial != event.key.serial or not key.log_complete:
-                return KeyReadFailed("another key came while its log was read")
+        if account.pending:
+            got = self._with_log(key)
+            if isinstance(got, KeyReadFailed):
+                return got
+            key = got
         return KeyInserted(key, account)
+
+    def _with_log(self, key: KeyInfo) -> KeyInfo | KeyReadFailed:
+        """The key with its whole log (read now in its card session if it was not yet)."""
+        if key.log_complete:
+            return key
+        try:
+            read = self.devices.reader.read_log()
+        except KeyNotRead as err:
+            log.warning("the log of key %s could not be read: %s", key.serial, err)
+            return KeyReadFailed(f"log: {err}")
+        if read.serial != key.serial or not read.log_complete:
+            return KeyReadFailed("another key came while its log was read")
+        return read
 
     @property
     def unhealthy(self) -> str:

@@ -617,7 +617,8 @@ def with_settings(site: Site, values: dict[str, int], source: str = "head office
         problems.append(f"max_topup: {hi} is above key_credit_limit ({limit})")
     if limit > site.key_credit_limit:  # the keys' value files were made with the file's limit
         problems.append(f"key_credit_limit: {limit} is above the keys' own limit in the site "
-                        f"file ({site.key_credit_limit}): a key would refuse what was paid")  # fmt: skip
+                        f"file ({site.key_credit_limit}): a key would refuse what was "
+                        "paid")  # fmt: skip
     if lo.minor % site.amount_step.minor or hi.minor % site.amount_step.minor:
         problems.append(f"min_topup/max_topup: not multiples of the amount step {site.amount_step}")
     if fee.gross >= lo:

@@ -713,7 +713,8 @@ class Journal:
         with self.engine.connect() as conn:
             newest = conn.execute(q).scalar()
             written = conn.execute(select(j.c.seq).where(
-                j.c.txid == txid, j.c.kind == str(Kind.PENDING_WRITTEN)).limit(1)).first()  # fmt: skip
+                j.c.txid == txid, j.c.kind == str(Kind.PENDING_WRITTEN)).limit(1)
+            ).first()  # fmt: skip
         return newest == str(Kind.PENDING_RELEASED) and written is None
 
     def credit_known(self, txid: str) -> bool:
