@@ -4,16 +4,17 @@ credit, setting, report, count, openapi)."""
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import sys
 import time
 from datetime import date
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Engine, create_engine, delete, insert
+from sqlalchemy import Engine, create_engine, delete, insert, select, update
 
 from sync import billing, schema
-from sync.protocol import KEY_REASONS, SETTINGS, amount_text
+from sync.protocol import CHAIN_SECRET_BYTES, KEY_REASONS, SETTINGS, amount_text
 from sync.schema import OutdatedSchema
 from sync.sheet import cell
 from sync.server import (
@@ -58,6 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--tls-key", help="the certificate's private key (PEM)")
     r = sub.add_parser("register", help="register a kiosk; prints its token once")
     r.add_argument("kiosk_id")
+    r.add_argument(
+        "--chain-secret-file",
+        metavar="PATH",
+        help="write the kiosk's chain secret there, as the lines for its secrets file (a new "
+        "file, readable by its owner only); the secret is made at the first registration and "
+        "kept when a kiosk is registered again",
+    )
     sf = sub.add_parser("staff", help="a person of the staff console (password from stdin)")
     sf.add_argument("action", choices=("add",))
     sf.add_argument("name")
@@ -216,15 +224,10 @@ def run(args: argparse.Namespace) -> int:
 
 def change(engine: Engine, args: argparse.Namespace) -> int:
     """The admin commands that change head office's data (and `count`)."""
+    if args.cmd == "register":
+        return register(engine, args.kiosk_id, args.chain_secret_file)
     with engine.begin() as conn:
-        if args.cmd == "register":
-            token = secrets.token_urlsafe(24)
-            conn.execute(delete(kiosks).where(kiosks.c.kiosk_id == args.kiosk_id))
-            conn.execute(
-                insert(kiosks).values(kiosk_id=args.kiosk_id, token_sha256=token_digest(token))
-            )
-            print(token)
-        elif args.cmd == "token":
+        if args.cmd == "token":
             token = secrets.token_urlsafe(24)
             conn.execute(delete(api_tokens).where(api_tokens.c.name == args.name))
             conn.execute(insert(api_tokens).values(name=args.name, role=args.role,
@@ -285,6 +288,52 @@ def change(engine: Engine, args: argparse.Namespace) -> int:
             bump_version(conn)
     if args.cmd == "count":
         print(count_entries(engine, args.kiosk_id))
+    return 0
+
+
+def register(engine: Engine, kiosk_id: str, secret_file: str | None) -> int:
+    """A new token for the kiosk (printed, the only output, once), and its chain secret: made
+    at its first registration (or the first since head office kept them), kept after that
+    (entries keyed with it verify with it for good); written to `secret_file` if given, as
+    the `[journal]` lines of the kiosk's secrets file."""
+    fd = None
+    if secret_file is not None:
+        try:  # a new file of our own, before anything changes: an old one is never overwritten
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+            fd = os.open(secret_file, flags, 0o600)
+        except OSError as err:
+            print(f"sync.admin: {secret_file}: {err.strerror}: nothing registered",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+    token = secrets.token_urlsafe(24)
+    try:
+        with engine.begin() as conn:
+            row = conn.execute(
+                select(kiosks.c.chain_secret).where(kiosks.c.kiosk_id == kiosk_id)
+            ).first()
+            chain = (row.chain_secret if row is not None and row.chain_secret
+                     else secrets.token_hex(CHAIN_SECRET_BYTES))  # fmt: skip
+            if row is None:
+                conn.execute(insert(kiosks).values(kiosk_id=kiosk_id,
+                                                   token_sha256=token_digest(token),
+                                                   chain_secret=chain))  # fmt: skip
+            else:
+                conn.execute(update(kiosks).where(kiosks.c.kiosk_id == kiosk_id).values(
+                    token_sha256=token_digest(token), chain_secret=chain))  # fmt: skip
+            if fd is not None:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    fd = None
+                    f.write(f"# kiosk {kiosk_id}: its journal's chain secret (head office "
+                            f"holds it too)\n[journal]\nchain_secret = \"{chain}\"\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+    except BaseException:
+        if secret_file is not None:
+            if fd is not None:
+                os.close(fd)
+            os.unlink(secret_file)
+        raise
+    print(token)
     return 0
 
 

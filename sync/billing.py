@@ -38,7 +38,7 @@ from sqlalchemy import Engine, delete, insert, select, true, tuple_
 from sqlalchemy.exc import IntegrityError
 
 from sync.errors import HeadOfficeError
-from sync.protocol import EXPONENT, GENESIS, decimals, entry_hash, key_reason
+from sync.protocol import EXPONENT, GENESIS, decimals, entry_hash, key_reason, keyed
 from sync.sheet import write_csv
 
 #: the columns of each import file, in order
@@ -474,13 +474,20 @@ def payments_text(engine: Engine, since: date, until: date | None, tz: ZoneInfo,
 
 
 def verify(engine: Engine, kiosk: str | None = None) -> list[tuple[str, int, str]]:
-    """Every stored chain (or one kiosk's): (kiosk, entries, "ok" or the first fault)."""
+    """Every stored chain (or one kiosk's): (kiosk, entries, "ok" or the first fault). A
+    kiosk's entries from its first keyed one on (`kiosks.keyed_from`) are checked with its
+    chain secret, those before it as plain SHA-256."""
     from sync.server import entries, kiosks
 
     with engine.connect() as conn:
-        ids = [kiosk] if kiosk else list(conn.execute(select(kiosks.c.kiosk_id)).scalars())
+        keying = {r.kiosk_id: (bytes.fromhex(r.chain_secret) if r.chain_secret else None,
+                               r.keyed_from)
+                  for r in conn.execute(select(kiosks.c.kiosk_id, kiosks.c.chain_secret,
+                                               kiosks.c.keyed_from))}  # fmt: skip
+        ids = [kiosk] if kiosk else sorted(keying)
         out = []
         for k in sorted(ids):
+            secret, keyed_from = keying.get(k, (None, None))
             rows = conn.execute(
                 select(entries).where(entries.c.kiosk_id == k).order_by(entries.c.seq)
             )  # fmt: skip
@@ -495,8 +502,11 @@ def verify(engine: Engine, kiosk: str | None = None) -> list[tuple[str, int, str
                     verdict = f"entry {r.seq} does not follow entry {r.seq - 1}"
                 elif prev is None and r.seq == 1 and r.prev_hash != GENESIS:
                     verdict = "entry 1 does not start a chain"
+                elif keyed_from is not None and r.seq >= keyed_from and secret is None:
+                    verdict = f"entry {r.seq}: keyed, and head office holds no chain secret"
                 elif r.hash != entry_hash(r.prev_hash, r.seq, r.ts, r.kind, r.txid, r.key,
-                                          r.amount, r.currency, r.data):  # fmt: skip
+                                          r.amount, r.currency, r.data,
+                                          keyed(r.seq, secret, keyed_from)):  # fmt: skip
                     verdict = f"entry {r.seq}: its content does not match its hash"
                 prev, expected = r.hash, r.seq + 1
             out.append((k, n, verdict))

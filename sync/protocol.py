@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import json
 import types
 import typing
@@ -130,10 +131,41 @@ def entry_hash(
     amount: int | None,
     currency: str | None,
     data: str,
+    secret: bytes | None = None,
 ) -> str:
-    """SHA-256 over the previous hash and the canonical form of every column of the entry."""
-    body = _canonical([prev_hash, seq, ts, kind, txid, key, amount, currency, data])
-    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+    """The hash of an entry over the previous hash and the canonical form of every column: with
+    the kiosk's chain `secret`, HMAC-SHA256 keyed with it (nobody without the secret computes
+    one, so an entry edited and its hashes recomputed no longer verifies); without one, plain
+    SHA-256 (a journal before its kiosk had a secret, the demo, tests)."""
+    body = _canonical([prev_hash, seq, ts, kind, txid, key, amount, currency, data]).encode()
+    if secret is None:
+        return hashlib.sha256(body).hexdigest()
+    return hmac.digest(secret, body, "sha256").hex()
+
+
+#: the bytes of a kiosk's chain secret (`sync.admin register` makes it; written as 64 hex digits)
+CHAIN_SECRET_BYTES = 32
+
+
+def chain_secret(text: str) -> bytes:
+    """A chain secret written as hex, as bytes; ValueError unless it is 64 hex digits."""
+    text = text.strip()
+    hexdigits = "0123456789abcdefABCDEF"
+    if len(text) != 2 * CHAIN_SECRET_BYTES or not all(c in hexdigits for c in text):
+        raise ValueError(f"a chain secret is {2 * CHAIN_SECRET_BYTES} hex digits")
+    return bytes.fromhex(text)
+
+
+def keyed(seq: int, secret: bytes | None, keyed_from: int | None) -> bytes | None:
+    """The secret entry `seq` of a chain is hashed with: none before `keyed_from` (the first
+    keyed entry; None: no entry is keyed), `secret` from it on. LookupError if the entry is
+    keyed and `secret` is None (it cannot be checked without the secret)."""
+    if keyed_from is None or seq < keyed_from:
+        return None
+    if secret is None:
+        raise LookupError(f"entries from {keyed_from} on are keyed with the kiosk's chain "
+                          "secret")
+    return secret
 
 
 #: json.dumps(..., separators=(",", ":"), ensure_ascii=False), with its encoder made once

@@ -2,16 +2,19 @@
 
 Wire protocol v1, JSON:
   POST /v1/entries    a batch of one kiosk's journal entries; each is stored once (kiosk id +
-                      sequence number); the hash chain must continue the stored one: a gap, a fork
-                      or an entry whose hash does not match its content is refused (4xx, nothing
-                      stored), and so is an entry no kiosk journals (unknown kind, an amount
-                      signed as its kind does not allow, an unknown currency, a time that is not
-                      one, `data` that is not a JSON object: 422; a time before 2000-01-01 or
-                      more than 24 h ahead of head office's clock: 422 and an alarm for the
-                      operator); a body over 4 MiB, or over
-                      16 MiB unpacked, gets 413. The answer acknowledges the highest stored
-                      sequence number with its hash (the kiosk's anchor), and lists under
-                      `refused` the entries the credit book did not act on (`track_credits`).
+                      sequence number); the hash chain must continue the stored one: a gap or a
+                      fork is refused (409, nothing stored) and an entry whose hash does not
+                      match its content, with the kiosk's chain secret once its entries are
+                      keyed, too (400); each raises an alarm for the operator, once however
+                      often the kiosk retries it. An entry no kiosk journals is refused too
+                      (unknown kind, an amount signed as its kind does not allow, an unknown
+                      currency, a time that is not one, `data` that is not a JSON object: 422;
+                      a time before 2000-01-01 or more than 24 h ahead of head office's clock:
+                      422 and an alarm for the operator); a body over 4 MiB, or over
+                      16 MiB unpacked, gets 413. An empty batch asks what head office holds.
+                      The answer acknowledges the highest stored sequence number with its hash
+                      (the kiosk's anchor), and lists under `refused` the entries the credit
+                      book did not act on (`track_credits`).
   GET  /v1/reference  what a kiosk needs offline, with an ETag (unchanged data: 304): key status,
                       open debts, the pending credits this kiosk holds (it may write them
                       offline), and the site settings (limits, fee) for this kiosk.
@@ -77,6 +80,11 @@ kiosks = Table(
     # what it had not delivered when it asked (X-Kiosk-Backlog), and the time of the oldest
     Column("backlog", Integer),
     Column("backlog_since", String(32)),
+    # the kiosk's chain secret (64 hex digits; `sync.admin register` makes it): its entries
+    # are hashed with it from `keyed_from` on, the first keyed entry head office took (NULL:
+    # none yet; plain entries before it, none after it). NULL secret: plain SHA-256 only.
+    Column("chain_secret", String(64)),
+    Column("keyed_from", Integer),
 )
 entries = Table(
     "entries",
@@ -546,13 +554,8 @@ def create_app(db_url: str, *, docs: bool = False, lease_seconds: int = LEASE_SE
         for e in batch.entries:
             wrong = time_wrong(e.ts, now)
             if wrong:  # a kiosk's clock gone wrong: the operator hears of it (once per entry)
-                text = f"entry refused: {wrong}"
                 with engine.begin() as conn:
-                    said = conn.execute(select(alarms.c.id).where(
-                        alarms.c.kiosk_id == kiosk_id, alarms.c.seq == e.seq,
-                        alarms.c.text == text)).first()  # fmt: skip
-                    if said is None:
-                        alarm(conn, kiosk_id, e.seq, text, [])
+                    alarm_once(conn, kiosk_id, e.seq, f"entry refused: {wrong}")
                 raise HTTPException(422, f"entry {e.seq}: {wrong}")
         refused: list[dict[str, Any]] = []
         acked, last_hash = store(kiosk_id, batch.entries, refused)
@@ -563,12 +566,28 @@ def create_app(db_url: str, *, docs: bool = False, lease_seconds: int = LEASE_SE
         kiosk_id: str, batch: list[EntryIn], refused: list[dict[str, Any]]
     ) -> tuple[int, str]:
         """Check the whole batch against the stored chain, then insert the new part at once.
-        What the credit book refuses of it (`track_credits`) is listed in `refused`."""
+        What the credit book refuses of it (`track_credits`) is listed in `refused`. A batch
+        that does not continue the chain (a fork, a gap, an entry whose hash does not verify)
+        stores nothing and raises an alarm naming the kiosk and the entry, once however often
+        the kiosk sends it again."""
+        try:
+            return store_chain(kiosk_id, batch, refused)
+        except ChainRefused as no:
+            with engine.begin() as conn:
+                alarm_once(conn, kiosk_id, no.seq, f"upload refused: {no.text}")
+            raise HTTPException(no.status, no.text) from None
+
+    def store_chain(
+        kiosk_id: str, batch: list[EntryIn], refused: list[dict[str, Any]]
+    ) -> tuple[int, str]:
         with engine.begin() as conn:  # all or nothing
             # One upload per kiosk at a time: a second one waits here and then sees the first.
-            conn.execute(
-                select(kiosks.c.kiosk_id).where(kiosks.c.kiosk_id == kiosk_id).with_for_update()
-            )
+            kiosk = conn.execute(
+                select(kiosks.c.chain_secret, kiosks.c.keyed_from)
+                .where(kiosks.c.kiosk_id == kiosk_id).with_for_update()
+            ).first()  # fmt: skip
+            secret = bytes.fromhex(kiosk.chain_secret) if kiosk and kiosk.chain_secret else None
+            keyed_from = kiosk.keyed_from if kiosk else None
             last = conn.execute(
                 select(entries.c.seq, entries.c.hash)
                 .where(entries.c.kiosk_id == kiosk_id)
@@ -589,22 +608,26 @@ def create_app(db_url: str, *, docs: bool = False, lease_seconds: int = LEASE_SE
                 )
                 for e in old:
                     if stored.get(e.seq) != e.hash:
-                        raise HTTPException(
-                            409, f"entry {e.seq} differs from the one stored (fork)"
+                        raise ChainRefused(
+                            409, e.seq, f"entry {e.seq} differs from the one stored (fork)"
                         )
             rows = []
+            was_keyed = keyed_from
             for e in ordered[len(old) :]:
                 if e.seq != seq + 1:
-                    raise HTTPException(409, f"gap: expected entry {seq + 1}, got {e.seq}")
+                    raise ChainRefused(409, seq + 1,
+                                       f"gap: expected entry {seq + 1}, got {e.seq}")  # fmt: skip
                 if e.prev_hash != prev:
-                    raise HTTPException(409, f"entry {e.seq} does not link to entry {seq}")
+                    raise ChainRefused(409, e.seq, f"entry {e.seq} does not link to entry {seq}")
                 content = (e.seq, e.ts, e.kind, e.txid, e.key, e.amount, e.currency, e.data)
-                if entry_hash(e.prev_hash, *content) != e.hash:
-                    raise HTTPException(400, f"entry {e.seq}: hash does not match its content")
+                keyed_from = check_hash(e, content, secret, keyed_from)
                 rows.append({"kiosk_id": kiosk_id, **e.model_dump()})
                 seq, prev = e.seq, e.hash
             if rows:
                 conn.execute(insert(entries), rows)
+                if keyed_from != was_keyed:  # its first keyed entry: no plain one after it
+                    conn.execute(update(kiosks).where(kiosks.c.kiosk_id == kiosk_id)
+                                 .values(keyed_from=keyed_from))  # fmt: skip
                 if track_credits(conn, kiosk_id, rows, refused):
                     bump_version(conn)
             return seq, prev
@@ -1001,6 +1024,49 @@ def unbacked(conn: Any, kiosk_id: str, r: dict[str, Any]) -> str | None:
     if not 0 < r["amount"] <= total[r["currency"]]:
         return f"{r['amount']} is more than the {total[r['currency']]} paid"
     return None
+
+
+class ChainRefused(Exception):
+    """A batch that does not continue a kiosk's stored chain: the answer's status and text,
+    and the entry the alarm names."""
+
+    def __init__(self, status: int, seq: int, text: str) -> None:
+        super().__init__(text)
+        self.status, self.seq, self.text = status, seq, text
+
+
+def check_hash(e: EntryIn, content: tuple[Any, ...], secret: bytes | None,
+               keyed_from: int | None) -> int | None:  # fmt: skip
+    """Does the entry's hash verify (ChainRefused, 400, if not)? Without a chain secret for the
+    kiosk: plain SHA-256. With one: keyed (HMAC) from the kiosk's first keyed entry on; before
+    head office took one, plain or keyed (a journal begun before its kiosk had the secret). The
+    first keyed entry, as it is after this one."""
+    if secret is None:
+        if entry_hash(e.prev_hash, *content) != e.hash:
+            raise ChainRefused(400, e.seq, f"entry {e.seq}: hash does not match its content")
+        return keyed_from
+    if keyed_from is None and entry_hash(e.prev_hash, *content) == e.hash:
+        return None  # (plain until the first keyed entry)
+    if entry_hash(e.prev_hash, *content, secret) == e.hash:
+        return keyed_from if keyed_from is not None else e.seq
+    if keyed_from is not None and entry_hash(e.prev_hash, *content) == e.hash:
+        raise ChainRefused(400, e.seq, f"entry {e.seq}: hash does not match its content with "
+                                       f"the kiosk's chain secret: a plain hash after its keyed "
+                                       f"entries began (entry {keyed_from})")  # fmt: skip
+    raise ChainRefused(400, e.seq, f"entry {e.seq}: hash does not match its content (nor "
+                                   "with the kiosk's chain secret)")
+
+
+def alarm_once(conn: Any, kiosk_id: str, seq: int | None, text: str) -> bool:
+    """An alarm, unless the very same (kiosk, entry, text) was raised before: a kiosk sends a
+    refused batch again every round. True if raised now."""
+    said = conn.execute(select(alarms.c.id).where(
+        alarms.c.kiosk_id == kiosk_id, alarms.c.seq == seq, alarms.c.text == text)
+    ).first()  # fmt: skip
+    if said is not None:
+        return False
+    alarm(conn, kiosk_id, seq, text, [])
+    return True
 
 
 def alarm(conn: Any, kiosk_id: str, seq: int | None, text: str,

@@ -21,12 +21,13 @@ from pathlib import Path
 
 import pytest
 import tomlkit
+from sqlalchemy import select
 
 from kiosk.domain.site import is_simulated, load_site
 from kiosk.sim.simulate import VPCD_READER, SimulatorControl
 from kiosk.ui.xvfb import Xvfb
 from sync.local import LocalHeadOffice, sqlite_url
-from sync.server import count_entries, entries, open_db
+from sync.server import count_entries, entries, kiosks, open_db
 from tests.conftest import ROOT, poll_until
 
 #: never set: a customer's dwell time
@@ -120,9 +121,12 @@ def test_field_rehearsal_head_office_simulators_and_the_production_kiosk(
 ) -> None:
     """The acceptance of the automat in the field: within sync_interval head office holds the
     kiosk's entries; a key blocked at head office is refused after the next sync; a top-up
-    done through the simulator's control interface reaches head office's report."""
+    done through the simulator's control interface reaches head office's report. The kiosk is
+    registered as the README sets one up: its token, and its chain secret in its secrets file
+    (every entry it journals keyed with it, and head office checks each)."""
     with LocalHeadOffice(sqlite_url(tmp_path / "ho.sqlite")) as ho:
-        token = ho.register("DEMO-01")
+        chain = tmp_path / "DEMO-01.chain.toml"
+        token = ho.admin("register", "DEMO-01", "--chain-secret-file", str(chain))
         for serial, account in (("K-1001", "4711001"), ("K-1003", "4711003")):
             ho.admin("key", serial, "--status", "active", "--account", account)
         db = open_db(ho.db)
@@ -138,6 +142,8 @@ def test_field_rehearsal_head_office_simulators_and_the_production_kiosk(
         source = site_in(tmp_path, head_office={"sync_interval": 1},
                          timeouts={"payment": 5, "message": 3})  # fmt: skip
         with simulate(tmp_path, source, ho.url) as (out, control, _sim), Xvfb(1280, 800) as x:
+            with open(load_site(out).secrets.file or "", "a", encoding="utf-8") as secrets:
+                secrets.write("\n" + chain.read_text("utf-8"))  # cat DEMO-01.chain.toml >> ...
             env = {"KIOSK_HEAD_OFFICE_TOKEN": token, "DISPLAY": x.display, "KIVY_NO_ARGS": "1",
                    "KIVY_HOME": str(tmp_path / "kivy"), "KIOSK_DATA_DIR": ""}  # fmt: skip
             cmd = kiosk_cmd(tmp_path / "kiosk-data", "run", "--site", str(out))
@@ -166,4 +172,7 @@ def test_field_rehearsal_head_office_simulators_and_the_production_kiosk(
                 rows = {tuple(line.split()[2:]) for line in report.splitlines()[1:]}
                 assert {("coin", "2.00", "EUR"), ("note", "20.00", "EUR")} <= rows, report
                 assert kiosk.poll() is None
+        with db.connect() as conn:  # keyed from its first entry, and each verified so
+            assert conn.execute(select(kiosks.c.keyed_from)).scalar() == 1
+        assert ho.admin("verify", "DEMO-01").endswith(" ok")
         db.dispose()

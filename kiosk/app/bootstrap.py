@@ -7,7 +7,9 @@ simulated device is one whose simulator runs on a real port (a pty, a TCP socket
 here knows whether a device is real. The head office named by `[head_office] url` is synced in
 the background every `sync_interval` seconds with the token from the environment variable
 `[secrets] token_env` (or `[head_office] token` in the secrets file); without a URL or a token
-the automat works offline and says why (a start-up warning, and on the service screen).
+the automat works offline and says why (a start-up warning, and on the service screen). The
+journal's entries are hashed with the kiosk's chain secret (`[journal] chain_secret` in the
+secrets file) where it has one.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from kiosk.app.ports import ChipKeyReader, Devices, HeadOffice, NoHeadOffice
 from kiosk.app.runner import Kiosk
 from kiosk.domain.clock import ManualClock
 from kiosk.domain.errors import ConfigError, JournalError
-from kiosk.domain.site import Site
+from kiosk.domain.site import Site, load_chain_secret
 from kiosk.ledger.archive import Housekeeper, Policy, housekeep, policy_of
 from kiosk.ledger.journal import Journal
 from kiosk.service.diag import load_pin_hash
@@ -174,7 +176,7 @@ def automat(
         out.write(f"warning: {text}\n")
 
     with ExitStack() as stack:
-        journal = Journal(journal_file, site.kiosk_id)
+        journal = Journal(journal_file, site.kiosk_id, chain_secret=load_chain_secret(site))
         stack.callback(journal.close)
         policy = policy_of(**site.journal.model_dump())
         tidy_up(journal, clock(), policy)

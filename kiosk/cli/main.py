@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from kiosk.app.paths import data_dir, journal_path
 from kiosk.domain.errors import ChainBroken, ConfigError, JournalError, KioskError
-from kiosk.domain.site import Site, load_site
+from kiosk.domain.site import Site, load_chain_secret, load_site
 from kiosk.ledger.journal import Journal
 
 
@@ -26,7 +26,7 @@ def _open_journal(args: argparse.Namespace) -> tuple[Journal, Site]:
     path = Path(args.db) if args.db else journal_path(data_dir(args.data_dir), site.kiosk_id)
     if not path.exists():
         raise JournalError(f"no journal at {path}")
-    return Journal(path, site.kiosk_id), site
+    return Journal(path, site.kiosk_id, chain_secret=load_chain_secret(site)), site
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -252,7 +252,7 @@ def _diag_with_devices(args: argparse.Namespace) -> int:
     path = Path(args.db) if args.db else journal_path(data_dir(args.data_dir), site.kiosk_id)
     # The PIN first, and a reprint's transaction: a wrong PIN or an unknown transaction is
     # refused before any device is opened (nothing moves, nothing is waited for).
-    journal = Journal(path, site.kiosk_id)
+    journal = Journal(path, site.kiosk_id, chain_secret=load_chain_secret(site))
     try:
         guard = PinGuard(
             journal, load_pin_hash(site, lambda t: print(f"warning: {t}", file=sys.stderr))

@@ -52,8 +52,8 @@ class JournalFull(JournalWriteError):
 class ChainBroken(JournalError):
     """The hash chain of the journal does not verify; names the first bad entry."""
 
-    def __init__(self, seq: int | None, reason: str) -> None:
+    def __init__(self, seq: int | None, reason: str, where: str | None = None) -> None:
         self.seq = seq
         self.reason = reason
-        where = f"entry {seq}" if seq is not None else "journal head"
+        where = where or (f"entry {seq}" if seq is not None else "journal head")
         super().__init__(f"{where}: {reason}")

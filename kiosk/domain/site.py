@@ -22,7 +22,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from kiosk.domain.errors import ConfigError
 from kiosk.domain.hours import WEEKDAYS, OpeningHours
 from kiosk.domain.money import CURRENCY_EXPONENT, Money
-from sync.protocol import SETTINGS
+from sync.protocol import SETTINGS, chain_secret
 
 #: Legal-tender denominations per currency, in minor units.
 DENOMINATIONS: dict[str, dict[str, frozenset[int]]] = {
@@ -646,3 +646,30 @@ def load_site(path: str | Path | None = None) -> Site:
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(source, [f"not valid TOML: {err}"]) from None
     return parse_site(data, source)
+
+
+def load_chain_secret(site: Site) -> bytes | None:
+    """The kiosk's chain secret, `[journal] chain_secret` (64 hex digits, from head office's
+    `sync.admin register --chain-secret-file`) in the site's secrets file: the journal's entries
+    are hashed with it (kiosk/ledger/journal.py). None without a secrets file or without the
+    line (the demo; a kiosk not given one yet: its journal stays plain SHA-256), or where the
+    file is not there (the demo of a real site on another machine; the automat itself needs
+    the file for its keys, and a keyed journal neither verifies nor takes an entry without the
+    secret)."""
+    path = site.secrets.file
+    if path is None:
+        return None
+    try:
+        data = tomllib.loads(Path(path).read_text("utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(path, [f"unreadable: {err}"]) from None
+    section = data.get("journal", {})
+    text = section.get("chain_secret") if isinstance(section, dict) else None
+    if text is None:
+        return None
+    try:
+        return chain_secret(str(text))
+    except ValueError as err:
+        raise ConfigError(path, [f"journal.chain_secret: {err}"]) from None

@@ -22,6 +22,10 @@ holds their entries: they were acknowledged before they were archived); where th
 segment begins is remembered (`ARCHIVE_FLOOR`), so `verify_all` knows where the chain starts.
 The hash head office acknowledged (`ANCHOR`, from the last upload) must be found at its place in
 the chain: a chain rebuilt from scratch on the kiosk, every hash recomputed, no longer verifies.
+A segment's keyed entries (from the journal's `KEYED_FROM` on) verify only with the kiosk's chain
+secret, like the live ones; and the cash box's count and the devices' counters are counted from
+the oldest entry still kept through the segments and the live journal, and compared with the
+tables (`Tally`).
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ from kiosk.ledger.journal import (
     BUSY_TIMEOUT_MS,
     WATERMARK,
     Journal,
+    TALLIED,
+    Tally,
     check_entry,
     format_ts,
     journal_table,
@@ -149,15 +155,25 @@ def read_rows(seg: Segment) -> Iterator[dict[str, Any]]:
         raise ChainBroken(None, f"archive segment {seg.path.name} unreadable: {err}") from err
 
 
-def verify_segment(seg: Segment, anchor: tuple[int, str] | None = None) -> int:
+def verify_segment(
+    seg: Segment, anchor: tuple[int, str] | None = None, *, secret: bytes | None = None,
+    keyed_from: int | None = None, tally: Tally | None = None,
+) -> int:  # fmt: skip
     """Check one segment on its own: its entries chain from its `prev_hash` to its
-    `last_hash`, numbered `first` to `last`; `anchor` ((seq, hash)) must match if inside."""
+    `last_hash`, numbered `first` to `last` (those from `keyed_from` on hashed with the chain
+    `secret`); `anchor` ((seq, hash)) must match if inside; `tally` counts its entries."""
     seq, prev = seg.first - 1, seg.prev_hash
     for row in read_rows(seg):
         seq += 1
-        prev = check_entry(row, seq, prev)
+        prev = check_entry(row, seq, prev, secret, keyed_from)
         if anchor and anchor[0] == seq and anchor[1] != prev:
             raise ChainBroken(seq, "differs from the entry head office acknowledged")
+        if tally is not None and row["kind"] in TALLIED:
+            try:
+                data = json.loads(row["data"])
+            except ValueError:
+                raise ChainBroken(seq, "its data is not JSON") from None
+            tally.add(seq, row["kind"], row["amount"], data if isinstance(data, dict) else {})
     if seq != seg.last or prev != seg.last_hash:
         raise ChainBroken(seq, f"archive segment {seg.path.name} ends short of its header")
     return seg.entries
@@ -195,6 +211,8 @@ def verify_all(journal: Journal, folder: Path | None = None) -> Verified:
     seq, prev = _entry_meta(journal, ARCHIVE_FLOOR) or (0, GENESIS)
     first = seq + 1
     archived = count = 0
+    secret, keyed_from = journal.chain_secret, journal.keyed_from()
+    tally = Tally(from_start=first == 1)
     for seg in segments(folder, journal.kiosk_id) if folder.exists() else []:
         if seg.last <= seq:
             continue  # wholly before the floor (a deletion that was interrupted)
@@ -203,23 +221,22 @@ def verify_all(journal: Journal, folder: Path | None = None) -> Verified:
         if seg.prev_hash != prev:
             raise ChainBroken(seg.first, f"archive segment {seg.path.name} does not link to "
                                          "the entry before it")  # fmt: skip
-        archived += verify_segment(seg, anchor)
+        archived += verify_segment(seg, anchor, secret=secret, keyed_from=keyed_from,
+                                   tally=tally)  # fmt: skip
         count += 1
         seq, prev = seg.last, seg.last_hash
     base, base_hash = journal.base()
     if base > seq:
         raise ChainBroken(seq + 1, f"missing: the live journal begins after {base}")
-    live = journal.verify()
+    live = journal.verify(tally)  # (live entries a segment holds too: counted once)
     if base < seq:  # a segment whose entries are still live (its move was interrupted)
         rows = journal.raw_entries(after=seq - 1, limit=1)
         if not rows or rows[0]["hash"] != prev:
             raise ChainBroken(seq, "the archive and the live journal disagree")
     elif base_hash != prev:
         raise ChainBroken(base + 1, "the live journal does not link to the archive")
-    if anchor is not None and anchor[0] > base:
-        rows = journal.raw_entries(after=anchor[0] - 1, limit=1)
-        if not rows or rows[0]["seq"] != anchor[0] or rows[0]["hash"] != anchor[1]:
-            raise ChainBroken(anchor[0], "differs from the entry head office acknowledged")
+    # (head office's hash where it is live, and there whenever the watermark says head office
+    # holds entries: journal.verify)
     if anchor is not None and anchor[0] < first:
         anchor = None  # before what the kiosk keeps: head office alone holds it now
     return Verified(archived, count, live, first, anchor)
@@ -320,7 +337,8 @@ def _archive(
         raw.flush()
         os.fsync(raw.fileno())
     seg = read_header(tmp)
-    verify_segment(seg)  # what is on disk, read back, before anything leaves the journal
+    # what is on disk, read back, before anything leaves the journal
+    verify_segment(seg, secret=journal.chain_secret, keyed_from=journal.keyed_from())
     os.replace(tmp, folder / name)
     fsync_dir(folder)
     _drop(journal, replace(seg, path=folder / name), rows)
@@ -346,7 +364,7 @@ def _finish_interrupted(journal: Journal, folder: Path, report: Report) -> None:
         if seg.first != base + 1 or seg.prev_hash != base_hash:
             raise ChainBroken(seg.first, f"archive segment {seg.path.name} does not continue "
                                          f"the journal at {base + 1}")  # fmt: skip
-        verify_segment(seg)
+        verify_segment(seg, secret=journal.chain_secret, keyed_from=journal.keyed_from())
         rows = journal.raw_entries(after=base, limit=seg.entries)
         stored = [row for row in read_rows(seg)]
         if [r["hash"] for r in rows] != [r["hash"] for r in stored]:

@@ -1,9 +1,26 @@
 """The durable, append-only, hash-chained journal, and the reference data kept beside it.
 
 SQLite in WAL mode with ``synchronous=FULL``: an append returns only after its commit is on disk.
-Each entry carries the SHA-256 of its content chained to the previous entry's hash; a one-row
+Each entry carries the hash of its content chained to the previous entry's hash; a one-row
 head table holds the last sequence number and hash, updated in the same commit, so removing
 the newest entries is detected as well as editing or removing any other.
+
+The hash is keyed (#34): a kiosk with a chain secret (`[journal] chain_secret` in its secrets
+file, made by head office's `sync.admin register`, which keeps it too) hashes each entry with
+HMAC-SHA256 under it, so whoever can write the file but has not the secret cannot edit an entry
+and compute the hashes again. A journal begun before its kiosk had a secret keeps its plain
+(SHA-256) entries: the meta `chain_keyed_from` says from which entry on they are keyed (set in
+the commit of the first keyed entry), and from there on a plain entry breaks the chain, here
+and at head office (which learns it from the first keyed entry it takes). What is left (the
+switch-over window): someone who can write the file may still rewrite the keyed entries head
+office does not hold yet as plain ones and remove that meta; the journal alone cannot tell, but
+head office refuses a plain entry after the first keyed one it took, and one it holds differs
+from a rewritten one (a fork, an alarm). A journal without a secret (the demo, tests) is
+chained with plain SHA-256 and proves only that it is whole, not who wrote it.
+
+`verify` also counts again what the tables the triggers keep beside the entries hold (the
+cash box since its last emptying, each cash device's last counter) and compares, and checks
+head office's acknowledged hash (`sync_anchor`) at its place.
 """
 
 from __future__ import annotations
@@ -47,7 +64,7 @@ from kiosk.domain.events import Account, KeyStatus, Kind, PendingCredit, Record
 from kiosk.domain.money import Money
 from kiosk.ledger.kept import BATCH, KeptRecords
 from sync import schema
-from sync.protocol import GENESIS, entry_hash, payload
+from sync.protocol import GENESIS, entry_hash, keyed, payload
 from sync.schema import History
 
 log = logging.getLogger(__name__)
@@ -179,6 +196,68 @@ def counter_of(kind: str, data: dict[str, Any]) -> tuple[str, int] | None:
 #: meta: the highest entry head office acknowledged, and "seq hash" of it as head office has it
 WATERMARK = "sync_watermark"
 ANCHOR = "sync_anchor"
+#: meta: the first entry hashed with the kiosk's chain secret (entries before it are plain)
+KEYED_FROM = "chain_keyed_from"
+#: the kinds whose amount goes into the cash box (the trigger journal_cash_counted, 0006)
+INTO_THE_BOX = (str(Kind.CASH_IN), str(Kind.CASH_UNATTRIBUTED), str(Kind.TEST_CASH))
+_COUNTED = tuple(str(k) for k in COUNTED)
+#: the kinds a `Tally` counts (an entry of another kind changes neither table)
+TALLIED = frozenset((*INTO_THE_BOX, str(Kind.CASHBOX_EMPTIED), *_COUNTED))
+
+
+class Tally:
+    """What the entries say the tables kept beside them hold: the cash box's count since its
+    last emptying ((medium, minor) -> [pieces, test money]) and each cash device's last event
+    counter, as SQLite's triggers (migration 0006) keep them. Counted from the chain's first
+    entry (`from_start`) every table row is known; from a later entry, the box only after an
+    emptying among the entries counted, and only the devices seen."""
+
+    def __init__(self, from_start: bool) -> None:
+        self.box: dict[tuple[str, int], list[int]] | None = {} if from_start else None
+        self.counters: dict[str, int] = {}
+        self.all_counters = from_start
+        self.last = 0  # the last entry counted (an entry given twice is counted once)
+
+    def add(self, seq: int, kind: str, amount: int | None, data: dict[str, Any]) -> None:
+        if seq <= self.last:
+            return
+        self.last = seq
+        if kind in INTO_THE_BOX:
+            if amount is not None and self.box is not None:
+                medium = data.get("medium")
+                got = self.box.setdefault(("coin" if medium is None else str(medium), amount),
+                                          [0, 0])  # fmt: skip
+                got[0] += 1
+                if kind == Kind.TEST_CASH:
+                    got[1] += amount
+        elif kind == Kind.CASHBOX_EMPTIED:
+            self.box = {}
+        if kind in _COUNTED and data.get("counter") is not None:
+            device = data.get("device") or ("notes" if data.get("medium") == "note" else "coin")
+            self.counters[str(device)] = data["counter"]
+
+    def compare(self, conn: Connection) -> None:
+        """ChainBroken naming the first table row that is not what the entries say."""
+        if self.box is not None and inspect(conn).has_table(cash_box_table.name):
+            kept = {(r.medium, r.minor): [r.pieces, r.test_minor]
+                    for r in conn.execute(select(cash_box_table))}  # fmt: skip
+            for medium, minor in sorted(set(kept) | set(self.box)):
+                table = kept.get((medium, minor), [0, 0])
+                entries = self.box.get((medium, minor), [0, 0])
+                if table != entries:
+                    what = f"{medium} {minor // 100}.{minor % 100:02d}"
+                    raise ChainBroken(None, f"counts {table[0]} x {what} (test money "
+                                            f"{table[1]}), the entries since its last emptying "
+                                            f"{entries[0]} (test money {entries[1]})",
+                                      where="the cash box table")  # fmt: skip
+        if inspect(conn).has_table(counters_table.name):
+            kept_c = {r.device: r.counter for r in conn.execute(select(counters_table))}
+            devices = set(self.counters) | (set(kept_c) if self.all_counters else set())
+            for device in sorted(devices):
+                if kept_c.get(device) != self.counters.get(device):
+                    raise ChainBroken(None, f"has {device} at {kept_c.get(device)}, the "
+                                            f"entries {self.counters.get(device)}",
+                                      where="the acceptor counters table")  # fmt: skip
 
 #: the journal's migrations (kiosk/ledger/migrations); a journal of the release before schema
 #: versions is told by its `journal` table
@@ -251,9 +330,16 @@ def _sqlite_engine(path: Path, synchronous: str = "FULL") -> Engine:
 class Journal:
     """Append-only money journal of one kiosk, with the local reference data."""
 
-    def __init__(self, path: str | Path, kiosk_id: str, *, synchronous: str = "FULL") -> None:
+    def __init__(
+        self, path: str | Path, kiosk_id: str, *, synchronous: str = "FULL",
+        chain_secret: bytes | None = None,
+    ) -> None:  # fmt: skip
         self.path = Path(path)
         self.kiosk_id = kiosk_id
+        #: the kiosk's chain secret: entries from `KEYED_FROM` on are hashed with it
+        self.chain_secret = chain_secret
+        #: the first keyed entry, as read with the head (None: none is keyed yet)
+        self._keyed_from: int | None = None
         #: (seq, hash) of the newest entry this object committed; None: read it in the next
         #: append (another writer's entry since is found by the insert that collides with it)
         self._head: tuple[int, str] | None = None
@@ -311,11 +397,11 @@ class Journal:
             raise JournalError(f"{self.path}: no backup before the upgrade: {err}") from err
         copy = create_engine(f"sqlite:///{backup}")
         try:
-            entries = verify_chain(copy)
+            entries = verify_chain(copy, self.chain_secret)
         finally:
             copy.dispose()
         schema.upgrade(self._writer, HISTORY)
-        if verify_chain(self.engine) != entries:
+        if verify_chain(self.engine, self.chain_secret) != entries:
             raise JournalError(f"{self.path}: the chain changed in the upgrade (backup {backup})")
         log.warning("journal %s upgraded from %s to %s (%d entries verify; backup %s)",
                     self.path, was or "the release before versions", HISTORY.head, entries,
@@ -422,7 +508,19 @@ class Journal:
         if self._head is None:  # (the first append, or after another writer or an error)
             head = conn.execute(select(head_table.c.seq, head_table.c.hash)).first()
             self._head = (head.seq, head.hash) if head else (0, GENESIS)
+            self._keyed_from = _keyed_from(conn)  # (set only with an entry: read with the head)
         seq, prev = self._head
+        secret = self.chain_secret
+        if self._keyed_from is None and secret is not None:
+            # the first keyed entry: said in its commit (another writer's since: a collision)
+            conn.execute(insert(meta_table).values(name=KEYED_FROM, value=str(seq + 1)))
+            self._keyed_from = seq + 1
+        elif self._keyed_from is not None and secret is None:
+            raise JournalError(
+                f"{self.path} is keyed with the kiosk's chain secret from entry "
+                f"{self._keyed_from} on, and this process has none ([journal] chain_secret in "
+                "the secrets file): nothing appended"
+            )
         rows = []
         for r in records:
             payload(r.kind, r.data, strict=True)  # a field its kind does not have: a defect
@@ -430,7 +528,8 @@ class Journal:
             amount = r.amount.minor if r.amount is not None else None
             currency = r.amount.currency if r.amount is not None else None
             data = _canonical(r.data)
-            h = entry_hash(prev, seq, ts, str(r.kind), r.txid, r.key, amount, currency, data)
+            h = entry_hash(prev, seq, ts, str(r.kind), r.txid, r.key, amount, currency, data,
+                           secret)  # fmt: skip
             rows.append(
                 {
                     "seq": seq,
@@ -628,6 +727,11 @@ class Journal:
                 conn.execute(insert(archived_credits_table),
                              [{"txid": t} for t in sorted(credits - known)])  # fmt: skip
 
+    def keyed_from(self) -> int | None:
+        """The first entry hashed with the kiosk's chain secret (None: no entry is keyed)."""
+        with self.engine.connect() as conn:
+            return _keyed_from(conn)
+
     def base(self) -> tuple[int, str]:
         """Where the live journal begins: the number and hash of the last archived entry
         ((0, GENESIS) in a journal that was never archived)."""
@@ -730,9 +834,50 @@ class Journal:
                 or conn.execute(archived).first() is not None
             )
 
-    def verify(self) -> int:
-        """Check the whole chain and the head; return the number of entries or raise ChainBroken."""
-        return verify_chain(self.engine)
+    def verify(self, tally: Tally | None = None) -> int:
+        """Check the live chain (keyed entries with the kiosk's chain secret) and the head, the
+        tables kept beside it against what its entries say (the cash box, the devices'
+        counters), and head office's acknowledged hash where it is live; return the number of
+        live entries or raise ChainBroken naming what disagrees. `tally`: what the entries
+        before the live ones (archive segments) counted already (`archive.verify_all`)."""
+        with self.engine.connect() as conn:
+            base, _ = _base(conn)
+        tally = tally if tally is not None else Tally(from_start=base == 0)
+        n = verify_chain(self.engine, self.chain_secret, tally)
+        self._check_anchor()
+        with self.engine.connect() as conn:
+            tally.compare(conn)
+        return n
+
+    def _check_anchor(self) -> None:
+        """Head office's acknowledged hash (`ANCHOR`): there whenever the watermark says head
+        office holds entries, and, where its entry is live, that entry's hash (a chain rebuilt
+        from scratch, every hash recomputed, differs there). An anchor archived is checked in
+        its segment (`archive.verify_all`)."""
+        acked = int(self.get_meta(WATERMARK) or 0)
+        anchor = self.get_meta(ANCHOR)
+        last = self.last_seq()
+        if acked > last:
+            raise ChainBroken(last + 1, "missing: the watermark says head office holds "
+                                        f"entries up to {acked}, the journal ends at "
+                                        f"{last}")  # fmt: skip
+        if not anchor:
+            if acked > 0:
+                raise ChainBroken(acked, "head office's acknowledged hash (meta sync_anchor) "
+                                         "is missing, but the watermark says it holds entries "
+                                         f"up to {acked}")  # fmt: skip
+            return
+        seq_text, _, hash_ = anchor.partition(" ")
+        seq = int(seq_text) if seq_text.isdigit() else -1
+        base, _ = self.base()
+        if seq <= base and seq >= 0:
+            return  # archived: its segment has it
+        rows = self.raw_entries(after=seq - 1, limit=1) if seq > 0 else []
+        if not rows or rows[0]["seq"] != seq:
+            raise ChainBroken(seq if seq > 0 else None, f"head office acknowledged entry "
+                              f"{seq_text} ({anchor!r}), and the journal has no such entry")
+        if rows[0]["hash"] != hash_:
+            raise ChainBroken(seq, "differs from the entry head office acknowledged")
 
     # ------------------------------------------------------------------ reference data
 
@@ -816,24 +961,59 @@ def _base(conn: Connection) -> tuple[int, str]:
 _COLUMNS = ("seq", "ts", "kind", "txid", "key", "amount", "currency", "data", "prev_hash", "hash")
 
 
-def check_entry(row: Mapping[str, Any], seq: int, prev: str) -> str:
+def _keyed_from(conn: Connection) -> int | None:
+    """The first entry hashed with the kiosk's chain secret (meta `KEYED_FROM`), or None."""
+    q = select(meta_table.c.value).where(meta_table.c.name == KEYED_FROM)
+    value = conn.execute(q).scalar()
+    if value is None:
+        return None
+    if not str(value).isdigit() or int(value) < 1:
+        raise ChainBroken(None, f"meta {KEYED_FROM} is {value!r}, not an entry's number")
+    return int(value)
+
+
+def check_entry(
+    row: Mapping[str, Any], seq: int, prev: str, secret: bytes | None = None,
+    keyed_from: int | None = None,
+) -> str:  # fmt: skip
     """One stored entry (its columns by name) where the chain expects entry `seq` after the
-    hash `prev`: its hash, or ChainBroken."""
+    hash `prev`: its hash, or ChainBroken. Entries from `keyed_from` on are hashed with the
+    kiosk's chain `secret` (without it they cannot be checked: ChainBroken)."""
     if row["seq"] != seq:
         raise ChainBroken(seq, f"missing (next stored entry is {row['seq']})")
     if row["prev_hash"] != prev:
         raise ChainBroken(seq, "does not link to the entry before it")
+    try:
+        key = keyed(seq, secret, keyed_from)
+    except LookupError as err:
+        raise ChainBroken(seq, f"{err}: verify needs it ([journal] chain_secret in the "
+                               "secrets file)") from None  # fmt: skip
     content = (row["ts"], row["kind"], row["txid"], row["key"], row["amount"], row["currency"])
-    if entry_hash(prev, seq, *content, row["data"]) != row["hash"]:
+    if entry_hash(prev, seq, *content, row["data"], key) != row["hash"]:
+        if key is not None and entry_hash(prev, seq, *content, row["data"]) == row["hash"]:
+            raise ChainBroken(seq, f"content does not match its hash: a plain hash where the "
+                                   f"chain is keyed (from entry {keyed_from} on): computed "
+                                   "without the kiosk's chain secret")  # fmt: skip
+        if key is None and secret is not None and entry_hash(
+                prev, seq, *content, row["data"], secret) == row["hash"]:  # fmt: skip
+            begin = f"at entry {keyed_from}" if keyed_from else "nowhere"
+            raise ChainBroken(seq, "content does not match its hash: keyed, where the journal "
+                                   f"says its keyed entries begin {begin} (meta {KEYED_FROM} "
+                                   "removed or altered?)")  # fmt: skip
         raise ChainBroken(seq, "content does not match its hash (altered)")
     return str(row["hash"])
 
 
-def verify_chain(engine: Engine) -> int:
-    """Check the live chain (from where housekeeping left it, see `Journal.base`) and the
-    head; return the number of live entries or raise ChainBroken."""
+def verify_chain(engine: Engine, secret: bytes | None = None, tally: Tally | None = None) -> int:
+    """Check the live chain (from where housekeeping left it, see `Journal.base`; entries from
+    the meta `KEYED_FROM` on with the kiosk's chain `secret`) and the head; return the number
+    of live entries or raise ChainBroken. `tally` counts what the entries say of the cash box
+    and the devices' counters (`Tally.compare` checks the tables against it)."""
     with engine.connect() as conn:
         base, prev = _base(conn)
+        keyed_from = _keyed_from(conn) if inspect(conn).has_table(meta_table.name) else None
+        # the entries before `keyed_from` are plain; a number past every entry: none keyed
+        plain_below = keyed_from if keyed_from is not None else 2**63
         expected_seq = base
         # the DB-API cursor, rows as plain tuples: a verify reads every entry, and SQLAlchemy's
         # rows cost more than the hashing
@@ -847,13 +1027,19 @@ def verify_chain(engine: Engine) -> int:
                 if (
                     seq != expected_seq
                     or prev_hash != prev
-                    or hash_ != entry_hash(prev, seq, ts, kind, txid, key, amount, currency, data)
+                    or (seq >= plain_below and secret is None)
+                    or hash_ != entry_hash(prev, seq, ts, kind, txid, key, amount, currency,
+                                           data, secret if seq >= plain_below else None)
                 ):
-                    check_entry(dict(zip(_COLUMNS, row, strict=True)), expected_seq, prev)
+                    check_entry(dict(zip(_COLUMNS, row, strict=True)), expected_seq, prev,
+                                secret, keyed_from)  # fmt: skip
                 try:
-                    payload(kind, json.loads(data))
+                    content = json.loads(data)
+                    payload(kind, content)
                 except ValueError as err:  # PayloadError, or data that is not JSON
                     raise ChainBroken(seq, f"its {kind} payload: {err}") from None
+                if tally is not None and kind in TALLIED:
+                    tally.add(seq, kind, amount, content)
                 prev = hash_
         finally:
             cursor.close()

@@ -29,7 +29,7 @@ from kiosk.domain.money import Money
 from kiosk.domain.site import Site
 from kiosk.ledger.journal import BackTo, Entry, Journal, format_ts
 from sync.client import SyncError
-from sync.protocol import GENESIS, entry_hash
+from sync.protocol import GENESIS, entry_hash, keyed
 
 #: scrypt cost: about 50 ms per check here, and 16 MiB of memory per guess
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
@@ -256,7 +256,8 @@ def export_journal(journal: Journal, folder: Path, who: str, now: datetime) -> t
     rows = journal.raw_entries()
     stamp = f"{journal.kiosk_id}-{now:%Y%m%d-%H%M%S}"
     document = {"kiosk_id": journal.kiosk_id, "verified_entries": count,
-                "anchor": {"seq": anchor_seq, "hash": anchor_hash}, "entries": rows}  # fmt: skip
+                "anchor": {"seq": anchor_seq, "hash": anchor_hash},
+                "keyed_from": journal.keyed_from(), "entries": rows}  # fmt: skip
     table = io.StringIO(newline="")
     writer = csv.DictWriter(table, fieldnames=list(rows[0]) if rows else ["seq"])
     writer.writeheader()
@@ -303,11 +304,15 @@ def _write_new(where: int, folder: Path, name: str, text: str) -> None:
         os.fsync(where)
 
 
-def verify_export(path: Path) -> int:
+def verify_export(path: Path, secret: bytes | None = None) -> int:
     """Re-check an exported JSON journal's chain from the anchor it states (the last archived
-    entry before its first; an export without one starts at the genesis); the number of
-    entries, or ValueError."""
+    entry before its first; an export without one starts at the genesis), its entries from
+    `keyed_from` on with the kiosk's chain `secret` (they cannot be checked without it); the
+    number of entries, or ValueError."""
     data = json.loads(path.read_text("utf-8"))
+    keyed_from = data.get("keyed_from")
+    if keyed_from is not None and (type(keyed_from) is not int or keyed_from < 1):
+        raise ValueError(f"keyed_from {keyed_from!r} is not an entry's number")
     anchor = data.get("anchor", {"seq": 0, "hash": GENESIS})
     seq, prev = anchor.get("seq"), anchor.get("hash")
     genesis = seq == 0 and prev == GENESIS
@@ -319,7 +324,11 @@ def verify_export(path: Path) -> int:
             before = f"the anchor (entry {seq})" if i == seq + 1 else f"entry {i - 1}"
             raise ValueError(f"entry {r['seq']}: breaks the chain (does not follow {before})")
         content = (r["seq"], r["ts"], r["kind"], r["txid"], r["key"], r["amount"], r["currency"])
-        if entry_hash(prev, *content, r["data"]) != r["hash"]:
+        try:
+            key = keyed(i, secret, keyed_from)
+        except LookupError as err:
+            raise ValueError(f"entry {i}: {err}: the check needs it") from None
+        if entry_hash(prev, *content, r["data"], key) != r["hash"]:
             raise ValueError(f"entry {r['seq']}: content does not match its hash")
         prev = r["hash"]
     return len(data["entries"])
@@ -530,7 +539,7 @@ class Diagnostics:
     def export(self, folder: Path) -> tuple[Path, Path, int]:
         """CSV and JSON into `folder` (a mounted USB stick); the JSON re-verified."""
         jpath, cpath = export_journal(self.journal, folder, self.who, self.clock())
-        return jpath, cpath, verify_export(jpath)
+        return jpath, cpath, verify_export(jpath, self.journal.chain_secret)
 
     def config(self) -> list[str]:
         self._audit("config_viewed")

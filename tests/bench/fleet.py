@@ -1,12 +1,13 @@
 """A fleet of simulated kiosks against head office on PostgreSQL: one server process, then
 several.
 
-Each kiosk has its own token and its own hash chain. Every `--interval` seconds (time
-compressed: a real kiosk syncs every minute) it uploads the entries of one top-up (five), asks
-for the reference data with its ETag and the version it holds (a change list, not the whole key
-list: the night's import of 20,000 keys travels once, after that a kiosk gets what changed),
-and every tenth round claims a key's credits. The kiosks' rounds are spread evenly over the
-interval and run on a pool of client threads, each with its own keep-alive connection.
+Each kiosk has its own token and its own hash chain, keyed with its own chain secret as
+registered kiosks' are (`--plain`: plain SHA-256, as kiosks without one). Every `--interval`
+seconds (time compressed: a real kiosk syncs every minute) it uploads the entries of one top-up
+(five), asks for the reference data with its ETag and the version it holds (a change list, not
+the whole key list: the night's import of 20,000 keys travels once, after that a kiosk gets what
+changed), and every tenth round claims a key's credits. The kiosks' rounds are spread evenly
+over the interval and run on a pool of client threads, each with its own keep-alive connection.
 
 Prints, per configuration: entries stored per second, p50 and p99 latency of an upload and of
 a reference request, claims per second; and the throughput ratio of N processes to one (on this
@@ -52,9 +53,11 @@ def pct(values: list[float], p: float) -> float:
 
 
 class Kiosk:
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, keyed: bool = True) -> None:
         self.id = f"K{n:04d}"
         self.token = f"token-{n:04d}-{os.urandom(6).hex()}"
+        #: its chain secret (head office holds it too): each entry's hash is keyed with it
+        self.secret = os.urandom(32) if keyed else None
         self.seq, self.prev = 0, GENESIS
         self.etag: str | None = None
         self.version: int | None = None
@@ -76,7 +79,8 @@ class Kiosk:
             self.seq += 1
             body = json.dumps(data, sort_keys=True, separators=(",", ":"))
             cur = "EUR" if amount is not None else None
-            h = entry_hash(self.prev, self.seq, ts, kind, tx, key, amount, cur, body)
+            h = entry_hash(self.prev, self.seq, ts, kind, tx, key, amount, cur, body,
+                           self.secret)
             out.append({"seq": self.seq, "ts": ts, "kind": kind, "txid": tx, "key": key,
                         "amount": amount, "currency": cur, "data": body,
                         "prev_hash": self.prev, "hash": h})  # fmt: skip
@@ -88,8 +92,9 @@ def prepare(db: str, fleet: list[Kiosk]) -> None:
     engine = open_db(db)
     try:
         with engine.begin() as conn:
-            conn.execute(insert(kiosks), [{"kiosk_id": k.id, "token_sha256": token_digest(k.token)}
-                                          for k in fleet])  # fmt: skip
+            conn.execute(insert(kiosks), [
+                {"kiosk_id": k.id, "token_sha256": token_digest(k.token),
+                 "chain_secret": k.secret.hex() if k.secret else None} for k in fleet])  # fmt: skip
         rows = "".join(f"K-{i:06d},active,,{4_000_000 + i}\n" for i in range(KEYS))
         billing.import_file(
             engine,
@@ -121,8 +126,8 @@ def serve(db: str, workers: int) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def run(db: str, workers: int, n: int, seconds: float, interval: float,
-        threads: int) -> dict[str, float]:  # fmt: skip
-    fleet = [Kiosk(i) for i in range(n)]
+        threads: int, keyed: bool = True) -> dict[str, float]:  # fmt: skip
+    fleet = [Kiosk(i, keyed) for i in range(n)]
     prepare(db, fleet)
     proc, url = serve(db, workers)
     due: queue.Queue[Kiosk | None] = queue.Queue()
@@ -245,20 +250,23 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0, help="steady state per run")
     ap.add_argument("--interval", type=float, default=10.0, help="each kiosk's sync interval")
     ap.add_argument("--threads", type=int, default=64, help="client threads")
+    ap.add_argument("--plain", action="store_true",
+                    help="kiosks without a chain secret (plain SHA-256 chains)")
     args = ap.parse_args()
     cluster = PgCluster(durable=True).start()
     try:
         print(
             f"{args.kiosks} kiosks, a round each every {args.interval:.0f} s "
             f"(5 entries, reference, a claim every 10th), {args.seconds:.0f} s per run, "
+            f"{'plain' if args.plain else 'keyed'} chains, "
             f"PostgreSQL (fsync on)",
             flush=True,
         )
         one = run(cluster.new_database(), 1, args.kiosks, args.seconds, args.interval,
-                  args.threads)  # fmt: skip
+                  args.threads, not args.plain)  # fmt: skip
         report("1 server process", one)
         many = run(cluster.new_database(), args.workers, args.kiosks, args.seconds,
-                   args.interval, args.threads)  # fmt: skip
+                   args.interval, args.threads, not args.plain)  # fmt: skip
         report(f"{args.workers} server processes", many)
         print(
             f"scaling: {many['stored_per_s'] / one['stored_per_s']:.2f} x the entries stored/s "

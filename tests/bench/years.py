@@ -34,7 +34,7 @@ from kiosk.domain.events import Kind, Record
 from kiosk.domain.money import Money
 from kiosk.domain.site import load_site
 from kiosk.ledger.archive import Policy, housekeep, verify_all
-from kiosk.ledger.journal import WATERMARK, Journal
+from kiosk.ledger.journal import ANCHOR, WATERMARK, Journal
 from kiosk.ledger.reconcile import reconcile
 from kiosk.service.diag import PinGuard, cash_box, hash_pin
 
@@ -127,7 +127,8 @@ def main() -> None:
         (Path(folder) / "long").mkdir()
         long = Path(folder) / "long" / "journal-DEMO-01.sqlite"
         j = make(long, args.days, args.per_day)
-        j.set_meta(WATERMARK, str(j.last_seq()))  # head office holds it all
+        last = j.raw_entries(after=j.last_seq() - 1)[0]  # head office holds it all
+        j.set_meta(WATERMARK, str(last["seq"]), **{ANCHOR: f"{last['seq']} {last['hash']}"})
         j.close()
         print(f"made {args.days} days x {args.per_day} top-ups in "
               f"{time.perf_counter() - made:.0f} s: {size(long) / 1e6:.0f} MB")  # fmt: skip
