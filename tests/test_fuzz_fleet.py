@@ -37,6 +37,6 @@ def test_the_offline_spell_case_finds_a_credit_written_twice_where_the_bound_is_
     mints a credit, and the fuzzer says so."""
     from kiosk.app import runner
 
-    monkeypatch.setattr(runner, "tighter", lambda ours, theirs: None)
+    monkeypatch.setattr(runner, "tighter", lambda ours, theirs, written: None)
     with pytest.raises(fuzz_fleet.Finding, match="holds .* twice"):
         run(0, STEPS, FIXED_SEED)

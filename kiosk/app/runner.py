@@ -69,11 +69,15 @@ SYNC_SETTINGS = "sync_settings"
 Listener = Callable[[View, UserFacingError | None], None]
 
 
-def tighter(ours: int | None, theirs: int | None) -> int | None:
+def tighter(ours: int | None, theirs: int | None, written: int) -> int | None:
     """The lower of two bounds on a credit's write (a lower one lets fewer writes pass as
-    not being it); None only where neither knows one."""
+    not being it); None only where neither knows one. A bound above the key's own count
+    (`written`) is one no key had: taken as 0 (the key's log must reach its first write)."""
     known = [b for b in (ours, theirs) if isinstance(b, int)]
-    return min(known) if known else None
+    if not known:
+        return None
+    low = min(known)
+    return 0 if low > written else low
 
 
 def _unattributed(event: CoinAccepted | NoteStacked, why: str) -> Record:
@@ -353,11 +357,12 @@ class Kiosk:
             if isinstance(got, KeyReadFailed):
                 return got
             key = got
-            shown = list(zip(key.log_nos, key.recent_txids, strict=False))
+            shown = [(no, t) for t in key.recent_txids if (no := key.write_no_of(t)) is not None]
             leased |= self.head_office.claim(key.serial, key.written, shown)
         account = self.journal.account_for(key.serial, key.contract_account, self.site.currency)
         if leased:  # head office just granted these: the lower of its bound and ours holds
-            pending = tuple(replace(p, key_written=tighter(p.key_written, leased[p.txid]))
+            pending = tuple(replace(p, key_written=tighter(p.key_written, leased[p.txid],
+                                                           key.written))
                             if p.txid in leased else p for p in account.pending)  # fmt: skip
             account = replace(account, pending=pending)
         if account.pending:

@@ -40,6 +40,9 @@ def upgrade() -> None:
         sa.Column("seq", sa.Integer, nullable=False),
     )
     conn = op.get_bind()
+    # a kiosk's credit open at the upgrade: no bound known, so the most careful one (the key's
+    # log must reach back to its first write); an office credit gets its bound at its next claim
+    conn.execute(sa.text("UPDATE credits SET bound = 0 WHERE origin != 'office'"))
     # what granted a credit until now: its origin and its holder
     conn.execute(sa.text(
         "INSERT INTO credit_grants (credit_id, kiosk_id) SELECT credit_id, origin FROM credits "
