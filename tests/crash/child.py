@@ -166,16 +166,16 @@ def crash_in(where: str) -> None:
 
         SyncClient.upload_ack = uploaded  # type: ignore[method-assign]
     elif where == "claim":
-        claim = SyncClient.claim
+        claim = SyncClient.claim_answer  # what the kiosk's claim calls
 
-        def claimed(self: SyncClient, key: str, timeout: Any = None) -> list[dict[str, Any]]:
-            held = claim(self, key, timeout)
-            if held:
-                say({"killed_in": "claim", "credits": len(held)})
+        def claimed(self: SyncClient, key: str, *args: Any, **kw: Any) -> dict[str, Any]:
+            answer = claim(self, key, *args, **kw)
+            if answer["credits"]:
+                say({"killed_in": "claim", "credits": len(answer["credits"])})
                 die()
-            return held
+            return answer
 
-        SyncClient.claim = claimed  # type: ignore[method-assign]
+        SyncClient.claim_answer = claimed  # type: ignore[method-assign]
 
 
 def main() -> int:

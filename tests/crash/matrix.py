@@ -510,7 +510,9 @@ def until_done(b: Bench, a: Automat) -> bool:
         # The torn key left the reader: the customer puts it back. Unless the automat lost a
         # key that never left (pcscd saw it out and in again: a contact bounce, which a loaded
         # machine makes now and then): it finds the key again by itself and goes on.
-        if not key_out_or_found(b, a):
+        if not key_out_or_found(b, a):  # found again: read on from the view it went to
+            if not a.until(lambda v: v["state"] != "key_missing", 30):
+                return False
             continue
         b.slot.remove()
         b.slot.insert()
