@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--kiosk", default="*", help="one kiosk id (default: the whole fleet)")
     rp = sub.add_parser("report", help="money taken per kiosk, local day and payment method")
     rp.add_argument("--tz", default="Europe/Berlin", help="time zone of the days")
+    sub.add_parser("restored", help="after a restore from a backup: every kiosk takes the "
+                   "whole reference data again at its next round")  # fmt: skip
     c = sub.add_parser("count", help="how many entries a kiosk has delivered")
     c.add_argument("kiosk_id")
     im = sub.add_parser("import", help="take a billing file whole (keys, debts or credits)")
@@ -287,6 +289,14 @@ def change(engine: Engine, args: argparse.Namespace) -> int:
                     insert(settings).values(scope=args.kiosk, name=args.name, value=args.value)
                 )
             bump_version(conn)
+        elif args.cmd == "restored":
+            # A key unblocked or a debt cleared after the backup is back as it was; a kiosk
+            # that took the newer value holds a version above these rows' and would not be
+            # sent them again: every row is stamped with a new version.
+            for table in (ref_keys, ref_debts):
+                conn.execute(update(table).values(changed=None))
+            version = bump_version(conn)
+            print(f"reference version {version}: every kiosk takes all keys and debts again")
     if args.cmd == "count":
         print(count_entries(engine, args.kiosk_id))
     return 0

@@ -742,3 +742,45 @@ def test_register_takes_only_a_kiosk_id_a_site_file_can_name(office: HeadOffice)
     finally:
         engine.dispose()
     assert ids == {"DEMO-01", "OTHER-01"}
+
+
+def test_after_a_restore_sync_admin_restored_sends_every_kiosk_the_whole_reference_again(
+    tmp_path: Path,
+) -> None:
+    """Review: a key blocked again by a restore (it was unblocked after the backup) stayed
+    active at a kiosk that took the unblocking: its version was above the restored rows', so
+    they were never sent again. `sync.admin restored` (the runbook's step after a restore)
+    stamps every row anew: each kiosk takes the whole list at its next round."""
+    import shutil
+
+    from kiosk.adapters.head_office import Syncer
+    from kiosk.domain.events import KeyStatus
+    from kiosk.ledger.journal import Journal
+    from sync.client import SyncClient
+
+    path = tmp_path / "headoffice.sqlite"
+    ho = HeadOffice("", f"sqlite:///{path}", {})
+    token = ho.admin("register", "DEMO-01")
+    ho.admin("key", "K1", "--status", "blocked", "--reason", "stolen", "--account", "4711")
+    shutil.copy(path, tmp_path / "backup.sqlite")
+    ho.admin("key", "K1", "--status", "active", "--account", "4711")  # found again
+    j = Journal(tmp_path / "j.sqlite", "DEMO-01")
+
+    def one_round() -> None:
+        url, proc = _serve(ho.db)
+        try:
+            sync = Syncer(j, SyncClient(url, token, "DEMO-01", timeout=(1.0, 5.0)))
+            assert sync.round(T0).last_error is None
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+    one_round()
+    assert j.account_for("K1", "4711", "EUR").status == KeyStatus.ACTIVE
+    shutil.copy(tmp_path / "backup.sqlite", path)  # restored: K1 blocked, as in the backup
+    ho.admin("key", "K2", "--status", "active")  # the day goes on
+    one_round()
+    assert j.account_for("K1", "4711", "EUR").status == KeyStatus.ACTIVE  # not told
+    assert "every kiosk takes all keys and debts again" in ho.admin("restored")
+    one_round()
+    assert j.account_for("K1", "4711", "EUR").status == KeyStatus.BLOCKED
