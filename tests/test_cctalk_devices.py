@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
 
-from drivers.cctalk.codec import RouteCode
+from drivers.cctalk.codec import Header, RouteCode
 from drivers.cctalk.devices import (
     AcceptorIncident,
     BillEscrowed,
@@ -326,5 +327,31 @@ def test_crc16_bus() -> None:
         r.coin.enable(200)
         r.coin_sim.insert("EU100A")
         assert credits(r.coin.poll()) == [100]
+    finally:
+        r.close()
+
+
+def test_a_coin_taken_as_the_acceptor_comes_online_enabled_is_credited() -> None:
+    """Found by the crash matrix on a loaded machine (cash, coin burst): the engine had asked
+    for the acceptor enabled before it came online (a customer already paying at a slow start).
+    Its start-up enabled it and then read the event counter as the baseline, so a coin taken
+    in between was in the baseline and never credited (received 14.00, credited 0). Now it is
+    inhibited until the counter is read, and enabled after."""
+    r = Rig()
+    try:
+        handle = r.coin_sim._handle
+        dropped: list[bool] = []
+
+        def customer_at_the_slot(header: int, data: bytes) -> bytes | None:
+            out = handle(header, data)
+            if header == Header.MODIFY_MASTER_INHIBIT and r.coin_sim.master and not dropped:
+                dropped.append(r.coin_sim.insert("EU200A"))  # the coin, as soon as it can
+            return out
+
+        r.coin_sim.lock = threading.RLock()  # type: ignore[assignment]  # (insert within a reply)
+        r.coin_sim._handle = customer_at_the_slot  # type: ignore[method-assign]
+        r.coin.enable(200)  # asked for before the device came online
+        assert r.coin.initialise() == []
+        assert dropped == [True] and credits(r.coin.poll()) == [200]
     finally:
         r.close()

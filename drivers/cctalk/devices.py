@@ -238,6 +238,10 @@ class _Acceptor:
         self.identify()
         self.channels = self.read_channels()
         self._configure()
+        # Everything inhibited until the event counter is read: a coin the device took before
+        # that read would be in the baseline and never credited (the kiosk can ask to enable
+        # the acceptor before it comes online: a customer already paying at a slow start).
+        wanted, self.limit = self.limit, None
         self._apply_inhibits()
         data = self.req(self.poll_header)
         counter = data[0]
@@ -252,6 +256,9 @@ class _Acceptor:
                     *self._events(data, BUFFER_DEPTH),
                 ]
         self.last_counter, self.last_results = counter, data[1:]
+        self.limit = wanted
+        if wanted is not None:
+            self._apply_inhibits()
         return owed
 
     def _configure(self) -> None:
