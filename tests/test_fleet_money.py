@@ -784,3 +784,29 @@ def test_after_a_restore_sync_admin_restored_sends_every_kiosk_the_whole_referen
     assert "every kiosk takes all keys and debts again" in ho.admin("restored")
     one_round()
     assert j.account_for("K1", "4711", "EUR").status == KeyStatus.BLOCKED
+
+
+def test_a_kiosk_whose_grant_a_restore_lost_still_closes_the_credit_it_wrote_unconfirmed(
+    office: HeadOffice, tmp_path: Path
+) -> None:
+    """Found by the fleet fuzzer: head office restored from a backup older than a claim lost
+    that grant; the kiosk, sending its journal again, had its close refused ("never given"),
+    and the credit stayed open at head office though it was on the key, for good (the kiosk
+    had closed it for itself). Now the kiosk's own pending credit of it counts as its word that
+    it was given it: the close is taken, unconfirmed, and the key's next claim checks it."""
+    from kiosk.domain.events import Record
+    from kiosk.ledger.journal import Journal
+
+    credit = _office_credit(office, tmp_path)
+    b = entries_of(Journal(tmp_path / "b.sqlite", "OTHER-01"),
+                   [Record(Kind.PENDING_CREDIT, credit, "K1", E(500),
+                           {"reason": "head_office", "origin": "office", "key_written": 4}),
+                    Record(Kind.PENDING_WRITTEN, credit, "K1", E(500),
+                           {"write_no": 5})])  # fmt: skip
+    assert upload(office, b, "OTHER-01").status_code == 200
+    assert book(office)[0][4] == "OTHER-01"  # closed, unconfirmed
+    assert office.client("DEMO-01").claim_answer("K1", written=6)["check"] == [5]
+    shown = [(n, f"X-{n}") for n in range(1, 5)] + [(5, credit), (6, "X-6")]
+    office.client("DEMO-01").claim_answer("K1", written=6, log=shown)
+    assert book(office)[0][4] == "OTHER-01"
+    assert "check" not in office.client("DEMO-01").claim_answer("K1", written=6)  # confirmed
