@@ -825,25 +825,24 @@ def reopen_contradicted(conn: Any, kiosk_id: str, key: str, written: int,
     """The key is at a kiosk with `written` writes: a credit reported written on it as a
     later write was not written (a kiosk said so without the key): open it again, and alarm.
     True if one was."""
-    false = conn.execute(
+    said = conn.execute(
         select(credits.c.credit_id, credits.c.written_by, credits.c.write_no,
                credits.c.confirmed).where(
             credits.c.key == key, credits.c.written_by.is_not(None), credits.c.write_no > written)
     ).all()  # fmt: skip
-    reopened = []
-    for cid, by, no, confirmed in false:
+    reopened = False
+    for cid, by, no, confirmed in said:
         if confirmed:  # its origin's close, or one the key showed: a claim's word does not undo it
             alarm_once(conn, kiosk_id, None, f"kiosk {kiosk_id} says key {key} has {written} "
                        f"writes, but credit {cid} was written as its write {no}")  # fmt: skip
             continue
         reopen(conn, cid)
-        reopened.append(cid)
+        reopened = True
         alarm(conn, kiosk_id, None, f"credit {cid} was reported written by {by} as write {no} "
               f"of key {key}, which has {written} writes: opened again", refused)  # fmt: skip
-    false = reopened
     # (the writes reported above `written` stay: a claim is only a kiosk's word, and the
     # first report of a number stands against later ones)
-    return bool(false)
+    return reopened
 
 
 def record_write(conn: Any, kiosk_id: str, r: dict[str, Any], write_no: int,

@@ -403,6 +403,22 @@ def _serve(db: str) -> tuple[str, Any]:
     return serve_head_office(db)
 
 
+def _one_round(db: str, token: str, j: Any) -> Any:
+    """Head office started on `db`, one sync round of the kiosk's journal `j` (it must end
+    without an error), head office stopped: the round's status."""
+    from kiosk.adapters.head_office import Syncer
+    from sync.client import SyncClient
+
+    url, proc = _serve(db)
+    try:
+        status = Syncer(j, SyncClient(url, token, "DEMO-01", timeout=(1.0, 5.0))).round(T0)
+        assert status.last_error is None, status.last_error
+        return status
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def test_a_key_blocked_after_head_office_was_restored_reaches_every_kiosk(
     tmp_path: Path,
 ) -> None:
@@ -412,10 +428,8 @@ def test_a_key_blocked_after_head_office_was_restored_reaches_every_kiosk(
     missed a key blocked since. Now versions count on from the clock and never repeat."""
     import shutil
 
-    from kiosk.adapters.head_office import Syncer
     from kiosk.domain.events import KeyStatus
     from kiosk.ledger.journal import Journal
-    from sync.client import SyncClient
 
     path = tmp_path / "headoffice.sqlite"
     ho = HeadOffice("", f"sqlite:///{path}", {})
@@ -426,25 +440,13 @@ def test_a_key_blocked_after_head_office_was_restored_reaches_every_kiosk(
     for n in range(3):  # the day's changes, which the kiosk takes
         ho.admin("key", f"K{10 + n}", "--status", "active")
     j = Journal(tmp_path / "j.sqlite", "DEMO-01")
-    url, proc = _serve(ho.db)
-    try:
-        sync = Syncer(j, SyncClient(url, token, "DEMO-01", timeout=(1.0, 5.0)))
-        assert sync.round(T0).last_error is None
-        assert j.account_for("K12", "", "EUR").status == KeyStatus.ACTIVE
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    _one_round(ho.db, token, j)
+    assert j.account_for("K12", "", "EUR").status == KeyStatus.ACTIVE
     shutil.copy(tmp_path / "backup.sqlite", path)  # the disk failed: restored from the backup
     ho.admin("key", "K1", "--status", "blocked", "--reason", "stolen")  # K1 is stolen
     for n in range(4):  # and the day goes on
         ho.admin("key", f"K{20 + n}", "--status", "active")
-    url, proc = _serve(ho.db)
-    try:
-        sync = Syncer(j, SyncClient(url, token, "DEMO-01", timeout=(1.0, 5.0)))
-        assert sync.round(T0).last_error is None
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    _one_round(ho.db, token, j)
     assert j.account_for("K1", "4711", "EUR").status == KeyStatus.BLOCKED
 
 
@@ -753,10 +755,8 @@ def test_after_a_restore_sync_admin_restored_sends_every_kiosk_the_whole_referen
     stamps every row anew: each kiosk takes the whole list at its next round."""
     import shutil
 
-    from kiosk.adapters.head_office import Syncer
     from kiosk.domain.events import KeyStatus
     from kiosk.ledger.journal import Journal
-    from sync.client import SyncClient
 
     path = tmp_path / "headoffice.sqlite"
     ho = HeadOffice("", f"sqlite:///{path}", {})
@@ -767,13 +767,7 @@ def test_after_a_restore_sync_admin_restored_sends_every_kiosk_the_whole_referen
     j = Journal(tmp_path / "j.sqlite", "DEMO-01")
 
     def one_round() -> None:
-        url, proc = _serve(ho.db)
-        try:
-            sync = Syncer(j, SyncClient(url, token, "DEMO-01", timeout=(1.0, 5.0)))
-            assert sync.round(T0).last_error is None
-        finally:
-            proc.terminate()
-            proc.wait(10)
+        _one_round(ho.db, token, j)
 
     one_round()
     assert j.account_for("K1", "4711", "EUR").status == KeyStatus.ACTIVE
