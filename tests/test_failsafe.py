@@ -228,6 +228,45 @@ def test_the_acceptors_stop_taking_money_when_the_engine_falls_silent() -> None:
         sim.stop()
 
 
+def test_an_acceptor_that_comes_online_takes_what_the_engine_asked_for_while_it_was_away() -> (
+    None
+):
+    """Calls to an offline acceptor are skipped. One that appeared during a payment stayed
+    inhibited (the customer's coins came back), and one the engine inhibited while it was
+    away came back enabled as before. It now comes online as the engine asked last."""
+    site = make_site("demo")
+    sim, coin, _notes = start_simulator(site)
+    from drivers.cctalk.devices import CoinAcceptor
+    from drivers.cctalk.transport import Bus
+    from kiosk.domain.site import DENOMINATIONS
+
+    unplugged = sim.devices.pop(coin.address)  # not on the bus at start
+    bus = Bus.open(sim.path)
+    dev = CoinAcceptor(bus, "EUR", DENOMINATIONS["EUR"]["coins"], 2)
+    woken = threading.Event()
+    worker = BusWorker(bus, [dev], lambda _e: woken.set(), period=0.02, retry_seconds=0.1)
+    worker.start()
+    try:
+        worker.enable(dev, 200)  # a customer is paying: take coins up to 2.00
+        wait_until(worker.idle, "the call carried out (skipped: offline)", woken, 5)
+        assert not worker.online("coin") and not coin.master
+        sim.devices[coin.address] = unplugged  # it appears
+        wait_until(lambda: worker.online("coin"), "the acceptor online", woken, 5)
+        wait_until(lambda: coin.master, "the acceptor enabled as asked", woken, 5)
+        assert coin.insert("EU200A")
+        sim.devices.pop(coin.address)  # gone again, still enabled on its side
+        wait_until(lambda: not worker.online("coin"), "the acceptor offline", woken, 5)
+        worker.enable(dev, None)  # the payment ends while it is away
+        wait_until(worker.idle, "the call carried out (skipped: offline)", woken, 5)
+        sim.devices[coin.address] = unplugged
+        wait_until(lambda: worker.online("coin"), "the acceptor online again", woken, 5)
+        wait_until(lambda: not coin.master, "the acceptor inhibited as asked", woken, 5)
+        assert coin.insert("EU200A") is False
+    finally:
+        worker.stop()
+        sim.stop()
+
+
 def test_a_port_failing_in_termios_is_a_lost_port_not_a_dead_bus_thread() -> None:
     """An adapter pulled out between two requests: pyserial's flush raises termios.error,
     which is no OSError. The bus takes it as a lost port (opened again later)."""

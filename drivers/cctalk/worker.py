@@ -189,6 +189,9 @@ class BusWorker:
                 # where to resume: the journal's counter at the first start; after a time
                 # offline, the last counter seen (what it took meanwhile is still owed)
                 resume = self.resume.pop(dev.name, dev.last_counter)
+                # Calls to an offline device are skipped: it comes online as its owner asked
+                # last (a customer already paying when it appears), inhibited after a trip.
+                dev.limit = None if self._tripped else self._wanted.get(dev.name)
                 owed = self._guard(dev, dev.initialise, resume)
                 if owed is not None and dev.identity is not None:
                     self._online[dev.name] = True
