@@ -20,6 +20,7 @@ from drivers.chipkey.desfire import (
 from drivers.chipkey.profile import (
     AID,
     F_CREDIT,
+    F_LOG,
     F_WRITES,
     K_CREDIT,
     K_DEBIT,
@@ -34,6 +35,7 @@ from drivers.chipkey.profile import (
     require_role,
 )
 from drivers.chipkey.sim import CardRemoved, VirtualCard
+from drivers.errors import FrameError
 
 KEYS = KeySet(bytes(range(16)), bytes(range(1, 17)), bytes(range(2, 18)), bytes(range(3, 19)))
 UID = bytes.fromhex("04a1b2c3d4e5f6")
@@ -66,6 +68,7 @@ class Tamper:
         self.card, self.command, self.answer, self.nth = card, command, answer, nth
         self.seen: list[bytes] = []
         self.replies: list[bytes] = []
+        self.armed = False
 
     def transmit(self, apdu: bytes) -> bytes:
         self.seen.append(apdu)
@@ -75,9 +78,11 @@ class Tamper:
                 apdu = apdu[:-3] + bytes((apdu[-3] ^ 0x01,)) + apdu[-2:]  # last MAC byte
         reply = self.card.transmit(apdu)
         self.replies.append(reply)
-        if self.answer is not None and apdu[1] == self.answer and len(reply) > 2:
+        if self.answer is not None and apdu[1] == self.answer:
+            self.armed = True  # the answer may come after the command's further frames (AF)
+        if self.armed and len(reply) > 2:
             reply = bytes((reply[0] ^ 0x01,)) + reply[1:]
-            self.answer = None
+            self.answer, self.armed = None, False
         return reply
 
 
@@ -449,3 +454,99 @@ def test_an_upgrade_cut_short_anywhere_is_finished_by_the_next(cut: int) -> None
 def _newest_no(s: Summary) -> int:
     assert s.log is not None
     return s.log[-1].no
+
+
+# ---------------------------------------------------------------- frames as an EV1 takes them
+
+
+def authenticated(card: VirtualCard) -> Desfire:
+    df = Desfire(card)
+    df.select_application(AID)
+    df.authenticate(K_CREDIT, KEYS.card_key(K_CREDIT, UID))
+    return df
+
+
+def test_the_card_refuses_a_frame_longer_than_it_takes_and_nothing_is_written() -> None:
+    """What every top-up sent before: the 64-byte log record with its header and CMAC in one
+    APDU of 79 data bytes. An EV1 answers 91 7E (length error), and so does the virtual card."""
+    card = new_key()
+    df = authenticated(card)
+    s = df.session
+    assert s is not None
+    header = bytes((F_LOG,)) + bytes(3) + (64).to_bytes(3, "little")
+    body = bytes(range(64))
+    mac = s.cmac(bytes((0x3B,)) + header + body)[:8]
+    data = header + body + mac
+    apdu = bytes((0x90, 0x3B, 0, 0, len(data))) + data + b"\x00"
+    records = list(card.apps[AID].files[F_LOG].records)
+    assert card.transmit(apdu) == b"\x91\x7e"
+    card.transmit(bytes.fromhex("90c7000000"))
+    assert card.apps[AID].files[F_LOG].records == records
+
+
+def test_a_top_up_goes_out_in_frames_of_54_bytes_and_long_answers_come_back_in_frames() -> None:
+    card = new_key()
+    tap = Tamper(card)
+    ChipKey(tap, KEYS).credit(TX, 1500, LIMIT)  # type: ignore[arg-type]
+    assert value_of(card) == 2000
+    assert max(a[4] for a in tap.seen if len(a) > 5) <= 54
+    first = next(i for i, a in enumerate(tap.seen) if a[1] == 0x3B)
+    # the record's 79 bytes: 54 under WriteRecord, answered 91 AF and nothing else, 25 under AF
+    assert tap.seen[first][4] == 54 and tap.replies[first] == b"\x91\xaf"
+    assert tap.seen[first + 1][1] == 0xAF and tap.seen[first + 1][4] == 79 - 54
+    assert tap.replies[first + 1][-2:] == b"\x91\x00" and len(tap.replies[first + 1]) == 10
+    assert max(len(r) - 2 for r in tap.replies) <= 59
+    log = ChipKey(card, KEYS).read_log()
+    assert [t.txid for t in log][-1] == TX
+
+
+def test_a_card_that_does_not_ask_for_the_rest_of_a_command_ends_the_session() -> None:
+    class Impatient:
+        """Answers 91 00 to the first frame of a chained write, as if it had it all."""
+
+        def __init__(self, card: VirtualCard) -> None:
+            self.card = card
+
+        def transmit(self, apdu: bytes) -> bytes:
+            if apdu[1] == 0x3B:
+                return b"\x91\x00"
+            return self.card.transmit(apdu)
+
+    card = new_key()
+    df = authenticated(card)
+    df.card = Impatient(card)
+    with pytest.raises(FrameError, match="did not ask for the rest"):
+        df.write_record(F_LOG, 0, bytes(64))
+    assert df.session is None
+
+
+def test_nothing_to_commit_is_a_bare_status_word_and_the_session_goes_on() -> None:
+    """NXP's cards MAC an answer of status 00 only: CommitTransaction with nothing staged
+    answers 91 0C without a CMAC (libfreefare takes it so). We demanded a CMAC and dropped the
+    session; now the commit says False and the next command's MAC still checks."""
+    card = new_key()
+    df = authenticated(card)
+    tap = Tamper(card)
+    df.card = tap  # type: ignore[assignment]
+    assert df.commit() is False
+    assert tap.replies[-1] == b"\x91\x0c"
+    assert df.session is not None
+    assert df.get_value(F_CREDIT) == 500  # its answer's CMAC checks on the same IV chain
+
+
+def test_a_status_00_answer_without_its_cmac_is_still_refused() -> None:
+    class Stripped:
+        def __init__(self, card: VirtualCard) -> None:
+            self.card = card
+
+        def transmit(self, apdu: bytes) -> bytes:
+            reply = self.card.transmit(apdu)
+            return reply[-2:] if apdu[1] == 0xC7 else reply
+
+    card = new_key()
+    df = authenticated(card)
+    df.credit(F_CREDIT, 100)
+    df.card = Stripped(card)
+    with pytest.raises(ResponseMacError):
+        df.commit()
+    assert df.session is None

@@ -271,8 +271,8 @@ def test_at_insertion_the_log_is_read_only_when_credits_are_owed_and_then_decide
     assert settled["OWED-2"]["credit_after"] == 1500
     assert rig.kiosk.journal.pending_credits("K-1") == []
     # GetVersion (3 frames: the UID), the summary (8), the log of four records (5 frames), one
-    # write (the log is known in the session: 7): the log was read once
-    assert rig.card.commands - before == 3 + 8 + 5 + 7
+    # write (the log is known in the session: 8, the record in two frames): the log was read once
+    assert rig.card.commands - before == 3 + 8 + 5 + 8
     rig.remove()
     rig.wait(lambda: rig.kiosk.view().state == State.IDLE, "idle")
     before = rig.card.commands

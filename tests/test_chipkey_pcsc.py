@@ -28,11 +28,12 @@ from tests.conftest import make_site, wait_until
 UID = bytes.fromhex("04c0ffee000001")
 IDENT = Identity("DEMO", "4711", "1ESY1160000001", "electricity", "K-1", "customer", "EUR")
 # select, authenticate x2, the log (2 frames) and credit read, the identity (2 frames: whether
-# the key counts its writes), Credit, Credit of the counter, WriteRecord, CommitTransaction, the
-# credit and newest record (2 frames) read back: checked by test_the_write_sequence_length
-WRITE_APDUS = 15  # a write in a card session of its own, of a transaction that may be on the key
+# the key counts its writes), Credit, Credit of the counter, WriteRecord (2 frames: the 64-byte
+# record, its header and CMAC are 79 bytes, an EV1 frame takes 54), CommitTransaction, the credit
+# and newest record (2 frames) read back: checked by test_the_write_sequence_length
+WRITE_APDUS = 16  # a write in a card session of its own, of a transaction that may be on the key
 SUMMARY_APDUS = 8  # select, authenticate x2, identity (2 frames), credit, meter report, counter
-WRITE_IN_SESSION = 7  # a transaction's first write, after the summary in its card session
+WRITE_IN_SESSION = 8  # a transaction's first write, after the summary in its card session
 
 
 def E(minor: int) -> Money:

@@ -141,6 +141,18 @@ class ResponseMacError(DeviceError):
     """The card's answer did not carry the MAC our session expects (tampered or replayed)."""
 
 
+#: Data bytes in one command frame (the Lc of one wrapped APDU). The card's frame is 64 bytes
+#: (FSCI 5 in its ATS); less the block's PCB, CID and CRC (4 bytes) and the wrapping's CLA INS
+#: P1 P2 Lc Le (6) that leaves 54. A longer command goes on in AF frames, and the card answers
+#: 91 AF with no data to each but the last; one frame too long is refused with 91 7E. (proxmark3:
+#: client/src/mifare/desfirecore.h, DESFIRE_TX_FRAME_MAX_LEN 54; libfreefare:
+#: libfreefare/mifare_desfire.c, write_data() sends in FRAME_PAYLOAD_SIZE pieces.)
+MAX_COMMAND_DATA = 54
+#: Data bytes in one answer frame of the card; a longer answer goes on after 91 AF (Chameleon
+#: Mini's DESFire emulation: DESFIRE_MAX_PAYLOAD_SIZE 59).
+MAX_ANSWER_DATA = 59
+
+
 class Card(Protocol):
     """Anything that carries an APDU to a card: pyscard, or the virtual card in-process."""
 
@@ -148,9 +160,11 @@ class Card(Protocol):
 
 
 def wrap(ins: int, data: bytes = b"") -> bytes:
-    """ISO 7816-4 wrapping of a native command."""
-    if len(data) > 255:
-        raise FrameError("DESFire command data over 255 bytes")
+    """ISO 7816-4 wrapping of one native command frame."""
+    if len(data) > MAX_COMMAND_DATA:
+        raise FrameError(
+            f"DESFire frame of {len(data)} data bytes: {MAX_COMMAND_DATA} at most (chain the rest)"
+        )
     return bytes((0x90, ins, 0, 0)) + (bytes((len(data),)) + data if data else b"") + b"\x00"
 
 
@@ -218,8 +232,9 @@ class Desfire:
 
     def command(self, ins: int, data: bytes = b"") -> tuple[int, bytes]:
         """Send one frame; return (status, response data). Raises on error statuses."""
+        apdu = wrap(ins, data)
         self.apdus += 1
-        reply = self.card.transmit(wrap(ins, data))
+        reply = self.card.transmit(apdu)
         if len(reply) < 2 or reply[-2] != 0x91:
             self.session = None
             raise FrameError(f"not a DESFire answer: {reply.hex(' ')}")
@@ -228,6 +243,22 @@ class Desfire:
             self.session = None  # the card dropped its authentication too
             raise ERROR_TYPES.get(status, DesfireError)(status, ins)
         return status, reply[:-2]
+
+    def send(self, ins: int, data: bytes = b"") -> tuple[int, bytes]:
+        """One command in as many frames as its length needs: the first under `ins`, the rest
+        under AF, each answered 91 AF with no data but the last. Returns the last answer."""
+        status, reply = self.command(ins, data[:MAX_COMMAND_DATA])
+        rest = data[MAX_COMMAND_DATA:]
+        while rest:
+            if status != Status.ADDITIONAL_FRAME or reply:
+                self.session = None
+                raise FrameError(
+                    f"DESFire {ins:02X}: the card did not ask for the rest of the command "
+                    f"({len(rest)} bytes left, answered {reply.hex()} 91 {status:02X})"
+                )
+            status, reply = self.command(Ins.ADDITIONAL_FRAME, rest[:MAX_COMMAND_DATA])
+            rest = rest[MAX_COMMAND_DATA:]
+        return status, reply
 
     def _exchange(
         self,
@@ -255,13 +286,15 @@ class Desfire:
             s.cmac(header + body)
             payload = head + body
         out = b""
-        status, data = self.command(ins, payload)
+        status, data = self.send(ins, payload)
         while status == Status.ADDITIONAL_FRAME:
             out += data
             status, data = self.command(Ins.ADDITIONAL_FRAME)
         out += data
         if s is None or not reply_mac:
             return out
+        if status != Status.OK and not out:
+            return out  # a status-only answer (91 0C) carries no MAC; see commit()
         rc = comm if reply_comm is None else reply_comm
         if rc == Comm.ENC and reply_len:
             return s.decipher(out, reply_len, status)
@@ -403,15 +436,26 @@ class Desfire:
         return [data[i : i + record_size] for i in range(0, len(data), record_size)]
 
     def commit(self) -> bool:
-        """CommitTransaction; False if there was nothing to commit."""
+        """CommitTransaction; False if there was nothing to commit.
+
+        In an authenticated session the card MACs an answer of status 00 only: "nothing to
+        commit" (91 0C) comes as the bare status word, and the session goes on (libfreefare,
+        mifare_desfire_crypto.c: a status-only answer is returned before any CMAC check;
+        proxmark3 desfirecore.c takes 91 0C as a success). A 91 00 without its MAC is still
+        refused: that would be a write confirmed by nobody."""
         s = self.session
         if s is not None:
             s.cmac(bytes((Ins.COMMIT_TRANSACTION,)))
         status, data = self.command(Ins.COMMIT_TRANSACTION)
+        if status == Status.NO_CHANGES:
+            if data:
+                self.session = None
+                raise ResponseMacError(f"a status-only answer with data: {data.hex()} 91 0C")
+            return False
         if s is not None and (len(data) != 8 or s.cmac(bytes((status,)))[:8] != data):
             self.session = None
             raise ResponseMacError("answer to commit failed its MAC check")
-        return status == Status.OK
+        return True
 
     def abort(self) -> None:
         self._exchange(Ins.ABORT_TRANSACTION)

@@ -6,6 +6,12 @@ so a key survives restarts. Value, backup and record changes are staged until
 CommitTransaction; AbortTransaction, an error, another SelectApplication or a power loss drops
 them. `tear_after(n)` drops the power right after the n-th next command, before its answer
 leaves the card, like a key pulled out mid-write.
+
+Frames as an EV1 takes them: a command frame carries at most 54 data bytes (more is refused
+with 91 7E, length error); a longer write comes as its first frame and then AF frames, each
+answered 91 AF until the command is whole. Answers longer than 59 bytes go out in frames the
+host asks for with AF. In an authenticated session only an answer of status 00 carries a CMAC:
+"nothing to commit" (91 0C) is the bare status word.
 """
 
 from __future__ import annotations
@@ -32,7 +38,11 @@ from drivers.errors import TransportError
 log = logging.getLogger(__name__)
 
 ATR = bytes.fromhex("3B8180018080")  # a contactless DESFire EV1 as PC/SC readers report it
-FRAME = 59  # payload bytes per frame; longer answers continue with 91 AF
+#: The card's own limits, from its frame size (64 bytes, FSCI 5 in the ATS), not from the
+#: driver: a command frame's data (Lc) after the block's PCB, CID and CRC and the wrapping's six
+#: bytes, and an answer frame's data (as Chameleon Mini's DESFire emulation sends).
+FRAME_IN = 54
+FRAME = 59  # payload bytes per answer frame; longer answers continue with 91 AF
 FREE, NEVER = 0xE, 0xF
 
 
@@ -101,6 +111,8 @@ class VirtualCard:
         self.auth_key: int | None = None
         self._staged: dict[int, VFile] = {}
         self._frames: list[bytes] = []  # the rest of an answer, one frame per 91 AF
+        #: a command whose data comes in more frames: its INS, the data so far, the whole length
+        self._incoming: tuple[int, bytes, int] | None = None
         self._auth: tuple[int, bytes, bytes] | None = None  # key no, RndB, E(RndB)
 
     def power_off(self) -> None:
@@ -173,15 +185,23 @@ class VirtualCard:
             raise CardRemoved("no card in the field")
         if len(apdu) < 5 or apdu[0] != 0x90 or apdu[2:4] != b"\x00\x00":
             return b"\x6e\x00"  # class not supported: not a DESFire native wrapped command
+        if len(apdu) == 5:  # case 2: CLA INS P1 P2 Le
+            data = b""
+        elif len(apdu) in (5 + apdu[4], 6 + apdu[4]) and apdu[4]:  # case 3 or 4
+            data = apdu[5 : 5 + apdu[4]]
+        else:
+            return b"\x67\x00"  # wrong length: Lc does not match the APDU
         ins = apdu[1]
-        data = apdu[5 : 5 + apdu[4]] if len(apdu) > 5 else b""
         self.commands += 1
         try:
+            if len(data) > FRAME_IN:
+                raise _Error(Status.LENGTH_ERROR)  # longer than the card's frame
             status, out = self._execute(ins, data)
         except _Error as err:
             status, out = err.status, b""
             self.session, self.auth_key = None, None
             self._staged.clear()
+            self._frames, self._incoming, self._auth = [], None, None
         if self._tear is not None:
             self._tear -= 1
             if self._tear <= 0:
@@ -199,15 +219,43 @@ class VirtualCard:
         if ins == Ins.ADDITIONAL_FRAME and self._auth is not None:
             return self._auth_second(data)
         if ins == Ins.ADDITIONAL_FRAME and self._frames:
+            if data:
+                raise _Error(Status.LENGTH_ERROR)
             frame = self._frames.pop(0)
             return (Status.ADDITIONAL_FRAME if self._frames else Status.OK), frame
+        if ins == Ins.ADDITIONAL_FRAME and self._incoming is not None:
+            ins, data, whole = self._incoming[0], self._incoming[1] + data, self._incoming[2]
+            self._incoming = None
+            if len(data) > whole:
+                raise _Error(Status.LENGTH_ERROR)
+        else:
+            whole = self._whole_length(ins, data)
         self._frames = []
         self._auth = None
+        self._incoming = None
+        if len(data) < whole:  # more frames to come
+            self._incoming = (ins, data, whole)
+            return Status.ADDITIONAL_FRAME, b""
         handler = _HANDLERS.get(ins)
         if handler is None:
             raise _Error(Status.ILLEGAL_COMMAND)
         status, out = handler(self, ins, data)
         return int(status), bytes(out)
+
+    def _whole_length(self, ins: int, data: bytes) -> int:
+        """How many data bytes a command carries in all its frames: a write's header says how
+        much it writes, its file's communication setting how that goes over the air."""
+        if ins not in (Ins.WRITE_DATA, Ins.WRITE_RECORD) or len(data) < 7:
+            return len(data)
+        f = self._app().files.get(data[0])
+        if f is None:
+            return len(data)  # the handler answers: file not found
+        n = int.from_bytes(data[4:7], "little")
+        if FREE in f.key_for("write") or self.session is None or f.comm == Comm.PLAIN:
+            return 7 + n
+        if f.comm == Comm.MAC:
+            return 7 + n + 8
+        return 7 + n + 4 + (-(n + 4) % 16)
 
     # ------------------------------------------------------------------ secure messaging
 
@@ -455,16 +503,12 @@ class VirtualCard:
     def _commit(self, ins: int, data: bytes) -> tuple[int, bytes]:
         self._in_plain(bytes((ins,)))
         if not self._staged:
-            return Status.NO_CHANGES, self._out_status(Status.NO_CHANGES)
+            return Status.NO_CHANGES, b""  # the bare status word: no CMAC, the session goes on
         for no, f in self._staged.items():
             self._app().files[no] = f
         self._staged = {}
         self._save()
         return self._out()
-
-    def _out_status(self, status: int) -> bytes:
-        s = self.session
-        return s.cmac(bytes((status,)))[:8] if s is not None else b""
 
     def _abort(self, ins: int, data: bytes) -> tuple[int, bytes]:
         self._in_plain(bytes((ins,)))
