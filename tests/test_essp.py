@@ -28,7 +28,14 @@ from drivers.cctalk.sim import euro_notes
 from drivers.errors import DeviceError, DeviceTimeout, FrameError, TransportError
 from drivers.essp import protocol as P
 from drivers.essp.codec import Decoder, Frame, crc16, decode, encode
-from drivers.essp.crypto import Exchange, Session, aes_key, is_prime, random_prime
+from drivers.essp.crypto import (
+    Exchange,
+    Session,
+    aes_key,
+    is_prime,
+    random_prime,
+    xpow_ymod_n_64,
+)
 from drivers.essp.device import Link, NoteValidator, parse_setup
 from drivers.essp.sim import SimNoteValidator
 from tests.conftest import ROOT, run_kiosk
@@ -103,6 +110,19 @@ def test_key_exchange_both_sides_agree() -> None:
     assert host.key(device.intermediate) == device.key(host.intermediate)
     key = aes_key(0x0123456701234567, 0x1122334455667788)
     assert key == bytes.fromhex("6745230167452301 8877665544332211")
+
+
+def test_the_key_exchange_uses_numbers_the_devices_arithmetic_takes() -> None:
+    """#35: the primes were 63-bit; ITL's SDK draws them below 2**31 and computes with signed
+    64-bit products (XpowYmodN), which are exact only below 2**31.5."""
+    for _ in range(20):
+        ex = Exchange.start()
+        assert ex.generator < ex.modulus < 2**31 and 2 <= ex.secret < 2**31
+        assert is_prime(ex.generator) and is_prime(ex.modulus)
+        assert xpow_ymod_n_64(ex.generator, ex.secret, ex.modulus) == ex.intermediate
+    # and the SDK's arithmetic really goes wrong above it: a 63-bit modulus
+    n = 2**61 - 1
+    assert xpow_ymod_n_64(3, 12345, n) != pow(3, 12345, n)
 
 
 def test_encrypted_packet_layout_count_and_replay() -> None:

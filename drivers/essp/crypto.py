@@ -1,10 +1,22 @@
 """eSSP encryption, pure: the key exchange and the encrypted packet.
 
-Key exchange (Diffie-Hellman over 64-bit numbers, all sent little-endian in 8 bytes): the host
-sets a prime generator (0x4A) and a prime modulus (0x4B), then sends its intermediate key
-g^a mod n (0x4C); the device answers with its own, g^b mod n. Both then hold the negotiated key
-g^ab mod n. The AES-128 key is the 64-bit fixed key (set in the device, 0123456701234567 from
-the factory) in its low eight bytes and the negotiated key in its high eight.
+Key exchange (Diffie-Hellman, every number sent little-endian in 8 bytes): the host sets a prime
+generator (0x4A) and a prime modulus (0x4B), then sends its intermediate key g^a mod n (0x4C);
+the device answers with its own, g^b mod n. Both then hold the negotiated key g^ab mod n. The
+AES-128 key is the 64-bit fixed key (set in the device, 0123456701234567 from the factory) in
+its low eight bytes and the negotiated key in its high eight.
+
+The numbers are below 2**31 although the fields are 64 bits wide. ITL's own host code, which the
+SSP manual (GA138, "Encryption Keys": "C code for the exchange algorithm is available from
+ITL") points to, draws the generator, the modulus and the secret below 2**31
+(MAX_PRIME_NUMBER and MAX_RANDOM_INTEGER = 2147483648 in the SDK's Random.h, published in
+Minege/eSSP _eSSP/lib/Random.h; the same bound in ITL's C# SSPComms.cs) and computes
+x^y mod n with signed 64-bit products (`result * result % N` in XpowYmodN, Random.c). Such a
+product is exact only while n < 2**31.5: with our former 63-bit primes the device's arithmetic
+overflows, it derives another key than the host, and every encrypted packet fails its CRC. A
+device's firmware is not published; what it is known to accept is what ITL's host code sends,
+so we send the same: primes and secrets below 2**31. (The SSP manual's own example primes,
+982451653 and 1287821, are below it too.)
 
 The encrypted packet travels as the data of an ordinary frame: 0x7E, then AES-128-ECB over
 `eLEN eCOUNT(4) DATA PACKING eCRC(2)`, padded with random bytes to whole 16-byte blocks; eLEN
@@ -51,12 +63,43 @@ def is_prime(n: int) -> bool:
     return True
 
 
-def random_prime(bits: int = 63) -> int:
-    """A random prime below 2**bits (the device's arithmetic is 64-bit)."""
+#: generator, modulus and secrets stay below this (ITL SDK Random.h MAX_PRIME_NUMBER and
+#: MAX_RANDOM_INTEGER; see the module's docstring)
+KEY_LIMIT = 2**31
+
+
+def random_prime(bits: int = 31) -> int:
+    """A random prime of `bits` bits (31: below KEY_LIMIT, what the device's arithmetic takes)."""
     while True:
         n = secrets.randbits(bits) | 1 << (bits - 1) | 1
         if is_prime(n):
             return n
+
+
+def _wrap64(n: int) -> int:
+    """A C `long long` after overflow (two's complement)."""
+    return (n + 2**63) % 2**64 - 2**63
+
+
+def _c_mod(a: int, n: int) -> int:
+    """C's `%`: the sign of the dividend."""
+    r = abs(a) % n
+    return -r if a < 0 else r
+
+
+def xpow_ymod_n_64(x: int, y: int, n: int) -> int:
+    """x^y mod n the way ITL's SDK computes it (Random.c XpowYmodN): square and multiply over
+    the 64 bits of y with signed 64-bit products. Exact below n = 2**31.5; above, the products
+    overflow and the result is not x^y mod n. The simulator uses it, as a device whose
+    firmware shares ITL's arithmetic would."""
+    if y == 1:
+        return _c_mod(x, n)
+    result = 1
+    for i in range(63, -1, -1):
+        result = _c_mod(_wrap64(result * result), n)
+        if y >> i & 1:
+            result = _c_mod(_wrap64(result * x), n)
+    return result
 
 
 def u64(n: int) -> bytes:
@@ -73,11 +116,15 @@ class Exchange:
 
     @classmethod
     def start(cls, generator: int | None = None, modulus: int | None = None) -> Exchange:
+        """New numbers; the generator below the modulus (the SDK's InitiateSSPHostKeys means
+        to order them so, and g < n is what Diffie-Hellman needs)."""
         g = generator or random_prime()
         n = modulus or random_prime()
-        if g == n:
+        while g == n:
             n = random_prime()
-        return cls(g, n, secrets.randbelow(2**62) + 2)
+        if generator is None and modulus is None and g > n:
+            g, n = n, g
+        return cls(g, n, secrets.randbelow(KEY_LIMIT - 2) + 2)
 
     @property
     def intermediate(self) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +20,14 @@ from pathlib import Path
 from drivers.errors import FrameError
 from drivers.essp import protocol as P
 from drivers.essp.codec import Decoder, Frame, encode
-from drivers.essp.crypto import DEFAULT_FIXED_KEY, Exchange, Session, aes_key
+from drivers.essp.crypto import (
+    DEFAULT_FIXED_KEY,
+    KEY_LIMIT,
+    Session,
+    aes_key,
+    is_prime,
+    xpow_ymod_n_64,
+)
 from drivers.ptysim import PtyDevice
 
 log = logging.getLogger(__name__)
@@ -246,8 +254,10 @@ class SimNoteValidator(PtyDevice):
                 self.power_cycle()
                 return ok
             case P.Cmd.SET_GENERATOR | P.Cmd.SET_MODULUS:
-                n = int.from_bytes(args[:8], "little")
-                if len(args) != 8 or n < 3:
+                if len(args) != 8:
+                    return bytes((P.Reply.WRONG_PARAMETERS,))
+                n = int.from_bytes(args, "little")
+                if not is_prime(n):  # GA138 Set Generator / Set Modulus
                     return bytes((P.Reply.PARAMETER_OUT_OF_RANGE,))
                 if cmd == P.Cmd.SET_GENERATOR:
                     self.generator = n
@@ -255,12 +265,17 @@ class SimNoteValidator(PtyDevice):
                     self.modulus = n
                 return ok
             case P.Cmd.REQUEST_KEY_EXCHANGE:
-                if not (self.generator and self.modulus) or len(args) != 8:
-                    return bytes((P.Reply.CANNOT_PROCESS,))
-                mine = Exchange.start(self.generator, self.modulus)
-                key = mine.key(int.from_bytes(args, "little"))
-                self.session = Session(aes_key(self.fixed_key, key))
-                return ok + mine.intermediate.to_bytes(8, "little")
+                if len(args) != 8:
+                    return bytes((P.Reply.WRONG_PARAMETERS,))
+                if not (self.generator and self.modulus):  # GA138: FAIL
+                    return bytes((P.Reply.FAIL,))
+                # the device's side in ITL's arithmetic (signed 64-bit products): numbers
+                # above 2**31.5 give it another key than the host's (crypto.py)
+                g, n = self.generator, self.modulus
+                secret = secrets.randbelow(KEY_LIMIT - 2) + 2
+                key = xpow_ymod_n_64(int.from_bytes(args, "little"), secret, n)
+                self.session = Session(aes_key(self.fixed_key, key & 2**64 - 1))
+                return ok + (xpow_ymod_n_64(g, secret, n) & 2**64 - 1).to_bytes(8, "little")
         return bytes((P.Reply.UNKNOWN_COMMAND,))
 
     def _setup(self) -> bytes:
