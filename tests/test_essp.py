@@ -9,10 +9,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -136,6 +137,94 @@ def test_encrypted_packet_layout_count_and_replay() -> None:
         device.unwrap(packet)  # the same packet again: a replay
     with pytest.raises(FrameError, match="CRC"):
         Session(aes_key(1, 2)).unwrap(host.wrap(b"\x07"))  # the wrong key
+
+
+# ---------------------------------------------------------------- the link on a scripted port
+
+
+class ScriptedPort:
+    """A serial port whose device answers each frame written with what `answer` returns (the
+    frames' raw bytes): the link's own behaviour, without a pty or a simulator."""
+
+    def __init__(self, answer: Callable[[Frame], list[bytes]]) -> None:
+        self.answer = answer
+        self.frames: list[Frame] = []
+        self._in = bytearray()
+
+    def reset_input_buffer(self) -> None:
+        self._in.clear()
+
+    def write(self, raw: bytes) -> int:
+        frame = decode(raw)
+        self.frames.append(frame)
+        self._in += b"".join(self.answer(frame))
+        return len(raw)
+
+    @property
+    def in_waiting(self) -> int:
+        return len(self._in)
+
+    def read(self, n: int = 1) -> bytes:
+        out = bytes(self._in[:n])
+        del self._in[:n]
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+KEY = aes_key(0x0123456701234567, 0x1122334455667788)
+
+
+def _aes(data: bytes, *, decrypt: bool = False) -> bytes:
+    c = Cipher(algorithms.AES(KEY), modes.ECB())  # noqa: S305 (the protocol's)
+    op = c.decryptor() if decrypt else c.encryptor()
+    return op.update(data) + op.finalize()
+
+
+def _packet(data: bytes, count: int) -> bytes:
+    """An encrypted packet laid out by hand (GA138 Encryption Layer), zero packing."""
+    body = bytes((len(data),)) + count.to_bytes(4, "little") + data
+    body += bytes(-(len(body) + 2) % 16)
+    crc = crc16(body)
+    return b"\x7e" + _aes(body + bytes((crc & 0xFF, crc >> 8)))
+
+
+def _opened(packet: bytes) -> tuple[int, bytes]:
+    body = _aes(packet[1:], decrypt=True)
+    assert crc16(body[:-2]) == body[-2] | body[-1] << 8
+    return int.from_bytes(body[1:5], "little"), body[5 : 5 + body[0]]
+
+
+def test_an_encrypted_reply_carries_the_commands_count_plus_one() -> None:
+    """#35: ITL's SDK (SSPComs.c: the count goes up when a command is encrypted, the reply must
+    carry the count after it) and kybarg's library (the next command carries the reply's
+    count): a command with count N is answered with N + 1, and the next command carries N + 1.
+    We expected N: every encrypted reply was refused."""
+    seen: list[int] = []
+
+    def device(frame: Frame) -> list[bytes]:
+        count, data = _opened(frame.data)
+        seen.append(count)
+        return [encode(frame.seq, 0, _packet(b"\xf0" + data, count + 1))]
+
+    link = Link(ScriptedPort(device))  # type: ignore[arg-type]
+    link.session = Session(KEY)
+    assert link.command(b"\x07") == b"\xf0\x07"
+    assert link.command(b"\x0c") == b"\xf0\x0c"
+    assert seen == [0, 1] and link.session.count == 2 and link.retries == 0
+
+
+def test_an_encrypted_reply_with_another_count_is_refused_like_a_lost_one() -> None:
+    def device(frame: Frame) -> list[bytes]:
+        count, _ = _opened(frame.data)
+        return [encode(frame.seq, 0, _packet(b"\xf0\xee\x03", count))]  # a replayed count
+
+    link = Link(ScriptedPort(device))  # type: ignore[arg-type]
+    link.session = Session(KEY)
+    with pytest.raises(DeviceTimeout):
+        link.command(b"\x07")
+    assert link.retries == 3
 
 
 # ---------------------------------------------------------------- the driver on a pty
@@ -275,6 +364,50 @@ def test_a_validator_that_wants_encryption_gets_a_key_and_is_spoken_to_encrypted
         assert r.link.session.count == r.sim.session.count > 5
     finally:
         r.close()
+
+
+def _raw_exchange(rig: Rig, raw: bytes, seconds: float = 0.4) -> list[Frame]:
+    """Write raw bytes to the simulator; the frames it answers within `seconds`."""
+    port = rig.link.port
+    port.reset_input_buffer()
+    port.write(raw)
+    d = Decoder()
+    frames: list[Frame] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not frames:
+        frames += d.feed(port.read(max(1, port.in_waiting)))
+    return frames
+
+
+def test_the_simulator_counts_as_a_device_and_discards_a_wrong_count() -> None:
+    """#35: the device answers an encrypted command with count N with N + 1 (ITL SDK
+    SSPComs.c), and discards a packet whose count is not its own (GA138 Encryption Layer:
+    "if they do not match then the packet is discarded")."""
+    r = Rig(needs_encryption=True)
+    try:
+        r.dev.initialise()
+        link, sim = r.link, r.sim
+        assert link.session is not None and sim.session is not None
+        n = link.session.count
+        assert sim.session.count == n
+        raw = encode(link.seq, 0, link.session.wrap(bytes((P.Cmd.SERIAL_NUMBER,))))
+        frames = _raw_exchange(r, raw)
+        assert len(frames) == 1 and frames[0].seq == link.seq
+        count = int.from_bytes(_decrypted(link.session, frames[0].data)[1:5], "little")
+        assert count == n + 1 and sim.session.count == n + 1
+        # a command with a count the device does not hold: no answer, not run
+        run = list(sim.commands)
+        assert not sim.master
+        stale = encode(link.seq ^ 1, 0, link.session.wrap(bytes((P.Cmd.ENABLE,)), count=n))
+        assert _raw_exchange(r, stale) == [] and sim.commands == run and not sim.master
+        assert sim.discarded == 1
+    finally:
+        r.close()
+
+
+def _decrypted(session: Session, packet: bytes) -> bytes:
+    dec = session._cipher.decryptor()
+    return dec.update(packet[1:]) + dec.finalize()
 
 
 def test_a_validator_of_another_currency_is_refused(rig: Rig) -> None:

@@ -21,8 +21,13 @@ so we send the same: primes and secrets below 2**31. (The SSP manual's own examp
 The encrypted packet travels as the data of an ordinary frame: 0x7E, then AES-128-ECB over
 `eLEN eCOUNT(4) DATA PACKING eCRC(2)`, padded with random bytes to whole 16-byte blocks; eLEN
 is the length of DATA, eCOUNT the packet count and eCRC the frame CRC over everything before it.
-The count: the host's command carries the count both sides expect; the device answers with the
-same count; both then count one on. A packet with another count is refused (a replay).
+The count (eCOUNT), reset to 0 by each key exchange: the host's command carries the count both
+sides hold, N; the device, having decrypted it, counts on and answers with N + 1; the next
+command carries N + 1. So ITL's SDK (SSPComs.c / ITLSSPProc.c in Minege/eSSP: the host's count
+goes up when it encrypts a command and the reply must carry the count after it, the decrypted
+reply does not count again) and kybarg/encrypted-smiley-secure-protocol (src/index.js: the next
+command carries the reply's count). GA138 says a packet whose count is not the receiver's is
+discarded: a replay, or a reply to another command.
 """
 
 from __future__ import annotations
@@ -148,9 +153,10 @@ class Session:
         self.count = 0
         self._random = random
 
-    def wrap(self, data: bytes) -> bytes:
-        """DATA as the frame data of an encrypted packet with the current count."""
-        body = bytes((len(data),)) + self.count.to_bytes(4, "little") + data
+    def wrap(self, data: bytes, count: int | None = None) -> bytes:
+        """DATA as the frame data of an encrypted packet with `count` (the current count)."""
+        count = self.count if count is None else count
+        body = bytes((len(data),)) + count.to_bytes(4, "little") + data
         pad = -(len(body) + 2) % 16
         body += secrets.token_bytes(pad) if self._random else bytes(pad)
         crc = crc16(body)
@@ -158,9 +164,10 @@ class Session:
         enc = self._cipher.encryptor()
         return bytes((STEX,)) + enc.update(body) + enc.finalize()
 
-    def unwrap(self, packet: bytes) -> bytes:
-        """The DATA of an encrypted packet with the current count; FrameError if it is not
-        one (bad CRC, another count, not whole blocks)."""
+    def unwrap(self, packet: bytes, count: int | None = None) -> bytes:
+        """The DATA of an encrypted packet carrying `count` (the current count); FrameError
+        if it is not one (bad CRC, another count, not whole blocks)."""
+        want = self.count if count is None else count
         if not packet or packet[0] != STEX or (len(packet) - 1) % 16 or len(packet) < 17:
             raise FrameError(f"not an encrypted packet: {packet[:4].hex(' ')}")
         dec = self._cipher.decryptor()
@@ -168,12 +175,18 @@ class Session:
         if crc16(body[:-2]) != body[-2] | body[-1] << 8:
             raise FrameError("encrypted packet: CRC does not match (wrong key?)")
         n, count = body[0], int.from_bytes(body[1:5], "little")
-        if count != self.count:
-            raise FrameError(f"encrypted packet count {count}, expected {self.count}")
+        if count != want:
+            raise FrameError(f"encrypted packet count {count}, expected {want}")
         if 5 + n > len(body) - 2:
             raise FrameError("encrypted packet: length beyond its blocks")
         return body[5 : 5 + n]
 
+    @property
+    def reply_count(self) -> int:
+        """The count the device's answer to the next command carries."""
+        return (self.count + 1) & 0xFFFFFFFF
+
     def next(self) -> None:
-        """One command and its answer done: count on."""
-        self.count = (self.count + 1) & 0xFFFFFFFF
+        """One command and its answer done (host), or one command decrypted (device): count on
+        (once per exchange on both sides)."""
+        self.count = self.reply_count

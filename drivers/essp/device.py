@@ -33,7 +33,7 @@ from drivers.cctalk.devices import (
 from drivers.errors import DeviceError, DeviceTimeout, FrameError, TransportError
 from drivers.essp import protocol as P
 from drivers.essp.codec import VALIDATOR, Decoder, Frame, encode
-from drivers.essp.crypto import DEFAULT_FIXED_KEY, Exchange, Session, aes_key, u64
+from drivers.essp.crypto import STEX, DEFAULT_FIXED_KEY, Exchange, Session, aes_key, u64
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +137,10 @@ class Link:
             if frame is None or frame.address != self.address:
                 continue
             answer = frame.data
-            if session is not None and answer[:1] == bytes((0x7E,)):
+            if session is not None and answer[:1] == bytes((STEX,)):
                 try:
-                    answer = session.unwrap(answer)
+                    # the device counted our command: its answer carries the count after it
+                    answer = session.unwrap(answer, session.reply_count)
                 except FrameError as err:
                     log.warning("eSSP: %s", err)
                     continue

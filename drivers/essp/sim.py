@@ -78,6 +78,7 @@ class SimNoteValidator(PtyDevice):
         self.jam_next_stack: str | None = None  # "safe" or "unsafe"
         self.full_after_next_stack = False
         self.answers = 0  # commands answered (retries included)
+        self.discarded = 0  # encrypted packets thrown away (another count, another key)
         self.commands: list[int] = []  # command codes run (retries not run again)
 
     def _power_on(self) -> None:
@@ -184,7 +185,7 @@ class SimNoteValidator(PtyDevice):
             return self.last_answer
         if frame.seq == self.last_seq:  # a retry: the last answer again, nothing run twice
             return self.last_answer
-        self.last_seq = frame.seq
+        previous, self.last_seq = self.last_seq, frame.seq
         encrypted = bool(data) and data[0] == 0x7E
         if encrypted:
             if self.session is None:
@@ -192,17 +193,21 @@ class SimNoteValidator(PtyDevice):
                 return self.last_answer
             try:
                 data = self.session.unwrap(data)
-            except FrameError:
-                self.last_answer = bytes((P.Reply.FAIL,))
-                return self.last_answer
+            except FrameError as err:
+                # GA138: a packet whose count is not the device's is discarded: no answer,
+                # not run, and the sequence bit not taken (it was not a command)
+                log.info("essp sim: encrypted packet discarded: %s", err)
+                self.last_seq = previous
+                self.discarded += 1
+                return None
+            self.session.next()  # the device counts the packet it decrypted
         elif self.needs_encryption and data and data[0] not in _PLAIN_CMDS:
             # it takes only the set-up and the key exchange in clear
             self.last_answer = bytes((P.Reply.KEY_NOT_SET,))
             return self.last_answer
         answer = self._execute(data)
         if encrypted and self.session is not None:
-            answer = self.session.wrap(answer)
-            self.session.next()
+            answer = self.session.wrap(answer)  # with the count after the command's
         self.last_answer = answer
         return answer
 
