@@ -227,6 +227,35 @@ def test_an_encrypted_reply_with_another_count_is_refused_like_a_lost_one() -> N
     assert link.retries == 3
 
 
+def test_an_answer_with_the_other_sequence_bit_is_not_taken() -> None:
+    """#35: GA138 Transport Layer: "In a reply packet the address and sequence flag match the
+    command packet". A late copy of the previous answer (the other bit) was taken for this
+    command's: a poll's CREDIT counted twice, or lost behind another command's OK."""
+    stale = [True]
+
+    def device(frame: Frame) -> list[bytes]:
+        out = []
+        if stale[0]:  # the previous exchange's answer, arriving late
+            out.append(encode(frame.seq ^ 1, 0, b"\xf0\xee\x03"))
+            stale[0] = False
+        return [*out, encode(frame.seq, 0, b"\xf0")]
+
+    link = Link(ScriptedPort(device))  # type: ignore[arg-type]
+    assert link.command(b"\x07") == b"\xf0"
+    assert link.retries == 0
+
+
+def test_only_an_answer_with_the_other_sequence_bit_is_a_lost_answer_asked_again() -> None:
+    def device(frame: Frame) -> list[bytes]:
+        wrong = len(port.frames) == 1
+        return [encode(frame.seq ^ wrong, 0, b"\xf0\xef\x02")]
+
+    port = ScriptedPort(device)
+    link = Link(port)  # type: ignore[arg-type]
+    assert link.command(b"\x07") == b"\xf0\xef\x02"
+    assert link.retries == 1 and port.frames[0] == port.frames[1]  # the same command again
+
+
 # ---------------------------------------------------------------- the driver on a pty
 
 
@@ -350,6 +379,40 @@ def test_a_lost_answer_is_asked_again_and_a_credit_counted_once(rig: Rig, fault:
     if fault != "garbage":  # a garbled start is skipped by the decoder: no retry needed
         assert rig.link.retries >= 1
     assert rig.sim.commands.count(P.Cmd.POLL) == polls_run + 3  # the retry did not run twice
+
+
+def test_a_late_copy_of_the_last_answer_does_not_credit_a_note_twice(rig: Rig) -> None:
+    """#35: the simulator sends its previous answer (the other sequence bit) again before the
+    next one, as a line that delayed it would; the driver takes only the matching one."""
+    rig.up()
+    rig.sim.insert("EU0020A")
+    rig.polls(2)
+    rig.dev.route(RouteCode.STACK)
+    events = rig.polls(1)
+    assert events == [BillStacked("notes", 3, 2000, "EUR", None)]
+    rig.sim.stale_next = True
+    assert rig.polls(1) == []  # not the CREDIT again
+    assert rig.sim.stacked == [3]
+
+
+def test_the_simulator_answers_a_repeated_sequence_bit_with_its_last_answer(rig: Rig) -> None:
+    """GA138 Transport Layer: a packet with the same sequence flag as the last one is not run;
+    the device repeats its last reply (also when that reply was lost on the line)."""
+    rig.up()
+    rig.sim.insert("EU0010A")
+    raw = encode(rig.link.seq, 0, bytes((P.Cmd.POLL,)))
+    polls = rig.sim.commands.count(P.Cmd.POLL)
+    first = _raw_exchange(rig, raw)
+    again = _raw_exchange(rig, raw)
+    assert first == again and len(first) == 1 and first[0].seq == rig.link.seq
+    assert first[0].data == bytes.fromhex("f0 ef 00 ef 02")
+    assert rig.sim.commands.count(P.Cmd.POLL) == polls + 1
+    rig.sim.silent_for = 1  # the answer to the next command is lost: run, not sent
+    raw = encode(rig.link.seq ^ 1, 0, bytes((P.Cmd.HOLD,)))
+    assert _raw_exchange(rig, raw) == []
+    assert rig.sim.commands.count(P.Cmd.HOLD) == 1
+    assert [f.data for f in _raw_exchange(rig, raw)] == [b"\xf0"]
+    assert rig.sim.commands.count(P.Cmd.HOLD) == 1
 
 
 def test_a_validator_that_wants_encryption_gets_a_key_and_is_spoken_to_encrypted() -> None:

@@ -133,23 +133,22 @@ class Link:
             except (serial.SerialException, OSError, termios.error) as err:  # the pty is gone
                 self._lost = True
                 raise TransportError(f"eSSP port: {err}") from err
-            frame = self._read()
-            if frame is None or frame.address != self.address:
+            got = self._read(session)
+            if got is None:
                 continue
-            answer = frame.data
-            if session is not None and answer[:1] == bytes((STEX,)):
-                try:
-                    # the device counted our command: its answer carries the count after it
-                    answer = session.unwrap(answer, session.reply_count)
-                except FrameError as err:
-                    log.warning("eSSP: %s", err)
-                    continue
+            answer, encrypted = got
+            if encrypted:
+                assert session is not None
                 session.next()
             self.seq ^= 1
             return answer
         raise DeviceTimeout(f"eSSP: no answer to {data[:1].hex()} after {RETRIES} retries")
 
-    def _read(self) -> Frame | None:
+    def _read(self, session: Session | None) -> tuple[bytes, bool] | None:
+        """The answer to the command just sent (its data, decrypted; and whether it came
+        encrypted), or None if none came in time. A frame for another address, with the other sequence bit (GA138: "In a reply
+        packet the address and sequence flag match the command packet": a late copy of an
+        earlier answer) or with the wrong count is not it: skipped, and the wait goes on."""
         decoder = Decoder()  # an answer starts afresh: what a lost one left is dropped
         deadline = time.monotonic() + ANSWER_SECONDS
         while time.monotonic() < deadline:
@@ -158,10 +157,20 @@ class Link:
             except (serial.SerialException, OSError) as err:
                 self._lost = True
                 raise TransportError(f"eSSP port: {err}") from err
-            if chunk:
-                frames = decoder.feed(chunk)
-                if frames:
-                    return frames[0]
+            for frame in decoder.feed(chunk) if chunk else ():
+                if frame.address != self.address:
+                    continue
+                if frame.seq != self.seq:
+                    log.warning("eSSP: an answer with the other sequence bit skipped")
+                    continue
+                if session is not None and frame.data[:1] == bytes((STEX,)):
+                    try:
+                        # the device counted our command: the answer carries the next count
+                        return session.unwrap(frame.data, session.reply_count), True
+                    except FrameError as err:
+                        log.warning("eSSP: %s", err)
+                        continue
+                return frame.data, False
         return None
 
     def negotiate(self, fixed_key: int = DEFAULT_FIXED_KEY) -> None:

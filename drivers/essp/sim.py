@@ -74,7 +74,9 @@ class SimNoteValidator(PtyDevice):
         # faults, each for the next answer or the next note
         self.garbage_next = b""
         self.drop_next = False
-        self.silent_for = 0  # answers to leave out
+        self.silent_for = 0  # answers lost on the line (the command is run; a retry is answered)
+        self.stale_next = False  # send the previous answer again before the next one
+        self._last_sent = b""
         self.jam_next_stack: str | None = None  # "safe" or "unsafe"
         self.full_after_next_stack = False
         self.answers = 0  # commands answered (retries included)
@@ -153,15 +155,24 @@ class SimNoteValidator(PtyDevice):
                 continue
             with self.lock:
                 answer = self._answer(frame)
+                if answer is not None and self.silent_for:  # run, but the answer is lost
+                    self.silent_for -= 1
+                    answer = None
             if answer is not None:
                 heard = len(encode(frame.seq, frame.address, frame.data))
-                self._send(answer, heard)
+                self._send(answer, frame.seq, heard)
 
-    def _send(self, data: bytes, heard: int = 0) -> None:
-        """The answer, after the wire time of the command (`heard` bytes) and its own."""
-        seq = self.last_seq or 0
-        raw = self.garbage_next + encode(seq, self.address, data)
+    def _send(self, data: bytes, seq: int, heard: int = 0) -> None:
+        """The answer with the command's sequence bit (GA138: "In a reply packet the address
+        and sequence flag match the command packet"), after the wire time of the command
+        (`heard` bytes) and its own."""
+        frame = encode(seq, self.address, data)
+        raw = self.garbage_next + frame
         self.garbage_next = b""
+        if self.stale_next and self._last_sent:
+            raw = self._last_sent + raw  # the previous answer again, late, before this one
+            self.stale_next = False
+        self._last_sent = frame
         if self.drop_next:
             self.drop_next = False
             raw = raw[:3] + raw[4:]
@@ -174,9 +185,6 @@ class SimNoteValidator(PtyDevice):
 
     def _answer(self, frame: Frame) -> bytes | None:
         self.answers += 1
-        if self.silent_for:
-            self.silent_for -= 1
-            return None
         data = frame.data
         if data[:1] == bytes((P.Cmd.SYNC,)):
             self.last_seq = frame.seq
