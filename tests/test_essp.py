@@ -415,6 +415,47 @@ def test_the_simulator_answers_a_repeated_sequence_bit_with_its_last_answer(rig:
     assert rig.sim.commands.count(P.Cmd.HOLD) == 1
 
 
+@pytest.mark.parametrize(
+    ("before", "incident"),
+    [
+        ("e0", (0xE0, "note path open", "fatal")),  # GA138 Note Path Open, no data
+        ("9a 05", (0x9A, "unknown eSSP event 9A (data 05): the rest of the poll read on",
+                   "fatal")),  # a code in no table, one data byte
+    ],
+)  # fmt: skip
+def test_a_credit_after_an_unknown_event_in_the_same_poll_is_seen(
+    rig: Rig, before: str, incident: tuple[int, str, str]
+) -> None:
+    """#35: an event code not in our table ended the parse of the poll: a CREDIT after it in
+    the same answer was never seen (money taken, not credited)."""
+    rig.up()
+    rig.sim.insert("EU0020A")
+    rig.polls(2)
+    rig.dev.route(RouteCode.STACK)
+    rig.sim.events.append(bytes.fromhex(before))  # just before the poll that stacks it
+    events = rig.polls(1)
+    assert BillStacked("notes", 3, 2000, "EUR", None) in events
+    assert AcceptorIncident("notes", *incident, None) in events
+
+
+def test_an_unreadable_poll_is_a_fault_naming_the_possible_credit(rig: Rig) -> None:
+    rig.up()
+    rig.sim.events.append(bytes.fromhex("9a ee 03 77"))  # nothing after 9A reads as events
+    (fault,) = rig.polls(1)
+    assert isinstance(fault, AcceptorIncident) and fault.kind == "fatal"
+    assert "money may be missing" in fault.text and "channel 3 (2000)" in fault.text
+
+
+def test_a_note_put_in_the_cashbox_at_power_up_without_a_channel_is_a_fault(rig: Rig) -> None:
+    """GA138 Note Cleared Into Cashbox: data 0 when the note's value is not known. It is
+    money in the box; it was dropped without a word."""
+    rig.up()
+    rig.sim.events.append(bytes.fromhex("e2 00"))
+    (fault,) = rig.polls(1)
+    assert isinstance(fault, AcceptorIncident) and fault.kind == "fatal"
+    assert "without a channel" in fault.text
+
+
 def test_a_validator_that_wants_encryption_gets_a_key_and_is_spoken_to_encrypted() -> None:
     r = Rig(needs_encryption=True)
     try:

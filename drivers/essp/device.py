@@ -32,8 +32,8 @@ from drivers.cctalk.devices import (
 )
 from drivers.errors import DeviceError, DeviceTimeout, FrameError, TransportError
 from drivers.essp import protocol as P
-from drivers.essp.codec import VALIDATOR, Decoder, Frame, encode
-from drivers.essp.crypto import STEX, DEFAULT_FIXED_KEY, Exchange, Session, aes_key, u64
+from drivers.essp.codec import VALIDATOR, Decoder, encode
+from drivers.essp.crypto import DEFAULT_FIXED_KEY, STEX, Exchange, Session, aes_key, u64
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,9 @@ INCIDENTS: dict[int, tuple[int, str, BillEventKind]] = {
     P.Event.FRAUD_ATTEMPT: (17, "fraud attempt", BillEventKind.FRAUD),
     P.Event.CASHBOX_REMOVED: (11, "cashbox removed", BillEventKind.STATUS),
     P.Event.CASHBOX_REPLACED: (12, "cashbox replaced", BillEventKind.STATUS),
+    # GA138 Note Path Open: "disabled for bill entry until the note path is re-closed" (no
+    # ccTalk code: the eSSP code itself; the validator restarts when it is closed)
+    P.Event.NOTE_PATH_OPEN: (0xE0, "note path open", BillEventKind.FATAL),
 }
 
 
@@ -146,9 +149,10 @@ class Link:
 
     def _read(self, session: Session | None) -> tuple[bytes, bool] | None:
         """The answer to the command just sent (its data, decrypted; and whether it came
-        encrypted), or None if none came in time. A frame for another address, with the other sequence bit (GA138: "In a reply
-        packet the address and sequence flag match the command packet": a late copy of an
-        earlier answer) or with the wrong count is not it: skipped, and the wait goes on."""
+        encrypted), or None if none came in time. A frame for another address, with the
+        other sequence bit (GA138: "In a reply packet the address and sequence flag match
+        the command packet": a late copy of an earlier answer) or with the wrong count is
+        not it: skipped, and the wait goes on."""
         decoder = Decoder()  # an answer starts afresh: what a lost one left is dropped
         deadline = time.monotonic() + ANSWER_SECONDS
         while time.monotonic() < deadline:
@@ -324,23 +328,36 @@ class NoteValidator:
             except DeviceError:  # nothing held any more (it timed out): see what happened
                 self._returning, self.holding = self.holding, None
         answer = self.link.command(bytes((P.Cmd.POLL,)))
+        setup = self.setup
+        events = P.split_events(
+            answer[1:], self.protocol, unit_type=setup.unit_type if setup else 0,
+            channels=len(setup.values) if setup else None,
+        )  # fmt: skip
         out: list[object] = []
-        for ev, ch in P.split_events(answer[1:]):
-            out += self._event(ev, ch)
+        for polled in events:
+            out += self._event(polled)
         return out
 
     def _value(self, ch: int) -> int:
         assert self.setup is not None
         return self.setup.values[ch - 1] if 1 <= ch <= len(self.setup.values) else 0
 
-    def _event(self, ev: P.Event | int, ch: int | None) -> list[object]:
-        cur, name = self.currency, self.name
+    def _event(self, polled: P.Polled) -> list[object]:
+        cur, name, ev, ch = self.currency, self.name, polled.event, polled.channel
+        if ev is None:
+            return [self._unknown(polled)]
         match ev:
             case P.Event.READ if ch:
                 self.holding = ch
                 return [BillEscrowed(name, ch, self._value(ch), cur, None)]
             case P.Event.CREDIT | P.Event.NOTE_CLEARED_INTO_CASHBOX if ch:
                 return [BillStacked(name, ch, self._value(ch), cur, None)]
+            case P.Event.CREDIT | P.Event.NOTE_CLEARED_INTO_CASHBOX:
+                # money in the box whose channel is not given: never dropped, a fault with
+                # the bytes for staff to settle
+                text = f"note credited without a channel: eSSP {polled.code:02X} "
+                return [AcceptorIncident(name, polled.code, text + polled.data.hex(" "),
+                                         BillEventKind.FATAL.name.lower(), None)]  # fmt: skip
             case P.Event.REJECTED if self._returning is not None:
                 ch, self._returning = self._returning, None
                 return [BillReturned(name, ch, self._value(ch), cur, None)]
@@ -352,8 +369,27 @@ class NoteValidator:
                 self._apply()
                 return [DeviceReset(name)]
         if ev in INCIDENTS:
-            code, text, kind = INCIDENTS[ev]  # type: ignore[index]
+            code, text, kind = INCIDENTS[ev]
             return [AcceptorIncident(name, code, text, kind.name.lower(), None)]
-        if not isinstance(ev, P.Event):
-            log.error("notes: unknown eSSP event %02X", ev)
         return []
+
+    def _unknown(self, polled: P.Polled) -> AcceptorIncident:
+        """An event code not in GA138's tables: a fault (journaled, the notes stop until the
+        validator restarts or comes online again), never silence. The events after it were
+        read again from where they read as known events (protocol.split_events); when they
+        could not be, the fault says money may be missing and names every byte that could
+        be a credit."""
+        code, data = polled.code, polled.data
+        text = f"unknown eSSP event {code:02X}"
+        if polled.resynced:
+            text += f" (data {data.hex(' ') or 'none'}): the rest of the poll read on"
+        else:
+            maybe = [data[i + 1] for i in range(len(data) - 1)
+                     if data[i] in (P.Event.CREDIT, P.Event.NOTE_CLEARED_INTO_CASHBOX)]  # fmt: skip
+            text += f": the rest of the poll not readable ({data.hex(' ')}); money may be missing"
+            if maybe:
+                text += ", possible credit on channel " + ", ".join(
+                    f"{c} ({self._value(c)})" for c in maybe
+                )
+        log.error("notes: %s", text)
+        return AcceptorIncident(self.name, code, text, BillEventKind.FATAL.name.lower(), None)
