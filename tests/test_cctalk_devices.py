@@ -355,3 +355,55 @@ def test_a_coin_taken_as_the_acceptor_comes_online_enabled_is_credited() -> None
         assert dropped == [True] and credits(r.coin.poll()) == [200]
     finally:
         r.close()
+
+
+# The generic specification, part 3, table 3 "Coin acceptor error codes", its column "coin
+# rejected?", written out here on its own (not from the driver's table).
+SPEC_REJECTED = {1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15, 22, 24, 25, 30, 32, 33, 37, 38}
+SPEC_REJECTED |= set(range(128, 160))  # inhibited coin types 1..32
+SPEC_POSSIBLY = {4, 5, 6, 21, 34, 35}
+SPEC_NOT_REJECTED = {7, 16, 17, 18, 19, 20, 23, 26, 27, 28, 29, 31, 36, 39, 40, 253, 254, 255}
+
+
+def test_every_coin_error_code_the_acceptor_can_send(rig: Rig) -> None:
+    """Every code through the bus, as the simulator sends it. A coin the acceptor did not give
+    back (not rejected, or possibly) must never be only logged: it puts the acceptor out of
+    use and is journaled (fraud or fatal). Before, 17-19 and 7 were taken as rejects, 9-15,
+    22, 30, 32 and 33 as not, and the fraud branch for 20 and 40 could never run."""
+    from drivers.cctalk.codec import COIN_REJECTED
+
+    kinds: dict[int, str] = {}
+    for code in range(1, 256):
+        rig.coin_sim.error(code)
+        (ev,) = rig.coin.poll()
+        assert isinstance(ev, AcceptorIncident) and ev.code == code and ev.text
+        kinds[code] = ev.kind
+        assert (code in COIN_REJECTED) == (code in SPEC_REJECTED), code
+        if code in SPEC_REJECTED:
+            assert ev.kind in ("reject", "fatal"), code  # fatal: a blocked sensor or gate
+        elif code in SPEC_POSSIBLY or code in {7, 16, 17, 18, 19, 20, 23, 31, 36, 40}:
+            assert ev.kind in ("fraud", "fatal"), code  # the coin may be kept, no credit
+        elif code in SPEC_NOT_REJECTED:
+            assert ev.kind in ("status", "fatal", "fraud"), code
+        else:  # reserved or a maker's own: nobody can say where the coin went
+            assert ev.kind == "fatal" and "not in the specification" in ev.text, code
+    assert kinds[20] == kinds[40] == "fraud"
+    assert kinds[1] == kinds[2] == kinds[25] == kinds[128] == "reject"
+
+
+@pytest.mark.parametrize(("code", "faulted"), [(20, True), (40, True), (5, True), (1, False)])
+def test_a_coin_on_a_string_takes_the_acceptor_out_of_use_and_is_journaled(
+    code: int, faulted: bool
+) -> None:
+    from kiosk.adapters.cash import translate
+    from kiosk.domain.events import DeviceFault
+
+    rig = Rig()
+    try:
+        rig.coin.initialise()
+        rig.coin_sim.error(code)
+        (ev,) = rig.coin.poll()
+        out = translate(ev)
+        assert any(isinstance(e, DeviceFault) and e.code == code for e in out) is faulted
+    finally:
+        rig.close()

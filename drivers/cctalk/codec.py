@@ -222,57 +222,78 @@ class Decoder:
 
 # ---------------------------------------------------------------- code tables (part 3)
 
-COIN_ERRORS: dict[int, str] = {
-    0: "null event",
-    1: "reject coin",
-    2: "inhibited coin",
-    3: "multiple window",
-    4: "wake-up timeout",
-    5: "validation timeout",
-    6: "credit sensor timeout",
-    7: "sorter opto timeout",
-    8: "2nd close coin error",
-    9: "accept gate not ready",
-    10: "credit sensor not ready",
-    11: "sorter not ready",
-    12: "reject coin not cleared",
-    13: "validation sensor not ready",
-    14: "credit sensor blocked",
-    15: "sorter opto blocked",
-    16: "credit sequence error",
-    17: "coin going backwards",
-    18: "coin too fast (over credit sensor)",
-    19: "coin too slow (over credit sensor)",
-    20: "C.O.S. mechanism activated (coin on string)",
-    21: "DCE opto timeout",
-    22: "DCE opto not seen",
-    23: "credit sensor reached too early",
-    24: "reject coin (repeated sequential trip)",
-    25: "reject slug",
-    26: "reject sensor blocked",
-    27: "games overload",
-    28: "max. coin meter pulses exceeded",
-    29: "accept gate open not closed",
-    30: "accept gate closed not open",
-    31: "manifold opto timeout",
-    32: "manifold opto blocked",
-    33: "manifold not ready",
-    34: "security status changed",
-    35: "motor exception",
-    36: "swallowed coin",
-    37: "coin too fast (over validation sensor)",
-    38: "coin too slow (over validation sensor)",
-    39: "coin incorrectly sorted",
-    40: "external light attack",
-    253: "data block request",
-    254: "coin return mechanism activated (flight deck open)",
-    255: "unspecified alarm code",
+#: Coin acceptor error codes (generic specification part 3, table 3 "Coin acceptor error
+#: codes"): the text, whether the coin was rejected (returned to the customer) as the table's
+#: column says, "yes", "no" or "possibly", and what the automat makes of it:
+#:   reject  the coin came back to the customer: logged;
+#:   fraud   an attempt on the acceptor, the coin not given back: the acceptor is taken out of
+#:           use, the event journaled, the technician told;
+#:   fatal   the acceptor cannot take coins (a blocked sensor or gate) or a coin may be stuck in
+#:           it without credit: taken out of use, journaled, told;
+#:   status  nothing about a coin's money: logged.
+#: (Two independent libraries read the same table: cc_talk_core's CoinAcceptorError
+#: is_coin_rejected / is_possible_rejection, and the coin acceptor error enum of a Qt ccTalk
+#: host.)
+COIN_ERROR_TABLE: dict[int, tuple[str, str, str]] = {
+    0: ("null event", "no", "status"),
+    1: ("reject coin", "yes", "reject"),
+    2: ("inhibited coin", "yes", "reject"),
+    3: ("multiple window", "yes", "reject"),
+    4: ("wake-up timeout", "possibly", "fatal"),
+    5: ("validation timeout", "possibly", "fatal"),
+    6: ("credit sensor timeout", "possibly", "fatal"),
+    7: ("sorter opto timeout", "no", "fatal"),
+    8: ("2nd close coin error", "yes", "reject"),
+    9: ("accept gate not ready", "yes", "reject"),
+    10: ("credit sensor not ready", "yes", "reject"),
+    11: ("sorter not ready", "yes", "reject"),
+    12: ("reject coin not cleared", "yes", "reject"),
+    13: ("validation sensor not ready", "yes", "reject"),
+    14: ("credit sensor blocked", "yes", "fatal"),
+    15: ("sorter opto blocked", "yes", "fatal"),
+    16: ("credit sequence error", "no", "fraud"),
+    17: ("coin going backwards", "no", "fraud"),
+    18: ("coin too fast (over credit sensor)", "no", "fraud"),
+    19: ("coin too slow (over credit sensor)", "no", "fraud"),
+    20: ("C.O.S. mechanism activated (coin on string)", "no", "fraud"),
+    21: ("DCE opto timeout", "possibly", "fatal"),
+    22: ("DCE opto not seen", "yes", "reject"),
+    23: ("credit sensor reached too early", "no", "fraud"),
+    24: ("reject coin (repeated sequential trip)", "yes", "reject"),
+    25: ("reject slug", "yes", "reject"),
+    26: ("reject sensor blocked", "no", "fatal"),
+    27: ("games overload", "no", "status"),
+    28: ("max. coin meter pulses exceeded", "no", "status"),
+    29: ("accept gate open not closed", "no", "fatal"),
+    30: ("accept gate closed not open", "yes", "fatal"),
+    31: ("manifold opto timeout", "no", "fatal"),
+    32: ("manifold opto blocked", "yes", "fatal"),
+    33: ("manifold not ready", "yes", "reject"),
+    34: ("security status changed", "possibly", "fraud"),
+    35: ("motor exception", "possibly", "fatal"),
+    36: ("swallowed coin", "no", "fraud"),
+    37: ("coin too fast (over validation sensor)", "yes", "reject"),
+    38: ("coin too slow (over validation sensor)", "yes", "reject"),
+    39: ("coin incorrectly sorted", "no", "status"),
+    40: ("external light attack", "no", "fraud"),
+    253: ("data block request", "no", "status"),
+    254: ("coin return mechanism activated (flight deck open)", "no", "status"),
+    255: ("unspecified alarm code", "no", "status"),
 }
 for _n in range(1, 33):
-    COIN_ERRORS[127 + _n] = f"inhibited coin type {_n}"
+    COIN_ERROR_TABLE[127 + _n] = (f"inhibited coin type {_n}", "yes", "reject")
 
+COIN_ERRORS: dict[int, str] = {code: row[0] for code, row in COIN_ERROR_TABLE.items()}
 #: Coin error codes after which the coin was returned to the customer (not taken).
-COIN_REJECTED = frozenset({1, 2, 3, 5, 8, 17, 18, 19, 20, 24, 25, 37, 38, 40, *range(128, 160)})
+COIN_REJECTED = frozenset(code for code, row in COIN_ERROR_TABLE.items() if row[1] == "yes")
+
+
+def coin_error_kind(code: int) -> str:
+    """What a coin error code means for the automat. A code the table does not have (41-127,
+    160-252: reserved, or a maker's own) takes the acceptor out of use: nobody can say where
+    the coin went, so the acceptor stops taking money until a technician has looked."""
+    row = COIN_ERROR_TABLE.get(code)
+    return "fatal" if row is None else row[2]
 
 
 class BillEventKind(IntEnum):

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from drivers.cctalk.codec import (
     BILL_EVENTS,
     COIN_ERRORS,
-    COIN_REJECTED,
     FAULT_CODES,
     BillEventKind,
     Header,
     RouteCode,
+    coin_error_kind,
     new_event_count,
     parse_bill_id,
     parse_coin_id,
@@ -382,8 +382,8 @@ class CoinAcceptor(_Acceptor):
         if a == 0:
             if b == 0:
                 return None
-            kind = "reject" if b in COIN_REJECTED else ("fraud" if b in (20, 40) else "status")
-            return AcceptorIncident(self.name, b, COIN_ERRORS.get(b, f"error {b}"), kind, counter)
+            text = COIN_ERRORS.get(b, f"error code {b} (not in the specification's table)")
+            return AcceptorIncident(self.name, b, text, coin_error_kind(b), counter)
         ch = self.channels.get(a)
         if ch is None or not ch.usable:
             log.error("coin credited on unknown position %d", a)
