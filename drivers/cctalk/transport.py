@@ -18,6 +18,7 @@ import serial
 
 from drivers.cctalk.codec import HOST, Decoder, Frame, Header, encode
 from drivers.errors import DeviceError, DeviceTimeout, TransportError
+from drivers.trace import Trace
 
 log = logging.getLogger(__name__)
 TRACE = 5  # raw bytes; below DEBUG, off by default
@@ -62,6 +63,8 @@ class Bus:
         self._paused = 0.0  # the last pause for bytes on the wire, not yet fed
         self._closing = threading.Event()
         self.stats = {"requests": 0, "retries": 0, "timeouts": 0}
+        #: every byte written and read, when a trace is being recorded (drivers/trace.py)
+        self.trace: Trace | None = None
 
     @classmethod
     def open(cls, url: str, **kwargs: object) -> Bus:
@@ -155,6 +158,8 @@ class Bus:
             if log.isEnabledFor(TRACE):
                 log.log(TRACE, "tx %s", raw.hex(" "))
             self.port.write(raw)
+            if self.trace is not None:
+                self.trace.sent(raw)
             deadline = time.monotonic() + timeout + len(raw) * 0.00115
 
             def is_reply(frame: Frame) -> bool:
@@ -167,6 +172,8 @@ class Bus:
                 chunk = self._read(left)
                 if not chunk:
                     continue
+                if self.trace is not None:
+                    self.trace.received(chunk)
                 if log.isEnabledFor(TRACE):
                     log.log(TRACE, "rx %s", chunk.hex(" "))
                 # (the pause this side took is not a gap on the line: those bytes came in it)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol
@@ -227,6 +228,8 @@ class Desfire:
         self.session: Session | None = None
         self.key_no: int | None = None
         self.apdus = 0
+        #: where RndA comes from (a replayed trace gives the recorded one)
+        self.random: Callable[[int], bytes] = os.urandom
 
     # ------------------------------------------------------------------ the one way out
 
@@ -329,7 +332,7 @@ class Desfire:
         if status != Status.ADDITIONAL_FRAME or len(ek_rnd_b) != 16:
             raise FrameError("authentication: bad first answer")
         rnd_b = cbc_decrypt(key, ek_rnd_b)
-        rnd_a = os.urandom(16)
+        rnd_a = self.random(16)
         token = cbc_encrypt(key, rnd_a + rotate_left(rnd_b), ek_rnd_b)
         _, ek_rnd_a = self.command(Ins.ADDITIONAL_FRAME, token)
         if len(ek_rnd_a) != 16 or cbc_decrypt(key, ek_rnd_a, token[-16:]) != rotate_left(rnd_a):

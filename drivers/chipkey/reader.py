@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from drivers.errors import TransportError
+from drivers.trace import Trace
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +88,24 @@ class PcscCard:
             self.close()  # now, not when the collector gets to it (pcscd may be gone then)
             raise TransportError(f"no card in {reader}: {err}") from err
 
+    #: every APDU and answer, when a trace is being recorded (drivers/trace.py)
+    trace: Trace | None = None
+
     def transmit(self, apdu: bytes) -> bytes:
         from smartcard.Exceptions import SmartcardException
 
+        if self.trace is not None:
+            self.trace.sent(apdu)
         try:
             data, sw1, sw2 = self.connection.transmit(list(apdu))
         except SmartcardException as err:
+            if self.trace is not None:
+                self.trace.note(f"transmit failed: {err}")
             raise TransportError(f"card transmit failed: {err}") from err
-        return bytes(data) + bytes((sw1, sw2))
+        answer = bytes(data) + bytes((sw1, sw2))
+        if self.trace is not None:
+            self.trace.received(answer)
+        return answer
 
     def close(self) -> None:
         """Disconnect, and release its PC/SC context now, not at garbage collection (each

@@ -1,0 +1,162 @@
+"""Replay of a recorded device trace (drivers/trace.py) to our drivers: what the device sent is
+fed to the driver, what the driver sends is checked against what was recorded, and the events
+the driver makes of it are returned. A trace recorded at a site's first bring-up becomes a
+regression test with one file; the traces in tests/fixtures/traces/ are made with the
+simulators.
+
+    python -m drivers.replay TRACE [--keys demo]   # prints the events, one JSON per line
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from drivers.errors import DriverError, FrameError
+from drivers.trace import SENT, Recorded, ReplayCard, ReplayPort, read_trace
+
+
+@dataclasses.dataclass
+class Replayed:
+    events: list[Any]
+    mismatches: list[str]  # where the driver sent other bytes than were recorded
+    complete: bool  # the whole trace was used
+
+
+def replay_cctalk(
+    recorded: Recorded, kind: str, currency: str = "EUR", *, address: int | None = None,
+    crc16: bool = False,
+) -> Replayed:  # fmt: skip
+    """A ccTalk coin acceptor or bill validator: initialised and polled through the trace
+    (escrowed notes stacked, as `kiosk devices watch` does)."""
+    from drivers.cctalk.codec import HOST, Frame, RouteCode, encode
+    from drivers.cctalk.devices import BillEscrowed, CoinAcceptor, NoteValidator
+    from drivers.cctalk.transport import Bus
+
+    legal = _legal(currency)
+    port = ReplayPort(recorded)
+    bus = Bus(port, crc16_mode=crc16, timeout=0.01, retries=0)  # type: ignore[arg-type]
+    dev: CoinAcceptor | NoteValidator
+    if kind == "coin":
+        dev = CoinAcceptor(bus, currency, legal["coins"], address)
+    else:
+        dev = NoteValidator(bus, currency, legal["notes"], address)
+    events: list[Any] = []
+    try:
+        events += dev.initialise()
+    except DriverError as err:
+        return Replayed(events, [*port.mismatches, f"could not start the device: {err}"], False)
+    poll = encode(Frame(dev.address, HOST, dev.poll_header), crc16_mode=crc16)
+    while port.will_send(poll):  # every poll the automat made, in turn
+        for ev in _guarded(dev.poll):
+            events.append(ev)
+            if isinstance(ev, BillEscrowed) and isinstance(dev, NoteValidator):
+                _guarded(lambda: dev.route(RouteCode.STACK) or [])  # noqa: B023
+    return Replayed(events, port.mismatches, True)
+
+
+def _guarded(step: Any) -> list[Any]:
+    """One driver step; the end of a trace (nothing more recorded) ends the replay."""
+    try:
+        return list(step() or ())
+    except DriverError:
+        return []
+
+
+def replay_pcsc(recorded: Recorded, keys: Any) -> Replayed:
+    """The chip key: the summary a kiosk reads at insertion, through the trace. Each
+    authentication's RndA (the automat's random, which never leaves it in clear) is taken
+    back from the recorded token with the key, so the driver sends the recorded bytes."""
+    from drivers.chipkey.profile import ChipKey
+
+    card = ReplayCard(recorded)
+    key = ChipKey(card, keys)  # type: ignore[arg-type]
+    nonces = _nonces(recorded, keys)
+    key.df.random = lambda n: next(nonces)
+    summary = key.read_summary()
+    return Replayed([summary], card.mismatches, card.exhausted)
+
+
+def _nonces(recorded: Recorded, keys: Any) -> Iterator[bytes]:
+    """RndA of each AES authentication in the trace: the token E(RndA || RndB') the automat
+    sent, deciphered with the card's key (diversified with the UID the trace's GetVersion
+    shows)."""
+    from drivers.chipkey.crypto import cbc_decrypt
+
+    records = list(recorded.records)
+    uid = b""
+    for i, r in enumerate(records):
+        if r.direction != SENT or len(r.data) < 5 or i + 1 >= len(records):
+            continue
+        answer = records[i + 1].data
+        if r.data[1] == 0xAF and answer[-2:] == b"\x91\x00" and len(answer) == 16:
+            uid = uid or answer[:7]  # GetVersion's third frame: the UID first
+        if r.data[1] == 0xAA and answer[-2:] == b"\x91\xaf":
+            key_no, ek_rnd_b = r.data[5], answer[:-2]
+            token_apdu = records[i + 2].data if i + 2 < len(records) else b""
+            token = token_apdu[5 : 5 + 32]
+            if not uid:
+                raise FrameError("the trace has no GetVersion before its authentication")
+            plain = cbc_decrypt(keys.card_key(key_no, uid), token, ek_rnd_b)
+            yield plain[:16]
+
+
+def _legal(currency: str) -> dict[str, Any]:
+    from kiosk.domain.site import DENOMINATIONS
+
+    return DENOMINATIONS[currency]
+
+
+def replay(path: Path, *, kind: str | None = None, keys: Any = None, currency: str = "EUR"
+           ) -> Replayed:  # fmt: skip
+    """Any trace by its protocol header."""
+    recorded = read_trace(path)
+    device = kind or recorded.headers.get("device", "")
+    match recorded.protocol:
+        case "cctalk":
+            return replay_cctalk(recorded, device, currency)
+        case "pcsc":
+            if keys is None:
+                from kiosk.adapters.key import DEMO_KEYS
+
+                keys = DEMO_KEYS
+            return replay_pcsc(recorded, keys)
+    raise FrameError(f"{path}: no replay for protocol {recorded.protocol!r} yet")
+
+
+def _jsonable(ev: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(ev):
+        out = {"event": type(ev).__name__}
+        for k, v in dataclasses.asdict(ev).items():  # type: ignore[arg-type]
+            out[k] = v.hex() if isinstance(v, bytes) else v
+        return out
+    return {"event": repr(ev)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("trace", type=Path)
+    ap.add_argument("--kind", help="coin or notes (default: the trace's device)")
+    ap.add_argument("--currency", default="EUR")
+    args = ap.parse_args(argv)
+    try:
+        result = replay(args.trace, kind=args.kind, currency=args.currency)
+    except (OSError, DriverError) as err:
+        print(f"replay: {err}", file=sys.stderr)
+        return 2
+    for ev in result.events:
+        print(json.dumps(_jsonable(ev), default=str))
+    for m in result.mismatches:
+        print(f"replay: the driver {m}", file=sys.stderr)
+    if not result.complete:
+        print("replay: the trace was not used up", file=sys.stderr)
+    return 0 if result.complete and not result.mismatches else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Device traces: recorded as the devices talk, read back, replayed to the drivers; the
+traces shipped in tests/fixtures/traces/ (made with the simulators) replay to their events."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from drivers.cctalk.devices import AcceptorIncident, BillStacked, CoinCredited
+from drivers.errors import FrameError
+from drivers.replay import main as replay_main
+from drivers.replay import replay, replay_cctalk, replay_pcsc
+from drivers.trace import MAGIC, Trace, read_trace
+from kiosk.adapters.key import DEMO_KEYS
+from tests.traces import HERE, record_cctalk, record_pcsc
+
+
+def test_a_trace_line_says_when_which_way_and_what() -> None:
+    out = io.StringIO()
+    ticks = iter([10.0, 10.5, 10.75])
+    trace = Trace(out, "coin", "cctalk", "/dev/ttyUSB0", clock=lambda: next(ticks))
+    trace.sent(b"\x02\x00\x01\xfe\xff")
+    trace.received(b"\x01\x00\x02\x00\xfd")
+    lines = out.getvalue().splitlines()
+    assert lines[0] == MAGIC and "# device coin" in lines and "# protocol cctalk" in lines
+    assert lines[-2:] == ["0.500000 > 02 00 01 fe ff", "0.750000 < 01 00 02 00 fd"]
+    back = read_trace(out.getvalue())
+    assert back.protocol == "cctalk" and [r.data for r in back.records] == [
+        bytes.fromhex("020001feff"), bytes.fromhex("01000200fd")]  # fmt: skip
+
+
+def test_a_mask_hides_what_must_not_be_written_and_says_so() -> None:
+    out = io.StringIO()
+
+    def mask(direction: str, data: bytes) -> tuple[bytes, str]:
+        return bytes(len(data)), "password masked" if direction == ">" else ""
+
+    Trace(out, "terminal", "zvt", mask=mask).sent(b"\x12\x34\x56")
+    assert out.getvalue().splitlines()[-1].endswith("> 00 00 00  # password masked")
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("0.1 > 02 00\n", "not a device trace"),
+        (MAGIC + "\n0.1 = 02 00\n", "line 2: expected"),
+        (MAGIC + "\nsoon > 02 00\n", "line 2"),
+        (MAGIC + "\n0.1 > 0g\n", "line 2"),
+    ],
+)
+def test_a_broken_trace_is_refused_with_its_line(text: str, problem: str) -> None:
+    with pytest.raises(FrameError, match=problem):
+        read_trace(text)
+
+
+@pytest.mark.parametrize("kind", ["coin", "notes"])
+def test_a_recorded_cctalk_session_replays_to_the_events_seen_live(kind: str) -> None:
+    out = io.StringIO()
+    live = record_cctalk(kind, out)
+    replayed = replay_cctalk(read_trace(out.getvalue()), kind)
+    assert replayed.mismatches == []
+    assert replayed.events == live and len(live) >= 3
+
+
+def test_a_recorded_key_session_replays_to_the_same_summary() -> None:
+    out = io.StringIO()
+    live = record_pcsc(out)
+    replayed = replay_pcsc(read_trace(out.getvalue()), DEMO_KEYS)
+    assert replayed.mismatches == [] and replayed.complete
+    assert replayed.events == [live] and live.credit == 2_500
+
+
+def test_the_shipped_coin_trace_replays() -> None:
+    r = replay(HERE / "coin.trace")
+    assert r.mismatches == [] and r.complete
+    assert [e.value for e in r.events if isinstance(e, CoinCredited)] == [200, 50]
+    assert [(e.code, e.kind) for e in r.events if isinstance(e, AcceptorIncident)] == [
+        (1, "reject")]  # fmt: skip
+
+
+def test_the_shipped_notes_trace_replays() -> None:
+    r = replay(HERE / "notes.trace")
+    assert r.mismatches == [] and r.complete
+    assert [e.value for e in r.events if isinstance(e, BillStacked)] == [1000, 2000]
+
+
+def test_the_shipped_key_trace_replays() -> None:
+    r = replay(HERE / "key.trace")
+    assert r.mismatches == [] and r.complete
+    (summary,) = r.events
+    assert summary.credit == 2_500 and summary.identity.contract_account == "4711001"
+
+
+def test_a_driver_that_sends_what_was_not_recorded_is_caught(tmp_path: Path) -> None:
+    text = (HERE / "coin.trace").read_text()
+    # the recording's acceptor at another address: our driver's commands are not in it
+    changed = tmp_path / "coin.trace"
+    changed.write_text(text)
+    r = replay_cctalk(read_trace(changed), "coin", address=3)
+    assert r.mismatches and r.events == []
+
+
+def test_the_replay_command_prints_events_and_fails_on_a_mismatch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert replay_main([str(HERE / "coin.trace")]) == 0
+    assert '"value": 200' in capsys.readouterr().out
+    bad = tmp_path / "bad.trace"
+    bad.write_text("nonsense\n")
+    assert replay_main([str(bad)]) == 2
+    assert "not a device trace" in capsys.readouterr().err

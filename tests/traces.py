@@ -1,0 +1,99 @@
+"""Device traces made with the simulators (tests/fixtures/traces/), as a site's first
+bring-up would record them from the real devices; and how to make them again:
+
+    .venv/bin/python -m tests.traces   # writes tests/fixtures/traces/*.trace
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from pathlib import Path
+from typing import Any
+
+from drivers.trace import Trace
+
+HERE = Path(__file__).parent / "fixtures" / "traces"
+
+
+def record_cctalk(kind: str, out: io.TextIOBase | Any) -> list[Any]:
+    """A coin acceptor (two coins, one counterfeit) or a bill validator (a 10 and a 20 note,
+    stacked) on the simulated bus, recorded; returns the events the driver saw live."""
+    from drivers.cctalk.codec import RouteCode
+    from drivers.cctalk.devices import BillEscrowed, CoinAcceptor, NoteValidator
+    from drivers.cctalk.transport import Bus
+    from kiosk.adapters.cash import start_simulator
+    from kiosk.domain.site import DENOMINATIONS
+    from tests.conftest import make_site
+
+    sim, coin, bills = start_simulator(make_site("demo"))
+    bus = Bus.open(sim.path)
+    bus.trace = Trace(out, kind, "cctalk", "simulated bus")
+    legal = DENOMINATIONS["EUR"]
+    dev: CoinAcceptor | NoteValidator
+    dev = CoinAcceptor(bus, "EUR", legal["coins"]) if kind == "coin" else NoteValidator(
+        bus, "EUR", legal["notes"])  # fmt: skip
+    events: list[Any] = []
+    try:
+        events += dev.initialise()
+        dev.enable(10_000)
+        if kind == "coin":
+            coin.insert("EU200A")
+            coin.insert("EU050A")
+            coin.insert("XX999A")  # not a coin of ours: rejected
+        want = 3 if kind == "coin" else 4
+        for _ in range(200):
+            for ev in dev.poll():
+                events.append(ev)
+                if isinstance(ev, BillEscrowed) and isinstance(dev, NoteValidator):
+                    dev.route(RouteCode.STACK)
+            if kind == "notes" and len(events) == 0 and not bills.escrow:
+                bills.insert("EU0010A")  # type: ignore[union-attr]
+            if kind == "notes" and len(events) == 2 and not bills.escrow:
+                bills.insert("EU0020A")  # type: ignore[union-attr]
+            if len(events) >= want:
+                break
+            threading.Event().wait(0.01)  # the next poll, as the bus thread paces them
+        dev.enable(None)
+    finally:
+        bus.close()
+        sim.stop()
+    return events
+
+
+def record_pcsc(out: io.TextIOBase | Any) -> Any:
+    """A personalised demo key's summary, read through a recording card."""
+    from drivers.chipkey.profile import ChipKey, Identity
+    from drivers.chipkey.sim import VirtualCard
+    from kiosk.adapters.key import DEMO_KEYS
+
+    card = VirtualCard(bytes.fromhex("04a1b2c3d4e5f6"))
+    ident = Identity("SWEJP", "4711001", "1ESY1160000001", "electricity", "K-1001", "customer",
+                     "EUR")  # fmt: skip
+    ChipKey(card, DEMO_KEYS).personalise(ident, upper=50_000, initial=2_500)
+
+    class Recording:
+        def __init__(self) -> None:
+            self.trace = Trace(out, "reader", "pcsc", "virtual card")
+
+        def transmit(self, apdu: bytes) -> bytes:
+            self.trace.sent(apdu)
+            answer = card.transmit(apdu)
+            self.trace.received(answer)
+            return answer
+
+    return ChipKey(Recording(), DEMO_KEYS).read_summary()  # type: ignore[arg-type]
+
+
+def main() -> None:
+    HERE.mkdir(parents=True, exist_ok=True)
+    for kind in ("coin", "notes"):
+        with (HERE / f"{kind}.trace").open("w", encoding="utf-8") as f:
+            record_cctalk(kind, f)
+    with (HERE / "key.trace").open("w", encoding="utf-8") as f:
+        record_pcsc(f)
+    print(f"traces written to {HERE}")
+
+
+if __name__ == "__main__":
+    main()
