@@ -106,6 +106,12 @@ class Trace:
     def close(self) -> None:
         self.out.close()
 
+    def __enter__(self) -> Trace:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
 
 @dataclass(frozen=True)
 class Record:

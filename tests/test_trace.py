@@ -111,3 +111,24 @@ def test_the_replay_command_prints_events_and_fails_on_a_mismatch(
     bad.write_text("nonsense\n")
     assert replay_main([str(bad)]) == 2
     assert "not a device trace" in capsys.readouterr().err
+
+
+def test_kiosk_devices_record_writes_a_trace_that_replays(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "coin.trace"
+    kiosk = [sys.executable, "-m", "kiosk.cli", "devices", "record", "coin", "--port", "sim",
+             "--out", str(out), "--seconds", "0.3"]  # fmt: skip
+    done = subprocess.run(kiosk, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert '"event": "ready"' in done.stdout
+    recorded = read_trace(out)
+    assert recorded.headers["device"] == "coin" and recorded.protocol == "cctalk"
+    assert len(recorded.records) > 10  # start-up and polls
+    r = replay(out)
+    assert r.mismatches == [] and r.complete and r.events == []  # nobody put a coin in
+    before = out.read_text()
+    again = subprocess.run(kiosk, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and "exists (--append" in again.stderr
+    assert out.read_text() == before

@@ -471,6 +471,56 @@ def cmd_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_record(args: argparse.Namespace) -> int:
+    """`kiosk devices record`: the device's traffic into a trace file while it is watched
+    (acceptors) or read (the chip key in the reader)."""
+    from drivers.errors import DriverError
+    from drivers.trace import Trace
+    from kiosk.service.bringup import open_device, watch
+    from kiosk.sim.simulate import resolve_port
+
+    out = Path(args.out)
+    if out.exists() and not args.append:
+        print(f"kiosk: {out} exists (--append to add to it)", file=sys.stderr)
+        return 2
+    if args.kind == "reader":
+        from kiosk.service.keytool import load_keys, record_key
+
+        keys = load_keys(load_site(args.site),
+                         lambda msg: print(f"kiosk: warning: {msg}", file=sys.stderr))  # fmt: skip
+        try:
+            with Trace.to_file(out, "reader", "pcsc", args.reader or "") as trace:
+                summary = record_key(trace, keys, args.reader)
+        except (OSError, DriverError) as err:
+            print(f"kiosk: reader: {err}", file=sys.stderr)
+            return 1
+        print(f"the key {summary.uid.hex()} read; its traffic is in {out}")
+        return 0
+    if not args.port:
+        print("kiosk: --port is required for coin and notes", file=sys.stderr)
+        return 2
+    port, stop_sim = resolve_port(args.kind, args.port, currency=args.currency, crc16=args.crc16)
+    try:
+        dev, close = open_device(args.kind, port, args.currency, args.address, args.crc16)
+    except DriverError as err:
+        stop_sim()
+        print(f"kiosk: {err}", file=sys.stderr)
+        return 2
+    try:
+        with Trace.to_file(out, args.kind, "cctalk", args.port) as trace:
+            dev.bus.trace = trace  # type: ignore[union-attr]
+            print(f"recording {args.kind} on {args.port} into {out} for {args.seconds:g} s",
+                  file=sys.stderr)  # fmt: skip
+            watch(dev, sys.stdout, args.seconds)
+    except (OSError, DriverError) as err:
+        print(f"kiosk: {args.kind} on {args.port}: {err}", file=sys.stderr)
+        return 1
+    finally:
+        close()
+        stop_sim()
+    return 0
+
+
 def cmd_devices(args: argparse.Namespace) -> int:
     from drivers.errors import DriverError
     from kiosk.service.bringup import open_device, print_probe, probe, watch
@@ -650,6 +700,20 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "watch":
             dp.add_argument("--seconds", type=float, default=30.0, help="how long to watch")
         dp.set_defaults(func=cmd_devices)
+    rec = devices.add_parser(
+        "record", help="record a device's traffic into a trace file (drivers/trace.py)"
+    )
+    rec.add_argument("kind", choices=["coin", "notes", "reader"])
+    rec.add_argument("--out", required=True, help="the trace file to write")
+    rec.add_argument("--append", action="store_true", help="add to an existing trace file")
+    rec.add_argument("--port", help='coin, notes: serial path, pyserial URL, or "sim"')
+    rec.add_argument("--reader", help="reader: a pattern of its name (default: one with a key)")
+    rec.add_argument("--site", help="reader: the site file whose secrets hold the keys")
+    rec.add_argument("--address", type=int, help="ccTalk address (default 2 coin, 40 notes)")
+    rec.add_argument("--crc16", action="store_true", help="CRC16 instead of the simple checksum")
+    rec.add_argument("--currency", default="EUR", choices=["EUR", "CHF"])
+    rec.add_argument("--seconds", type=float, default=60.0, help="coin, notes: how long")
+    rec.set_defaults(func=cmd_record)
     sync = sub.add_parser("sync", help="head-office sync").add_subparsers(
         dest="sync_command", required=True
     )

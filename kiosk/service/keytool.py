@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from drivers.chipkey.desfire import Card
 from drivers.chipkey.profile import ChipKey, Identity, KeySet, MeterReport, Summary
-from drivers.chipkey.reader import PcscCard, list_readers, pick_reader
+from drivers.chipkey.reader import PcscCard, card_present, list_readers, pick_reader
 from drivers.chipkey.sim import VirtualCard
 from drivers.errors import TransportError
 from kiosk.adapters.key import DEMO_KEYS
@@ -181,3 +181,19 @@ def probe_readers(as_json: bool, out: TextIO) -> None:
         return
     for r in rows:
         out.write(f"{r['reader']}: {'card ATR ' + r['atr'] if r['atr'] else 'no card'}\n")
+
+
+def record_key(trace: Any, keys: KeySet, reader: str | None = None) -> Summary:
+    """The key in the reader read as a kiosk reads it at insertion (GetVersion, the summary),
+    its APDUs into `trace`: the first reader with a card, or the one matching `reader`."""
+    name = pick_reader(reader) if reader else next(
+        (r for r in list_readers() if card_present(r)), None)  # fmt: skip
+    if name is None:
+        raise TransportError("no reader has a key in it")
+    card = PcscCard(name)
+    card.trace = trace
+    trace.note(f"reader {name}, ATR {card.atr.hex(' ')}")
+    try:
+        return ChipKey(card, keys).read_summary()
+    finally:
+        card.close()
