@@ -577,3 +577,24 @@ def test_an_adapter_unplugged_and_plugged_in_again_is_opened_again(tmp_path: Pat
         sim.insert("EU0010A")
         assert dev.poll() + dev.poll() == [BillEscrowed("notes", 2, 1000, "EUR", None)]
         link.close()
+
+
+def test_a_plain_answer_to_an_encrypted_poll_is_not_taken() -> None:
+    """Someone on the line answers our encrypted poll in clear with a credit for a 20 note
+    (F0 EE 04). A validator answers an encrypted command encrypted: the forged answer is not
+    taken; the validator's own answer, when asked again, is."""
+    r = Rig(needs_encryption=True)
+    try:
+        r.sim.session = None
+        r.dev.initialise()
+        r.dev.enable(5000)
+        assert r.link.session is not None
+        r.sim.forge_plain_next = bytes((0xF0, 0xEE, 0x04))
+        events = r.dev.poll()
+        assert r.sim.forge_plain_next is None  # it was sent
+        assert not any(getattr(e, "value", 0) == 2000 for e in events), events
+        assert r.link.retries >= 1
+        r.sim.insert("EU0005A")
+        assert r.polls(2) == [BillEscrowed("notes", 1, 500, "EUR", None)]
+    finally:
+        r.close()

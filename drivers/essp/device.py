@@ -174,6 +174,14 @@ class Link:
                     except FrameError as err:
                         log.warning("eSSP: %s", err)
                         continue
+                if session is not None and (len(frame.data) != 1 or frame.data[0] == P.Reply.OK):
+                    # A device answers an encrypted command encrypted (GA138: answers with
+                    # credit are always encrypted); only a bare refusal comes plain (KEY NOT SET
+                    # after a restart lost the key). A plain answer with data, or a plain OK,
+                    # is someone else's on the line: not taken.
+                    log.warning("eSSP: a plain answer to an encrypted command not taken: %s",
+                                frame.data.hex(" "))  # fmt: skip
+                    continue
                 return frame.data, False
         return None
 

@@ -76,6 +76,9 @@ class SimNoteValidator(PtyDevice):
         self.drop_next = False
         self.silent_for = 0  # answers lost on the line (the command is run; a retry is answered)
         self.stale_next = False  # send the previous answer again before the next one
+        #: a forged plain answer to the next encrypted command (someone on the line): the
+        #: device's real answer follows when the host asks again
+        self.forge_plain_next: bytes | None = None
         self._last_sent = b""
         self.jam_next_stack: str | None = None  # "safe" or "unsafe"
         self.full_after_next_stack = False
@@ -217,6 +220,9 @@ class SimNoteValidator(PtyDevice):
         if encrypted and self.session is not None:
             answer = self.session.wrap(answer)  # with the count after the command's
         self.last_answer = answer
+        if encrypted and self.forge_plain_next is not None:
+            forged, self.forge_plain_next = self.forge_plain_next, None
+            return forged
         return answer
 
     def _execute(self, data: bytes) -> bytes:
