@@ -11,10 +11,10 @@ import pytest
 from drivers.cctalk.devices import AcceptorIncident, BillStacked, CoinCredited
 from drivers.errors import FrameError
 from drivers.replay import main as replay_main
-from drivers.replay import replay, replay_cctalk, replay_pcsc
+from drivers.replay import replay, replay_cctalk, replay_essp, replay_pcsc
 from drivers.trace import MAGIC, Trace, read_trace
 from kiosk.adapters.key import DEMO_KEYS
-from tests.traces import HERE, record_cctalk, record_pcsc
+from tests.traces import HERE, record_cctalk, record_essp, record_pcsc
 
 
 def test_a_trace_line_says_when_which_way_and_what() -> None:
@@ -132,3 +132,35 @@ def test_kiosk_devices_record_writes_a_trace_that_replays(tmp_path: Path) -> Non
     again = subprocess.run(kiosk, capture_output=True, text=True, timeout=60)
     assert again.returncode == 2 and "exists (--append" in again.stderr
     assert out.read_text() == before
+
+
+def test_a_recorded_essp_session_replays_to_the_events_seen_live() -> None:
+    out = io.StringIO()
+    live = record_essp(out)
+    replayed = replay_essp(read_trace(out.getvalue()))
+    assert replayed.mismatches == []
+    assert replayed.events == live and [e.value for e in live if isinstance(e, BillStacked)] == [
+        1000, 2000]  # fmt: skip
+
+
+def test_the_shipped_essp_trace_replays() -> None:
+    r = replay(HERE / "notes-essp.trace")
+    assert r.mismatches == [] and r.complete
+    assert [e.value for e in r.events if isinstance(e, BillStacked)] == [1000, 2000]
+
+
+def test_kiosk_devices_record_an_essp_validator(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "notes.trace"
+    done = subprocess.run(
+        [sys.executable, "-m", "kiosk.cli", "devices", "record", "notes", "--protocol", "essp",
+         "--port", "sim", "--out", str(out), "--seconds", "0.3"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    recorded = read_trace(out)
+    assert recorded.protocol == "essp" and len(recorded.records) > 10
+    r = replay(out)
+    assert r.mismatches == [] and r.complete and r.events == []

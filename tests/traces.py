@@ -61,6 +61,41 @@ def record_cctalk(kind: str, out: io.TextIOBase | Any) -> list[Any]:
     return events
 
 
+def record_essp(out: io.TextIOBase | Any) -> list[Any]:
+    """An ITL note validator (a 10 and a 20 note, each held and stacked) on its simulated
+    port, recorded; returns the events the driver saw live."""
+    from drivers.cctalk.codec import RouteCode
+    from drivers.cctalk.devices import BillEscrowed, BillStacked
+    from drivers.cctalk.sim import euro_notes
+    from drivers.essp.device import Link, NoteValidator
+    from drivers.essp.sim import SimNoteValidator
+    from kiosk.domain.site import DENOMINATIONS
+
+    sim = SimNoteValidator(euro_notes())
+    sim.start()
+    link = Link.open(sim.path)
+    link.trace = Trace(out, "notes", "essp", "simulated validator")
+    dev = NoteValidator(link, "EUR", DENOMINATIONS["EUR"]["notes"])
+    events: list[Any] = []
+    try:
+        events += dev.initialise()
+        dev.enable(10_000)
+        for note in ("EU0010A", "EU0020A"):
+            sim.insert(note)
+            for _ in range(50):
+                for ev in dev.poll():
+                    events.append(ev)
+                    if isinstance(ev, BillEscrowed):
+                        dev.route(RouteCode.STACK)
+                if events and isinstance(events[-1], BillStacked):
+                    break
+        dev.enable(None)
+    finally:
+        link.close()
+        sim.stop()
+    return events
+
+
 def record_pcsc(out: io.TextIOBase | Any) -> Any:
     """A personalised demo key's summary, read through a recording card."""
     from drivers.chipkey.profile import ChipKey, Identity
@@ -90,6 +125,8 @@ def main() -> None:
     for kind in ("coin", "notes"):
         with (HERE / f"{kind}.trace").open("w", encoding="utf-8") as f:
             record_cctalk(kind, f)
+    with (HERE / "notes-essp.trace").open("w", encoding="utf-8") as f:
+        record_essp(f)
     with (HERE / "key.trace").open("w", encoding="utf-8") as f:
         record_pcsc(f)
     print(f"traces written to {HERE}")

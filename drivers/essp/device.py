@@ -34,6 +34,7 @@ from drivers.errors import DeviceError, DeviceTimeout, FrameError, TransportErro
 from drivers.essp import protocol as P
 from drivers.essp.codec import VALIDATOR, Decoder, encode
 from drivers.essp.crypto import DEFAULT_FIXED_KEY, STEX, Exchange, Session, aes_key, u64
+from drivers.trace import Trace
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ class Link:
         self.seq = 1
         self.session: Session | None = None
         self.retries = 0  # commands asked again (lost or bad answers)
+        #: every byte written and read, when a trace is being recorded (drivers/trace.py)
+        self.trace: Trace | None = None
 
     @classmethod
     def open(cls, url: str, address: int = VALIDATOR) -> Link:
@@ -133,6 +136,8 @@ class Link:
             try:
                 self.port.reset_input_buffer()
                 self.port.write(raw)
+                if self.trace is not None:
+                    self.trace.sent(raw)
             except (serial.SerialException, OSError, termios.error) as err:  # the pty is gone
                 self._lost = True
                 raise TransportError(f"eSSP port: {err}") from err
@@ -161,6 +166,8 @@ class Link:
             except (serial.SerialException, OSError) as err:
                 self._lost = True
                 raise TransportError(f"eSSP port: {err}") from err
+            if chunk and self.trace is not None:
+                self.trace.received(chunk)
             for frame in decoder.feed(chunk) if chunk else ():
                 if frame.address != self.address:
                     continue

@@ -499,16 +499,24 @@ def cmd_record(args: argparse.Namespace) -> int:
     if not args.port:
         print("kiosk: --port is required for coin and notes", file=sys.stderr)
         return 2
-    port, stop_sim = resolve_port(args.kind, args.port, currency=args.currency, crc16=args.crc16)
+    if args.protocol == "essp" and args.kind != "notes":
+        print("kiosk: --protocol essp is for note validators (notes)", file=sys.stderr)
+        return 2
+    port, stop_sim = resolve_port(args.kind, args.port, currency=args.currency, crc16=args.crc16,
+                                  protocol=args.protocol)  # fmt: skip
     try:
-        dev, close = open_device(args.kind, port, args.currency, args.address, args.crc16)
+        dev, close = open_device(args.kind, port, args.currency, args.address, args.crc16,
+                                 args.protocol, args.encryption)  # fmt: skip
     except DriverError as err:
         stop_sim()
         print(f"kiosk: {err}", file=sys.stderr)
         return 2
     try:
-        with Trace.to_file(out, args.kind, "cctalk", args.port) as trace:
-            dev.bus.trace = trace  # type: ignore[union-attr]
+        with Trace.to_file(out, args.kind, args.protocol, args.port) as trace:
+            if args.protocol == "essp":
+                dev.link.trace = trace  # type: ignore[union-attr]
+            else:
+                dev.bus.trace = trace  # type: ignore[union-attr]
             print(f"recording {args.kind} on {args.port} into {out} for {args.seconds:g} s",
                   file=sys.stderr)  # fmt: skip
             watch(dev, sys.stdout, args.seconds)
@@ -711,6 +719,11 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--site", help="reader: the site file whose secrets hold the keys")
     rec.add_argument("--address", type=int, help="ccTalk address (default 2 coin, 40 notes)")
     rec.add_argument("--crc16", action="store_true", help="CRC16 instead of the simple checksum")
+    rec.add_argument("--protocol", choices=["cctalk", "essp"], default="cctalk",
+                     help="notes: ccTalk or eSSP (ITL NV9, NV10, NV200)")  # fmt: skip
+    rec.add_argument("--encryption", action="store_true",
+                     help="eSSP: encrypt (a trace of an encrypted session replays up to its "
+                          "key exchange only)")  # fmt: skip
     rec.add_argument("--currency", default="EUR", choices=["EUR", "CHF"])
     rec.add_argument("--seconds", type=float, default=60.0, help="coin, notes: how long")
     rec.set_defaults(func=cmd_record)
