@@ -147,9 +147,15 @@ def test_status_information() -> None:
     assert info.receipt_fields()["pan"] == "************1234"
 
 
-def test_unknown_bmp_is_refused_not_guessed() -> None:
-    with pytest.raises(FrameError, match="unknown BMP 5F"):
-        parse_status_information(bytes.fromhex("27 00 5f 01"))
+def test_an_unknown_bmp_ends_the_reading_and_keeps_what_was_read() -> None:
+    """#35: an unknown BMP raised, so the whole 04 0F of an approved payment was refused and
+    the terminal reversed it. Its length cannot be known: the reading ends there, the fields
+    before it are kept, and it is logged."""
+    info = parse_status_information(bytes.fromhex("27 00 04 00 00 00 00 20 00 87 00 41 5f 01 99"))
+    assert info.approved and info.amount == 2000 and info.receipt_number == 41
+    assert any("unknown BMP 5F" in p for p in info.problems)
+    with pytest.raises(FrameError, match="unknown BMP 5F"):  # what the ECR sends: strictly
+        parse_bmps(bytes.fromhex("27 00 5f 01"))
 
 
 @pytest.mark.parametrize("raw", ["04 00 00", "22 f0", "22 f9 12", "06 05 1f 2b 03 00"])
@@ -256,3 +262,158 @@ def test_a_card_number_grouped_by_any_separator_is_masked_to_its_last_four(
     assert mask_card_numbers(f"Karte {shown} gültig") == f"Karte {want} gültig"
     line = parse_print_line(b"\x00" + f"Nr. {shown}".encode("cp437"))
     assert line.text == f"Nr. {want}" and sum(c.isdigit() for c in line.text) == 4
+
+
+# ---------------------------------------------------------------- #35: BMPs, quirks of terminals
+
+#: PA00P015 13.08, chapter 13 "Summary of utilised BMPs": each BMP and its length (bytes, or
+#: an LL/LLL variable length, or the TLV container); 4C from chapter 3.1.1 (LLVAR).
+SPEC_BMPS = {
+    **{b: 1 for b in (0x01, 0x02, 0x03, 0x05, 0x19, 0x27, 0x72, 0x73, 0x74, 0x75, 0x8A, 0x8C)},
+    **{b: 1 for b in (0xA0, 0xD0, 0xD2, 0xD3, 0xE0, 0xE9, 0xEA, 0xF0, 0xF9, 0xFA, 0xFB, 0xFC)},
+    0xFD: 1, 0x04: 6, 0x0B: 3, 0x0C: 3, 0x0D: 2, 0x0E: 2, 0x17: 2, 0x29: 4, 0x2A: 15,
+    0x37: 3, 0x3A: 2, 0x3B: 8, 0x3D: 3, 0x49: 2, 0x70: 4, 0x71: 4, 0x87: 2, 0x88: 3,
+    0xAA: 3, 0xBA: 5, 0xEB: 8, 0x06: "TLV",
+    **{b: "LL" for b in (0x22, 0x23, 0x2D, 0x4C, 0x8B, 0xA7, 0xD1, *range(0xE1, 0xE9))},
+    **{b: "LL" for b in range(0xF1, 0xF9)},
+    **{b: "LLL" for b in (0x24, 0x2E, 0x3C, 0x60, 0x9A, 0xAF)},
+}  # fmt: skip
+
+
+def test_every_bmp_of_the_specification_has_its_length_format() -> None:
+    """AA (date YYMMDD) was missing and D1 read as one byte; the specification, Portalum.Zvt
+    (BmpParser.cs) and ecrterm (packets/bitmaps.py) say 3 bytes BCD and LLVAR."""
+    from drivers.zvt.fields import BMP_FORMATS
+
+    assert {b: BMP_FORMATS.get(b) for b in SPEC_BMPS} == SPEC_BMPS
+    assert BMP_FORMATS[0xAA] == 3 and BMP_FORMATS[0xD1] == "LL"
+
+
+def test_date_aa_and_pin_data_d1_are_read_by_their_formats() -> None:
+    info = parse_status_information(
+        bytes.fromhex("27 00 aa 26 03 31 d1 f0 f3 01 02 03 04 00 00 00 00 05 00 87 00 07")
+    )
+    assert info.approved and info.full_date == "260331" and info.amount == 500
+    assert info.receipt_number == 7 and not info.problems
+
+
+@pytest.mark.parametrize(
+    "raw,amount,receipt,problem",
+    [
+        ("27 00 04 00 00 00 0a 00 00 87 00 41", None, 41, "BMP 04 skipped"),  # not BCD
+        ("27 00 87 00 41 06 04 1f 2b 05 00 04 00 00 00 00 20 00", 2000, 41, "TLV"),
+        ("27 00 04 00 00 00 00 20 00 22 f9 12 87 00 41", 2000, None, "LLVAR"),
+        ("27 00 04 00 00 00 00 20 00 3c f0 f9 f9 41", 2000, None, "needs 99 bytes"),
+        ("27 00 04 00 00 00 00 20 00 60 f0 f0 f3 01 02 03 87 00 41", 2000, 41, "BMP 60 skipped"),
+    ],
+    ids=["amount not BCD", "TLV inside malformed", "bad LL length", "cut off", "bad totals"],
+)
+def test_a_malformed_optional_field_never_costs_the_approval(
+    raw: str, amount: int | None, receipt: int | None, problem: str
+) -> None:
+    """A field we cannot read is logged and left out; the approval (result code 00, read
+    soundly) and the fields that are sound are taken."""
+    info = parse_status_information(bytes.fromhex(raw))
+    assert info.approved and (info.amount, info.receipt_number) == (amount, receipt)
+    assert any(problem in p for p in info.problems), info.problems
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["5f 27 00", "04 00 00 00 00 20 00 22 f9 27 00", "27 00 04 00 00 00 00 20 00 27 05", "27"],
+    ids=["after an unknown BMP", "after a bad length", "twice, differing", "cut off"],
+)
+def test_approval_is_never_read_from_garbage(raw: str) -> None:
+    """Only a result code read soundly approves: not one after a BMP whose length could not
+    be known, not one that contradicts another, not a cut-off one."""
+    info = parse_status_information(bytes.fromhex(raw))
+    assert not info.approved and info.result_code is None
+
+
+#: A real terminal's end-of-day status information, sent without its length byte: published
+#: by bezahl-online/zvt, command/testdata/1617181236803PT.hex (result 00, 26.00 EUR, 10:59:37
+#: on 31.3., BMP 60: receipts 68 to 71, four girocard payments of together 26.00).
+EOD_WITHOUT_LENGTH = bytes.fromhex(
+    "040f2700040000000026000c1059370d033160f0f5f3006800710400000000260000000000000000"
+    "0000000000000000000000000000000000000000000000000000000000000000000000"
+)
+
+
+def test_the_real_end_of_day_without_length_is_one_status_information_on_serial() -> None:
+    """On serial the frame says where the APDU ends: its length byte is missing (27 stands
+    where it should be, and 00 after it is no BMP), so all of it is the data."""
+    assert len(EOD_WITHOUT_LENGTH) == 75
+    apdu = decode_apdu(unframe(frame(EOD_WITHOUT_LENGTH)))
+    assert apdu.command == Cmd.STATUS_INFORMATION and apdu.data == EOD_WITHOUT_LENGTH[2:]
+    info = parse_status_information(apdu.data)
+    assert info.approved and info.amount == 2600 and (info.date, info.time) == ("0331", "105937")
+    assert info.totals is not None and (info.totals.first_receipt, info.totals.last_receipt) == (
+        68,
+        71,
+    )
+    assert info.totals.groups[0] == ("girocard", 4, 2600) and not info.problems
+
+
+@pytest.mark.parametrize("cuts", [(), (4,), (10, 40), (42,), (1, 2, 3, 74)])
+def test_the_real_end_of_day_without_length_is_not_cut_into_apdus_on_tcp(
+    cuts: tuple[int, ...],
+) -> None:
+    """The reassembler cut it after 39 data bytes and read the rest as a dozen invented
+    APDUs. The terminal sends nothing after a status information until it is acknowledged:
+    held until the stream is quiet, it is one APDU, however the reads split it."""
+    r = ApduReassembler()
+    got = []
+    for a, b in zip((0, *cuts), (*cuts, len(EOD_WITHOUT_LENGTH)), strict=True):
+        got += r.feed(EOD_WITHOUT_LENGTH[a:b])
+    assert got == [] and r.waiting_for_quiet
+    got = r.flush()
+    assert [(g.command, g.data) for g in got] == [(Cmd.STATUS_INFORMATION, EOD_WITHOUT_LENGTH[2:])]
+    assert r.pending == 0 and not r.waiting_for_quiet
+
+
+def test_a_regular_status_information_of_39_bytes_stays_regular() -> None:
+    """Length byte 27 (39 bytes) whose data are 39 bytes of BMPs: no quirk, on serial and on
+    TCP, and an ACK read with it is not lost."""
+    data = bytes.fromhex("27 00 04 00 00 00 00 20 00 87 00 41 0b 00 00 01 0c 10 59 37 0d 03 31")
+    data += bytes.fromhex("29 52 50 00 38 8a 05 19 70 88 00 90 41 17 00 01")
+    assert len(data) == 0x27
+    raw = encode_apdu(Cmd.STATUS_INFORMATION, data)
+    assert decode_apdu(unframe(frame(raw))).data == data
+    r = ApduReassembler()
+    assert r.feed(raw) == [] and r.waiting_for_quiet
+    assert [g.data for g in r.flush()] == [data]
+    both = r.feed(raw[:10]) + r.feed(raw[10:] + encode_apdu(Cmd.ACK)) + r.flush()
+    assert [g.command for g in both] == [Cmd.STATUS_INFORMATION, Cmd.ACK]
+
+
+def test_a_real_end_of_day_with_a_garbled_totals_field_keeps_its_sound_fields() -> None:
+    """bezahl-online/zvt, command/testdata/1617177992186PT.hex: the same terminal's end-of-day
+    without length byte and with BMP 60's length garbled (78 F2 76 is no LLLVAR); that
+    library refuses it. Result, amount, time and date are sound and kept; BMP 60 and what
+    follows it cannot be read and are logged."""
+    raw = bytes.fromhex(
+        "040f2700040000000026000c1005320d03316078f2765f0f040000f0ffffff00efa65f9d006b5f0200"
+        "000043156c5f0000000002000000020000004c86705f020000000200000038008e07"
+    )
+    apdu = decode_apdu(unframe(frame(raw)))
+    info = parse_status_information(apdu.data)
+    assert info.approved and info.amount == 2600 and info.time == "100532" and info.date == "0331"
+    assert info.totals is None and any("BMP 60" in p for p in info.problems)
+
+
+def test_a_print_line_ending_with_a_receipt_type_tlv() -> None:
+    """Some terminals end each 06 D1 with ``06 04 1F07 01 xx``: it is the receipt type, not
+    text."""
+    line = parse_print_line(b"\x00Betrag EUR 20,00" + bytes.fromhex("06 04 1f 07 01 02"))
+    assert line.text == "Betrag EUR 20,00" and line.receipt_type == "customer"
+    last = parse_print_line(b"\x81Danke" + bytes.fromhex("06 04 1f 07 01 01"))
+    assert (last.text, last.receipt_type, last.last) == ("Danke", "merchant", True)
+    plain = parse_print_line(b"\x00Karte \x06 gesteckt")  # a lone 06 in the text stays text
+    assert plain.receipt_type is None and plain.text == "Karte \x06 gesteckt"
+
+
+def test_attribute_ff_is_line_feeds_not_a_last_line() -> None:
+    """PA00P015 3.5: attribute FF is followed by the number of line feeds."""
+    feeds = parse_print_line(b"\xff\x03")
+    assert not feeds.last and feeds.lines == ["", "", ""]
+    assert parse_print_line(b"\x81Ende").last

@@ -74,3 +74,14 @@ def test_the_terminal_s_abort_says_why_and_receipt_lines_are_kept() -> None:
     assert d.result is not None and d.result.outcome == Verdict.DECLINED
     assert d.result.result_code == 0x6E and "blocked" in d.result.text
     assert d.result.receipts == {"receipt1": ["Karte gesperrt"]}
+
+
+def test_a_display_text_or_print_line_that_cannot_be_read_does_not_end_the_payment() -> None:
+    """#35: what is only shown or printed is acknowledged and logged when it is malformed;
+    the approval after it is still taken."""
+    d = dialogue()
+    d.receive(apdu(Cmd.INTERMEDIATE_STATUS, bytes.fromhex("0a 06 09 24 02")), now=101.0)
+    d.receive(apdu(Cmd.PRINT_TEXT_BLOCK, bytes.fromhex("07 00")), now=101.5)
+    assert d.take_output() == [ACK, ACK] and d.result is None
+    d.receive(approved(), now=102.0)
+    assert d.wants_decision is not None and d.wants_decision.approved

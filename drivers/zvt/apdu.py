@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from drivers.errors import FrameError
+from drivers.zvt.fields import BMP_FORMATS, bmps_end
 
 
 class Cmd:
@@ -64,6 +65,35 @@ def encode_apdu(command: bytes, data: bytes = b"") -> bytes:
     return bytes(command) + length + bytes(data)
 
 
+#: The first bytes of a status information sent without its length byte, as a real terminal
+#: sends the one that ends an end-of-day: the result code's BMP (27) stands where the length
+#: should be. Recorded from a real terminal in bezahl-online/zvt (command/testdata/
+#: 1617181236803PT.hex, "04 0F 27 00 04 ...", read there by command/command.go's "missing
+#: length field" workaround, which also keys on 27 at the length's place).
+LENGTHLESS_STATUS = bytes((0x04, 0x0F, 0x27))
+_STATUS_39 = 3 + 0x27  # the size of a regular 04 0F whose length byte is 27 (39 bytes)
+
+
+def _lengthless(raw: bytes | bytearray) -> bool:
+    """Whether `raw`, all of one APDU (a serial frame's, or a TCP stream's up to a quiet
+    line), is a status information without its length byte.
+
+    With its length byte, 27 says 39 data bytes, which are BMPs from the fourth byte on,
+    ending exactly there. Without it, the fourth byte is the result code: 00 for an
+    approval, which is no BMP. So: 42 bytes whose last 39 are well-formed BMPs are a regular
+    one; so are 42 such bytes followed by bytes that do not read as the rest of a length-less
+    one; everything else that starts 04 0F 27 is length-less. Read that way, a regular one
+    misread never turns into an approval: its result code would be a BMP's id, not 00."""
+    if bytes(raw[:3]) != LENGTHLESS_STATUS or len(raw) < 4:
+        return False
+    regular = len(raw) >= _STATUS_39 and bmps_end(bytes(raw[3:_STATUS_39])) is not None
+    if regular and len(raw) == _STATUS_39:
+        return False
+    if raw[3] not in BMP_FORMATS:
+        return True
+    return not (regular and bmps_end(bytes(raw[2:])) is None)
+
+
 def apdu_size(raw: bytes | bytearray) -> int | None:
     """The whole APDU's size from its header, or None if the header is not complete yet."""
     if len(raw) < 3:
@@ -76,8 +106,12 @@ def apdu_size(raw: bytes | bytearray) -> int | None:
 
 
 def decode_apdu(raw: bytes) -> Apdu:
-    """Exactly one APDU; FrameError if short or the length does not match."""
+    """Exactly one APDU (a serial frame's, or one cut from a stream); FrameError if short
+    or the length does not match. A status information without its length byte
+    (`LENGTHLESS_STATUS`) is taken whole: all of `raw` is its data."""
     raw = bytes(raw)
+    if _lengthless(raw):
+        return Apdu(raw[:2], raw[2:])
     size = apdu_size(raw)
     if size is None:
         raise FrameError(f"short APDU: {raw.hex(' ')}")
@@ -88,7 +122,13 @@ def decode_apdu(raw: bytes) -> Apdu:
 
 
 class ApduReassembler:
-    """TCP: APDUs split over reads, and several in one read."""
+    """TCP: APDUs split over reads, and several in one read.
+
+    A status information whose length byte may be missing (it starts `LENGTHLESS_STATUS`)
+    has no size to wait for; the terminal sends nothing after a status information until it
+    is acknowledged, so it is all that arrives until the stream goes quiet.
+    `waiting_for_quiet` says one is at the head; the link calls `flush` when no byte came for
+    a short while, and it is decided then (`_lengthless`)."""
 
     def __init__(self) -> None:
         self._buf = bytearray()
@@ -96,10 +136,35 @@ class ApduReassembler:
     def feed(self, data: bytes) -> list[Apdu]:
         self._buf += data
         out = []
-        while (size := apdu_size(self._buf)) is not None and len(self._buf) >= size:
+        while not self.waiting_for_quiet:
+            size = apdu_size(self._buf)
+            if size is None or len(self._buf) < size:
+                break
             out.append(decode_apdu(bytes(self._buf[:size])))
             del self._buf[:size]
         return out
+
+    @property
+    def waiting_for_quiet(self) -> bool:
+        """A status information that may be without its length is at the head."""
+        return bytes(self._buf[:3]) == LENGTHLESS_STATUS
+
+    def flush(self) -> list[Apdu]:
+        """The line went quiet: what is held is complete. A status information without its
+        length is all of it; a regular one (length 27, 39 bytes) and what follows it are
+        cut as their lengths say."""
+        if not self.waiting_for_quiet:
+            return []
+        if _lengthless(self._buf):
+            out = [Apdu(bytes(self._buf[:2]), bytes(self._buf[2:]))]
+            self._buf.clear()
+            return out
+        size = apdu_size(self._buf)
+        if size is None or len(self._buf) < size:
+            return []
+        out = [decode_apdu(bytes(self._buf[:size]))]
+        del self._buf[:size]
+        return out + self.feed(b"")
 
     @property
     def pending(self) -> int:

@@ -358,6 +358,17 @@ class Dialogue:
         self._out.append(encode_apdu(bytes((Cmd.NEG, answer)) if answer != Answer.OK else Cmd.ACK))
 
     def receive(self, apdu: Apdu, now: float) -> None:
+        try:
+            self._receive(apdu, now)
+        except FrameError as err:
+            if apdu.command not in _INFORMATIVE:
+                raise
+            # A display text or a receipt line we cannot read must not end a payment: it
+            # is acknowledged as the terminal expects, and logged.
+            log.warning("unreadable %s from the terminal: %s", apdu.command.hex(" "), err)
+            self._out.append(encode_apdu(Cmd.ACK))
+
+    def _receive(self, apdu: Apdu, now: float) -> None:
         st, c = self.st, apdu.command
         ack = encode_apdu(Cmd.ACK)
         if c == Cmd.INTERMEDIATE_STATUS:
@@ -369,10 +380,10 @@ class Dialogue:
         elif c == Cmd.PRINT_LINE:
             line = parse_print_line(apdu.data)
             self._out.append(ack)
-            st.lines.append(line.text)
+            st.lines += line.lines
+            st.line_type = line.receipt_type or st.line_type
             if line.last:
-                st.receipts[f"receipt{len(st.receipts) + 1}"] = st.lines
-                st.lines = []
+                st.end_receipt()
         elif c == Cmd.PRINT_TEXT_BLOCK:
             block = parse_print_text_block(apdu.data)
             self._out.append(ack)
@@ -408,19 +419,32 @@ class Dialogue:
             self._out.append(ack)
 
 
+#: what the terminal sends to be shown or printed: one we cannot read is skipped
+_INFORMATIVE = (Cmd.INTERMEDIATE_STATUS, Cmd.PRINT_LINE, Cmd.PRINT_TEXT_BLOCK)
+
+
 @dataclass
 class _Exchange:
     started: bool = False
     status: StatusInformation | None = None
     answered: Answer | None = None
     lines: list[str] = field(default_factory=list)
+    line_type: str | None = None  # the receipt type the print lines named (TLV 1F07)
     receipts: dict[str, list[str]] = field(default_factory=dict)
+
+    def end_receipt(self) -> None:
+        """The print lines so far are one receipt: by the type they named, else numbered."""
+        key = self.line_type
+        if key is None or key in self.receipts:
+            key = f"receipt{len(self.receipts) + 1}"
+        self.receipts[key] = self.lines
+        self.lines, self.line_type = [], None
 
     def result(
         self, outcome: Verdict, code: int | None, msg: str, recovered: bool = False
     ) -> Result:
         if self.lines:
-            self.receipts[f"receipt{len(self.receipts) + 1}"] = self.lines
+            self.end_receipt()
         return Result(outcome, code, msg, self.status, self.receipts, self.answered, recovered)
 
 

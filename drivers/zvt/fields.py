@@ -136,68 +136,206 @@ def encode_tlv(tag: int, value: bytes) -> bytes:
     return tag_bytes + encode_tlv_length(len(value)) + value
 
 
-# ---------------------------------------------------------------- BMPs (PA00P015 ch. 8)
+# ---------------------------------------------------------------- BMPs (PA00P015 ch. 13)
 
+#: Every BMP of PA00P015 13.08 chapter 13 "Summary of utilised BMPs" with its length format:
+#: a fixed number of bytes, or an LLVAR / LLLVAR (a length of two or three bytes F0+digit).
+#: Besides the summary: 4C (blocked goods groups, LLVAR: chapter 3.1.1, status information)
+#: and 92 (ec-Cash chip offline data, LLLVAR: named in the history of revision 11 and read so
+#: by ecrterm). Cross-checked with Portalum.Zvt (Parsers/BmpParser.cs) and ecrterm
+#: (ecrterm/packets/bitmaps.py): both read AA as 3 bytes BCD and D1 as an LLVAR, as the
+#: specification says. 06 is the TLV container (its length is a TLV length, chapter 9).
 _FIXED = {
-    0x01: 1,
-    0x02: 1,
-    0x03: 1,
-    0x04: 6,
-    0x05: 1,
-    0x0B: 3,
-    0x0C: 3,
-    0x0D: 2,
-    0x0E: 2,
-    0x17: 2,
-    0x19: 1,
-    0x27: 1,
-    0x29: 4,
-    0x2A: 15,
-    0x37: 3,
-    0x3A: 2,
-    0x3B: 8,
-    0x3D: 3,
-    0x49: 2,
-    0x87: 2,
-    0x88: 3,
-    0x8A: 1,
-    0x8C: 1,
-    0xA0: 1,
-    0xBA: 5,
-    0xD0: 1,
-    0xD1: 1,
+    0x01: 1,  # time-out
+    0x02: 1,  # max. status infos
+    0x03: 1,  # service byte
+    0x04: 6,  # amount, BCD
+    0x05: 1,  # pump number
+    0x0B: 3,  # trace number, BCD
+    0x0C: 3,  # time HHMMSS, BCD
+    0x0D: 2,  # date MMDD, BCD
+    0x0E: 2,  # expiry YYMM, BCD
+    0x17: 2,  # card sequence number, BCD
+    0x19: 1,  # status byte / payment type / card type
+    0x27: 1,  # result code
+    0x29: 4,  # terminal id, BCD
+    0x2A: 15,  # VU number, ASCII
+    0x37: 3,  # original trace number, BCD
+    0x3A: 2,  # CVV/CVC, BCD
+    0x3B: 8,  # AID authorisation attribute
+    0x3D: 3,  # password, BCD
+    0x49: 2,  # currency code, BCD
+    0x70: 4,  # display image: request id
+    0x71: 4,  # display image: size
+    0x72: 1,  # display image: MIME type
+    0x73: 1,  # display image: encoding
+    0x74: 1,  # display image: number of chunks
+    0x75: 1,  # display image: chunk index
+    0x87: 2,  # receipt number, BCD
+    0x88: 3,  # turnover record number, BCD
+    0x8A: 1,  # card type (ZVT)
+    0x8C: 1,  # card type id of the network operator
+    0xA0: 1,  # result code AS
+    0xAA: 3,  # date YYMMDD, BCD
+    0xBA: 5,  # AID parameter
+    0xD0: 1,  # algorithm key
+    0xD2: 1,  # card output direction
+    0xD3: 1,  # DUKPT key identifier
+    0xE0: 1,  # min. input length
+    0xE9: 1,  # max. input length
+    0xEA: 1,  # echo the input
+    0xEB: 8,  # MAC over text 1 and text 2
+    0xF0: 1,  # display duration
+    0xF9: 1,  # number of beeps
+    0xFA: 1,  # card reader activation
+    0xFB: 1,  # confirmation with <OK>
+    0xFC: 1,  # dialog control
+    0xFD: 1,  # display device
 }
-_LLVAR = {0x22, 0x23, 0x2D, 0x8B, 0xA7}
-_LLLVAR = {0x24, 0x2E, 0x3C, 0x60, 0x92, 0x9A, 0xAF}
+_LLVAR = {
+    0x22,  # PAN / EF_ID
+    0x23,  # track 2
+    0x2D,  # track 1
+    0x4C,  # blocked goods groups
+    0x8B,  # card name
+    0xA7,  # chip data, EF_ID
+    0xD1,  # card offset / PIN data
+    *range(0xE1, 0xE9),  # text 2, lines 1-8
+    *range(0xF1, 0xF9),  # text 1, lines 1-8
+}
+_LLLVAR = {
+    0x24,  # track 3
+    0x2E,  # synchronous chip data
+    0x3C,  # additional data / text
+    0x60,  # individual totals
+    0x92,  # ec-Cash chip offline data
+    0x9A,  # Geldkarte records
+    0xAF,  # EF_Info
+}
+TLV_BMP = 0x06
+#: every BMP we know, with its length format: a byte count, "LL", "LLL" or "TLV"
+BMP_FORMATS: dict[int, int | str] = {
+    **_FIXED,
+    **{b: "LL" for b in _LLVAR},
+    **{b: "LLL" for b in _LLLVAR},
+    TLV_BMP: "TLV",
+}
+
+
+def encode_bmp(bmp: int, value: bytes) -> bytes:
+    """One BMP as it goes on the wire: its id, its length as its format wants, its value.
+    A value of the wrong size for a fixed BMP, or an unknown BMP, is refused."""
+    fmt = BMP_FORMATS.get(bmp)
+    if fmt is None:
+        raise FrameError(f"unknown BMP {bmp:02X}")
+    if fmt == "TLV":
+        return bytes((bmp,)) + encode_tlv_length(len(value)) + value
+    if fmt == "LL":
+        return bytes((bmp,)) + llvar(value, 2)
+    if fmt == "LLL":
+        return bytes((bmp,)) + llvar(value, 3)
+    if len(value) != fmt:
+        raise FrameError(f"BMP {bmp:02X} is {fmt} bytes, got {len(value)}")
+    return bytes((bmp,)) + value
+
+
+def _one_bmp(data: bytes, pos: int) -> tuple[int, int, int]:
+    """(bmp, start of its value, end of its value) of the BMP at `pos`; FrameError when its
+    length cannot be known (an unknown BMP, a bad length) or it runs past the end."""
+    bmp = data[pos]
+    pos += 1
+    fmt = BMP_FORMATS.get(bmp)
+    if fmt is None:
+        raise FrameError(f"unknown BMP {bmp:02X} at {pos - 1}")
+    try:
+        if fmt == "TLV":
+            n, pos = tlv_length(data, pos)
+        elif fmt == "LL":
+            n, pos = _llvar(data, pos, 2)
+        elif fmt == "LLL":
+            n, pos = _llvar(data, pos, 3)
+        else:
+            assert isinstance(fmt, int)
+            n = fmt
+    except FrameError as err:
+        raise FrameError(f"BMP {bmp:02X}: {err}") from err
+    if pos + n > len(data):
+        raise FrameError(f"BMP {bmp:02X} needs {n} bytes, {len(data) - pos} left")
+    return bmp, pos, pos + n
 
 
 def parse_bmps(data: bytes) -> dict[int, Any]:
-    """BMP id -> raw bytes (fixed or LL(L)VAR) or parsed TLV (BMP 06). Unknown BMPs raise."""
+    """BMP id -> raw bytes (fixed or LL(L)VAR) or parsed TLV (BMP 06), strictly: anything
+    unknown or malformed raises (for what the ECR sends, where a terminal answers 84 83)."""
     out: dict[int, Any] = {}
     pos = 0
     while pos < len(data):
-        bmp = data[pos]
-        pos += 1
-        if bmp == 0x06:
-            n, pos = tlv_length(data, pos)
-            if pos + n > len(data):
-                raise FrameError("TLV container runs past the end")
-            out[0x06] = parse_tlv(data[pos : pos + n])
-            pos += n
-            continue
-        if bmp in _FIXED:
-            n = _FIXED[bmp]
-        elif bmp in _LLVAR:
-            n, pos = _llvar(data, pos, 2)
-        elif bmp in _LLLVAR:
-            n, pos = _llvar(data, pos, 3)
-        else:
-            raise FrameError(f"unknown BMP {bmp:02X} at {pos - 1}")
-        if pos + n > len(data):
-            raise FrameError(f"BMP {bmp:02X} needs {n} bytes, {len(data) - pos} left")
-        out[bmp] = data[pos : pos + n]
-        pos += n
+        bmp, start, pos = _one_bmp(data, pos)
+        out[bmp] = parse_tlv(data[start:pos]) if bmp == TLV_BMP else data[start:pos]
     return out
+
+
+def split_bmps(data: bytes) -> list[tuple[int, bytes]]:
+    """Each BMP of `data` with its bytes as sent (id, length, value), strictly."""
+    out, pos = [], 0
+    while pos < len(data):
+        bmp, _, end = _one_bmp(data, pos)
+        out.append((bmp, data[pos:end]))
+        pos = end
+    return out
+
+
+@dataclass
+class BmpRead:
+    """What `read_bmps` could read of a terminal's message, and what it could not."""
+
+    fields: dict[int, Any]
+    problems: list[str]
+    conflicts: set[int]  # BMPs sent twice with different values: neither is taken
+    rest: int = 0  # bytes left unread after a BMP whose length could not be known
+
+
+def read_bmps(data: bytes) -> BmpRead:
+    """A terminal's BMPs, tolerantly, so that an optional field we cannot read never costs
+    the fields we need: a BMP whose length cannot be known (unknown, a bad LL(L)VAR length,
+    running past the end) ends the reading, and what was read before it is kept; a TLV
+    container whose inside is malformed is skipped (its length is known); a BMP that comes
+    twice with different values is taken from neither. Every such thing is a problem."""
+    out = BmpRead({}, [], set())
+    pos = 0
+    while pos < len(data):
+        try:
+            bmp, start, end = _one_bmp(data, pos)
+        except FrameError as err:
+            out.problems.append(f"{err}; the last {len(data) - pos} bytes not read")
+            out.rest = len(data) - pos
+            break
+        pos = end
+        value: Any = data[start:end]
+        if bmp == TLV_BMP:
+            try:
+                value = parse_tlv(value)
+            except FrameError as err:
+                out.problems.append(f"TLV container skipped: {err}")
+                continue
+        if bmp in out.fields and out.fields[bmp] != value:
+            out.problems.append(f"BMP {bmp:02X} sent twice with different values")
+            out.conflicts.add(bmp)
+        out.fields.setdefault(bmp, value)
+    for bmp in out.conflicts:
+        out.fields.pop(bmp, None)
+    return out
+
+
+def bmps_end(data: bytes, pos: int = 0) -> int | None:
+    """Where a run of well-formed, known BMPs from `pos` ends exactly at the end of `data`
+    (len(data)), or None when it does not (an unknown BMP, a bad length, a BMP cut off)."""
+    while pos < len(data):
+        try:
+            _, _, pos = _one_bmp(data, pos)
+        except FrameError:
+            return None
+    return pos
 
 
 def pan_of(data: bytes) -> str:

@@ -3,6 +3,8 @@ status (04 FF), print lines and text blocks (06 D1, 06 D3), end-of-day totals.""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,11 +20,13 @@ from drivers.zvt.fields import (
     from_bcd,
     mask_card_numbers,
     pan_of,
-    parse_bmps,
     parse_tlv,
+    read_bmps,
     text,
     tlv_length,
 )
+
+log = logging.getLogger(__name__)
 
 TOTALS_GROUPS = ("girocard", "JCB", "Eurocard", "Amex", "Visa", "Diners", "other")
 
@@ -74,11 +78,13 @@ class StatusInformation:
     expiry: str | None = None  # YYMM
     date: str | None = None  # MMDD
     time: str | None = None  # hhmmss
+    full_date: str | None = None  # YYMMDD (BMP AA)
     payment_type: int | None = None
     aid: str | None = None
     additional_text: str | None = None
     totals: DayTotals | None = None  # BMP 60 of an end-of-day
     tlv: tuple[Tlv, ...] = field(default_factory=tuple)
+    problems: tuple[str, ...] = ()  # what could not be read (logged), see `read_bmps`
 
     @property
     def approved(self) -> bool:
@@ -102,9 +108,25 @@ class StatusInformation:
 
 
 def parse_status_information(data: bytes) -> StatusInformation:
-    b = parse_bmps(data)
+    """04 0F, read so that nothing optional can cost an approved payment (`read_bmps`): the
+    fields we need are taken when they are there and sound; a field we cannot read is
+    logged and left out. The result code is taken only from a BMP 27 read soundly (sent
+    once, or twice alike): approval (00) is never guessed."""
+    read = read_bmps(data)
+    b = read.fields
+    problems = list(read.problems)
+
+    def take(bmp: int, convert: Callable[[Any], Any]) -> Any:
+        if bmp not in b:
+            return None
+        try:
+            return convert(b[bmp])
+        except (FrameError, ValueError, IndexError, UnicodeDecodeError) as err:
+            problems.append(f"BMP {bmp:02X} skipped: {err}")
+            return None
+
     tlv: tuple[Tlv, ...] = b.get(0x06, ())
-    trace = from_bcd(b[0x0B]) if 0x0B in b else None
+    trace = take(0x0B, from_bcd)
     if trace == 0:
         long_trace = find_tlv(tlv, 0x1F2B)
         if long_trace is not None:
@@ -113,29 +135,42 @@ def parse_status_information(data: bytes) -> StatusInformation:
                 if long_trace.value.hex().isdigit()
                 else int.from_bytes(long_trace.value, "big")
             )
-    cur = from_bcd(b[0x49]) if 0x49 in b else None
-    return StatusInformation(
-        result_code=b[0x27][0] if 0x27 in b else None,
-        amount=from_bcd(b[0x04]) if 0x04 in b else None,
+    cur = take(0x49, from_bcd)
+    info = StatusInformation(
+        result_code=take(0x27, lambda v: v[0]),
+        amount=take(0x04, from_bcd),
         currency=ISO_CURRENCY.get(cur, str(cur)) if cur is not None else None,
         trace_number=trace,
-        original_trace=from_bcd(b[0x37]) if 0x37 in b else None,
-        receipt_number=from_bcd(b[0x87]) if 0x87 in b else None,
-        turnover_number=from_bcd(b[0x88]) if 0x88 in b else None,
-        terminal_id=b[0x29].hex() if 0x29 in b else None,
-        vu_number=text(b[0x2A]).strip() if 0x2A in b else None,
-        card_type=b[0x8A][0] if 0x8A in b else None,
-        card_name=text(b[0x8B]) if 0x8B in b else None,
-        pan=pan_of(b[0x22]) if 0x22 in b else None,
-        expiry=b[0x0E].hex() if 0x0E in b else None,
-        date=b[0x0D].hex() if 0x0D in b else None,
-        time=b[0x0C].hex() if 0x0C in b else None,
-        payment_type=b[0x19][0] if 0x19 in b else None,
-        aid=text(b[0x3B]) if 0x3B in b else None,
-        additional_text=text(b[0x3C]) if 0x3C in b else None,
-        totals=DayTotals.parse(b[0x60]) if 0x60 in b else None,
+        original_trace=take(0x37, from_bcd),
+        receipt_number=take(0x87, from_bcd),
+        turnover_number=take(0x88, from_bcd),
+        terminal_id=take(0x29, bytes.hex),
+        vu_number=take(0x2A, lambda v: text(v).strip()),
+        card_type=take(0x8A, lambda v: v[0]),
+        card_name=take(0x8B, text),
+        pan=take(0x22, pan_of),
+        expiry=take(0x0E, bytes.hex),
+        date=take(0x0D, _bcd_digits),
+        time=take(0x0C, _bcd_digits),
+        full_date=take(0xAA, _bcd_digits),
+        payment_type=take(0x19, lambda v: v[0]),
+        aid=take(0x3B, text),
+        additional_text=take(0x3C, text),
+        totals=take(0x60, DayTotals.parse),
         tlv=tlv,
+        problems=tuple(problems),
     )
+    for problem in problems:
+        log.warning("status information (04 0F): %s", problem)
+    return info
+
+
+def _bcd_digits(value: bytes) -> str:
+    """BCD digits as a string; FrameError if a nibble is not a digit."""
+    digits = value.hex()
+    if not digits.isdigit():
+        raise FrameError(f"not BCD: {value.hex(' ')}")
+    return digits
 
 
 @dataclass(frozen=True)
@@ -169,22 +204,63 @@ def parse_intermediate_status(data: bytes) -> IntermediateStatus:
     )
 
 
+#: 06 D1 attribute FF: not a last line but line feeds, their count in the one byte after it
+#: (PA00P015 3.5, table 16)
+LINE_FEEDS = 0xFF
+
+
 @dataclass(frozen=True)
 class PrintLine:
     attribute: int
     text: str
+    receipt_type: str | None = None  # from a TLV 1F07 some terminals put after the text
+    feeds: int = 0  # attribute FF: this many empty lines
 
     @property
     def last(self) -> bool:
-        """Attribute 0x80 | x (x != 0): last line of the receipt."""
-        return self.attribute & 0x80 != 0 and self.attribute != 0x80
+        """Attribute 0x80 | x (x != 0, and not FF, the line feeds): last line of the
+        receipt."""
+        return self.attribute & 0x80 != 0 and self.attribute not in (0x80, LINE_FEEDS)
+
+    @property
+    def lines(self) -> list[str]:
+        """What this command adds to the receipt."""
+        return [""] * self.feeds if self.attribute == LINE_FEEDS else [self.text]
+
+
+def _trailing_tlv(data: bytes) -> tuple[bytes, tuple[Tlv, ...]]:
+    """A print line's text and the TLV container some terminals append to it
+    (``06 <len> 1F07 01 <receipt type>``): a container that ends the line exactly, parses
+    as TLV and holds tag 1F07 is taken off; anything else stays text."""
+    for at in range(len(data) - 3, -1, -1):
+        if data[at] != 0x06:
+            continue
+        try:
+            n, pos = tlv_length(data, at + 1)
+            if pos + n != len(data):
+                continue
+            items = parse_tlv(data[pos:])
+        except FrameError:
+            continue
+        if find_tlv(items, 0x1F07) is not None:
+            return data[:at], items
+    return data, ()
 
 
 def parse_print_line(data: bytes) -> PrintLine:
-    """06 D1: ``<attribute><text>``."""
+    """06 D1: ``<attribute><text>``, with attribute FF ``<number of line feeds>``; a trailing
+    TLV container with the receipt type (1F07) is read and not printed."""
     if not data:
         raise FrameError("print line without an attribute")
-    return PrintLine(data[0], mask_card_numbers(data[1:].decode(TEXT_ENCODING, errors="replace")))
+    attribute = data[0]
+    if attribute == LINE_FEEDS:
+        return PrintLine(attribute, "", feeds=data[1] if len(data) > 1 else 1)
+    body, items = _trailing_tlv(data[1:])
+    kind = find_tlv(items, 0x1F07)
+    rtype = RECEIPT_TYPES.get(kind.value[0], "unknown") if kind and kind.value else None
+    return PrintLine(
+        attribute, mask_card_numbers(body.decode(TEXT_ENCODING, errors="replace")), rtype
+    )
 
 
 RECEIPT_TYPES = {1: "merchant", 2: "customer", 3: "admin"}

@@ -20,6 +20,9 @@ from drivers.zvt.framing import ACK, NAK, SerialDecoder, frame
 
 log = logging.getLogger(__name__)
 TRACE = 5
+#: TCP: how long the stream must stay quiet before a status information that may lack its
+#: length byte is taken as complete (the terminal sends nothing more until it is acknowledged)
+QUIET = 0.15
 
 
 class Link(Protocol):
@@ -213,10 +216,13 @@ class TcpLink:
                 raise DeviceTimeout(
                     f"{self.host}:{self.port}: nothing received within {timeout:.1f} s"
                 )
-            self.sock.settimeout(left)
+            quiet = self.reasm.waiting_for_quiet
+            self.sock.settimeout(min(left, QUIET) if quiet else left)
             try:
                 chunk = self.sock.recv(4096)
             except TimeoutError:
+                if quiet:  # a status information that may lack its length: it is all there
+                    self._ready += self.reasm.flush()
                 continue
             except OSError as err:
                 self.close()
