@@ -237,3 +237,59 @@ def test_serial_frame_stalled_mid_way_is_dropped_after_t1() -> None:
             link.receive(0.4)
         assert not link.decoder.busy  # T1 (200 ms) cleared the half frame
         link.close()
+
+
+# ---------------------------------------------------------------- #35: every BMP, terminals' quirks
+
+
+def test_an_approval_carrying_every_bmp_of_the_specification_is_taken(
+    term: tuple[TerminalSim, ZvtClient],
+) -> None:
+    """The simulator sends one of each BMP of PA00P015 chapter 13 (and more TLV) in the
+    approval's status information: the payment is approved and kept, none refused."""
+    from drivers.zvt.fields import encode_tlv
+    from drivers.zvt.sim import every_bmp
+
+    sim, client = term
+    sim.status_bmps = every_bmp()
+    sim.status_tlv = encode_tlv(0x1F2B, bytes.fromhex("00001234")) + encode_tlv(0x41, b"\x05")
+    r = client.authorise(1250, decide=ok)
+    assert r.outcome == Verdict.APPROVED and sim.payments[-1].kept
+    info = r.status
+    assert info is not None and info.amount == 1250 and info.full_date == "260331"
+    assert info.receipt_number == sim.payments[-1].receipt
+    # BMP 60 of the sample is no totals record: skipped and logged, the rest read
+    assert info.totals is None and [p for p in info.problems if "60" in p]
+
+
+def test_the_end_of_day_without_its_length_byte(term: tuple[TerminalSim, ZvtClient]) -> None:
+    """A real terminal sends the end-of-day's 04 0F without its length byte: on serial it was
+    refused, on TCP cut into invented APDUs. Now it is one status information on both."""
+    sim, client = term
+    client.authorise(1500, decide=ok)
+    sim.quirks.add("eod_without_length")
+    eod = client.end_of_day()
+    assert eod.outcome == Verdict.APPROVED and eod.status is not None
+    assert eod.status.amount == 1500 and eod.status.totals is not None
+    assert eod.status.totals.groups[0] == ("girocard", 1, 1500) and not eod.status.problems
+    assert client.authorise(300, decide=ok).outcome == Verdict.APPROVED  # nothing left over
+
+
+def test_print_lines_ending_with_the_receipt_type(term: tuple[TerminalSim, ZvtClient]) -> None:
+    """Each 06 D1 ends with 06 04 1F07 01 xx: the receipts are named by it and its bytes are
+    not in the text."""
+    sim, client = term
+    sim.quirks.add("print_line_tlv")
+    r = client.authorise(500, decide=ok)  # not registered: receipts as print lines
+    assert r.outcome == Verdict.APPROVED and list(r.receipts) == ["merchant", "customer"]
+    assert r.receipts["customer"][-1] == "Zahlung erfolgt"
+    assert not [line for lines in r.receipts.values() for line in lines if "\x06" in line]
+
+
+def test_the_simulator_refuses_a_bmp_it_does_not_know(term: tuple[TerminalSim, ZvtClient]) -> None:
+    """PA00P015 ch. 13: a terminal answers a command with an unknown BMP 84 83 00."""
+    sim, client = term
+    link = client.link
+    link.send(encode_apdu(Cmd.AUTHORIZATION, bytes.fromhex("04 00 00 00 00 10 00 5f 01")))
+    answer = link.receive(2.0)
+    assert answer.command == bytes((0x84, 0x83)) and sim.payments == []

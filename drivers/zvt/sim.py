@@ -10,6 +10,14 @@ connection after the next command, as terminals that drop idle ECR sockets do).
 
 Vending semantics: an approval is kept only when the ECR answers it with 80 00; a failure
 answer, no answer within BMP 01, or a lost connection reverses it.
+
+Strict as a terminal (PA00P015 ch. 13): a command with a BMP it does not know, or one it
+cannot read, is answered 84 83 ("function not possible"). What it sends is by the
+specification unless told otherwise: `status_bmps` adds BMPs to every status information
+(`every_bmp()` is one of each BMP of the specification), `status_tlv` adds TLV objects to
+its container, and `quirks` turns on what real terminals do: "eod_without_length" (the
+end-of-day's status information without its length byte) and "print_line_tlv" (each print
+line ends with ``06 04 1F07 01 <receipt type>``).
 """
 
 from __future__ import annotations
@@ -29,7 +37,17 @@ from dataclasses import dataclass, field
 from drivers.errors import FrameError
 from drivers.zvt.apdu import Apdu, ApduReassembler, Cmd, decode_apdu, encode_apdu
 from drivers.zvt.codes import Intermediate, ResultCode
-from drivers.zvt.fields import bcd, encode_tlv, from_bcd, llvar, parse_bmps
+from drivers.zvt.fields import (
+    BMP_FORMATS,
+    TLV_BMP,
+    bcd,
+    encode_bmp,
+    encode_tlv,
+    from_bcd,
+    llvar,
+    parse_bmps,
+    split_bmps,
+)
 from drivers.zvt.framing import ACK, NAK, SerialDecoder, frame
 from drivers.zvt.messages import DayTotals
 
@@ -40,6 +58,35 @@ CARDS = {
     "mastercard": (0x06, "Mastercard", "5413EEEEEEEE0004"),
     "visa": (0x0A, "VISA", "4761EEEEEEEE0010"),
 }
+
+
+QUIRKS = frozenset({"eod_without_length", "print_line_tlv"})
+
+
+def sample_bmp(bmp: int) -> bytes:
+    """One BMP of the specification with a value of its format (BCD digits for the BCD
+    fields, text for the texts), encoded as a terminal sends it."""
+    fmt = BMP_FORMATS[bmp]
+    if fmt == "TLV":
+        return encode_bmp(bmp, encode_tlv(0x1F10, b"\x02"))
+    if fmt in ("LL", "LLL"):
+        value = bytes.fromhex("672600eeeeee1234ff") if bmp == 0x22 else f"BMP {bmp:02X}".encode()
+        return encode_bmp(bmp, value)
+    assert isinstance(fmt, int)
+    values = {
+        0x2A: b"100764992      ",  # VU number, ASCII
+        0x3B: b"958520\x00\x00",  # AID, ASCII
+        0xAA: bcd(260331, 3),  # date YYMMDD
+    }
+    return encode_bmp(bmp, values.get(bmp) or bcd(bmp % 100, fmt))
+
+
+def every_bmp(*, leave_out: tuple[int, ...] = ()) -> bytes:
+    """Each BMP of the specification once (but the TLV container), in the order of its
+    table."""
+    return b"".join(
+        sample_bmp(b) for b in sorted(BMP_FORMATS) if b != TLV_BMP and b not in leave_out
+    )
 
 
 class _Gone(Exception):
@@ -180,6 +227,9 @@ class TerminalSim:
         self.status_code = 0x00
         self.last_status: bytes | None = None
         self.commands: list[bytes] = []
+        self.status_bmps = b""  # more BMPs for every status information (`every_bmp`)
+        self.status_tlv = b""  # more TLV objects for the status information's container
+        self.quirks: set[str] = set()  # what real terminals do besides the specification
         self._stop = threading.Event()
         self._lock = threading.Lock()
         if mode == "serial":
@@ -307,6 +357,12 @@ class TerminalSim:
             c.send_wait(encode_apdu(Cmd.INTERMEDIATE_STATUS, b"\xc9"))
             c.send_wait(encode_apdu(Cmd.COMPLETION, b""))
         elif cmd == Cmd.AUTHORIZATION:
+            try:
+                parse_bmps(apdu.data)
+            except FrameError as err:  # a BMP it does not know or cannot read: refused
+                log.info("terminal sim refuses the authorisation: %s", err)
+                c.send(encode_apdu(bytes((0x84, 0x83))))
+                return
             self._authorise(c, apdu.data)
         elif cmd == Cmd.REPEAT_RECEIPT:
             c.send(encode_apdu(Cmd.ACK))
@@ -355,9 +411,15 @@ class TerminalSim:
                 + b"\x8b"
                 + llvar(name.encode("cp437") + b"\x00")
             )
-            tlv = encode_tlv(0x1F10, b"\x02") + encode_tlv(0x1F12, b"\x02")
-            out += b"\x06" + bytes((len(tlv),)) + tlv
-        return out
+            tlv = encode_tlv(0x1F10, b"\x02") + encode_tlv(0x1F12, b"\x02") + self.status_tlv
+            out += encode_bmp(TLV_BMP, tlv)
+        return self._with_extra(out)
+
+    def _with_extra(self, status: bytes) -> bytes:
+        """A status information with `status_bmps` added (those it does not carry already)."""
+        have = {bmp for bmp, _ in split_bmps(status)}
+        extra = split_bmps(self.status_bmps)
+        return status + b"".join(raw for bmp, raw in extra if bmp not in have)
 
     def _receipts(self, c: _Conn, p: Payment, title: str) -> None:
         lines = [
@@ -380,7 +442,15 @@ class TerminalSim:
             else:
                 for i, line in enumerate(lines):
                     attr = 0x81 if i == len(lines) - 1 else 0x00
-                    c.send_wait(encode_apdu(Cmd.PRINT_LINE, bytes((attr,)) + line.encode("cp437")))
+                    c.send_wait(self._print_line(attr, line, rtype))
+
+    def _print_line(self, attribute: int, line: str, receipt_type: int) -> bytes:
+        """06 D1; with the "print_line_tlv" quirk the line ends with a TLV container naming
+        the receipt type (1 merchant, 2 customer, 3 administration)."""
+        data = bytes((attribute,)) + line.encode("cp437")
+        if "print_line_tlv" in self.quirks:
+            data += encode_bmp(TLV_BMP, encode_tlv(0x1F07, bytes((receipt_type,))))
+        return encode_apdu(Cmd.PRINT_LINE, data)
 
     def _authorise(self, c: _Conn, data: bytes) -> None:
         bmps = parse_bmps(data)
@@ -496,10 +566,14 @@ class TerminalSim:
             + b"\x60"
             + llvar(totals.encode(), 3)
         )
-        c.send_wait(encode_apdu(Cmd.STATUS_INFORMATION, info))
-        c.send_wait(encode_apdu(Cmd.PRINT_LINE, b"\x00Kassenschnitt"))
-        summary = f"Summe EUR {total / 100:.2f}  ({len(kept)} Zahlungen)".encode("cp437")
-        c.send_wait(encode_apdu(Cmd.PRINT_LINE, b"\x81" + summary))
+        info = self._with_extra(info)
+        if "eod_without_length" in self.quirks:  # as a real terminal sent it
+            c.send_wait(Cmd.STATUS_INFORMATION + info)
+        else:
+            c.send_wait(encode_apdu(Cmd.STATUS_INFORMATION, info))
+        c.send_wait(self._print_line(0x00, "Kassenschnitt", 3))
+        summary = f"Summe EUR {total / 100:.2f}  ({len(kept)} Zahlungen)"
+        c.send_wait(self._print_line(0x81, summary, 3))
         c.send_wait(encode_apdu(Cmd.COMPLETION, b""))
         self.payments = [p for p in self.payments if not (p.kept and not p.reversed)]
 
