@@ -180,8 +180,10 @@ class _Acceptor:
 
     def identify(self) -> Identity:
         serial_bytes = self.req(Header.REQUEST_SERIAL_NUMBER)
-        if len(serial_bytes) != 3:
-            raise FrameError(f"serial number has {len(serial_bytes)} bytes, expected 3")
+        # 3 bytes, LSB first, or 4 for serial numbers past 16,777,215 (part 2, header 242;
+        # part 3's table of data lengths: 3 to 4 bytes)
+        if len(serial_bytes) not in (3, 4):
+            raise FrameError(f"serial number has {len(serial_bytes)} bytes, expected 3 or 4")
         self.identity = Identity(
             category=_text(self.req(Header.REQUEST_EQUIPMENT_CATEGORY)),
             manufacturer=_text(self.req(Header.REQUEST_MANUFACTURER_ID)),
