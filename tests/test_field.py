@@ -116,14 +116,25 @@ def test_kiosk_simulate_writes_the_site_on_real_ports_and_takes_commands(
     assert "simulators stopped" in (tmp_path / "simulate.log").read_text()
 
 
+NOTES = {
+    "cctalk": {"port": "sim", "address": 40},
+    # an ITL validator that takes nothing but encrypted commands (eSSP, key exchange first)
+    "essp-encrypted": {"port": "sim", "protocol": "essp", "encryption": True},
+}
+
+
+@pytest.mark.parametrize("notes", list(NOTES))
 def test_field_rehearsal_head_office_simulators_and_the_production_kiosk(
-    pcscd: str, tmp_path: Path
+    pcscd: str, tmp_path: Path, notes: str
 ) -> None:
     """The acceptance of the automat in the field: within sync_interval head office holds the
     kiosk's entries; a key blocked at head office is refused after the next sync; a top-up
     done through the simulator's control interface reaches head office's report. The kiosk is
     registered as the README sets one up: its token, and its chain secret in its secrets file
-    (every entry it journals keyed with it, and head office checks each)."""
+    (every entry it journals keyed with it, and head office checks each). The key is written
+    as a real EV1 takes it (the log record in chained frames of 54 bytes: the virtual card
+    refuses a longer one); the notes come over ccTalk, or over eSSP from a validator that
+    takes only encrypted commands."""
     with LocalHeadOffice(sqlite_url(tmp_path / "ho.sqlite")) as ho:
         chain = tmp_path / "DEMO-01.chain.toml"
         token = ho.admin("register", "DEMO-01", "--chain-secret-file", str(chain))
@@ -141,6 +152,9 @@ def test_field_rehearsal_head_office_simulators_and_the_production_kiosk(
 
         source = site_in(tmp_path, head_office={"sync_interval": 1},
                          timeouts={"payment": 5, "message": 3})  # fmt: skip
+        doc = tomlkit.parse(source.read_text("utf-8"))
+        doc["devices"]["notes"] = NOTES[notes]  # type: ignore[index]
+        source.write_text(tomlkit.dumps(doc), "utf-8")
         with simulate(tmp_path, source, ho.url) as (out, control, _sim), Xvfb(1280, 800) as x:
             with open(load_site(out).secrets.file or "", "a", encoding="utf-8") as secrets:
                 secrets.write("\n" + chain.read_text("utf-8"))  # cat DEMO-01.chain.toml >> ...

@@ -326,7 +326,9 @@ def start_simulator(
     )
     ids = swiss_notes() if swiss else euro_notes()
     if d.notes is not None and d.notes.protocol == "essp":
-        validator = SimNoteValidator(ids, byte_time=byte_time, link=notes_link)
+        # a site that asks for encryption gets a validator that takes nothing else
+        validator = SimNoteValidator(ids, byte_time=byte_time, link=notes_link,
+                                     needs_encryption=d.notes.encryption)  # fmt: skip
         validator.start()
         sim = BusSimulator([coin], byte_time=byte_time, link=link)
         sim.start()
