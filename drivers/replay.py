@@ -134,6 +134,88 @@ def replay_essp(recorded: Recorded, currency: str = "EUR") -> Replayed:
     return Replayed(events, port.mismatches, True)
 
 
+class ReplayLink:
+    """A ZVT link that is a recorded trace (one APDU a line): an APDU the client sends is
+    matched with the next recorded one of the same command (its data may be masked in the
+    trace: a password), and the terminal's recorded APDUs up to the next command are what it
+    receives; when none is left before the next command, it waits in vain."""
+
+    def __init__(self, recorded: Recorded) -> None:
+        from drivers.zvt.apdu import decode_apdu
+
+        self.records = [(r.direction, decode_apdu(r.data)) for r in recorded.records]
+        self.i = 0
+        self.mismatches: list[str] = []
+        self.skipped = 0
+
+    def refresh(self) -> None:
+        """A replayed link never goes stale."""
+
+    def connect(self) -> None:
+        """Always there."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+    def commands(self) -> list[Any]:
+        return [a for d, a in self.records if d == SENT]
+
+    def send(self, raw: bytes) -> None:
+        from drivers.zvt.apdu import decode_apdu
+
+        apdu = decode_apdu(raw)
+        rest = [i for i in range(self.i, len(self.records)) if self.records[i][0] == SENT]
+        match = next((i for i in rest if self.records[i][1].command == apdu.command), None)
+        if match is None:
+            self.mismatches.append(f"sent {raw.hex(' ')}, which the trace does not have")
+            return
+        self.skipped += sum(1 for i in rest if i < match)
+        self.i = match + 1
+
+    def receive(self, timeout: float) -> Any:
+        if self.i < len(self.records) and self.records[self.i][0] == RECEIVED:
+            self.i += 1
+            return self.records[self.i - 1][1]
+        raise DeviceTimeout("the trace has nothing more from the terminal here")
+
+    @property
+    def exhausted(self) -> bool:
+        return all(d == SENT for d, _ in self.records[self.i :])
+
+
+def replay_zvt(recorded: Recorded, currency: str = "EUR") -> Replayed:
+    """The card terminal: the client runs the commands the recording shows, in its order
+    (registration, status enquiry, diagnosis, payment with the recorded amount, its
+    reversal, end of day), against the terminal's recorded answers; the events are the
+    results (for a payment: approved or not, the amount, the receipt number, the receipts).
+    The client approves a payment (the goods are given) as `kiosk devices pay` does."""
+    from drivers.zvt.apdu import Answer, Cmd
+    from drivers.zvt.client import ZvtClient
+    from drivers.zvt.fields import from_bcd
+
+    link = ReplayLink(recorded)
+    client = ZvtClient(link, currency=currency, t3=0.05, t4=0.2)  # type: ignore[arg-type]
+    events: list[Any] = []
+    for apdu in link.commands():
+        try:
+            if apdu.is_(Cmd.REGISTRATION):
+                events.append(client.register())
+            elif apdu.is_(Cmd.STATUS_ENQUIRY):
+                events.append(client.status_enquiry())
+            elif apdu.is_(Cmd.DIAGNOSIS):
+                events.append(client.diagnosis())
+            elif apdu.is_(Cmd.AUTHORIZATION) and apdu.data[:1] == b"\x04":
+                amount = from_bcd(apdu.data[1:7])
+                events.append(client.authorise(amount, decide=lambda _s: Answer.OK))
+            elif apdu.is_(Cmd.REVERSAL) and len(apdu.data) >= 6:
+                events.append(client.reversal(from_bcd(apdu.data[4:6])))
+            elif apdu.is_(Cmd.END_OF_DAY):
+                events.append(client.end_of_day())
+        except DriverError as err:
+            link.mismatches.append(f"{apdu.command.hex()}: {err}")
+    return Replayed(events, link.mismatches, link.exhausted)
+
+
 def _guarded(step: Any) -> list[Any]:
     """One driver step; the end of a trace (nothing more recorded) ends the replay."""
     try:
@@ -196,6 +278,8 @@ def replay(path: Path, *, kind: str | None = None, keys: Any = None, currency: s
             return replay_cctalk(recorded, device, currency)
         case "essp":
             return replay_essp(recorded, currency)
+        case "zvt":
+            return replay_zvt(recorded, currency)
         case "pcsc":
             if keys is None:
                 from kiosk.adapters.key import DEMO_KEYS

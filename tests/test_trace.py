@@ -11,10 +11,10 @@ import pytest
 from drivers.cctalk.devices import AcceptorIncident, BillStacked, CoinCredited
 from drivers.errors import FrameError
 from drivers.replay import main as replay_main
-from drivers.replay import replay, replay_cctalk, replay_essp, replay_pcsc
+from drivers.replay import replay, replay_cctalk, replay_essp, replay_pcsc, replay_zvt
 from drivers.trace import MAGIC, Trace, read_trace
 from kiosk.adapters.key import DEMO_KEYS
-from tests.traces import HERE, record_cctalk, record_essp, record_pcsc
+from tests.traces import HERE, record_cctalk, record_essp, record_pcsc, record_zvt
 
 
 def test_a_trace_line_says_when_which_way_and_what() -> None:
@@ -164,3 +164,72 @@ def test_kiosk_devices_record_an_essp_validator(tmp_path: Path) -> None:
     assert recorded.protocol == "essp" and len(recorded.records) > 10
     r = replay(out)
     assert r.mismatches == [] and r.complete and r.events == []
+
+
+def test_a_recorded_terminal_session_replays_to_the_results_seen_live() -> None:
+    out = io.StringIO()
+    live = record_zvt(out)
+    replayed = replay_zvt(read_trace(out.getvalue()))
+    assert replayed.mismatches == [] and replayed.complete
+    assert replayed.events == live
+    paid = live[2]
+    assert paid.ok and paid.status.amount == 1234 and paid.receipts  # type: ignore[union-attr]
+
+
+def test_the_shipped_terminal_trace_replays() -> None:
+    r = replay(HERE / "terminal.trace")
+    assert r.mismatches == [] and r.complete
+    registered, status, paid, reversed_ = r.events
+    assert registered.ok and status[1] == "ready"
+    assert paid.ok and paid.status.amount == 1234 and reversed_.ok
+
+
+@pytest.mark.parametrize(
+    ("apdu", "shown", "note"),
+    [
+        # registration: the password (BCD, first three bytes) is not written
+        ("06 00 06 12 34 56 be 09 78", "06 00 06 ff ff ff be 09 78", "password masked"),
+        # status information: the card number keeps its last four digits (E: masked, as a
+        # terminal masks), the track data is zeroed
+        (
+            "04 0f 0e 27 00 22 f0 f9 67 03 12 34 56 78 91 23 4f",
+            "04 0f 0e 27 00 22 f0 f9 ee ee ee ee ee ee e1 23 4f",
+            "card number masked",
+        ),
+        ("04 0f 07 27 00 23 f0 f2 12 34", "04 0f 07 27 00 23 f0 f2 00 00", "BMP 23 masked"),
+        # a print line with a whole card number
+        (
+            "06 d1 15 00 " + bytes("PAN 4111111111111111", "ascii").hex(" "),
+            "06 d1 15 00 " + bytes("PAN ************1111", "ascii").hex(" "),
+            "card number masked",
+        ),
+        # nothing secret: written as it is
+        ("80 00 00", "80 00 00", ""),
+    ],
+)
+def test_a_terminal_trace_writes_no_password_and_no_card_number(
+    apdu: str, shown: str, note: str
+) -> None:
+    from drivers.zvt.transport import mask_zvt
+
+    data, said = mask_zvt(">", bytes.fromhex(apdu))
+    assert data.hex(" ") == shown and said == note
+
+
+def test_kiosk_devices_record_the_terminal_with_a_payment(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "terminal.trace"
+    done = subprocess.run(
+        [sys.executable, "-m", "kiosk.cli", "devices", "record", "terminal", "--port", "sim",
+         "--out", str(out), "--amount", "1.00"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert '"outcome": "approved"' in done.stdout
+    text = out.read_text()
+    assert "# protocol zvt" in text and "password masked" in text
+    r = replay(out)
+    assert r.mismatches == [] and r.complete
+    assert [e.status.amount for e in r.events[1:] if e.status] == [100, 100]  # paid, reversed

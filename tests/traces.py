@@ -96,6 +96,26 @@ def record_essp(out: io.TextIOBase | Any) -> list[Any]:
     return events
 
 
+def record_zvt(out: io.TextIOBase | Any) -> list[Any]:
+    """The card terminal over TCP: registration, status enquiry, a 12.34 payment and its
+    reversal, recorded (masked); returns the results the client had live."""
+    from drivers.zvt.apdu import Answer
+    from drivers.zvt.client import ZvtClient
+    from drivers.zvt.sim import TerminalSim
+    from drivers.zvt.transport import TracingLink, mask_zvt, open_link
+
+    with TerminalSim("tcp") as sim:
+        trace = Trace(out, "terminal", "zvt", "simulated terminal", mask=mask_zvt)
+        client = ZvtClient(TracingLink(open_link(sim.port), trace))
+        results: list[Any] = [client.register(), client.status_enquiry()]
+        paid = client.authorise(1234, decide=lambda _s: Answer.OK)
+        results.append(paid)
+        assert paid.status is not None and paid.status.receipt_number is not None
+        results.append(client.reversal(paid.status.receipt_number))
+        client.link.close()
+    return results
+
+
 def record_pcsc(out: io.TextIOBase | Any) -> Any:
     """A personalised demo key's summary, read through a recording card."""
     from drivers.chipkey.profile import ChipKey, Identity
@@ -127,6 +147,8 @@ def main() -> None:
             record_cctalk(kind, f)
     with (HERE / "notes-essp.trace").open("w", encoding="utf-8") as f:
         record_essp(f)
+    with (HERE / "terminal.trace").open("w", encoding="utf-8") as f:
+        record_zvt(f)
     with (HERE / "key.trace").open("w", encoding="utf-8") as f:
         record_pcsc(f)
     print(f"traces written to {HERE}")

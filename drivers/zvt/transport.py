@@ -15,7 +15,8 @@ from typing import Protocol
 import serial
 
 from drivers.errors import DeviceTimeout, FrameError, TransportError
-from drivers.zvt.apdu import Apdu, ApduReassembler, decode_apdu
+from drivers.trace import Trace
+from drivers.zvt.apdu import Apdu, ApduReassembler, decode_apdu, encode_apdu
 from drivers.zvt.framing import ACK, NAK, SerialDecoder, frame
 
 log = logging.getLogger(__name__)
@@ -240,3 +241,82 @@ def open_link(url: str) -> Link:
     if url.startswith("tcp://"):
         return TcpLink.from_url(url)
     return SerialLink(url)
+
+
+#: ECR commands whose first three data bytes are the terminal's password (BCD)
+_WITH_PASSWORD = {b"\x06\x00", b"\x06\x20", b"\x06\x30", b"\x06\x50", b"\x05\x01", b"\x06\x70",
+                  b"\x06\x02", b"\x06\x1a", b"\x06\x0c"}  # fmt: skip
+#: BMPs that carry card data: the card number (22: digits but the last four masked as a
+#: terminal masks them, E), the tracks and the chip data (all masked)
+_CARD_DATA = {0x23, 0x24, 0x2D, 0x2E, 0xA7, 0xAF}
+
+
+def mask_zvt(direction: str, raw: bytes) -> tuple[bytes, str]:
+    """A ZVT APDU as a trace may show it: no password, no card number but its last four
+    digits, no track or chip data; print lines with a card number masked like a receipt."""
+    from drivers.zvt.fields import _one_bmp, mask_card_numbers
+
+    try:
+        apdu = decode_apdu(raw)
+    except FrameError:
+        return raw, ""
+    data, notes = bytearray(apdu.data), []
+    if apdu.command in _WITH_PASSWORD and len(data) >= 3:
+        data[0:3] = b"\xff\xff\xff"
+        notes.append("password masked")
+    if apdu.command in (b"\x04\x0f", b"\x06\x01"):
+        pos = 0
+        while pos < len(data):
+            try:
+                bmp, start, end = _one_bmp(bytes(data), pos)
+            except FrameError:
+                break
+            if bmp == 0x22:
+                digits = data[start:end].hex()
+                keep = len(digits.rstrip("f")) - 4
+                masked = "".join("e" if i < keep and c not in "ef" else c
+                                 for i, c in enumerate(digits))  # fmt: skip
+                if masked != digits:
+                    data[start:end] = bytes.fromhex(masked)
+                    notes.append("card number masked")
+            elif bmp in _CARD_DATA and any(data[start:end]):
+                data[start:end] = bytes(end - start)
+                notes.append(f"BMP {bmp:02X} masked")
+            pos = end
+    if apdu.command in (b"\x06\xd1", b"\x06\xd3"):
+        # receipt text: a card number in it masked as a receipt shows it (length kept; the
+        # TLV bytes around the lines are no digits)
+        whole = bytes(data).decode("latin-1")
+        masked_text = mask_card_numbers(whole)
+        if masked_text != whole:
+            data[:] = masked_text.encode("latin-1")
+            notes.append("card number masked")
+    if not notes:
+        return raw, ""
+    return encode_apdu(apdu.command, bytes(data)), ", ".join(notes)
+
+
+class TracingLink:
+    """A link whose APDUs (both ways) go into a trace, masked (`mask_zvt`)."""
+
+    def __init__(self, inner: Link, trace: Trace) -> None:
+        self.inner = inner
+        self.trace = trace
+
+    def refresh(self) -> None:
+        self.inner.refresh()
+
+    def connect(self) -> None:
+        self.inner.connect()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def send(self, apdu: bytes) -> None:
+        self.trace.sent(apdu)
+        self.inner.send(apdu)
+
+    def receive(self, timeout: float) -> Apdu:
+        apdu = self.inner.receive(timeout)
+        self.trace.received(encode_apdu(apdu.command, apdu.data))
+        return apdu

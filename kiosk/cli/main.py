@@ -497,8 +497,10 @@ def cmd_record(args: argparse.Namespace) -> int:
         print(f"the key {summary.uid.hex()} read; its traffic is in {out}")
         return 0
     if not args.port:
-        print("kiosk: --port is required for coin and notes", file=sys.stderr)
+        print("kiosk: --port is required for coin, notes and terminal", file=sys.stderr)
         return 2
+    if args.kind == "terminal":
+        return _record_terminal(args, out)
     if args.protocol == "essp" and args.kind != "notes":
         print("kiosk: --protocol essp is for note validators (notes)", file=sys.stderr)
         return 2
@@ -526,6 +528,38 @@ def cmd_record(args: argparse.Namespace) -> int:
     finally:
         close()
         stop_sim()
+    return 0
+
+
+def _record_terminal(args: argparse.Namespace, out: Path) -> int:
+    """The terminal's registration and status enquiry (and with --amount a real payment and
+    its reversal) into a trace, its APDUs masked."""
+    from drivers.errors import DriverError
+    from drivers.trace import Trace
+    from drivers.zvt.client import ZvtClient
+    from drivers.zvt.transport import TracingLink, mask_zvt, open_link
+    from kiosk.domain.money import Money
+    from kiosk.service.bringup import test_payment
+    from kiosk.sim.simulate import resolve_port
+
+    amount = Money.parse(args.amount, args.currency).minor if args.amount else None
+    port, stop_sim = resolve_port("card", args.port)
+    try:
+        with Trace.to_file(out, "terminal", "zvt", args.port, mask=mask_zvt) as trace:
+            client = ZvtClient(TracingLink(open_link(port), trace), currency=args.currency)
+            try:
+                code, text, version = client.status_enquiry()
+                info: dict[str, object] = {"status": text, "code": code, "version": version}
+                if amount is not None:
+                    info.update(test_payment(client, amount))
+            finally:
+                client.link.close()
+    except (OSError, DriverError) as err:
+        print(f"kiosk: terminal on {args.port}: {err}", file=sys.stderr)
+        return 1
+    finally:
+        stop_sim()
+    print(json.dumps(info, default=str))
     return 0
 
 
@@ -711,10 +745,11 @@ def build_parser() -> argparse.ArgumentParser:
     rec = devices.add_parser(
         "record", help="record a device's traffic into a trace file (drivers/trace.py)"
     )
-    rec.add_argument("kind", choices=["coin", "notes", "reader"])
+    rec.add_argument("kind", choices=["coin", "notes", "terminal", "reader"])
+    rec.add_argument("--amount", help="terminal: also a real payment of this amount, reversed")
     rec.add_argument("--out", required=True, help="the trace file to write")
     rec.add_argument("--append", action="store_true", help="add to an existing trace file")
-    rec.add_argument("--port", help='coin, notes: serial path, pyserial URL, or "sim"')
+    rec.add_argument("--port", help='coin, notes, terminal: serial path, URL, or "sim"')
     rec.add_argument("--reader", help="reader: a pattern of its name (default: one with a key)")
     rec.add_argument("--site", help="reader: the site file whose secrets hold the keys")
     rec.add_argument("--address", type=int, help="ccTalk address (default 2 coin, 40 notes)")

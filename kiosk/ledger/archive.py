@@ -50,9 +50,9 @@ from kiosk.domain.events import Kind
 from kiosk.ledger.journal import (
     ANCHOR,
     BUSY_TIMEOUT_MS,
+    TALLIED,
     WATERMARK,
     Journal,
-    TALLIED,
     Tally,
     check_entry,
     format_ts,
