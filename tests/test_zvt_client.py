@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from drivers.errors import DeviceTimeout
-from drivers.zvt.apdu import Answer, Cmd, encode_apdu
+from drivers.zvt.apdu import Answer, Apdu, Cmd, encode_apdu
 from drivers.zvt.client import Verdict, ZvtClient
 from drivers.zvt.framing import frame
 from drivers.zvt.messages import StatusInformation
@@ -293,3 +293,49 @@ def test_the_simulator_refuses_a_bmp_it_does_not_know(term: tuple[TerminalSim, Z
     link.send(encode_apdu(Cmd.AUTHORIZATION, bytes.fromhex("04 00 00 00 00 10 00 5f 01")))
     answer = link.receive(2.0)
     assert answer.command == bytes((0x84, 0x83)) and sim.payments == []
+
+
+class _Script:
+    """A terminal that is a list of APDUs: what the client sends is kept."""
+
+    def __init__(self, script: list[Apdu]) -> None:
+        self.script, self.sent = list(script), []  # type: ignore[var-annotated]
+
+    def refresh(self) -> None:
+        """Never stale."""
+
+    def connect(self) -> None:
+        """Always there."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+    def send(self, apdu: bytes) -> None:
+        self.sent.append(bytes(apdu))
+
+    def receive(self, timeout: float) -> Apdu:
+        if not self.script:
+            raise DeviceTimeout("the script has ended")
+        return self.script.pop(0)
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        "9b01 2700 04000000001000 870153",  # an unknown BMP before the result code
+        "2700 04000000001000 870153 27ff",  # the result code twice, differently
+    ],
+    ids=["unknown BMP first", "result code twice"],
+)
+def test_a_payment_whose_result_code_cannot_be_read_is_answered_failed(status: str) -> None:
+    """Found in review: such a status information was acknowledged (80 00) and the payment
+    taken as declined, while the terminal may have approved it and kept the money. Now it
+    is answered "goods not delivered" (84 66): the terminal reverses whatever it approved."""
+    data = bytes.fromhex(status.replace(" ", ""))
+    link = _Script([Apdu(Cmd.ACK), Apdu(Cmd.STATUS_INFORMATION, data), Apdu(Cmd.COMPLETION)])
+    decided: list[object] = []
+    result = ZvtClient(link, t3=0.2, t4=0.5).authorise(  # type: ignore[arg-type]
+        1000, decide=lambda info: decided.append(info) or Answer.OK
+    )
+    assert link.sent[1] == bytes.fromhex("846600") and decided == []
+    assert result.outcome == Verdict.REVERSED and not result.ok

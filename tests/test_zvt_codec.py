@@ -417,3 +417,40 @@ def test_attribute_ff_is_line_feeds_not_a_last_line() -> None:
     feeds = parse_print_line(b"\xff\x03")
     assert not feeds.last and feeds.lines == ["", "", ""]
     assert parse_print_line(b"\x81Ende").last
+
+
+def _status_39(extra: bytes) -> bytes:
+    """An approval (result 00) with its amount, trace, time, date, receipt number, terminal
+    id and currency, and `extra` to make 39 data bytes: its length byte is 27, the byte a
+    status information without its length byte has there."""
+    data = bytes.fromhex("2700 04000000001000 0b000153 0c192336 0d0416 870153 2929001006 490978"
+                         .replace(" ", "")) + extra  # fmt: skip
+    assert len(data) == 0x27
+    return encode_apdu(Cmd.STATUS_INFORMATION, data)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [bytes.fromhex("9b01020304050607"), b"\x8b\x30\x36MAESTR"[:8], b"\x8b\xf0\xf5MAEST"],
+    ids=["an unknown BMP", "a bad LLVAR length", "all known"],
+)
+def test_a_regular_status_of_39_bytes_is_never_read_as_one_without_its_length(
+    extra: bytes,
+) -> None:
+    """Found in review: a regular 04 0F whose length byte is 27 and which carries a field we
+    cannot read was cut as one without its length byte: its result code read from the wrong
+    byte (39, a decline) and acknowledged while the terminal kept the approved payment."""
+    from drivers.zvt.messages import parse_status_information
+
+    raw = _status_39(extra)
+    for got in (decode_apdu(raw), *ApduReassembler().feed(raw)):
+        assert got.data == raw[3:]
+        assert parse_status_information(got.data).result_code == 0
+
+
+def test_a_regular_status_of_39_bytes_split_over_a_quiet_gap_is_waited_for() -> None:
+    raw = _status_39(b"\x8b\xf0\xf5MAEST")
+    r = ApduReassembler()
+    assert r.feed(raw[:20]) == [] and r.flush() == []  # not all here: wait for the rest
+    (got,) = r.feed(raw[20:]) or r.flush()
+    assert got.data == raw[3:]

@@ -78,20 +78,20 @@ def _lengthless(raw: bytes | bytearray) -> bool:
     """Whether `raw`, all of one APDU (a serial frame's, or a TCP stream's up to a quiet
     line), is a status information without its length byte.
 
-    With its length byte, 27 says 39 data bytes, which are BMPs from the fourth byte on,
-    ending exactly there. Without it, the fourth byte is the result code: 00 for an
-    approval, which is no BMP. So: 42 bytes whose last 39 are well-formed BMPs are a regular
-    one; so are 42 such bytes followed by bytes that do not read as the rest of a length-less
-    one; everything else that starts 04 0F 27 is length-less. Read that way, a regular one
-    misread never turns into an approval: its result code would be a BMP's id, not 00."""
-    if bytes(raw[:3]) != LENGTHLESS_STATUS or len(raw) < 4:
-        return False
-    regular = len(raw) >= _STATUS_39 and bmps_end(bytes(raw[3:_STATUS_39])) is not None
-    if regular and len(raw) == _STATUS_39:
+    With its length byte, 27 says 39 data bytes, which begin with a BMP's id. Without it,
+    the fourth byte is the result code's value: 00 for an approval, which is no BMP. So:
+    42 bytes are a regular one, whatever its fields (its length byte says what came); a
+    fourth byte that is no BMP's id makes one without its length; a fourth byte that is a
+    BMP's id makes one without its length only when more than 42 bytes came and the first
+    39 after the length byte do not read as a regular one's fields. A regular one with a
+    field we cannot read, or one still arriving, is never cut as length-less (its result
+    code would be read from the wrong byte: a decline acknowledged while the terminal keeps
+    the money)."""
+    if bytes(raw[:3]) != LENGTHLESS_STATUS or len(raw) < 4 or len(raw) == _STATUS_39:
         return False
     if raw[3] not in BMP_FORMATS:
         return True
-    return not (regular and bmps_end(bytes(raw[2:])) is None)
+    return len(raw) > _STATUS_39 and bmps_end(bytes(raw[3:_STATUS_39])) is None
 
 
 def apdu_size(raw: bytes | bytearray) -> int | None:
@@ -161,7 +161,7 @@ class ApduReassembler:
             return out
         size = apdu_size(self._buf)
         if size is None or len(self._buf) < size:
-            return []
+            return []  # a regular one, not all here yet: the rest is waited for
         out = [decode_apdu(bytes(self._buf[:size]))]
         del self._buf[:size]
         return out + self.feed(b"")

@@ -394,6 +394,16 @@ class Dialogue:
             self.deadline = now + self.t4
             if info.approved and self.decides and st.answered != Answer.OK:
                 self.wants_decision = info  # answered when the caller has decided
+            elif info.result_code is None and self.decides and st.answered is None:
+                # A payment's outcome we cannot read (the result code missing, cut off, sent
+                # twice differently): the terminal may have approved it. Acknowledging would
+                # let it keep money the automat never credits; "goods not delivered" makes
+                # it reverse whatever it approved.
+                why = "; ".join(info.problems)
+                log.error("a status information without a readable result code: answered "
+                          "'failed' so the terminal reverses (%s)", why)  # fmt: skip
+                st.answered = Answer.FAILED
+                self._out.append(encode_apdu(bytes((Cmd.NEG, Answer.FAILED))))
             else:
                 self._out.append(ack)
         elif c == Cmd.COMPLETION:
