@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -145,6 +146,10 @@ class Polled:
     data: bytes = b""
     known: bool = True
     resynced: bool = True
+    #: read after an unknown event, from where the rest of the answer read as known events:
+    #: a guess, sound as bytes but not as money (an unknown event's own data can look like a
+    #: CREDIT)
+    guessed: bool = False
 
     @property
     def event(self) -> Event | None:
@@ -213,8 +218,11 @@ def split_events(
         for skip in range(len(data) - i - 1):  # some known event must follow
             rest = _strict(data, i + 1 + skip, protocol, unit_type, channels, wide)
             if rest is not None:
-                return [*out, Polled(code, data[i + 1 : i + 1 + skip], known=False), *rest]
-        last = i + 1 == len(data)  # the unknown code ends the answer: nothing after it lost
+                guessed = [dataclasses.replace(ev, guessed=True) for ev in rest]
+                return [*out, Polled(code, data[i + 1 : i + 1 + skip], known=False), *guessed]
+        # the unknown code ends the answer: nothing after it lost (but a known event whose
+        # data is cut off, a CREDIT without its channel, is money that may be missing)
+        last = i + 1 == len(data) and code not in Event._value2member_map_
         return [*out, Polled(code, data[i + 1 :], known=False, resynced=last)]
     return out
 
