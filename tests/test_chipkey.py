@@ -550,3 +550,39 @@ def test_a_status_00_answer_without_its_cmac_is_still_refused() -> None:
     with pytest.raises(ResponseMacError):
         df.commit()
     assert df.session is None
+
+
+def test_only_commit_takes_nothing_to_commit_without_a_cmac() -> None:
+    """Found in review: every command took a bare 91 0C as a status-only answer, so a log
+    read answered 91 0C by someone on the line came back empty, with the session going on.
+    Only CommitTransaction has "nothing to commit"."""
+
+    class Bare:
+        def __init__(self, card: VirtualCard) -> None:
+            self.card = card
+
+        def transmit(self, apdu: bytes) -> bytes:
+            return b"\x91\x0c" if apdu[1] == 0xBB else self.card.transmit(apdu)
+
+    card = new_key()
+    df = authenticated(card)
+    df.card = Bare(card)
+    with pytest.raises(ResponseMacError):
+        df.read_records(F_LOG, 64)
+    assert df.session is None
+
+
+def test_a_card_that_never_stops_sending_frames_is_refused() -> None:
+    class Endless:
+        def __init__(self) -> None:
+            self.asked = 0
+
+        def transmit(self, apdu: bytes) -> bytes:
+            self.asked += 1
+            return bytes(59) + b"\x91\xaf"
+
+    card = Endless()
+    df = Desfire(card)
+    with pytest.raises(FrameError, match="answer frames"):
+        df.read_data(1, 0, 0, Comm.PLAIN)
+    assert card.asked <= 200

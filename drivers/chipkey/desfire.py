@@ -152,6 +152,9 @@ MAX_COMMAND_DATA = 54
 #: Data bytes in one answer frame of the card; a longer answer goes on after 91 AF (Chameleon
 #: Mini's DESFire emulation: DESFIRE_MAX_PAYLOAD_SIZE 59).
 MAX_ANSWER_DATA = 59
+#: more answer frames than any answer of ours can take (the whole 8 kB of an EV1 in 59-byte
+#: frames): a card that goes on asking is refused, not followed for ever
+MAX_ANSWER_FRAMES = 8192 // MAX_ANSWER_DATA + 1
 
 
 class Card(Protocol):
@@ -290,18 +293,22 @@ class Desfire:
             payload = head + body
         out = b""
         status, data = self.send(ins, payload)
+        frames = 1
         while status == Status.ADDITIONAL_FRAME:
+            if frames >= MAX_ANSWER_FRAMES:
+                self.session = None
+                raise FrameError(f"DESFire {ins:02X}: more than {MAX_ANSWER_FRAMES} answer frames")
             out += data
             status, data = self.command(Ins.ADDITIONAL_FRAME)
+            frames += 1
         out += data
         if s is None or not reply_mac:
             return out
-        if status != Status.OK and not out:
-            return out  # a status-only answer (91 0C) carries no MAC; see commit()
         rc = comm if reply_comm is None else reply_comm
         if rc == Comm.ENC and reply_len:
             return s.decipher(out, reply_len, status)
         if len(out) < 8:
+            self.session = None
             raise ResponseMacError(f"answer to {ins:02X} has no MAC")
         body_in, mac = out[:-8], out[-8:]
         if s.cmac(body_in + bytes((status,)))[:8] != mac:
