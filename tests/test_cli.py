@@ -221,3 +221,16 @@ def test_the_demo_script_keeps_the_acceptors_dead_man_switch_fed(tmp_path: Path)
     assert len(beats) >= 4 and max(b - a for a, b in zip(beats, beats[1:], strict=False)) < 1.5
     after = len(beats)
     assert not woken.wait(1.2) and len(beats) == after  # stopped with the script
+
+
+def test_kiosk_simulate_refuses_a_site_with_nothing_to_simulate(tmp_path: Path) -> None:
+    """A site whose devices are all real: nothing is started and no site file is written
+    (before, the real ports were written into its output, silently)."""
+    out = tmp_path / "out.toml"
+    done = subprocess.run(
+        [sys.executable, "-m", "kiosk.cli", "--data-dir", str(tmp_path), "simulate", "--site",
+         str(CONFIG / "jena-saalstrasse.toml"), "--write-site", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and "names no simulated device" in done.stderr
+    assert 'port = "sim"' in done.stderr and not out.exists()

@@ -338,6 +338,12 @@ def test_the_console_runs_the_device_functions_on_the_simulated_devices(tmp_path
     conf = diag(tmp_path, "config", pin="4711", secrets=secrets)
     assert f"secrets.file = {secrets} (contents not shown)" in conf.stdout
     assert "scrypt" not in conf.stdout and "kiosk_id = DEMO-01" in conf.stdout
+    # every figure as money text, every list as a list (not Python's reprs)
+    assert "Money(" not in conf.stdout and ".minor" not in conf.stdout
+    assert "frozenset" not in conf.stdout
+    assert "coins = 0.10 EUR, 0.20 EUR, 0.50 EUR, 1.00 EUR, 2.00 EUR" in conf.stdout
+    assert "key_credit_limit = 500.00 EUR" in conf.stdout and "languages = de, en" in conf.stdout
+    assert "timeouts.key_missing = 90" in conf.stdout  # a number of seconds, not a secret
     unknown = diag(tmp_path, "reprint", "DEMO-01-X", pin="4711", secrets=secrets)
     assert unknown.returncode == 2 and "no closed transaction 'DEMO-01-X'" in unknown.stderr
     j = Journal(tmp_path / "journal-DEMO-01.sqlite", "DEMO-01")

@@ -190,3 +190,81 @@ def test_field_rehearsal_head_office_simulators_and_the_production_kiosk(
             assert conn.execute(select(kiosks.c.keyed_from)).scalar() == 1
         assert ho.admin("verify", "DEMO-01").endswith(" ok")
         db.dispose()
+
+
+def test_a_kiosk_whose_devices_are_not_there_at_boot_stays_up_and_serves_once_they_come(
+    pcscd: str, tmp_path: Path
+) -> None:
+    """A site whose coin and note port does not exist (an adapter not plugged in, or
+    enumerating late) and whose card terminal refuses connections: the production kiosk
+    starts, tells systemd it is ready and out of service, naming each device and its port,
+    and stays up. Then the port appears (a pty linked to that path, as udev makes one): the
+    acceptors come online by themselves and the automat is in service (cash; the terminal
+    still refused)."""
+    from drivers.cctalk.sim import (
+        BusSimulator,
+        SimBillValidator,
+        SimCoinAcceptor,
+        euro_coins,
+        euro_notes,
+    )
+    from tests.conftest import free_port
+    from tests.test_systemd import next_with, notify_socket
+
+    with simulate(tmp_path, site_in(tmp_path)) as (out, _control, _sim):
+        port = tmp_path / "serial-by-id-ccTalk"  # not there
+        doc = tomlkit.parse(out.read_text("utf-8"))
+        doc["devices"]["coin"]["port"] = str(port)  # type: ignore[index]
+        doc["devices"]["notes"]["port"] = str(port)  # type: ignore[index]
+        doc["devices"]["card"]["port"] = f"tcp://127.0.0.1:{free_port()}"  # type: ignore[index]
+        site = tmp_path / "site-missing.toml"
+        site.write_text(tomlkit.dumps(doc), "utf-8")
+        notify = str(tmp_path / "notify")
+        with notify_socket(notify) as s, Xvfb(1280, 800) as x:
+            env = {"NOTIFY_SOCKET": notify, "DISPLAY": x.display, "KIVY_NO_ARGS": "1",
+                   "KIVY_HOME": str(tmp_path / "kivy"), "KIOSK_DATA_DIR": ""}  # fmt: skip
+            cmd = kiosk_cmd(tmp_path / "kiosk-data", "run", "--site", str(site))
+            with process(cmd, tmp_path / "kiosk.log", env) as kiosk:
+                ready = next_with(s, "READY=1", 90)[-1]
+                assert "out of service" in ready and f"coin ({port})" in ready, ready
+                assert f"notes ({port})" in ready
+                assert kiosk.poll() is None
+                bus = BusSimulator([SimCoinAcceptor(euro_coins()), SimBillValidator(euro_notes())],
+                                   link=port)  # fmt: skip
+                bus.start()
+                try:
+                    seen = next_with(s, "STATUS=in service", 60)
+                    assert kiosk.poll() is None, seen
+                finally:
+                    bus.stop()
+    log = (tmp_path / "kiosk.log").read_text()
+    assert "Traceback" not in log and f"cannot open {port}" in log
+
+
+def test_diag_devices_finds_every_simulated_device_on_its_real_port(
+    pcscd: str, tmp_path: Path
+) -> None:
+    """`kiosk diag devices` on the site `kiosk simulate` wrote: every device found (it waits
+    for them to come up, as the automat does), no traceback. With the automat (here: any
+    program) holding a port, it says so and how to stop it, and opens nothing."""
+    import serial
+
+    def diag_devices(site: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            kiosk_cmd(tmp_path / "diag-data", "diag", "devices", "--site", str(site),
+                      "--who", "T-7"),
+            input="0000\n", capture_output=True, text=True, cwd=ROOT, timeout=120,
+        )  # fmt: skip
+
+    with simulate(tmp_path, site_in(tmp_path)) as (out, _control, _sim):
+        done = diag_devices(out)
+        assert done.returncode == 0, done.stdout + done.stderr
+        for name in ("READER", "COIN", "NOTES", "CARD", "PRINTER"):
+            assert f"{name}: connected" in done.stdout, done.stdout
+        assert "Traceback" not in done.stdout + done.stderr
+        coin_port = load_site(out).devices.coin.port  # type: ignore[union-attr]
+        with serial.Serial(coin_port, exclusive=True, timeout=0):  # the automat would hold it
+            held = diag_devices(out)
+        assert held.returncode == 2 and f"coin ({coin_port}): in use" in held.stderr
+        assert "systemctl stop prepaid-kiosk" in held.stderr
+        assert "Traceback" not in held.stdout + held.stderr

@@ -67,8 +67,20 @@ class Bus:
         self.trace: Trace | None = None
 
     @classmethod
-    def open(cls, url: str, **kwargs: object) -> Bus:
-        return cls(open_port(url), url=url, **kwargs)  # type: ignore[arg-type]
+    def open(cls, url: str, *, wait: bool = False, **kwargs: object) -> Bus:
+        """The bus on `url`. `wait`: a port that is not there yet (an adapter that enumerates
+        late, unplugged at boot) is no error: the bus is made lost, and each request tries to
+        open it again (TransportError, naming the port, until it is there)."""
+        try:
+            port = open_port(url)
+        except TransportError as err:
+            if not wait:
+                raise
+            log.error("%s", err)
+            bus = cls(None, url=url, **kwargs)  # type: ignore[arg-type]
+            bus._lost = True
+            return bus
+        return cls(port, url=url, **kwargs)  # type: ignore[arg-type]
 
     def _reopen(self) -> None:
         """The port failed before: open it again (TransportError while it is not there)."""
@@ -76,11 +88,12 @@ class Bus:
             raise TransportError("the port was lost")
         self.port = open_port(self.url)
         self._lost = False
-        log.warning("%s: port open again", self.url)
+        log.warning("%s: port open", self.url)
 
     def close(self) -> None:
         self._closing.set()  # (a wait for bytes on the wire ends at once)
-        self.port.close()
+        if self.port is not None:
+            self.port.close()
 
     def _pace(self, deadline: float) -> None:
         """Bytes came, and more are awaited: wait the time they take on the wire (10 bits

@@ -23,6 +23,10 @@ from drivers.errors import DeviceTimeout, DriverError, TransportError
 log = logging.getLogger(__name__)
 
 
+#: the longest wait between two tries to bring up a device that is not there (seconds)
+MAX_RETRY = 16.0
+
+
 @dataclass(frozen=True)
 class DeviceOnline:
     device: str
@@ -77,6 +81,9 @@ class BusWorker:
         self.trips = 0  # times the switch inhibited the devices
         #: per device: the enable mask its owner asked for last (None: inhibited)
         self._wanted: dict[str, Any] = {}
+        #: per offline device: tries to bring it up so far, and when to try next
+        self._tries: dict[str, int] = {}
+        self._retry_at: dict[str, float] = {}
 
     def start(self) -> None:
         self._thread.start()
@@ -178,14 +185,20 @@ class BusWorker:
             next_poll = max(next_poll + self.period, time.monotonic())
 
     def poll_once(self) -> None:
-        """One cycle over all devices: (re)initialise the offline ones, poll the others."""
+        """One cycle over all devices: (re)initialise the offline ones (at once the first
+        time, then after `retry_seconds`, doubling while it stays away up to `MAX_RETRY`:
+        an adapter that is not plugged in is asked for every few seconds, not hammered), poll
+        the others."""
         self.cycles += 1
+        now = time.monotonic()
         for dev in self.devices:
             if not self._online[dev.name]:
-                if self.cycles > 1 and self.cycles % max(
-                    1, round(self.retry_seconds / self.period)
-                ):
+                if now < self._retry_at.get(dev.name, 0.0):
                     continue
+                tries = self._tries.get(dev.name, 0)
+                self._tries[dev.name] = tries + 1
+                wait = min(MAX_RETRY, self.retry_seconds * 2 ** min(tries, 8))
+                self._retry_at[dev.name] = now + wait
                 # where to resume: the journal's counter at the first start; after a time
                 # offline, the last counter seen (what it took meanwhile is still owed)
                 resume = self.resume.pop(dev.name, dev.last_counter)
@@ -196,6 +209,8 @@ class BusWorker:
                 if owed is not None and dev.identity is not None:
                     self._online[dev.name] = True
                     self._reported.discard(dev.name)
+                    self._tries.pop(dev.name, None)
+                    self._retry_at.pop(dev.name, None)
                     # Its counter says "accounted up to here" only once the events it owes
                     # are delivered: those carry their own counters, the newest last.
                     counter = None if owed else dev.last_counter
@@ -214,7 +229,9 @@ class BusWorker:
             return fn(*args)
         except Exception as err:
             if isinstance(err, DriverError):
-                log.error("%s: %s", dev.name, err)
+                # said once when it goes; while it stays away, each try only at debug level
+                level = logging.DEBUG if dev.name in self._reported else logging.ERROR
+                log.log(level, "%s: %s", dev.name, err)
             else:
                 log.exception("%s: unexpected failure (a defect): taken offline", dev.name)
             self._online[dev.name] = False

@@ -387,8 +387,10 @@ class NoteValidator:
             case P.Event.CREDIT | P.Event.NOTE_CLEARED_INTO_CASHBOX if ch:
                 # read after an unknown event, for no note we were stacking: its bytes may be
                 # the unknown event's own. Not credited; a fault for staff to settle.
-                text = (f"a credit on channel {ch} ({self._value(ch)}) read after an unknown "
-                        f"event, for no note being stacked: not credited, to be settled")  # fmt: skip
+                text = (
+                    f"a credit on channel {ch} ({self._value(ch)}) read after an unknown "
+                    "event, for no note being stacked: not credited, to be settled"
+                )
                 log.error("notes: %s", text)
                 return [AcceptorIncident(name, polled.code, text,
                                          BillEventKind.FATAL.name.lower(), None)]  # fmt: skip

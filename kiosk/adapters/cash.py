@@ -267,7 +267,9 @@ def open_cash(
         url = conf.port
         key = (url, conf.crc16)
         if key not in buses:
-            buses[key] = open_bus(url, crc16_mode=conf.crc16)
+            # a port that is not there yet is no reason to stop: the device is offline
+            # (named with its port) until it appears
+            buses[key] = open_bus(url, crc16_mode=conf.crc16, wait=True)
             on_bus[key] = []
         dev = make(buses[key])
         on_bus[key].append(dev)
@@ -281,7 +283,8 @@ def open_cash(
         add("coin", d.coin, lambda bus: CoinAcceptor(bus, cur, coins, coin_address))
     essp: EsspValidator | None = None
     if site.cash_enabled and d.notes is not None and d.notes.protocol == "essp":
-        essp = EsspValidator(Link.open(d.notes.port), cur, notes, encrypt=d.notes.encryption)
+        essp = EsspValidator(Link.open(d.notes.port, wait=True), cur, notes,
+                             encrypt=d.notes.encryption)  # fmt: skip
     elif site.cash_enabled and d.notes is not None:
         notes_address = d.notes.address
         add("notes", d.notes, lambda bus: NoteValidator(bus, cur, notes, notes_address))

@@ -103,6 +103,16 @@ def connect_head_office(
     return HeadOfficeLink(syncer, loop)
 
 
+def where(site: Site, device: str) -> str:
+    """A device as a technician finds it: its name and the port (or reader) the site names."""
+    d = site.devices
+    conf = {"coin": d.coin, "notes": d.notes, "card": d.card, "printer": d.printer}.get(device)
+    if device == "reader":
+        return f"reader ({d.reader.reader})"
+    port = getattr(conf, "port", None)
+    return f"{device} ({port})" if port else device
+
+
 @dataclass
 class Automat:
     """A running automat: the kiosk (engine and journal), its devices and head office."""
@@ -116,12 +126,19 @@ class Automat:
 
     def devices_ready(self) -> bool:
         """The cash devices answer on their bus and the card terminal has registered."""
-        online = all(
-            any(w.online(d.device.name) for w in self.cash.workers)
+        return not self.devices_missing()
+
+    def devices_missing(self) -> list[str]:
+        """The devices that are not up yet, each with where the site says it is: "coin
+        (/dev/serial/by-id/...)" (for systemd's status line and the log)."""
+        missing = [
+            d.device.name
             for d in (self.cash.coin, self.cash.notes)
-            if d is not None
-        )
-        return online and (self.card is None or self.card.registered)
+            if d is not None and not any(w.online(d.device.name) for w in self.cash.workers)
+        ]
+        if self.card is not None and not self.card.registered:
+            missing.append("card")
+        return [where(self.site, name) for name in missing]
 
     def dead_parts(self, engine: threading.Thread) -> list[str]:
         """What money depends on and is not alive: the engine thread, a ccTalk bus thread, the

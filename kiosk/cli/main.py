@@ -239,11 +239,13 @@ def _diag_with_devices(args: argparse.Namespace) -> int:
     from kiosk.documents.receipt import NoSuchTransaction, to_text, transaction_receipt
     from kiosk.domain.clock import utc_now
     from kiosk.service.diag import (
+        STOP_THE_AUTOMAT,
         Diagnostics,
         PinGuard,
         PinRefused,
         check_lines,
         load_pin_hash,
+        ports_held,
         report_lines,
     )
     from kiosk.sim.simulate import every_port_simulated
@@ -281,7 +283,18 @@ def _diag_with_devices(args: argparse.Namespace) -> int:
             while not rig.devices_ready() and time.monotonic() < deadline:
                 pause.wait(0.05)  # the simulated devices come up on their own threads
         else:
-            kiosk = stack.enter_context(automat(site, path, utc_now, sys.stderr)).kiosk
+            held = ports_held(site)
+            if held:
+                print("kiosk: the automat (or another program) holds the devices' ports:\n  "
+                      + "\n  ".join(held) + f"\nstop it first: {STOP_THE_AUTOMAT}",
+                      file=sys.stderr)  # fmt: skip
+                return 2
+            running = stack.enter_context(automat(site, path, utc_now, sys.stderr))
+            kiosk = running.kiosk
+            pause = threading.Event()  # never set: a pause between looks
+            deadline = time.monotonic() + 20
+            while running.devices_missing() and time.monotonic() < deadline:
+                pause.wait(0.05)  # the devices come up on their own threads: give them time
         d = Diagnostics(kiosk, args.who)
         if args.diag_command == "devices":
             print("\n".join(report_lines(d.overview())))

@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
-from kiosk.app.bootstrap import Automat, automat
+from kiosk.app.bootstrap import Automat, automat, where
 from kiosk.app.systemd import Notifier, Supervision, Watchdog
 from kiosk.domain.clock import ManualClock, utc_now
 from kiosk.domain.engine import State, View
@@ -133,7 +133,8 @@ def supervised(
             return "in service"
         if view.notice == "failed":
             return "out of order"
-        return "out of service: " + (", ".join(sorted(view.faults)) or "no payment device")
+        faults = [where(running.site, f) for f in sorted(view.faults)]
+        return "out of service: " + (", ".join(faults) or "no payment device")
 
     def status(view: View, _refusal: object) -> None:
         """STATUS= on every change, once READY=1 is out (it carries the first)."""
@@ -152,8 +153,8 @@ def supervised(
         with lock:
             if not on_screen:
                 why = "out of service: no picture on the screen"
-            elif not running.devices_ready():
-                why = "out of service: devices not ready"
+            elif missing := running.devices_missing():
+                why = "out of service: not there yet: " + ", ".join(missing)
             else:
                 why = told["now"]
             told["sent"] = why

@@ -348,7 +348,23 @@ def config_lines(site: Site) -> list[str]:
     secrets file is named, never read here)."""
     out: list[str] = []
 
+    def text(value: Any) -> str:
+        """A value as a technician reads it: money as money text, lists as lists."""
+        if isinstance(value, Money):
+            return str(value)
+        if isinstance(value, tuple | list | set | frozenset):
+            items = sorted(value, key=str) if isinstance(value, set | frozenset) else value
+            inner = [f"({text(v)})" if isinstance(v, tuple | list) and v else text(v)
+                     for v in items]  # fmt: skip
+            return ", ".join(inner) or "-"
+        if value is None:
+            return "-"
+        return str(value)
+
     def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, Money):
+            out.append(f"{prefix} = {value}")
+            return
         if hasattr(value, "model_dump"):
             value = value.model_dump()
         elif dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -358,7 +374,8 @@ def config_lines(site: Site) -> list[str]:
                 walk(f"{prefix}.{k}" if prefix else str(k), v)
             return
         name = prefix.rsplit(".", 1)[-1].lower()
-        shown = "***" if any(w in name for w in SECRET_WORDS) and value else value
+        secret = isinstance(value, str) and value and any(w in name for w in SECRET_WORDS)
+        shown = "***" if secret else text(value)
         if prefix == "secrets.file" and value:
             shown = f"{value} (contents not shown)"
         out.append(f"{prefix} = {shown}")
@@ -548,3 +565,28 @@ class Diagnostics:
     def restart(self) -> None:
         self._audit("restart")
         self.restart_requested = True
+
+
+#: what a technician types to stop the automat before using the devices from the console
+STOP_THE_AUTOMAT = "sudo systemctl stop prepaid-kiosk"
+
+
+def ports_held(site: Site) -> list[str]:
+    """The serial ports the site names that another program holds (the automat itself,
+    most often: it opens them exclusively), each as "coin (/dev/...): why"."""
+    import serial
+
+    held = []
+    d = site.devices
+    seen: set[str] = set()
+    for name, conf in (("coin", d.coin), ("notes", d.notes), ("printer", d.printer)):
+        port = getattr(conf, "port", None)
+        if not port or "://" in port or port in seen or not Path(port).exists():
+            continue  # a URL, a simulator, the same bus, or not there (said when opened)
+        seen.add(port)
+        try:
+            serial.Serial(port, exclusive=True, timeout=0).close()
+        except (serial.SerialException, OSError) as err:
+            if "lock" in str(err).lower() or "busy" in str(err).lower():
+                held.append(f"{name} ({port}): in use by another program")
+    return held

@@ -27,6 +27,7 @@ import os
 import signal
 import socket
 import socketserver
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -239,6 +240,14 @@ def every_port_simulated(site: Site) -> bool:
     return all(is_simulated(p) for p in ports)
 
 
+def simulated_devices(site: Site) -> list[str]:
+    """The devices the site names a simulator for ("sim")."""
+    d = site.devices
+    named = {"coin": d.coin, "notes": d.notes, "card": d.card, "printer": d.printer}
+    out = [name for name, dev in named.items() if dev is not None and is_simulated(dev.port)]
+    return out + (["reader"] if is_simulated(d.reader.reader) else [])
+
+
 def with_ports(site: Site, **ports: str) -> Site:
     """The site with these devices on these ports (coin, notes, card, printer)."""
     d = site.devices
@@ -407,6 +416,14 @@ def run_simulate(
     stop: threading.Event | None = None,
 ) -> int:
     site = load_site(site_file)
+    if not simulated_devices(site):
+        print(
+            f"kiosk: {site_file} names no simulated device: nothing to simulate. Give the "
+            'devices to simulate port = "sim" ([devices.coin], [devices.notes], [devices.card],'
+            ' [devices.printer]) or reader = "sim" ([devices.reader])',
+            file=sys.stderr,
+        )
+        return 2
     stop = stop or threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
