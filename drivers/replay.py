@@ -26,6 +26,7 @@ class Replayed:
     events: list[Any]
     mismatches: list[str]  # where the driver sent other bytes than were recorded
     complete: bool  # the whole trace was used
+    skipped: int = 0  # recorded commands the driver did not send
 
 
 def replay_cctalk(
@@ -53,11 +54,34 @@ def replay_cctalk(
         return Replayed(events, [*port.mismatches, f"could not start the device: {err}"], False)
     poll = encode(Frame(dev.address, HOST, dev.poll_header), crc16_mode=crc16)
     while port.will_send(poll):  # every poll the automat made, in turn
+        limit = _recorded_limit(dev, port.next_sent(), crc16)
+        if limit is not False:  # the automat set the inhibits here: so does the replay
+            at = port.position
+            _guarded(lambda: dev.enable(limit) or [])  # type: ignore[arg-type]  # noqa: B023
+            if port.position == at:  # the driver sent nothing: the recorded command left out
+                port.pass_over()
+            continue
         for ev in _guarded(dev.poll):
             events.append(ev)
             if isinstance(ev, BillEscrowed) and isinstance(dev, NoteValidator):
                 _guarded(lambda: dev.route(RouteCode.STACK) or [])  # noqa: B023
-    return Replayed(events, port.mismatches, True)
+    return Replayed(events, port.mismatches, True, port.skipped)
+
+
+def _recorded_limit(dev: Any, raw: bytes | None, crc16: bool) -> int | None | bool:
+    """When the next recorded command sets the device's inhibits (231): the limit that makes
+    our driver set the same ones (the highest value of a channel it enables; None: all
+    inhibited); False when it is another command."""
+    from drivers.cctalk.codec import Decoder, Header
+
+    frames = Decoder(crc16_mode=crc16).feed(raw or b"", 0.0)
+    if not frames or frames[0].header != Header.MODIFY_INHIBIT_STATUS:
+        return False
+    if frames[0].dest != dev.address:
+        return False
+    mask = int.from_bytes(frames[0].data, "little")
+    values = [ch.value for ch in dev.channels.values() if ch.usable and mask >> (ch.number - 1) & 1]
+    return max(values) if values else None
 
 
 class EsspReplayPort(ReplayPort):
@@ -81,6 +105,9 @@ class EsspReplayPort(ReplayPort):
 
     def will_send_data(self, data: bytes) -> bool:
         return any(d == SENT and f.data == data for _, d, f in self._frames[self._i :])
+
+    def next_sent_data(self) -> bytes | None:
+        return next((f.data for _, d, f in self._frames[self._i :] if d == SENT), None)
 
     @property
     def exhausted(self) -> bool:
@@ -127,11 +154,22 @@ def replay_essp(recorded: Recorded, currency: str = "EUR") -> Replayed:
         return Replayed(events, [*port.mismatches, f"could not start the device: {err}"], False)
     poll, hold = bytes((P.Cmd.POLL,)), bytes((P.Cmd.HOLD,))
     while port.will_send_data(poll) or (dev.holding is not None and port.will_send_data(hold)):
+        nxt = port.next_sent_data() or b""
+        if nxt[:1] == bytes((P.Cmd.SET_INHIBITS,)) and len(nxt) >= 3 and dev.setup is not None:
+            # the automat set the inhibits here: so does the replay, to the same channels
+            mask = int.from_bytes(nxt[1:3], "little")
+            values = [v for i, v in enumerate(dev.setup.values) if mask >> i & 1 and v]
+            at = port._i
+            _guarded(lambda: dev.enable(max(values) if values else None) or [])  # noqa: B023
+            if port._i == at:  # the driver sent nothing: the recorded command left out
+                port._i += 1
+                port.skipped += 1
+            continue
         for ev in _guarded(dev.poll):
             events.append(ev)
             if isinstance(ev, BillEscrowed):
                 dev.route(RouteCode.STACK)
-    return Replayed(events, port.mismatches, True)
+    return Replayed(events, port.mismatches, True, port.skipped)
 
 
 class ReplayLink:
@@ -161,7 +199,8 @@ class ReplayLink:
         return [a for d, a in self.records if d == SENT]
 
     def send(self, raw: bytes) -> None:
-        from drivers.zvt.apdu import decode_apdu
+        from drivers.zvt.apdu import decode_apdu, encode_apdu
+        from drivers.zvt.transport import mask_zvt
 
         apdu = decode_apdu(raw)
         rest = [i for i in range(self.i, len(self.records)) if self.records[i][0] == SENT]
@@ -169,6 +208,12 @@ class ReplayLink:
         if match is None:
             self.mismatches.append(f"sent {raw.hex(' ')}, which the trace does not have")
             return
+        # the recording is masked (a password): ours is compared masked the same way
+        ours, _ = mask_zvt(SENT, raw)
+        recorded = self.records[match][1]
+        theirs = encode_apdu(recorded.command, recorded.data)
+        if ours != theirs:
+            self.mismatches.append(f"sent {ours.hex(' ')}, recorded {theirs.hex(' ')}")
         self.skipped += sum(1 for i in rest if i < match)
         self.i = match + 1
 
@@ -213,7 +258,7 @@ def replay_zvt(recorded: Recorded, currency: str = "EUR") -> Replayed:
                 events.append(client.end_of_day())
         except DriverError as err:
             link.mismatches.append(f"{apdu.command.hex()}: {err}")
-    return Replayed(events, link.mismatches, link.exhausted)
+    return Replayed(events, link.mismatches, link.exhausted, link.skipped)
 
 
 def _guarded(step: Any) -> list[Any]:
@@ -313,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_jsonable(ev), default=str))
     for m in result.mismatches:
         print(f"replay: the driver {m}", file=sys.stderr)
+    if result.skipped:
+        print(f"replay: the driver left out {result.skipped} recorded command(s)", file=sys.stderr)
     if not result.complete:
         print("replay: the trace was not used up", file=sys.stderr)
     return 0 if result.complete and not result.mismatches else 1

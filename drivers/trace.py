@@ -199,6 +199,26 @@ class ReplayPort:
             r.direction == RECEIVED for r in self._records[self._at :]
         )
 
+    def pass_over(self) -> None:
+        """The next recorded command is not sent by the replayed driver: passed over (with
+        what the device answered to it), and counted in `skipped`."""
+        i = next((i for i in range(self._at, len(self._records))
+                  if self._records[i].direction == SENT), None)  # fmt: skip
+        if i is None:
+            return
+        self.skipped += 1
+        self._at = i + 1
+        while self._at < len(self._records) and self._records[self._at].direction == RECEIVED:
+            self._at += 1
+
+    @property
+    def position(self) -> int:
+        return self._at
+
+    def next_sent(self) -> bytes | None:
+        """The next command the recording has the automat send, if any."""
+        return next((r.data for r in self._records[self._at :] if r.direction == SENT), None)
+
     def will_send(self, data: bytes) -> bool:
         """Does the rest of the trace have this command?"""
         return any(r.direction == SENT and r.data == data for r in self._records[self._at :])

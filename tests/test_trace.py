@@ -74,7 +74,7 @@ def test_a_recorded_key_session_replays_to_the_same_summary() -> None:
 
 def test_the_shipped_coin_trace_replays() -> None:
     r = replay(HERE / "coin.trace")
-    assert r.mismatches == [] and r.complete
+    assert r.mismatches == [] and r.complete and r.skipped == 0
     assert [e.value for e in r.events if isinstance(e, CoinCredited)] == [200, 50]
     assert [(e.code, e.kind) for e in r.events if isinstance(e, AcceptorIncident)] == [
         (1, "reject")]  # fmt: skip
@@ -82,7 +82,7 @@ def test_the_shipped_coin_trace_replays() -> None:
 
 def test_the_shipped_notes_trace_replays() -> None:
     r = replay(HERE / "notes.trace")
-    assert r.mismatches == [] and r.complete
+    assert r.mismatches == [] and r.complete and r.skipped == 0
     assert [e.value for e in r.events if isinstance(e, BillStacked)] == [1000, 2000]
 
 
@@ -145,7 +145,7 @@ def test_a_recorded_essp_session_replays_to_the_events_seen_live() -> None:
 
 def test_the_shipped_essp_trace_replays() -> None:
     r = replay(HERE / "notes-essp.trace")
-    assert r.mismatches == [] and r.complete
+    assert r.mismatches == [] and r.complete and r.skipped == 0
     assert [e.value for e in r.events if isinstance(e, BillStacked)] == [1000, 2000]
 
 
@@ -178,7 +178,7 @@ def test_a_recorded_terminal_session_replays_to_the_results_seen_live() -> None:
 
 def test_the_shipped_terminal_trace_replays() -> None:
     r = replay(HERE / "terminal.trace")
-    assert r.mismatches == [] and r.complete
+    assert r.mismatches == [] and r.complete and r.skipped == 0
     registered, status, paid, reversed_ = r.events
     assert registered.ok and status[1] == "ready"
     assert paid.ok and paid.status.amount == 1234 and reversed_.ok
@@ -233,3 +233,39 @@ def test_kiosk_devices_record_the_terminal_with_a_payment(tmp_path: Path) -> Non
     r = replay(out)
     assert r.mismatches == [] and r.complete
     assert [e.status.amount for e in r.events[1:] if e.status] == [100, 100]  # paid, reversed
+
+
+def test_a_driver_that_leaves_out_the_inhibits_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: the replay passed a coin driver whose enable did nothing (the
+    recorded inhibit commands were passed over unreported)."""
+    from drivers.cctalk.devices import CoinAcceptor
+
+    monkeypatch.setattr(CoinAcceptor, "enable", lambda self, limit: None)
+    r = replay(HERE / "coin.trace")
+    assert r.skipped > 0 or r.mismatches
+
+
+def test_a_terminal_client_that_asks_another_amount_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found in review: ZVT commands were matched by their command bytes only: a client
+    asking 12.35 where 12.34 was recorded passed."""
+    from drivers.zvt.client import ZvtClient
+
+    authorise = ZvtClient.authorise
+    monkeypatch.setattr(ZvtClient, "authorise",
+                        lambda self, amount, **kw: authorise(self, amount + 1, **kw))  # fmt: skip
+    r = replay(HERE / "terminal.trace")
+    assert any("06 01" in m for m in r.mismatches), r.mismatches
+
+
+def test_a_status_with_a_field_we_cannot_read_is_masked_to_its_end() -> None:
+    """Found in review: the mask stopped at the first field it could not read, and wrote the
+    card number and track data after it in full."""
+    from drivers.zvt.transport import mask_zvt
+
+    data = bytes.fromhex("2700 9b01 22f0f9411111111111111111ff 23f0f441111111")
+    raw = bytes((0x04, 0x0F, len(data))) + data
+    shown, note = mask_zvt("<", raw)
+    assert "41 11 11" not in shown.hex(" ") and "unreadable" in note
+    assert shown[:5] == raw[:5]  # what came before it stays

@@ -270,6 +270,10 @@ def mask_zvt(direction: str, raw: bytes) -> tuple[bytes, str]:
             try:
                 bmp, start, end = _one_bmp(bytes(data), pos)
             except FrameError:
+                # a field we cannot read: where the card data is in the rest is not known,
+                # so none of the rest is written
+                data[pos:] = bytes(len(data) - pos)
+                notes.append(f"the last {len(data) - pos} bytes masked (unreadable)")
                 break
             if bmp == 0x22:
                 digits = data[start:end].hex()
