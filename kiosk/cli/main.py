@@ -358,7 +358,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    from kiosk.service.install import install
+    from kiosk.service.install import InstallRefused, check_inputs, install
 
     site_file = Path(args.site)
     load_site(site_file)  # a site that does not load is not installed
@@ -367,7 +367,12 @@ def cmd_install(args: argparse.Namespace) -> int:
         print("kiosk: installing on this machine needs root (or give --root DIR)", file=sys.stderr)
         return 2
     program = Path(args.program).resolve()
-    install(root, site_file, program, program / "config" / "systemd", sys.stdout)
+    try:
+        check_inputs(site_file, program)
+        install(root, site_file, program, program / "config" / "systemd", sys.stdout)
+    except InstallRefused as err:
+        print(f"kiosk: not installed: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
