@@ -234,3 +234,15 @@ def test_kiosk_simulate_refuses_a_site_with_nothing_to_simulate(tmp_path: Path) 
     )  # fmt: skip
     assert done.returncode == 2 and "names no simulated device" in done.stderr
     assert 'port = "sim"' in done.stderr and not out.exists()
+
+
+def test_kiosk_run_takes_the_screen_size_and_refuses_a_bad_one(tmp_path: Path) -> None:
+    """`--screen WxH` (and `--rotation`) instead of [ui]: the headless run's screenshots are
+    made at that size; a size that is not WxH is refused before anything starts."""
+    bad = subprocess.run(
+        [sys.executable, "-m", "kiosk.cli", "--data-dir", str(tmp_path), "run", "--headless",
+         "--simulate", "--screen", "1280by1024"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "width x height in pixels" in bad.stderr
+    assert not (tmp_path / "screenshots").exists()

@@ -506,3 +506,49 @@ def test_the_technician_goes_through_every_service_screen(ui_window: Any, tmp_pa
         assert verify_export(exported) >= len(actions)
         assert (tmp_path / "usb" / exported.with_suffix(".csv").name).exists()
     assert len(taken) >= 10 and all((shots / n).stat().st_size > 10_000 for n in taken)
+
+
+def test_the_automat_fills_a_screen_of_another_size_than_its_site_says(tmp_path: Path) -> None:
+    """A 5:4 panel (1280x1024) where [ui] says 1280x800 (the default): the window was
+    1280x800, letterboxed, the top of every screen cut off. Fullscreen, it is now made the
+    size of the screen, the screens laid out for it, and the log says so."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from PIL import ImageGrab
+
+    from kiosk.ui.xvfb import Xvfb
+    from tests.conftest import ROOT
+
+    background = (244, 243, 238)  # the normal theme's, #f4f3ee
+    with Xvfb(1280, 1024) as x:
+        env = {**os.environ, "DISPLAY": x.display, "KIVY_NO_ARGS": "1",
+               "KIVY_HOME": str(tmp_path / "kivy"), "KIOSK_DATA_DIR": ""}  # fmt: skip
+        log = (tmp_path / "run.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kiosk.cli", "--data-dir", str(tmp_path), "run", "--simulate"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            deadline, look = time.monotonic() + 60, threading.Event()
+            while True:
+                try:
+                    shot = ImageGrab.grab(xdisplay=x.display)
+                except OSError:  # the X server busy with the automat's start: look again
+                    shot = None
+                if shot is not None and shot.getpixel((5, 5))[:3] == background:
+                    break
+                assert proc.poll() is None, (tmp_path / "run.log").read_text()[-2000:]
+                assert time.monotonic() < deadline, "the automat never filled the screen's top"
+                look.wait(0.5)  # it takes a few seconds to draw its first picture
+            assert shot.size == (1280, 1024)
+            # no black band anywhere along the left edge: top to bottom, the automat
+            rows = [shot.getpixel((2, y))[:3] for y in range(0, 1024, 8)]
+            assert (0, 0, 0) not in rows, rows
+        finally:
+            proc.terminate()
+            proc.wait(20)
+            log.close()
+    assert "[ui] says 1280x800, the screen is 1280x1024" in (tmp_path / "run.log").read_text()

@@ -334,6 +334,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from kiosk.sim.simulate import every_port_simulated
 
     site = load_site(args.site)
+    if args.screen or args.rotation is not None:
+        try:
+            site = with_screen(site, args.screen, args.rotation)
+        except ValueError as err:
+            print(f"kiosk: {err}", file=sys.stderr)
+            return 2
     base = data_dir(args.data_dir)
     every_port_sim = every_port_simulated(site)
     opts = RunOptions(
@@ -355,6 +361,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     print(f"log: {setup_logging(site.logs, base)}")
     return run(site, journal_path(base, site.kiosk_id), opts, sys.stdout)
+
+
+def with_screen(site: Site, screen: str | None, rotation: int | None) -> Site:
+    """The site with its [ui] screen size ("WxH") and rotation given on the command line."""
+    import dataclasses
+    import re
+
+    update: dict[str, int] = {}
+    if screen:
+        m = re.fullmatch(r"(\d{3,4})x(\d{3,4})", screen)
+        if not m:
+            raise ValueError(f"--screen {screen!r}: width x height in pixels, e.g. 1280x1024")
+        update = {"width": int(m[1]), "height": int(m[2])}
+    if rotation is not None:
+        update["rotation"] = rotation
+    ui = type(site.ui).model_validate({**site.ui.model_dump(), **update})
+    return dataclasses.replace(site, ui=ui)
 
 
 def cmd_install(args: argparse.Namespace) -> int:
@@ -655,6 +678,9 @@ def build_parser() -> argparse.ArgumentParser:
     runp.add_argument("--simulate", action="store_true", help="every device its simulator")
     runp.add_argument("--headless", action="store_true", help="as if there were no display")
     runp.add_argument("--screenshots", help="folder for the headless run's screenshots")
+    runp.add_argument("--screen", help="the screen's size in pixels, WxH (instead of [ui])")
+    runp.add_argument("--rotation", type=int, choices=[0, 90, 180, 270],
+                      help="the panel turned by this many degrees (instead of [ui])")  # fmt: skip
     runp.add_argument("--panel", action="store_true", help="developer: the simulator panel")
     runp.add_argument(
         "--control",

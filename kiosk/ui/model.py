@@ -30,6 +30,7 @@ from kiosk.domain.events import (
 )
 from kiosk.domain.money import Money
 from kiosk.domain.site import Site
+from kiosk.ui import setup
 from kiosk.ui.speech import Speaker
 from kiosk.ui.style import current as style
 from kiosk.ui.theme import themes
@@ -51,7 +52,9 @@ class ScreenModel(EventDispatcher):  # type: ignore[misc]
         self._submit = submit
         self.tr = Translator(site.default_language)
         self.lang = site.default_language
-        self.normal, self.contrast = themes(site.ui.width, site.ui.height, site.ui.diagonal_inch)
+        # the size the window was made (the screen's, fullscreen), else what [ui] says
+        width, height = setup.screen_size or (site.ui.width, site.ui.height)
+        self.normal, self.contrast = themes(width, height, site.ui.diagonal_inch)
         self.theme = style.theme = self.normal
         style.lang, style.high_contrast = self.lang, False
         self.speaker = Speaker(site.ui.speech, None, self.tr)  # its voice: KioskApp's
