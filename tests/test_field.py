@@ -268,3 +268,62 @@ def test_diag_devices_finds_every_simulated_device_on_its_real_port(
         assert held.returncode == 2 and f"coin ({coin_port}): in use" in held.stderr
         assert "systemctl stop prepaid-kiosk" in held.stderr
         assert "Traceback" not in held.stdout + held.stderr
+
+
+def test_field_rehearsal_the_bus_unplugged_for_30_s_mid_payment_loses_nothing(
+    pcscd: str, tmp_path: Path
+) -> None:
+    """The ccTalk bus's adapter pulled out for 30 s while a customer pays, then put back (the
+    pty closed, its stable path gone, then a new pty behind it): the automat stays up, comes
+    back into service by itself, the payment goes on, and every coin (one dropped while the
+    bus was out, owed by the acceptor's event counter) and note is at head office's report
+    with the top-up on the key."""
+    with LocalHeadOffice(sqlite_url(tmp_path / "ho.sqlite")) as ho:
+        chain = tmp_path / "DEMO-01.chain.toml"
+        token = ho.admin("register", "DEMO-01", "--chain-secret-file", str(chain))
+        ho.admin("key", "K-1001", "--status", "active", "--account", "4711001")
+        db = open_db(ho.db)
+
+        def kinds(kind: str) -> int:
+            with db.connect() as conn:
+                return len(conn.execute(entries.select().where(
+                    entries.c.kiosk_id == "DEMO-01", entries.c.kind == kind)).all())  # fmt: skip
+
+        # the payment ends by itself 40 s after the last coin or note (the customer walks
+        # away content): longer than the bus is out
+        source = site_in(tmp_path, head_office={"sync_interval": 1},
+                         timeouts={"payment": 40, "warning": 10, "message": 3})  # fmt: skip
+        with simulate(tmp_path, source, ho.url) as (out, control, _sim), Xvfb(1280, 800) as x:
+            with open(load_site(out).secrets.file or "", "a", encoding="utf-8") as secrets:
+                secrets.write("\n" + chain.read_text("utf-8"))
+            env = {"KIOSK_HEAD_OFFICE_TOKEN": token, "DISPLAY": x.display, "KIVY_NO_ARGS": "1",
+                   "KIVY_HOME": str(tmp_path / "kivy"), "KIOSK_DATA_DIR": ""}  # fmt: skip
+            cmd = kiosk_cmd(tmp_path / "kiosk-data", "run", "--site", str(out))
+            with process(cmd, tmp_path / "kiosk.log", env) as kiosk:
+                poll_until(lambda: count_entries(db, "DEMO-01") > 0 or kiosk.poll() is not None,
+                           "the first upload", 60)  # fmt: skip
+                assert kiosk.poll() is None, (tmp_path / "kiosk.log").read_text()[-3000:]
+                control.send("insert K-1001")
+                poll_until(lambda: "taken" in control.send("coin 2.00"), "the acceptor enabled", 30)
+                poll_until(lambda: kinds("cash_in") >= 1, "the coin at head office", 30)
+                unplugged = time.monotonic()
+                assert control.send("unplug bus") == "the ccTalk bus unplugged"
+                poll_until(lambda: kinds("fault") >= 1, "the fault at head office", 30)
+                # the acceptor itself is still enabled: a coin dropped now is taken into its
+                # buffer, and owed once the bus is back
+                assert "taken" in control.send("coin 2.00")
+                PAUSE.wait(max(0.0, 30 - (time.monotonic() - unplugged)))  # 30 s unplugged
+                assert kiosk.poll() is None
+                assert control.send("plug bus") == "the ccTalk bus plugged"
+                poll_until(lambda: "taken" in control.send("coin 2.00"), "the bus back", 60)
+                poll_until(lambda: "in escrow" in control.send("note 20.00"), "the note", 20)
+                poll_until(lambda: kinds("key_written") > 0, "the top-up at head office", 90)
+                control.send("remove")
+                report = ho.admin("report", "--tz", "Europe/Berlin")
+                rows = {tuple(line.split()[2:]) for line in report.splitlines()[1:]}
+                assert {("coin", "6.00", "EUR"), ("note", "20.00", "EUR")} <= rows, report
+                assert kinds("cash_unattributed") == 0  # all of it in the customer's top-up
+                assert kiosk.poll() is None
+        db.dispose()
+    log = (tmp_path / "kiosk.log").read_text()
+    assert "Traceback" not in log

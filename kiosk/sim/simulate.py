@@ -211,8 +211,12 @@ class Simulators:
                 return self.paper(arg)
             case "status":
                 return self.status()
+            case "unplug" | "plug" if arg == "bus":
+                getattr(self.bus, verb)()
+                return f"the ccTalk bus {verb}ged"
         raise ValueError(f"unknown command {verb!r}: insert SERIAL, remove, coin AMOUNT, "
-                         "note AMOUNT, terminal ANSWER, paper STATE, status")  # fmt: skip
+                         "note AMOUNT, terminal ANSWER, paper STATE, status, unplug bus, "
+                         "plug bus")  # fmt: skip
 
 
 def make_keys(site: Site, data_dir: Path) -> dict[str, VirtualCard]:
@@ -271,7 +275,11 @@ def simulators(
     from the keys' cards; pcscd's vpcd reader unless the demo rig brings its own)."""
     d = site.devices
     with ExitStack() as stack:
-        bus, coin, notes = start_simulator(site)
+        # the bus behind a stable path, as udev's /dev/serial/by-id/ link is: it can be
+        # unplugged and plugged in again (`unplug bus`, `plug bus`)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        link = data_dir / "serial-by-id-ccTalk-bus"
+        bus, coin, notes = start_simulator(site, link=link)
         stack.callback(bus.stop)
         terminal = None
         if site.card_enabled and d.card is not None and (every or is_simulated(d.card.port)):
