@@ -65,6 +65,12 @@ class ScreenModel(EventDispatcher):  # type: ignore[misc]
         self._lock = threading.Lock()
         self._pending: tuple[View, UserFacingError | None] | None = None
 
+    def fit_screen(self, width: int, height: int) -> None:
+        """Sizes for a screen of `width` x `height` pixels (targets stay 20 mm)."""
+        self.normal, self.contrast = themes(width, height, self.site.ui.diagonal_inch)
+        self.theme = style.theme = self.contrast if self.high_contrast else self.normal
+        self.changes += 1
+
     # ------------------------------------------------------------- engine -> screen
 
     def post(self, view: View, refusal: UserFacingError | None) -> None:
