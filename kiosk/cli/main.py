@@ -12,6 +12,7 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -512,13 +513,35 @@ def cmd_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_acceptor(args: argparse.Namespace) -> tuple[Any, Any, Any] | int:
+    """The coin acceptor or note validator the bring-up command names (its simulator for
+    `--port sim`): (device, its closer, the simulator's stopper), or the exit status after
+    saying what is wrong."""
+    from drivers.errors import DriverError
+    from kiosk.service.bringup import open_device
+    from kiosk.sim.simulate import resolve_port
+
+    if args.protocol == "essp" and args.kind != "notes":
+        print("kiosk: --protocol essp is for note validators (notes)", file=sys.stderr)
+        return 2
+    port, stop_sim = resolve_port(args.kind, args.port, currency=args.currency, crc16=args.crc16,
+                                  protocol=args.protocol)  # fmt: skip
+    try:
+        dev, close = open_device(args.kind, port, args.currency, args.address, args.crc16,
+                                 args.protocol, args.encryption)  # fmt: skip
+    except DriverError as err:
+        stop_sim()
+        print(f"kiosk: {err}", file=sys.stderr)
+        return 2
+    return dev, close, stop_sim
+
+
 def cmd_record(args: argparse.Namespace) -> int:
     """`kiosk devices record`: the device's traffic into a trace file while it is watched
     (acceptors) or read (the chip key in the reader)."""
     from drivers.errors import DriverError
     from drivers.trace import Trace
-    from kiosk.service.bringup import open_device, watch
-    from kiosk.sim.simulate import resolve_port
+    from kiosk.service.bringup import watch
 
     out = Path(args.out)
     if out.exists() and not args.append:
@@ -542,18 +565,10 @@ def cmd_record(args: argparse.Namespace) -> int:
         return 2
     if args.kind == "terminal":
         return _record_terminal(args, out)
-    if args.protocol == "essp" and args.kind != "notes":
-        print("kiosk: --protocol essp is for note validators (notes)", file=sys.stderr)
-        return 2
-    port, stop_sim = resolve_port(args.kind, args.port, currency=args.currency, crc16=args.crc16,
-                                  protocol=args.protocol)  # fmt: skip
-    try:
-        dev, close = open_device(args.kind, port, args.currency, args.address, args.crc16,
-                                 args.protocol, args.encryption)  # fmt: skip
-    except DriverError as err:
-        stop_sim()
-        print(f"kiosk: {err}", file=sys.stderr)
-        return 2
+    opened = _open_acceptor(args)
+    if isinstance(opened, int):
+        return opened
+    dev, close, stop_sim = opened
     try:
         with Trace.to_file(out, args.kind, args.protocol, args.port) as trace:
             if args.protocol == "essp":
@@ -606,7 +621,7 @@ def _record_terminal(args: argparse.Namespace, out: Path) -> int:
 
 def cmd_devices(args: argparse.Namespace) -> int:
     from drivers.errors import DriverError
-    from kiosk.service.bringup import open_device, print_probe, probe, watch
+    from kiosk.service.bringup import print_probe, probe, watch
     from kiosk.sim.simulate import resolve_port
 
     if args.kind == "terminal":
@@ -637,18 +652,10 @@ def cmd_devices(args: argparse.Namespace) -> int:
             return 1
         return 0
 
-    if args.protocol == "essp" and args.kind != "notes":
-        print("kiosk: --protocol essp is for note validators (notes)", file=sys.stderr)
-        return 2
-    port, stop_sim = resolve_port(args.kind, args.port, currency=args.currency, crc16=args.crc16,
-                                  protocol=args.protocol)  # fmt: skip
-    try:
-        dev, close = open_device(args.kind, port, args.currency, args.address, args.crc16,
-                                 args.protocol, args.encryption)  # fmt: skip
-    except DriverError as err:
-        stop_sim()
-        print(f"kiosk: {err}", file=sys.stderr)
-        return 2
+    opened = _open_acceptor(args)
+    if isinstance(opened, int):
+        return opened
+    dev, close, stop_sim = opened
     try:
         if args.devices_command == "probe":
             print_probe(probe(dev), sys.stdout, args.json)
