@@ -261,6 +261,28 @@ def replay_zvt(recorded: Recorded, currency: str = "EUR") -> Replayed:
     return Replayed(events, link.mismatches, link.exhausted, link.skipped)
 
 
+def replay_escpos(recorded: Recorded) -> Replayed:
+    """The receipt printer: each status the automat read (DLE EOT 1 and 4) read again by our
+    driver from the recorded bytes; the events are the statuses, a job's bytes are checked
+    to have been recorded (not replayed: what a receipt says is the receipt tests' job)."""
+    from escpos.printer import Serial
+
+    from drivers.printer.device import DLE_EOT, ReceiptPrinter
+
+    port = ReplayPort(recorded)
+    printer = ReceiptPrinter("dummy")
+    serial_printer = Serial.__new__(Serial)
+    serial_printer.device, serial_printer.devfile = port, "replay"
+    printer.escpos, printer._open = serial_printer, True
+    events: list[Any] = []
+    while (nxt := port.next_sent()) is not None:
+        if nxt[:2] == DLE_EOT and port.will_send(nxt):
+            events.append(printer.status())
+        else:
+            port.pass_over()  # a job's bytes: recorded, not replayed
+    return Replayed(events, port.mismatches, True)
+
+
 def _guarded(step: Any) -> list[Any]:
     """One driver step; the end of a trace (nothing more recorded) ends the replay."""
     try:
@@ -325,6 +347,8 @@ def replay(path: Path, *, kind: str | None = None, keys: Any = None, currency: s
             return replay_essp(recorded, currency)
         case "zvt":
             return replay_zvt(recorded, currency)
+        case "escpos":
+            return replay_escpos(recorded)
         case "pcsc":
             if keys is None:
                 from kiosk.adapters.key import DEMO_KEYS

@@ -177,6 +177,10 @@ class ReplayPort:
 
     baudrate = 9600
 
+    @property
+    def is_open(self) -> bool:
+        return not self.closed
+
     def __init__(self, recorded: Recorded) -> None:
         self._records = list(recorded.records)
         self._at = 0

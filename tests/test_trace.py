@@ -14,7 +14,14 @@ from drivers.replay import main as replay_main
 from drivers.replay import replay, replay_cctalk, replay_essp, replay_pcsc, replay_zvt
 from drivers.trace import MAGIC, Trace, read_trace
 from kiosk.adapters.key import DEMO_KEYS
-from tests.traces import HERE, record_cctalk, record_essp, record_pcsc, record_zvt
+from tests.traces import (
+    HERE,
+    record_cctalk,
+    record_escpos,
+    record_essp,
+    record_pcsc,
+    record_zvt,
+)
 
 
 def test_a_trace_line_says_when_which_way_and_what() -> None:
@@ -269,3 +276,42 @@ def test_a_status_with_a_field_we_cannot_read_is_masked_to_its_end() -> None:
     shown, note = mask_zvt("<", raw)
     assert "41 11 11" not in shown.hex(" ") and "unreadable" in note
     assert shown[:5] == raw[:5]  # what came before it stays
+
+
+def test_a_recorded_printer_session_replays_to_the_statuses_read_live() -> None:
+    from drivers.printer.device import PaperStatus
+    from drivers.replay import replay_escpos
+
+    out = io.StringIO()
+    live = record_escpos(out)
+    replayed = replay_escpos(read_trace(out.getvalue()))
+    assert replayed.mismatches == []
+    # the job's own look at the status before printing, then what was read live
+    assert replayed.events == [live[0], PaperStatus.OK, *live[1:]]
+    assert live == [PaperStatus.OK, PaperStatus.NEAR_END, PaperStatus.OUT]
+
+
+def test_the_shipped_printer_trace_replays() -> None:
+    from drivers.printer.device import PaperStatus
+
+    r = replay(HERE / "printer.trace")
+    assert r.mismatches == [] and r.complete
+    assert r.events == [PaperStatus.OK, PaperStatus.OK, PaperStatus.NEAR_END, PaperStatus.OUT]
+
+
+def test_kiosk_devices_record_the_printer(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "printer.trace"
+    done = subprocess.run(
+        [sys.executable, "-m", "kiosk.cli", "devices", "record", "printer", "--port", "sim",
+         "--out", str(out), "--test-page"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    recorded = read_trace(out)
+    assert recorded.protocol == "escpos"
+    assert any(r.data.startswith(b"\x1b@") for r in recorded.records)  # the page's bytes
+    r = replay(out)
+    assert r.mismatches == [] and [str(e) for e in r.events] == ["ok", "ok"]

@@ -116,6 +116,29 @@ def record_zvt(out: io.TextIOBase | Any) -> list[Any]:
     return results
 
 
+def record_escpos(out: io.TextIOBase | Any) -> list[Any]:
+    """The receipt printer on its simulated port: its status, a test page, its status with
+    the paper near its end and out; returns the statuses the driver read live."""
+    from drivers.printer.device import ReceiptPrinter
+    from drivers.printer.sim import PrinterSim
+    from kiosk.adapters.printer import test_page
+    from kiosk.documents.receipt import escpos_job
+
+    with PrinterSim() as sim:
+        printer = ReceiptPrinter(sim.path)
+        printer.trace = Trace(out, "printer", "escpos", "simulated printer")
+        try:
+            seen = [printer.status()]
+            printer.print_job(escpos_job(test_page()))
+            sim.wait_jobs(1)
+            for paper in ("near_end", "out"):
+                sim.paper = paper
+                seen.append(printer.status())
+        finally:
+            printer.close()
+    return seen
+
+
 def record_pcsc(out: io.TextIOBase | Any) -> Any:
     """A personalised demo key's summary, read through a recording card."""
     from drivers.chipkey.profile import ChipKey, Identity
@@ -149,6 +172,8 @@ def main() -> None:
         record_essp(f)
     with (HERE / "terminal.trace").open("w", encoding="utf-8") as f:
         record_zvt(f)
+    with (HERE / "printer.trace").open("w", encoding="utf-8") as f:
+        record_escpos(f)
     with (HERE / "key.trace").open("w", encoding="utf-8") as f:
         record_pcsc(f)
     print(f"traces written to {HERE}")

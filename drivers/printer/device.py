@@ -22,6 +22,7 @@ from escpos.escpos import Escpos
 from escpos.printer import Dummy, File, Network, Serial, Usb
 
 from drivers.errors import DriverError, TransportError
+from drivers.trace import Trace
 
 DLE_EOT = b"\x10\x04"
 #: the receipt printers' common profile in python-escpos's capability database
@@ -107,6 +108,8 @@ class ReceiptPrinter:
         self._open = False
         self.jobs = 0
         self.last_status: PaperStatus | None = None
+        #: every byte sent and every status byte read, when a trace is being recorded
+        self.trace: Trace | None = None
 
     @property
     def identity(self) -> Identity:
@@ -129,6 +132,14 @@ class ReceiptPrinter:
 
     def _query(self, n: int) -> int | None:
         """One real-time status byte (DLE EOT n), or None without an answer in time."""
+        got = self._ask(n)
+        if self.trace is not None:
+            self.trace.sent(DLE_EOT + bytes((n,)))
+            if got is not None:
+                self.trace.received(bytes((got,)))
+        return got
+
+    def _ask(self, n: int) -> int | None:
         p = self.escpos
         dev = getattr(p, "device", None)
         if isinstance(p, Serial) and dev is not None:
@@ -149,6 +160,21 @@ class ReceiptPrinter:
             got = bytes(p._read())
             return got[0] if got else None
         raise LookupError("no status channel")
+
+    def _trace_job(self) -> None:
+        """The job's bytes into the trace as they go to the printer (python-escpos sends
+        everything through its `_raw`)."""
+        p, trace = self.escpos, self.trace
+        raw = p._raw
+        if getattr(raw, "traced", False) or trace is None:
+            return
+
+        def traced(msg: bytes) -> None:
+            trace.sent(bytes(msg))
+            raw(msg)
+
+        traced.traced = True  # type: ignore[attr-defined]
+        p._raw = traced  # type: ignore[method-assign]
 
     def status(self) -> PaperStatus:
         with self._lock:
@@ -175,6 +201,8 @@ class ReceiptPrinter:
             if not status.printable:
                 raise PrinterUnavailable(status)
             try:
+                if self.trace is not None:
+                    self._trace_job()
                 render(self.escpos)
                 flush = getattr(getattr(self.escpos, "device", None), "flush", None)
                 if callable(flush):

@@ -561,10 +561,12 @@ def cmd_record(args: argparse.Namespace) -> int:
         print(f"the key {summary.uid.hex()} read; its traffic is in {out}")
         return 0
     if not args.port:
-        print("kiosk: --port is required for coin, notes and terminal", file=sys.stderr)
+        print("kiosk: --port is required for coin, notes, terminal and printer", file=sys.stderr)
         return 2
     if args.kind == "terminal":
         return _record_terminal(args, out)
+    if args.kind == "printer":
+        return _record_printer(args, out)
     opened = _open_acceptor(args)
     if isinstance(opened, int):
         return opened
@@ -584,6 +586,35 @@ def cmd_record(args: argparse.Namespace) -> int:
     finally:
         close()
         stop_sim()
+    return 0
+
+
+def _record_printer(args: argparse.Namespace, out: Path) -> int:
+    """The printer's status (and with --test-page a page) into a trace."""
+    from drivers.errors import DriverError
+    from drivers.printer.device import ReceiptPrinter
+    from drivers.trace import Trace
+    from kiosk.adapters.printer import test_page
+    from kiosk.documents.receipt import escpos_job
+    from kiosk.sim.simulate import resolve_port
+
+    where, stop_sim = resolve_port("printer", args.port)
+    try:
+        with Trace.to_file(out, "printer", "escpos", args.port) as trace:
+            printer = ReceiptPrinter(where)
+            printer.trace = trace
+            try:
+                status = printer.status()
+                if args.test_page and status.printable:
+                    printer.print_job(escpos_job(test_page()))
+            finally:
+                printer.close()
+    except (OSError, ValueError, DriverError) as err:
+        print(f"kiosk: printer on {args.port}: {err}", file=sys.stderr)
+        return 1
+    finally:
+        stop_sim()
+    print(f"printer on {args.port}: {status}; its traffic is in {out}")
     return 0
 
 
@@ -796,11 +827,12 @@ def build_parser() -> argparse.ArgumentParser:
     rec = devices.add_parser(
         "record", help="record a device's traffic into a trace file (drivers/trace.py)"
     )
-    rec.add_argument("kind", choices=["coin", "notes", "terminal", "reader"])
+    rec.add_argument("kind", choices=["coin", "notes", "terminal", "reader", "printer"])
+    rec.add_argument("--test-page", action="store_true", help="printer: also print a test page")
     rec.add_argument("--amount", help="terminal: also a real payment of this amount, reversed")
     rec.add_argument("--out", required=True, help="the trace file to write")
     rec.add_argument("--append", action="store_true", help="add to an existing trace file")
-    rec.add_argument("--port", help='coin, notes, terminal: serial path, URL, or "sim"')
+    rec.add_argument("--port", help='serial path, URL, or "sim" (not for the reader)')
     rec.add_argument("--reader", help="reader: a pattern of its name (default: one with a key)")
     rec.add_argument("--site", help="reader: the site file whose secrets hold the keys")
     rec.add_argument("--address", type=int, help="ccTalk address (default 2 coin, 40 notes)")
