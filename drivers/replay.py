@@ -4,15 +4,12 @@ the driver makes of it are returned. A trace recorded at a site's first bring-up
 regression test with one file; the traces in tests/fixtures/traces/ are made with the
 simulators.
 
-    python -m drivers.replay TRACE [--keys demo]   # prints the events, one JSON per line
+    kiosk devices replay TRACE [--site FILE]   # prints the events, one JSON per line
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,8 +27,8 @@ class Replayed:
 
 
 def replay_cctalk(
-    recorded: Recorded, kind: str, currency: str = "EUR", *, address: int | None = None,
-    crc16: bool = False,
+    recorded: Recorded, kind: str, accepted: frozenset[int], currency: str = "EUR", *,
+    address: int | None = None, crc16: bool = False,
 ) -> Replayed:  # fmt: skip
     """A ccTalk coin acceptor or bill validator: initialised and polled through the trace
     (escrowed notes stacked, as `kiosk devices watch` does)."""
@@ -39,14 +36,13 @@ def replay_cctalk(
     from drivers.cctalk.devices import BillEscrowed, CoinAcceptor, NoteValidator
     from drivers.cctalk.transport import Bus
 
-    legal = _legal(currency)
     port = ReplayPort(recorded)
     bus = Bus(port, crc16_mode=crc16, timeout=0.01, retries=0)  # type: ignore[arg-type]
     dev: CoinAcceptor | NoteValidator
     if kind == "coin":
-        dev = CoinAcceptor(bus, currency, legal["coins"], address)
+        dev = CoinAcceptor(bus, currency, accepted, address)
     else:
-        dev = NoteValidator(bus, currency, legal["notes"], address)
+        dev = NoteValidator(bus, currency, accepted, address)
     events: list[Any] = []
     try:
         events += dev.initialise()
@@ -136,7 +132,7 @@ class EsspReplayPort(ReplayPort):
         return len(data)
 
 
-def replay_essp(recorded: Recorded, currency: str = "EUR") -> Replayed:
+def replay_essp(recorded: Recorded, accepted: frozenset[int], currency: str = "EUR") -> Replayed:
     """An ITL note validator over eSSP: set up and polled through the trace (a held note
     stacked, as `kiosk devices watch` does)."""
     from drivers.cctalk.codec import RouteCode
@@ -146,7 +142,7 @@ def replay_essp(recorded: Recorded, currency: str = "EUR") -> Replayed:
 
     port = EsspReplayPort(recorded)
     link = Link(port)  # type: ignore[arg-type]
-    dev = NoteValidator(link, currency, _legal(currency)["notes"])
+    dev = NoteValidator(link, currency, accepted)
     events: list[Any] = []
     try:
         events += dev.initialise()
@@ -329,65 +325,35 @@ def _nonces(recorded: Recorded, keys: Any) -> Iterator[bytes]:
             yield plain[:16]
 
 
-def _legal(currency: str) -> dict[str, Any]:
-    from kiosk.domain.site import DENOMINATIONS
-
-    return DENOMINATIONS[currency]
-
-
-def replay(path: Path, *, kind: str | None = None, keys: Any = None, currency: str = "EUR"
-           ) -> Replayed:  # fmt: skip
-    """Any trace by its protocol header."""
+def replay(
+    path: Path, *, accepted: dict[str, frozenset[int]], keys: Any, kind: str | None = None,
+    currency: str = "EUR",
+) -> Replayed:  # fmt: skip
+    """Any trace by its protocol header. `accepted`: the coin and note values (minor units,
+    "coins" and "notes") the automat took when it was recorded; `keys`: the chip keys'
+    master keys (a key trace's authentication is replayed with them)."""
     recorded = read_trace(path)
     device = kind or recorded.headers.get("device", "")
     match recorded.protocol:
         case "cctalk":
-            return replay_cctalk(recorded, device, currency)
+            values = accepted["coins" if device == "coin" else "notes"]
+            return replay_cctalk(recorded, device, values, currency)
         case "essp":
-            return replay_essp(recorded, currency)
+            return replay_essp(recorded, accepted["notes"], currency)
         case "zvt":
             return replay_zvt(recorded, currency)
         case "escpos":
             return replay_escpos(recorded)
         case "pcsc":
-            if keys is None:
-                from kiosk.adapters.key import DEMO_KEYS
-
-                keys = DEMO_KEYS
             return replay_pcsc(recorded, keys)
-    raise FrameError(f"{path}: no replay for protocol {recorded.protocol!r} yet")
+    raise FrameError(f"{path}: no replay for protocol {recorded.protocol!r}")
 
 
-def _jsonable(ev: Any) -> dict[str, Any]:
+def jsonable(ev: Any) -> dict[str, Any]:
+    """An event as one JSON object (for `kiosk devices replay`)."""
     if dataclasses.is_dataclass(ev):
         out = {"event": type(ev).__name__}
         for k, v in dataclasses.asdict(ev).items():  # type: ignore[arg-type]
             out[k] = v.hex() if isinstance(v, bytes) else v
         return out
-    return {"event": repr(ev)}
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("trace", type=Path)
-    ap.add_argument("--kind", help="coin or notes (default: the trace's device)")
-    ap.add_argument("--currency", default="EUR")
-    args = ap.parse_args(argv)
-    try:
-        result = replay(args.trace, kind=args.kind, currency=args.currency)
-    except (OSError, DriverError) as err:
-        print(f"replay: {err}", file=sys.stderr)
-        return 2
-    for ev in result.events:
-        print(json.dumps(_jsonable(ev), default=str))
-    for m in result.mismatches:
-        print(f"replay: the driver {m}", file=sys.stderr)
-    if result.skipped:
-        print(f"replay: the driver left out {result.skipped} recorded command(s)", file=sys.stderr)
-    if not result.complete:
-        print("replay: the trace was not used up", file=sys.stderr)
-    return 0 if result.complete and not result.mismatches else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return {"event": str(ev)}

@@ -10,10 +10,10 @@ import pytest
 
 from drivers.cctalk.devices import AcceptorIncident, BillStacked, CoinCredited
 from drivers.errors import FrameError
-from drivers.replay import main as replay_main
-from drivers.replay import replay, replay_cctalk, replay_essp, replay_pcsc, replay_zvt
+from drivers.replay import replay_cctalk, replay_essp, replay_pcsc, replay_zvt
 from drivers.trace import MAGIC, Trace, read_trace
 from kiosk.adapters.key import DEMO_KEYS
+from kiosk.domain.site import DENOMINATIONS
 from tests.traces import (
     HERE,
     record_cctalk,
@@ -21,6 +21,7 @@ from tests.traces import (
     record_essp,
     record_pcsc,
     record_zvt,
+    replayed,
 )
 
 
@@ -66,21 +67,25 @@ def test_a_broken_trace_is_refused_with_its_line(text: str, problem: str) -> Non
 def test_a_recorded_cctalk_session_replays_to_the_events_seen_live(kind: str) -> None:
     out = io.StringIO()
     live = record_cctalk(kind, out)
-    replayed = replay_cctalk(read_trace(out.getvalue()), kind)
-    assert replayed.mismatches == []
-    assert replayed.events == live and len(live) >= 3
+    again = replay_cctalk(
+        read_trace(out.getvalue()),
+        kind,
+        DENOMINATIONS["EUR"]["coins" if kind == "coin" else "notes"],
+    )
+    assert again.mismatches == [] and again.skipped == 0
+    assert again.events == live and len(live) >= 3
 
 
 def test_a_recorded_key_session_replays_to_the_same_summary() -> None:
     out = io.StringIO()
     live = record_pcsc(out)
-    replayed = replay_pcsc(read_trace(out.getvalue()), DEMO_KEYS)
-    assert replayed.mismatches == [] and replayed.complete
-    assert replayed.events == [live] and live.credit == 2_500
+    again = replay_pcsc(read_trace(out.getvalue()), DEMO_KEYS)
+    assert again.mismatches == [] and again.complete
+    assert again.events == [live] and live.credit == 2_500
 
 
 def test_the_shipped_coin_trace_replays() -> None:
-    r = replay(HERE / "coin.trace")
+    r = replayed(HERE / "coin.trace")
     assert r.mismatches == [] and r.complete and r.skipped == 0
     assert [e.value for e in r.events if isinstance(e, CoinCredited)] == [200, 50]
     assert [(e.code, e.kind) for e in r.events if isinstance(e, AcceptorIncident)] == [
@@ -88,13 +93,13 @@ def test_the_shipped_coin_trace_replays() -> None:
 
 
 def test_the_shipped_notes_trace_replays() -> None:
-    r = replay(HERE / "notes.trace")
+    r = replayed(HERE / "notes.trace")
     assert r.mismatches == [] and r.complete and r.skipped == 0
     assert [e.value for e in r.events if isinstance(e, BillStacked)] == [1000, 2000]
 
 
 def test_the_shipped_key_trace_replays() -> None:
-    r = replay(HERE / "key.trace")
+    r = replayed(HERE / "key.trace")
     assert r.mismatches == [] and r.complete
     (summary,) = r.events
     assert summary.credit == 2_500 and summary.identity.contract_account == "4711001"
@@ -105,53 +110,42 @@ def test_a_driver_that_sends_what_was_not_recorded_is_caught(tmp_path: Path) -> 
     # the recording's acceptor at another address: our driver's commands are not in it
     changed = tmp_path / "coin.trace"
     changed.write_text(text)
-    r = replay_cctalk(read_trace(changed), "coin", address=3)
+    r = replay_cctalk(read_trace(changed), "coin", DENOMINATIONS["EUR"]["coins"], address=3)
     assert r.mismatches and r.events == []
 
 
-def test_the_replay_command_prints_events_and_fails_on_a_mismatch(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_kiosk_devices_replay_prints_events_and_fails_on_what_was_not_recorded(
+    tmp_path: Path,
 ) -> None:
-    assert replay_main([str(HERE / "coin.trace")]) == 0
-    assert '"value": 200' in capsys.readouterr().out
-    bad = tmp_path / "bad.trace"
-    bad.write_text("nonsense\n")
-    assert replay_main([str(bad)]) == 2
-    assert "not a device trace" in capsys.readouterr().err
-
-
-def test_kiosk_devices_record_writes_a_trace_that_replays(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    out = tmp_path / "coin.trace"
-    kiosk = [sys.executable, "-m", "kiosk.cli", "devices", "record", "coin", "--port", "sim",
-             "--out", str(out), "--seconds", "0.3"]  # fmt: skip
-    done = subprocess.run(kiosk, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert '"event": "ready"' in done.stdout
-    recorded = read_trace(out)
-    assert recorded.headers["device"] == "coin" and recorded.protocol == "cctalk"
-    assert len(recorded.records) > 10  # start-up and polls
-    r = replay(out)
-    assert r.mismatches == [] and r.complete and r.events == []  # nobody put a coin in
-    before = out.read_text()
-    again = subprocess.run(kiosk, capture_output=True, text=True, timeout=60)
-    assert again.returncode == 2 and "exists (--append" in again.stderr
-    assert out.read_text() == before
+    def replay_cmd(trace: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "kiosk.cli", "devices", "replay", str(trace)],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    done = replay_cmd(HERE / "coin.trace")
+    assert done.returncode == 0 and '"value": 200' in done.stdout, done.stderr
+    bad = tmp_path / "bad.trace"
+    bad.write_text("nonsense\n")
+    refused = replay_cmd(bad)
+    assert refused.returncode == 2 and "not a device trace" in refused.stderr
+    other = tmp_path / "other.trace"  # our driver at address 2; this recording's is at 3
+    other.write_text((HERE / "coin.trace").read_text().replace("> 02 ", "> 03 "))
+    assert replay_cmd(other).returncode == 1
 
 
 def test_a_recorded_essp_session_replays_to_the_events_seen_live() -> None:
     out = io.StringIO()
     live = record_essp(out)
-    replayed = replay_essp(read_trace(out.getvalue()))
-    assert replayed.mismatches == []
-    assert replayed.events == live and [e.value for e in live if isinstance(e, BillStacked)] == [
+    again = replay_essp(read_trace(out.getvalue()), DENOMINATIONS["EUR"]["notes"])
+    assert again.mismatches == []
+    assert again.events == live and [e.value for e in live if isinstance(e, BillStacked)] == [
         1000, 2000]  # fmt: skip
 
 
 def test_the_shipped_essp_trace_replays() -> None:
-    r = replay(HERE / "notes-essp.trace")
+    r = replayed(HERE / "notes-essp.trace")
     assert r.mismatches == [] and r.complete and r.skipped == 0
     assert [e.value for e in r.events if isinstance(e, BillStacked)] == [1000, 2000]
 
@@ -169,22 +163,22 @@ def test_kiosk_devices_record_an_essp_validator(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     recorded = read_trace(out)
     assert recorded.protocol == "essp" and len(recorded.records) > 10
-    r = replay(out)
+    r = replayed(out)
     assert r.mismatches == [] and r.complete and r.events == []
 
 
 def test_a_recorded_terminal_session_replays_to_the_results_seen_live() -> None:
     out = io.StringIO()
     live = record_zvt(out)
-    replayed = replay_zvt(read_trace(out.getvalue()))
-    assert replayed.mismatches == [] and replayed.complete
-    assert replayed.events == live
+    again = replay_zvt(read_trace(out.getvalue()))
+    assert again.mismatches == [] and again.complete
+    assert again.events == live
     paid = live[2]
     assert paid.ok and paid.status.amount == 1234 and paid.receipts  # type: ignore[union-attr]
 
 
 def test_the_shipped_terminal_trace_replays() -> None:
-    r = replay(HERE / "terminal.trace")
+    r = replayed(HERE / "terminal.trace")
     assert r.mismatches == [] and r.complete and r.skipped == 0
     registered, status, paid, reversed_ = r.events
     assert registered.ok and status[1] == "ready"
@@ -237,7 +231,7 @@ def test_kiosk_devices_record_the_terminal_with_a_payment(tmp_path: Path) -> Non
     assert '"outcome": "approved"' in done.stdout
     text = out.read_text()
     assert "# protocol zvt" in text and "password masked" in text
-    r = replay(out)
+    r = replayed(out)
     assert r.mismatches == [] and r.complete
     assert [e.status.amount for e in r.events[1:] if e.status] == [100, 100]  # paid, reversed
 
@@ -248,7 +242,7 @@ def test_a_driver_that_leaves_out_the_inhibits_is_caught(monkeypatch: pytest.Mon
     from drivers.cctalk.devices import CoinAcceptor
 
     monkeypatch.setattr(CoinAcceptor, "enable", lambda self, limit: None)
-    r = replay(HERE / "coin.trace")
+    r = replayed(HERE / "coin.trace")
     assert r.skipped > 0 or r.mismatches
 
 
@@ -262,7 +256,7 @@ def test_a_terminal_client_that_asks_another_amount_is_caught(
     authorise = ZvtClient.authorise
     monkeypatch.setattr(ZvtClient, "authorise",
                         lambda self, amount, **kw: authorise(self, amount + 1, **kw))  # fmt: skip
-    r = replay(HERE / "terminal.trace")
+    r = replayed(HERE / "terminal.trace")
     assert any("06 01" in m for m in r.mismatches), r.mismatches
 
 
@@ -284,17 +278,17 @@ def test_a_recorded_printer_session_replays_to_the_statuses_read_live() -> None:
 
     out = io.StringIO()
     live = record_escpos(out)
-    replayed = replay_escpos(read_trace(out.getvalue()))
-    assert replayed.mismatches == []
+    again = replay_escpos(read_trace(out.getvalue()))
+    assert again.mismatches == []
     # the job's own look at the status before printing, then what was read live
-    assert replayed.events == [live[0], PaperStatus.OK, *live[1:]]
+    assert again.events == [live[0], PaperStatus.OK, *live[1:]]
     assert live == [PaperStatus.OK, PaperStatus.NEAR_END, PaperStatus.OUT]
 
 
 def test_the_shipped_printer_trace_replays() -> None:
     from drivers.printer.device import PaperStatus
 
-    r = replay(HERE / "printer.trace")
+    r = replayed(HERE / "printer.trace")
     assert r.mismatches == [] and r.complete
     assert r.events == [PaperStatus.OK, PaperStatus.OK, PaperStatus.NEAR_END, PaperStatus.OUT]
 
@@ -313,5 +307,5 @@ def test_kiosk_devices_record_the_printer(tmp_path: Path) -> None:
     recorded = read_trace(out)
     assert recorded.protocol == "escpos"
     assert any(r.data.startswith(b"\x1b@") for r in recorded.records)  # the page's bytes
-    r = replay(out)
+    r = replayed(out)
     assert r.mismatches == [] and [str(e) for e in r.events] == ["ok", "ok"]

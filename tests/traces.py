@@ -16,6 +16,16 @@ from drivers.trace import Trace
 HERE = Path(__file__).parent / "fixtures" / "traces"
 
 
+def replayed(path: Path, **kwargs: Any) -> Any:
+    """A trace replayed as the automat that recorded it took money (every legal coin and
+    note: the bring-up tools' and these traces' setting) and with the demo keys."""
+    from drivers.replay import replay
+    from kiosk.adapters.key import DEMO_KEYS
+    from kiosk.domain.site import DENOMINATIONS
+
+    return replay(path, accepted=DENOMINATIONS["EUR"], keys=DEMO_KEYS, **kwargs)
+
+
 def record_cctalk(kind: str, out: io.TextIOBase | Any) -> list[Any]:
     """A coin acceptor (two coins, one counterfeit) or a bill validator (a 10 and a 20 note,
     stacked) on the simulated bus, recorded; returns the events the driver saw live."""

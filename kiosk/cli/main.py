@@ -589,6 +589,36 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    """`kiosk devices replay TRACE`: a recorded trace to our drivers; the events they make of
+    it, one JSON object per line; exit 1 when the driver sent what was not recorded or left
+    out what was."""
+    from drivers.errors import DriverError
+    from drivers.replay import jsonable, replay
+    from kiosk.domain.site import DENOMINATIONS
+    from kiosk.service.keytool import load_keys
+
+    site = load_site(args.site)
+    keys = load_keys(site, lambda msg: print(f"kiosk: warning: {msg}", file=sys.stderr))
+    currency = args.currency or site.currency
+    try:
+        result = replay(Path(args.trace), accepted=DENOMINATIONS[currency], keys=keys,
+                        kind=args.kind, currency=currency)  # fmt: skip
+    except (OSError, DriverError) as err:
+        print(f"kiosk: replay: {err}", file=sys.stderr)
+        return 2
+    for ev in result.events:
+        print(json.dumps(jsonable(ev), default=str))
+    for m in result.mismatches:
+        print(f"kiosk: replay: the driver {m}", file=sys.stderr)
+    if result.skipped:
+        print(f"kiosk: replay: the driver left out {result.skipped} recorded command(s)",
+              file=sys.stderr)  # fmt: skip
+    if not result.complete:
+        print("kiosk: replay: the trace was not used up", file=sys.stderr)
+    return 0 if result.complete and not result.mismatches and not result.skipped else 1
+
+
 def _record_printer(args: argparse.Namespace, out: Path) -> int:
     """The printer's status (and with --test-page a page) into a trace."""
     from drivers.errors import DriverError
@@ -845,6 +875,14 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--currency", default="EUR", choices=["EUR", "CHF"])
     rec.add_argument("--seconds", type=float, default=60.0, help="coin, notes: how long")
     rec.set_defaults(func=cmd_record)
+    rep = devices.add_parser(
+        "replay", help="a recorded trace to the drivers: the events they make of it"
+    )
+    rep.add_argument("trace", help="the trace file (kiosk devices record)")
+    rep.add_argument("--site", help="the site whose secrets hold the chip keys (a key trace)")
+    rep.add_argument("--kind", choices=["coin", "notes"], help="default: the trace's device")
+    rep.add_argument("--currency", choices=["EUR", "CHF"], help="default: the site's")
+    rep.set_defaults(func=cmd_replay)
     sync = sub.add_parser("sync", help="head-office sync").add_subparsers(
         dest="sync_command", required=True
     )
