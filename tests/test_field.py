@@ -92,7 +92,9 @@ def test_kiosk_simulate_writes_the_site_on_real_ports_and_takes_commands(
         d = site.devices
         ports = [d.coin.port, d.notes.port, d.card.port, d.printer.port]  # type: ignore[union-attr]
         assert not any(is_simulated(p) for p in ports) and d.reader.reader == VPCD_READER
-        assert ports[0].startswith("/dev/pts/") and ports[2].startswith("tcp://127.0.0.1:")
+        # the bus behind a stable path, as udev's /dev/serial/by-id/ link, to a pty
+        assert str(Path(ports[0]).resolve()).startswith("/dev/pts/") and ports[0] == ports[1]
+        assert Path(ports[0]).is_symlink() and ports[2].startswith("tcp://127.0.0.1:")
         secrets = tomlkit.parse(Path(site.secrets.file or "").read_text())
         assert set(secrets["chipkey"]) == {"master", "read", "credit", "debit"}  # type: ignore[arg-type]
         first = (ROOT / "config" / "demo.toml").read_text().splitlines()[0]
