@@ -329,3 +329,30 @@ def test_field_rehearsal_the_bus_unplugged_for_30_s_mid_payment_loses_nothing(
         db.dispose()
     log = (tmp_path / "kiosk.log").read_text()
     assert "Traceback" not in log
+
+
+def test_kiosk_devices_record_reader_through_pcscd_and_its_replay(
+    pcscd: str, tmp_path: Path
+) -> None:
+    """A key in pcscd's vpcd reader (put there by kiosk simulate): its insertion read as the
+    automat reads it, into a trace through the real PC/SC stack; the trace replays to the
+    same summary with the keys of the site's secrets file."""
+    from drivers.chipkey.reader import card_present
+
+    with simulate(tmp_path, site_in(tmp_path)) as (out, control, _sim):
+        control.send("insert K-1001")
+        poll_until(lambda: card_present(VPCD_READER), "pcscd to see the key", 10)
+        trace = tmp_path / "key.trace"
+        done = subprocess.run(
+            kiosk_cmd(tmp_path / "rec-data", "devices", "record", "reader", "--site", str(out),
+                      "--reader", "Virtual PCD 00 00", "--out", str(trace)),
+            capture_output=True, text=True, cwd=ROOT, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        again = subprocess.run(
+            kiosk_cmd(tmp_path / "rec-data", "devices", "replay", str(trace), "--site", str(out)),
+            capture_output=True, text=True, cwd=ROOT, timeout=60,
+        )  # fmt: skip
+        assert again.returncode == 0, again.stderr
+        assert '"contract_account": "4711001"' in again.stdout
+        control.send("remove")
