@@ -578,7 +578,8 @@ def test_the_automat_fills_a_screen_of_another_size_than_its_site_says(tmp_path:
 
 
 #: the screens an automat's housing carries: 4:3, 5:4, 16:10, 16:9 lying, and 9:16 standing
-SIZES = [(1024, 768), (1280, 1024), (1280, 800), (1366, 768), (1920, 1080), (1080, 1920)]
+SIZES = [(1024, 768), (1280, 1024), (1280, 800), (1366, 768), (1920, 1080), (1080, 1920),
+         (800, 1280)]  # fmt: skip
 
 
 def _misfits(w: Any, where: str, size: tuple[int, int], target: int) -> list[str]:
