@@ -245,9 +245,13 @@ def test_kiosk_install_boots_the_machine_into_the_automat(tmp_path: Path) -> Non
                  "prepaid-kiosk.service"):  # fmt: skip
         assert line in res.stdout
     env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{units}:"}
-    check = ["prepaid-kiosk.service", "prepaid-headoffice.service"]
-    if Path("/usr/lib/xorg/Xorg").exists():  # the X server (xserver-xorg) is on kiosks
-        check.append("prepaid-kiosk-display.service")
+    check = ["prepaid-kiosk.service", "prepaid-headoffice.service",
+             "prepaid-kiosk-display.service"]  # fmt: skip
+    display_unit = units / "prepaid-kiosk-display.service"
+    if not Path("/usr/lib/xorg/Xorg").exists():  # the X server is on kiosks, not here:
+        display_unit.write_text(  # every other line of the unit verified as written
+            display_unit.read_text().replace("/usr/lib/xorg/Xorg ", "/bin/true ")
+        )
     res = subprocess.run(["systemd-analyze", "verify", *check], cwd=units, env=env,
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert res.returncode == 0 and res.stderr == "", res.stderr
