@@ -52,10 +52,7 @@ def replay_cctalk(
     while port.will_send(poll):  # every poll the automat made, in turn
         limit = _recorded_limit(dev, port.next_sent(), crc16)
         if limit is not False:  # the automat set the inhibits here: so does the replay
-            at = port.position
-            _guarded(lambda: dev.enable(limit) or [])  # type: ignore[arg-type]  # noqa: B023
-            if port.position == at:  # the driver sent nothing: the recorded command left out
-                port.pass_over()
+            _as_recorded(port, lambda: dev.enable(limit))  # type: ignore[arg-type]  # noqa: B023
             continue
         for ev in _guarded(dev.poll):
             events.append(ev)
@@ -106,8 +103,16 @@ class EsspReplayPort(ReplayPort):
         return next((f.data for _, d, f in self._frames[self._i :] if d == SENT), None)
 
     @property
-    def exhausted(self) -> bool:
-        return not self._buffer and not any(d != SENT for _, d, _f in self._frames[self._i :])
+    def position(self) -> int:
+        return self._i
+
+    def pass_over(self) -> None:
+        """The next recorded command is not sent by the replayed driver: passed over (with
+        what the device answered to it), and counted in `skipped`."""
+        sent = [i for i in range(self._i, len(self._frames)) if self._frames[i][1] == SENT]
+        if sent:
+            self.skipped += 1
+            self._i = sent[0] + 1
 
     def write(self, data: bytes) -> int:
         from drivers.essp.codec import Decoder, encode
@@ -155,11 +160,7 @@ def replay_essp(recorded: Recorded, accepted: frozenset[int], currency: str = "E
             # the automat set the inhibits here: so does the replay, to the same channels
             mask = int.from_bytes(nxt[1:3], "little")
             values = [v for i, v in enumerate(dev.setup.values) if mask >> i & 1 and v]
-            at = port._i
-            _guarded(lambda: dev.enable(max(values) if values else None) or [])  # noqa: B023
-            if port._i == at:  # the driver sent nothing: the recorded command left out
-                port._i += 1
-                port.skipped += 1
+            _as_recorded(port, lambda: dev.enable(max(values) if values else None))  # noqa: B023
             continue
         for ev in _guarded(dev.poll):
             events.append(ev)
@@ -277,6 +278,15 @@ def replay_escpos(recorded: Recorded) -> Replayed:
         else:
             port.pass_over()  # a job's bytes: recorded, not replayed
     return Replayed(events, port.mismatches, True)
+
+
+def _as_recorded(port: Any, step: Any) -> None:
+    """Do what the automat did at this point of the recording (set the inhibits); when the
+    driver sends nothing for it, the recorded command is passed over and counted."""
+    at = port.position
+    _guarded(lambda: step() or [])
+    if port.position == at:
+        port.pass_over()
 
 
 def _guarded(step: Any) -> list[Any]:

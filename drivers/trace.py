@@ -196,13 +196,6 @@ class ReplayPort:
             self._buffer += self._records[self._at].data
             self._at += 1
 
-    @property
-    def exhausted(self) -> bool:
-        """Nothing more to read, and no recorded command left that was answered."""
-        return not self._buffer and not any(
-            r.direction == RECEIVED for r in self._records[self._at :]
-        )
-
     def pass_over(self) -> None:
         """The next recorded command is not sent by the replayed driver: passed over (with
         what the device answered to it), and counted in `skipped`."""

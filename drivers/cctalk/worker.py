@@ -74,7 +74,6 @@ class BusWorker:
         self._pending = 0  # calls handed over and not yet carried out
         self._pending_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="cctalk-bus", daemon=True)
-        self.cycles = 0
         self.deadman = deadman
         self._alive_at = time.monotonic()
         self._tripped = False
@@ -189,7 +188,6 @@ class BusWorker:
         time, then after `retry_seconds`, doubling while it stays away up to `MAX_RETRY`:
         an adapter that is not plugged in is asked for every few seconds, not hammered), poll
         the others."""
-        self.cycles += 1
         now = time.monotonic()
         for dev in self.devices:
             if not self._online[dev.name]:

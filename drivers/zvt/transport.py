@@ -17,6 +17,7 @@ import serial
 from drivers.errors import DeviceTimeout, FrameError, TransportError
 from drivers.trace import Trace
 from drivers.zvt.apdu import Apdu, ApduReassembler, decode_apdu, encode_apdu
+from drivers.zvt.fields import _one_bmp, mask_card_numbers
 from drivers.zvt.framing import ACK, NAK, SerialDecoder, frame
 
 log = logging.getLogger(__name__)
@@ -254,8 +255,6 @@ _CARD_DATA = {0x23, 0x24, 0x2D, 0x2E, 0xA7, 0xAF}
 def mask_zvt(direction: str, raw: bytes) -> tuple[bytes, str]:
     """A ZVT APDU as a trace may show it: no password, no card number but its last four
     digits, no track or chip data; print lines with a card number masked like a receipt."""
-    from drivers.zvt.fields import _one_bmp, mask_card_numbers
-
     try:
         apdu = decode_apdu(raw)
     except FrameError:
