@@ -23,8 +23,8 @@ from sqlalchemy import select
 
 from kiosk.domain.money import Money
 from kiosk.domain.site import Site, parse_site
-from sync.client import SyncClient
-from sync.server import entries, open_db
+from sync.wire.client import SyncClient
+from sync.store.tables import entries, open_db
 from tests.pgcluster import NoPostgres, PgCluster
 
 ROOT = Path(__file__).resolve().parent.parent

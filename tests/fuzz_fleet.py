@@ -58,10 +58,10 @@ from kiosk.sim.fakes import (
     FakeNoteValidator,
     FakePrinter,
 )
-from sync.client import SyncClient, SyncError
-from sync.protocol import GENESIS, entry_hash
-from sync.server import credits as credits_table
-from sync.server import open_db
+from sync.wire.client import SyncClient, SyncError
+from sync.wire.protocol import GENESIS, entry_hash
+from sync.store.tables import credits as credits_table
+from sync.store.tables import open_db
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
@@ -174,14 +174,14 @@ class Office:
             threading.Event().wait(0.1)  # head office's clock runs them out
 
     def alarms(self) -> list[str]:
-        from sync.server import alarms
+        from sync.store.tables import alarms
 
         with self.engine.connect() as conn:
             return list(conn.execute(select(alarms.c.text)).scalars())
 
     def alarmed(self, credit_id: str) -> bool:
         """Has head office raised an alarm that names this credit?"""
-        from sync.server import alarms
+        from sync.store.tables import alarms
 
         with self.engine.connect() as conn:
             return any(credit_id in t for t in conn.execute(select(alarms.c.text)).scalars())

@@ -23,7 +23,7 @@ from kiosk.domain.events import Kind, Record
 from kiosk.domain.money import Money
 from kiosk.ledger.journal import Journal
 from sync.admin import main as admin_main
-from sync.server import audit, credits, imported, open_db, ref_debts, ref_keys, ref_version
+from sync.store.tables import audit, credits, imported, open_db, ref_debts, ref_keys, ref_version
 from tests.conftest import ROOT, HeadOffice
 
 T0 = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)  # 10:00 in Jena
@@ -375,7 +375,7 @@ def test_verify_checks_every_stored_chain_and_names_the_bad_entry(
     assert done.returncode == 0 and re.search(r"DEMO-01 +\d+ entries  ok", done.stdout)
     engine = open_db(office.db)
     try:
-        from sync.server import entries
+        from sync.store.tables import entries
 
         with engine.begin() as conn:
             conn.execute(entries.update().where(entries.c.seq == 3).values(amount=99_999))

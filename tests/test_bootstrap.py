@@ -24,8 +24,8 @@ from kiosk.domain.site import Site
 from kiosk.service.diag import Diagnostics
 from kiosk.sim.fakes import FakeKey, FakeKeyReader
 from kiosk.sim.simulate import with_ports
-from sync.local import LocalHeadOffice, sqlite_url
-from sync.server import count_entries, open_db
+from sync.admin.local import LocalHeadOffice, sqlite_url
+from sync.store.tables import count_entries, open_db
 from tests.conftest import make_site, poll_until
 
 

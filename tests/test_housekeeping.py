@@ -35,7 +35,7 @@ from kiosk.ledger.archive import (
     verify_all,
 )
 from kiosk.ledger.journal import ANCHOR, WATERMARK, Journal
-from sync.protocol import entry_hash
+from sync.wire.protocol import entry_hash
 from tests.conftest import ROOT, HeadOffice, run_kiosk
 
 T0 = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)

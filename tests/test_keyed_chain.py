@@ -29,8 +29,8 @@ from kiosk.domain.site import load_chain_secret, load_site
 from kiosk.ledger.archive import Policy, housekeep, read_rows, segments, verify_all
 from kiosk.ledger.journal import ANCHOR, KEYED_FROM, WATERMARK, Journal
 from kiosk.service.diag import export_journal, verify_export
-from sync.protocol import entry_hash
-from sync.server import alarms, kiosks, open_db
+from sync.wire.protocol import entry_hash
+from sync.store.tables import alarms, kiosks, open_db
 from tests.conftest import ROOT, HeadOffice, run_kiosk
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)

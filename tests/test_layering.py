@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kiosk.domain.money import CURRENCY_EXPONENT
-from sync.protocol import EXPONENT
+from sync.wire.protocol import EXPONENT
 from tests.conftest import ROOT
 
 
@@ -116,3 +116,61 @@ def test_only_the_entry_points_build_the_automat() -> None:
     assert {u.split("/")[1] for u in users} <= {"cli", "sim"}
     child = modules(ROOT / "tests" / "crash" / "child.py")
     assert "kiosk.app.bootstrap" in child  # the crash matrix's automat is the same build
+
+
+#: Head office's layers, inside out, as for the kiosk: the wire protocol (shared with the
+#: kiosk), the store and its migrations, the credit book, billing, the kiosks' API, the staff
+#: console, the composition root, the admin command.
+SYNC_LAYERS = (
+    "sync.wire",
+    "sync.store",
+    "sync.book",
+    "sync.billing",
+    "sync.api",
+    "sync.console",
+    "sync.app",
+    "sync.admin",
+)
+
+
+def sync_layer(module: str) -> int | None:
+    found = [i for i, name in enumerate(SYNC_LAYERS)
+             if module == name or module.startswith(name + ".")]  # fmt: skip
+    return found[-1] if found else None
+
+
+def test_every_head_office_module_has_a_layer_and_imports_point_inward() -> None:
+    files = sorted((ROOT / "sync").rglob("*.py"))
+    names = {f: ".".join(f.relative_to(ROOT).with_suffix("").parts) for f in files}
+    homeless = [n for f, n in names.items() if sync_layer(n) is None and n != "sync.__init__"]
+    assert homeless == []
+    offenders = []
+    for f, name in names.items():
+        me = sync_layer(name)
+        for m in modules(f):
+            theirs = sync_layer(m)
+            if me is not None and theirs is not None and theirs > me:
+                offenders.append(f"{name} ({SYNC_LAYERS[me]}) imports {m}")
+    assert offenders == []
+
+
+def test_the_automat_imports_only_head_offices_wire_protocol_and_schema_tool() -> None:
+    """The running automat speaks the wire protocol and keeps its journal's schema with the
+    same tool; head office's store, book, billing, API, console and admin are not in it (the
+    simulated rig and the demo run a head office of their own, so kiosk.sim may)."""
+    allowed = ("sync.wire", "sync.store.schema")
+    offenders = []
+    for f in sorted((ROOT / "kiosk").rglob("*.py")):
+        if "sim" in f.relative_to(ROOT).parts:
+            continue
+        for m in modules(f):
+            if m.startswith("sync") and not any(m == a or m.startswith(a + ".") for a in allowed):
+                offenders.append(f"{f.relative_to(ROOT)} imports {m}")
+    assert offenders == []
+
+
+def test_the_head_office_layering_rule_catches_an_outward_import(tmp_path: Path) -> None:
+    bad = tmp_path / "credits.py"
+    bad.write_text("def f():\n    from sync.console.pages import mount\n", "utf-8")
+    assert [m for m in modules(bad) if (sync_layer(m) or 0) > sync_layer("sync.book.credits")] \
+        == ["sync.console.pages"]  # fmt: skip

@@ -26,11 +26,12 @@ from kiosk.domain.money import Money
 from kiosk.ledger import journal as journal_module
 from kiosk.ledger.journal import Journal, counter_of, verify_chain
 from kiosk.sim.fakes import FakeCoinAcceptor, FakeKey, FakeKeyReader, FakeNoteValidator
-from sync import schema, server
+from sync.store import schema
+from sync.store import tables as server
 from sync.admin import main as admin
-from sync.client import SyncClient
-from sync.local import LocalHeadOffice, sqlite_url
-from sync.schema import OutdatedSchema
+from sync.wire.client import SyncClient
+from sync.admin.local import LocalHeadOffice, sqlite_url
+from sync.store.schema import OutdatedSchema
 from tests.conftest import ROOT, make_site
 
 RELEASE = ROOT / "tests" / "fixtures" / "release-d0ff24d"

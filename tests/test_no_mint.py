@@ -19,8 +19,8 @@ from kiosk.adapters.head_office import Syncer
 from kiosk.domain.events import Kind, Record
 from kiosk.domain.money import Money
 from kiosk.ledger.journal import Journal
-from sync.client import Ack, SyncError
-from sync.server import alarms, credits, open_db
+from sync.wire.client import Ack, SyncError
+from sync.store.tables import alarms, credits, open_db
 from tests.conftest import HeadOffice
 
 T0 = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
@@ -131,7 +131,7 @@ def test_an_entry_that_means_nothing_a_kiosk_journals_is_refused_and_nothing_is_
 ) -> None:
     """Before: each of these was stored, and each alone made `sync.admin report` crash. Now
     the batch that carries it is refused whole, saying why."""
-    from sync.protocol import entry_hash
+    from sync.wire.protocol import entry_hash
 
     j = journal(tmp_path, "DEMO-01", paid("T1", "K1", 1000))
     rows = j.raw_entries()
@@ -370,8 +370,8 @@ def test_head_office_serves_tls_and_the_kiosk_checks_its_certificate(tmp_path: P
     import subprocess
     import sys
 
-    from sync.client import Retryable, SyncClient
-    from sync.local import LocalHeadOffice
+    from sync.wire.client import Retryable, SyncClient
+    from sync.admin.local import LocalHeadOffice
     from tests.conftest import ROOT, free_port
 
     cert, key = tmp_path / "ho.pem", tmp_path / "ho.key"
@@ -486,7 +486,7 @@ def test_a_large_upload_does_not_hold_up_other_requests(office: HeadOffice, tmp_
     while a batch of 5000 entries is being stored."""
     import time
 
-    from sync.client import SyncClient
+    from sync.wire.client import SyncClient
 
     j = journal(tmp_path, "DEMO-01", *[paid(f"T{n}", "K1", 100) for n in range(2500)])
     rows = j.raw_entries()
@@ -513,11 +513,12 @@ def test_a_large_upload_does_not_hold_up_other_requests(office: HeadOffice, tmp_
 
 
 def test_the_kiosk_and_head_office_share_the_kinds_and_the_amount_format() -> None:
-    """One module (sync/protocol.py) holds the kinds, the sign of their amounts and how an
+    """One module (sync/wire/protocol.py) holds the kinds, the sign of their amounts and how an
     amount is written: every kind a kiosk journals has its rule at head office, and both
     write 12.50 EUR the same way."""
     from kiosk.domain import events, money
-    from sync import protocol, server
+    from sync.wire import models as server
+    from sync.wire import protocol
 
     assert events.Kind is protocol.Kind and set(protocol.SIGNS) == set(protocol.Kind)
     assert {str(k): s for k, s in protocol.SIGNS.items()} == server.KINDS

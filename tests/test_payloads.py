@@ -1,4 +1,4 @@
-"""The journal's typed payloads (sync/protocol.py): one frozen type per entry kind, checked
+"""The journal's typed payloads (sync/wire/protocol.py): one frozen type per entry kind, checked
 strictly when an entry is written and tolerantly when one is read (by `journal verify` and by
 head office); the release before this change still reads."""
 
@@ -16,8 +16,8 @@ from kiosk.domain.errors import ChainBroken
 from kiosk.domain.events import Kind, Record
 from kiosk.domain.money import Money
 from kiosk.ledger.journal import Journal
-from sync.client import Permanent
-from sync.protocol import PAYLOADS, SIGNS, CashIn, PayloadError, entry_hash, payload
+from sync.wire.client import Permanent
+from sync.wire.protocol import PAYLOADS, SIGNS, CashIn, PayloadError, entry_hash, payload
 from tests.conftest import ROOT, HeadOffice
 from tests.test_journal import fill
 

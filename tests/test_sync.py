@@ -22,7 +22,7 @@ from kiosk.adapters.head_office import Syncer, SyncLoop
 from kiosk.domain.events import KeyStatus, Kind, Record
 from kiosk.domain.money import Money
 from kiosk.ledger.journal import Journal
-from sync.client import GZIP_OVER, Permanent, Retryable, SyncClient, backoff
+from sync.wire.client import GZIP_OVER, Permanent, Retryable, SyncClient, backoff
 from tests.conftest import ROOT, HeadOffice, free_port
 from tests.faultproxy import FaultProxy
 
@@ -231,7 +231,7 @@ def test_the_published_openapi_file_matches_the_server() -> None:
         timeout=60,
     )
     assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout) == json.loads((ROOT / "sync" / "openapi.json").read_text())
+    assert json.loads(res.stdout) == json.loads((ROOT / "sync" / "wire" / "openapi.json").read_text())
 
 
 def test_sync_now_and_status_commands(office: HeadOffice, tmp_path: Path) -> None:
@@ -383,7 +383,7 @@ def test_a_reason_that_is_not_a_code_is_refused_by_the_admin_tool(tmp_path: Path
                       "--note", "Anzeige 4711/26"]) == 0  # fmt: skip
     from sqlalchemy import create_engine, select
 
-    from sync.server import ref_keys
+    from sync.store.tables import ref_keys
 
     engine = create_engine(db)
     with engine.connect() as conn:
@@ -395,7 +395,7 @@ def test_a_reason_that_is_not_a_code_is_refused_by_the_admin_tool(tmp_path: Path
 def _alarms(db: str) -> list[tuple[str, int | None, str]]:
     from sqlalchemy import select
 
-    from sync.server import alarms, open_db
+    from sync.store.tables import alarms, open_db
 
     engine = open_db(db)
     try:

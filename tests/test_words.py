@@ -21,7 +21,7 @@ from kiosk.domain.errors import UserFacingError
 from kiosk.domain.events import Account, Device, DeviceFault, KeyStatus
 from kiosk.domain.money import Money
 from kiosk.sim.fakes import FakeKey
-from sync.protocol import KeyReason
+from sync.wire.protocol import KeyReason
 from tests.conftest import make_site
 from tests.uiharness import Customer
 from tests.vocabulary import foreign

@@ -16,7 +16,7 @@ from kiosk.app.ports import SyncStatus
 from kiosk.domain.events import KeyStatus, Kind, Record
 from kiosk.domain.money import Money
 from kiosk.ledger.journal import ANCHOR, WATERMARK, Journal
-from sync.client import Permanent, Retryable, SyncClient, SyncError, backoff
+from sync.wire.client import Permanent, Retryable, SyncClient, SyncError, backoff
 
 log = logging.getLogger(__name__)
 

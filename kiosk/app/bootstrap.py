@@ -44,7 +44,7 @@ from kiosk.ledger.archive import Housekeeper, Policy, housekeep, policy_of
 from kiosk.ledger.journal import Journal
 from kiosk.service.diag import load_pin_hash
 from kiosk.service.keytool import load_keys
-from sync.client import SyncClient
+from sync.wire.client import SyncClient
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from kiosk.domain.events import Event, KeyInfo
 from kiosk.domain.money import Money
-from sync.client import SyncError
+from sync.wire.client import SyncError
 
 if TYPE_CHECKING:
     from kiosk.documents.receipt import Document

@@ -99,7 +99,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
     from kiosk.adapters.head_office import LAST_ERROR, LAST_SUCCESS, REF_ETAG, WATERMARK, Syncer
     from kiosk.domain.clock import utc_now
-    from sync.client import SyncClient
+    from sync.wire.client import SyncClient
 
     journal, site = _open_journal(args)
     if args.sync_command == "status":

@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from kiosk.domain.money import Money, immutable
-from sync.protocol import Kind
+from sync.wire.protocol import Kind
 
 
 class Commodity(StrEnum):

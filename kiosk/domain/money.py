@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import TypeVar
 
 from kiosk.domain.errors import MoneyError
-from sync.protocol import EXPONENT, decimals
+from sync.wire.protocol import EXPONENT, decimals
 
 #: ISO 4217 currencies the kiosk handles, with their number of minor-unit digits (the wire
 #: protocol's: head office takes the same)

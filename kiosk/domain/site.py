@@ -22,7 +22,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from kiosk.domain.errors import ConfigError
 from kiosk.domain.hours import WEEKDAYS, OpeningHours
 from kiosk.domain.money import CURRENCY_EXPONENT, Money
-from sync.protocol import SETTINGS, chain_secret
+from sync.wire.protocol import SETTINGS, chain_secret
 
 #: Legal-tender denominations per currency, in minor units.
 DENOMINATIONS: dict[str, dict[str, frozenset[int]]] = {

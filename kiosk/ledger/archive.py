@@ -61,7 +61,7 @@ from kiosk.ledger.journal import (
     open_tx_table,
 )
 from kiosk.ledger.kept import fsync_dir
-from sync.protocol import GENESIS
+from sync.wire.protocol import GENESIS
 
 log = logging.getLogger(__name__)
 

@@ -63,9 +63,8 @@ from kiosk.domain.errors import ChainBroken, JournalError, JournalFull, JournalW
 from kiosk.domain.events import Account, KeyStatus, Kind, PendingCredit, Record
 from kiosk.domain.money import Money
 from kiosk.ledger.kept import BATCH, KeptRecords
-from sync import schema
-from sync.protocol import GENESIS, entry_hash, keyed, payload
-from sync.schema import History
+from sync.store.schema import History, state, upgrade
+from sync.wire.protocol import GENESIS, entry_hash, keyed, payload
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -373,18 +372,18 @@ class Journal:
         so; an older one is first copied to a backup beside it (SQLite's online backup) whose
         chain must verify, then upgraded, and its chain must still verify after. One process
         at a time (a lock file beside it): the automat and a `kiosk diag` started together."""
-        if schema.state(self.engine, HISTORY) == HISTORY.head:
+        if state(self.engine, HISTORY) == HISTORY.head:
             return
         with open(self.path.with_name(self.path.name + ".upgrade-lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             self._upgrade()
 
     def _upgrade(self) -> None:
-        was = schema.state(self.engine, HISTORY)
+        was = state(self.engine, HISTORY)
         if was == HISTORY.head:
             return
         if was == "empty":
-            schema.upgrade(self._writer, HISTORY)
+            upgrade(self._writer, HISTORY)
             return
         backup = self.path.with_name(f"{self.path.name}.before-{HISTORY.head}")
         try:
@@ -400,7 +399,7 @@ class Journal:
             entries = verify_chain(copy, self.chain_secret)
         finally:
             copy.dispose()
-        schema.upgrade(self._writer, HISTORY)
+        upgrade(self._writer, HISTORY)
         if verify_chain(self.engine, self.chain_secret) != entries:
             raise JournalError(f"{self.path}: the chain changed in the upgrade (backup {backup})")
         log.warning("journal %s upgraded from %s to %s (%d entries verify; backup %s)",

@@ -28,8 +28,8 @@ from kiosk.domain.events import Kind, Record
 from kiosk.domain.money import Money
 from kiosk.domain.site import Site
 from kiosk.ledger.journal import BackTo, Entry, Journal, format_ts
-from sync.client import SyncError
-from sync.protocol import GENESIS, entry_hash, keyed
+from sync.wire.client import SyncError
+from sync.wire.protocol import GENESIS, entry_hash, keyed
 
 #: scrypt cost: about 50 ms per check here, and 16 MiB of memory per guess
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1

@@ -24,8 +24,8 @@ from kiosk.domain.site import Site
 from kiosk.sim.rig import DemoKeys, Rig, simulated_rig
 from kiosk.sim.simulate import DEMO_KEYS, SimulatorControl, bill_id
 from sync.admin import report
-from sync.local import LocalHeadOffice
-from sync.server import open_db
+from sync.admin.local import LocalHeadOffice
+from sync.store.tables import open_db
 
 
 class _Script:

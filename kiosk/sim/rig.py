@@ -41,7 +41,7 @@ from kiosk.sim.simulate import (
     with_ports,
 )
 from sync.admin import main as admin_main
-from sync.local import LocalHeadOffice, sqlite_url
+from sync.admin.local import LocalHeadOffice, sqlite_url
 
 
 def seed_reference_data(journal: Journal, site: Site) -> None:

@@ -30,7 +30,7 @@ from kiosk.adapters.head_office import Syncer
 from kiosk.domain.events import Kind, Record
 from kiosk.domain.money import Money
 from kiosk.ledger.journal import Journal
-from sync.client import SyncClient
+from sync.wire.client import SyncClient
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))

@@ -40,8 +40,8 @@ from sqlalchemy import insert
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from sync import billing  # noqa: E402
-from sync.protocol import GENESIS, entry_hash  # noqa: E402
-from sync.server import kiosks, open_db, token_digest  # noqa: E402
+from sync.wire.protocol import GENESIS, entry_hash  # noqa: E402
+from sync.store.tables import kiosks, open_db, token_digest  # noqa: E402
 from tests.pgcluster import PgCluster  # noqa: E402
 
 KEYS = 20_000

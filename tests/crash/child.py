@@ -45,7 +45,7 @@ from kiosk.domain.events import AmountChosen, Cancel, Finish, Method, MethodChos
 from kiosk.domain.money import Money
 from kiosk.domain.site import load_site
 from kiosk.ledger.journal import Journal
-from sync.client import Ack, SyncClient
+from sync.wire.client import Ack, SyncClient
 
 _out = threading.Lock()
 

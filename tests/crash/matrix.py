@@ -75,10 +75,10 @@ from kiosk.ledger.journal import Journal, claim_of
 from kiosk.service.diag import demo_pin_hash
 from kiosk.service.keytool import virtual_uid
 from kiosk.sim.simulate import bill_id, coin_id
-from sync.local import LocalHeadOffice, sqlite_url
-from sync.server import credits as ho_credits
-from sync.server import entries as ho_entries
-from sync.server import open_db
+from sync.admin.local import LocalHeadOffice, sqlite_url
+from sync.store.tables import credits as ho_credits
+from sync.store.tables import entries as ho_entries
+from sync.store.tables import open_db
 from tests.crash.forkserver import ForkServer
 
 ROOT = Path(__file__).resolve().parents[2]

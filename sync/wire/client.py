@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import requests
 
-from sync.errors import HeadOfficeError
+from sync.wire.errors import HeadOfficeError
 
 GZIP_OVER = 16 * 1024
 

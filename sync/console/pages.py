@@ -1,5 +1,5 @@
 """Head office's staff console at /console/: server-rendered pages (Jinja2 templates in
-sync/templates/), no build step and no script the pages need.
+sync/console/templates/), no build step and no script the pages need.
 
 People: `python -m sync.admin staff add NAME --role operator|auditor|admin` (the password read
 from stdin, stored as an Argon2id hash). A login opens a session (a random token in an
@@ -16,7 +16,6 @@ transaction by id (the receipt's QR code) with every journal entry behind it, ke
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import io
 import json
@@ -29,7 +28,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import APIRouter, FastAPI, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -37,10 +35,11 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine, delete, func, insert, select
 
 from sync.billing import local_text, local_time
-from sync.protocol import KEY_REASONS, amount_text, key_reason
-from sync.sheet import write_csv
+from sync.billing.sheet import write_csv
+from sync.console.people import ROLES, _dummy_hash, hasher
+from sync.store.audit import write as _audit
+from sync.wire.protocol import KEY_REASONS, amount_text, key_reason
 
-ROLES = ("auditor", "operator", "admin")
 #: what each role may change (auditors only read)
 MAY = {"key": ("operator", "admin"), "debt": ("admin",)}
 SESSION_SECONDS = 8 * 3600
@@ -53,14 +52,6 @@ BOX_NEAR_FULL = 200_000  # minor units in the box since it was emptied
 CREDIT_OLD = timedelta(days=7)
 TZ = ZoneInfo("Europe/Berlin")
 
-hasher = PasswordHasher()  # Argon2id with the library's current parameters
-
-
-@functools.cache
-def _dummy_hash() -> str:
-    """A hash of no one's password, with the same parameters: an unknown name's login verifies
-    against it and takes as long as a known one's (no telling names apart by the time)."""
-    return hasher.hash(secrets.token_urlsafe(16))
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 
@@ -83,32 +74,6 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def add_staff(engine: Engine, name: str, role: str, password: str) -> None:
-    if role not in ROLES:
-        raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
-    if len(password) < 10:
-        raise ValueError("a password has at least 10 characters")
-    from sync.server import staff
-
-    with engine.begin() as conn:
-        conn.execute(delete(staff).where(staff.c.name == name))
-        conn.execute(insert(staff).values(name=name, role=role,
-                                          password_hash=hasher.hash(password)))  # fmt: skip
-        _audit(conn, "sync.admin", "staff_added", f"{name} as {role}")
-
-
-def _audit(conn: Any, who: str, action: str, detail: str) -> None:
-    from sync.server import audit
-
-    conn.execute(insert(audit).values(ts=_now(), who=who, action=action, detail=detail))
-
-
-def audit_entry(engine: Engine, who: str, action: str, detail: str) -> None:
-    """One line of the audit, in a transaction of its own (the admin tools' imports)."""
-    with engine.begin() as conn:
-        _audit(conn, who, action, detail)
-
-
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -117,7 +82,7 @@ def mount(app: FastAPI, engine: Engine, doorman: Any) -> None:  # noqa: C901 (on
     """The console's routes on `app`; `doorman` counts failed logins per address (ten in a
     minute and that address waits), apart from the kiosks' failed tokens."""
     threading.Thread(target=_dummy_hash, daemon=True).start()  # made before the first login
-    from sync.server import (
+    from sync.store.tables import (
         alarms,
         audit,
         credits,
@@ -359,7 +324,7 @@ def mount(app: FastAPI, engine: Engine, doorman: Any) -> None:  # noqa: C901 (on
     def set_key(request: Request, serial: str = Form(...), status: str = Form(...),
                 reason: str = Form(""), note: str = Form(""),
                 csrf: str = Form("")) -> Response:  # fmt: skip
-        from sync.server import KEY_STATUSES, bump_version
+        from sync.store.tables import KEY_STATUSES, bump_version
 
         who = checked(request, csrf, "key")
         if status not in KEY_STATUSES:
@@ -386,7 +351,7 @@ def mount(app: FastAPI, engine: Engine, doorman: Any) -> None:  # noqa: C901 (on
     def set_debt(request: Request, account: str = Form(...), amount: str = Form(...),
                  currency: str = Form("EUR"), csrf: str = Form("")) -> Response:  # fmt: skip
         from sync.billing import BadImport, parse_amount
-        from sync.server import bump_version
+        from sync.store.tables import bump_version
 
         who = checked(request, csrf, "debt")
         try:

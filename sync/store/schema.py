@@ -21,7 +21,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect
 
-from sync.errors import HeadOfficeError
+from sync.wire.errors import HeadOfficeError
 
 
 class OutdatedSchema(HeadOfficeError):

@@ -14,20 +14,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Engine, create_engine, delete, insert, select, update
 
-from sync import billing, schema
-from sync.protocol import CHAIN_SECRET_BYTES, KEY_REASONS, SETTINGS, amount_text
-from sync.schema import OutdatedSchema
-from sync.server import (
-    DB_ENV,
-    DOCS_ENV,
+from sync import billing
+from sync.app import DB_ENV, DOCS_ENV, LEASE_ENV, LEASE_SECONDS, create_app
+from sync.billing.sheet import cell
+from sync.store import audit, schema
+from sync.store.schema import OutdatedSchema
+from sync.store.tables import (
     HISTORY,
     KEY_STATUSES,
-    LEASE_ENV,
-    LEASE_SECONDS,
     api_tokens,
     bump_version,
     count_entries,
-    create_app,
     credits,
     kiosks,
     open_db,
@@ -36,7 +33,7 @@ from sync.server import (
     settings,
     token_digest,
 )
-from sync.sheet import cell
+from sync.wire.protocol import CHAIN_SECRET_BYTES, KEY_REASONS, SETTINGS, amount_text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,13 +166,13 @@ def run(args: argparse.Namespace) -> int:
     if args.cmd == "staff":
         import getpass
 
-        from sync import console
+        from sync.console import people
 
         password = (getpass.getpass(f"password for {args.name}: ") if sys.stdin.isatty()
                     else sys.stdin.readline().rstrip("\n"))  # fmt: skip
         engine = open_db(args.db)
         try:
-            console.add_staff(engine, args.name, args.role, password)
+            people.add_staff(engine, args.name, args.role, password)
         except ValueError as err:
             print(f"sync.admin: {err}", file=sys.stderr)
             return 2
@@ -209,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
             os.environ[DB_ENV] = args.db
             os.environ[DOCS_ENV] = "1" if args.docs else ""
             os.environ[LEASE_ENV] = str(args.lease_seconds)
-            uvicorn.run("sync.server:app_from_env", factory=True, workers=args.workers,
+            uvicorn.run("sync.app:app_from_env", factory=True, workers=args.workers,
                         host=args.host, port=args.port, log_level="warning",
                         timeout_graceful_shutdown=5, **tls)  # fmt: skip
             return 0
@@ -360,19 +357,17 @@ def billing_command(args: argparse.Namespace) -> int:
     engine = open_db(args.db)
     try:
         if args.cmd == "import":
-            from sync.console import audit_entry
-
             started = time.monotonic()
             try:
                 taken = billing.import_file(engine, args.what, args.file)
             except billing.BadImport as err:
-                audit_entry(engine, "sync.admin", "import_refused", str(err))
+                audit.entry(engine, "sync.admin", "import_refused", str(err))
                 print(f"sync.admin: nothing imported: {err}", file=sys.stderr)
                 return 2
             said = f"{taken.rows} rows taken"
             if args.what == "credits":  # each row is taken once: a file again changes nothing
                 said += f" ({taken.new} new, {taken.known} already there)"
-            audit_entry(engine, "sync.admin", "import", f"{args.what}: {said} from {args.file}")
+            audit.entry(engine, "sync.admin", "import", f"{args.what}: {said} from {args.file}")
             print(f"{args.what}: {said} in {time.monotonic() - started:.1f} s")
             return 0
         if args.cmd == "export":
@@ -403,7 +398,7 @@ def report(engine: Engine, tz: ZoneInfo) -> str:
     """Money taken per kiosk, local day and method (coin, note, card), as a plain table."""
     lines = [f"{'kiosk':<16} {'day':<10} {'method':<6} {'amount':>8}"]
     for (kiosk, day, method, cur), minor in sorted(billing.money_taken(engine, tz).items()):
-        kiosk = cell(kiosk)  # as in every CSV: no formula from a kiosk's id (sync/sheet.py)
+        kiosk = cell(kiosk)  # as in every CSV: no formula from a kiosk's id (sync/billing/sheet.py)
         lines.append(f"{kiosk:<16} {day:<10} {method:<6} {amount_text(minor, cur):>12}")
     return "\n".join(lines) + "\n"
 

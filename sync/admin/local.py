@@ -19,8 +19,8 @@ from types import TracebackType
 import requests
 from sqlalchemy import create_engine, delete, insert
 
-from sync import schema
-from sync.server import HISTORY, kiosks, open_db, token_digest
+from sync.store import schema
+from sync.store.tables import HISTORY, kiosks, open_db, token_digest
 
 
 class LocalHeadOffice:

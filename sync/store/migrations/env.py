@@ -1,8 +1,8 @@
-"""Alembic's entry for head office's database (run from sync/schema.py, not alembic.ini)."""
+"""Alembic's entry for head office's database (run from sync/store/schema.py, not alembic.ini)."""
 
 from alembic import context
 
-from sync.server import metadata
+from sync.store.tables import metadata
 
 engine = context.config.attributes["engine"]
 with engine.begin() as connection:

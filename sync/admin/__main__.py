@@ -1,0 +1,5 @@
+import sys
+
+from sync.admin.cli import main
+
+sys.exit(main())
