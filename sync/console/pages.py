@@ -37,7 +37,7 @@ from sqlalchemy import Engine, delete, func, insert, select
 from sync.billing import local_text, local_time
 from sync.billing.sheet import write_csv
 from sync.console.people import ROLES, _dummy_hash, hasher
-from sync.store.audit import write as _audit
+from sync.store import audit as audit_log
 from sync.wire.protocol import KEY_REASONS, amount_text, key_reason
 
 #: what each role may change (auditors only read)
@@ -72,6 +72,11 @@ templates.env.filters["local"] = _local
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
+
+
+def _audit(conn: Any, who: str, action: str, detail: str, **kw: Any) -> None:
+    """One line of the audit, as the console's (sync/store/audit.py)."""
+    audit_log.write(conn, who, action, detail, via="console", **kw)
 
 
 def _digest(token: str) -> str:

@@ -50,6 +50,12 @@ kiosks = Table(
     # none yet; plain entries before it, none after it). NULL secret: plain SHA-256 only.
     Column("chain_secret", String(64)),
     Column("keyed_from", Integer),
+    Column("registered", String(32)),  # head office's clock, UTC: `kiosk add`
+    Column("token_since", String(32)),  # its token's age: `kiosk add` or `kiosk rotate`
+    Column("revoked", String(32)),  # when `kiosk revoke` cut it off (its token is no more)
+    # what the kiosk said at its last request (X-Kiosk-Version, X-Kiosk-Journal-Schema)
+    Column("version", String(40)),
+    Column("journal_schema", String(40)),
 )
 entries = Table(
     "entries",
@@ -173,6 +179,9 @@ staff = Table(
     Column("name", String(64), primary_key=True),
     Column("password_hash", Text, nullable=False),
     Column("role", String(16), nullable=False),  # operator, auditor, admin
+    Column("lang", String(5), nullable=False, default="de", server_default="de"),  # de, en
+    Column("disabled", String(32)),  # when `staff disable` locked them out (NULL: active)
+    Column("password_set", String(32)),  # head office's clock, UTC
 )
 staff_sessions = Table(
     "staff_sessions",
@@ -191,6 +200,10 @@ audit = Table(
     Column("who", String(64), nullable=False),
     Column("action", String(32), nullable=False),
     Column("detail", Text, nullable=False),
+    Column("via", String(16), nullable=False, default="", server_default=""),  # cli, console, api
+    Column("target", String(128), nullable=False, default="", server_default=""),  # key K-1, ...
+    Column("before", Text),  # JSON of what it was (NULL: nothing, or not a change)
+    Column("after", Text),  # JSON of what it is now (NULL: gone, or not a change)
 )
 ref_version = Table(
     "ref_version",

@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -31,6 +32,26 @@ def decimals(minor: int, currency: str) -> str:
     sign = "-" if minor < 0 else ""
     whole, frac = divmod(abs(minor), 10**exp)
     return f"{sign}{whole}.{frac:0{exp}d}" if exp else f"{sign}{whole}"
+
+
+def minor_units(text: str, currency: str, *, comma: bool = False) -> int:
+    """An amount a person typed, in minor units: decimal text with at most the currency's
+    digits after the point ("12.50", "12.5", "50" is fifty, never 0.50); with `comma` (a
+    German form) "12,50" too. A thousands separator, a sign, a currency or anything else is
+    refused (ValueError, saying how to write it): money is never guessed."""
+    exp = EXPONENT.get(currency)
+    if exp is None:
+        raise ValueError(f"currency {currency!r} is not one of {', '.join(EXPONENT)}")
+    said = text.strip()
+    points = ".,"[: 2 if comma else 1]
+    shape = rf"(\d{{1,9}})(?:[{re.escape(points)}](\d{{1,{exp}}}))?" if exp else r"(\d{1,9})()"
+    m = re.fullmatch(shape, said)
+    if m is None:
+        example = "12,50 or 12.50" if comma else "12.50"
+        raise ValueError(f"amount {text!r} is not an amount in {currency}: write it as "
+                         f"{example}" + (f" (at most {exp} digits after the point)" if exp else ""))
+    whole, frac = m.group(1), m.group(2) or ""
+    return int(whole) * 10**exp + int(frac.ljust(exp, "0") or 0)
 
 
 def amount_text(minor: int, currency: str) -> str:
