@@ -44,7 +44,8 @@ def minor_units(text: str, currency: str, *, comma: bool = False) -> int:
         raise ValueError(f"currency {currency!r} is not one of {', '.join(EXPONENT)}")
     said = text.strip()
     points = ".,"[: 2 if comma else 1]
-    shape = rf"(\d{{1,9}})(?:[{re.escape(points)}](\d{{1,{exp}}}))?" if exp else r"(\d{1,9})()"
+    digits = rf"([0-9]{{1,9}})(?:[{re.escape(points)}]([0-9]{{1,{exp}}}))?"
+    shape = digits if exp else r"([0-9]{1,9})()"
     m = re.fullmatch(shape, said)
     if m is None:
         example = "12,50 or 12.50" if comma else "12.50"
