@@ -266,7 +266,7 @@ def office(office_db: str) -> Iterator[HeadOffice]:
     db = office_db
     ho = HeadOffice("", db, {})
     for kiosk in ("DEMO-01", "OTHER-01"):
-        ho.tokens[kiosk] = ho.admin("register", kiosk)
+        ho.tokens[kiosk] = ho.admin("kiosk", "add", kiosk)
     ho.url, proc = serve_head_office(db)
     yield ho
     proc.terminate()

@@ -220,7 +220,7 @@ class Station:
         from tests.conftest import make_site
 
         self.w, self.id = world, kiosk
-        self.token = world.office.admin("register", kiosk)
+        self.token = world.office.admin("kiosk", "add", kiosk)
         self.site = make_site("demo", site={"kiosk_id": kiosk})
         self.path = world.folder / f"journal-{kiosk}.sqlite"
         self.reader = FakeKeyReader()
@@ -548,7 +548,7 @@ def sequence(office: Office, folder: Path, n: int, steps: int, rng: random.Rando
     prefix = f"S{n}"
     w = World(folder, office, rng, stats, prefix=prefix)
     w.stations = [Station(w, f"{prefix}-{c}") for c in "ABC"]
-    w.hostile_token = office.admin("register", prefix + "-EVIL")
+    w.hostile_token = office.admin("kiosk", "add", prefix + "-EVIL")
     w.customers = []
     for serial in KEYS:
         history = rng.choice([0, 3, 12])

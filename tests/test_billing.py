@@ -69,7 +69,7 @@ def test_billing_files_are_taken_and_replace_what_was_known(office_db: str, tmp_
     debts = write(tmp_path / "debts.csv", "contract_account,amount,currency\n4711,12.50,EUR\n")
     owed = write(tmp_path / "credits.csv", "key,amount,currency,kiosk\nK-1,5.00,EUR,\n"
                  "K-2,10.00,EUR,DEMO-01\n")  # fmt: skip
-    office.admin("register", "DEMO-01")  # the kiosk the second credit is given to
+    office.admin("kiosk", "add", "DEMO-01")  # the kiosk the second credit is given to
     before = counts(office.db)
     for what, f in (("keys", keys), ("debts", debts), ("credits", owed)):
         done = process(office.db, "import", what, str(f))
@@ -156,7 +156,7 @@ def _keys_and_kiosk(db: str, tmp_path: Path) -> None:
     keys = write(tmp_path / "keys.csv", "serial,status,reason,contract_account\n"
                  "K-1,active,,4711\nK-2,active,,4712\n")  # fmt: skip
     assert admin(db, "import", "keys", str(keys)).returncode == 0
-    assert admin(db, "register", "DEMO-01").returncode == 0
+    assert admin(db, "kiosk", "add", "DEMO-01").returncode == 0
 
 
 def test_a_credits_file_imported_again_changes_nothing(tmp_path: Path) -> None:

@@ -139,7 +139,7 @@ def test_field_rehearsal_head_office_simulators_and_the_production_kiosk(
     takes only encrypted commands."""
     with LocalHeadOffice(sqlite_url(tmp_path / "ho.sqlite")) as ho:
         chain = tmp_path / "DEMO-01.chain.toml"
-        token = ho.admin("register", "DEMO-01", "--chain-secret-file", str(chain))
+        token = ho.admin("kiosk", "add", "DEMO-01", "--chain-secret-file", str(chain))
         for serial, account in (("K-1001", "4711001"), ("K-1003", "4711003")):
             ho.admin("key", serial, "--status", "active", "--account", account)
         db = open_db(ho.db)
@@ -282,7 +282,7 @@ def test_field_rehearsal_the_bus_unplugged_for_30_s_mid_payment_loses_nothing(
     with the top-up on the key."""
     with LocalHeadOffice(sqlite_url(tmp_path / "ho.sqlite")) as ho:
         chain = tmp_path / "DEMO-01.chain.toml"
-        token = ho.admin("register", "DEMO-01", "--chain-secret-file", str(chain))
+        token = ho.admin("kiosk", "add", "DEMO-01", "--chain-secret-file", str(chain))
         ho.admin("key", "K-1001", "--status", "active", "--account", "4711001")
         db = open_db(ho.db)
 

@@ -101,7 +101,7 @@ class Station:
         from tests.conftest import make_site
 
         if kiosk not in office.tokens:
-            office.tokens[kiosk] = office.admin("register", kiosk)
+            office.tokens[kiosk] = office.admin("kiosk", "add", kiosk)
         self.site = make_site("demo", site={"kiosk_id": kiosk})
         self.clock = ManualClock(T0)
         self.journal = Journal(tmp_path / f"journal-{kiosk}.sqlite", kiosk)
@@ -433,7 +433,7 @@ def test_a_key_blocked_after_head_office_was_restored_reaches_every_kiosk(
 
     path = tmp_path / "headoffice.sqlite"
     ho = HeadOffice("", f"sqlite:///{path}", {})
-    token = ho.admin("register", "DEMO-01")
+    token = ho.admin("kiosk", "add", "DEMO-01")
     ho.admin("key", "K1", "--status", "active", "--account", "4711")
     ho.admin("key", "K2", "--status", "active", "--account", "4712")
     shutil.copy(path, tmp_path / "backup.sqlite")  # the night's backup
@@ -511,7 +511,7 @@ def test_after_head_office_is_restored_every_kiosk_sends_again_what_it_lost(
 
     path = tmp_path / "headoffice.sqlite"
     ho = HeadOffice("", f"sqlite:///{path}", {})
-    token = ho.admin("register", "DEMO-01")
+    token = ho.admin("kiosk", "add", "DEMO-01")
     j = Journal(tmp_path / "j.sqlite", "DEMO-01")
     tx1, tx2 = "DEMO-01-261129-1", "DEMO-01-261129-2"
     entries_of(j, paid(tx1, "K1", 1000))
@@ -733,7 +733,7 @@ def test_register_takes_only_a_kiosk_id_a_site_file_can_name(office: HeadOffice)
     from tests.test_billing import admin
 
     for bad in ("office", "K", "demo-01", "A" * 32, "DEMO 01"):
-        done = admin(office.db, "register", bad)
+        done = admin(office.db, "kiosk", "add", bad)
         assert done.returncode == 2 and "is not 2 to 31 capitals" in done.stderr, bad
     engine = open_db(office.db)
     try:
@@ -760,7 +760,7 @@ def test_after_a_restore_sync_admin_restored_sends_every_kiosk_the_whole_referen
 
     path = tmp_path / "headoffice.sqlite"
     ho = HeadOffice("", f"sqlite:///{path}", {})
-    token = ho.admin("register", "DEMO-01")
+    token = ho.admin("kiosk", "add", "DEMO-01")
     ho.admin("key", "K1", "--status", "blocked", "--reason", "stolen", "--account", "4711")
     shutil.copy(path, tmp_path / "backup.sqlite")
     ho.admin("key", "K1", "--status", "active", "--account", "4711")  # found again

@@ -61,10 +61,11 @@ def keyed_journal(path: Path, secret: bytes | None = SECRET, n: int = 1) -> Jour
 
 
 def register_keyed(office: HeadOffice, tmp_path: Path, kiosk: str = "DEMO-01") -> Path:
-    """`sync.admin register --chain-secret-file`: a new token (the whole output) and the
-    kiosk's chain secret in a file for its secrets file; the head office's client uses it."""
+    """`sync.admin kiosk rotate --chain-secret-file` (the fixture added the kiosk): a new token
+    (the whole output) and the kiosk's chain secret in a file for its secrets file; the head
+    office's client uses it."""
     path = tmp_path / f"{kiosk}.chain.toml"
-    office.tokens[kiosk] = office.admin("register", kiosk, "--chain-secret-file", str(path))
+    office.tokens[kiosk] = office.admin("kiosk", "rotate", kiosk, "--chain-secret-file", str(path))
     return path
 
 
@@ -178,7 +179,7 @@ def test_a_plain_journal_turns_keyed_and_a_plain_entry_after_that_breaks_it(
 
 
 @pytest.mark.parametrize("office_db", ["sqlite"], indirect=True)
-def test_register_prints_the_token_alone_and_keeps_the_chain_secret(
+def test_kiosk_add_and_rotate_print_the_token_alone_and_keep_the_chain_secret(
     office: HeadOffice, tmp_path: Path
 ) -> None:
     first = register_keyed(office, tmp_path)
@@ -186,13 +187,13 @@ def test_register_prints_the_token_alone_and_keeps_the_chain_secret(
     secret = load_chain_secret(load_site(site_file(tmp_path, first)))
     assert secret is not None and len(secret) == 32
     again = tmp_path / "again.toml"
-    token = office.admin("register", "DEMO-01", "--chain-secret-file", str(again))
+    token = office.admin("kiosk", "rotate", "DEMO-01", "--chain-secret-file", str(again))
     assert len(token.split()) == 1 and token != office.tokens["DEMO-01"]  # a new token
     assert again.read_text() == first.read_text()  # the same secret: its entries verify
     # a file that is there already is never overwritten, and nothing changes
     from sync.admin import main as admin
 
-    assert admin(["--db", office.db, "register", "DEMO-01", "--chain-secret-file",
+    assert admin(["--db", office.db, "kiosk", "rotate", "DEMO-01", "--chain-secret-file",
                   str(again)]) == 2  # fmt: skip
     assert office.client(token=token).upload([]) == 0  # the token from before still holds
 

@@ -154,7 +154,7 @@ def test_blocking_a_key_at_head_office_reaches_the_kiosk(
     j = journal_with(tmp_path)
     j.set_key("K1", KeyStatus.ACTIVE, "4711")
     office.admin("key", "K1", "--status", "blocked", "--account", "4711", "--reason", "stolen")
-    office.admin("debt", "4711", "700")
+    office.admin("debt", "4711", "7.00")
     sync = Syncer(j, office.client())
     assert sync.pull_reference() is True
     account = j.account_for("K1", "4711", "EUR")
@@ -301,8 +301,13 @@ def test_the_money_report_sums_per_kiosk_local_day_and_method(
     "args,message",
     [
         (("credit", "K1", "0"), "a credit is more than zero"),
-        (("credit", "K1", "-500"), "a credit is more than zero"),
-        (("setting", "max_topup", "-1"), "a setting is not negative"),
+        (("credit", "K1", "-500"), "amount '-500' is not an amount in EUR: write it as 12.50"),
+        (("credit", "K1", "5,00"), "amount '5,00' is not an amount in EUR: write it as 12.50"),
+        (("credit", "K-NOT-THERE", "5.00"), "no key K-NOT-THERE is known"),
+        (("credit", "K1", "5.00", "--kiosk", "NOPE-01"), "no kiosk NOPE-01 is registered"),
+        (("debt", "4711", "12.505"), "at most 2 digits after the point"),
+        (("setting", "max_topup", "-1"), "amount '-1' is not an amount in EUR"),
+        (("setting", "fee_vat_bp", "19.5"), "fee_vat_bp is a whole number"),
         (("setting", "colour", "3"), "invalid choice: 'colour'"),
         (("report", "--tz", "Mars/Olympus"), "unknown time zone 'Mars/Olympus'"),
     ],

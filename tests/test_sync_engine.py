@@ -20,6 +20,7 @@ from kiosk.domain.money import Money
 from kiosk.domain.site import Site
 from kiosk.ledger.journal import Journal
 from kiosk.sim.fakes import FakeCoinAcceptor, FakeKey, FakeKeyReader, FakeNoteValidator, FakePrinter
+from sync.wire.protocol import decimals
 from tests.conftest import SATURDAY_MORNING, HeadOffice, make_site
 
 
@@ -117,7 +118,7 @@ def test_a_debt_from_head_office_takes_its_share_of_the_top_up(
 ) -> None:
     a = Automat(make_site(), tmp_path, office)
     office.admin("key", "K1", "--status", "active", "--account", "4711")
-    office.admin("debt", "4711", "700")
+    office.admin("debt", "4711", "7.00")
     a.round()
     key = FakeKey("K1", "4711")
     a.insert(key)
@@ -164,7 +165,7 @@ def test_a_credit_assigned_to_a_kiosk_is_written_there_offline(
 ) -> None:
     a = Automat(make_site(), tmp_path, office)
     office.admin("key", "K1", "--status", "active", "--account", "4711")
-    office.admin("credit", "K1", "1200", "--kiosk", "DEMO-01")
+    office.admin("credit", "K1", "12.00", "--kiosk", "DEMO-01")
     a.round()
     a.sync.client.base = "http://127.0.0.1:9"  # the network is gone
     assert a.sync.round(SATURDAY_MORNING).last_error is not None
@@ -179,7 +180,7 @@ def test_an_unassigned_credit_needs_head_office_to_be_claimed(
     a = Automat(make_site(), tmp_path, office)
     office.admin("key", "K1", "--status", "active", "--account", "4711")
     a.round()
-    credit_id = office.admin("credit", "K1", "800")
+    credit_id = office.admin("credit", "K1", "8.00")
     url = a.sync.client.base
     a.sync.client.base = "http://127.0.0.1:9"  # offline: it may be claimed elsewhere
     a.sync.round(SATURDAY_MORNING)
@@ -202,8 +203,8 @@ def test_site_settings_from_head_office_change_the_limits_and_fee(
     site = make_site()
     a = Automat(site, tmp_path, office)
     office.admin("key", "K1", "--status", "active", "--account", "4711")
-    office.admin("setting", "max_topup", "3000", "--kiosk", "DEMO-01")
-    office.admin("setting", "fee_net", "100")  # fleet-wide
+    office.admin("setting", "max_topup", "30.00", "--kiosk", "DEMO-01")
+    office.admin("setting", "fee_net", "1.00")  # fleet-wide
     office.admin("setting", "fee_vat_bp", "1900")
     a.round()
     assert a.kiosk.site.max_topup == E(3000) and a.kiosk.site.fee.gross == E(119)
@@ -227,6 +228,6 @@ def test_settings_that_do_not_fit_together_are_refused_and_nothing_changes(
 ) -> None:
     site = make_site()
     a = Automat(site, tmp_path, office)
-    office.admin("setting", "min_topup", str(site.max_topup.minor + 500))
+    office.admin("setting", "min_topup", decimals(site.max_topup.minor + 500, "EUR"))
     a.round()
     assert a.kiosk.site.min_topup == site.min_topup and a.kiosk.site == site

@@ -45,6 +45,7 @@ from kiosk.ledger.journal import Journal
 from kiosk.service.diag import load_pin_hash
 from kiosk.service.keytool import load_keys
 from sync.wire.client import SyncClient
+from sync.wire.release import version
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,8 @@ def connect_head_office(
     if isinstance(access, str):
         return NoHeadOffice(access)
     client = SyncClient(access.url, access.token, site.kiosk_id, timeout=(2.0, 10.0),
-                        verify=site.head_office.ca_file or True)  # fmt: skip
+                        verify=site.head_office.ca_file or True, version=version(),
+                        journal_schema=journal.schema_revision())  # fmt: skip
     syncer = Syncer(journal, client, currency=site.currency, clock=clock,
                     max_credit=site.key_credit_limit.minor)  # fmt: skip
     loop = SyncLoop(syncer, clock, interval=access.interval, ceiling=access.ceiling,

@@ -367,6 +367,10 @@ class Journal:
                 f"cannot open the journal {self.path}: {_disk(self.path, err)}"
             ) from err
 
+    def schema_revision(self) -> str:
+        """The journal's schema revision (the release that opened it brought it to its own)."""
+        return HISTORY.head
+
     def _migrate(self) -> None:
         """Bring the journal to this release's schema before anything else: a new one is made
         so; an older one is first copied to a backup beside it (SQLite's online backup) whose

@@ -213,7 +213,7 @@ def _head_office_scene(
     local.admin(
         "key", "K-1003", "--status", "blocked", "--account", "4711003", "--reason", "contract_ended"
     )
-    credit = local.admin("credit", "K-1001", "500", "--currency", s.kiosk.site.currency)
+    credit = local.admin("credit", "K-1001", "5.00", "--currency", s.kiosk.site.currency)
     s.say(f"head office: K-1003 blocked (contract ended); credit {credit} of {m(500)} for K-1001")
     _synced(s, link)
     refused = lambda v: v.state == "key_refused"  # noqa: E731

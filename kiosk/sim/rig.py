@@ -42,6 +42,7 @@ from kiosk.sim.simulate import (
 )
 from sync.admin import main as admin_main
 from sync.admin.local import LocalHeadOffice, sqlite_url
+from sync.wire.protocol import decimals
 
 
 def seed_reference_data(journal: Journal, site: Site) -> None:
@@ -56,7 +57,8 @@ def seed_head_office(db: str, site: Site) -> None:
     for serial, account, status, reason, debt in DEMO_KEYS:
         args = ["--db", db, "key", serial, "--status", str(status), "--account", account]
         admin_main([*args, "--reason", reason])
-        admin_main(["--db", db, "debt", account, str(debt), "--currency", site.currency])
+        admin_main(["--db", db, "debt", account, decimals(debt, site.currency),
+                    "--currency", site.currency])
 
 
 @contextmanager

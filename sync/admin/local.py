@@ -7,7 +7,6 @@ The kiosk's demo starts one when no head office is configured, so that the whole
 from __future__ import annotations
 
 import os
-import secrets
 import socket
 import subprocess
 import sys
@@ -17,10 +16,10 @@ from pathlib import Path
 from types import TracebackType
 
 import requests
-from sqlalchemy import create_engine, delete, insert
+from sqlalchemy import create_engine, select
 
 from sync.store import schema
-from sync.store.tables import HISTORY, kiosks, open_db, token_digest
+from sync.store.tables import HISTORY, kiosks, open_db
 
 
 class LocalHeadOffice:
@@ -45,15 +44,19 @@ class LocalHeadOffice:
             engine.dispose()
 
     def register(self, kiosk_id: str) -> str:
-        """Register (or re-register) a kiosk; its new token."""
+        """Add a kiosk (or give one that exists a new token); its token."""
+        from sync.admin import kiosks as fleet
+
         self.upgrade()
-        token = secrets.token_urlsafe(24)
         engine = open_db(self.db)
-        with engine.begin() as conn:
-            conn.execute(delete(kiosks).where(kiosks.c.kiosk_id == kiosk_id))
-            conn.execute(insert(kiosks).values(kiosk_id=kiosk_id, token_sha256=token_digest(token)))
-        engine.dispose()
-        return token
+        try:
+            with engine.connect() as conn:
+                known = conn.execute(select(kiosks.c.kiosk_id)
+                                     .where(kiosks.c.kiosk_id == kiosk_id)).first()  # fmt: skip
+            act = fleet.rotate if known else fleet.add
+            return act(engine, kiosk_id, None, "local head office")
+        finally:
+            engine.dispose()
 
     def admin(self, *args: str) -> str:
         """Run one admin command (`python -m sync.admin`) against this head office."""

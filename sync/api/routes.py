@@ -29,6 +29,7 @@ Kiosks authenticate with a per-kiosk bearer token and can only write as themselv
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import time
 import zlib
@@ -59,6 +60,7 @@ from sync.book.credits import (
     track_credits,
     unconfirmed,
 )
+from sync.store import audit
 from sync.store.tables import (
     alarm_once,
     api_tokens,
@@ -85,6 +87,9 @@ from sync.wire.models import (
 from sync.wire.protocol import GENESIS
 
 log = logging.getLogger(__name__)
+
+#: a version or schema revision a kiosk says (X-Kiosk-Version, X-Kiosk-Journal-Schema)
+VERSION_TEXT = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+~_-]{0,39}")
 
 
 def mount(app: FastAPI, engine: Engine, *, lease_seconds: int = LEASE_SECONDS) -> None:
@@ -122,6 +127,11 @@ def mount(app: FastAPI, engine: Engine, *, lease_seconds: int = LEASE_SECONDS) -
             known = int(said) > 0 and journal_time(since)  # anything else: not stored
             seen |= {"backlog": min(int(said), 2**31 - 1),
                      "backlog_since": since if known else None}  # fmt: skip
+        for header, column in (("x-kiosk-version", "version"),
+                               ("x-kiosk-journal-schema", "journal_schema")):  # fmt: skip
+            said = request.headers.get(header, "")
+            if said and VERSION_TEXT.fullmatch(said):  # what the fleet pages show: text only
+                seen[column] = said
         with engine.begin() as conn:
             conn.execute(update(kiosks).where(kiosks.c.kiosk_id == row.kiosk_id).values(**seen))
         return str(row.kiosk_id)
@@ -155,6 +165,8 @@ def mount(app: FastAPI, engine: Engine, *, lease_seconds: int = LEASE_SECONDS) -
             raise HTTPException(422, f"unknown time zone {tz!r}") from None
         body = billing.payments_text(engine, since, until, zone, format, amounts)
         log.info("billing: %s fetched payments %s..%s", system, since, until or since)
+        audit.entry(engine, system, "export", f"payments {since}..{until or since} ({format}, "
+                    f"{tz})", via="api", target="export payments")  # fmt: skip
         media = "text/csv; charset=utf-8" if format == "csv" else "application/json"
         return Response(body, media_type=media)
 

@@ -160,17 +160,18 @@ class Taken:
 
 def _read(path: Path | str, source: TextIO | None) -> tuple[str, str]:
     """The file's text and the SHA-256 of its bytes (a credit row without a ref is known by
-    it and its line)."""
+    it and its line). A byte order mark before the header (a spreadsheet's "UTF-8" CSV) is
+    no part of the text."""
     name = str(path)
     if source is not None:
         text = source.read()
-        return text, hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return text.removeprefix("\ufeff"), hashlib.sha256(text.encode("utf-8")).hexdigest()
     try:
         raw = Path(path).read_bytes()
     except OSError as err:
         raise BadImport(f"{name}: cannot read it: {err.strerror}") from None
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise BadImport(f"{name}: not UTF-8 ({err.reason} at byte {err.start})") from None
     return text, hashlib.sha256(raw).hexdigest()

@@ -93,6 +93,8 @@ class SyncClient:
         timeout: tuple[float, float] = (3.05, 15.0),
         session: requests.Session | None = None,
         verify: bool | str = True,
+        version: str | None = None,
+        journal_schema: str | None = None,
     ) -> None:
         self.base = base_url.rstrip("/")
         self.kiosk_id = kiosk_id
@@ -100,6 +102,11 @@ class SyncClient:
         self.session = session or requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
         self.verify = verify  # TLS verification stays on; a CA bundle path may be given
+        # what the kiosk runs, said with every request for the fleet pages
+        if version:
+            self.session.headers["X-Kiosk-Version"] = version
+        if journal_schema:
+            self.session.headers["X-Kiosk-Journal-Schema"] = journal_schema
 
     def fork(self) -> SyncClient:
         """The same head office and credentials on a session of its own (for another thread:

@@ -54,7 +54,7 @@ def run(db: str, entries: int, batch: int, tmp: Path) -> tuple[float, float, int
     """(seconds to build the journal, seconds to upload it, entries head office holds)."""
     admin = [sys.executable, "-m", "sync.admin", "--db", db]
     token = subprocess.run(
-        [*admin, "register", "BENCH-01"], capture_output=True, text=True, check=True, cwd=ROOT
+        [*admin, "kiosk", "add", "BENCH-01"], capture_output=True, text=True, check=True, cwd=ROOT
     ).stdout.strip()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

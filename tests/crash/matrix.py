@@ -79,6 +79,7 @@ from sync.admin.local import LocalHeadOffice, sqlite_url
 from sync.store.tables import credits as ho_credits
 from sync.store.tables import entries as ho_entries
 from sync.store.tables import open_db
+from sync.wire.protocol import decimals
 from tests.crash.forkserver import ForkServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -200,7 +201,7 @@ def head_office(folder: Path, credit: int) -> tuple[LocalHeadOffice, str]:
     token = ho.register("DEMO-01")
     ho.admin("key", SERIAL, "--status", "active", "--account", ACCOUNT)
     if credit:
-        ho.admin("credit", SERIAL, str(credit), "--currency", "EUR")
+        ho.admin("credit", SERIAL, decimals(credit, "EUR"), "--currency", "EUR")
     ho.start()
     return ho, token
 
