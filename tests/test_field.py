@@ -24,10 +24,12 @@ import tomlkit
 from sqlalchemy import select
 
 from kiosk.domain.site import is_simulated, load_site
+from kiosk.ledger.journal import HISTORY as JOURNAL_HISTORY
 from kiosk.sim.simulate import VPCD_READER, SimulatorControl
 from kiosk.ui.xvfb import Xvfb
 from sync.admin.local import LocalHeadOffice, sqlite_url
 from sync.store.tables import count_entries, entries, kiosks, open_db
+from sync.wire.release import version
 from tests.conftest import ROOT, poll_until
 
 #: never set: a customer's dwell time
@@ -190,6 +192,9 @@ def test_field_rehearsal_head_office_simulators_and_the_production_kiosk(
                 assert kiosk.poll() is None
         with db.connect() as conn:  # keyed from its first entry, and each verified so
             assert conn.execute(select(kiosks.c.keyed_from)).scalar() == 1
+            # the release and journal schema the production automat reported
+            said = conn.execute(select(kiosks.c.version, kiosks.c.journal_schema)).one()
+            assert said == (version(), JOURNAL_HISTORY.head)
         assert ho.admin("verify", "DEMO-01").endswith(" ok")
         db.dispose()
 
