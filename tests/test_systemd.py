@@ -163,7 +163,8 @@ UNITS = ROOT / "config" / "systemd"
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
-@pytest.mark.parametrize("unit", ["prepaid-kiosk.service", "prepaid-headoffice.service"])
+@pytest.mark.parametrize("unit", ["prepaid-kiosk.service", "prepaid-headoffice.service",
+                                  "prepaid-headoffice-alarms.service"])
 def test_the_units_verify(unit: str, tmp_path: Path) -> None:
     """As installed: the program where the unit expects it (here: this checkout's)."""
     text = (UNITS / unit).read_text()

@@ -142,6 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--tz", default="Europe/Berlin", help="time zone of the days")
     vf = sub.add_parser("verify", help="check every kiosk's stored hash chain (or one's)")
     vf.add_argument("kiosk_id", nargs="?")
+    nt = sub.add_parser("notify", help="tell people of alarms by e-mail and webhook "
+                        "(README: alarms)")  # fmt: skip
+    nt.add_argument("--config", required=True, help="the notices' TOML file")
+    nt.add_argument("--every", type=float, default=60.0,
+                    help="seconds between rounds (0: one round, then exit)")  # fmt: skip
+    nt.add_argument("--name", default="head office", help="how the messages name head office")
+    nt.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     sub.add_parser("openapi", help="print the wire protocol as OpenAPI JSON")
     sub.add_parser("upgrade", help="bring the database to this release's schema (migrations)")
     args = p.parse_args(argv)
@@ -188,6 +195,8 @@ def run(args: argparse.Namespace) -> int:
         from sync.admin.serve import serve
 
         return serve(args)
+    if args.cmd == "notify":
+        return notify_command(args)
     tz = zone(args.tz) if args.cmd in ("report", "export") else None
     engine = open_db(args.db)
     try:
@@ -201,6 +210,35 @@ def run(args: argparse.Namespace) -> int:
         if args.cmd == "staff":
             return staff_command(engine, args)
         return change(engine, args)
+    finally:
+        engine.dispose()
+
+
+def notify_command(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+    import threading
+    from pathlib import Path
+
+    from sync.admin import notify
+
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stdout,
+                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
+    try:
+        config = notify.load(Path(args.config))
+    except notify.ConfigError as err:
+        raise Refused(str(err)) from None
+    engine = open_db(args.db)
+    try:
+        notifier = notify.Notifier(engine, config, args.name)
+        if args.every <= 0:
+            notifier.round()
+            return 0
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        notifier.run(args.every, stop)
+        return 0
     finally:
         engine.dispose()
 

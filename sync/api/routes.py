@@ -221,7 +221,7 @@ def mount(app: FastAPI, engine: Engine, *, lease_seconds: int = LEASE_SECONDS) -
             wrong = time_wrong(e.ts, now)
             if wrong:  # a kiosk's clock gone wrong: the operator hears of it (once per entry)
                 with engine.begin() as conn:
-                    alarm_once(conn, kiosk_id, e.seq, f"entry refused: {wrong}")
+                    alarm_once(conn, kiosk_id, e.seq, f"entry refused: {wrong}", "clock")
                 raise HTTPException(422, f"entry {e.seq}: {wrong}")
         refused: list[dict[str, Any]] = []
         acked, last_hash = store(kiosk_id, batch.entries, refused)
@@ -240,7 +240,7 @@ def mount(app: FastAPI, engine: Engine, *, lease_seconds: int = LEASE_SECONDS) -
             return store_chain(kiosk_id, batch, refused)
         except ChainRefused as no:
             with engine.begin() as conn:
-                alarm_once(conn, kiosk_id, no.seq, f"upload refused: {no.text}")
+                alarm_once(conn, kiosk_id, no.seq, f"upload refused: {no.text}", "chain")
             raise HTTPException(no.status, no.text) from None
 
     def store_chain(

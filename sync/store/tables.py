@@ -143,8 +143,24 @@ alarms = Table(
     Column("kiosk_id", String(64), nullable=False),
     Column("seq", Integer),
     Column("text", Text, nullable=False),
+    # what it is about, for routing it to people: chain (a fork, gap or hash), clock (a
+    # kiosk's time gone wrong), credit (the credit book refused or undid something)
+    Column("kind", String(16), nullable=False, default="credit", server_default="credit"),
 )
-#: the billing files' rows already taken (sync/billing/files.py): a row imported again changes nothing
+#: what the alarm notifier told whom (sync/admin/notify.py): one row per alarm and channel
+notices = Table(
+    "notices",
+    metadata,
+    Column("alarm", String(200), primary_key=True),  # "alarm:<id>" or "<kind>:<kiosk>:<what>"
+    Column("channel", String(200), primary_key=True),  # "email:<to,...>" or "webhook:<name>"
+    Column("first_seen", String(32), nullable=False),
+    Column("last_sent", String(32)),  # NULL: not delivered yet
+    Column("sent", Integer, nullable=False, default=0, server_default="0"),
+    Column("cleared", String(32)),  # the condition went away (and that was told)
+    Column("failed", Text),  # the last delivery's error, until one succeeds
+)
+#: the billing files' rows already taken (sync/billing/files.py): a row imported again changes
+#: nothing
 imported = Table(
     "imported",
     metadata,
@@ -259,7 +275,8 @@ def bump_version(conn: Any) -> int:
 
 
 
-def alarm_once(conn: Any, kiosk_id: str, seq: int | None, text: str) -> bool:
+def alarm_once(conn: Any, kiosk_id: str, seq: int | None, text: str,
+               kind: str = "credit") -> bool:  # fmt: skip
     """An alarm, unless the very same (kiosk, entry, text) was raised before: a kiosk sends a
     refused batch again every round. True if raised now."""
     same_seq = alarms.c.seq.is_(None) if seq is None else alarms.c.seq == seq
@@ -268,18 +285,17 @@ def alarm_once(conn: Any, kiosk_id: str, seq: int | None, text: str) -> bool:
     ).first()  # fmt: skip
     if said is not None:
         return False
-    alarm(conn, kiosk_id, seq, text, [])
+    alarm(conn, kiosk_id, seq, text, [], kind)
     return True
 
 
 def alarm(conn: Any, kiosk_id: str, seq: int | None, text: str,
-          refused: list[dict[str, Any]]) -> None:  # fmt: skip
+          refused: list[dict[str, Any]], kind: str = "credit") -> None:  # fmt: skip
     """Something a kiosk sent that head office refused to act on: for the operator."""
     log.warning("kiosk %s entry %s: %s", kiosk_id, seq, text)
     conn.execute(insert(alarms).values(ts=datetime.now(UTC).isoformat(), kiosk_id=kiosk_id,
-                                       seq=seq, text=text))  # fmt: skip
+                                       seq=seq, text=text, kind=kind))  # fmt: skip
     refused.append({"seq": seq, "reason": text})
-
 
 
 def count_entries(engine: Engine, kiosk_id: str) -> int:
