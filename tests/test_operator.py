@@ -202,7 +202,8 @@ def subcommands() -> dict[str, list[str]]:
 
 #: the commands that change nothing (no audit row expected)
 READ_ONLY = {"serve", "report", "count", "verify", "openapi", "upgrade", "kiosk list",
-             "staff list", "notify"}  # fmt: skip
+             "staff list", "notify", "release keygen", "release sign",
+             "release verify"}  # fmt: skip
 
 
 def test_every_command_that_changes_something_writes_its_audit_row(tmp_path: Path) -> None:
@@ -366,3 +367,20 @@ def test_the_server_logs_its_start_each_request_and_errors_without_tokens(
 def test_the_database_url_is_logged_without_its_password() -> None:
     assert shown("postgresql+psycopg://ho:s3cret@db.example:5432/ho") == \
         "postgresql+psycopg://ho:***@db.example:5432/ho"  # fmt: skip
+
+
+@pytest.mark.parametrize("office_db", ["sqlite"], indirect=True)
+def test_the_billing_apis_exports_are_audited_with_the_systems_name(office: HeadOffice) -> None:
+    token = office.admin("token", "billing", "--role", "billing")
+    got = requests.get(office.url + "/v1/billing/payments?since=2026-01-01&until=2026-01-31",
+                       headers={"Authorization": f"Bearer {token}"}, timeout=10)  # fmt: skip
+    assert got.status_code == 200
+    last = audit_rows(office.db)[-1]
+    assert (last.who, last.action, last.via, last.target) == (
+        "billing", "export", "api", "export payments")
+    assert "2026-01-01..2026-01-31" in last.detail
+    # a refused request changes nothing and exports nothing
+    before = len(audit_rows(office.db))
+    bad = requests.get(office.url + "/v1/billing/payments?since=2026-01-31&until=2026-01-01",
+                       headers={"Authorization": f"Bearer {token}"}, timeout=10)  # fmt: skip
+    assert bad.status_code == 422 and len(audit_rows(office.db)) == before

@@ -149,6 +149,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds between rounds (0: one round, then exit)")  # fmt: skip
     nt.add_argument("--name", default="head office", help="how the messages name head office")
     nt.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    rl = sub.add_parser("release", help="the utility's release key: make it, sign a release, "
+                        "check a signature")  # fmt: skip
+    rls = rl.add_subparsers(dest="action", required=True)
+    a = rls.add_parser("keygen", help="a new release key pair: the private key into a new file "
+                       "(keep it off the servers), the public key printed for the automats")
+    a.add_argument("--private", required=True, help="the private key's file (made new, 0600)")
+    a = rls.add_parser("sign", help="a detached signature of a release file (FILE.sig)")
+    a.add_argument("file")
+    a.add_argument("--version", required=True, help="the release's version, as it reports it")
+    a.add_argument("--key", required=True, help="the private key's file")
+    a = rls.add_parser("verify", help="check a release file against its signature")
+    a.add_argument("file")
+    a.add_argument("--signature", required=True)
+    a.add_argument("--public-key", required=True, help="base64, as `keygen` printed it")
     sub.add_parser("openapi", help="print the wire protocol as OpenAPI JSON")
     sub.add_parser("upgrade", help="bring the database to this release's schema (migrations)")
     args = p.parse_args(argv)
@@ -197,6 +211,8 @@ def run(args: argparse.Namespace) -> int:
         return serve(args)
     if args.cmd == "notify":
         return notify_command(args)
+    if args.cmd == "release":
+        return release_command(args)
     tz = zone(args.tz) if args.cmd in ("report", "export") else None
     engine = open_db(args.db)
     try:
@@ -212,6 +228,33 @@ def run(args: argparse.Namespace) -> int:
         return change(engine, args)
     finally:
         engine.dispose()
+
+
+def release_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sync.wire import signing
+
+    try:
+        if args.action == "keygen":
+            try:
+                print(signing.make_key(Path(args.private)))
+            except OSError as err:
+                raise Refused(f"{args.private}: {err.strerror}: no key made") from None
+        elif args.action == "sign":
+            sig = signing.sign(Path(args.file), args.version, Path(args.key))
+            out = Path(args.file + ".sig")
+            out.write_text(sig.text(), "utf-8")
+            print(f"{out}: {sig.file} {sig.version}, {sig.size} bytes, sha256 {sig.sha256}")
+        else:
+            sig = signing.parse(Path(args.signature).read_text("utf-8"))
+            signing.verify(Path(args.file), sig, signing.load_public_key(args.public_key))
+            print(f"{args.file}: release {sig.version}, signature good")
+    except signing.BadRelease as err:
+        raise Refused(str(err)) from None
+    except OSError as err:
+        raise Refused(f"{err.filename}: {err.strerror}") from None
+    return 0
 
 
 def notify_command(args: argparse.Namespace) -> int:

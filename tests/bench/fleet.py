@@ -63,6 +63,15 @@ class Kiosk:
         self.version: int | None = None
         self.rounds = 0
         self.busy = False  # a round of it is queued or running: the next one waits its turn
+        self.ready: list[list[dict[str, object]]] = []  # batches made before the clock runs
+
+    def prepare(self, rounds: int) -> None:
+        """Its next `rounds` top-ups, hashed now: the clients only send while the clock runs
+        (hashing the chains on the two cores the server uses would be counted against it)."""
+        self.ready += [self.top_up() for _ in range(rounds)]
+
+    def next_batch(self) -> list[dict[str, object]]:
+        return self.ready.pop(0) if self.ready else self.top_up()
 
     def top_up(self) -> list[dict[str, object]]:
         """One top-up's five entries, chained."""
@@ -107,11 +116,13 @@ def prepare(db: str, fleet: list[Kiosk]) -> None:
 
 
 def serve(db: str, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+    """The server as deployed (its log at info: one line per request), output dropped."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "sync.admin", "--db", db, "serve", "--port",
-                             str(port), "--workers", str(workers)], cwd=ROOT)  # fmt: skip
+                             str(port), "--workers", str(workers), "--log-level", "info"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
@@ -129,6 +140,8 @@ def run(db: str, workers: int, n: int, seconds: float, interval: float,
         threads: int, keyed: bool = True) -> dict[str, float]:  # fmt: skip
     fleet = [Kiosk(i, keyed) for i in range(n)]
     prepare(db, fleet)
+    for k in fleet:
+        k.prepare(int(seconds / interval) + 2)
     proc, url = serve(db, workers)
     due: queue.Queue[Kiosk | None] = queue.Queue()
     lock = threading.Lock()
@@ -145,7 +158,7 @@ def run(db: str, workers: int, n: int, seconds: float, interval: float,
         while (k := due.get()) is not None:
             auth = {"Authorization": f"Bearer {k.token}"}
             try:
-                batch = k.top_up()
+                batch = k.next_batch()
                 t0 = time.perf_counter()
                 r = s.post(f"{url}/v1/entries", json={"kiosk_id": k.id, "entries": batch},
                            headers=auth, timeout=30)  # fmt: skip
@@ -227,6 +240,124 @@ def run(db: str, workers: int, n: int, seconds: float, interval: float,
             "skipped": skipped[0]}  # fmt: skip
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU of a process and every process under it (the workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    kids: dict[int, list[int]] = {}
+    own: dict[int, float] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        kids.setdefault(int(fields[1]), []).append(int(d.name))
+        own[int(d.name)] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += own.get(p, 0.0)
+        todo += kids.get(p, [])
+    return total
+
+
+def costs(db: str, n: int, threads: int, keyed: bool, rounds: int) -> dict[str, float]:
+    """The server's CPU per request of each kind, one kind at a time from `threads` clients
+    (its process's CPU over the phase, divided by the requests): an upload of one top-up's
+    five entries, a reference request for what changed, a claim. Then its saturation: every
+    client sends prepared uploads back to back, and one process stores what it can."""
+    fleet = [Kiosk(i, keyed) for i in range(n)]
+    prepare(db, fleet)
+    for k in fleet:
+        k.prepare(rounds)
+    proc, url = serve(db, 1)
+    out: dict[str, float] = {}
+    try:
+        version = int(requests.get(f"{url}/v1/reference", timeout=60, headers={
+            "Authorization": f"Bearer {fleet[0].token}"}).json()["version"])  # fmt: skip
+
+        def phase(name: str, send: object, count: int) -> None:
+            jobs: queue.Queue[int | None] = queue.Queue()
+            for i in range(count):
+                jobs.put(i)
+            for _ in range(threads):
+                jobs.put(None)
+            failed = [0]
+
+            def worker() -> None:
+                s = requests.Session()
+                while (i := jobs.get()) is not None:
+                    k = fleet[i % n]
+                    if not send(s, k):  # type: ignore[operator]
+                        failed[0] += 1
+
+            pool = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
+            c0, t0 = cpu_seconds(proc.pid), time.perf_counter()
+            for w in pool:
+                w.start()
+            for w in pool:
+                w.join(600)
+            took, cpu = time.perf_counter() - t0, cpu_seconds(proc.pid) - c0
+            out[f"{name}_cpu_ms"] = cpu / count * 1000
+            out[f"{name}_per_s"] = count / took
+            out[f"{name}_failed"] = failed[0]
+
+        def upload(s: requests.Session, k: Kiosk) -> bool:
+            with k_lock(k):
+                batch = k.next_batch()
+                r = s.post(f"{url}/v1/entries", json={"kiosk_id": k.id, "entries": batch},
+                           headers={"Authorization": f"Bearer {k.token}"}, timeout=60)
+                return r.ok and r.json().get("acked") == batch[-1]["seq"]
+
+        def reference(s: requests.Session, k: Kiosk) -> bool:
+            r = s.get(f"{url}/v1/reference?since={version}", timeout=60,
+                      headers={"Authorization": f"Bearer {k.token}"})  # fmt: skip
+            return r.status_code == 200
+
+        def claim(s: requests.Session, k: Kiosk) -> bool:
+            key = f"K-{int(k.id[1:]) * 7 % KEYS:06d}"
+            r = s.post(f"{url}/v1/credits/claim", json={"key": key}, timeout=60,
+                       headers={"Authorization": f"Bearer {k.token}"})  # fmt: skip
+            return r.ok
+
+        half = rounds // 2
+        phase("upload", upload, n * half)  # one kind at a time: its CPU alone
+        phase("reference", reference, n * 2)
+        phase("claim", claim, n)
+        # saturation: the rest of the prepared uploads, back to back from every client
+        phase("saturated", upload, n * (rounds - half))
+        out["saturated_entries_per_s"] = out["saturated_per_s"] * 5
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    return out
+
+
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def k_lock(k: Kiosk) -> threading.Lock:
+    """One upload of a kiosk at a time (its chain is in order)."""
+    with _locks_guard:
+        return _locks.setdefault(k.id, threading.Lock())
+
+
+def report_costs(r: dict[str, float]) -> None:
+    goal = "MISSED" if r["upload_cpu_ms"] > 5.0 else "met"
+    print(f"  server CPU per request: upload (5 entries) {r['upload_cpu_ms']:.2f} ms "
+          f"(goal at most 5 ms: {goal}), reference {r['reference_cpu_ms']:.2f} ms, "
+          f"claim {r['claim_cpu_ms']:.2f} ms")
+    rate = r["saturated_entries_per_s"]
+    print(f"  saturation of one process: {r['saturated_per_s']:.0f} uploads/s = {rate:.0f} "
+          f"entries/s, at {r['saturated_cpu_ms']:.2f} ms CPU per upload (one core at that cost: "
+          f"{5000 / r['saturated_cpu_ms']:.0f} entries/s; goal 1000: "
+          f"{'met' if 5000 / r['saturated_cpu_ms'] >= 1000 else 'MISSED'})")
+    failed = sum(r[f"{k}_failed"] for k in ("upload", "reference", "claim", "saturated"))
+    print(f"  failed requests: {failed:.0f}" + ("  MISSED" if failed else ""), flush=True)
+
+
 def report(name: str, r: dict[str, float]) -> None:
     late = "MISSED" if r["up99"] > 1.0 else "met"
     lost = "MISSED" if r["stored"] < r["offered"] else "met"
@@ -250,6 +381,10 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0, help="steady state per run")
     ap.add_argument("--interval", type=float, default=10.0, help="each kiosk's sync interval")
     ap.add_argument("--threads", type=int, default=64, help="client threads")
+    ap.add_argument("--rounds", type=int, default=20,
+                    help="prepared uploads per kiosk for the cost and saturation phases")
+    ap.add_argument("--costs-only", action="store_true",
+                    help="only the CPU per request kind and the saturation")
     ap.add_argument("--plain", action="store_true",
                     help="kiosks without a chain secret (plain SHA-256 chains)")
     args = ap.parse_args()
@@ -262,6 +397,11 @@ def main() -> None:
             f"PostgreSQL (fsync on)",
             flush=True,
         )
+        print("cost per request kind and saturation (one server process):", flush=True)
+        report_costs(costs(cluster.new_database(), min(args.kiosks, 200), 16, not args.plain,
+                           args.rounds))
+        if args.costs_only:
+            return
         one = run(cluster.new_database(), 1, args.kiosks, args.seconds, args.interval,
                   args.threads, not args.plain)  # fmt: skip
         report("1 server process", one)
