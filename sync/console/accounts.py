@@ -54,7 +54,7 @@ class DebtView:
     def open(self) -> int | None:
         if self.row is None or self.set_at is None:
             return None
-        return max(0, self.row.amount - self.collected + self.claimed)
+        return max(0, int(self.row.amount) - self.collected + self.claimed)
 
 
 def _account_txs(conn: Any, account: str) -> dict[tuple[str, str], Any]:
@@ -152,7 +152,7 @@ def routes(c: Console, router: APIRouter) -> None:  # noqa: C901 (one route each
     from sync.store.tables import credits, entries, ref_debts, ref_keys
 
     engine = c.engine
-    labels = {"outcomes": OUTCOMES, "methods": METHODS, "statuses": KEY_STATUS,
+    labels: dict[str, Any] = {"outcomes": OUTCOMES, "methods": METHODS, "statuses": KEY_STATUS,
               "reason_names": REASONS, "steps": STEPS, "via": VIA}  # fmt: skip
 
     @router.get("/tx", response_class=HTMLResponse)

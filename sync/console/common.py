@@ -64,7 +64,7 @@ class ConsoleError(Exception):
     """A request the console refuses or cannot answer: shown as a page in the reader's
     language (`msgid` from the catalogue, `params` filled in), with `status`."""
 
-    def __init__(self, status: int, msgid: str, headers: dict[str, str] | None = None,
+    def __init__(self, status: int, msgid: str, headers: dict[str, str] | None = None, /,
                  **params: Any) -> None:  # fmt: skip
         super().__init__(msgid.format(**params) if params else msgid)
         self.status, self.msgid, self.params, self.headers = status, msgid, params, headers

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from sync.billing import local_time
 from sync.console.common import Console, ConsoleError, Span
-from sync.console.i18n import N_, Texts
+from sync.console.i18n import N_, TZ, Texts
 from sync.console.views import emptying, faults
 
 #: alarm thresholds: a kiosk silent this long, a device fault open this long, a box this full,
@@ -52,7 +52,12 @@ def routes(c: Console, router: APIRouter) -> None:  # noqa: C901 (one route each
         one = [kiosks.c.kiosk_id == only] if only else []
         where = [entries.c.kiosk_id == only] if only else []
         with engine.connect() as conn:
-            ks = conn.execute(select(kiosks).where(*one).order_by(kiosks.c.kiosk_id)).all()
+            k_ = kiosks.c  # what the pages show of a kiosk (never its token or chain secret)
+            ks = conn.execute(
+                select(k_.kiosk_id, k_.last_contact, k_.backlog, k_.backlog_since, k_.revoked,
+                       k_.registered, k_.token_since, k_.version, k_.journal_schema)
+                .where(*one).order_by(k_.kiosk_id)
+            ).all()  # fmt: skip
             newest = dict(conn.execute(select(entries.c.kiosk_id, func.max(entries.c.ts))
                                        .where(*where)
                                        .group_by(entries.c.kiosk_id)).all())  # fmt: skip
@@ -105,7 +110,7 @@ def routes(c: Console, router: APIRouter) -> None:  # noqa: C901 (one route each
         for k in fleet():
             if k["revoked"]:
                 continue  # cut off on purpose: its silence is no alarm
-            heard = local_time(k["contact"], UTC)
+            heard = local_time(k["contact"], TZ)
             if heard is None:
                 out.append({"kiosk": k["id"], "what": t("never connected"),
                             "text": t("registered {when}, no contact since",
@@ -114,7 +119,7 @@ def routes(c: Console, router: APIRouter) -> None:  # noqa: C901 (one route each
                 out.append({"kiosk": k["id"], "what": t("silent"),
                             "text": t("no contact since {when}", when=t.when(k["contact"]))})
             for f in k["faults"]:
-                opened = local_time(f.opened, UTC)
+                opened = local_time(f.opened, TZ)
                 late = opened is not None and now - opened > FAULT_OPEN
                 when = t.when(f.opened)
                 text = (t("{text} (since {when}, over 15 minutes)", text=f.text, when=when)

@@ -127,14 +127,15 @@ class Texts:
             return local_text(ts, TZ)
 
     def day(self, d: date | str) -> str:
-        if isinstance(d, str):
-            try:
-                d = date.fromisoformat(d)
-            except ValueError:
-                return d
-        if not 1000 <= d.year <= 9999:
-            return d.isoformat()
-        return str(format_date(d, "medium", locale=self.locale))
+        """A local day ("2026-12-07", or a date) as the locale writes it; one that is not a
+        day, as it is."""
+        try:
+            day = date.fromisoformat(d) if isinstance(d, str) else d
+        except ValueError:
+            return str(d)
+        if not 1000 <= day.year <= 9999:
+            return day.isoformat()
+        return str(format_date(day, "medium", locale=self.locale))
 
     def typed_day(self, d: date | None) -> str:
         """A day as a filter field shows it for typing again: 07.12.2026, or 2026-12-07."""

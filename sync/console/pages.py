@@ -131,7 +131,7 @@ def mount(app: FastAPI, engine: Engine, doorman: Any) -> None:
                 with contextlib.suppress(VerificationError):
                     hasher.verify(_dummy_hash(), password)
             disabled = row is not None and row.disabled is not None
-            if not ok or disabled:
+            if row is None or not ok or disabled:
                 doorman.failed(where)
                 audit(conn, name or "?", "login_failed",
                       f"{where} (disabled)" if ok and disabled else where)
@@ -175,6 +175,8 @@ def mount(app: FastAPI, engine: Engine, doorman: Any) -> None:
                                lang=repr(lang), langs=", ".join(LANGS))  # fmt: skip
         with engine.begin() as conn:
             was = conn.execute(select(staff).where(staff.c.name == who.name)).first()
+            if was is None:  # removed since the session was read
+                raise ConsoleError(401, N_("Log in first."))
             conn.execute(update(staff).where(staff.c.name == who.name).values(lang=lang))
             now = conn.execute(select(staff).where(staff.c.name == who.name)).first()
             audit(conn, who.name, "lang", f"{who.name}: {was.lang} -> {lang}",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,7 +95,7 @@ class TxView:
     steps: list[Step] = field(default_factory=list)
 
 
-def transaction(txid: str, rows: list[Any], credit: Any = None) -> TxView:
+def transaction(txid: str, rows: Sequence[Any], credit: Any = None) -> TxView:
     """One transaction from all its entries (any kiosk's, in time order) and head office's
     credit of it (`credits` row, or None)."""
     v = TxView(txid)
@@ -208,7 +209,7 @@ class Fault:
     open: bool = True  # False: cleared, or followed by another fault of the device
 
 
-def faults(rows: list[Any]) -> list[Fault]:
+def faults(rows: Sequence[Any]) -> list[Fault]:
     """A kiosk's fault entries, in order, as faults with the time each was cleared (the
     device's next `cleared` entry) or None while it is open. A fault said again while open is
     one fault."""
@@ -251,7 +252,8 @@ def emptying(r: Any) -> Emptying:
     ({"coin:200": 3, "note:1000": 1}: pieces per medium and value in minor units)."""
     d = data_of(r)
     e = Emptying(r.ts, r.amount, r.currency, who=str(d.get("who") or ""))
-    counts = d.get("counts") if isinstance(d.get("counts"), dict) else {}
+    raw = d.get("counts")
+    counts: dict[str, Any] = raw if isinstance(raw, dict) else {}
     for name, n in counts.items():
         medium, _, value = str(name).partition(":")
         if not (value.isdigit() and isinstance(n, int)):
@@ -266,7 +268,7 @@ def emptying(r: Any) -> Emptying:
     return e
 
 
-def by_txid(rows: list[Any]) -> dict[str, list[Any]]:
+def by_txid(rows: Sequence[Any]) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = defaultdict(list)
     for r in rows:
         out[r.txid].append(r)
