@@ -258,6 +258,7 @@ def test_the_console_in_a_browser(office: HeadOffice, tmp_path: Path, lang: str)
         assert browser.find_element(By.ID, "error").text == says["wrong"]
         assert browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == lang
         assert ("anna", "login_failed") in [(w, a) for w, a, _ in audited(office.db)]
+        shot(browser, tmp_path, f"{lang}-login")
 
         # the admin sets K1's debt, typed as people type money in their language
         login(browser, office, "ada", PASSWORDS["ada"])
@@ -406,6 +407,7 @@ def test_the_console_in_a_browser(office: HeadOffice, tmp_path: Path, lang: str)
         # a page that does not exist: a page in her language with a way back
         browser.get(f"{office.url}/console/no-such-page")
         assert text_of(browser, By.ID, "error") == says["no_page"]
+        shot(browser, tmp_path, f"{lang}-error")
         browser.find_element(By.ID, "back").click()
         WebDriverWait(browser, 5).until(lambda b: b.current_url.endswith("/console/"))
         browser.get(f"{office.url}/console/audit?who=anna")

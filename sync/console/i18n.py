@@ -151,6 +151,8 @@ class Texts:
         seconds = (now - at).total_seconds()
         if seconds < 0:
             return self("in the future")
+        if seconds < 3600:
+            return self("under an hour")
         if seconds < 86400:
             return self("{n} h", n=int(seconds // 3600))
         days = int(seconds // 86400)
