@@ -3,6 +3,8 @@
 #   ./dev.sh run    install what is missing, then run the kiosk (simulated devices, demo site;
 #                   without a display: a scripted customer and screenshots)
 #   ./dev.sh test   install what is missing, then run the whole test suite
+#   ./dev.sh package  build the Debian packages into dist/ (prepaid-kiosk, prepaid-headoffice)
+#                   and check them with lintian
 # Extra arguments go to the kiosk command or to pytest.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -48,7 +50,7 @@ install_python_env() {
     if [ "$(cat .venv/.installed 2>/dev/null)" != "$stamp" ]; then
         say "installing the project into .venv"
         .venv/bin/python -m pip install -q --upgrade pip
-        .venv/bin/python -m pip install -q -e '.[test]'
+        .venv/bin/python -m pip install -q -e '.[kiosk,headoffice,test]'
         echo "$stamp" > .venv/.installed
     fi
 }
@@ -62,6 +64,18 @@ case "$cmd" in
     test)
         install_system_packages; install_python_env
         exec .venv/bin/python -m pytest "$@" ;;
+    package)
+        # what building takes: Debian's own Python (the packages run on it), a compiler and
+        # the PC/SC headers (pyscard is built from source), dpkg's tools, lintian, and
+        # mmdebstrap for the install test (PACKAGE_INSTALL_TEST=1 ./dev.sh test tests/test_package.py)
+        APT_PACKAGES=(python3 python3-venv python3-dev gcc libpcsclite-dev dpkg-dev lintian mmdebstrap)
+        install_system_packages
+        rm -rf dist
+        /usr/bin/python3 config/debian/build.py --out dist "$@"
+        say "lintian:"
+        lintian --fail-on error dist/*.deb \
+            || { say "lintian found errors"; exit 1; }
+        ls -l dist/*.deb ;;
     *)
-        echo "usage: ./dev.sh run|test [args...]" >&2; exit 2 ;;
+        echo "usage: ./dev.sh run|test|package [args...]" >&2; exit 2 ;;
 esac

@@ -131,7 +131,7 @@ def test_the_runbooks_tls_drop_in_verifies_and_keeps_the_unit_hardened(tmp_path:
     merged = unit.replace("[Service]\n", "[Service]\n" + drop, 1)
     merged = re.sub(r"^(CapabilityBoundingSet|AmbientCapabilities)=\n", "", merged, flags=re.M)
     path = tmp_path / "prepaid-headoffice.service"
-    path.write_text(merged.replace("/opt/prepaid-kiosk", str(ROOT)))
+    path.write_text(merged.replace("/opt/prepaid-headoffice", str(ROOT)))
     res = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True,
                          text=True, timeout=60)  # fmt: skip
     assert res.returncode == 0 and res.stderr == "", res.stderr

@@ -733,6 +733,9 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kiosk", description="Prepaid energy top-up automat")
+    from sync.wire.release import version
+
+    p.add_argument("--version", action="version", version=f"kiosk {version()}")
     p.add_argument("--data-dir", help="state directory (default: $KIOSK_DATA_DIR or per-user)")
     p.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     sub = p.add_subparsers(dest="command", required=True)
