@@ -11,7 +11,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import and_, delete, func, insert, or_, select
 
-from sync.console.common import Console, ConsoleError, Span, audit
+from sync.console.common import Console, ConsoleError, Span, _audit
 from sync.console.i18n import N_, VIA
 from sync.console.views import by_txid, data_of, transaction
 from sync.store.audit import row as stored
@@ -231,7 +231,7 @@ def routes(c: Console, router: APIRouter) -> None:  # noqa: C901 (one route each
             bump_version(conn)
             now = conn.execute(select(ref_keys).where(ref_keys.c.serial == serial)).first()
             said = f"{reason or 'no reason'}; {note}"
-            audit(conn, who.name, "key", f"{serial}: {row.status} -> {status} ({said})",
+            _audit(conn, who.name, "key", f"{serial}: {row.status} -> {status} ({said})",
                   target=f"key {serial}", before=stored(row, *KEY_FIELDS),
                   after=stored(now, *KEY_FIELDS))  # fmt: skip
         return RedirectResponse(f"/console/key?q={_q(serial)}", status_code=303)
@@ -265,7 +265,7 @@ def routes(c: Console, router: APIRouter) -> None:  # noqa: C901 (one route each
             now = conn.execute(select(ref_debts).where(
                 ref_debts.c.contract_account == account)).first()  # fmt: skip
             before = amount_text(was.amount, was.currency) if was else "none"
-            audit(conn, who.name, "debt", f"{account}: {before} -> {amount_text(minor, currency)}",
+            _audit(conn, who.name, "debt", f"{account}: {before} -> {amount_text(minor, currency)}",
                   target=f"account {account}", before=stored(was, *DEBT_FIELDS),
                   after=stored(now, *DEBT_FIELDS))  # fmt: skip
         return RedirectResponse(f"/console/key?q={_q(account)}", status_code=303)

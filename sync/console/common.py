@@ -50,8 +50,10 @@ def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def audit(conn: Any, who: str, action: str, detail: str, **kw: Any) -> None:
-    """One line of the audit, as the console's (sync/store/audit.py)."""
+def _audit(conn: Any, who: str, action: str, detail: str, **kw: Any) -> None:
+    """One line of the audit, as the console's (sync/store/audit.py): every change made in
+    the console goes through it with `target`, `before` and `after` (the changed row's stored
+    fields), every refusal and login too."""
     audit_log.write(conn, who, action, detail, via="console", **kw)
 
 
@@ -148,13 +150,13 @@ class Console:
         who = self.reader(request)
         if not secrets.compare_digest(csrf.encode(), who.csrf.encode()):
             with self.engine.begin() as conn:
-                audit(conn, who.name, "refused", f"{action or 'form'}: missing or wrong CSRF "
+                _audit(conn, who.name, "refused", f"{action or 'form'}: missing or wrong CSRF "
                       "token")  # fmt: skip
             raise ConsoleError(403, N_("The form's security token is missing or wrong: load "
                                        "the page again and repeat."))  # fmt: skip
         if action is not None and not who.may(action):
             with self.engine.begin() as conn:
-                audit(conn, who.name, "refused", f"{action}: needs {' or '.join(MAY[action])}")
+                _audit(conn, who.name, "refused", f"{action}: needs {' or '.join(MAY[action])}")
             t = Texts(who.lang)
             raise ConsoleError(403, N_("A {role} may not change this ({roles} only)."),
                                role=t(ROLE_NAMES.get(who.role, who.role)),

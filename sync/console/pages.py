@@ -43,7 +43,7 @@ from sync.console.common import (
     Console,
     ConsoleError,
     Msg,
-    audit,
+    _audit,
     digest,
 )
 from sync.console.i18n import LANGS, N_, Texts, from_accept_language
@@ -133,7 +133,7 @@ def mount(app: FastAPI, engine: Engine, doorman: Any) -> None:
             disabled = row is not None and row.disabled is not None
             if row is None or not ok or disabled:
                 doorman.failed(where)
-                audit(conn, name or "?", "login_failed",
+                _audit(conn, name or "?", "login_failed",
                       f"{where} (disabled)" if ok and disabled else where)
                 return c.render(request, "login.html", None, t, status=401,
                                 error=t("Name or password is wrong."))  # fmt: skip
@@ -142,7 +142,7 @@ def mount(app: FastAPI, engine: Engine, doorman: Any) -> None:
             conn.execute(insert(staff_sessions).values(
                 token_sha256=digest(token), name=name, csrf=csrf,
                 expires=int(time.time()) + SESSION_SECONDS))  # fmt: skip
-            audit(conn, name, "login", row.role, target=f"staff {name}")
+            _audit(conn, name, "login", row.role, target=f"staff {name}")
         out = RedirectResponse("/console/", status_code=303)
         out.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/console",
                        secure=request.url.scheme == "https", max_age=SESSION_SECONDS)  # fmt: skip
@@ -158,7 +158,7 @@ def mount(app: FastAPI, engine: Engine, doorman: Any) -> None:
                 token = request.cookies.get(COOKIE, "")
                 conn.execute(delete(staff_sessions)
                              .where(staff_sessions.c.token_sha256 == digest(token)))  # fmt: skip
-                audit(conn, who.name, "logout", "", target=f"staff {who.name}")
+                _audit(conn, who.name, "logout", "", target=f"staff {who.name}")
         out = RedirectResponse("/console/login", status_code=303)
         out.delete_cookie(COOKIE, path="/console")
         return out
@@ -179,7 +179,7 @@ def mount(app: FastAPI, engine: Engine, doorman: Any) -> None:
                 raise ConsoleError(401, N_("Log in first."))
             conn.execute(update(staff).where(staff.c.name == who.name).values(lang=lang))
             now = conn.execute(select(staff).where(staff.c.name == who.name)).first()
-            audit(conn, who.name, "lang", f"{who.name}: {was.lang} -> {lang}",
+            _audit(conn, who.name, "lang", f"{who.name}: {was.lang} -> {lang}",
                   target=f"staff {who.name}", before=stored(was, *STAFF_FIELDS),
                   after=stored(now, *STAFF_FIELDS))  # fmt: skip
         # back to the page it was chosen on: only a path of the console, never elsewhere
