@@ -249,9 +249,9 @@ def serve_head_office(db: str, *options: str, quiet: bool = False,
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if requests.get(url + "/v1/health", timeout=0.5).ok:
+            if requests.get(url + "/v1/health", timeout=2).ok:
                 return url, proc
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # starting, or a loaded machine
             pass
         if proc.poll() is not None:
             raise RuntimeError(f"head office exited: {proc.stderr.read() if proc.stderr else ''}")

@@ -286,7 +286,7 @@ def test_amounts_are_decimal_text_and_a_bad_one_changes_nothing(tmp_path: Path) 
 
 def _payment(kiosk: str, seq: int, prev: str, when: datetime, txid: str) -> dict[str, Any]:
     ts = when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    data = json.dumps({"denomination": 1000, "device": "note"})
+    data = json.dumps({"medium": "note"})
     content = (seq, ts, "cash_in", txid, "K-1", 1000, "EUR", data)
     return {"kiosk_id": kiosk, "seq": seq, "ts": ts, "kind": "cash_in", "txid": txid,
             "key": "K-1", "amount": 1000, "currency": "EUR", "data": data, "prev_hash": prev,

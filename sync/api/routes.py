@@ -43,6 +43,7 @@ from sqlalchemy import (
     Engine,
     Table,
     false,
+    func,
     insert,
     select,
     update,
@@ -96,30 +97,36 @@ def mount(app: FastAPI, engine: Engine, *, lease_seconds: int = LEASE_SECONDS) -
     """The wire protocol's routes (kiosks and the utility's systems) on `app`."""
     doorman = Doorman()
 
-    def bearer(authorization: str | None, request: Request, table: Table, *cols: Any,
-               required: str) -> Any:  # fmt: skip
-        """The row of `table` whose token the request bears (`cols` of it); 401 with
-        `required` otherwise, counted against the client's address (429 after too many). A
+    def token_of(authorization: str | None) -> str | None:
+        header = authorization or ""
+        return header.removeprefix("Bearer ") if header.startswith("Bearer ") else None
+
+    def refuse(request: Request, token: str | None, required: str) -> HTTPException:
+        """401 with `required`, counted against the client's address (429 after too many). A
         token that is right is taken whatever else came from its address (kiosks behind one
         NAT, a console whose passwords are being guessed): a token is 192 random bits, so
         the count slows no guessing that could succeed; it keeps the noise down."""
         who = request.client.host if request.client else "?"
-        header = authorization or ""
-        token = header.removeprefix("Bearer ") if header.startswith("Bearer ") else None
-        row = None
-        if token is not None:
-            digest = token_digest(token)
-            with engine.connect() as conn:
-                row = conn.execute(select(*cols).where(table.c.token_sha256 == digest)).first()
-        if row is not None:
-            return row
         doorman.check(who)  # too many failed already: 429
         doorman.failed(who)
-        raise HTTPException(401, required if token is None else f"unknown token: {required}")
+        return HTTPException(401, required if token is None else f"unknown token: {required}")
+
+    def bearer(authorization: str | None, request: Request, table: Table, *cols: Any,
+               required: str) -> Any:  # fmt: skip
+        """The row of `table` whose token the request bears (`cols` of it), or `refuse`."""
+        token = token_of(authorization)
+        if token is not None:
+            with engine.connect() as conn:
+                row = conn.execute(select(*cols).where(
+                    table.c.token_sha256 == token_digest(token))).first()  # fmt: skip
+            if row is not None:
+                return row
+        raise refuse(request, token, required)
 
     def kiosk_of(authorization: str | None, request: Request) -> str:
-        row = bearer(authorization, request, kiosks, kiosks.c.kiosk_id,
-                     required="a kiosk's bearer token is required")  # fmt: skip
+        """The kiosk whose token the request bears, its contact noted in the same statement
+        (one UPDATE ... RETURNING: the token found and the row written at once), or `refuse`."""
+        token = token_of(authorization)
         seen: dict[str, Any] = {"last_contact": datetime.now(UTC).isoformat()}
         said = request.headers.get("x-kiosk-backlog", "")
         if said.isdigit():  # the fleet page's backlog and its age, as the kiosk says them
@@ -132,9 +139,14 @@ def mount(app: FastAPI, engine: Engine, *, lease_seconds: int = LEASE_SECONDS) -
             said = request.headers.get(header, "")
             if said and VERSION_TEXT.fullmatch(said):  # what the fleet pages show: text only
                 seen[column] = said
-        with engine.begin() as conn:
-            conn.execute(update(kiosks).where(kiosks.c.kiosk_id == row.kiosk_id).values(**seen))
-        return str(row.kiosk_id)
+        if token is not None:
+            with engine.begin() as conn:
+                mine = kiosks.c.token_sha256 == token_digest(token)
+                row = conn.execute(update(kiosks).where(mine).values(**seen)
+                                   .returning(kiosks.c.kiosk_id)).first()  # fmt: skip
+            if row is not None:
+                return str(row.kiosk_id)
+        raise refuse(request, token, "a kiosk's bearer token is required")
 
     def system_of(authorization: str | None, request: Request, role: str) -> str:
         """The name of the utility's system behind a bearer token of `role`."""
@@ -248,19 +260,18 @@ def mount(app: FastAPI, engine: Engine, *, lease_seconds: int = LEASE_SECONDS) -
     ) -> tuple[int, str]:
         with engine.begin() as conn:  # all or nothing
             # One upload per kiosk at a time: a second one waits here and then sees the first.
+            # The kiosk's row (locked) and its newest stored entry in one statement.
+            newest = (select(func.max(entries.c.seq)).where(entries.c.kiosk_id == kiosk_id)
+                      .scalar_subquery())  # fmt: skip
             kiosk = conn.execute(
-                select(kiosks.c.chain_secret, kiosks.c.keyed_from)
-                .where(kiosks.c.kiosk_id == kiosk_id).with_for_update()
+                select(kiosks.c.chain_secret, kiosks.c.keyed_from, entries.c.seq, entries.c.hash)
+                .outerjoin(entries, (entries.c.kiosk_id == kiosks.c.kiosk_id)
+                           & (entries.c.seq == newest))
+                .where(kiosks.c.kiosk_id == kiosk_id).with_for_update(of=kiosks)
             ).first()  # fmt: skip
             secret = bytes.fromhex(kiosk.chain_secret) if kiosk and kiosk.chain_secret else None
             keyed_from = kiosk.keyed_from if kiosk else None
-            last = conn.execute(
-                select(entries.c.seq, entries.c.hash)
-                .where(entries.c.kiosk_id == kiosk_id)
-                .order_by(entries.c.seq.desc())
-                .limit(1)
-            ).first()
-            seq, prev = (last.seq, last.hash) if last else (0, GENESIS)
+            seq, prev = (kiosk.seq, kiosk.hash) if kiosk and kiosk.seq else (0, GENESIS)
             ordered = sorted(batch, key=lambda x: x.seq)
             old = [e for e in ordered if e.seq <= seq]
             if old:  # delivered before: each must be the very same entry
@@ -388,9 +399,9 @@ def mount(app: FastAPI, engine: Engine, *, lease_seconds: int = LEASE_SECONDS) -
                 select(credits).where(credits.c.holder == kiosk_id, credits.c.written_by.is_(None))
             ).all()
             values: dict[str, int] = {}
-            for scope in ("*", kiosk_id):  # the kiosk's own value beats the fleet's
-                for r in conn.execute(select(settings).where(settings.c.scope == scope)):
-                    values[r.name] = r.value
+            said = conn.execute(select(settings).where(settings.c.scope.in_(("*", kiosk_id))))
+            for r in sorted(said, key=lambda r: r.scope != "*"):  # the kiosk's own wins
+                values[r.name] = r.value
         response.headers["ETag"] = etag
         return {
             "version": version,

@@ -64,7 +64,7 @@ class EntryIn(BaseModel):
         if self.amount is None and self.currency is not None:
             return "a currency without an amount"
         try:
-            datetime.strptime(self.ts, "%Y-%m-%dT%H:%M:%S.%fZ")
+            utc(self.ts)
         except ValueError:
             return f"time {self.ts!r} is not a real time"
         try:
@@ -78,6 +78,12 @@ class EntryIn(BaseModel):
         except PayloadError as err:
             return str(err)
         return None
+
+
+def utc(ts: str) -> datetime:
+    """A journal time (its shape checked: `TS_FORMAT`) as a UTC datetime; ValueError if it is
+    no real time (2026-02-30). The C parser: strptime cost more than all else in an upload."""
+    return datetime.fromisoformat(ts.removesuffix("Z")).replace(tzinfo=UTC)
 
 
 def journal_time(text: str) -> bool:
@@ -94,7 +100,7 @@ def journal_time(text: str) -> bool:
 def time_wrong(ts: str, now: datetime) -> str | None:
     """Why a journal time (of a well-formed entry) is not one head office takes: before
     2000-01-01 or more than 24 h ahead of its clock `now` (None: it takes it)."""
-    when = datetime.strptime(ts, TS_FORMAT).replace(tzinfo=UTC)
+    when = utc(ts)
     if when < EARLIEST:
         return f"time {ts} is before 2000-01-01"
     if when > now + AHEAD:
