@@ -533,3 +533,16 @@ def test_the_login_page_takes_the_language_the_browser_prefers() -> None:
     assert lang("de-DE,de;q=0.9,en;q=0.8") == lang("en;q=0.5,de") == "de"
     assert lang("de;q=0.4,en;q=0.6") == "en" and lang("en;q=0,de;q=0.1") == "de"
     assert lang("en;q=x") == "de"  # a weight that is none: not preferred
+
+
+@pytest.mark.parametrize("office_db", ["sqlite"], indirect=True)
+def test_the_fleet_page_shows_the_release_each_kiosk_reported(office: HeadOffice) -> None:
+    """#38: the version (and journal schema) each kiosk says with its requests, per kiosk on
+    the fleet page; a kiosk that said none is shown so."""
+    client = office.client("DEMO-01")
+    client.session.headers.update({"X-Kiosk-Version": "2.1.0", "X-Kiosk-Journal-Schema": "0007"})
+    assert client.upload([]) == 0
+    page = logged_in(office, "anna", "en").get(f"{office.url}/console/", timeout=30).text
+    rows = {r[0]: r for r in cells(page, "fleet")}
+    assert rows["DEMO-01"][-1] == "2.1.0 (0007)"
+    assert rows["OTHER-01"][-1] == "not reported"
