@@ -11,7 +11,6 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -20,8 +19,9 @@ from kiosk.domain.events import KeyStatus, Kind, Record
 from kiosk.domain.money import Money
 from kiosk.ledger.journal import Journal
 from sync.store.tables import entries, open_db
-from tests.conftest import ROOT, HeadOffice, serve_head_office
+from tests.conftest import ROOT, HeadOffice
 from tests.pgcluster import PgCluster
+from tests.test_fleet_money import _one_round as one_round
 
 RUNBOOK = ROOT / "sync" / "README.md"
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -39,20 +39,6 @@ def shell(script: str, env: dict[str, str]) -> None:
     done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, f"{script}\n{done.stdout}\n{done.stderr}"
-
-
-def one_round(db: str, token: str, j: Journal) -> Any:
-    from kiosk.adapters.head_office import Syncer
-    from sync.wire.client import SyncClient
-
-    url, proc = serve_head_office(db, quiet=True)
-    try:
-        status = Syncer(j, SyncClient(url, token, "DEMO-01", timeout=(1.0, 5.0))).round(T0)
-        assert status.last_error is None, status.last_error
-        return status
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def stored(db: str) -> int:

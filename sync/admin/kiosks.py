@@ -8,6 +8,8 @@ import os
 import re
 import secrets
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,6 +59,28 @@ def _write_secret(fd: int, kiosk_id: str, chain: str) -> None:
         os.fsync(f.fileno())
 
 
+@contextmanager
+def _secret_out(path: str | None, kiosk_id: str) -> Iterator[Callable[[str], None]]:
+    """A function that writes the kiosk's chain secret into a new file at `path` (nothing
+    without one), the file made before anything changes; if the change fails, the file goes."""
+    fd = _secret_file(path)
+
+    def put(chain: str) -> None:
+        nonlocal fd
+        if fd is not None:
+            mine, fd = fd, None
+            _write_secret(mine, kiosk_id, chain)
+
+    try:
+        yield put
+    except BaseException:
+        if fd is not None:
+            os.close(fd)
+        if path is not None and os.path.exists(path):
+            os.unlink(path)
+        raise
+
+
 def add(engine: Engine, kiosk_id: str, secret_file: str | None, who: str) -> str:
     """A new kiosk: its token (returned, printed once) and its chain secret (into
     `secret_file`, as the `[journal]` lines of its secrets file). An id that exists is
@@ -68,24 +92,14 @@ def add(engine: Engine, kiosk_id: str, secret_file: str | None, who: str) -> str
         if _row(conn, kiosk_id) is not None:
             raise Refused(f"kiosk {kiosk_id} exists already: nothing changed (a new token: "
                           f"sync.admin kiosk rotate {kiosk_id})")  # fmt: skip
-    fd = _secret_file(secret_file)
     token, chain, now = secrets.token_urlsafe(24), secrets.token_hex(CHAIN_SECRET_BYTES), _now()
-    try:
-        with engine.begin() as conn:
-            conn.execute(insert(kiosks).values(kiosk_id=kiosk_id, token_sha256=token_digest(token),
-                                               chain_secret=chain, registered=now,
-                                               token_since=now))  # fmt: skip
-            audit.write(conn, who, "kiosk_add", f"kiosk {kiosk_id} added",
-                        target=f"kiosk {kiosk_id}", after=_state(_row(conn, kiosk_id)))
-            if fd is not None:
-                fd, mine = None, fd
-                _write_secret(mine, kiosk_id, chain)
-    except BaseException:
-        if fd is not None:
-            os.close(fd)
-        if secret_file is not None:
-            os.unlink(secret_file)
-        raise
+    with _secret_out(secret_file, kiosk_id) as put_secret, engine.begin() as conn:
+        conn.execute(insert(kiosks).values(kiosk_id=kiosk_id, token_sha256=token_digest(token),
+                                           chain_secret=chain, registered=now,
+                                           token_since=now))  # fmt: skip
+        audit.write(conn, who, "kiosk_add", f"kiosk {kiosk_id} added",
+                    target=f"kiosk {kiosk_id}", after=_state(_row(conn, kiosk_id)))
+        put_secret(chain)
     return token
 
 
@@ -93,30 +107,20 @@ def rotate(engine: Engine, kiosk_id: str, secret_file: str | None, who: str) -> 
     """A new token for a kiosk (its old one is refused from now on; a revoked kiosk is taken
     back). Its chain secret stays (written to `secret_file` again if asked: a kiosk whose
     secrets file was lost)."""
-    fd = _secret_file(secret_file)
     token = secrets.token_urlsafe(24)
-    try:
-        with engine.begin() as conn:
-            was = _row(conn, kiosk_id)
-            if was is None:
-                raise Refused(f"no kiosk {kiosk_id}: nothing changed (a new one: sync.admin "
-                              f"kiosk add {kiosk_id})")  # fmt: skip
-            chain = was.chain_secret or secrets.token_hex(CHAIN_SECRET_BYTES)
-            conn.execute(update(kiosks).where(kiosks.c.kiosk_id == kiosk_id).values(
-                token_sha256=token_digest(token), token_since=_now(), revoked=None,
-                chain_secret=chain))  # fmt: skip
-            audit.write(conn, who, "kiosk_rotate", f"kiosk {kiosk_id}: a new token",
-                        target=f"kiosk {kiosk_id}", before=_state(was),
-                        after=_state(_row(conn, kiosk_id)))  # fmt: skip
-            if fd is not None:
-                fd, mine = None, fd
-                _write_secret(mine, kiosk_id, chain)
-    except BaseException:
-        if fd is not None:
-            os.close(fd)
-        if secret_file is not None and os.path.exists(secret_file):
-            os.unlink(secret_file)
-        raise
+    with _secret_out(secret_file, kiosk_id) as put_secret, engine.begin() as conn:
+        was = _row(conn, kiosk_id)
+        if was is None:
+            raise Refused(f"no kiosk {kiosk_id}: nothing changed (a new one: sync.admin "
+                          f"kiosk add {kiosk_id})")  # fmt: skip
+        chain = was.chain_secret or secrets.token_hex(CHAIN_SECRET_BYTES)
+        conn.execute(update(kiosks).where(kiosks.c.kiosk_id == kiosk_id).values(
+            token_sha256=token_digest(token), token_since=_now(), revoked=None,
+            chain_secret=chain))  # fmt: skip
+        audit.write(conn, who, "kiosk_rotate", f"kiosk {kiosk_id}: a new token",
+                    target=f"kiosk {kiosk_id}", before=_state(was),
+                    after=_state(_row(conn, kiosk_id)))  # fmt: skip
+        put_secret(chain)
     return token
 
 
