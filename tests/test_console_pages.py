@@ -7,8 +7,10 @@ in both catalogues."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
@@ -79,6 +81,17 @@ def cells(page: str, table_id: str, heading: bool = True) -> list[list[str]]:
     parser.feed(page)
     assert parser.rows, f"no table {table_id}"
     return parser.rows[1:] if heading else parser.rows
+
+
+@contextlib.contextmanager
+def open_db_(db: str) -> Iterator[Any]:
+    from sync.store.tables import open_db
+
+    engine = open_db(db)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def ts(at: datetime) -> str:
@@ -186,6 +199,10 @@ def test_lists_are_paged_and_filtered_by_day(office: HeadOffice) -> None:
     csv = s.get(f"{office.url}/console/reports.csv", timeout=30,
                 params={"from": "2026-09-28", "to": "2026-10-02"}).text  # fmt: skip
     assert csv.count("DEMO-01") == 5 and "2026-09-27" not in csv
+    with open_db_(office.db) as engine, engine.connect() as conn:  # the download is audited
+        last = conn.execute(select(audit).order_by(audit.c.id.desc()).limit(1)).one()
+    assert (last.action, last.via, last.target) == ("export", "console", "export money report")
+    assert "2026-09-28..2026-10-02: 5 rows" in last.detail
     bad: dict[str, str]
     for bad in ({"from": "2026-13-01"}, {"from": "2026-10-02", "to": "2026-09-28"},
                 {"page": "0"}, {"page": "x"}):  # fmt: skip

@@ -46,7 +46,8 @@ class Package:
 
 
 #: Debian's Python the environment is made with, and its version's bounds
-PYTHON = ("python3 (>= 3.11)", "python3 (<< 3.12)", "libc6")
+#: (tzdata: both read local days and times, Europe/Berlin, from the system's zone files)
+PYTHON = ("python3 (>= 3.11)", "python3 (<< 3.12)", "libc6", "tzdata")
 PY = "3.11"
 
 KIOSK = Package(

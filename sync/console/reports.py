@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sync.billing import local_time, money_taken
 from sync.billing.sheet import write_csv
 from sync.console.accounts import KEY_STATUS, REASONS
-from sync.console.common import Console, Span
+from sync.console.common import Console, Span, _audit
 from sync.console.i18n import LANG_NAMES, N_, ROLE_NAMES, TZ, VIA, Texts
 
 MEDIUMS = {"coin": N_("coins"), "note": N_("notes"), "card": N_("card"), "cash": N_("cash")}
@@ -111,12 +111,17 @@ def routes(c: Console, router: APIRouter) -> None:
     @router.get("/reports.csv")
     def reports_csv(request: Request, since: str = Query("", alias="from"),
                     until: str = Query("", alias="to")) -> Response:  # fmt: skip
-        if c.session(request) is None:
+        who = c.session(request)
+        if who is None:
             return c.page(request, "reports.html")  # to the login
         span = Span.of(since, until, "1")
+        rows = money_rows(span)
         buf = io.StringIO()  # text cells that could start a spreadsheet formula: quoted
-        write_csv(buf, ["day", "kiosk", "method", "currency", "amount_minor"], money_rows(span),
+        write_csv(buf, ["day", "kiosk", "method", "currency", "amount_minor"], rows,
                   numbers=["amount_minor"])  # fmt: skip
+        with c.engine.begin() as conn:  # an export is audited like a change
+            _audit(conn, who.name, "export", f"money report {since or '...'}..{until or '...'}: "
+                   f"{len(rows)} rows", target="export money report")  # fmt: skip
         return Response(
             buf.getvalue(),
             media_type="text/csv; charset=utf-8",
