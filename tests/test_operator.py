@@ -203,7 +203,7 @@ def subcommands() -> dict[str, list[str]]:
 #: the commands that change nothing (no audit row expected)
 READ_ONLY = {"serve", "report", "count", "verify", "openapi", "upgrade", "kiosk list",
              "staff list", "notify", "release keygen", "release sign",
-             "release verify"}  # fmt: skip
+             "release verify"}  # fmt: skip  (`rollout status` is `rollout`'s read-only form)
 
 
 def test_every_command_that_changes_something_writes_its_audit_row(tmp_path: Path) -> None:
@@ -217,10 +217,21 @@ def test_every_command_that_changes_something_writes_its_audit_row(tmp_path: Pat
     credits_file = tmp_path / "credits.csv"
     credits_file.write_text("key,amount,currency,kiosk\nK-9,2.00,EUR,\n", "utf-8")
     staff_pw = PASSWORD + "\n"
+    from sync.wire import signing
+
+    public = signing.make_key(tmp_path / "release.key")
+    deb = tmp_path / "prepaid-kiosk_9.0.0_amd64.deb"
+    deb.write_bytes(b"a release")
+    sig = tmp_path / "prepaid-kiosk_9.0.0_amd64.deb.sig"
+    sig.write_text(signing.sign(deb, "9.0.0", tmp_path / "release.key").text(), "utf-8")
     # (command, argv, stdin, target the audit row names)
     walk: list[tuple[str, list[str], str, str]] = [
         ("kiosk add", ["kiosk", "add", "K-01"], "", "kiosk K-01"),
         ("kiosk rotate", ["kiosk", "rotate", "K-01"], "", "kiosk K-01"),
+        ("release trust", ["release", "trust", public], "", "release key"),
+        ("release add", ["release", "add", str(deb), "--signature", str(sig)], "",
+         "release 9.0.0"),
+        ("rollout", ["rollout", "9.0.0", "--canary", "K-01"], "", "rollout 9.0.0"),
         ("kiosk revoke", ["kiosk", "revoke", "K-01"], "", "kiosk K-01"),
         ("staff add", ["staff", "add", "bob", "--role", "admin"], staff_pw, "staff bob"),
         ("staff set-role", ["staff", "set-role", "bob", "operator"], "", "staff bob"),

@@ -1,5 +1,6 @@
 """Head-office admin: `python -m sync.admin --db URL COMMAND` (serve, kiosk, staff, token, key,
-debt, credit, setting, report, restored, count, import, export, verify, openapi, upgrade).
+debt, credit, setting, report, restored, count, import, export, verify, release, rollout,
+openapi, upgrade).
 
 Amounts are typed and shown as people write them, decimal text in the currency ("12.50"; "50"
 is fifty euros); minor units only in the machine files' columns that say so. Every command
@@ -52,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="sync.admin", description="head-office admin")
     p.add_argument("--version", action="version", version=f"sync.admin {version()}")
     p.add_argument("--db", default="sqlite:///headoffice.sqlite", help="SQLAlchemy URL")
+    p.add_argument("--releases", default=None, metavar="DIR",
+                   help="the release folder (default: $HEADOFFICE_RELEASES, else `releases` "
+                        "beside an SQLite database, else /var/lib/prepaid-headoffice/releases)")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve", help="run the head-office server")
     s.add_argument("--host", default="127.0.0.1")
@@ -163,6 +167,19 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("file")
     a.add_argument("--signature", required=True)
     a.add_argument("--public-key", required=True, help="base64, as `keygen` printed it")
+    a = rls.add_parser("trust", help="the utility's release public key head office verifies "
+                       "releases with")  # fmt: skip
+    a.add_argument("public_key", help="base64, as `keygen` printed it")
+    a = rls.add_parser("add", help="verify a release file and store it for the rollouts")
+    a.add_argument("file")
+    a.add_argument("--signature", required=True, help="its signature file (FILE.sig)")
+    ro = sub.add_parser("rollout", help="roll a stored release out (canaries first), or "
+                        "`rollout status`")  # fmt: skip
+    ro.add_argument("version", help="a stored release's version, or `status`")
+    ro.add_argument("--canary", default="", help="kiosk ids, comma-separated: they get it at once")
+    ro.add_argument("--then-after", default="24h",
+                    help="every other kiosk after this (30m, 24h, 2d), unless a canary rolled "
+                         "it back or refused it")  # fmt: skip
     sub.add_parser("openapi", help="print the wire protocol as OpenAPI JSON")
     sub.add_parser("upgrade", help="bring the database to this release's schema (migrations)")
     args = p.parse_args(argv)
@@ -211,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
         return serve(args)
     if args.cmd == "notify":
         return notify_command(args)
-    if args.cmd == "release":
+    if args.cmd == "release" and args.action not in ("trust", "add"):
         return release_command(args)
     tz = zone(args.tz) if args.cmd in ("report", "export") else None
     engine = open_db(args.db)
@@ -225,6 +242,8 @@ def run(args: argparse.Namespace) -> int:
             return kiosk_command(engine, args)
         if args.cmd == "staff":
             return staff_command(engine, args)
+        if args.cmd in ("release", "rollout"):
+            return rollout_command(engine, args)
         return change(engine, args)
     finally:
         engine.dispose()
@@ -254,6 +273,24 @@ def release_command(args: argparse.Namespace) -> int:
         raise Refused(str(err)) from None
     except OSError as err:
         raise Refused(f"{err.filename}: {err.strerror}") from None
+    return 0
+
+
+def rollout_command(engine: Engine, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sync.admin import releases as rel
+    from sync.book.releases import folder, status
+
+    if args.cmd == "release" and args.action == "trust":
+        print(f"release public key trusted: {rel.trust(engine, args.public_key, operator())}")
+    elif args.cmd == "release":
+        print(rel.add(engine, folder(args.db, args.releases), Path(args.file),
+                      Path(args.signature), operator()))  # fmt: skip
+    elif args.version == "status":
+        print(status(engine), end="")
+    else:
+        print(rel.rollout(engine, args.version, args.canary, args.then_after, operator()))
     return 0
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from sync.app import DB_ENV, DOCS_ENV, LEASE_ENV, create_app
+from sync.book.releases import RELEASES_ENV
 from sync.store.tables import open_db
 from sync.wire.release import version
 
@@ -82,9 +83,12 @@ def serve(args: argparse.Namespace) -> int:
         os.environ[DB_ENV] = args.db
         os.environ[DOCS_ENV] = "1" if args.docs else ""
         os.environ[LEASE_ENV] = str(args.lease_seconds)
+        if args.releases:
+            os.environ[RELEASES_ENV] = args.releases
         uvicorn.run("sync.app:app_from_env", factory=True, workers=args.workers, **common)
         return 0
-    app = create_app(args.db, docs=args.docs, lease_seconds=args.lease_seconds)
+    app = create_app(args.db, docs=args.docs, lease_seconds=args.lease_seconds,
+                     releases=args.releases)  # fmt: skip
     # a stop waits at most 5 s for clients (a half-done TLS handshake held it for good)
     uvicorn.run(app, **common)
     log.info("head office stopped")

@@ -33,11 +33,14 @@ import re
 import secrets
 import time
 import zlib
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import FastAPI, Header, HTTPException, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 from sqlalchemy import (
     Engine,
@@ -61,6 +64,7 @@ from sync.book.credits import (
     track_credits,
     unconfirmed,
 )
+from sync.book.releases import target, track_releases
 from sync.store import audit
 from sync.store.tables import (
     alarm_once,
@@ -72,6 +76,7 @@ from sync.store.tables import (
     ref_debts,
     ref_keys,
     ref_version,
+    releases,
     settings,
     token_digest,
 )
@@ -93,8 +98,10 @@ log = logging.getLogger(__name__)
 VERSION_TEXT = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+~_-]{0,39}")
 
 
-def mount(app: FastAPI, engine: Engine, *, lease_seconds: int = LEASE_SECONDS) -> None:
-    """The wire protocol's routes (kiosks and the utility's systems) on `app`."""
+def mount(app: FastAPI, engine: Engine, *, lease_seconds: int = LEASE_SECONDS,
+          release_folder: Path | None = None) -> None:  # fmt: skip
+    """The wire protocol's routes (kiosks and the utility's systems) on `app`; release files
+    are served from `release_folder`."""
     doorman = Doorman()
 
     def token_of(authorization: str | None) -> str | None:
@@ -307,6 +314,7 @@ def mount(app: FastAPI, engine: Engine, *, lease_seconds: int = LEASE_SECONDS) -
                                  .values(keyed_from=keyed_from))  # fmt: skip
                 if track_credits(conn, kiosk_id, rows, refused):
                     bump_version(conn)
+                track_releases(conn, kiosk_id, rows)
             return seq, prev
 
     @app.post("/v1/credits/claim")
@@ -412,6 +420,70 @@ def mount(app: FastAPI, engine: Engine, *, lease_seconds: int = LEASE_SECONDS) -
             "settings": values,
         }
 
+
+    @app.get("/v1/release", responses={204: {"description": "no release for this kiosk"}})
+    def release(request: Request, authorization: Annotated[str | None, Header()] = None) -> Any:
+        """The release this kiosk is to run (the rollout in force), or 204: its version, file
+        name, size, SHA-256, the signature file's text and where to download it."""
+        kiosk_id = kiosk_of(authorization, request)
+        with engine.connect() as conn:
+            row = target(conn, kiosk_id)
+        if row is None:
+            return Response(status_code=204)
+        return {"version": row["version"], "file": row["file"], "size": row["size"],
+                "sha256": row["sha256"], "signature": row["signature"],
+                "url": f"/v1/releases/{row['version']}/file"}  # fmt: skip
+
+    @app.get("/v1/releases/{version}/file",
+             responses={206: {"description": "the part asked for (Range)"},
+                        416: {"description": "a range beyond the file"}})  # fmt: skip
+    def release_file(
+        version: str,
+        request: Request,
+        authorization: Annotated[str | None, Header()] = None,
+        range: Annotated[str | None, Header()] = None,  # noqa: A002 (the header's name)
+    ) -> Any:
+        """A release file head office stores, whole or from a byte range (`Range: bytes=N-`
+        or `bytes=N-M`): an interrupted download resumes where it stopped."""
+        kiosk_of(authorization, request)
+        with engine.connect() as conn:
+            row = conn.execute(select(releases).where(releases.c.version == version)).first()
+        if row is None or release_folder is None:
+            raise HTTPException(404, f"no release {version}")
+        path = release_folder / row.file
+        try:
+            size = path.stat().st_size
+        except OSError:
+            raise HTTPException(404, f"release {version}: its file is missing") from None
+        start, end, status = 0, size - 1, 200
+        if range is not None:
+            m = re.fullmatch(r"bytes=([0-9]+)-([0-9]*)", range.strip())
+            if m is None:
+                raise HTTPException(416, "only one range, bytes=N- or bytes=N-M",
+                                    headers={"Content-Range": f"bytes */{size}"})  # fmt: skip
+            start = int(m.group(1))
+            end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
+            if start >= size or end < start:
+                raise HTTPException(416, f"range beyond the file's {size} bytes",
+                                    headers={"Content-Range": f"bytes */{size}"})  # fmt: skip
+            status = 206
+        headers = {"Accept-Ranges": "bytes", "Content-Length": str(end - start + 1)}
+        if status == 206:
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        return StreamingResponse(_read(path, start, end - start + 1), status_code=status,
+                                 media_type="application/vnd.debian.binary-package",
+                                 headers=headers)  # fmt: skip
+
+
+def _read(path: Path, start: int, length: int) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        f.seek(start)
+        while length > 0:
+            chunk = f.read(min(length, 1 << 20))
+            if not chunk:
+                return
+            length -= len(chunk)
+            yield chunk
 
 
 def gunzip_capped(raw: bytes, cap: int) -> bytes:

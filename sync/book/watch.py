@@ -22,7 +22,7 @@ CREDIT_OLD = timedelta(days=7)
 TS = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 #: every kind of alarm, stored or watched, as an operator routes them
-KINDS = ("chain", "clock", "credit", "silent", "fault", "cashbox", "credit_owed")
+KINDS = ("chain", "clock", "credit", "release", "silent", "fault", "cashbox", "credit_owed")
 
 
 @dataclass(frozen=True)

@@ -144,7 +144,8 @@ alarms = Table(
     Column("seq", Integer),
     Column("text", Text, nullable=False),
     # what it is about, for routing it to people: chain (a fork, gap or hash), clock (a
-    # kiosk's time gone wrong), credit (the credit book refused or undid something)
+    # kiosk's time gone wrong), credit (the credit book refused or undid something), release
+    # (a release refused by head office or a kiosk, or rolled back)
     Column("kind", String(16), nullable=False, default="credit", server_default="credit"),
 )
 #: what the alarm notifier told whom (sync/admin/notify.py): one row per alarm and channel
@@ -220,6 +221,46 @@ audit = Table(
     Column("target", String(128), nullable=False, default="", server_default=""),  # key K-1, ...
     Column("before", Text),  # JSON of what it was (NULL: nothing, or not a change)
     Column("after", Text),  # JSON of what it is now (NULL: gone, or not a change)
+)
+#: the utility's release public key head office trusts (`sync.admin release trust`): one row
+release_key = Table(
+    "release_key",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("public_key", String(64), nullable=False),  # base64 of the Ed25519 key's 32 bytes
+    Column("trusted", String(32), nullable=False),  # head office's clock, UTC
+)
+#: the release files head office stores (`sync.admin release add`), verified with that key
+releases = Table(
+    "releases",
+    metadata,
+    Column("version", String(40), primary_key=True),
+    Column("file", String(128), nullable=False),  # its name in the release folder
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("signature", Text, nullable=False),  # the signature file's text, as signed
+    Column("added", String(32), nullable=False),
+)
+#: `sync.admin rollout`: the newest row is the rollout in force
+rollouts = Table(
+    "rollouts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("version", String(40), nullable=False),
+    Column("canaries", Text, nullable=False),  # kiosk ids, comma-separated: they get it at once
+    Column("after_seconds", Integer, nullable=False),  # then every other kiosk after this
+    Column("started", String(32), nullable=False),  # head office's clock, UTC
+)
+#: each kiosk's newest update state, from its `release` journal entries
+kiosk_releases = Table(
+    "kiosk_releases",
+    metadata,
+    Column("kiosk_id", String(64), primary_key=True),
+    Column("version", String(40), nullable=False),
+    Column("state", String(16), nullable=False),  # downloading, ..., rolled_back, refused
+    Column("ts", String(32), nullable=False),  # the kiosk's clock, from its entry
+    Column("detail", Text, nullable=False, default="", server_default=""),
+    Column("seq", Integer, nullable=False),  # the entry it came from
 )
 ref_version = Table(
     "ref_version",

@@ -150,6 +150,41 @@ class SyncClient:
         self._request("GET", "/v1/health", timeout=(2.0, 5.0))
         return time.perf_counter() - start
 
+    def release(self) -> dict[str, Any] | None:
+        """The release head office wants this kiosk to run (GET /v1/release), or None."""
+        resp = self._request("GET", "/v1/release")
+        if resp.status_code == 204:
+            return None
+        try:
+            answer = resp.json()
+            if not isinstance(answer, dict):
+                raise ValueError
+            return answer
+        except ValueError as err:
+            raise Retryable(f"unexpected answer from head office: {resp.text[:200]}") from err
+
+    def download(self, path: str, out: Any, offset: int, limit: int) -> int:
+        """Append the release file at `path` to `out` from byte `offset` on (HTTP Range), never
+        more than `limit` bytes in all (Permanent beyond it); returns the bytes written."""
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        resp = self._request("GET", path, headers=headers, stream=True)
+        with resp:
+            if offset and resp.status_code != 206:
+                raise Permanent(f"head office did not resume at byte {offset} "
+                                f"({resp.status_code})", resp.status_code)  # fmt: skip
+            got = 0
+            try:
+                for chunk in resp.iter_content(1 << 16):
+                    got += len(chunk)
+                    if offset + got > limit:
+                        raise Permanent(f"the release file is larger than the {limit} bytes "
+                                        "signed", 413)  # fmt: skip
+                    out.write(chunk)
+            except (requests.ConnectionError, requests.Timeout,
+                    requests.exceptions.ChunkedEncodingError) as err:
+                raise Retryable(f"download broken off after {got} bytes: {err}") from err
+            return got
+
     def upload(self, batch: list[dict[str, Any]]) -> int:
         """Send entries (as stored); returns the highest sequence number head office holds."""
         return self.upload_ack(batch).seq

@@ -122,6 +122,7 @@ class Kind(StrEnum):
     KEY_REFUSED = "key_refused"
     FAULT = "fault"
     RECONCILED = "reconciled"
+    RELEASE = "release"  # an update's state: downloading, verified, installed, healthy, ...
 
 
 #: the sign each kind's amount takes: "+" more than zero, "0+" zero or more, None no amount
@@ -134,8 +135,12 @@ SIGNS: dict[Kind, str | None] = {
     Kind.PENDING_WRITTEN: "0+", Kind.PENDING_RELEASED: "0+", Kind.AUDIT: None,
     Kind.TEST_CASH: "+", Kind.CASHBOX_EMPTIED: "0+", Kind.TX_CLOSED: None,
     Kind.CARD_RECEIPT: None, Kind.RECEIPT: None, Kind.ACCEPTOR_COUNTER: None,
-    Kind.KEY_REFUSED: None, Kind.FAULT: None, Kind.RECONCILED: None,
+    Kind.KEY_REFUSED: None, Kind.FAULT: None, Kind.RECONCILED: None, Kind.RELEASE: None,
 }  # fmt: skip
+
+#: the states of an update a kiosk journals (`release` entries), in the order they come
+RELEASE_STATES = ("pending", "downloading", "verified", "installed", "healthy", "rolled_back",
+                  "refused")  # fmt: skip
 
 
 # ---------------------------------------------------------------- the hash chain
@@ -442,6 +447,13 @@ class Reconciled(Payload):
     transactions: list[str] | None = None
 
 
+@dataclass(frozen=True)
+class Release(Payload):
+    state: str = ""  # one of RELEASE_STATES
+    version: str = ""
+    detail: Str = None  # why (a refusal's reason, a rollback's cause)
+
+
 PAYLOADS: dict[Kind, type[Payload]] = {
     Kind.KIOSK_STARTED: KioskStarted, Kind.TX_OPENED: TxOpened, Kind.CASH_IN: CashIn,
     Kind.CASH_UNATTRIBUTED: CashUnattributed, Kind.CARD_APPROVED: CardApproved,
@@ -453,7 +465,7 @@ PAYLOADS: dict[Kind, type[Payload]] = {
     Kind.CASHBOX_EMPTIED: CashboxEmptied, Kind.TX_CLOSED: TxClosed,
     Kind.CARD_RECEIPT: CardReceipt, Kind.RECEIPT: Receipt,
     Kind.ACCEPTOR_COUNTER: AcceptorCounter, Kind.KEY_REFUSED: KeyRefused, Kind.FAULT: Fault,
-    Kind.RECONCILED: Reconciled,
+    Kind.RECONCILED: Reconciled, Kind.RELEASE: Release,
 }  # fmt: skip
 
 
