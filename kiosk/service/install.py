@@ -204,7 +204,7 @@ def install(root: Path, site_file: Path, program: Path, units: Path, out: TextIO
             0o600,
         )
         put("/etc/prepaid-kiosk/kiosk.env", "# KIOSK_HEAD_OFFICE_TOKEN=...\n", 0o600)  # fmt: skip
-    for unit in sorted(units.glob("*.service")):
+    for unit in sorted(units.glob("prepaid-kiosk*.service")):  # head office's are its own
         text = unit.read_text("utf-8").replace(str(PROGRAM), str(program))
         if unit.name == "prepaid-kiosk.service":
             text = text.replace("[Unit]\n", "[Unit]\nRequires=prepaid-kiosk-display.service\n"
