@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -11,16 +11,13 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import func, select
 
 from sync.billing import local_time
+from sync.book.watch import BOX_NEAR_FULL, CREDIT_OLD, FAULT_OPEN, SILENT
 from sync.console.common import Console, ConsoleError, Span
 from sync.console.i18n import N_, TZ, Texts
 from sync.console.views import emptying, faults
 
-#: alarm thresholds: a kiosk silent this long, a device fault open this long, a box this full,
-#: a credit owed this long
-SILENT = timedelta(minutes=10)
-FAULT_OPEN = timedelta(minutes=15)
-BOX_NEAR_FULL = 200_000  # minor units in the box since it was emptied
-CREDIT_OLD = timedelta(days=7)
+#: alarm thresholds (a kiosk silent this long, a device fault open this long, a box this full,
+#: a credit owed this long): the same as the alarm notices' (sync/book/watch.py)
 #: the kinds whose money goes into the cash box
 INTO_THE_BOX = ("cash_in", "cash_unattributed", "test_cash")
 #: the devices a kiosk names in its faults, as the staff call them
