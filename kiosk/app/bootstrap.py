@@ -34,12 +34,13 @@ from kiosk.adapters.cash import CcTalkCash, open_cash
 from kiosk.adapters.head_office import HeadOfficeLink, Syncer, SyncLoop
 from kiosk.adapters.key import PcscKeyReader
 from kiosk.adapters.printer import open_printer
+from kiosk.adapters.updates import Updater
 from kiosk.app.health import HealthGuard
 from kiosk.app.ports import ChipKeyReader, Devices, HeadOffice, NoHeadOffice
 from kiosk.app.runner import Kiosk
 from kiosk.domain.clock import ManualClock
 from kiosk.domain.errors import ConfigError, JournalError
-from kiosk.domain.site import Site, load_chain_secret
+from kiosk.domain.site import Site, load_chain_secret, load_update_key
 from kiosk.ledger.archive import Housekeeper, Policy, housekeep, policy_of
 from kiosk.ledger.journal import Journal
 from kiosk.service.diag import load_pin_hash
@@ -185,11 +186,16 @@ def automat(
     head_office: HeadOfficeAccess | str | None = None,
     pin_hash: str | None = None,
     cash_period: float = 0.1,
+    ready: threading.Event | None = None,
 ) -> Iterator[Automat]:
     """Build the automat of `site`, start its devices and head-office sync; stop them all when
     the block ends. `reader`: a key reader the caller made (the demo's in-process slot);
     `head_office`: instead of the site's (a head office the demo started); `pin_hash`: instead
-    of the secrets file's."""
+    of the secrets file's; `ready`: set once the automat is up (its screen shows its first
+    picture): a new release on trial marks itself healthy only then."""
+    if ready is None:
+        ready = threading.Event()
+        ready.set()
 
     def warn(text: str) -> None:
         out.write(f"warning: {text}\n")
@@ -213,7 +219,14 @@ def automat(
         access = head_office if head_office is not None else head_office_access(site, warn)
         kiosk_box: list[Kiosk] = []  # the housekeeper asks the kiosk, made below, if idle
         keeper = Housekeeper(journal, policy, lambda: bool(kiosk_box) and kiosk_box[0].idle())
-        ho = connect_head_office(site, journal, clock, access, after_round=keeper)
+        updater_box: list[Updater] = []  # made below, once the sync client is
+
+        def after_round(now: datetime) -> None:
+            keeper(now)
+            for updater in updater_box:
+                updater.after_round(now)
+
+        ho = connect_head_office(site, journal, clock, access, after_round=after_round)
         devices = Devices(reader=reader, coin=cash.coin, notes=cash.notes, card=card,
                           printer=printer)  # fmt: skip
         if pin_hash is None:
@@ -225,6 +238,13 @@ def automat(
         kiosk = Kiosk(site, journal, devices, clock, pin_hash=pin_hash, head_office=ho,
                       health=watch, monotonic=time.monotonic if real else None)  # fmt: skip
         kiosk_box.append(kiosk)
+        public_key = load_update_key(site)
+        if public_key is not None and isinstance(ho, HeadOfficeLink):
+            updater = Updater(journal, ho.syncer.client, journal_file.parent, public_key,
+                              version(), clock, ready=ready.is_set,
+                              trial_seconds=site.head_office.trial_seconds)  # fmt: skip
+            updater_box.append(updater)
+            kiosk.switch = updater.switch
         cash.start()
         stack.callback(cash.stop)
         if pcsc is not None:  # a reader the caller made is the caller's to start

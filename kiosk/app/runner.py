@@ -129,6 +129,10 @@ class Kiosk:
         self.listeners: list[Listener] = []
         #: why the engine stopped (an unexpected error: the automat is out of order)
         self.failure: str | None = None
+        #: a new release waiting to take over (kiosk/adapters/updates.py): asked between two
+        #: events while nobody is at the automat; `switched` once it has (the engine ends)
+        self.switch: Callable[[], bool] | None = None
+        self.switched = False
         #: disk, journal and clock, looked at each tick; what it found last
         self.health = health
         self._unhealthy = ""
@@ -226,6 +230,24 @@ class Kiosk:
             finally:
                 if queued:
                     self.events.task_done()
+            if not queued and self.switch is not None and self._hand_over():
+                return
+
+    def _hand_over(self) -> bool:
+        """A new release waits (`switch`): taken only here, on the engine thread between two
+        events, while nobody is at the automat (a resting screen, nothing queued: no
+        transaction open, no key being written, no note in escrow, no credit being written)
+        and the acceptors are inhibited. True: the engine ends and the process exits with the
+        switch's status."""
+        if not self.idle() or not self.events.empty() or self.switch is None:
+            return False
+        try:
+            self.switched = self.switch()
+        except Exception:  # a failed switch leaves the automat selling on this release
+            log.exception("the switch to a new release failed: staying on this one")
+            self.switch = None
+            return False
+        return self.switched
 
     def alive(self) -> None:
         """Tell the cash devices that the engine is alive (their dead-man switch inhibits them

@@ -364,6 +364,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run(site, journal_path(base, site.kiosk_id), opts, sys.stdout)
 
 
+def cmd_launch(args: argparse.Namespace) -> int:
+    from kiosk.cli.launch import launch
+
+    return launch(data_dir(args.data_dir), list(args.run_args))
+
+
 def with_screen(site: Site, screen: str | None, rotation: int | None) -> Site:
     """The site with its [ui] screen size ("WxH") and rotation given on the command line."""
     import dataclasses
@@ -758,6 +764,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --panel on a site written by `kiosk simulate`: its control socket",
     )
     runp.set_defaults(func=cmd_run)
+    lau = sub.add_parser(
+        "launch",
+        help="what the unit runs: `kiosk run ARGS` of the release state.json chooses, "
+        "switched to a new one and rolled back by itself (README: releases)",
+    )
+    lau.add_argument("run_args", nargs=argparse.REMAINDER, help="the arguments of `kiosk run`")
+    lau.set_defaults(func=cmd_launch)
 
     simp = sub.add_parser(
         "simulate",

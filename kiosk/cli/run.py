@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
+from kiosk.adapters.updates import SWITCH_EXIT
 from kiosk.app.bootstrap import Automat, automat, where
 from kiosk.app.systemd import Notifier, Supervision, Watchdog
 from kiosk.domain.clock import ManualClock, utc_now
@@ -46,19 +47,20 @@ def run(site: Site, journal_file: Path, opts: RunOptions, out: TextIO) -> int:
             out.write(f"No display: started a virtual screen ({xvfb.display}).\n")
         configure(site.ui, windowed=opts.headless or opts.panel)
         clock: Callable[[], datetime] = ManualClock(utc_now()) if opts.headless else utc_now
+        shown = threading.Event()  # the screen's first picture is up
         if opts.simulate:
             from kiosk.sim.rig import simulated_rig
 
-            rig = stack.enter_context(simulated_rig(site, journal_file, out, clock, card_step=0.4))
+            rig = stack.enter_context(simulated_rig(site, journal_file, out, clock, card_step=0.4,
+                                                    ready=shown))  # fmt: skip
             running = rig.automat
         else:
             rig = None
-            running = stack.enter_context(automat(site, journal_file, clock, out))
+            running = stack.enter_context(automat(site, journal_file, clock, out, ready=shown))
         kiosk = running.kiosk
         stop = threading.Event()
         engine = threading.Thread(target=kiosk.run, args=(stop,), name="engine", daemon=True)
         engine.start()
-        shown = threading.Event()  # the screen's first picture is up
         stack.enter_context(supervised(running, engine, opts.supervision, shown))
         try:
             if opts.headless:
@@ -92,6 +94,9 @@ def run(site: Site, journal_file: Path, opts: RunOptions, out: TextIO) -> int:
         if kiosk.failure is not None:
             out.write(f"kiosk: out of order: {kiosk.failure}\n")
             return 1  # a failure status: systemd starts it again, reconciliation runs
+        if kiosk.switched:
+            out.write("kiosk: handing over to the new release\n")
+            return SWITCH_EXIT  # the launcher starts it
         if rig is not None:
             from kiosk.sim.demo import finish_report
 
@@ -107,10 +112,11 @@ def _stop_when_failed(engine: threading.Thread, app: Any) -> None:
     """When the engine thread ends on a failure, the screen shows it for a while, then the
     app stops and the process exits non-zero."""
     engine.join()
-    if app.kiosk.failure is not None:
+    if app.kiosk.failure is not None or app.kiosk.switched:
         from kivy.clock import Clock
 
-        Clock.schedule_once(lambda _dt: app.stop(), FAILURE_SCREEN_SECONDS)
+        wait = FAILURE_SCREEN_SECONDS if app.kiosk.failure is not None else 0
+        Clock.schedule_once(lambda _dt: app.stop(), wait)
 
 
 @contextmanager

@@ -7,6 +7,7 @@ domain object the engine reads, with every amount as `Money`.
 
 from __future__ import annotations
 
+import base64
 import re
 import tomllib
 from dataclasses import dataclass, replace
@@ -254,6 +255,9 @@ class DevicesSection(_Section):
 class HeadOfficeSection(_Section):
     url: str | None = Field(default=None, pattern=r"^https?://\S+$")
     sync_interval: Seconds = 60
+    #: how long a new release has to come up and finish a sync round before the launcher rolls
+    #: it back to the one before (seconds)
+    trial_seconds: Seconds = 300
     #: the CA certificate(s) head office's TLS certificate is checked against, when it is not
     #: signed by a public CA (a PEM file); leave out for the system's CAs
     ca_file: str | None = None
@@ -673,3 +677,32 @@ def load_chain_secret(site: Site) -> bytes | None:
         return chain_secret(str(text))
     except ValueError as err:
         raise ConfigError(path, [f"journal.chain_secret: {err}"]) from None
+
+
+def load_update_key(site: Site) -> str | None:
+    """The utility's release public key, `[updates] public_key` (base64 of the Ed25519 key's 32
+    bytes, as `sync.admin release keygen` printed it) in the site's secrets file: the automat
+    installs only releases signed with it. None without a secrets file or the line (the automat
+    then installs no release)."""
+    path = site.secrets.file
+    if path is None:
+        return None
+    try:
+        data = tomllib.loads(Path(path).read_text("utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(path, [f"unreadable: {err}"]) from None
+    section = data.get("updates", {})
+    text = section.get("public_key") if isinstance(section, dict) else None
+    if text is None:
+        return None
+    try:
+        raw = base64.b64decode(str(text).strip(), validate=True)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise ConfigError(path, ["updates.public_key: not 32 bytes in base64 (as `sync.admin "
+                                 "release keygen` printed it)"])  # fmt: skip
+    return str(text).strip()
+

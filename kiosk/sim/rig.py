@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -190,6 +191,7 @@ def simulated_rig(
     clock: Callable[[], datetime],
     *,
     card_step: float = 0.0,
+    ready: threading.Event | None = None,
 ) -> Iterator[Rig]:
     """Start the simulators, then the automat on their ports (through the composition root);
     stop it all when the block ends. `card_step`: the terminal's pause between its prompts (a
@@ -216,7 +218,8 @@ def simulated_rig(
                   else "the demo runs offline on its own key list")  # fmt: skip
         a = stack.enter_context(
             automat(with_ports(site, **sims.ports()), journal_file, clock, out, reader=keys.port,
-                    head_office=access, pin_hash=demo_pin_hash(), cash_period=0.05)
+                    head_office=access, pin_hash=demo_pin_hash(), cash_period=0.05,
+                    ready=ready)
         )  # fmt: skip
         keys.port.start(watch=False)
         stack.callback(keys.port.stop)
