@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import select
 
 from kiosk.adapters.updates import RELEASE_PYTHON, Updater, read_state
-from kiosk.domain.errors import ConfigError
+from kiosk.domain.errors import ConfigError, JournalError
 from kiosk.domain.site import load_site, load_update_key
 from kiosk.ledger.journal import Journal
 from sync.admin import main as admin_main
@@ -196,3 +196,224 @@ def test_the_update_key_is_read_from_the_secrets_file(tmp_path: Path) -> None:
     secrets.write_text('[updates]\npublic_key = "c2hvcnQ="\n', "utf-8")
     with pytest.raises(ConfigError, match="updates.public_key: not 32 bytes"):
         load_update_key(site)
+
+
+NEWER_MIGRATION = '''"""A newer release's additive migration: a column that may be NULL and a table.
+
+Revision ID: 0008
+Revises: 0007
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("journal") as journal:
+        journal.add_column(sa.Column("newer_note", sa.Text))
+    op.create_table("newer_things", sa.Column("id", sa.Integer, primary_key=True))
+
+
+def downgrade() -> None:
+    op.drop_table("newer_things")
+    with op.batch_alter_table("journal") as journal:
+        journal.drop_column("newer_note")
+'''
+
+
+def newer_history(tmp_path: Path) -> Any:
+    """The migrations of a release with one more (additive) migration than this one."""
+    import shutil
+
+    from kiosk.ledger.journal import HISTORY
+    from sync.store.schema import History
+
+    folder = tmp_path / "newer-migrations"
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(HISTORY.folder, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / "versions" / "0008_newer.py").write_text(NEWER_MIGRATION, "utf-8")
+    return History(folder, "journal", "0001")
+
+
+def test_a_journal_a_newer_release_expanded_is_opened_by_the_release_before(
+    tmp_path: Path,
+) -> None:
+    """Expand/contract: the release rolled back to opens the journal its successor upgraded
+    with an additive migration, writes it, and the chain verifies; a successor that contracted
+    (readable only from its own schema on) gets a clear refusal and the journal unchanged."""
+    from kiosk.domain.events import Record
+    from kiosk.ledger.journal import HISTORY
+    from sync.store.schema import state
+
+    path = tmp_path / "journal-K-01.sqlite"
+    now = datetime.now(UTC)
+    old = Journal(path, "K-01")
+    old.append([Record(Kind.AUDIT, data={"action": "before", "who": "t"})], now)
+    old.close()
+    newer = Journal(path, "K-01", history=newer_history(tmp_path), readable_from=HISTORY.head)
+    newer.append([Record(Kind.RELEASE, data={"state": "installed", "version": "2.0.0"})], now)
+    assert state(newer.engine, HISTORY) == "0008"
+    newer.close()
+    back = Journal(path, "K-01")  # this release, rolled back to
+    back.append([Record(Kind.RELEASE, data={"state": "rolled_back", "version": "2.0.0",
+                                            "detail": "trial"})], now)  # fmt: skip
+    assert back.verify() == 3
+    assert state(back.engine, HISTORY) == "0008"  # left as it is
+    assert [e.data["state"] for e in back.entries_of_kind(Kind.RELEASE)] == ["installed",
+                                                                             "rolled_back"]
+    back.close()
+    # a contracting release made it readable only from its own schema on
+    contracted = Journal(path, "K-01", history=newer_history(tmp_path), readable_from="0008")
+    contracted.close()
+    before = path.read_bytes()
+    with pytest.raises(JournalError, match="newer release, readable from 0008 on; this release "
+                       f"is at {HISTORY.head}"):  # fmt: skip
+        Journal(path, "K-01")
+    assert path.read_bytes() == before
+
+
+def test_the_switch_waits_for_the_customer_and_is_taken_only_when_nobody_is_there(
+    tmp_path: Path,
+) -> None:
+    """Money first: a release waiting to take over is asked only between two events at a
+    resting screen; a customer mid top-up finishes on this release, then the engine hands
+    over and ends."""
+    import threading
+
+    from kiosk.app.ports import Devices
+    from kiosk.app.runner import Kiosk
+    from kiosk.domain.clock import utc_now
+    from kiosk.domain.engine import State
+    from kiosk.domain.events import AmountChosen, KeyStatus, Method, MethodChosen
+    from kiosk.domain.money import Money
+    from kiosk.sim.fakes import FakeCoinAcceptor, FakeKey, FakeKeyReader, FakeNoteValidator
+    from tests.conftest import make_site, wait_until
+
+    site = make_site("demo")
+    journal = Journal(tmp_path / "journal.sqlite", site.kiosk_id)
+    journal.set_key("K1", KeyStatus.ACTIVE, "4711")
+    turns = []
+
+    class Coins(FakeCoinAcceptor):
+        def alive(self) -> None:  # the engine says so every turn
+            turns.append(1)
+
+    reader, notes = FakeKeyReader(), FakeNoteValidator(site.notes)
+    kiosk = Kiosk(site, journal, Devices(reader=reader, coin=Coins(site.coins), notes=notes),
+                  utc_now)  # fmt: skip
+    changed = threading.Event()
+    kiosk.listeners.append(lambda _v, _e: changed.set())
+    asked: list[State] = []
+    stop = threading.Event()
+    engine = threading.Thread(target=kiosk.run, args=(stop, 0.02), daemon=True)
+    engine.start()
+    key = FakeKey("K1", "4711")
+    reader.insert(key)
+    wait_until(lambda: kiosk.view().state == State.CHOOSING_AMOUNT, "the key's summary", changed)
+    kiosk.submit(AmountChosen(Money(1000, "EUR")))
+    kiosk.submit(MethodChosen(Method.CASH))
+    wait_until(lambda: notes.limit is not None, "the acceptors enabled", changed)
+
+    def switch() -> bool:
+        asked.append(kiosk.view().state)
+        return True
+
+    kiosk.switch = switch  # the new release arrives now, mid top-up
+    assert notes.insert(Money(500, "EUR"))  # in escrow
+    seen = len(turns)
+    wait_until(lambda: len(turns) > seen + 25, "25 engine turns", threading.Event(), 10)
+    assert asked == [] and engine.is_alive() and kiosk.view().state == State.CASH
+    assert notes.stacked == [Money(500, "EUR")]
+    notes.insert(Money(500, "EUR"))  # the rest: written to the key
+    wait_until(lambda: key.credit == 1000, "the credit on the key", changed)
+    assert asked == []  # the receipt screen is not resting either
+    reader.remove()
+    engine.join(10)
+    assert not engine.is_alive() and kiosk.switched
+    assert asked == [State.IDLE]
+    closed = [e.data.get("outcome") for e in journal.entries_of_kind(Kind.TX_CLOSED)]
+    assert closed == ["completed"] and len(journal.entries_of_kind(Kind.KEY_WRITTEN)) == 1
+    stop.set()
+    journal.close()
+
+
+STAND_IN = """#!/bin/sh
+# a release as the launcher sees it: it says what it was started with, then behaves
+echo "{version} $*" >> {log}
+{behaviour}
+"""
+#: the behaviours of the stand-in releases (the real ones run in tests/test_rollout.py)
+HEALTHY_THEN_SWITCH = """printf {version} > {folder}/healthy
+trap 'exit 0' TERM
+while [ ! -e {folder}/switch-{version} ]; do sleep 0.05; done
+rm {folder}/switch-{version}
+exit 75"""
+
+
+def stand_in(folder: Path, version: str, behaviour: str, log: Path) -> Path:
+    python = folder / version / RELEASE_PYTHON
+    python.parent.mkdir(parents=True, exist_ok=True)
+    python.write_text(STAND_IN.format(version=version, log=log, behaviour=behaviour.format(
+        version=version, folder=folder)), "utf-8")  # fmt: skip
+    python.chmod(0o755)
+    return python
+
+
+def test_the_launcher_switches_and_rolls_back_by_itself(tmp_path: Path) -> None:
+    """Real processes stand in for releases: B, on trial, marks itself healthy; C exits at
+    its start and D never becomes healthy within its trial: both are stopped and B is started
+    again with the reason in state.json."""
+    import threading
+
+    from kiosk.adapters.updates import write_state
+    from kiosk.cli.launch import Launcher
+
+    data = tmp_path / "data"
+    folder = data / "releases"
+    log = tmp_path / "started.log"
+    installed = stand_in(tmp_path / "installed", "A", "exit 0", log)
+    stand_in(folder, "B", HEALTHY_THEN_SWITCH, log)
+    stand_in(folder, "C", "exit 3", log)
+    stand_in(folder, "D", "trap 'exit 0' TERM\nwhile :; do sleep 0.05; done", log)
+    write_state(folder, {"current": "B", "previous": None, "trial_until": time.time() + 60})
+    launcher = Launcher(data, ["--site", "site.toml"], installed=str(installed))
+    # A is not started: state.json says B (on trial)
+    code: list[int] = []
+    thread = threading.Thread(target=lambda: code.append(launcher.run()), daemon=True)
+    thread.start()
+
+    def started() -> list[str]:
+        return log.read_text().splitlines() if log.exists() else []
+
+    poll_until(lambda: read_state(folder) == {"current": "B", "previous": None}, "B healthy")
+    assert started() == [f"B -m kiosk.cli --data-dir {data} run --site site.toml"]
+    # C arrives and fails at its start: rolled back to B
+    write_state(folder, {"current": "C", "previous": "B", "trial_until": time.time() + 60})
+    (folder / "switch-B").touch()
+    poll_until(lambda: len(started()) == 3, "B started again")
+    assert [line.split()[0] for line in started()] == ["B", "C", "B"]
+    poll_until(lambda: read_state(folder).get("trial_until") is None
+               and "rolled_back" in read_state(folder), "the state after C")  # fmt: skip
+    assert read_state(folder)["rolled_back"] == {"version": "C",
+                                                 "reason": "it exited with status 3 on trial"}
+    # D comes up but is not healthy within its trial: stopped, back to B
+    write_state(folder, {"current": "D", "previous": "B", "trial_until": time.time() + 1.0})
+    (folder / "switch-B").touch()
+    poll_until(lambda: len(started()) == 5, "B started after D", 20)
+    assert [line.split()[0] for line in started()] == ["B", "C", "B", "D", "B"]
+    state = read_state(folder)
+    assert state["current"] == "B" and state["rolled_back"] == {
+        "version": "D", "reason": "not up and synced within its trial"}
+    assert not (folder / "healthy").exists() or (folder / "healthy").read_text() == "B"
+    launcher.stopping.set()  # SIGTERM to the launcher: passed on, and its status returned
+    thread.join(30)
+    assert code == [0]
+    # nothing in state.json: the installed release runs (and its status is the launcher's)
+    write_state(folder, {})
+    assert Launcher(data, ["x"], installed=str(installed)).run() == 0
+    assert started()[-1] == f"A -m kiosk.cli --data-dir {data} run x"

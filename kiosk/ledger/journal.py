@@ -261,6 +261,16 @@ class Tally:
 #: the journal's migrations (kiosk/ledger/migrations); a journal of the release before schema
 #: versions is told by its `journal` table
 HISTORY = History(Path(__file__).parent / "migrations", "journal", "0001")
+#: The oldest journal schema whose release still reads a journal this release has upgraded
+#: (kept in the journal's meta as READABLE_META). The rule that lets a release be rolled back:
+#: a migration only adds (a table, an index, a column that may be NULL or has a default), in the
+#: release that needs it, and never removes or renames; the release before it then opens the
+#: journal as it is, after a rollback, and writes it as it always did. What is no longer used
+#: is removed by a later release (expand, then contract): that contracting migration raises
+#: this to its own revision, and a release older than it refuses the journal with the reason
+#: instead of misreading it.
+READABLE_FROM = "0007"
+READABLE_META = "schema_readable_from"
 
 debts_table = Table(
     "ref_debts",
@@ -331,9 +341,13 @@ class Journal:
 
     def __init__(
         self, path: str | Path, kiosk_id: str, *, synchronous: str = "FULL",
-        chain_secret: bytes | None = None,
+        chain_secret: bytes | None = None, history: History = HISTORY,
+        readable_from: str = READABLE_FROM,
     ) -> None:  # fmt: skip
         self.path = Path(path)
+        #: the journal's migrations and what this release's journal is readable by (another
+        #: release's, in the rollback tests)
+        self.history, self.readable_from = history, readable_from
         self.kiosk_id = kiosk_id
         #: the kiosk's chain secret: entries from `KEYED_FROM` on are hashed with it
         self.chain_secret = chain_secret
@@ -369,25 +383,62 @@ class Journal:
 
     def schema_revision(self) -> str:
         """The journal's schema revision (the release that opened it brought it to its own)."""
-        return HISTORY.head
+        return self.history.head
 
     def _migrate(self) -> None:
         """Bring the journal to this release's schema before anything else: a new one is made
         so; an older one is first copied to a backup beside it (SQLite's online backup) whose
         chain must verify, then upgraded, and its chain must still verify after. One process
         at a time (a lock file beside it): the automat and a `kiosk diag` started together."""
-        if state(self.engine, HISTORY) == HISTORY.head:
+        now = state(self.engine, self.history)
+        if now == self.history.head:
+            if self.get_meta(READABLE_META) != self.readable_from:
+                self._readable()  # (a journal of the release before the mark, or a contraction)
+            return
+        if now not in (None, "empty") and not self._knows(now):
+            self._newer(now)
             return
         with open(self.path.with_name(self.path.name + ".upgrade-lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             self._upgrade()
 
+    def _knows(self, revision: str) -> bool:
+        from alembic.script import ScriptDirectory
+        from alembic.util import CommandError
+
+        try:
+            return ScriptDirectory(str(self.history.folder)).get_revision(revision) is not None
+        except (CommandError, KeyError, ValueError):
+            return False
+
+    def _newer(self, revision: str) -> None:
+        """A journal a newer release upgraded (this one was rolled back to): opened as it is
+        when that release says this one reads it (READABLE_FROM), refused otherwise."""
+        with self.engine.connect() as conn:
+            said = conn.execute(select(meta_table.c.value).where(
+                meta_table.c.name == READABLE_META)).scalar()  # fmt: skip
+        head = self.history.head
+        if said is None or not (str(said).isdigit() and head.isdigit()) or int(head) < int(said):
+            raise JournalError(
+                f"{self.path} is at schema {revision} of a newer release, readable from "
+                f"{said or 'no release before it'} on; this release is at {head}: run the newer "
+                "release (its journal is unchanged)")  # fmt: skip
+        log.warning("journal %s is at schema %s of a newer release (readable from %s): opened "
+                    "as it is by this release (%s)", self.path, revision, said, head)  # fmt: skip
+
+    def _readable(self) -> None:
+        with self._writer.begin() as conn:
+            conn.execute(meta_table.delete().where(meta_table.c.name == READABLE_META))
+            conn.execute(insert(meta_table).values(name=READABLE_META, value=self.readable_from))
+
     def _upgrade(self) -> None:
+        HISTORY = self.history  # noqa: N806 (this journal's migrations)
         was = state(self.engine, HISTORY)
         if was == HISTORY.head:
             return
         if was == "empty":
             upgrade(self._writer, HISTORY)
+            self._readable()
             return
         backup = self.path.with_name(f"{self.path.name}.before-{HISTORY.head}")
         try:
@@ -404,6 +455,7 @@ class Journal:
         finally:
             copy.dispose()
         upgrade(self._writer, HISTORY)
+        self._readable()
         if verify_chain(self.engine, self.chain_secret) != entries:
             raise JournalError(f"{self.path}: the chain changed in the upgrade (backup {backup})")
         log.warning("journal %s upgraded from %s to %s (%d entries verify; backup %s)",
