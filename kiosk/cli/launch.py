@@ -67,7 +67,8 @@ class Launcher:
         cmd = [self.python(version), "-m", "kiosk.cli", "--data-dir", str(self.data), "run",
                *self.run_args]  # fmt: skip
         print(f"launch: release {version or 'installed'}: {' '.join(cmd)}", flush=True)
-        self.child = subprocess.Popen(cmd, env=env)
+        # in the data directory: never a folder whose own `kiosk` package would be imported
+        self.child = subprocess.Popen(cmd, env=env, cwd=self.data)
         return self.child
 
     def stop(self, child: subprocess.Popen[bytes]) -> int:

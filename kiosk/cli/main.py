@@ -769,7 +769,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="what the unit runs: `kiosk run ARGS` of the release state.json chooses, "
         "switched to a new one and rolled back by itself (README: releases)",
     )
-    lau.add_argument("run_args", nargs=argparse.REMAINDER, help="the arguments of `kiosk run`")
+    lau.add_argument("run_args", nargs="*", metavar="RUN_ARGS",
+                     help="the arguments of `kiosk run` (everything after `launch`)")
     lau.set_defaults(func=cmd_launch)
 
     simp = sub.add_parser(
@@ -969,7 +970,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    run_args: list[str] = []
+    if "launch" in argv:  # everything after it is `kiosk run`'s, options too
+        at = argv.index("launch")
+        argv, run_args = argv[: at + 1], argv[at + 1 :]
     args = build_parser().parse_args(argv)
+    if args.command == "launch":
+        args.run_args = run_args
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -214,6 +214,7 @@ def simulated_rig(
         # a short folder of its own: a Unix socket's path has at most 107 bytes
         sock_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kiosk-sim-")))
         control = stack.enter_context(serve_control(sims, sock_dir / "control"))
+        out.write(f"Simulator control: {sock_dir / 'control'}\n")
         access = (HeadOfficeAccess(ho.url, ho.token, interval=1.0, ceiling=5.0) if ho.token
                   else "the demo runs offline on its own key list")  # fmt: skip
         a = stack.enter_context(
