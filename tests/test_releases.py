@@ -203,3 +203,17 @@ def test_the_file_is_served_whole_or_from_a_range_to_kiosks_only(office: Any) ->
     assert out.getvalue() == whole
     with pytest.raises(Permanent, match="larger than"):
         client.download("/v1/releases/9.0.0/file", io.BytesIO(), 0, len(whole) - 1)
+
+
+def test_the_release_folder_is_given_or_beside_the_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sync.book.releases import DEFAULT_FOLDER, RELEASES_ENV, folder
+
+    monkeypatch.delenv(RELEASES_ENV, raising=False)
+    assert folder(f"sqlite:///{tmp_path}/ho.sqlite") == tmp_path / "releases"
+    assert folder("postgresql://ho@db/ho") == DEFAULT_FOLDER
+    assert folder("postgresql://ho@db/ho", str(tmp_path / "r")) == tmp_path / "r"
+    monkeypatch.setenv(RELEASES_ENV, str(tmp_path / "env"))
+    assert folder(f"sqlite:///{tmp_path}/ho.sqlite") == tmp_path / "env"
+    assert folder("sqlite://", str(tmp_path / "given")) == tmp_path / "given"

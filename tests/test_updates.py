@@ -364,7 +364,9 @@ def stand_in(folder: Path, version: str, behaviour: str, log: Path) -> Path:
     return python
 
 
-def test_the_launcher_switches_and_rolls_back_by_itself(tmp_path: Path) -> None:
+def test_the_launcher_switches_and_rolls_back_by_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Real processes stand in for releases: B, on trial, marks itself healthy; C exits at
     its start and D never becomes healthy within its trial: both are stopped and B is started
     again with the reason in state.json."""
@@ -413,7 +415,29 @@ def test_the_launcher_switches_and_rolls_back_by_itself(tmp_path: Path) -> None:
     launcher.stopping.set()  # SIGTERM to the launcher: passed on, and its status returned
     thread.join(30)
     assert code == [0]
-    # nothing in state.json: the installed release runs (and its status is the launcher's)
+    # nothing in state.json: the installed release runs (and its status is the launcher's),
+    # with systemd's socket passed on and the watchdog its own (no WATCHDOG_PID of ours)
     write_state(folder, {})
-    assert Launcher(data, ["x"], installed=str(installed)).run() == 0
+    says = stand_in(tmp_path / "installed", "A", 'echo "$NOTIFY_SOCKET|$WATCHDOG_PID|$PWD" >> '
+                    f'{tmp_path}/env.log\nexit 0', log)  # fmt: skip
+    for name, value in (("NOTIFY_SOCKET", "/run/systemd/notify"), ("WATCHDOG_PID", "1")):
+        monkeypatch.setenv(name, value)
+    assert Launcher(data, ["x"], installed=str(says)).run() == 0
     assert started()[-1] == f"A -m kiosk.cli --data-dir {data} run x"
+    assert (tmp_path / "env.log").read_text() == f"/run/systemd/notify||{data}\n"
+
+
+def test_a_failure_on_the_download_thread_is_journaled_and_the_automat_goes_on(
+    fleet: dict[str, Any],
+) -> None:
+    stored_release(fleet, "2.0.0")
+    data = fleet["tmp"] / "data"
+    journal = Journal(data / "journal-K-01.sqlite", "K-01")
+    (data / "releases").write_text("not a folder")  # the disk says no
+    u = updater(fleet, journal)
+    u.after_round()
+    settle(u)
+    [fault] = journal.entries_of_kind(Kind.FAULT)
+    assert fault.data["device"] == "updates" and "release 2.0.0" in fault.data["text"]
+    assert u.waiting is None and states(journal) == []
+    journal.close()
