@@ -441,3 +441,46 @@ def test_a_failure_on_the_download_thread_is_journaled_and_the_automat_goes_on(
     assert fault.data["device"] == "updates" and "release 2.0.0" in fault.data["text"]
     assert u.waiting is None and states(journal) == []
     journal.close()
+
+
+def test_a_release_on_trial_marks_itself_healthy_once_up_and_synced(
+    fleet: dict[str, Any],
+) -> None:
+    from kiosk.adapters.updates import write_state
+
+    data = fleet["tmp"] / "data"
+    folder = data / "releases"
+    for v in ("0.9.0", "1.0.0", "2.0.0"):
+        (folder / v).mkdir(parents=True)
+    write_state(folder, {"current": "2.0.0", "previous": "1.0.0",
+                         "trial_until": time.time() + 300})  # fmt: skip
+    journal = Journal(data / "journal-K-01.sqlite", "K-01")
+    client = SyncClient(fleet["url"], fleet["token"], "K-01")
+    up = [False]
+    u = Updater(journal, client, data, fleet["public"], "2.0.0", lambda: datetime.now(UTC),
+                ready=lambda: up[0])  # fmt: skip
+    assert u.on_trial
+    u.after_round()  # synced, but its screen is not up yet
+    assert states(journal) == [] and not (folder / "healthy").exists()
+    up[0] = True
+    u.after_round()
+    assert states(journal) == [("healthy", "2.0.0", "up and synced")]
+    assert (folder / "healthy").read_text() == "2.0.0" and not u.on_trial
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["1.0.0", "2.0.0"]
+    journal.close()
+
+
+def test_the_release_rolled_back_to_says_so_at_its_start(fleet: dict[str, Any]) -> None:
+    from kiosk.adapters.updates import write_state
+
+    data = fleet["tmp"] / "data"
+    write_state(data / "releases", {"current": None, "previous": None, "rolled_back": {
+        "version": "2.0.0", "reason": "it exited with status 1 on trial"}})  # fmt: skip
+    journal = Journal(data / "journal-K-01.sqlite", "K-01")
+    u = updater(fleet, journal)  # the installed 1.0.0
+    assert states(journal) == [("rolled_back", "2.0.0", "it exited with status 1 on trial")]
+    assert u.given_up == {"2.0.0"} and not u.on_trial
+    assert read_state(data / "releases") == {"current": None, "previous": None}
+    updater(fleet, journal)  # said once
+    assert len(states(journal)) == 1
+    journal.close()

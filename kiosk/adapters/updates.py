@@ -167,6 +167,16 @@ class Updater:
             self._say("healthy", self.running, "up and synced")
             healthy_file(self.folder).write_text(self.running, "utf-8")
             self.on_trial = False
+            self._prune(read_state(self.folder).get("previous"))
+
+    def _prune(self, previous: object) -> None:
+        """The unpacked releases but this one and the one before it are deleted (before any
+        new download starts: this runs on the sync thread ahead of `_ask`)."""
+        for old in self.folder.iterdir():
+            if old.is_dir() and not old.name.startswith(".") and old.name not in (
+                    self.running, previous):  # fmt: skip
+                shutil.rmtree(old, ignore_errors=True)
+                log.info("releases: %s deleted (neither running nor the one before)", old.name)
 
     def _ask(self) -> None:
         with self._lock:
