@@ -151,6 +151,7 @@ def test_an_entry_that_means_nothing_a_kiosk_journals_is_refused_and_nothing_is_
 
 
 def test_a_credit_pinned_to_one_kiosk_never_moves(office: HeadOffice) -> None:
+    office.admin("key", "K1", "--status", "active")  # a credit is for a key head office knows
     credit = office.admin("credit", "K1", "5.00", "--kiosk", "DEMO-01")
     assert office.client("OTHER-01").claim("K1") == []
     assert book(office) == [(credit, "K1", 500, "DEMO-01", None)]
@@ -178,6 +179,7 @@ def test_only_a_kiosk_the_credit_was_given_to_closes_it(
 
 
 def test_a_credit_no_kiosk_was_given_is_closed_by_none(office: HeadOffice, tmp_path: Path) -> None:
+    office.admin("key", "K1", "--status", "active")
     credit = office.admin("credit", "K1", "7.00")  # for the first kiosk that claims the key
     j = journal(tmp_path, "DEMO-01", [Record(Kind.PENDING_WRITTEN, credit, "K1", E(700), {})])
     res = upload(office, j)
@@ -202,6 +204,7 @@ def test_a_claimed_credit_is_leased_to_one_kiosk_until_it_reports(
 ) -> None:
     """A claim grants a lease: while it runs, another kiosk's claim gets nothing; the holder
     reporting the write failed ends it, and the next claim may take the credit."""
+    office.admin("key", "K1", "--status", "active")
     credit = office.admin("credit", "K1", "7.00")
     assert [c["credit_id"] for c in office.client("DEMO-01").claim("K1")] == [credit]
     assert office.client("OTHER-01").claim("K1") == []  # leased to DEMO-01
@@ -227,6 +230,8 @@ def test_kiosks_claiming_the_same_keys_at_once_each_credit_goes_to_exactly_one(
     journals = {k: journal(tmp_path, k) for k in kiosks}
     for round_ in range(6):
         keys = [f"K{round_}-{n}" for n in range(2)]
+        for key in keys:
+            office.admin("key", key, "--status", "active")
         made = {office.admin("credit", key, "1.00"): key for key in keys}
         got, errors = claim_at_once(clients, keys)
         assert errors == []
