@@ -94,6 +94,11 @@ def test_a_release_is_stored_only_when_it_verifies_with_the_trusted_key(tmp_path
     foreign = release_file(tmp_path, "2.0.2", other)
     code, _, err = admin(db, "release", "add", str(foreign), "--signature", f"{foreign}.sig")
     assert code == 2 and "not made with the utility's release key" in err
+    # a good file under another name than the one signed: refused
+    renamed = tmp_path / "prepaid-kiosk_2.0.0_arm64.deb"
+    renamed.write_bytes(f.read_bytes())
+    code, _, err = admin(db, "release", "add", str(renamed), "--signature", f"{f}.sig")
+    assert code == 2 and f"the signature is of {f.name}, not {renamed.name}" in err
     folder = tmp_path / "releases"
     assert count(db, releases) == 0 and not any(folder.glob("*.deb"))
     engine = open_db(db)
@@ -101,9 +106,8 @@ def test_a_release_is_stored_only_when_it_verifies_with_the_trusted_key(tmp_path
         said = conn.execute(select(alarms.c.kind, alarms.c.text)).all()
         done = conn.execute(select(audit.c.action, audit.c.via)).all()
     engine.dispose()
-    assert [k for k, _ in said] == ["release", "release"] and "2.0.1" in said[0][1]
-    assert done == [("release_trust", "cli"), ("release_refused", "cli"),
-                    ("release_refused", "cli")]  # fmt: skip
+    assert [k for k, _ in said] == ["release"] * 3 and "2.0.1" in said[0][1]
+    assert done == [("release_trust", "cli")] + [("release_refused", "cli")] * 3
     # the good one: stored beside the database with its facts
     out = ok(db, "release", "add", str(f), "--signature", f"{f}.sig")
     assert str(folder) in out
@@ -147,6 +151,11 @@ def test_canaries_first_then_the_rest_unless_a_canary_rolled_it_back(office: Any
     assert all(c.release() is None for c in client.values())  # no rollout: 204
     code, _, err = admin(db, "rollout", "9.0.0", "--canary", "K-01,K-04")
     assert code == 2 and "no kiosk K-04" in err
+    ok(db, "kiosk", "add", "K-09")
+    ok(db, "kiosk", "revoke", "K-09")
+    code, _, err = admin(db, "rollout", "9.0.0", "--canary", "K-09")
+    assert code == 2 and "no kiosk K-09 is registered (and not revoked)" in err
+    assert ok(db, "rollout", "status") == "no rollout\n"
     ok(db, "rollout", "9.0.0", "--canary", "K-01", "--then-after", "1h")
     target = client["K-01"].release()
     assert target is not None and target["version"] == "9.0.0"

@@ -111,7 +111,8 @@ def rollout(engine: Engine, version: str, canaries: str, then_after: str, who: s
             kiosks.c.kiosk_id.in_(chosen), kiosks.c.revoked.is_(None))).scalars())  # fmt: skip
         unknown = [k for k in chosen if k not in known]
         if unknown:
-            raise Refused(f"no kiosk {', '.join(unknown)} is registered: nothing changed")
+            raise Refused(f"no kiosk {', '.join(unknown)} is registered (and not revoked): "
+                          "nothing changed")  # fmt: skip
         row = {"version": version, "canaries": ",".join(chosen), "after_seconds": seconds,
                "started": _now()}  # fmt: skip
         conn.execute(insert(rollouts).values(**row))
