@@ -147,6 +147,7 @@ def test_a_release_altered_at_head_office_is_refused_and_not_tried_again(
     u.after_round()  # never tried again, also by the next process (from the journal)
     assert not u.busy() and len(states(journal)) == 2
     assert updater(fleet, journal).given_up == {"2.0.0"}
+    assert journal.get_meta("releases_given_up") == '["2.0.0"]'  # also once archived
     # delivered: head office shows it refused and raises the alarm
     client = SyncClient(fleet["url"], fleet["token"], "K-01")
     client.upload(journal.raw_entries())

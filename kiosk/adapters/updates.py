@@ -43,6 +43,8 @@ MAX_RELEASE = 512 << 20
 TRIAL_SECONDS = 300.0
 #: the environment variable the launcher sets for the release it starts
 LAUNCHED_ENV = "KIOSK_LAUNCHED"
+#: the journal's meta entry of the versions never to be tried again (JSON list)
+GIVEN_UP = "releases_given_up"
 #: the Python of an unpacked release, inside its folder
 RELEASE_PYTHON = Path("opt/prepaid-kiosk/.venv/bin/python")
 
@@ -132,12 +134,17 @@ class Updater:
                  extra={"event": f"release_{state}"})  # fmt: skip
 
     def _given_up(self) -> set[str]:
-        """The versions refused or rolled back here: never tried again."""
-        out = set()
+        """The versions refused or rolled back here: never tried again (from the journal's
+        entries, and from its meta once housekeeping has archived them)."""
+        out = set(json.loads(self.journal.get_meta(GIVEN_UP) or "[]"))
         for e in self.journal.entries_of_kind(Kind.RELEASE):
             if e.data.get("state") in ("refused", "rolled_back"):
                 out.add(str(e.data.get("version")))
         return out
+
+    def _give_up(self, version: str) -> None:
+        self.given_up.add(version)
+        self.journal.set_meta(GIVEN_UP, json.dumps(sorted(self.given_up)))
 
     def _at_start(self) -> None:
         """A rollback the launcher made is said by the release it went back to; a release on
@@ -147,7 +154,7 @@ class Updater:
         if isinstance(back, dict) and back.get("version"):
             version, reason = str(back["version"]), str(back.get("reason") or "")
             self._say("rolled_back", version, reason)
-            self.given_up.add(version)
+            self._give_up(version)
             write_state(self.folder, {k: v for k, v in state.items() if k != "rolled_back"})
         self.on_trial = (state.get("current") == self.running
                          and state.get("trial_until") is not None)  # fmt: skip
@@ -228,7 +235,7 @@ class Updater:
         name = str(target.get("file") or "")
         if signing.FILE_NAME.fullmatch(name):
             (self.folder / f"{name}.part").unlink(missing_ok=True)
-        self.given_up.add(version)
+        self._give_up(version)
         self._say("refused", version, why)
 
     def _download(self, target: dict[str, Any]) -> None:
