@@ -226,3 +226,30 @@ def test_the_release_folder_is_given_or_beside_the_database(
     monkeypatch.setenv(RELEASES_ENV, str(tmp_path / "env"))
     assert folder(f"sqlite:///{tmp_path}/ho.sqlite") == tmp_path / "env"
     assert folder("sqlite://", str(tmp_path / "given")) == tmp_path / "given"
+
+
+def test_the_runbooks_release_commands_run_as_written(tmp_path: Path) -> None:
+    """sync/README.md, "Releases": the commands as the operator types them."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_runbook import block
+
+    db = f"sqlite:///{tmp_path / 'ho.sqlite'}"
+    for k in ("JENA-01", "POESSNECK-01", "SAAL-01"):
+        ok(db, "kiosk", "add", k)
+    key = tmp_path / "release.key"
+    public = signing.make_key(key)
+    release_file(tmp_path, "1.3.0", key)
+    admin_cmd = f"{sys.executable} -m sync.admin --db {db}"
+    script = block("releases").replace("ADMIN", admin_cmd).replace("BASE64", public)
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "release 1.3.0: prepaid-kiosk_1.3.0_amd64.deb" in done.stdout
+    lines = done.stdout.splitlines()
+    row = {line.split()[0]: line.split() for line in lines if line.startswith(("JENA", "SAAL"))}
+    assert row["JENA-01"][1] == "1.3.0" and row["SAAL-01"][1] == "waiting"
+    assert (tmp_path / "releases" / "prepaid-kiosk_1.3.0_amd64.deb").exists()
