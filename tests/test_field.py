@@ -9,6 +9,7 @@ only; what happened is read at head office.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -277,6 +278,22 @@ def test_diag_devices_finds_every_simulated_device_on_its_real_port(
         assert "Traceback" not in held.stdout + held.stderr
 
 
+def reference_held(data_dir: Path) -> bool:
+    """Has the automat taken head office's reference data (its keys) yet? Read from its
+    journal's meta, read-only, as `kiosk journal` would."""
+    import sqlite3
+
+    found = list(data_dir.glob("journal-*.sqlite"))
+    if not found:
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{found[0]}?mode=ro", uri=True)) as db:
+            row = db.execute("SELECT value FROM meta WHERE name = 'sync_reference_version'")
+            return row.fetchone() is not None
+    except sqlite3.Error:  # being made or upgraded: not yet
+        return False
+
+
 def test_field_rehearsal_the_bus_unplugged_for_30_s_mid_payment_loses_nothing(
     pcscd: str, tmp_path: Path
 ) -> None:
@@ -310,6 +327,8 @@ def test_field_rehearsal_the_bus_unplugged_for_30_s_mid_payment_loses_nothing(
                 poll_until(lambda: count_entries(db, "DEMO-01") > 0 or kiosk.poll() is not None,
                            "the first upload", 60)  # fmt: skip
                 assert kiosk.poll() is None, (tmp_path / "kiosk.log").read_text()[-3000:]
+                # the round's second half: the keys (a key before them is one it does not know)
+                poll_until(lambda: reference_held(tmp_path / "kiosk-data"), "the keys", 30)
                 control.send("insert K-1001")
                 poll_until(lambda: "taken" in control.send("coin 2.00"), "the acceptor enabled", 30)
                 poll_until(lambda: kinds("cash_in") >= 1, "the coin at head office", 30)
