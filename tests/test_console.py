@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import requests
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.expected_conditions import staleness_of
@@ -185,11 +186,27 @@ def login(browser: webdriver.Chrome, office: HeadOffice, name: str, password: st
     submit(browser, By.ID, "login")
 
 
+def gone(old: Any) -> Any:
+    """A wait's condition: the element `old` is no longer in the page. Chromedriver answers
+    "Node with given id does not belong to the document" instead of a stale element while the
+    new page replaces the old one: that is gone too."""
+
+    def check(_: Any) -> bool:
+        try:
+            return bool(staleness_of(old)(_))
+        except WebDriverException as err:
+            if "does not belong to the document" in str(err):
+                return True
+            raise
+
+    return check
+
+
 def submit(browser: webdriver.Chrome, by: str, what: str) -> None:
     """Click a form's button and wait for the page the post leads to (the old one gone)."""
     old = browser.find_element(By.TAG_NAME, "html")
     browser.find_element(by, what).click()
-    WebDriverWait(browser, 10).until(staleness_of(old))
+    WebDriverWait(browser, 10).until(gone(old))
 
 
 def session_post(browser: webdriver.Chrome, url: str, path: str, data: dict[str, str]) -> Any:

@@ -529,7 +529,10 @@ def _grab(display: str, path: Path) -> Any:
             "ImageGrab.grab(xdisplay=sys.argv[1]).save(sys.argv[2])")  # fmt: skip
     done = subprocess.run([sys.executable, "-c", code, display, str(path)],
                           capture_output=True, timeout=60)  # fmt: skip
-    return Image.open(path).convert("RGB") if done.returncode == 0 else None
+    if done.returncode != 0:  # said in the test's output, should the screen never come
+        print(f"grab of {display} failed: {done.stderr.decode(errors='replace')[-300:]}")
+        return None
+    return Image.open(path).convert("RGB")
 
 
 def test_the_automat_fills_a_screen_of_another_size_than_its_site_says(tmp_path: Path) -> None:
