@@ -3,19 +3,27 @@ altered in any way is refused with the reason, and nothing else is taken for it.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from sync.admin import main as admin_main
 from sync.wire import signing
-from tests.conftest import ROOT
 
 
 def admin(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sync.admin", *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=60)  # fmt: skip
+    """The command line, run in this process (its start-up, importing head office, is most of
+    a process's time: test_operator.py runs it as a process)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = admin_main(list(args))
+        except SystemExit as stop:  # argparse refusing an argument
+            code = int(stop.code or 0)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture
