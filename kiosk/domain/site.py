@@ -652,26 +652,33 @@ def load_site(path: str | Path | None = None) -> Site:
     return parse_site(data, source)
 
 
+def _secret(site: Site, section: str, name: str) -> tuple[str | None, Any]:
+    """(the secrets file, `[section] name` in it): (None, None) without a secrets file or where
+    the file is not there (the demo of a real site on another machine), the value None without
+    the line; a file that cannot be read is a ConfigError."""
+    path = site.secrets.file
+    if path is None:
+        return None, None
+    try:
+        data = tomllib.loads(Path(path).read_text("utf-8"))
+    except FileNotFoundError:
+        return None, None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(path, [f"unreadable: {err}"]) from None
+    table = data.get(section, {})
+    return path, table.get(name) if isinstance(table, dict) else None
+
+
 def load_chain_secret(site: Site) -> bytes | None:
     """The kiosk's chain secret, `[journal] chain_secret` (64 hex digits, from head office's
-    `sync.admin register --chain-secret-file`) in the site's secrets file: the journal's entries
+    `sync.admin kiosk add --chain-secret-file`) in the site's secrets file: the journal's entries
     are hashed with it (kiosk/ledger/journal.py). None without a secrets file or without the
     line (the demo; a kiosk not given one yet: its journal stays plain SHA-256), or where the
     file is not there (the demo of a real site on another machine; the automat itself needs
     the file for its keys, and a keyed journal neither verifies nor takes an entry without the
     secret)."""
-    path = site.secrets.file
-    if path is None:
-        return None
-    try:
-        data = tomllib.loads(Path(path).read_text("utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(path, [f"unreadable: {err}"]) from None
-    section = data.get("journal", {})
-    text = section.get("chain_secret") if isinstance(section, dict) else None
-    if text is None:
+    path, text = _secret(site, "journal", "chain_secret")
+    if path is None or text is None:
         return None
     try:
         return chain_secret(str(text))
@@ -684,18 +691,8 @@ def load_update_key(site: Site) -> str | None:
     bytes, as `sync.admin release keygen` printed it) in the site's secrets file: the automat
     installs only releases signed with it. None without a secrets file or the line (the automat
     then installs no release)."""
-    path = site.secrets.file
-    if path is None:
-        return None
-    try:
-        data = tomllib.loads(Path(path).read_text("utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(path, [f"unreadable: {err}"]) from None
-    section = data.get("updates", {})
-    text = section.get("public_key") if isinstance(section, dict) else None
-    if text is None:
+    path, text = _secret(site, "updates", "public_key")
+    if path is None or text is None:
         return None
     try:
         raw = base64.b64decode(str(text).strip(), validate=True)
