@@ -6,7 +6,7 @@ head table holds the last sequence number and hash, updated in the same commit, 
 the newest entries is detected as well as editing or removing any other.
 
 The hash is keyed (#34): a kiosk with a chain secret (`[journal] chain_secret` in its secrets
-file, made by head office's `sync.admin register`, which keeps it too) hashes each entry with
+file, made by head office's `sync.admin kiosk add`, which keeps it too) hashes each entry with
 HMAC-SHA256 under it, so whoever can write the file but has not the secret cannot edit an entry
 and compute the hashes again. A journal begun before its kiosk had a secret keeps its plain
 (SHA-256) entries: the meta `chain_keyed_from` says from which entry on they are keyed (set in

@@ -45,7 +45,7 @@ kiosks = Table(
     # what it had not delivered when it asked (X-Kiosk-Backlog), and the time of the oldest
     Column("backlog", Integer),
     Column("backlog_since", String(32)),
-    # the kiosk's chain secret (64 hex digits; `sync.admin register` makes it): its entries
+    # the kiosk's chain secret (64 hex digits; `sync.admin kiosk add` makes it): its entries
     # are hashed with it from `keyed_from` on, the first keyed entry head office took (NULL:
     # none yet; plain entries before it, none after it). NULL secret: plain SHA-256 only.
     Column("chain_secret", String(64)),

@@ -170,7 +170,7 @@ def entry_hash(
     return hmac.digest(secret, body, "sha256").hex()
 
 
-#: the bytes of a kiosk's chain secret (`sync.admin register` makes it; written as 64 hex digits)
+#: the bytes of a kiosk's chain secret (`sync.admin kiosk add` makes it; written as 64 hex digits)
 CHAIN_SECRET_BYTES = 32
 
 
