@@ -63,7 +63,8 @@ case "$cmd" in
         exec .venv/bin/kiosk run "$@" ;;
     test)
         install_system_packages; install_python_env
-        exec .venv/bin/python -m pytest "$@" ;;
+        # two workers, one a core, each with its own vpcd reader (tests/conftest.py)
+        exec .venv/bin/python -m pytest -n 2 --dist worksteal "$@" ;;
     package)
         # what building takes: Debian's own Python (the packages run on it), a compiler and
         # the PC/SC headers (pyscard is built from source), dpkg's tools, lintian, and

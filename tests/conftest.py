@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import tomllib
@@ -23,8 +26,8 @@ from sqlalchemy import select
 
 from kiosk.domain.money import Money
 from kiosk.domain.site import Site, parse_site
-from sync.wire.client import SyncClient
 from sync.store.tables import entries, open_db
+from sync.wire.client import SyncClient
 from tests.pgcluster import NoPostgres, PgCluster
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,58 +96,140 @@ def _readers() -> list[str]:
         return []
 
 
-#: the pcscd processes this run started (the session ends them)
-_PCSCD: list[subprocess.Popen[bytes]] = []
+# Two test workers (pytest-xdist, `-n 2`) share the machine's one pcscd: each has a vpcd
+# reader of its own (KIOSK_VPCD_SLOT, set in pytest_configure), so keys never cross. What
+# touches pcscd itself (starting it, restarting it) is done under a lock in a directory the
+# controller makes for the run; the controller stops the pcscd the run started, at its end.
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None:  # the controller, or a run without workers: the run's shared directory
+        if "KIOSK_TEST_SHARED" not in os.environ:
+            os.environ["KIOSK_TEST_SHARED"] = tempfile.mkdtemp(prefix="kiosk-tests-")
+        return
+    if "drivers.chipkey.vpcd" in sys.modules:  # its reader is chosen once, on import
+        raise pytest.UsageError("drivers.chipkey.vpcd was imported before the worker's slot")
+    number = int(worker.removeprefix("gw"))
+    if number > 1:
+        raise pytest.UsageError("vpcd has two readers: run at most two workers (-n 2)")
+    os.environ["KIOSK_VPCD_SLOT"] = str(number)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER") is not None:
+        return
+    shared = Path(os.environ.pop("KIOSK_TEST_SHARED", ""))
+    pids = shared / "pcscd.pids"
+    for pid in map(int, pids.read_text().split() if pids.is_file() else ()):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "pcscd":
+                os.kill(pid, signal.SIGTERM)
+        except (OSError, ProcessLookupError):
+            pass  # gone already
+    if shared.name.startswith("kiosk-tests-"):
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _shared_lock(name: str, exclusive: bool = True) -> Iterator[None]:
+    """A lock all workers of this run share (a file in the run's directory, flock)."""
+    with open(Path(os.environ["KIOSK_TEST_SHARED"]) / name, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _pcscd_turn(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test marked `pcscd_alone` (it restarts pcscd) runs while no other test does; the
+    others share. The turnstile keeps a waiting `pcscd_alone` test from being starved."""
+    alone = request.node.get_closest_marker("pcscd_alone") is not None
+    with _shared_lock("turnstile"):
+        if alone:
+            with _shared_lock("pcscd"):
+                yield
+            return
+        held = contextlib.ExitStack()
+        held.enter_context(_shared_lock("pcscd", exclusive=False))
+    with held:
+        yield
+
+
+def _readers() -> list[str]:
+    from drivers.chipkey.reader import list_readers
+    from drivers.errors import TransportError
+
+    try:
+        return list_readers()
+    except TransportError:
+        return []
+
+
+def _vpcd_up() -> bool:
+    from drivers.chipkey.vpcd import VPCD_READER
+
+    return VPCD_READER in _readers()
 
 
 def _start_pcscd() -> None:
-    exe = shutil.which("pcscd") or "/usr/sbin/pcscd"
-    if not os.path.exists(exe):
-        pytest.fail("pcscd is not installed: run the README's test command (./dev.sh test)")
-    proc = subprocess.Popen([exe, "-f"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _PCSCD.append(proc)
-    deadline = time.monotonic() + 10
-    while not any(r.startswith("Virtual PCD") for r in _readers()):
-        if proc.poll() is not None:  # another pcscd still stopping holds its socket: again
+    """Start pcscd unless one with the vpcd readers runs (another worker may just have
+    started it); what it says goes to a file (a pipe nobody reads would stop it once full)."""
+    with _shared_lock("start"):
+        if _vpcd_up():
+            return
+        exe = shutil.which("pcscd") or "/usr/sbin/pcscd"
+        if not os.path.exists(exe):
+            pytest.fail("pcscd is not installed: run the README's test command (./dev.sh test)")
+        shared = Path(os.environ["KIOSK_TEST_SHARED"])
+        log = shared / "pcscd.log"
+
+        def start() -> subprocess.Popen[bytes]:
+            with log.open("ab") as said:
+                proc = subprocess.Popen([exe, "-f"], stdout=subprocess.DEVNULL, stderr=said)
+            with (shared / "pcscd.pids").open("a") as pids:
+                pids.write(f"{proc.pid}\n")
+            return proc
+
+        proc = start()
+        deadline = time.monotonic() + 10
+        while not _vpcd_up():
+            if proc.poll() is not None:  # another pcscd still stopping holds its socket: again
+                if time.monotonic() > deadline:
+                    pytest.fail(f"pcscd exited: {log.read_text(errors='replace')[-2000:]}")
+                threading.Event().wait(0.2)
+                proc = start()
+                continue
             if time.monotonic() > deadline:
-                pytest.fail(f"pcscd exited: {proc.stderr.read().decode() if proc.stderr else ''}")
-            threading.Event().wait(0.2)
-            proc = subprocess.Popen([exe, "-f"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            _PCSCD.append(proc)
-            continue
-        if time.monotonic() > deadline:
-            proc.terminate()
-            pytest.fail("pcscd started but no vpcd reader appeared (vsmartcard-vpcd missing?)")
-        threading.Event().wait(0.05)  # pcscd loads its reader drivers: look again shortly
+                proc.terminate()
+                pytest.fail("pcscd started but no vpcd reader appeared (vsmartcard-vpcd missing?)")
+            threading.Event().wait(0.05)  # pcscd loads its reader drivers: look again shortly
 
 
 def restart_pcscd() -> None:
     """Stop the machine's pcscd (SIGTERM, as `systemctl restart pcscd` does) and start it
-    again, as an update or a crash does at a customer centre."""
+    again, as an update or a crash does at a customer centre. Only in a test marked
+    `pcscd_alone`: every other test's keys go out with it."""
     pids = subprocess.run(["pgrep", "-x", "pcscd"], capture_output=True, text=True).stdout
     for pid in map(int, pids.split()):
         os.kill(pid, signal.SIGTERM)
-        mine = [p for p in _PCSCD if p.pid == pid]
-        if mine:
-            mine[0].wait(10)
-            continue
         deadline = time.monotonic() + 10
         while os.path.exists(f"/proc/{pid}"):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)  # ours: reap it, or it stays a zombie
             assert time.monotonic() < deadline, f"pcscd {pid} did not stop"
-            threading.Event().wait(0.05)  # not our child: nothing to wait on but its pid
+            threading.Event().wait(0.05)  # nothing to wait on but its pid
     _start_pcscd()
 
 
 @pytest.fixture(scope="session")
 def pcscd() -> Iterator[str]:
-    """The machine's one pcscd with vsmartcard's vpcd readers; started here if none runs."""
-    if not any(r.startswith("Virtual PCD") for r in _readers()):
+    """The machine's one pcscd with vsmartcard's vpcd readers (started here if none runs):
+    the name of this worker's reader."""
+    from drivers.chipkey.vpcd import VPCD_READER
+
+    if not _vpcd_up():
         _start_pcscd()
-    yield "Virtual PCD 00 00"
-    for proc in _PCSCD:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(10)
+    yield VPCD_READER
 
 
 def poll_until(pred: Callable[[], bool], what: str, timeout: float = 30.0) -> None:

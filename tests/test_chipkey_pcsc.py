@@ -129,6 +129,7 @@ def test_top_up_written_through_pcscd(rig: Rig) -> None:
     rig.wait(lambda: rig.state() == State.IDLE, "idle after removal")
 
 
+@pytest.mark.pcscd_alone  # every other test's key goes out with pcscd
 def test_pcscd_restarted_the_automat_goes_out_of_service_and_comes_back(rig: Rig) -> None:
     """pcscd restarted (an update, a crash): idle, the automat is out of service until the
     reader is back; mid-payment, the key is out for the automat (acceptors off, what was paid
@@ -196,3 +197,25 @@ def test_the_write_sequence_length() -> None:
     assert key.credit("T2", 100, 50_000) == 700
     assert card.commands - before == 5  # the log (three records: 4 frames) and the credit
     assert value_of(card) == 700 and ChipKey(card, DEMO_KEYS).read_all().written == 2
+
+
+def test_the_vpcd_reader_is_chosen_by_kiosk_vpcd_slot_and_a_third_is_refused() -> None:
+    """Two simulated automats (or test workers) on one machine take vpcd's two readers; a
+    slot vpcd does not have is refused by name before anything connects."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = "from drivers.chipkey import vpcd; print(vpcd.VPCD_PORT, vpcd.VPCD_READER)"
+
+    def run(slot: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "KIOSK_VPCD_SLOT": slot}
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              cwd=ROOT, env=env, timeout=60)  # fmt: skip
+
+    assert run("0").stdout.split(maxsplit=1) == ["35963", "Virtual PCD 00 00\n"]
+    assert run("1").stdout.split(maxsplit=1) == ["35964", "Virtual PCD 00 01\n"]
+    bad = run("2")
+    assert bad.returncode != 0 and "KIOSK_VPCD_SLOT is '2': vpcd has two readers" in bad.stderr

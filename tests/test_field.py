@@ -24,9 +24,10 @@ import pytest
 import tomlkit
 from sqlalchemy import select
 
+from drivers.chipkey.vpcd import VPCD_READER
 from kiosk.domain.site import is_simulated, load_site
 from kiosk.ledger.journal import HISTORY as JOURNAL_HISTORY
-from kiosk.sim.simulate import VPCD_READER, SimulatorControl
+from kiosk.sim.simulate import SimulatorControl
 from kiosk.ui.xvfb import Xvfb
 from sync.admin.local import LocalHeadOffice, sqlite_url
 from sync.store.tables import count_entries, entries, kiosks, open_db
@@ -369,7 +370,7 @@ def test_kiosk_devices_record_reader_through_pcscd_and_its_replay(
         trace = tmp_path / "key.trace"
         done = subprocess.run(
             kiosk_cmd(tmp_path / "rec-data", "devices", "record", "reader", "--site", str(out),
-                      "--reader", "Virtual PCD 00 00", "--out", str(trace)),
+                      "--reader", VPCD_READER, "--out", str(trace)),
             capture_output=True, text=True, cwd=ROOT, timeout=60,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr

@@ -517,22 +517,10 @@ def test_the_technician_goes_through_every_service_screen(ui_window: Any, tmp_pa
     assert len(taken) >= 10 and all((shots / n).stat().st_size > 10_000 for n in taken)
 
 
-def _grab(display: str, path: Path) -> Any:
-    """The X screen `display` as an image, taken by a process of its own (this one has
-    Kivy's window on another X server); None when it could not be taken yet."""
-    import subprocess
-    import sys
-
-    from PIL import Image
-
-    code = ("import sys; from PIL import ImageGrab; "
-            "ImageGrab.grab(xdisplay=sys.argv[1]).save(sys.argv[2])")  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", code, display, str(path)],
-                          capture_output=True, timeout=60)  # fmt: skip
-    if done.returncode != 0:  # said in the test's output, should the screen never come
-        print(f"grab of {display} failed: {done.stderr.decode(errors='replace')[-300:]}")
-        return None
-    return Image.open(path).convert("RGB")
+def _kiosk_log(data: Path) -> str:
+    """The end of the automat's own log under its data directory, for a failure's message."""
+    logs = sorted((data / "logs").glob("kiosk.log*"))
+    return logs[0].read_text(errors="replace")[-3000:] if logs else "(no kiosk.log)"
 
 
 def test_the_automat_fills_a_screen_of_another_size_than_its_site_says(tmp_path: Path) -> None:
@@ -543,6 +531,8 @@ def test_the_automat_fills_a_screen_of_another_size_than_its_site_says(tmp_path:
     import subprocess
     import sys
     import time
+
+    from PIL import Image
 
     from kiosk.ui.xvfb import Xvfb
     from tests.conftest import ROOT
@@ -558,17 +548,22 @@ def test_the_automat_fills_a_screen_of_another_size_than_its_site_says(tmp_path:
         )  # fmt: skip
         try:
             deadline, look = time.monotonic() + 120, threading.Event()
-            while True:
-                shot = _grab(x.display, tmp_path / "screen.png")
-                if shot is not None and shot.getpixel((5, 5))[:3] == background:
+            while True:  # read from Xvfb's frame buffer: no X connection to fail
+                size, pixels = x.picture()
+                shot = Image.frombuffer("RGB", size, pixels, "raw", "BGRX", 0, 1)
+                if shot.getpixel((5, 5)) == background:
                     break
                 assert proc.poll() is None, (tmp_path / "run.log").read_text()[-2000:]
-                seen = shot.getpixel((5, 5)) if shot is not None else None
+                assert x.proc is not None and x.proc.poll() is None, f"Xvfb ended: {x.said()}"
                 assert time.monotonic() < deadline, (
-                    f"the automat never filled the screen's top (its corner is {seen}):\n"
+                    f"the automat never filled the screen's top (its corner is "
+                    f"{shot.getpixel((5, 5))}):\n"
                     + (tmp_path / "run.log").read_text()[-2000:]
+                    + "\n"
+                    + _kiosk_log(tmp_path)
                 )
                 look.wait(0.5)  # it takes a few seconds to draw its first picture
+            shot.save(tmp_path / "screen.png")
             assert shot.size == (1280, 1024)
             # no black band anywhere along the left edge: top to bottom, the automat
             rows = [shot.getpixel((2, y))[:3] for y in range(0, 1024, 8)]

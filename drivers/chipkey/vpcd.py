@@ -4,12 +4,16 @@ vpcd (a pcscd reader driver) listens on TCP 35963 for reader 0 and 35964 for rea
 connects to it. Each message is a 2-byte big-endian length and a payload: one byte is a control
 (00 power off, 01 power on, 02 reset, 04 get ATR), anything longer is a command APDU, answered
 with the response APDU. Connecting is inserting the card; closing the socket is pulling it.
+
+`KIOSK_VPCD_SLOT` (0, the default, or 1) picks the reader: two simulated automats on one
+machine (or two test workers) each take one, and neither sees the other's keys.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import struct
 import threading
@@ -20,7 +24,18 @@ from drivers.errors import TransportError
 
 log = logging.getLogger(__name__)
 
-VPCD_PORT = 35963
+
+def _slot() -> int:
+    text = os.environ.get("KIOSK_VPCD_SLOT", "0").strip() or "0"
+    if text not in ("0", "1"):
+        raise ValueError(f"KIOSK_VPCD_SLOT is {text!r}: vpcd has two readers, 0 and 1")
+    return int(text)
+
+
+#: vpcd's reader for this process (KIOSK_VPCD_SLOT): its port and the name pcscd gives it
+SLOT = _slot()
+VPCD_PORT = 35963 + SLOT
+VPCD_READER = f"Virtual PCD 00 {SLOT:02d}"
 
 
 class VpcdCard:

@@ -48,7 +48,7 @@ from drivers.cctalk.sim import (
 )
 from drivers.chipkey.profile import ChipKey, Identity
 from drivers.chipkey.sim import VirtualCard
-from drivers.chipkey.vpcd import VpcdCard
+from drivers.chipkey.vpcd import VPCD_READER, VpcdCard
 from drivers.errors import DriverError
 from drivers.essp.sim import SimNoteValidator
 from drivers.printer.sim import PrinterSim
@@ -64,7 +64,6 @@ from kiosk.service.keytool import virtual_path, virtual_uid
 log = logging.getLogger(__name__)
 
 #: the vpcd reader the simulated keys go into (pcscd's name for vpcd's first slot)
-VPCD_READER = "Virtual PCD 00 00"
 
 #: Demo keys: serial, contract account, status at head office, reason, open debt (minor units).
 DEMO_KEYS = (

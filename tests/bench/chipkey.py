@@ -19,11 +19,11 @@ import time
 from drivers.chipkey.profile import ChipKey, Identity
 from drivers.chipkey.reader import PcscCard, card_present, list_readers
 from drivers.chipkey.sim import VirtualCard
-from drivers.chipkey.vpcd import VpcdCard
+from drivers.chipkey.vpcd import VPCD_READER, VpcdCard
 from drivers.errors import TransportError
 from kiosk.adapters.key import DEMO_KEYS
 
-READER = "Virtual PCD 00 00"
+READER = VPCD_READER
 
 
 def vpcd_ready() -> bool:

@@ -62,7 +62,7 @@ from sqlalchemy import select
 from drivers.chipkey.profile import ChipKey, Identity
 from drivers.chipkey.reader import list_readers
 from drivers.chipkey.sim import VirtualCard
-from drivers.chipkey.vpcd import VpcdCard
+from drivers.chipkey.vpcd import VPCD_PORT, VPCD_READER, VpcdCard
 from drivers.errors import TransportError
 from drivers.printer.sim import PrinterSim
 from drivers.zvt.sim import TerminalSim
@@ -86,8 +86,13 @@ ROOT = Path(__file__).resolve().parents[2]
 LOST = re.compile(r"(\d+) event\(s\) lost")
 SERIAL, ACCOUNT = "K-2001", "2000471100"
 START_CREDIT = 350
-#: vpcd's two reader slots (pcscd's name, vpcd's port): two cells run side by side, one each
-SLOTS = (("Virtual PCD 00 00", 35963), ("Virtual PCD 00 01", 35964))
+#: vpcd's two reader slots (pcscd's name, vpcd's port): two cells run side by side, one each;
+#: only this process's slot when KIOSK_VPCD_SLOT says (a test worker has the other one)
+SLOTS = (
+    ((VPCD_READER, VPCD_PORT),)
+    if os.environ.get("KIOSK_VPCD_SLOT")
+    else (("Virtual PCD 00 00", 35963), ("Virtual PCD 00 01", 35964))
+)
 _free_slots: queue.Queue[tuple[str, int]] = queue.Queue()
 for _slot in SLOTS:
     _free_slots.put(_slot)
