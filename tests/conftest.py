@@ -210,15 +210,26 @@ def restart_pcscd() -> None:
     again, as an update or a crash does at a customer centre. Only in a test marked
     `pcscd_alone`: every other test's keys go out with it."""
     pids = subprocess.run(["pgrep", "-x", "pcscd"], capture_output=True, text=True).stdout
-    for pid in map(int, pids.split()):
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while os.path.exists(f"/proc/{pid}"):
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)  # ours: reap it, or it stays a zombie
-            assert time.monotonic() < deadline, f"pcscd {pid} did not stop"
-            threading.Event().wait(0.05)  # nothing to wait on but its pid
-    _start_pcscd()
+    try:
+        for pid in map(int, pids.split()):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while _running(pid):
+                assert time.monotonic() < deadline, f"pcscd {pid} did not stop"
+                threading.Event().wait(0.05)  # nothing to wait on but its pid
+    finally:
+        _start_pcscd()  # whatever happened: the tests after this one need it
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` still runs: ended is gone, or a zombie (another worker's child
+    is reaped only when that worker ends; ours is reaped here)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="session")

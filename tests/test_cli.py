@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from kiosk.domain.clock import utc_now
 from kiosk.domain.events import Kind, Record
@@ -246,3 +247,76 @@ def test_kiosk_run_takes_the_screen_size_and_refuses_a_bad_one(tmp_path: Path) -
     )  # fmt: skip
     assert bad.returncode == 2 and "width x height in pixels" in bad.stderr
     assert not (tmp_path / "screenshots").exists()
+
+
+#: the normal theme's background, #f4f3ee
+BACKGROUND = (244, 243, 238)
+
+
+def _corner(x: Any) -> tuple[int, int, int]:
+    """The colour at the top left of the Xvfb screen `x`, read from its frame buffer."""
+    size, pixels = x.picture()
+    at = 4 * (5 * size[0] + 5)
+    blue, green, red = pixels[at : at + 3]
+    return red, green, blue
+
+
+def test_sigterm_stops_the_automat_and_everything_its_simulation_started(
+    pcscd: str, tmp_path: Path
+) -> None:
+    """`systemctl stop`, or the launcher passing SIGTERM on: `kiosk run --simulate` unwinds
+    and ends with status 0, and the head office it started on this machine ends with it
+    (Python's default for SIGTERM ended the automat on the spot and left that running)."""
+    import contextlib
+    import os
+    import signal
+    import threading
+    import time
+
+    import requests
+
+    from kiosk.ui.xvfb import Xvfb
+
+    with Xvfb(1280, 800) as x:
+        env = {**os.environ, "DISPLAY": x.display, "KIVY_NO_ARGS": "1",
+               "KIVY_HOME": str(tmp_path / "kivy"), "KIOSK_DATA_DIR": ""}  # fmt: skip
+        log = tmp_path / "run.log"
+        with log.open("wb") as said:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "kiosk.cli", "--data-dir", str(tmp_path / "data"), "run",
+                 "--simulate"], cwd=ROOT, env=env, stdout=said, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        try:
+            deadline, look = time.monotonic() + 120, threading.Event()
+            while "Synced with head office" not in log.read_text() or _corner(x) != BACKGROUND:
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                look.wait(0.2)  # until the screen is up: the stop goes through it
+            url = re.search(r"started one on (http://127\.0\.0\.1:\d+)", log.read_text())
+            assert url is not None, log.read_text()
+            children = [int(c) for t in Path(f"/proc/{proc.pid}/task").iterdir()
+                        for c in (t / "children").read_text().split()]  # fmt: skip
+            assert children, "the local head office runs as a process of its own"
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGUSR1)  # where it hangs, into its log
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(2)  # (it does not end: this only gives it time to write)
+                raise AssertionError("still running a minute after SIGTERM:\n"
+                                     + log.read_text()[-6000:]) from None  # fmt: skip
+            assert proc.returncode == 0, log.read_text()[-3000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    assert "kiosk: stopped (SIGTERM)" in log.read_text()
+    assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()
+             and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"]  # fmt: skip
+    assert not alive, f"left running: {alive}"
+    try:
+        requests.get(url.group(1) + "/v1/health", timeout=2)
+        raise AssertionError("the local head office still answers")
+    except requests.ConnectionError:
+        pass  # gone with the automat

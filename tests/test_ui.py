@@ -310,19 +310,20 @@ def test_every_text_of_the_screen_is_translated() -> None:
 def test_the_ui_thread_never_waits_for_devices_or_the_journal(
     ui_window: Any, tmp_path: Path
 ) -> None:
-    """Bursts of 20 coins from the device thread, each journaled on storage made very slow
-    (120 ms per commit, a worn SD card on a bad day): the screen keeps drawing, no frame takes
-    80 ms. A screen that waited for the journal would take 120 ms more on every frame of every
+    """Bursts of 10 coins from the device thread, each journaled on storage made very slow
+    (200 ms per commit, a worn SD card on a bad day): the screen keeps drawing, no frame takes
+    150 ms. A screen that waited for the journal would take 200 ms more on every frame of every
     burst, far beyond what a loaded machine adds to a frame (a 40 ms commit against a 50 ms
     bound could not tell the two apart: a clean-clone run once drew 55 ms frames without
-    waiting); one burst's longest frame can catch noise, so the median of three counts."""
+    waiting, and one beside another test worker 82 ms); one burst's longest frame can catch
+    noise, so the median of three counts."""
     import statistics
     import time as _time
 
     from kiosk.ledger.journal import Journal
     from kiosk.ui.app import settle_heap
 
-    slow = 0.12
+    slow, coins = 0.2, 10
     original = Journal.append
 
     def slow_append(self: Journal, records: Any, now: Any) -> Any:
@@ -340,8 +341,8 @@ def test_the_ui_thread_never_waits_for_devices_or_the_journal(
         settle_heap()  # as the app does once it is up
         Journal.append = slow_append  # type: ignore[method-assign]
         for burst_no in range(3):
-            target = E(2000 * (burst_no + 1))
-            burst = threading.Thread(target=lambda: [c.coin.insert(E(100)) for _ in range(20)])
+            target = E(100 * coins * (burst_no + 1))
+            burst = threading.Thread(target=lambda: [c.coin.insert(E(100)) for _ in range(coins)])
             start = _time.perf_counter()
             burst.start()
             these: list[float] = []
@@ -351,14 +352,14 @@ def test_the_ui_thread_never_waits_for_devices_or_the_journal(
                 c.loop.idle()
                 these.append(_time.perf_counter() - t0)
             burst.join(5)
-            assert _time.perf_counter() - start >= 20 * slow  # the journal really was slow...
+            assert _time.perf_counter() - start >= coins * slow  # the journal really was slow...
             longest.append(max(these))
             frames += these
     finally:
         Journal.append = original  # type: ignore[method-assign]
         c.close()
-    assert len(frames) > 3 * 20
-    assert statistics.median(longest) < 0.080, [round(x * 1000) for x in longest]  # ...the UI not
+    assert len(frames) > 3 * coins
+    assert statistics.median(longest) < 0.150, [round(x * 1000) for x in longest]  # ...the UI not
 
 
 def test_the_developer_panel_drives_the_simulated_devices(ui_window: Any, tmp_path: Path) -> None:
@@ -551,13 +552,16 @@ def test_the_automat_fills_a_screen_of_another_size_than_its_site_says(tmp_path:
             while True:  # read from Xvfb's frame buffer: no X connection to fail
                 size, pixels = x.picture()
                 shot = Image.frombuffer("RGB", size, pixels, "raw", "BGRX", 0, 1)
-                if shot.getpixel((5, 5)) == background:
+                # no black band anywhere along the left edge, top to bottom: the automat
+                rows = [shot.getpixel((2, y)) for y in range(0, size[1], 8)]
+                if shot.getpixel((5, 5)) == background and (0, 0, 0) not in rows:
                     break
                 assert proc.poll() is None, (tmp_path / "run.log").read_text()[-2000:]
                 assert x.proc is not None and x.proc.poll() is None, f"Xvfb ended: {x.said()}"
                 assert time.monotonic() < deadline, (
-                    f"the automat never filled the screen's top (its corner is "
-                    f"{shot.getpixel((5, 5))}):\n"
+                    f"the automat never filled the screen (its corner is "
+                    f"{shot.getpixel((5, 5))}, black along the left edge at "
+                    f"{[8 * i for i, rgb in enumerate(rows) if rgb == (0, 0, 0)]}):\n"
                     + (tmp_path / "run.log").read_text()[-2000:]
                     + "\n"
                     + _kiosk_log(tmp_path)
@@ -565,9 +569,6 @@ def test_the_automat_fills_a_screen_of_another_size_than_its_site_says(tmp_path:
                 look.wait(0.5)  # it takes a few seconds to draw its first picture
             shot.save(tmp_path / "screen.png")
             assert shot.size == (1280, 1024)
-            # no black band anywhere along the left edge: top to bottom, the automat
-            rows = [shot.getpixel((2, y))[:3] for y in range(0, 1024, 8)]
-            assert (0, 0, 0) not in rows, rows
         finally:
             proc.terminate()
             proc.wait(20)

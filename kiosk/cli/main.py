@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -769,8 +771,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="what the unit runs: `kiosk run ARGS` of the release state.json chooses, "
         "switched to a new one and rolled back by itself (README: releases)",
     )
-    lau.add_argument("run_args", nargs="*", metavar="RUN_ARGS",
-                     help="the arguments of `kiosk run` (everything after `launch`)")
+    lau.add_argument(
+        "run_args",
+        nargs="*",
+        metavar="RUN_ARGS",
+        help="the arguments of `kiosk run` (everything after `launch`)",
+    )
     lau.set_defaults(func=cmd_launch)
 
     simp = sub.add_parser(
@@ -982,6 +988,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # a crash in native code (SDL, the GL driver) leaves every thread's stack in the log, and
+    # `kill -USR1` on a hung automat prints them without stopping it (drivers/README.md)
+    faulthandler.enable()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         return int(args.func(args))
     except (ConfigError, JournalError) as err:

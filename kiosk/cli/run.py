@@ -10,6 +10,7 @@ of each, prints the journal and exits.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -40,7 +41,36 @@ class RunOptions:
     supervision: Supervision = Supervision()  # systemd's, taken from the environment at start
 
 
+@contextmanager
+def _sigterm_stops() -> Iterator[threading.Event]:
+    """SIGTERM (systemd stopping the automat, the launcher passing it on) sets the event the
+    screen watches: it closes, the engine stops, and the with-blocks unwind (acceptors
+    inhibited and closed, the journal closed, and what --simulate started, the simulators
+    and the local head office, stopped). Python's default ends the process on the spot and
+    left the local head office running; an exception thrown from the handler could land in
+    a library's bare `except` and be lost. The handler only sets the event."""
+    stopping = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stopping  # (signal handlers are the main thread's: a test calling run())
+        return
+    before = signal.signal(signal.SIGTERM, lambda _signum, _frame: stopping.set())
+    try:
+        yield stopping
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def run(site: Site, journal_file: Path, opts: RunOptions, out: TextIO) -> int:
+    with _sigterm_stops() as stopping:
+        status = _run(site, journal_file, opts, out, stopping)
+        if stopping.is_set() and status == 0:
+            out.write("kiosk: stopped (SIGTERM)\n")
+        return status
+
+
+def _run(
+    site: Site, journal_file: Path, opts: RunOptions, out: TextIO, stopping: threading.Event
+) -> int:
     with ExitStack() as stack:
         if opts.headless:
             xvfb = stack.enter_context(Xvfb(site.ui.width, site.ui.height))
@@ -84,10 +114,12 @@ def run(site: Site, journal_file: Path, opts: RunOptions, out: TextIO) -> int:
                 from kiosk.adapters.voice import Voice
 
                 voice = stack.enter_context(closing(Voice()))
-                app = KioskApp(kiosk, clock, panel=panel, shown=shown, voice=voice)
+                app = KioskApp(kiosk, clock, panel=panel, shown=shown, voice=voice,
+                               stopping=stopping)  # fmt: skip
                 threading.Thread(target=_stop_when_failed, args=(engine, app), daemon=True,
                                  name="engine-watch").start()  # fmt: skip
-                app.run()
+                if not stopping.is_set():  # (SIGTERM came while it started)
+                    app.run()
         finally:
             stop.set()
             engine.join(5)

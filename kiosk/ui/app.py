@@ -53,12 +53,14 @@ class KioskApp(App):  # type: ignore[misc]
         panel: Callable[[], Widget] | None = None,
         shown: threading.Event | None = None,
         voice: Voice | None = None,
+        stopping: threading.Event | None = None,
         **kw: Any,
     ) -> None:
         """`panel`: makes a drawer shown over the screen's right edge (`kiosk run --panel`:
         the developer's simulator panel); never on a customer's automat. `shown` is set once
         the first picture is on the screen (systemd hears READY=1 only then). `voice`: what
-        speaks the prompts (none: silent, as in the headless run, which records them)."""
+        speaks the prompts (none: silent, as in the headless run, which records them).
+        `stopping`: once set (SIGTERM), the app ends within a quarter of a second."""
         self.model = ScreenModel(kiosk.site, kiosk.submit)
         self.model.speaker.voice = voice
         self.model.clock = clock
@@ -67,6 +69,7 @@ class KioskApp(App):  # type: ignore[misc]
         self.kiosk = kiosk
         self.panel = panel
         self.shown = shown
+        self.stopping = stopping
         kiosk.listeners.append(self.model.post)
         self.model.post(kiosk.view(), None)
 
@@ -78,6 +81,12 @@ class KioskApp(App):  # type: ignore[misc]
         if self.shown is not None:
             shown = self.shown
             Clock.schedule_once(lambda _dt: shown.set(), 0)  # after the first frame is drawn
+        if self.stopping is not None:  # (a callback returning False would be unscheduled)
+            Clock.schedule_interval(self._stop_when_asked, 0.25)
+
+    def _stop_when_asked(self, _dt: float) -> None:
+        if self.stopping is not None and self.stopping.is_set():
+            self.stop()
 
     def _key(self, _window: Any, keycode: int, *_rest: Any) -> bool:
         return bool(self.model.speaker.key(keycode))

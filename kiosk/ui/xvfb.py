@@ -8,6 +8,8 @@ import shutil
 import struct
 import subprocess
 import tempfile
+import threading
+import time
 
 
 class Xvfb:
@@ -39,15 +41,29 @@ class Xvfb:
                 stderr=said,
             )  # fmt: skip
         os.close(write_fd)
-        try:
-            ready, _, _ = select.select([read_fd], [], [], self.timeout)
-            number = os.read(read_fd, 16).decode().strip() if ready else ""
+        try:  # Xvfb writes the number, then a newline: read both, else the second write
+            said, deadline = b"", time.monotonic() + self.timeout  # fails and ends Xvfb
+            while not said.endswith(b"\n") and time.monotonic() < deadline:
+                ready, _, _ = select.select([read_fd], [], [], deadline - time.monotonic())
+                chunk = os.read(read_fd, 16) if ready else b""
+                if not chunk:
+                    break  # (it ended, or the time is up)
+                said += chunk
+            number = said.decode().strip() if said.endswith(b"\n") else ""
         finally:
             os.close(read_fd)
         if not number:
             err = self.said()
             self.stop()
             raise RuntimeError(f"Xvfb did not start: {err.strip() or 'no display number'}")
+        frame = os.path.join(self._dir.name, "Xvfb_screen0")
+        deadline = time.monotonic() + self.timeout
+        while not os.path.exists(frame):  # (it may say its number before making its screen)
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                err = self.said()
+                self.stop()
+                raise RuntimeError(f"Xvfb made no screen: {err.strip() or 'no frame buffer'}")
+            threading.Event().wait(0.01)
         self.display = f":{number}"
         self._saved = os.environ.get("DISPLAY")
         os.environ["DISPLAY"] = self.display
@@ -65,8 +81,23 @@ class Xvfb:
         its size and its pixels as rows of blue, green, red, unused bytes ("BGRX")."""
         if self._dir is None:
             raise RuntimeError("Xvfb is not running")
-        with open(os.path.join(self._dir.name, "Xvfb_screen0"), "rb") as f:
-            data = f.read()
+        frame, deadline = os.path.join(self._dir.name, "Xvfb_screen0"), time.monotonic() + 5
+        while True:  # (a mode set through RandR makes the file anew: it is gone for a moment)
+            try:
+                with open(frame, "rb") as f:
+                    data = f.read()
+                if len(data) >= 100:
+                    break
+            except FileNotFoundError:
+                pass
+            if time.monotonic() > deadline:
+                there = os.listdir(self._dir.name) if os.path.isdir(self._dir.name) else "gone"
+                raise RuntimeError(
+                    f"Xvfb's frame buffer {frame} is missing or cut short (the folder: {there};"
+                    f" Xvfb {'ended' if self.proc and self.proc.poll() is not None else 'runs'}:"
+                    f" {self.said()})"
+                )
+            threading.Event().wait(0.01)
         # the XWD header: 25 big-endian words; then the colour map, 12 bytes an entry
         head = struct.unpack(">25I", data[:100])
         size, order, bpp, stride, ncolors = head[0], head[7], head[11], head[12], head[19]
