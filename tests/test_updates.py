@@ -98,8 +98,10 @@ def test_a_release_is_downloaded_resumed_verified_and_unpacked(fleet: dict[str, 
     (releases / f"{deb.name}.part").write_bytes(deb.read_bytes()[:100_000])
     u.after_round()
     settle(u)
-    assert states(journal) == [("downloading", "2.0.0", "from byte 100000"),
-                               ("verified", "2.0.0", f"{deb.stat().st_size} bytes, unpacked")]
+    assert states(journal) == [
+        ("downloading", "2.0.0", "from byte 100000"),
+        ("verified", "2.0.0", f"{deb.stat().st_size} bytes, unpacked"),
+    ]
     unpacked = releases / "2.0.0" / RELEASE_PYTHON
     assert subprocess.run([unpacked], capture_output=True, text=True).stdout == "release 2.0.0\n"
     assert not any(releases.glob("*.part")) and not any(releases.glob(".unpack-*"))
@@ -157,8 +159,13 @@ def test_a_release_altered_at_head_office_is_refused_and_not_tried_again(
     with engine.connect() as conn:
         said_ho = conn.execute(select(alarms.c.kind, alarms.c.text)).all()
     engine.dispose()
-    assert said_ho == [("release", "release 2.0.0 refused: prepaid-kiosk_2.0.0_amd64.deb.part: its "
-                                   "SHA-256 is not the one signed (altered?)")]
+    assert said_ho == [
+        (
+            "release",
+            "release 2.0.0 refused: prepaid-kiosk_2.0.0_amd64.deb.part: its "
+            "SHA-256 is not the one signed (altered?)",
+        )
+    ]
     journal.close()
 
 
@@ -265,8 +272,10 @@ def test_a_journal_a_newer_release_expanded_is_opened_by_the_release_before(
                                             "detail": "trial"})], now)  # fmt: skip
     assert back.verify() == 3
     assert state(back.engine, HISTORY) == "0008"  # left as it is
-    assert [e.data["state"] for e in back.entries_of_kind(Kind.RELEASE)] == ["installed",
-                                                                             "rolled_back"]
+    assert [e.data["state"] for e in back.entries_of_kind(Kind.RELEASE)] == [
+        "installed",
+        "rolled_back",
+    ]
     back.close()
     # a contracting release made it readable only from its own schema on
     contracted = Journal(path, "K-01", history=newer_history(tmp_path), readable_from="0008")
@@ -402,8 +411,10 @@ def test_the_launcher_switches_and_rolls_back_by_itself(
     assert [line.split()[0] for line in started()] == ["B", "C", "B"]
     poll_until(lambda: read_state(folder).get("trial_until") is None
                and "rolled_back" in read_state(folder), "the state after C")  # fmt: skip
-    assert read_state(folder)["rolled_back"] == {"version": "C",
-                                                 "reason": "it exited with status 3 on trial"}
+    assert read_state(folder)["rolled_back"] == {
+        "version": "C",
+        "reason": "it exited with status 3 on trial",
+    }
     # D comes up but is not healthy within its trial: stopped, back to B
     write_state(folder, {"current": "D", "previous": "B", "trial_until": time.time() + 1.0})
     (folder / "switch-B").touch()
@@ -411,7 +422,9 @@ def test_the_launcher_switches_and_rolls_back_by_itself(
     assert [line.split()[0] for line in started()] == ["B", "C", "B", "D", "B"]
     state = read_state(folder)
     assert state["current"] == "B" and state["rolled_back"] == {
-        "version": "D", "reason": "not up and synced within its trial"}
+        "version": "D",
+        "reason": "not up and synced within its trial",
+    }
     assert not (folder / "healthy").exists() or (folder / "healthy").read_text() == "B"
     launcher.stopping.set()  # SIGTERM to the launcher: passed on, and its status returned
     thread.join(30)
@@ -426,6 +439,88 @@ def test_the_launcher_switches_and_rolls_back_by_itself(
     assert Launcher(data, ["x"], installed=str(says)).run() == 0
     assert started()[-1] == f"A -m kiosk.cli --data-dir {data} run x"
     assert (tmp_path / "env.log").read_text() == f"/run/systemd/notify||{data}\n"
+
+
+def test_a_release_past_its_trial_that_fails_at_every_start_is_rolled_back(
+    tmp_path: Path,
+) -> None:
+    """E passed its trial, then fails at once at every start: the launcher ends with its
+    status each time (systemd starts it again) and counts in state.json; at the third
+    failure in a row E is rolled back to B. A release that stays up longer than `early`
+    starts the count again; the installed release is never counted (nothing to go back to)."""
+    import threading
+
+    from kiosk.adapters.updates import write_state
+    from kiosk.cli.launch import EARLY_LIMIT, Launcher
+
+    data = tmp_path / "data"
+    folder = data / "releases"
+    log = tmp_path / "started.log"
+    installed = stand_in(tmp_path / "installed", "A", "exit 4", log)
+    stand_in(folder, "B", "trap 'exit 0' TERM\nwhile :; do sleep 0.05; done", log)
+    stand_in(folder, "E", "exit 4", log)
+    stand_in(folder, "F", "sleep 1\nexit 5", log)
+
+    def launcher() -> Launcher:  # a new one each time, as systemd starts the unit again
+        return Launcher(data, ["x"], installed=str(installed))
+
+    write_state(folder, {"current": "E", "previous": "B"})
+    for times in range(1, EARLY_LIMIT):
+        assert launcher().run() == 4
+        assert read_state(folder) == {"current": "E", "previous": "B", "early_exits": times}
+    third = launcher()
+    code: list[int] = []
+    thread = threading.Thread(target=lambda: code.append(third.run()), daemon=True)
+    thread.start()
+
+    def started() -> list[str]:
+        return [line.split()[0] for line in log.read_text().splitlines()]
+
+    poll_until(lambda: started()[-1:] == ["B"], "B started after E")
+    assert started() == ["E", "E", "E", "B"]
+    assert read_state(folder) == {"current": "B", "previous": None, "rolled_back": {
+        "version": "E", "reason": "it failed 3 times in a row within 120 s of its start "
+                                  "(last status 4)"}}  # fmt: skip
+    third.stopping.set()
+    thread.join(30)
+    assert code == [0]
+    # F stays up longer than `early` before it fails: the count starts again, nothing rolled back
+    write_state(folder, {"current": "F", "previous": "B", "early_exits": 2})
+    patient = launcher()
+    patient.early = 0.3
+    assert patient.run() == 5
+    assert read_state(folder) == {"current": "F", "previous": "B"}
+    # the installed release failing: its status, nothing counted
+    write_state(folder, {})
+    assert launcher().run() == 4 and launcher().run() == 4 and launcher().run() == 4
+    assert read_state(folder) == {}
+
+
+def test_a_trial_interrupted_by_a_reboot_gets_its_whole_time_again(tmp_path: Path) -> None:
+    """The automat was switched off during B's trial and came back after the deadline: B is
+    given its trial's length again from this start (it used to be rolled back at once, for
+    the power cut, not for anything it did), and becomes healthy."""
+    import threading
+
+    from kiosk.adapters.updates import write_state
+    from kiosk.cli.launch import Launcher
+
+    data = tmp_path / "data"
+    folder = data / "releases"
+    log = tmp_path / "started.log"
+    installed = stand_in(tmp_path / "installed", "A", "exit 0", log)
+    stand_in(folder, "B", "sleep 1\n" + HEALTHY_THEN_SWITCH, log)
+    write_state(folder, {"current": "B", "previous": None, "trial_until": time.time() - 3600,
+                         "trial_seconds": 60})  # fmt: skip
+    launcher = Launcher(data, ["x"], installed=str(installed))
+    code: list[int] = []
+    thread = threading.Thread(target=lambda: code.append(launcher.run()), daemon=True)
+    thread.start()
+    poll_until(lambda: read_state(folder) == {"current": "B", "previous": None}, "B healthy")
+    assert [line.split()[0] for line in log.read_text().splitlines()] == ["B"]
+    launcher.stopping.set()
+    thread.join(30)
+    assert code == [0]
 
 
 def test_a_failure_on_the_download_thread_is_journaled_and_the_automat_goes_on(

@@ -54,7 +54,8 @@ def folder_of(data: Path) -> Path:
 
 
 def read_state(folder: Path) -> dict[str, Any]:
-    """`state.json`: {current, previous, trial_until (unix seconds), rolled_back {version,
+    """`state.json`: {current, previous, trial_until (unix seconds), trial_seconds (the trial's
+    length, counted again from each start: a reboot during the trial), rolled_back {version,
     reason}}; an empty dict where there is none (the installed release runs)."""
     try:
         state = json.loads((folder / "state.json").read_text("utf-8"))
@@ -295,5 +296,6 @@ class Updater:
         # the release to go back to: this one if it is unpacked here, else the installed one
         mine = Path(sys.executable).absolute().is_relative_to(self.folder.absolute())
         write_state(self.folder, {"current": version, "previous": self.running if mine else None,
-                                  "trial_until": time.time() + self.trial_seconds})  # fmt: skip
+                                  "trial_until": time.time() + self.trial_seconds,
+                                  "trial_seconds": self.trial_seconds})  # fmt: skip
         return True

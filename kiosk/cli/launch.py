@@ -8,6 +8,10 @@ supervises it:
   finished a sync round) before the deadline; if it exits first, or the deadline passes, it is
   stopped, `state.json` goes back to the release before (with the reason, which that release
   journals as `rolled_back` at its start) and that one is started;
+* a release past its trial that fails within `EARLY` seconds of its start `EARLY_LIMIT` times
+  in a row (counted in `state.json` across the launcher's own restarts) is rolled back the same
+  way: a release that passed its trial and then crashes at every start (a device it never met,
+  a date) would otherwise run into systemd's restart limit and leave the automat dark;
 * any other exit ends the launcher with the same status (systemd starts it again); SIGTERM and
   SIGINT are passed on to the release and the launcher ends with it.
 
@@ -41,6 +45,9 @@ log = logging.getLogger(__name__)
 LOOK = 0.2
 #: how long a stopped release has to end before it is killed
 STOP_WAIT = 20.0
+#: a release that fails this soon after its start, this many times in a row, is rolled back
+EARLY = 120.0
+EARLY_LIMIT = 3
 
 
 class Launcher:
@@ -51,6 +58,7 @@ class Launcher:
         self.installed = installed
         self.child: subprocess.Popen[bytes] | None = None
         self.stopping = threading.Event()
+        self.early = EARLY
 
     def python(self, version: str | None) -> str:
         if version:
@@ -93,12 +101,21 @@ class Launcher:
             version = state.get("current")
             version = str(version) if version else None
             until = state.get("trial_until")
+            if until is not None and state.get("trial_seconds") is not None:
+                # the trial counts from this start: after a reboot or a power cut during the
+                # trial, the release gets its whole time again rather than none
+                until = time.time() + float(state["trial_seconds"])
             child = self.start(version)
+            started, early = time.monotonic(), bool(state.get("early_exits"))
             code = None
             while code is None:
                 if self.stopping.wait(LOOK):
                     return self.stop(child)
                 code = child.poll()
+                if early and code is None and time.monotonic() - started > self.early:
+                    early = False  # up long enough: the count of early failures starts again
+                    write_state(self.folder, {k: v for k, v in read_state(self.folder).items()
+                                              if k != "early_exits"})  # fmt: skip
                 if until is None:
                     continue
                 mark = healthy_file(self.folder)
@@ -116,6 +133,17 @@ class Launcher:
             if until is not None:  # ended on trial
                 self.roll_back(state, f"it exited with status {code} on trial")
                 continue
+            if code != 0 and version and time.monotonic() - started < self.early:
+                state = read_state(self.folder)  # (as the release left it)
+                times = int(state.get("early_exits", 0)) + 1
+                if times >= EARLY_LIMIT:
+                    self.roll_back(
+                        state,
+                        f"it failed {times} times in a row within "
+                        f"{self.early:.0f} s of its start (last status {code})",
+                    )
+                    continue
+                write_state(self.folder, {**state, "early_exits": times})
             return code
 
 
