@@ -86,16 +86,6 @@ def eur() -> Callable[[int], Money]:
     return lambda minor: Money(minor, "EUR")
 
 
-def _readers() -> list[str]:
-    from drivers.chipkey.reader import list_readers
-    from drivers.errors import TransportError
-
-    try:
-        return list_readers()
-    except TransportError:
-        return []
-
-
 # Two test workers (pytest-xdist, `-n 2`) share the machine's one pcscd: each has a vpcd
 # reader of its own (KIOSK_VPCD_SLOT, set in pytest_configure), so keys never cross. What
 # touches pcscd itself (starting it, restarting it) is done under a lock in a directory the
@@ -110,10 +100,23 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if "drivers.chipkey.vpcd" in sys.modules:  # its reader is chosen once, on import
         raise pytest.UsageError("drivers.chipkey.vpcd was imported before the worker's slot")
-    number = int(worker.removeprefix("gw"))
-    if number > 1:
-        raise pytest.UsageError("vpcd has two readers: run at most two workers (-n 2)")
-    os.environ["KIOSK_VPCD_SLOT"] = str(number)
+    # a reader is claimed by a lock held for the worker's life, not by its name: a worker
+    # that crashed is replaced by gw2, gw3 ..., and its reader is free once it is gone
+    for slot in (0, 1):
+        claim = open(Path(os.environ["KIOSK_TEST_SHARED"]) / f"slot-{slot}", "a")  # noqa: SIM115
+        try:
+            fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            claim.close()
+            continue
+        _CLAIMED.append(claim)
+        os.environ["KIOSK_VPCD_SLOT"] = str(slot)
+        return
+    raise pytest.UsageError("vpcd has two readers: run at most two workers (-n 2)")
+
+
+#: this worker's claim on its vpcd reader (open for the worker's life)
+_CLAIMED: list[Any] = []
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -132,7 +135,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 @contextlib.contextmanager
-def _shared_lock(name: str, exclusive: bool = True) -> Iterator[None]:
+def shared_lock(name: str, exclusive: bool = True) -> Iterator[None]:
     """A lock all workers of this run share (a file in the run's directory, flock)."""
     with open(Path(os.environ["KIOSK_TEST_SHARED"]) / name, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
@@ -144,13 +147,13 @@ def _pcscd_turn(request: pytest.FixtureRequest) -> Iterator[None]:
     """A test marked `pcscd_alone` (it restarts pcscd) runs while no other test does; the
     others share. The turnstile keeps a waiting `pcscd_alone` test from being starved."""
     alone = request.node.get_closest_marker("pcscd_alone") is not None
-    with _shared_lock("turnstile"):
+    with shared_lock("turnstile"):
         if alone:
-            with _shared_lock("pcscd"):
+            with shared_lock("pcscd"):
                 yield
             return
         held = contextlib.ExitStack()
-        held.enter_context(_shared_lock("pcscd", exclusive=False))
+        held.enter_context(shared_lock("pcscd", exclusive=False))
     with held:
         yield
 
@@ -174,7 +177,7 @@ def _vpcd_up() -> bool:
 def _start_pcscd() -> None:
     """Start pcscd unless one with the vpcd readers runs (another worker may just have
     started it); what it says goes to a file (a pipe nobody reads would stop it once full)."""
-    with _shared_lock("start"):
+    with shared_lock("start"):
         if _vpcd_up():
             return
         exe = shutil.which("pcscd") or "/usr/sbin/pcscd"

@@ -320,3 +320,43 @@ def test_sigterm_stops_the_automat_and_everything_its_simulation_started(
         raise AssertionError("the local head office still answers")
     except requests.ConnectionError:
         pass  # gone with the automat
+
+
+def test_sigterm_stops_the_headless_run_at_its_next_screen(tmp_path: Path) -> None:
+    """Without a display (the scripted customers and their screenshots), SIGTERM ends the
+    run at its next screen, not after the whole script: status 0, no report, the local head
+    office and the virtual screen gone with it."""
+    import os
+    import signal
+    import threading
+    import time
+
+    shots = tmp_path / "shots"
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    log = tmp_path / "run.log"
+    with log.open("wb") as said:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kiosk.cli", "--data-dir", str(tmp_path / "data"), "run",
+             "--screenshots", str(shots)], cwd=ROOT, env=env, stdout=said,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline, look = time.monotonic() + 120, threading.Event()
+        while len(list(shots.glob("*.png"))) < 2:  # the script is under way
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            look.wait(0.1)
+        children = [int(c) for t in Path(f"/proc/{proc.pid}/task").iterdir()
+                    for c in (t / "children").read_text().split()]  # fmt: skip
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    text = log.read_text()
+    assert "kiosk: stopped (SIGTERM)" in text and "Traceback" not in text, text[-3000:]
+    assert "Head office report" not in text  # the script did not run to its end
+    assert len(list(shots.glob("*.png"))) < 20, "it stopped at its next screen"
+    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()
+             and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"]  # fmt: skip
+    assert children and not alive, (children, alive)

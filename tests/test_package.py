@@ -15,27 +15,33 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, shared_lock
 
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 #: what must never be on an automat or a head-office server (build and test tools)
 NEVER = ("vsmartcard-vpcd", "postgresql", "chromium", "chromium-driver", "gcc", "xvfb",
          "dpkg-dev", "lintian")  # fmt: skip
 
-pytestmark = pytest.mark.skipif(not Path("/usr/bin/python3").exists() or
-                                shutil.which("dpkg-deb") is None,
-                                reason="Debian's python3 and dpkg-deb build the packages")
+pytestmark = pytest.mark.skipif(
+    not Path("/usr/bin/python3").exists() or shutil.which("dpkg-deb") is None,
+    reason="Debian's python3 and dpkg-deb build the packages",
+)
 
 
 @pytest.fixture(scope="module")
-def debs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
-    out = tmp_path_factory.mktemp("dist")
-    done = subprocess.run(["/usr/bin/python3", str(ROOT / "config/debian/build.py"), "--out",
-                           str(out), "--fast"], capture_output=True, text=True,
-                          timeout=900)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    yield {"kiosk": out / f"prepaid-kiosk_{VERSION}_amd64.deb",
-           "headoffice": out / f"prepaid-headoffice_{VERSION}_amd64.deb"}
+def debs() -> Iterator[dict[str, Path]]:
+    """The packages, built once for the run: the two test workers may each hold tests of this
+    module, and the build writes into the checkout (pip's build/ and egg-info)."""
+    out = Path(os.environ["KIOSK_TEST_SHARED"]) / "dist"
+    made = {"kiosk": out / f"prepaid-kiosk_{VERSION}_amd64.deb",
+            "headoffice": out / f"prepaid-headoffice_{VERSION}_amd64.deb"}  # fmt: skip
+    with shared_lock("package"):
+        if not all(deb.exists() for deb in made.values()):
+            done = subprocess.run(["/usr/bin/python3", str(ROOT / "config/debian/build.py"),
+                                   "--out", str(out), "--fast"], capture_output=True, text=True,
+                                  timeout=900)  # fmt: skip
+            assert done.returncode == 0, done.stderr[-3000:]
+    yield made
 
 
 def field(deb: Path, name: str) -> str:
@@ -51,7 +57,7 @@ def contents(deb: Path) -> set[str]:
 
 def site_packages(names: set[str], prefix: str) -> set[str]:
     base = f"{prefix}/.venv/lib/python3.11/site-packages/"
-    return {n[len(base):].split("/")[0].lower() for n in names if n.startswith(base)}
+    return {n[len(base) :].split("/")[0].lower() for n in names if n.startswith(base)}
 
 
 def test_the_packages_are_named_by_the_one_version_and_depend_on_runtime_packages_only(
@@ -114,8 +120,11 @@ def test_what_the_packages_carry_runs_on_debians_python(
     built_in = subprocess.run(["grep", "-rlI", "--", "/tmp/prepaid-", str(tmp_path)],
                               capture_output=True, text=True).stdout.split()  # fmt: skip
     assert built_in == []
-    assert (tmp_path / "kiosk/opt/prepaid-kiosk/.venv/bin/kiosk").read_text().startswith(
-        "#!/opt/prepaid-kiosk/.venv/bin/python")
+    assert (
+        (tmp_path / "kiosk/opt/prepaid-kiosk/.venv/bin/kiosk")
+        .read_text()
+        .startswith("#!/opt/prepaid-kiosk/.venv/bin/python")
+    )
     kiosk_py = tmp_path / "kiosk/opt/prepaid-kiosk/.venv/bin/python"
     office_py = tmp_path / "headoffice/opt/prepaid-headoffice/.venv/bin/python"
     assert os.readlink(kiosk_py).startswith(("python3", "/usr/bin/python3"))
@@ -137,8 +146,10 @@ def test_what_the_packages_carry_runs_on_debians_python(
     assert sys.executable != str(kiosk_py)
 
 
-@pytest.mark.skipif(os.environ.get("PACKAGE_INSTALL_TEST") != "1",
-                    reason="PACKAGE_INSTALL_TEST=1: a Debian root from the mirror, minutes")
+@pytest.mark.skipif(
+    os.environ.get("PACKAGE_INSTALL_TEST") != "1",
+    reason="PACKAGE_INSTALL_TEST=1: a Debian root from the mirror, minutes",
+)
 def test_the_packages_install_into_a_fresh_debian_and_lintian_finds_no_error(
     debs: dict[str, Path], tmp_path: Path
 ) -> None:

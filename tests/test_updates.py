@@ -380,7 +380,6 @@ def test_the_launcher_switches_and_rolls_back_by_itself(
     """Real processes stand in for releases: B, on trial, marks itself healthy; C exits at
     its start and D never becomes healthy within its trial: both are stopped and B is started
     again with the reason in state.json."""
-    import threading
 
     from kiosk.adapters.updates import write_state
     from kiosk.cli.launch import Launcher
@@ -394,40 +393,38 @@ def test_the_launcher_switches_and_rolls_back_by_itself(
     stand_in(folder, "D", "trap 'exit 0' TERM\nwhile :; do sleep 0.05; done", log)
     write_state(folder, {"current": "B", "previous": None, "trial_until": time.time() + 60})
     launcher = Launcher(data, ["--site", "site.toml"], installed=str(installed))
-    # A is not started: state.json says B (on trial)
-    code: list[int] = []
-    thread = threading.Thread(target=lambda: code.append(launcher.run()), daemon=True)
-    thread.start()
 
     def started() -> list[str]:
         return log.read_text().splitlines() if log.exists() else []
 
-    poll_until(lambda: read_state(folder) == {"current": "B", "previous": None}, "B healthy")
-    assert started() == [f"B -m kiosk.cli --data-dir {data} run --site site.toml"]
-    # C arrives and fails at its start: rolled back to B
-    write_state(folder, {"current": "C", "previous": "B", "trial_until": time.time() + 60})
-    (folder / "switch-B").touch()
-    poll_until(lambda: len(started()) == 3, "B started again")
-    assert [line.split()[0] for line in started()] == ["B", "C", "B"]
-    poll_until(lambda: read_state(folder).get("trial_until") is None
-               and "rolled_back" in read_state(folder), "the state after C")  # fmt: skip
-    assert read_state(folder)["rolled_back"] == {
-        "version": "C",
-        "reason": "it exited with status 3 on trial",
-    }
-    # D comes up but is not healthy within its trial: stopped, back to B
-    write_state(folder, {"current": "D", "previous": "B", "trial_until": time.time() + 1.0})
-    (folder / "switch-B").touch()
-    poll_until(lambda: len(started()) == 5, "B started after D", 20)
-    assert [line.split()[0] for line in started()] == ["B", "C", "B", "D", "B"]
-    state = read_state(folder)
-    assert state["current"] == "B" and state["rolled_back"] == {
-        "version": "D",
-        "reason": "not up and synced within its trial",
-    }
-    assert not (folder / "healthy").exists() or (folder / "healthy").read_text() == "B"
-    launcher.stopping.set()  # SIGTERM to the launcher: passed on, and its status returned
-    thread.join(30)
+    # A is not started: state.json says B (on trial)
+    with launching(launcher) as code:
+        poll_until(lambda: read_state(folder) == {"current": "B", "previous": None,
+                                                  "trial_passed": True}, "B healthy")  # fmt: skip
+        assert started() == [f"B -m kiosk.cli --data-dir {data} run --site site.toml"]
+        # C arrives and fails at its start: rolled back to B
+        write_state(folder, {"current": "C", "previous": "B", "trial_until": time.time() + 60})
+        (folder / "switch-B").touch()
+        poll_until(lambda: len(started()) == 3, "B started again")
+        assert [line.split()[0] for line in started()] == ["B", "C", "B"]
+        poll_until(lambda: read_state(folder).get("trial_until") is None
+                   and "rolled_back" in read_state(folder), "the state after C")  # fmt: skip
+        assert read_state(folder)["rolled_back"] == {
+            "version": "C",
+            "reason": "it exited with status 3 on trial",
+        }
+        # D comes up but is not healthy within its trial: stopped, back to B
+        write_state(folder, {"current": "D", "previous": "B", "trial_until": time.time() + 1.0})
+        (folder / "switch-B").touch()
+        poll_until(lambda: len(started()) == 5, "B started after D", 20)
+        assert [line.split()[0] for line in started()] == ["B", "C", "B", "D", "B"]
+        state = read_state(folder)
+        assert state["current"] == "B" and state["rolled_back"] == {
+            "version": "D",
+            "reason": "not up and synced within its trial",
+        }
+        assert not (folder / "healthy").exists() or (folder / "healthy").read_text() == "B"
+    # (the block's end: SIGTERM to the launcher, passed on, and its status returned)
     assert code == [0]
     # nothing in state.json: the installed release runs (and its status is the launcher's),
     # with systemd's socket passed on and the watchdog its own (no WATCHDOG_PID of ours)
@@ -441,15 +438,31 @@ def test_the_launcher_switches_and_rolls_back_by_itself(
     assert (tmp_path / "env.log").read_text() == f"/run/systemd/notify||{data}\n"
 
 
+@contextlib.contextmanager
+def launching(launcher: Any) -> Iterator[list[int]]:
+    """`launcher.run()` on a thread of its own; stopped (SIGTERM's way) when the block ends,
+    whatever happened in it: no stand-in release is left running. Gives its status."""
+    import threading
+
+    code: list[int] = []
+    thread = threading.Thread(target=lambda: code.append(launcher.run()), daemon=True)
+    thread.start()
+    try:
+        yield code
+    finally:
+        launcher.stopping.set()
+        thread.join(30)
+
+
 def test_a_release_past_its_trial_that_fails_at_every_start_is_rolled_back(
     tmp_path: Path,
 ) -> None:
     """E passed its trial, then fails at once at every start: the launcher ends with its
     status each time (systemd starts it again) and counts in state.json; at the third
-    failure in a row E is rolled back to B. A release that stays up longer than `early`
-    starts the count again; the installed release is never counted (nothing to go back to)."""
-    import threading
-
+    failure in a row E is rolled back to B. Not counted: a release that stays up longer than
+    `early` (the count starts again), status 2 (the site file, the journal or the disk, which
+    B would meet too), a release that is a rollback's target and the installed one (nothing
+    to go back to, or a chain of rollbacks that would lose the first one's reason)."""
     from kiosk.adapters.updates import write_state
     from kiosk.cli.launch import EARLY_LIMIT, Launcher
 
@@ -460,49 +473,51 @@ def test_a_release_past_its_trial_that_fails_at_every_start_is_rolled_back(
     stand_in(folder, "B", "trap 'exit 0' TERM\nwhile :; do sleep 0.05; done", log)
     stand_in(folder, "E", "exit 4", log)
     stand_in(folder, "F", "sleep 1\nexit 5", log)
+    stand_in(folder, "G", "exit 2", log)
+    stand_in(folder, "H", "exit 4", log)
 
     def launcher() -> Launcher:  # a new one each time, as systemd starts the unit again
         return Launcher(data, ["x"], installed=str(installed))
 
-    write_state(folder, {"current": "E", "previous": "B"})
-    for times in range(1, EARLY_LIMIT):
-        assert launcher().run() == 4
-        assert read_state(folder) == {"current": "E", "previous": "B", "early_exits": times}
-    third = launcher()
-    code: list[int] = []
-    thread = threading.Thread(target=lambda: code.append(third.run()), daemon=True)
-    thread.start()
-
     def started() -> list[str]:
         return [line.split()[0] for line in log.read_text().splitlines()]
 
-    poll_until(lambda: started()[-1:] == ["B"], "B started after E")
-    assert started() == ["E", "E", "E", "B"]
-    assert read_state(folder) == {"current": "B", "previous": None, "rolled_back": {
-        "version": "E", "reason": "it failed 3 times in a row within 120 s of its start "
-                                  "(last status 4)"}}  # fmt: skip
-    third.stopping.set()
-    thread.join(30)
+    passed = {"previous": "B", "trial_passed": True}
+    write_state(folder, {"current": "E", **passed})
+    for times in range(1, EARLY_LIMIT):
+        assert launcher().run() == 4
+        assert read_state(folder) == {"current": "E", **passed, "early_exits": times}
+    with launching(launcher()) as code:
+        poll_until(lambda: started()[-1:] == ["B"], "B started after E")
+        assert started() == ["E", "E", "E", "B"]
+        assert read_state(folder) == {"current": "B", "previous": None, "rolled_back": {
+            "version": "E", "reason": "it failed 3 times in a row within 120 s of its start "
+                                      "(last status 4)"}}  # fmt: skip
     assert code == [0]
-    # F stays up longer than `early` before it fails: the count starts again, nothing rolled back
-    write_state(folder, {"current": "F", "previous": "B", "early_exits": 2})
+    # F stays up longer than `early` before it fails: the count starts again
+    write_state(folder, {"current": "F", **passed, "early_exits": 2})
     patient = launcher()
     patient.early = 0.3
     assert patient.run() == 5
-    assert read_state(folder) == {"current": "F", "previous": "B"}
-    # the installed release failing: its status, nothing counted
-    write_state(folder, {})
-    assert launcher().run() == 4 and launcher().run() == 4 and launcher().run() == 4
-    assert read_state(folder) == {}
+    assert read_state(folder) == {"current": "F", **passed}
+    # G: kiosk refuses its site file (status 2), at every start: not the release's fault
+    write_state(folder, {"current": "G", **passed})
+    assert [launcher().run() for _ in range(EARLY_LIMIT + 1)] == [2] * (EARLY_LIMIT + 1)
+    assert read_state(folder) == {"current": "G", **passed}
+    # H was rolled back to (no trial passed here), and the installed release: never counted
+    for state in ({"current": "H", "previous": None}, {}):
+        write_state(folder, state)
+        assert [launcher().run() for _ in range(EARLY_LIMIT + 1)] == [4] * (EARLY_LIMIT + 1)
+        assert read_state(folder) == state
 
 
-def test_a_trial_interrupted_by_a_reboot_gets_its_whole_time_again(tmp_path: Path) -> None:
+def test_a_trial_interrupted_by_a_reboot_gets_its_whole_time_again_once(tmp_path: Path) -> None:
     """The automat was switched off during B's trial and came back after the deadline: B is
-    given its trial's length again from this start (it used to be rolled back at once, for
-    the power cut, not for anything it did), and becomes healthy."""
-    import threading
-
-    from kiosk.adapters.updates import write_state
+    given its trial's length again (it used to be rolled back at once, for the power cut,
+    not for anything it did), and becomes healthy. D's launcher is restarted within the same
+    boot after its deadline (systemd: D hung before READY, or stopped feeding the watchdog):
+    D keeps its deadline and is rolled back, or it would be tried for ever."""
+    from kiosk.adapters.updates import boot_id, write_state
     from kiosk.cli.launch import Launcher
 
     data = tmp_path / "data"
@@ -510,17 +525,21 @@ def test_a_trial_interrupted_by_a_reboot_gets_its_whole_time_again(tmp_path: Pat
     log = tmp_path / "started.log"
     installed = stand_in(tmp_path / "installed", "A", "exit 0", log)
     stand_in(folder, "B", "sleep 1\n" + HEALTHY_THEN_SWITCH, log)
+    stand_in(folder, "D", "trap 'exit 0' TERM\nwhile :; do sleep 0.05; done", log)
+    assert boot_id()  # (the kernel says which boot this is)
     write_state(folder, {"current": "B", "previous": None, "trial_until": time.time() - 3600,
-                         "trial_seconds": 60})  # fmt: skip
-    launcher = Launcher(data, ["x"], installed=str(installed))
-    code: list[int] = []
-    thread = threading.Thread(target=lambda: code.append(launcher.run()), daemon=True)
-    thread.start()
-    poll_until(lambda: read_state(folder) == {"current": "B", "previous": None}, "B healthy")
-    assert [line.split()[0] for line in log.read_text().splitlines()] == ["B"]
-    launcher.stopping.set()
-    thread.join(30)
+                         "trial_seconds": 60, "trial_boot": "a boot before"})  # fmt: skip
+    with launching(Launcher(data, ["x"], installed=str(installed))) as code:
+        poll_until(lambda: read_state(folder) == {"current": "B", "previous": None,
+                                                  "trial_passed": True}, "B healthy")  # fmt: skip
+        assert [line.split()[0] for line in log.read_text().splitlines()] == ["B"]
     assert code == [0]
+    write_state(folder, {"current": "D", "previous": "B", "trial_until": time.time() - 1,
+                         "trial_seconds": 60, "trial_boot": boot_id()})  # fmt: skip
+    with launching(Launcher(data, ["x"], installed=str(installed))):
+        poll_until(lambda: read_state(folder).get("current") == "B", "D rolled back")
+        assert read_state(folder)["rolled_back"] == {
+            "version": "D", "reason": "not up and synced within its trial"}  # fmt: skip
 
 
 def test_a_failure_on_the_download_thread_is_journaled_and_the_automat_goes_on(

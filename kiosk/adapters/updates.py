@@ -54,8 +54,9 @@ def folder_of(data: Path) -> Path:
 
 
 def read_state(folder: Path) -> dict[str, Any]:
-    """`state.json`: {current, previous, trial_until (unix seconds), trial_seconds (the trial's
-    length, counted again from each start: a reboot during the trial), rolled_back {version,
+    """`state.json`: {current, previous, trial_until (unix seconds), trial_seconds and
+    trial_boot (the trial's length, given again once after a reboot during it), trial_passed,
+    early_exits (failures soon after a start, in a row), rolled_back {version,
     reason}}; an empty dict where there is none (the installed release runs)."""
     try:
         state = json.loads((folder / "state.json").read_text("utf-8"))
@@ -66,6 +67,14 @@ def read_state(folder: Path) -> dict[str, Any]:
                   folder, err)  # fmt: skip
         return {}
     return state if isinstance(state, dict) else {}
+
+
+def boot_id() -> str:
+    """This boot of the machine (the kernel's random boot id), "" where there is none."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text("ascii").strip()
+    except OSError:
+        return ""
 
 
 def write_state(folder: Path, state: dict[str, Any]) -> None:
@@ -297,5 +306,6 @@ class Updater:
         mine = Path(sys.executable).absolute().is_relative_to(self.folder.absolute())
         write_state(self.folder, {"current": version, "previous": self.running if mine else None,
                                   "trial_until": time.time() + self.trial_seconds,
-                                  "trial_seconds": self.trial_seconds})  # fmt: skip
+                                  "trial_seconds": self.trial_seconds,
+                                  "trial_boot": boot_id()})  # fmt: skip
         return True

@@ -8,10 +8,15 @@ supervises it:
   finished a sync round) before the deadline; if it exits first, or the deadline passes, it is
   stopped, `state.json` goes back to the release before (with the reason, which that release
   journals as `rolled_back` at its start) and that one is started;
-* a release past its trial that fails within `EARLY` seconds of its start `EARLY_LIMIT` times
-  in a row (counted in `state.json` across the launcher's own restarts) is rolled back the same
-  way: a release that passed its trial and then crashes at every start (a device it never met,
-  a date) would otherwise run into systemd's restart limit and leave the automat dark;
+* a trial interrupted by a reboot (or a power cut) gets its whole time again, once per boot:
+  the deadline is not the release's fault then; restarted by systemd within the same boot (it
+  hung before READY, or stopped feeding the watchdog), it keeps its deadline;
+* a release that passed its trial and then fails within `EARLY` seconds of its start
+  `EARLY_LIMIT` times in a row (counted in `state.json` across the launcher's own restarts) is
+  rolled back the same way: a device it never met, a date, would otherwise run it into
+  systemd's restart limit and leave the automat dark. Not counted: a release that is itself a
+  rollback's target or the installed one (nothing to go back to), and status 2, kiosk's own
+  refusal of the site file, the journal or the disk, which the release before would meet too;
 * any other exit ends the launcher with the same status (systemd starts it again); SIGTERM and
   SIGINT are passed on to the release and the launcher ends with it.
 
@@ -33,6 +38,7 @@ from kiosk.adapters.updates import (
     LAUNCHED_ENV,
     RELEASE_PYTHON,
     SWITCH_EXIT,
+    boot_id,
     folder_of,
     healthy_file,
     read_state,
@@ -48,6 +54,8 @@ STOP_WAIT = 20.0
 #: a release that fails this soon after its start, this many times in a row, is rolled back
 EARLY = 120.0
 EARLY_LIMIT = 3
+#: kiosk's status for a site file, journal or disk it refuses (kiosk/cli/main.py): not counted
+REFUSED = 2
 
 
 class Launcher:
@@ -101,10 +109,15 @@ class Launcher:
             version = state.get("current")
             version = str(version) if version else None
             until = state.get("trial_until")
-            if until is not None and state.get("trial_seconds") is not None:
-                # the trial counts from this start: after a reboot or a power cut during the
-                # trial, the release gets its whole time again rather than none
+            this_boot = boot_id()
+            if (
+                until is not None
+                and state.get("trial_seconds") is not None
+                and state.get("trial_boot", this_boot) != this_boot
+            ):  # rebooted during the trial: its whole time again, once
                 until = time.time() + float(state["trial_seconds"])
+                state = {**state, "trial_until": until, "trial_boot": this_boot}
+                write_state(self.folder, state)
             child = self.start(version)
             started, early = time.monotonic(), bool(state.get("early_exits"))
             code = None
@@ -120,8 +133,8 @@ class Launcher:
                     continue
                 mark = healthy_file(self.folder)
                 if mark.exists() and mark.read_text("utf-8").strip() == version:
-                    write_state(self.folder, {"current": version,
-                                              "previous": state.get("previous")})  # fmt: skip
+                    write_state(self.folder, {"current": version, "previous": state.get("previous"),
+                                              "trial_passed": True})  # fmt: skip
                     print(f"launch: release {version} is healthy", flush=True)
                     until = None
                 elif code is None and time.time() > float(until):  # type: ignore[arg-type]
@@ -133,7 +146,12 @@ class Launcher:
             if until is not None:  # ended on trial
                 self.roll_back(state, f"it exited with status {code} on trial")
                 continue
-            if code != 0 and version and time.monotonic() - started < self.early:
+            if (
+                code not in (0, REFUSED)
+                and version
+                and state.get("trial_passed")
+                and time.monotonic() - started < self.early
+            ):
                 state = read_state(self.folder)  # (as the release left it)
                 times = int(state.get("early_exits", 0)) + 1
                 if times >= EARLY_LIMIT:

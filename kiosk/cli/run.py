@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, closing, contextmanager
+from contextlib import ExitStack, closing, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -94,11 +94,12 @@ def _run(
         stack.enter_context(supervised(running, engine, opts.supervision, shown))
         try:
             if opts.headless:
-                from kiosk.sim.script import scripted_customers
+                from kiosk.sim.script import Stopped, scripted_customers
 
                 assert rig is not None, "the headless run needs the simulated devices"
                 shown.set()  # its screen is the pictures it saves
-                scripted_customers(rig, clock, opts.shots, out)
+                with suppress(Stopped):  # SIGTERM: said below, once everything is closed
+                    scripted_customers(rig, clock, opts.shots, out, stopping)
             else:
                 from kiosk.ui.app import KioskApp
 
@@ -129,7 +130,7 @@ def _run(
         if kiosk.switched:
             out.write("kiosk: handing over to the new release\n")
             return SWITCH_EXIT  # the launcher starts it
-        if rig is not None:
+        if rig is not None and not stopping.is_set():
             from kiosk.sim.demo import finish_report
 
             finish_report(rig, clock, out)

@@ -4,6 +4,7 @@ and once in English."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
@@ -112,9 +113,19 @@ def technician_visit(
     ui.settle()
 
 
+class Stopped(Exception):
+    """The run was asked to stop (SIGTERM) between two of the script's screens."""
+
+
 def scripted_customers(
-    rig: Rig, clock: Callable[[], datetime], shots: Path, out: TextIO
+    rig: Rig,
+    clock: Callable[[], datetime],
+    shots: Path,
+    out: TextIO,
+    stopping: threading.Event | None = None,
 ) -> list[Path]:
+    """The headless run's customers, a screenshot of each screen; `stopping` (SIGTERM) set
+    ends it at the next screen with `Stopped`."""
     from kivy.base import EventLoop
     from kivy.core.window import Window
 
@@ -140,6 +151,8 @@ def scripted_customers(
     silent: list[Path] = []  # screens whose sound could not be made (no espeak-ng)
 
     def shot(lang: str, name: str) -> None:
+        if stopping is not None and stopping.is_set():
+            raise Stopped
         ui.settle()
         path = ui.screenshot(shots / f"{lang}-{next(counter):02d}-{name}.png")
         taken.append(path)

@@ -44,7 +44,9 @@ class Xvfb:
         try:  # Xvfb writes the number, then a newline: read both, else the second write
             said, deadline = b"", time.monotonic() + self.timeout  # fails and ends Xvfb
             while not said.endswith(b"\n") and time.monotonic() < deadline:
-                ready, _, _ = select.select([read_fd], [], [], deadline - time.monotonic())
+                ready, _, _ = select.select(
+                    [read_fd], [], [], max(0.0, deadline - time.monotonic())
+                )
                 chunk = os.read(read_fd, 16) if ready else b""
                 if not chunk:
                     break  # (it ended, or the time is up)
