@@ -504,6 +504,11 @@ def test_a_release_past_its_trial_that_fails_at_every_start_is_rolled_back(
     write_state(folder, {"current": "G", **passed})
     assert [launcher().run() for _ in range(EARLY_LIMIT + 1)] == [2] * (EARLY_LIMIT + 1)
     assert read_state(folder) == {"current": "G", **passed}
+    # J passes its trial and fails at once after it, in the same launcher: counted already
+    stand_in(folder, "J", "printf J > {folder}/healthy\nsleep 1\nexit 4", log)
+    write_state(folder, {"current": "J", "previous": "B", "trial_until": time.time() + 60})
+    assert launcher().run() == 4
+    assert read_state(folder) == {"current": "J", **passed, "early_exits": 1}
     # H was rolled back to (no trial passed here), and the installed release: never counted
     for state in ({"current": "H", "previous": None}, {}):
         write_state(folder, state)

@@ -133,8 +133,9 @@ class Launcher:
                     continue
                 mark = healthy_file(self.folder)
                 if mark.exists() and mark.read_text("utf-8").strip() == version:
-                    write_state(self.folder, {"current": version, "previous": state.get("previous"),
-                                              "trial_passed": True})  # fmt: skip
+                    state = {"current": version, "previous": state.get("previous"),
+                             "trial_passed": True}  # fmt: skip
+                    write_state(self.folder, state)
                     print(f"launch: release {version} is healthy", flush=True)
                     until = None
                 elif code is None and time.time() > float(until):  # type: ignore[arg-type]
