@@ -182,7 +182,8 @@ def test_field_rehearsal_head_office_simulators_and_the_production_kiosk(
                     PAUSE.wait(1.0)  # and a moment before trying again
 
                 control.send("insert K-1001")
-                poll_until(lambda: "taken" in control.send("coin 2.00"), "the acceptor enabled", 20)
+                poll_until(lambda: control.status()["coin_enabled"], "the acceptor enabled", 20)
+                assert "taken" in control.send("coin 2.00")
                 poll_until(lambda: "in escrow" in control.send("note 20.00"), "the note taken", 20)
                 poll_until(
                     lambda: kinds("key_written", "K-1001") > 0, "the top-up at head office", 40
@@ -331,7 +332,10 @@ def test_field_rehearsal_the_bus_unplugged_for_30_s_mid_payment_loses_nothing(
                 # the round's second half: the keys (a key before them is one it does not know)
                 poll_until(lambda: reference_held(tmp_path / "kiosk-data"), "the keys", 30)
                 control.send("insert K-1001")
-                poll_until(lambda: "taken" in control.send("coin 2.00"), "the acceptor enabled", 30)
+                # (asked, not tried with coins: inhibited coins every 50 ms overflowed its
+                # five-event buffer under load, and the automat rightly took that as a fault)
+                poll_until(lambda: control.status()["coin_enabled"], "the acceptor enabled", 30)
+                assert "taken" in control.send("coin 2.00")
                 poll_until(lambda: kinds("cash_in") >= 1, "the coin at head office", 30)
                 unplugged = time.monotonic()
                 assert control.send("unplug bus") == "the ccTalk bus unplugged"

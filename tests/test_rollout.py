@@ -193,7 +193,8 @@ def test_a_release_is_rolled_out_switched_when_idle_and_rolled_back(tmp_path: Pa
             # a customer at K-02 is paying when B reaches it
             control = control_of(tmp_path, "K-02")
             control.send("insert K-1001")
-            poll_until(lambda: "taken" in control.send("coin 2.00"), "K-02 taking cash", 30)
+            poll_until(lambda: control.status()["coin_enabled"], "K-02 taking cash", 30)
+            assert "taken" in control.send("coin 2.00")
             poll_until(lambda: "in escrow" in control.send("note 5.00"), "the note", 20)
             admin(db, "rollout", B, "--canary", "K-01", "--then-after", "0s")  # the rest now
             poll_until(lambda: ho.said("K-02") == (B, "verified"), "K-02 has B ready", 60)

@@ -187,6 +187,8 @@ class Simulators:
             "card_terminal": self.terminal is not None,
             "key": self.key,
             "coins_taken": self.coin.counter,
+            # the acceptor takes coins now: enabled by the automat, some coin not inhibited
+            "coin_enabled": self.coin.master and self.coin.inhibit_mask != 0,
             "notes_stacked": len(self.notes.stacked),
             "payments": len(self.terminal.payments) if self.terminal else 0,
             "printed": len(self.printer.jobs) if self.printer else 0,
