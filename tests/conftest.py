@@ -147,14 +147,9 @@ def _pcscd_turn(request: pytest.FixtureRequest) -> Iterator[None]:
     """A test marked `pcscd_alone` (it restarts pcscd) runs while no other test does; the
     others share. The turnstile keeps a waiting `pcscd_alone` test from being starved."""
     alone = request.node.get_closest_marker("pcscd_alone") is not None
-    with shared_lock("turnstile"):
-        if alone:
-            with shared_lock("pcscd"):
-                yield
-            return
-        held = contextlib.ExitStack()
-        held.enter_context(shared_lock("pcscd", exclusive=False))
-    with held:
+    with contextlib.ExitStack() as held:
+        with shared_lock("turnstile"):  # (passed once the pcscd lock is taken)
+            held.enter_context(shared_lock("pcscd", exclusive=alone))
         yield
 
 
@@ -217,14 +212,20 @@ def restart_pcscd() -> None:
         for pid in map(int, pids.split()):
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + 10
-            while _running(pid):
+            while running(pid):
                 assert time.monotonic() < deadline, f"pcscd {pid} did not stop"
                 threading.Event().wait(0.05)  # nothing to wait on but its pid
     finally:
         _start_pcscd()  # whatever happened: the tests after this one need it
 
 
-def _running(pid: int) -> bool:
+def children(pid: int) -> list[int]:
+    """The processes `pid` started that run now (from every one of its threads)."""
+    return [int(c) for t in Path(f"/proc/{pid}/task").iterdir()
+            for c in (t / "children").read_text().split()]  # fmt: skip
+
+
+def running(pid: int) -> bool:
     """Whether process `pid` still runs: ended is gone, or a zombie (another worker's child
     is reaped only when that worker ends; ours is reaped here)."""
     with contextlib.suppress(ChildProcessError):

@@ -12,7 +12,7 @@ from typing import Any
 from kiosk.domain.clock import utc_now
 from kiosk.domain.events import Kind, Record
 from kiosk.ledger.journal import Journal
-from tests.conftest import CONFIG, ROOT, run_kiosk
+from tests.conftest import CONFIG, ROOT, children, run_kiosk, running
 
 
 def test_demo_runs_complete_top_ups_and_prints_the_journal(tmp_path: Path) -> None:
@@ -255,10 +255,12 @@ BACKGROUND = (244, 243, 238)
 
 def _corner(x: Any) -> tuple[int, int, int]:
     """The colour at the top left of the Xvfb screen `x`, read from its frame buffer."""
+    from PIL import Image
+
     size, pixels = x.picture()
-    at = 4 * (5 * size[0] + 5)
-    blue, green, red = pixels[at : at + 3]
-    return red, green, blue
+    corner: tuple[int, int, int] = Image.frombuffer("RGB", size, pixels, "raw", "BGRX", 0,
+                                                    1).getpixel((5, 5))  # fmt: skip
+    return corner
 
 
 def test_sigterm_stops_the_automat_and_everything_its_simulation_started(
@@ -293,9 +295,8 @@ def test_sigterm_stops_the_automat_and_everything_its_simulation_started(
                 look.wait(0.2)  # until the screen is up: the stop goes through it
             url = re.search(r"started one on (http://127\.0\.0\.1:\d+)", log.read_text())
             assert url is not None, log.read_text()
-            children = [int(c) for t in Path(f"/proc/{proc.pid}/task").iterdir()
-                        for c in (t / "children").read_text().split()]  # fmt: skip
-            assert children, "the local head office runs as a process of its own"
+            started = children(proc.pid)
+            assert started, "the local head office runs as a process of its own"
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(60)
@@ -312,8 +313,7 @@ def test_sigterm_stops_the_automat_and_everything_its_simulation_started(
                 proc.wait(10)
     assert "kiosk: stopped (SIGTERM)" in log.read_text()
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
-    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()
-             and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"]  # fmt: skip
+    alive = [pid for pid in started if running(pid)]
     assert not alive, f"left running: {alive}"
     try:
         requests.get(url.group(1) + "/v1/health", timeout=2)
@@ -345,8 +345,7 @@ def test_sigterm_stops_the_headless_run_at_its_next_screen(tmp_path: Path) -> No
         while len(list(shots.glob("*.png"))) < 2:  # the script is under way
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
             look.wait(0.1)
-        children = [int(c) for t in Path(f"/proc/{proc.pid}/task").iterdir()
-                    for c in (t / "children").read_text().split()]  # fmt: skip
+        started = children(proc.pid)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, log.read_text()[-3000:]
     finally:
@@ -357,6 +356,5 @@ def test_sigterm_stops_the_headless_run_at_its_next_screen(tmp_path: Path) -> No
     assert "kiosk: stopped (SIGTERM)" in text and "Traceback" not in text, text[-3000:]
     assert "Head office report" not in text  # the script did not run to its end
     assert len(list(shots.glob("*.png"))) < 20, "it stopped at its next screen"
-    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()
-             and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"]  # fmt: skip
-    assert children and not alive, (children, alive)
+    alive = [pid for pid in started if running(pid)]
+    assert started and not alive, (started, alive)

@@ -83,23 +83,12 @@ class Xvfb:
         its size and its pixels as rows of blue, green, red, unused bytes ("BGRX")."""
         if self._dir is None:
             raise RuntimeError("Xvfb is not running")
-        frame, deadline = os.path.join(self._dir.name, "Xvfb_screen0"), time.monotonic() + 5
-        while True:  # (a mode set through RandR makes the file anew: it is gone for a moment)
-            try:
-                with open(frame, "rb") as f:
-                    data = f.read()
-                if len(data) >= 100:
-                    break
-            except FileNotFoundError:
-                pass
-            if time.monotonic() > deadline:
-                there = os.listdir(self._dir.name) if os.path.isdir(self._dir.name) else "gone"
-                raise RuntimeError(
-                    f"Xvfb's frame buffer {frame} is missing or cut short (the folder: {there};"
-                    f" Xvfb {'ended' if self.proc and self.proc.poll() is not None else 'runs'}:"
-                    f" {self.said()})"
-                )
-            threading.Event().wait(0.01)
+        with open(os.path.join(self._dir.name, "Xvfb_screen0"), "rb") as f:  # (start waited)
+            data = f.read()
+        if len(data) < 100:
+            ended = self.proc is None or self.proc.poll() is not None
+            raise RuntimeError(f"Xvfb's frame buffer is cut short (Xvfb "
+                               f"{'ended' if ended else 'runs'}: {self.said()})")  # fmt: skip
         # the XWD header: 25 big-endian words; then the colour map, 12 bytes an entry
         head = struct.unpack(">25I", data[:100])
         size, order, bpp, stride, ncolors = head[0], head[7], head[11], head[12], head[19]
